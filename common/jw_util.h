@@ -1,0 +1,27 @@
+/*
+ * jw_util.h - small helpers every module uses: clocks and UUIDs.
+ * All functions are safe from any thread.
+ */
+#ifndef JW_UTIL_H
+#define JW_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define JW_UUID_LEN 36 /* canonical text form, without the NUL */
+
+/* Wall clock in microseconds since the epoch (delta timestamps). */
+int64_t jw_now_us(void);
+/* Monotonic clock in microseconds (durations, deadlines). */
+int64_t jw_mono_us(void);
+
+/* True for the canonical 8-4-4-4-12 hex form (either case), NUL-terminated. */
+bool jw_uuid_valid(const char *s);
+/* A random (version 4) UUID in lower-case canonical form; out has 37 bytes. */
+void jw_uuid_new(char out[JW_UUID_LEN + 1]);
+
+/* Formats ts_us as ISO 8601 UTC with microseconds; out has at least 32 bytes. */
+void jw_format_ts(int64_t ts_us, char *out, size_t size);
+
+#endif
