@@ -1,0 +1,114 @@
+/*
+ * jw_store.h - jobwire's durable store: PostgreSQL through libpq, on the db
+ * thread.
+ *
+ * The loop thread submits batches of deltas (engine/jw_delta.h). The db thread
+ * takes every batch queued since its last commit, up to max_group_deltas, and
+ * writes them in ONE transaction (group commit): per table one upsert of the
+ * latest row of each id, one insert of all deltas into job_events, and one
+ * call that advances each job's last_seq and refuses gaps - all pipelined in
+ * one round trip. When it commits, every batch of the group is posted back
+ * with status 0, in submission order, and the wake callback runs.
+ *
+ * Failures:
+ *  - PostgreSQL unreachable or the connection lost: nothing is dropped. The
+ *    group in flight and everything queued behind it wait, in order, while the
+ *    thread reconnects with capped exponential backoff. A group whose COMMIT
+ *    outcome is unknown is checked against job_events after reconnecting, so
+ *    it is never written twice.
+ *  - PostgreSQL rejects the group (constraint violation, bad value): each of
+ *    its batches is retried alone, so only the offending batches fail; each is
+ *    posted back with status JW_EDB and PostgreSQL's message in ->error. A
+ *    rejected batch is never retried again.
+ *
+ * Threads: jw_store_start/stop/free from one controlling thread (main);
+ * submit, drain, wait and stats from any thread, normally the loop.
+ */
+#ifndef JW_STORE_H
+#define JW_STORE_H
+
+#include "jw_delta.h"
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef struct jw_store jw_store;
+
+typedef struct jw_store_config {
+    const char *conninfo; /* libpq URI or key=value string; copied */
+    int max_group_deltas; /* deltas per transaction, at least one batch; 0: 500 */
+    int backoff_min_ms;   /* first reconnect delay; 0: 100 */
+    int backoff_max_ms;   /* reconnect delay cap; 0: 5000 */
+    /* Called from the db thread after results were posted; may be NULL. */
+    void (*wake)(void *arg);
+    void *wake_arg;
+} jw_store_config;
+
+typedef struct jw_store_stats {
+    bool connected;
+    int64_t outage_started_us; /* monotonic; 0 while connected */
+    int64_t outage_total_us;   /* all finished outages, for metrics */
+    uint64_t batches_committed;
+    uint64_t deltas_committed;
+    uint64_t batches_failed;
+    uint64_t commits; /* transactions, i.e. groups */
+    uint64_t reconnects;
+    uint64_t queued_batches; /* submitted, not yet answered */
+    char last_error[256];    /* last connection or database error, redacted */
+} jw_store_stats;
+
+/* Starts the db thread. It connects on its own; an unreachable database is not
+ * an error here (see stats). Returns 0, JW_EINVAL or JW_ENOMEM. */
+int jw_store_start(jw_store **out, const jw_store_config *cfg);
+
+/*
+ * Queues b for commit and takes ownership of it; it comes back through
+ * jw_store_drain/jw_store_wait. Returns JW_EINVAL for an empty batch and
+ * JW_ECLOSED after jw_store_stop; then the caller keeps b.
+ */
+int jw_store_submit(jw_store *s, jw_batch *b);
+
+/*
+ * Hands every answered batch to fn in submission order; fn owns each batch it
+ * gets (free with jw_batch_free). Returns how many were handed over.
+ */
+typedef void (*jw_store_done_fn)(jw_batch *b, void *arg);
+size_t jw_store_drain(jw_store *s, jw_store_done_fn fn, void *arg);
+/* Like drain, but first waits up to timeout_ms for at least one answer. */
+size_t jw_store_wait(jw_store *s, int timeout_ms, jw_store_done_fn fn, void *arg);
+
+void jw_store_get_stats(jw_store *s, jw_store_stats *out);
+
+/*
+ * Stops accepting batches, commits what is queued if it can within drain_ms,
+ * answers the rest with JW_ECLOSED, and joins the thread. Answers stay
+ * drainable until jw_store_free.
+ */
+void jw_store_stop(jw_store *s, int drain_ms);
+/* Frees the store and any answers not drained; NULL-safe. Stop first. */
+void jw_store_free(jw_store *s);
+
+/*
+ * Applies db/migrations (embedded in the binary at build time) that are not
+ * yet recorded in schema_migrations, each in its own transaction, under an
+ * advisory lock so two servers never race. A recorded migration whose text
+ * changed since it was applied is refused. Blocking: start-up only. On error
+ * returns JW_EDBDOWN or JW_EMIGRATE with a message in err.
+ */
+int jw_db_migrate(const char *conninfo, char *err, size_t errlen);
+
+/* How many migrations this binary carries, and how many the database has. */
+int jw_db_migration_count(void);
+
+/*
+ * Loads every job that is not finished, for recovery at start-up. Blocking.
+ * *out becomes a JSON array of objects
+ *   {"job": {...job_runs row...}, "steps": [...], "otp_requests": [...],
+ *    "last_seq": N}
+ * with steps and OTP requests in creation order. Returns 0, JW_EDBDOWN or
+ * JW_EDB (message in err).
+ */
+int jw_db_load_active(const char *conninfo, json_t **out, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,614 @@
+/*
+ * The store against a real PostgreSQL: migrations, group commit, read-back,
+ * refusals (duplicate seq, gap, bad values) and how they are isolated, order,
+ * recovery load, and an unreachable database.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "jw_error.h"
+#include "jw_log.h"
+#include "pgtest.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static char *conninfo;
+static PGconn *db;
+
+static int setup_db(void **state)
+{
+    char err[512];
+
+    (void)state;
+    jw_log_set_level(JW_LOG_WARN);
+    conninfo = pgtest_fresh_db("jw_test_store");
+    if (jw_db_migrate(conninfo, err, sizeof(err)) != 0) {
+        fprintf(stderr, "migrate: %s\n", err);
+        return -1;
+    }
+    db = pgtest_connect(conninfo);
+    return 0;
+}
+
+static int teardown_db(void **state)
+{
+    (void)state;
+    PQfinish(db);
+    free(conninfo);
+    return 0;
+}
+
+static jw_store *start_store(int max_group)
+{
+    jw_store_config cfg = {.conninfo = conninfo, .max_group_deltas = max_group};
+    jw_store *s = NULL;
+
+    assert_int_equal(jw_store_start(&s, &cfg), 0);
+    return s;
+}
+
+/* A new job: its job_runs INSERT as seq 1. */
+static jw_batch *new_job_batch(char job[JW_UUID_LEN + 1])
+{
+    char user[JW_UUID_LEN + 1];
+    jw_batch *b = jw_batch_new();
+    char *row;
+
+    jw_uuid_new(job);
+    jw_uuid_new(user);
+    row = pgtest_job_row(job, user, "initiated", 0);
+    jw_batch_add(b, pgtest_delta(job, job, 1, JW_TABLE_JOB_RUNS, JW_OP_INSERT, row));
+    free(row);
+    return b;
+}
+
+static jw_delta *job_update(const char *job, int64_t seq, const char *status, int progress)
+{
+    /* user_id does not matter for updates of these tests; keep it stable. */
+    char *row = pgtest_job_row(job, "00000000-0000-4000-8000-000000000001", status, progress);
+    jw_delta *d = pgtest_delta(job, job, seq, JW_TABLE_JOB_RUNS, JW_OP_UPDATE, row);
+
+    free(row);
+    return d;
+}
+
+static int64_t events_of(const char *job)
+{
+    const char *p[1] = {job};
+
+    return pgtest_int(db, "SELECT count(*) FROM job_events WHERE job_run_id = $1", 1, p);
+}
+
+static int64_t last_seq_of(const char *job)
+{
+    const char *p[1] = {job};
+
+    return pgtest_int(db, "SELECT last_seq FROM job_runs WHERE id = $1", 1, p);
+}
+
+/* Submits b and returns its answer (status), freeing it; error copied out. */
+static int commit_one(jw_store *s, jw_batch *b, char *error, size_t errlen)
+{
+    jw_batch *ans[1];
+    int status;
+
+    assert_int_equal(jw_store_submit(s, b), 0);
+    assert_int_equal(pgtest_collect(s, ans, 1, 10000), 1);
+    assert_ptr_equal(ans[0], b);
+    status = ans[0]->status;
+    if (error)
+        snprintf(error, errlen, "%s", ans[0]->error ? ans[0]->error : "");
+    jw_batch_free(ans[0]);
+    return status;
+}
+
+static void test_migrations_idempotent(void **state)
+{
+    char err[512];
+
+    (void)state;
+    assert_int_equal(jw_db_migration_count(),
+                     (int)pgtest_int(db, "SELECT count(*) FROM schema_migrations", 0, NULL));
+    /* A second and third run change nothing and succeed. */
+    assert_int_equal(jw_db_migrate(conninfo, err, sizeof(err)), 0);
+    assert_int_equal(jw_db_migrate(conninfo, err, sizeof(err)), 0);
+    assert_int_equal(jw_db_migration_count(),
+                     (int)pgtest_int(db, "SELECT count(*) FROM schema_migrations", 0, NULL));
+    /* The tables DESIGN.md names exist, and otp_requests has no OTP value. */
+    assert_int_equal(5, pgtest_int(db,
+                                   "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND "
+                                   "tablename IN ('job_runs','job_steps','otp_requests',"
+                                   "'auth_sessions','job_events')",
+                                   0, NULL));
+    assert_int_equal(0, pgtest_int(db,
+                                   "SELECT count(*) FROM information_schema.columns WHERE "
+                                   "table_name = 'otp_requests' AND column_name LIKE '%value%'",
+                                   0, NULL));
+    assert_int_equal(0, pgtest_int(db,
+                                   "SELECT count(*) FROM information_schema.columns WHERE "
+                                   "table_name = 'auth_sessions' AND column_name = 'auth_token'",
+                                   0, NULL));
+}
+
+static void test_migration_edit_refused(void **state)
+{
+    char err[512], saved[65];
+    const char *p[1] = {saved};
+    PGresult *r;
+
+    (void)state;
+    r = pgtest_exec(db, "SELECT sha256 FROM schema_migrations WHERE name = '001_initial'", 0, NULL);
+    snprintf(saved, sizeof(saved), "%s", PQgetvalue(r, 0, 0));
+    PQclear(r);
+    /* As if 001_initial.sql had been edited after it was applied. */
+    PQclear(pgtest_exec(db, "UPDATE schema_migrations SET sha256 = 'x' WHERE name = '001_initial'",
+                        0, NULL));
+    assert_int_equal(jw_db_migrate(conninfo, err, sizeof(err)), JW_EMIGRATE);
+    assert_non_null(strstr(err, "001_initial was changed"));
+    PQclear(pgtest_exec(db, "UPDATE schema_migrations SET sha256 = $1 WHERE name = '001_initial'",
+                        1, p));
+    assert_int_equal(jw_db_migrate(conninfo, err, sizeof(err)), 0);
+}
+
+static void test_write_and_read_back(void **state)
+{
+    char job[JW_UUID_LEN + 1], step[JW_UUID_LEN + 1], otp[JW_UUID_LEN + 1];
+    char err[512], *row;
+    jw_store *s = start_store(0);
+    jw_batch *b = new_job_batch(job);
+    const char *p[1] = {job};
+    PGresult *r;
+
+    (void)state;
+    jw_uuid_new(step);
+    jw_uuid_new(otp);
+    row = pgtest_step_row(step, job, "gyftr_login", "in_progress");
+    jw_batch_add(b, pgtest_delta(job, step, 2, JW_TABLE_JOB_STEPS, JW_OP_INSERT, row));
+    free(row);
+    row = pgtest_step_row(step, job, "gyftr_login", "waiting_otp");
+    jw_batch_add(b, pgtest_delta(job, step, 3, JW_TABLE_JOB_STEPS, JW_OP_UPDATE, row));
+    free(row);
+    row = pgtest_otp_row(otp, job, step, "requested");
+    jw_batch_add(b, pgtest_delta(job, otp, 4, JW_TABLE_OTP_REQUESTS, JW_OP_INSERT, row));
+    free(row);
+    jw_batch_add(b, job_update(job, 5, "validating", 5));
+    assert_int_equal(commit_one(s, b, err, sizeof(err)), 0);
+
+    /* Rows hold the newest version; the journal holds every version. */
+    assert_int_equal(last_seq_of(job), 5);
+    assert_int_equal(events_of(job), 5);
+    r = pgtest_exec(db,
+                    "SELECT j.status, j.progress_percentage, s.status, o.status, o.max_attempts, "
+                    "j.metadata->>'source' FROM job_runs j JOIN job_steps s ON s.job_run_id = j.id "
+                    "JOIN otp_requests o ON o.job_step_id = s.id WHERE j.id = $1",
+                    1, p);
+    assert_int_equal(PQntuples(r), 1);
+    assert_string_equal(PQgetvalue(r, 0, 0), "validating");
+    assert_string_equal(PQgetvalue(r, 0, 1), "5");
+    assert_string_equal(PQgetvalue(r, 0, 2), "waiting_otp");
+    assert_string_equal(PQgetvalue(r, 0, 3), "requested");
+    assert_string_equal(PQgetvalue(r, 0, 4), "3");
+    assert_string_equal(PQgetvalue(r, 0, 5), "test");
+    PQclear(r);
+    r = pgtest_exec(db,
+                    "SELECT seq, table_name, op, row_data->>'status' FROM job_events "
+                    "WHERE job_run_id = $1 ORDER BY seq",
+                    1, p);
+    assert_int_equal(PQntuples(r), 5);
+    assert_string_equal(PQgetvalue(r, 0, 1), "job_runs");
+    assert_string_equal(PQgetvalue(r, 0, 2), "INSERT");
+    assert_string_equal(PQgetvalue(r, 1, 3), "in_progress");
+    assert_string_equal(PQgetvalue(r, 2, 3), "waiting_otp");
+    assert_string_equal(PQgetvalue(r, 3, 1), "otp_requests");
+    assert_string_equal(PQgetvalue(r, 4, 2), "UPDATE");
+    PQclear(r);
+
+    jw_store_stats st;
+    jw_store_get_stats(s, &st);
+    assert_true(st.connected);
+    assert_int_equal(st.batches_committed, 1);
+    assert_int_equal(st.deltas_committed, 5);
+    assert_int_equal(st.queued_batches, 0);
+    jw_store_stop(s, 1000);
+    jw_store_free(s);
+}
+
+static void test_timestamp_exact(void **state)
+{
+    char job[JW_UUID_LEN + 1], user[JW_UUID_LEN + 1], *row;
+    jw_store *s = start_store(0);
+    jw_batch *b = jw_batch_new();
+    const char *p[1] = {job};
+    jw_delta *d;
+
+    (void)state;
+    jw_uuid_new(job);
+    jw_uuid_new(user);
+    row = pgtest_job_row(job, user, "initiated", 0);
+    d = jw_delta_new(job, job, 1, 1795687200123457LL, JW_TABLE_JOB_RUNS, JW_OP_INSERT, row,
+                     strlen(row), NULL);
+    free(row);
+    jw_batch_add(b, d);
+    assert_int_equal(commit_one(s, b, NULL, 0), 0);
+    /* Microseconds survive the trip exactly. */
+    assert_int_equal(1795687200123457LL,
+                     pgtest_int(db,
+                                "SELECT (extract(epoch FROM ts) * 1000000)::bigint FROM "
+                                "job_events WHERE job_run_id = $1",
+                                1, p));
+    jw_store_stop(s, 1000);
+    jw_store_free(s);
+}
+
+static void test_duplicate_seq_refused(void **state)
+{
+    char job[JW_UUID_LEN + 1], err[512];
+    jw_store *s = start_store(0);
+    jw_batch *b;
+
+    (void)state;
+    assert_int_equal(commit_one(s, new_job_batch(job), NULL, 0), 0);
+    b = jw_batch_new();
+    jw_batch_add(b, job_update(job, 2, "validating", 1));
+    assert_int_equal(commit_one(s, b, NULL, 0), 0);
+    /* seq 2 again: the primary key of job_events refuses it. */
+    b = jw_batch_new();
+    jw_batch_add(b, job_update(job, 2, "processing", 50));
+    assert_int_equal(commit_one(s, b, err, sizeof(err)), JW_EDB);
+    assert_non_null(strstr(err, "job_events_pkey"));
+    /* Nothing of the refused batch landed. */
+    assert_int_equal(last_seq_of(job), 2);
+    assert_int_equal(events_of(job), 2);
+    {
+        const char *p[1] = {job};
+        PGresult *r = pgtest_exec(db, "SELECT status FROM job_runs WHERE id = $1", 1, p);
+
+        assert_string_equal(PQgetvalue(r, 0, 0), "validating");
+        PQclear(r);
+    }
+    jw_store_stats st;
+    jw_store_get_stats(s, &st);
+    assert_int_equal(st.batches_failed, 1);
+    assert_non_null(strstr(st.last_error, "job_events_pkey"));
+    jw_store_stop(s, 1000);
+    jw_store_free(s);
+}
+
+static void test_gap_refused(void **state)
+{
+    char job[JW_UUID_LEN + 1], err[512];
+    jw_store *s = start_store(0);
+    jw_batch *b;
+
+    (void)state;
+    assert_int_equal(commit_one(s, new_job_batch(job), NULL, 0), 0);
+    b = jw_batch_new();
+    jw_batch_add(b, job_update(job, 3, "validating", 1)); /* seq 2 is missing */
+    assert_int_equal(commit_one(s, b, err, sizeof(err)), JW_EDB);
+    assert_non_null(strstr(err, "seq gap"));
+    assert_non_null(strstr(err, job));
+    assert_int_equal(events_of(job), 1);
+    /* A gap inside one batch is refused too, before it reaches PostgreSQL. */
+    b = jw_batch_new();
+    jw_batch_add(b, job_update(job, 2, "validating", 1));
+    jw_batch_add(b, job_update(job, 4, "validating", 2));
+    assert_int_equal(commit_one(s, b, err, sizeof(err)), JW_EDB);
+    assert_non_null(strstr(err, "seq 4 follows seq 2"));
+    /* The right next seq still goes through. */
+    b = jw_batch_new();
+    jw_batch_add(b, job_update(job, 2, "validating", 1));
+    assert_int_equal(commit_one(s, b, NULL, 0), 0);
+    assert_int_equal(last_seq_of(job), 2);
+    /* A delta for a job that was never created is refused. */
+    char ghost[JW_UUID_LEN + 1];
+    jw_uuid_new(ghost);
+    b = jw_batch_new();
+    {
+        char step[JW_UUID_LEN + 1], *row;
+
+        jw_uuid_new(step);
+        row = pgtest_step_row(step, ghost, "gyftr_login", "pending");
+        jw_batch_add(b, pgtest_delta(ghost, step, 1, JW_TABLE_JOB_STEPS, JW_OP_INSERT, row));
+        free(row);
+    }
+    assert_int_equal(commit_one(s, b, err, sizeof(err)), JW_EDB);
+    assert_non_null(strstr(err, "foreign key"));
+    jw_store_stop(s, 1000);
+    jw_store_free(s);
+}
+
+/*
+ * Many batches submitted at once share transactions; one bad batch among them
+ * fails alone while every other batch of its group commits.
+ */
+static void test_group_commit_isolates_bad_batch(void **state)
+{
+    enum { N = 60, BAD = 30 };
+    char jobs[N][JW_UUID_LEN + 1];
+    jw_batch *sent[N], *ans[N];
+    jw_store *s = start_store(0);
+    jw_store_stats st;
+
+    (void)state;
+    for (int i = 0; i < N; i++) {
+        sent[i] = new_job_batch(jobs[i]);
+        if (i == BAD) {
+            /* A job row whose user_id is not a UUID: PostgreSQL refuses it. */
+            char *row = pgtest_job_row(jobs[i], "not-a-uuid", "initiated", 0);
+
+            jw_batch_free(sent[i]);
+            sent[i] = jw_batch_new();
+            jw_batch_add(sent[i],
+                         pgtest_delta(jobs[i], jobs[i], 1, JW_TABLE_JOB_RUNS, JW_OP_INSERT, row));
+            free(row);
+        }
+    }
+    for (int i = 0; i < N; i++)
+        assert_int_equal(jw_store_submit(s, sent[i]), 0);
+    assert_int_equal(pgtest_collect(s, ans, N, 20000), N);
+    for (int i = 0; i < N; i++) {
+        /* Answers come back in submission order. */
+        assert_ptr_equal(ans[i], sent[i]);
+        if (i == BAD) {
+            assert_int_equal(ans[i]->status, JW_EDB);
+            assert_non_null(strstr(ans[i]->error, "uuid"));
+        } else {
+            assert_int_equal(ans[i]->status, 0);
+            assert_int_equal(last_seq_of(jobs[i]), 1);
+        }
+        jw_batch_free(ans[i]);
+    }
+    jw_store_get_stats(s, &st);
+    assert_int_equal(st.batches_committed, N - 1);
+    assert_int_equal(st.batches_failed, 1);
+    /* Fewer transactions than batches: the batches were grouped. */
+    assert_true(st.commits < (uint64_t)(N - 1));
+    jw_store_stop(s, 1000);
+    jw_store_free(s);
+}
+
+static void test_order_kept(void **state)
+{
+    enum { N = 300 };
+    char job[JW_UUID_LEN + 1];
+    jw_batch *ans[N + 1], *first;
+    jw_store *s = start_store(7); /* small groups: many transactions in a row */
+    const char *p[1] = {job};
+    PGresult *r;
+
+    (void)state;
+    first = new_job_batch(job);
+    assert_int_equal(jw_store_submit(s, first), 0);
+    for (int i = 1; i <= N; i++) {
+        jw_batch *b = jw_batch_new();
+
+        jw_batch_add(b, job_update(job, i + 1, "processing", i % 101));
+        assert_int_equal(jw_store_submit(s, b), 0);
+    }
+    assert_int_equal(pgtest_collect(s, ans, N + 1, 20000), N + 1);
+    for (int i = 0; i <= N; i++) {
+        assert_int_equal(ans[i]->status, 0);
+        assert_int_equal(ans[i]->deltas[0]->seq, i + 1);
+        jw_batch_free(ans[i]);
+    }
+    assert_int_equal(last_seq_of(job), N + 1);
+    r = pgtest_exec(db,
+                    "SELECT min(seq), max(seq), count(DISTINCT seq), "
+                    "bool_and(seq = rn) FROM (SELECT seq, row_number() OVER (ORDER BY seq) rn "
+                    "FROM job_events WHERE job_run_id = $1) x",
+                    1, p);
+    assert_string_equal(PQgetvalue(r, 0, 0), "1");
+    assert_int_equal(atoi(PQgetvalue(r, 0, 1)), N + 1);
+    assert_int_equal(atoi(PQgetvalue(r, 0, 2)), N + 1);
+    assert_string_equal(PQgetvalue(r, 0, 3), "t");
+    PQclear(r);
+    /* The row is the last version written. */
+    assert_int_equal(
+        N % 101, pgtest_int(db, "SELECT progress_percentage FROM job_runs WHERE id = $1", 1, p));
+    jw_store_stop(s, 1000);
+    jw_store_free(s);
+}
+
+static void test_bad_values(void **state)
+{
+    char job[JW_UUID_LEN + 1], err[512];
+    jw_store *s = start_store(0);
+    jw_batch *b;
+    char *big;
+    int code = 0;
+
+    (void)state;
+    /* Refused before they reach the store. */
+    assert_null(
+        jw_delta_new("1234", "1234", 1, 0, JW_TABLE_JOB_RUNS, JW_OP_INSERT, "{}", 2, &code));
+    assert_int_equal(code, JW_EINVAL);
+    big = malloc(JW_DELTA_MAX_ROW + 10);
+    memset(big, 'x', JW_DELTA_MAX_ROW + 10);
+    jw_uuid_new(job);
+    assert_null(jw_delta_new(job, job, 1, 0, JW_TABLE_JOB_RUNS, JW_OP_INSERT, big,
+                             JW_DELTA_MAX_ROW + 10, &code));
+    assert_int_equal(code, JW_ETOOBIG);
+    free(big);
+    b = jw_batch_new();
+    assert_int_equal(jw_store_submit(s, b), JW_EINVAL); /* empty */
+    jw_batch_free(b);
+
+    /* Refused by PostgreSQL and reported back with its reason. */
+    b = jw_batch_new();
+    jw_batch_add(b, pgtest_delta(job, job, 1, JW_TABLE_JOB_RUNS, JW_OP_INSERT, "{not json"));
+    assert_int_equal(commit_one(s, b, err, sizeof(err)), JW_EDB);
+    assert_non_null(strstr(err, "json"));
+    b = jw_batch_new();
+    jw_batch_add(b, pgtest_delta(job, job, 1, JW_TABLE_JOB_RUNS, JW_OP_INSERT,
+                                 "{\"id\":\"x\",\"status\":\"initiated\"}"));
+    assert_int_equal(commit_one(s, b, err, sizeof(err)), JW_EDB);
+    assert_non_null(strstr(err, "uuid"));
+    {
+        char user[JW_UUID_LEN + 1], *row;
+
+        jw_uuid_new(user);
+        row = pgtest_job_row(job, user, "exploded", 0); /* not a job status */
+        b = jw_batch_new();
+        jw_batch_add(b, pgtest_delta(job, job, 1, JW_TABLE_JOB_RUNS, JW_OP_INSERT, row));
+        free(row);
+        assert_int_equal(commit_one(s, b, err, sizeof(err)), JW_EDB);
+        assert_non_null(strstr(err, "check constraint"));
+    }
+    assert_int_equal(events_of(job), 0);
+    jw_store_stop(s, 1000);
+    jw_store_free(s);
+}
+
+static void test_quiet_rows(void **state)
+{
+    char id[JW_UUID_LEN + 1], user[JW_UUID_LEN + 1], row[512];
+    jw_store *s = start_store(0);
+    jw_batch *b = jw_batch_new();
+    const char *p[1] = {id};
+
+    (void)state;
+    jw_uuid_new(id);
+    jw_uuid_new(user);
+    snprintf(row, sizeof(row),
+             "{\"id\":\"%s\",\"user_id\":\"%s\",\"session_type\":\"gyftr\","
+             "\"auth_token_enc\":\"\\\\x00ff\",\"browser_context_id\":null,\"session_data\":{},"
+             "\"created_at\":\"2026-11-26T10:00:00Z\",\"expires_at\":\"2026-11-27T10:00:00Z\","
+             "\"last_used_at\":null,\"is_active\":true}",
+             id, user);
+    jw_batch_add(b, pgtest_delta("", id, 0, JW_TABLE_AUTH_SESSIONS, JW_OP_INSERT, row));
+    assert_int_equal(commit_one(s, b, NULL, 0), 0);
+    assert_int_equal(2, pgtest_int(db,
+                                   "SELECT octet_length(auth_token_enc) FROM auth_sessions "
+                                   "WHERE id = $1",
+                                   1, p));
+    /* Stored, not journaled. */
+    assert_int_equal(
+        0, pgtest_int(db, "SELECT count(*) FROM job_events WHERE row_data->>'id' = $1", 1, p));
+    jw_store_stop(s, 1000);
+    jw_store_free(s);
+}
+
+static void test_load_active(void **state)
+{
+    char active[JW_UUID_LEN + 1], done[JW_UUID_LEN + 1], step[JW_UUID_LEN + 1], err[512];
+    jw_store *s = start_store(0);
+    jw_batch *b = new_job_batch(active);
+    json_t *jobs = NULL, *mine = NULL;
+    size_t i;
+    json_t *it;
+    char *row;
+
+    (void)state;
+    jw_uuid_new(step);
+    row = pgtest_step_row(step, active, "amazon_login", "in_progress");
+    jw_batch_add(b, pgtest_delta(active, step, 2, JW_TABLE_JOB_STEPS, JW_OP_INSERT, row));
+    free(row);
+    assert_int_equal(commit_one(s, b, NULL, 0), 0);
+    b = new_job_batch(done);
+    jw_batch_add(b, job_update(done, 2, "completed", 100));
+    assert_int_equal(commit_one(s, b, NULL, 0), 0);
+
+    assert_int_equal(jw_db_load_active(conninfo, &jobs, err, sizeof(err)), 0);
+    json_array_foreach(jobs, i, it)
+    {
+        const char *id = json_string_value(json_object_get(json_object_get(it, "job"), "id"));
+
+        assert_string_not_equal(id, done); /* finished jobs are not loaded */
+        if (strcmp(id, active) == 0)
+            mine = it;
+    }
+    assert_non_null(mine);
+    assert_int_equal(json_integer_value(json_object_get(mine, "last_seq")), 2);
+    assert_int_equal(json_array_size(json_object_get(mine, "steps")), 1);
+    assert_string_equal(json_string_value(json_object_get(
+                            json_array_get(json_object_get(mine, "steps"), 0), "step_name")),
+                        "amazon_login");
+    assert_int_equal(json_array_size(json_object_get(mine, "otp_requests")), 0);
+    json_decref(jobs);
+    jw_store_stop(s, 1000);
+    jw_store_free(s);
+}
+
+static void test_connects_eagerly(void **state)
+{
+    jw_store *s = start_store(0);
+    jw_store_stats st;
+    int64_t deadline = jw_mono_us() + 10 * 1000000;
+
+    (void)state;
+    /* Ready before the first write: /readyz depends on it. */
+    do {
+        jw_store_get_stats(s, &st);
+    } while (!st.connected && jw_mono_us() < deadline);
+    assert_true(st.connected);
+    assert_int_equal(st.outage_started_us, 0);
+    assert_int_equal(st.commits, 0);
+    jw_store_stop(s, 1000);
+    jw_store_free(s);
+}
+
+static void test_unreachable_database(void **state)
+{
+    /* Port 1 on loopback: nothing listens there. */
+    jw_store_config cfg = {.conninfo = "postgresql://postgres@127.0.0.1:1/none?connect_timeout=2",
+                           .backoff_min_ms = 20,
+                           .backoff_max_ms = 40};
+    char job[JW_UUID_LEN + 1], err[512];
+    jw_store *s = NULL;
+    jw_batch *ans[1], *b;
+    jw_store_stats st;
+    json_t *jobs = NULL;
+
+    (void)state;
+    assert_int_equal(jw_store_start(&s, &cfg), 0);
+    b = new_job_batch(job);
+    assert_int_equal(jw_store_submit(s, b), 0);
+    /* Kept, not failed, while the database is away. */
+    assert_int_equal(pgtest_collect(s, ans, 1, 300), 0);
+    jw_store_get_stats(s, &st);
+    assert_false(st.connected);
+    assert_true(st.outage_started_us > 0);
+    assert_non_null(strstr(st.last_error, "cannot connect"));
+    assert_int_equal(st.queued_batches, 1);
+    /* Stopping answers what could not be written. */
+    jw_store_stop(s, 100);
+    assert_int_equal(pgtest_collect(s, ans, 1, 1000), 1);
+    assert_int_equal(ans[0]->status, JW_ECLOSED);
+    jw_batch_free(ans[0]);
+    b = new_job_batch(job);
+    assert_int_equal(jw_store_submit(s, b), JW_ECLOSED);
+    jw_batch_free(b);
+    jw_store_free(s);
+
+    assert_int_equal(jw_db_migrate(cfg.conninfo, err, sizeof(err)), JW_EDBDOWN);
+    assert_non_null(strstr(err, "cannot connect"));
+    assert_int_equal(jw_db_load_active(cfg.conninfo, &jobs, err, sizeof(err)), JW_EDBDOWN);
+    assert_null(jobs);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_migrations_idempotent),
+        cmocka_unit_test(test_migration_edit_refused),
+        cmocka_unit_test(test_write_and_read_back),
+        cmocka_unit_test(test_timestamp_exact),
+        cmocka_unit_test(test_duplicate_seq_refused),
+        cmocka_unit_test(test_gap_refused),
+        cmocka_unit_test(test_group_commit_isolates_bad_batch),
+        cmocka_unit_test(test_order_kept),
+        cmocka_unit_test(test_bad_values),
+        cmocka_unit_test(test_quiet_rows),
+        cmocka_unit_test(test_load_active),
+        cmocka_unit_test(test_connects_eagerly),
+        cmocka_unit_test(test_unreachable_database),
+    };
+
+    return cmocka_run_group_tests(tests, setup_db, teardown_db);
+}
