@@ -1,0 +1,773 @@
+/*
+ * config.c - the settings table and its parsers. See config.h.
+ */
+#include "config.h"
+
+#include "jw_error.h"
+#include "jw_log.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <getopt.h>
+#include <libpq-fe.h>
+#include <limits.h>
+#include <openssl/crypto.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define GENERATE_HINT "Generate one with: openssl rand -hex 32"
+
+/*
+ * A parser gets the value and the name it came under ("--listen" or
+ * "JOBWIRE_LISTEN"), so its message speaks the operator's language. It
+ * returns 0 or JW_ECONFIG with err filled.
+ */
+typedef int (*setting_parser)(jw_config *c, const char *value, const char *name, char *err,
+                              size_t errlen);
+
+struct setting {
+    const char *flag;     /* long flag without the dashes */
+    const char *env;      /* environment variable */
+    const char *metavar;  /* shape of the value in --help; NULL: a switch */
+    const char *def;      /* value used when neither flag nor variable is set */
+    const char *def_text; /* shown in --help instead of def, e.g. for derived defaults */
+    const char *help;
+    setting_parser parse;
+};
+
+static int parse_listen(jw_config *c, const char *v, const char *name, char *err, size_t errlen);
+static int parse_database_url(jw_config *c, const char *v, const char *name, char *err,
+                              size_t errlen);
+static int parse_admin_key(jw_config *c, const char *v, const char *name, char *err, size_t errlen);
+static int parse_jwt_secret(jw_config *c, const char *v, const char *name, char *err,
+                            size_t errlen);
+static int parse_secret_key(jw_config *c, const char *v, const char *name, char *err,
+                            size_t errlen);
+static int parse_provider(jw_config *c, const char *v, const char *name, char *err, size_t errlen);
+static int parse_origins(jw_config *c, const char *v, const char *name, char *err, size_t errlen);
+static int parse_dev(jw_config *c, const char *v, const char *name, char *err, size_t errlen);
+static int parse_log_level(jw_config *c, const char *v, const char *name, char *err, size_t errlen);
+static int parse_db_max_group(jw_config *c, const char *v, const char *name, char *err,
+                              size_t errlen);
+static int parse_max_body(jw_config *c, const char *v, const char *name, char *err, size_t errlen);
+
+/* The one table of settings. Order is --help order and parse order. */
+static const struct setting settings[] = {
+    {
+        .flag = "listen",
+        .env = "JOBWIRE_LISTEN",
+        .metavar = "HOST:PORT",
+        .def = "127.0.0.1:8080",
+        .help = "Address and port for HTTP and WebSocket. HOST is an IP address "
+                "(IPv6 in brackets, e.g. [::1]:8080) or localhost; jobwire binds only that "
+                "address. Use 0.0.0.0 to listen on every interface.",
+        .parse = parse_listen,
+    },
+    {
+        .flag = "database-url",
+        .env = "DATABASE_URL",
+        .metavar = "URL",
+        .def_text = "none, required",
+        .help = "PostgreSQL connection string (URI or key=value form), e.g. "
+                "postgresql://user:password@127.0.0.1:5432/jobwire. Logged only with the "
+                "password masked.",
+        .parse = parse_database_url,
+    },
+    {
+        .flag = "admin-key",
+        .env = "JOBWIRE_ADMIN_KEY",
+        .metavar = "KEY",
+        .def_text = "none; required outside --dev",
+        .help = "Bearer key for admin API calls (Authorization: Bearer KEY), at least 16 "
+                "characters. " GENERATE_HINT,
+        .parse = parse_admin_key,
+    },
+    {
+        .flag = "jwt-secret",
+        .env = "JOBWIRE_JWT_SECRET",
+        .metavar = "SECRET",
+        .def_text = "none; required outside --dev",
+        .help = "HS256 secret that users' JWTs are signed with, at least 16 characters.",
+        .parse = parse_jwt_secret,
+    },
+    {
+        .flag = "secret-key",
+        .env = "JOBWIRE_SECRET_KEY",
+        .metavar = "HEX",
+        .def_text = "none; required outside --dev",
+        .help = "AES-256-GCM key that encrypts stored provider session tokens: exactly 64 "
+                "hex characters (32 bytes). " GENERATE_HINT,
+        .parse = parse_secret_key,
+    },
+    {
+        .flag = "provider",
+        .env = "JOBWIRE_PROVIDER",
+        .metavar = "sim|URL",
+        .def = "sim",
+        .help = "Where steps run: 'sim' (the built-in simulator) or the http(s) base URL "
+                "of a provider service.",
+        .parse = parse_provider,
+    },
+    {
+        .flag = "origins",
+        .env = "JOBWIRE_ORIGINS",
+        .metavar = "LIST",
+        .def_text = "http://HOST:PORT from --listen",
+        .help = "Comma-separated browser Origins allowed to open /ws, e.g. "
+                "https://app.example.com,http://127.0.0.1:3000.",
+        .parse = parse_origins,
+    },
+    {
+        .flag = "dev",
+        .env = "JOBWIRE_DEV",
+        .metavar = NULL,
+        .def_text = "off; JOBWIRE_DEV=1 turns it on",
+        .help = "Development mode: the admin key, JWT secret and secret key become optional. "
+                "Never use it in production.",
+        .parse = parse_dev,
+    },
+    {
+        .flag = "log-level",
+        .env = "JOBWIRE_LOG_LEVEL",
+        .metavar = "LEVEL",
+        .def = "info",
+        .help = "Least severe level logged: error, warn, info or debug.",
+        .parse = parse_log_level,
+    },
+    {
+        .flag = "db-max-group",
+        .env = "JOBWIRE_DB_MAX_GROUP",
+        .metavar = "N",
+        .def = "500",
+        .help = "Most changes (deltas) written in one database transaction, 1..5000.",
+        .parse = parse_db_max_group,
+    },
+    {
+        .flag = "max-body",
+        .env = "JOBWIRE_MAX_BODY",
+        .metavar = "BYTES",
+        .def = "65536",
+        .help = "Largest HTTP request body accepted, 1024..16777216 bytes; larger requests get "
+                "413.",
+        .parse = parse_max_body,
+    },
+};
+
+#define SETTING_COUNT (sizeof(settings) / sizeof(settings[0]))
+
+/* getopt_long values: settings are OPT_BASE + index. */
+enum { OPT_HELP = 'h', OPT_VERSION = 1, OPT_BASE = 1000 };
+
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (errlen) {
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return JW_ECONFIG;
+}
+
+static void replace_str(char **slot, const char *v)
+{
+    free(*slot);
+    *slot = jw_xstrdup(v);
+}
+
+/* Frees a secret string after overwriting it. */
+static void free_secret(char **slot)
+{
+    if (*slot) {
+        OPENSSL_cleanse(*slot, strlen(*slot));
+        free(*slot);
+        *slot = NULL;
+    }
+}
+
+/* Strict decimal integer in [min, max]. */
+static bool parse_long(const char *v, long min, long max, long *out)
+{
+    char *end;
+    long n;
+
+    if (!*v || !isdigit((unsigned char)*v))
+        return false;
+    errno = 0;
+    n = strtol(v, &end, 10);
+    if (errno || *end || n < min || n > max)
+        return false;
+    *out = n;
+    return true;
+}
+
+static int parse_listen(jw_config *c, const char *v, const char *name, char *err, size_t errlen)
+{
+    char host[INET6_ADDRSTRLEN + 1];
+    unsigned char addr[sizeof(struct in6_addr)];
+    const char *port, *h;
+    size_t hlen;
+    bool v6 = false;
+    long n;
+
+    if (v[0] == '[') {
+        h = v + 1;
+        port = strstr(h, "]:");
+        if (!port)
+            return fail(err, errlen,
+                        "%s must be HOST:PORT with an IPv6 host in brackets, e.g. [::1]:8080 "
+                        "(got \"%s\")",
+                        name, v);
+        hlen = (size_t)(port - h);
+        port += 2;
+        v6 = true;
+    } else {
+        port = strrchr(v, ':');
+        if (!port)
+            return fail(err, errlen, "%s must be HOST:PORT, e.g. 127.0.0.1:8080 (got \"%s\")", name,
+                        v);
+        h = v;
+        hlen = (size_t)(port - v);
+        port++;
+        if (memchr(h, ':', hlen))
+            return fail(err, errlen,
+                        "%s: put an IPv6 host in brackets, e.g. [::1]:8080 (got \"%s\")", name, v);
+    }
+    if (hlen == 0 || hlen >= sizeof(host))
+        return fail(err, errlen,
+                    "%s needs a host before the port, e.g. 127.0.0.1:8080 or 0.0.0.0:8080 for "
+                    "every interface (got \"%s\")",
+                    name, v);
+    memcpy(host, h, hlen);
+    host[hlen] = '\0';
+
+    if (!v6 && strcmp(host, "localhost") == 0)
+        snprintf(host, sizeof(host), "127.0.0.1");
+    if (inet_pton(v6 ? AF_INET6 : AF_INET, host, addr) != 1)
+        return fail(err, errlen,
+                    "%s: host must be an IP address (IPv4, or IPv6 in brackets) or localhost; "
+                    "got \"%s\" in \"%s\"",
+                    name, host, v);
+    if (!parse_long(port, 1, 65535, &n))
+        return fail(err, errlen, "%s: port must be a number 1..65535 (got \"%s\" in \"%s\")", name,
+                    port, v);
+
+    replace_str(&c->listen_host, host);
+    c->listen_port = (int)n;
+    c->listen_ipv6 = v6;
+    return 0;
+}
+
+static int parse_database_url(jw_config *c, const char *v, const char *name, char *err,
+                              size_t errlen)
+{
+    PQconninfoOption *opts;
+    char *perr = NULL;
+
+    if (!*v)
+        return fail(err, errlen,
+                    "%s is empty; set it to a PostgreSQL connection string, e.g. "
+                    "postgresql://user:password@127.0.0.1:5432/jobwire",
+                    name);
+    /*
+     * Catch a malformed string now rather than retrying it forever at start-up.
+     * libpq's message may quote pieces of the string (a password among them),
+     * so it is not repeated.
+     */
+    opts = PQconninfoParse(v, &perr);
+    if (!opts) {
+        PQfreemem(perr);
+        return fail(err, errlen,
+                    "%s is not a valid PostgreSQL connection string; expected a URI like "
+                    "postgresql://user:password@127.0.0.1:5432/jobwire or key=value pairs like "
+                    "'host=127.0.0.1 dbname=jobwire'",
+                    name);
+    }
+    PQconninfoFree(opts);
+    free_secret(&c->database_url);
+    c->database_url = jw_xstrdup(v);
+    return 0;
+}
+
+static int parse_secret_text(char **slot, const char *v, const char *name, char *err, size_t errlen)
+{
+    size_t n = strlen(v);
+
+    if (n < JW_MIN_SECRET_LEN)
+        return fail(err, errlen, "%s must be at least %d characters; got %zu characters. %s", name,
+                    JW_MIN_SECRET_LEN, n, GENERATE_HINT);
+    free_secret(slot);
+    *slot = jw_xstrdup(v);
+    return 0;
+}
+
+static int parse_admin_key(jw_config *c, const char *v, const char *name, char *err, size_t errlen)
+{
+    return parse_secret_text(&c->admin_key, v, name, err, errlen);
+}
+
+static int parse_jwt_secret(jw_config *c, const char *v, const char *name, char *err, size_t errlen)
+{
+    return parse_secret_text(&c->jwt_secret, v, name, err, errlen);
+}
+
+static int hex_value(char ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
+static int parse_secret_key(jw_config *c, const char *v, const char *name, char *err, size_t errlen)
+{
+    size_t n = strlen(v);
+
+    if (n != 2 * JW_SECRET_KEY_LEN)
+        return fail(err, errlen, "%s must be 64 hex characters (32 bytes); got %zu characters. %s",
+                    name, n, GENERATE_HINT);
+    for (size_t i = 0; i < JW_SECRET_KEY_LEN; i++) {
+        int hi = hex_value(v[2 * i]), lo = hex_value(v[2 * i + 1]);
+
+        if (hi < 0 || lo < 0) {
+            OPENSSL_cleanse(c->secret_key, sizeof(c->secret_key));
+            return fail(err, errlen,
+                        "%s must be 64 hex characters (32 bytes); character %zu is not 0-9 or "
+                        "a-f. %s",
+                        name, hi < 0 ? 2 * i + 1 : 2 * i + 2, GENERATE_HINT);
+        }
+        c->secret_key[i] = (uint8_t)(hi << 4 | lo);
+    }
+    c->has_secret_key = true;
+    return 0;
+}
+
+static int parse_provider(jw_config *c, const char *v, const char *name, char *err, size_t errlen)
+{
+    const char *rest;
+    size_t n;
+
+    if (strcmp(v, "sim") == 0) {
+        replace_str(&c->provider, v);
+        c->provider_sim = true;
+        return 0;
+    }
+    if (strncmp(v, "http://", 7) == 0)
+        rest = v + 7;
+    else if (strncmp(v, "https://", 8) == 0)
+        rest = v + 8;
+    else
+        return fail(err, errlen,
+                    "%s must be 'sim' or an http:// or https:// URL, e.g. "
+                    "http://127.0.0.1:9090",
+                    name);
+    if (!*rest || *rest == '/' || *rest == ':')
+        return fail(err, errlen, "%s: the URL has no host, e.g. http://127.0.0.1:9090", name);
+    for (const char *p = v; *p; p++)
+        if (isspace((unsigned char)*p) || iscntrl((unsigned char)*p))
+            return fail(err, errlen, "%s: the URL must not contain spaces or control characters",
+                        name);
+
+    replace_str(&c->provider, v);
+    /* Steps are posted to <url>/steps/<name>: keep one slash there. */
+    n = strlen(c->provider);
+    while (n > 0 && c->provider[n - 1] == '/')
+        c->provider[--n] = '\0';
+    c->provider_sim = false;
+    return 0;
+}
+
+static void free_origins(jw_config *c)
+{
+    for (size_t i = 0; i < c->origin_count; i++)
+        free(c->origins[i]);
+    free(c->origins);
+    c->origins = NULL;
+    c->origin_count = 0;
+}
+
+/* An Origin is scheme://host[:port] with nothing after it (RFC 6454). */
+static bool origin_valid(const char *o)
+{
+    const char *host;
+
+    if (strncmp(o, "http://", 7) == 0)
+        host = o + 7;
+    else if (strncmp(o, "https://", 8) == 0)
+        host = o + 8;
+    else
+        return false;
+    if (!*host)
+        return false;
+    for (const char *p = host; *p; p++)
+        if (*p == '/' || *p == '?' || *p == '#' || *p == '@' || isspace((unsigned char)*p) ||
+            iscntrl((unsigned char)*p))
+            return false;
+    return true;
+}
+
+static int parse_origins(jw_config *c, const char *v, const char *name, char *err, size_t errlen)
+{
+    const char *p = v;
+    char **list = NULL;
+    size_t count = 0;
+
+    while (1) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        char *item;
+
+        while (len && isspace((unsigned char)*p)) {
+            p++;
+            len--;
+        }
+        while (len && isspace((unsigned char)p[len - 1]))
+            len--;
+        item = jw_xmalloc(len + 1);
+        memcpy(item, p, len);
+        item[len] = '\0';
+        if (!origin_valid(item)) {
+            int rc = fail(err, errlen,
+                          "%s: \"%s\" is not an Origin; give scheme://host[:port] without a path, "
+                          "comma-separated, e.g. https://app.example.com,http://127.0.0.1:3000",
+                          name, item);
+
+            free(item);
+            for (size_t i = 0; i < count; i++)
+                free(list[i]);
+            free(list);
+            return rc;
+        }
+        list = jw_xrealloc(list, (count + 1) * sizeof(*list));
+        list[count++] = item;
+        if (!end)
+            break;
+        p = end + 1;
+    }
+    free_origins(c);
+    c->origins = list;
+    c->origin_count = count;
+    return 0;
+}
+
+static int parse_dev(jw_config *c, const char *v, const char *name, char *err, size_t errlen)
+{
+    static const char *const on[] = {"1", "true", "yes", "on"};
+    static const char *const off[] = {"0", "false", "no", "off", ""};
+
+    for (size_t i = 0; i < sizeof(on) / sizeof(on[0]); i++)
+        if (strcasecmp(v, on[i]) == 0) {
+            c->dev = true;
+            return 0;
+        }
+    for (size_t i = 0; i < sizeof(off) / sizeof(off[0]); i++)
+        if (strcasecmp(v, off[i]) == 0) {
+            c->dev = false;
+            return 0;
+        }
+    return fail(err, errlen, "%s must be 1 (on) or 0 (off); got \"%s\"", name, v);
+}
+
+static int parse_log_level(jw_config *c, const char *v, const char *name, char *err, size_t errlen)
+{
+    int level = jw_log_parse_level(v);
+
+    if (level < 0)
+        return fail(err, errlen, "%s must be one of error, warn, info, debug (got \"%s\")", name,
+                    v);
+    c->log_level = level;
+    return 0;
+}
+
+static int parse_db_max_group(jw_config *c, const char *v, const char *name, char *err,
+                              size_t errlen)
+{
+    long n;
+
+    if (!parse_long(v, 1, 5000, &n))
+        return fail(err, errlen, "%s must be a whole number 1..5000 (got \"%s\")", name, v);
+    c->db_max_group = (int)n;
+    return 0;
+}
+
+static int parse_max_body(jw_config *c, const char *v, const char *name, char *err, size_t errlen)
+{
+    long n;
+
+    if (!parse_long(v, 1024, 16777216, &n))
+        return fail(err, errlen, "%s must be a whole number of bytes 1024..16777216 (got \"%s\")",
+                    name, v);
+    c->max_body = (size_t)n;
+    return 0;
+}
+
+static const struct setting *find_setting(const char *flag, size_t len)
+{
+    for (size_t i = 0; i < SETTING_COUNT; i++)
+        if (strlen(settings[i].flag) == len && memcmp(settings[i].flag, flag, len) == 0)
+            return &settings[i];
+    return NULL;
+}
+
+/*
+ * getopt_long accepts any unambiguous prefix (--data for --database-url) and
+ * its messages quote whole arguments, values included. This pass allows only
+ * exact names and never repeats a value, which may be a secret.
+ */
+static int check_args(int argc, char **argv, char *err, size_t errlen)
+{
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *eq;
+        const struct setting *s;
+        size_t len;
+
+        if (strcmp(a, "--") == 0)
+            return i + 1 < argc ? fail(err, errlen,
+                                       "unexpected argument %d after '--': jobwire takes only "
+                                       "--flags; run 'jobwire --help' for the list",
+                                       i + 1)
+                                : 0;
+        if (strncmp(a, "--", 2) != 0) {
+            if (strcmp(a, "-h") == 0)
+                continue;
+            if (a[0] == '-' && a[1])
+                return fail(err, errlen,
+                            "unknown option '%.2s%s': jobwire has only -h and long --flags; run "
+                            "'jobwire --help' for the list",
+                            a, a[2] ? "..." : "");
+            return fail(err, errlen,
+                        "unexpected argument %d: jobwire takes only --flags; run "
+                        "'jobwire --help' for the list",
+                        i);
+        }
+        eq = strchr(a + 2, '=');
+        len = eq ? (size_t)(eq - a - 2) : strlen(a + 2);
+        if ((len == 4 && memcmp(a + 2, "help", 4) == 0) ||
+            (len == 7 && memcmp(a + 2, "version", 7) == 0)) {
+            if (eq)
+                return fail(err, errlen, "--%.*s takes no value", (int)len, a + 2);
+            continue;
+        }
+        s = find_setting(a + 2, len);
+        if (!s)
+            return fail(err, errlen, "unknown option '--%.*s'; run 'jobwire --help' for the list",
+                        (int)(len > 64 ? 64 : len), a + 2);
+        if (!s->metavar && eq)
+            return fail(err, errlen, "--%s takes no value (set %s=1 in the environment instead)",
+                        s->flag, s->env);
+        if (s->metavar && !eq) {
+            if (i + 1 >= argc)
+                return fail(err, errlen, "--%s needs a value: --%s=%s", s->flag, s->flag,
+                            s->metavar);
+            i++; /* the value, whatever it looks like */
+        }
+    }
+    return 0;
+}
+
+static void apply_builtin_defaults(jw_config *c)
+{
+    memset(c, 0, sizeof(*c));
+    c->action = JW_CONFIG_RUN;
+    c->log_level = JW_LOG_INFO;
+}
+
+static void derive_origins(jw_config *c)
+{
+    char origin[INET6_ADDRSTRLEN + 32];
+
+    snprintf(origin, sizeof(origin), c->listen_ipv6 ? "http://[%s]:%d" : "http://%s:%d",
+             c->listen_host, c->listen_port);
+    c->origins = jw_xmalloc(sizeof(*c->origins));
+    c->origins[0] = jw_xstrdup(origin);
+    c->origin_count = 1;
+}
+
+static int check_required(const jw_config *c, char *err, size_t errlen)
+{
+    const struct {
+        bool missing;
+        const char *env, *flag;
+    } secrets[] = {
+        {!c->admin_key, "JOBWIRE_ADMIN_KEY", "--admin-key"},
+        {!c->jwt_secret, "JOBWIRE_JWT_SECRET", "--jwt-secret"},
+        {!c->has_secret_key, "JOBWIRE_SECRET_KEY", "--secret-key"},
+    };
+    char list[256] = "";
+    size_t used = 0;
+    int missing = 0;
+
+    if (!c->database_url)
+        return fail(err, errlen,
+                    "DATABASE_URL is not set: set it or pass --database-url with a PostgreSQL "
+                    "connection string, e.g. postgresql://user:password@127.0.0.1:5432/jobwire");
+    if (c->dev)
+        return 0;
+    for (size_t i = 0; i < sizeof(secrets) / sizeof(secrets[0]); i++) {
+        if (!secrets[i].missing)
+            continue;
+        used += (size_t)snprintf(list + used, sizeof(list) - used, "%s%s (%s)", missing ? ", " : "",
+                                 secrets[i].env, secrets[i].flag);
+        missing++;
+    }
+    if (missing)
+        return fail(err, errlen,
+                    "outside dev mode jobwire needs all three secrets; missing: %s. Set %s "
+                    "(generate each with: openssl rand -hex 32), or pass --dev for local "
+                    "development",
+                    list, missing > 1 ? "them" : "it");
+    return 0;
+}
+
+int jw_config_load(jw_config *c, int argc, char **argv, char *err, size_t errlen)
+{
+    struct option opts[SETTING_COUNT + 3];
+    const char *flagval[SETTING_COUNT] = {0};
+    int ch, rc;
+
+    apply_builtin_defaults(c);
+    if (errlen)
+        err[0] = '\0';
+
+    rc = check_args(argc, argv, err, errlen);
+    if (rc)
+        return rc;
+
+    for (size_t i = 0; i < SETTING_COUNT; i++)
+        opts[i] =
+            (struct option){settings[i].flag, settings[i].metavar ? required_argument : no_argument,
+                            NULL, OPT_BASE + (int)i};
+    opts[SETTING_COUNT] = (struct option){"help", no_argument, NULL, OPT_HELP};
+    opts[SETTING_COUNT + 1] = (struct option){"version", no_argument, NULL, OPT_VERSION};
+    opts[SETTING_COUNT + 2] = (struct option){0};
+
+    opterr = 0;
+    optind = 0; /* GNU: start over, so load can run more than once (tests) */
+    while ((ch = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+        if (ch == OPT_HELP) {
+            c->action = JW_CONFIG_HELP;
+            return 0;
+        }
+        if (ch == OPT_VERSION) {
+            c->action = JW_CONFIG_VERSION;
+            return 0;
+        }
+        if (ch >= OPT_BASE && ch < OPT_BASE + (int)SETTING_COUNT) {
+            flagval[ch - OPT_BASE] = optarg ? optarg : "1";
+            continue;
+        }
+        /* check_args has already refused what getopt_long could object to. */
+        return fail(err, errlen, "invalid command line; run 'jobwire --help' for the list");
+    }
+
+    for (size_t i = 0; i < SETTING_COUNT; i++) {
+        const struct setting *s = &settings[i];
+        const char *env = getenv(s->env), *value = s->def;
+        char name[64];
+
+        snprintf(name, sizeof(name), "%s", s->env);
+        /* An empty variable counts as unset: shells and compose files export those. */
+        if (env && *env)
+            value = env;
+        if (flagval[i]) {
+            value = flagval[i];
+            snprintf(name, sizeof(name), "--%s", s->flag);
+        }
+        if (!value)
+            continue;
+        rc = s->parse(c, value, name, err, errlen);
+        if (rc)
+            goto fail;
+    }
+
+    if (!c->origins)
+        derive_origins(c);
+    rc = check_required(c, err, errlen);
+    if (rc)
+        goto fail;
+    return 0;
+
+fail:
+    jw_config_release(c);
+    return rc;
+}
+
+void jw_config_release(jw_config *c)
+{
+    free(c->listen_host);
+    free_secret(&c->database_url);
+    free_secret(&c->admin_key);
+    free_secret(&c->jwt_secret);
+    free(c->provider);
+    free_origins(c);
+    OPENSSL_cleanse(c->secret_key, sizeof(c->secret_key));
+    apply_builtin_defaults(c);
+}
+
+/* Prints text word-wrapped to 80 columns, indented by 6, then a blank line. */
+static void print_wrapped(FILE *out, const char *text)
+{
+    const int indent = 6, width = 80;
+    int col = 0;
+
+    while (*text) {
+        size_t word = strcspn(text, " ");
+
+        if (col && col + 1 + (int)word > width) {
+            fputc('\n', out);
+            col = 0;
+        }
+        if (!col)
+            col = fprintf(out, "%*s", indent, "");
+        else
+            col += fprintf(out, " ");
+        col += fprintf(out, "%.*s", (int)word, text);
+        text += word;
+        while (*text == ' ')
+            text++;
+    }
+    fputs("\n\n", out);
+}
+
+void jw_config_print_help(FILE *out)
+{
+    fprintf(out,
+            "Usage: jobwire [OPTION]...\n"
+            "\n"
+            "jobwire runs payment-automation jobs, stores them in PostgreSQL and pushes their\n"
+            "progress to browsers over WebSocket.\n"
+            "\n"
+            "Every setting is a flag and an environment variable; a flag wins over the\n"
+            "variable. Flags take their value as --flag=VALUE or --flag VALUE.\n"
+            "\n"
+            "Settings:\n");
+    for (size_t i = 0; i < SETTING_COUNT; i++) {
+        const struct setting *s = &settings[i];
+
+        if (s->metavar)
+            fprintf(out, "  --%s=%s\n", s->flag, s->metavar);
+        else
+            fprintf(out, "  --%s\n", s->flag);
+        fprintf(out, "      env: %-22s default: %s\n", s->env, s->def_text ? s->def_text : s->def);
+        print_wrapped(out, s->help);
+    }
+    fprintf(out, "  -h, --help      print this help and exit\n"
+                 "  --version       print the version and exit\n"
+                 "\n"
+                 "Exit status: 0 after a clean shutdown (SIGTERM or SIGINT), 1 when the server\n"
+                 "cannot start or fails, 2 for an invalid configuration.\n");
+}
+
+void jw_config_print_version(FILE *out)
+{
+    fprintf(out, "jobwire %s\n", JW_VERSION);
+}

@@ -1,0 +1,86 @@
+/*
+ * config.h - jobwire's settings: flags, environment variables, defaults.
+ *
+ * Every setting is a long flag and an environment variable; a flag wins over
+ * the variable, the variable over the default. The settings are one table in
+ * config.c (flag, variable, default, help text, parser): adding a setting is
+ * adding a field below and a row there. `jobwire --help` prints the table.
+ *
+ * Validation happens here, once, at start-up, and every error names the
+ * setting as the operator spelled it (flag or variable) and says what to do.
+ * Secret values never appear in an error message.
+ *
+ * Outside dev mode the three secrets (admin key, JWT secret, secret key) are
+ * required; in dev mode they are optional, but a value that is given must
+ * still be valid.
+ *
+ * Threads: load and release run on the main thread before and after the
+ * server runs; in between the struct is read-only and any thread may read it.
+ */
+#ifndef JW_CONFIG_H
+#define JW_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#ifndef JW_VERSION
+#define JW_VERSION "0.1.0"
+#endif
+
+#define JW_SECRET_KEY_LEN 32 /* AES-256 */
+#define JW_MIN_SECRET_LEN 16 /* admin key and JWT secret */
+
+/* What the command line asked for. */
+typedef enum jw_config_action {
+    JW_CONFIG_RUN,     /* start the server */
+    JW_CONFIG_HELP,    /* --help: print jw_config_print_help, exit 0 */
+    JW_CONFIG_VERSION, /* --version: print jw_config_print_version, exit 0 */
+} jw_config_action;
+
+typedef struct jw_config {
+    jw_config_action action;
+
+    char *listen_host; /* IP literal to bind, e.g. "127.0.0.1" or "::1" */
+    int listen_port;   /* 1..65535 */
+    bool listen_ipv6;  /* listen_host is an IPv6 literal */
+
+    char *database_url; /* libpq conninfo; log only via jw_log_redact_conninfo */
+
+    /* Secrets: NULL / false when unset (dev mode only). Never log them. */
+    char *admin_key;
+    char *jwt_secret;
+    bool has_secret_key;
+    uint8_t secret_key[JW_SECRET_KEY_LEN]; /* decoded from 64 hex chars */
+
+    char *provider;      /* "sim" or an http(s) base URL without trailing '/' */
+    bool provider_sim;   /* provider is "sim" */
+    char **origins;      /* allowed browser Origins, e.g. "http://127.0.0.1:8080" */
+    size_t origin_count; /* at least 1 after a successful load */
+
+    bool dev;         /* dev mode: secrets optional */
+    int log_level;    /* JW_LOG_* */
+    int db_max_group; /* deltas per transaction, 1..5000 */
+    size_t max_body;  /* max HTTP request body bytes, 1024..16777216 */
+} jw_config;
+
+/*
+ * Fills c from argv and the environment. c needs no preparation.
+ *
+ * Returns 0 with c->action telling what to do, or JW_ECONFIG with a message
+ * for the operator in err (what was wrong and how to fix it). For --help and
+ * --version nothing else is validated, so they work without a database URL.
+ * On error c holds nothing that needs releasing, but jw_config_release is
+ * safe either way.
+ */
+int jw_config_load(jw_config *c, int argc, char **argv, char *err, size_t errlen);
+
+/* Frees what load allocated and wipes the secrets; c can be loaded again. */
+void jw_config_release(jw_config *c);
+
+/* The --help text: every setting with its variable, default and meaning. */
+void jw_config_print_help(FILE *out);
+void jw_config_print_version(FILE *out);
+
+#endif

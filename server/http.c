@@ -1,0 +1,572 @@
+/*
+ * http.c - HTTP requests on the loop thread: route table, bounded bodies,
+ * JSON responses written from LWS_CALLBACK_HTTP_WRITEABLE. See http.h.
+ */
+#include "http.h"
+
+#include "jw_error.h"
+#include "jw_log.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Body bytes per lws_write: one HTTP/2 DATA frame at the default frame size. */
+#define BODY_CHUNK 16384
+/* Room for the status line and our headers; lws adds its vhost headers too. */
+#define HEADER_ROOM 2048
+
+static void handle_healthz(jw_http_ctx *ctx, jw_http_request *req);
+static void handle_readyz(jw_http_ctx *ctx, jw_http_request *req);
+
+/* The routes. Adding one is adding a row; the zeroed row ends the table. */
+static const jw_http_route routes[] = {
+    {.method = JW_HTTP_GET, .path = "/healthz", .handler = handle_healthz},
+    {.method = JW_HTTP_GET, .path = "/readyz", .handler = handle_readyz},
+    {0},
+};
+
+/* Per-request state. lws allocates it zeroed for every transaction. */
+enum session_state {
+    S_NEW = 0,
+    S_BODY,     /* reading the body; route (if any) runs at completion */
+    S_HEADERS,  /* response ready, headers next */
+    S_BODY_OUT, /* headers sent, body next */
+    S_DONE,
+};
+
+struct session {
+    jw_http_request req; /* the handler's view */
+    enum session_state state;
+    const jw_http_route *route; /* NULL once the response is already decided */
+    size_t content_length;      /* declared by the client */
+    size_t sent;                /* body bytes written */
+};
+
+static const struct {
+    jw_http_method method;
+    const char *name;
+} method_names[] = {
+    {JW_HTTP_GET, "GET"},         {JW_HTTP_HEAD, "HEAD"},   {JW_HTTP_POST, "POST"},
+    {JW_HTTP_PUT, "PUT"},         {JW_HTTP_PATCH, "PATCH"}, {JW_HTTP_DELETE, "DELETE"},
+    {JW_HTTP_OPTIONS, "OPTIONS"},
+};
+
+#define METHOD_COUNT (sizeof(method_names) / sizeof(method_names[0]))
+
+/* --- responses ----------------------------------------------------------- */
+
+void jw_http_reply(jw_http_request *req, int status, const char *content_type, const void *body,
+                   size_t len)
+{
+    jw_http_response *r = &req->resp;
+
+    if (r->cap < len + 1) {
+        r->body = jw_xrealloc(r->body, len + 1);
+        r->cap = len + 1;
+    }
+    if (len)
+        memcpy(r->body, body, len);
+    r->body[len] = '\0';
+    r->len = len;
+    r->status = status;
+    r->content_type = content_type;
+    r->allow[0] = '\0';
+}
+
+void jw_http_reply_json(jw_http_request *req, int status, json_t *doc)
+{
+    char *text;
+
+    if (!doc) {
+        jw_http_reply_error(req, 500, "internal", "the server could not build its response");
+        return;
+    }
+    text = json_dumps(doc, JSON_COMPACT);
+    json_decref(doc);
+    if (!text)
+        jw_oom("json response");
+    jw_http_reply(req, status, "application/json", text, strlen(text));
+    free(text);
+}
+
+void jw_http_reply_error(jw_http_request *req, int status, const char *code, const char *fmt, ...)
+{
+    char message[512];
+    json_t *doc;
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(message, sizeof(message), fmt, ap);
+    va_end(ap);
+    doc = json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", message);
+    if (!doc) {
+        /* Only a message that is not UTF-8 gets here; say so without it. */
+        doc = json_pack("{s:{s:s,s:s}}", "error", "code", code, "message",
+                        "(message not representable)");
+        if (!doc)
+            jw_oom("json error");
+    }
+    jw_http_reply_json(req, status, doc);
+}
+
+/* --- requests ------------------------------------------------------------ */
+
+const char *jw_http_query(const jw_http_request *req, const char *name)
+{
+    size_t nlen = strlen(name);
+
+    for (size_t off = 0; off < req->query_len;) {
+        const char *arg = req->query + off;
+        size_t alen = strlen(arg);
+
+        if (strncmp(arg, name, nlen) == 0 && (arg[nlen] == '=' || arg[nlen] == '\0'))
+            return arg[nlen] == '=' ? arg + nlen + 1 : arg + nlen;
+        off += alen + 1;
+    }
+    return NULL;
+}
+
+static void session_release(struct session *s)
+{
+    jw_http_request *req = &s->req;
+
+    free(req->path);
+    free(req->authorization);
+    free(req->content_type);
+    free(req->body);
+    free(req->query);
+    free(req->resp.body);
+    memset(s, 0, sizeof(*s));
+}
+
+/* A copy of header h, or NULL when absent. */
+static char *copy_header(struct lws *wsi, enum lws_token_indexes h)
+{
+    int n = lws_hdr_total_length(wsi, h);
+    char *v;
+
+    if (n <= 0)
+        return NULL;
+    v = jw_xmalloc((size_t)n + 1);
+    if (lws_hdr_copy(wsi, v, n + 1, h) < 0) {
+        free(v);
+        return NULL;
+    }
+    return v;
+}
+
+/* lws keeps each decoded query argument as one fragment; store them NUL-separated. */
+static void copy_query(struct lws *wsi, jw_http_request *req)
+{
+    int total = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_URI_ARGS);
+    size_t used = 0;
+
+    if (total <= 0)
+        return;
+    /* Fragments total `total` bytes, plus one NUL each: bounded by the header size. */
+    req->query = jw_xmalloc((size_t)total * 2 + 2);
+    for (int i = 0;; i++) {
+        int flen = lws_hdr_fragment_length(wsi, WSI_TOKEN_HTTP_URI_ARGS, i);
+        int n;
+
+        if (flen <= 0 || used + (size_t)flen + 1 > (size_t)total * 2 + 2)
+            break;
+        n = lws_hdr_copy_fragment(wsi, req->query + used, flen + 1, WSI_TOKEN_HTTP_URI_ARGS, i);
+        if (n < 0)
+            break;
+        used += (size_t)n + 1;
+    }
+    req->query_len = used;
+}
+
+/* lws' method indexes (LWSHUMETH_*) by name; HTTP/2 reports :path instead. */
+static const char *const lws_methods[] = {
+    [LWSHUMETH_GET] = "GET",   [LWSHUMETH_POST] = "POST",   [LWSHUMETH_OPTIONS] = "OPTIONS",
+    [LWSHUMETH_PUT] = "PUT",   [LWSHUMETH_PATCH] = "PATCH", [LWSHUMETH_DELETE] = "DELETE",
+    [LWSHUMETH_HEAD] = "HEAD",
+};
+
+static bool read_method(struct lws *wsi, jw_http_request *req)
+{
+    char *uri, name[16] = "";
+    int ulen, m = lws_http_get_uri_and_method(wsi, &uri, &ulen);
+
+    if (m == LWSHUMETH_COLON_PATH) {
+        /* HTTP/2: the method is its own pseudo-header. */
+        if (lws_hdr_copy(wsi, name, sizeof(name), WSI_TOKEN_HTTP_COLON_METHOD) < 0)
+            return false;
+    } else if (m >= 0 && (size_t)m < sizeof(lws_methods) / sizeof(lws_methods[0]) &&
+               lws_methods[m]) {
+        snprintf(name, sizeof(name), "%s", lws_methods[m]);
+    }
+    for (size_t i = 0; i < METHOD_COUNT; i++)
+        if (strcmp(name, method_names[i].name) == 0) {
+            req->method = method_names[i].method;
+            req->method_name = method_names[i].name;
+            return true;
+        }
+    return false;
+}
+
+/* "GET, HEAD" for the methods in mask. */
+static void format_allow(unsigned mask, char *out, size_t size)
+{
+    size_t used = 0;
+
+    out[0] = '\0';
+    if (mask & JW_HTTP_GET)
+        mask |= JW_HTTP_HEAD;
+    for (size_t i = 0; i < METHOD_COUNT; i++)
+        if (mask & method_names[i].method) {
+            int n =
+                snprintf(out + used, size - used, "%s%s", used ? ", " : "", method_names[i].name);
+
+            if (n < 0 || (size_t)n >= size - used)
+                break;
+            used += (size_t)n;
+        }
+}
+
+static bool route_path_matches(const jw_http_route *r, const char *path)
+{
+    if (r->path)
+        return strcmp(r->path, path) == 0;
+    return r->prefix && strncmp(r->prefix, path, strlen(r->prefix)) == 0;
+}
+
+/* The matching route, or NULL with a 404/405 response already set. */
+static const jw_http_route *find_route(jw_http_request *req)
+{
+    char allow[sizeof(req->resp.allow)];
+    unsigned allowed = 0;
+
+    for (const jw_http_route *r = routes; r->handler; r++) {
+        unsigned accepts = r->method;
+
+        if (!route_path_matches(r, req->path))
+            continue;
+        if (accepts & JW_HTTP_GET)
+            accepts |= JW_HTTP_HEAD;
+        if (accepts & req->method)
+            return r;
+        allowed |= accepts;
+    }
+    if (!allowed) {
+        jw_http_reply_error(req, 404, "not_found", "no such endpoint: %s %s", req->method_name,
+                            req->path);
+        return NULL;
+    }
+    format_allow(allowed, allow, sizeof(allow));
+    jw_http_reply_error(req, 405, "method_not_allowed", "%s does not accept %s; use %s", req->path,
+                        req->method_name, allow);
+    memcpy(req->resp.allow, allow, sizeof(allow));
+    return NULL;
+}
+
+/* Content-Length as the client sent it: digits only. */
+static bool parse_content_length(const char *v, size_t *out)
+{
+    unsigned long long n;
+    char *end;
+
+    if (!v || !*v || strspn(v, "0123456789") != strlen(v))
+        return false;
+    errno = 0;
+    n = strtoull(v, &end, 10);
+    if (errno || *end || n > (unsigned long long)SIZE_MAX / 2)
+        return false;
+    *out = (size_t)n;
+    return true;
+}
+
+/* The response is set: write it when the socket can take it. */
+static void respond(struct lws *wsi, struct session *s)
+{
+    s->state = S_HEADERS;
+    lws_callback_on_writable(wsi);
+}
+
+/* An error decided before the body was read: answer and close, the body unread. */
+static void respond_and_close(struct lws *wsi, struct session *s)
+{
+    s->route = NULL;
+    s->req.resp.close = true;
+    respond(wsi, s);
+}
+
+static void dispatch(jw_http_ctx *ctx, struct lws *wsi, struct session *s)
+{
+    if (s->route) {
+        s->route->handler(ctx, &s->req);
+        if (!s->req.resp.status)
+            jw_http_reply_error(&s->req, 500, "internal", "the handler for %s sent no response",
+                                s->req.path);
+    }
+    respond(wsi, s);
+}
+
+static int on_request(jw_http_ctx *ctx, struct lws *wsi, struct session *s, const char *path,
+                      size_t len)
+{
+    jw_http_request *req = &s->req;
+    bool has_length, body_method;
+    char *length_hdr;
+    size_t length = 0;
+
+    session_release(s);
+    req->id = ++ctx->requests;
+    if (!read_method(wsi, req)) {
+        /* lws only calls us for methods it parsed; anything else is a client bug. */
+        req->method = JW_HTTP_GET;
+        req->method_name = "?";
+        req->path = jw_xstrdup("?");
+        jw_http_reply_error(req, 400, "bad_request", "unsupported HTTP method");
+        respond_and_close(wsi, s);
+        return 0;
+    }
+    req->path = jw_xmalloc(len + 1);
+    memcpy(req->path, path, len);
+    req->path[len] = '\0';
+    copy_query(wsi, req);
+    req->authorization = copy_header(wsi, WSI_TOKEN_HTTP_AUTHORIZATION);
+    req->content_type = copy_header(wsi, WSI_TOKEN_HTTP_CONTENT_TYPE);
+    s->route = find_route(req);
+
+    /*
+     * Framing first: it decides whether the connection can carry another
+     * request. lws reads a body announced by Content-Length (any method), and
+     * for POST, PUT and PATCH without one it waits for up to 100 MB, so those
+     * are answered at once and the connection closed.
+     */
+    body_method = req->method & (JW_HTTP_POST | JW_HTTP_PUT | JW_HTTP_PATCH);
+    length_hdr = copy_header(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH);
+    has_length = length_hdr != NULL;
+    if (has_length && !parse_content_length(length_hdr, &length)) {
+        free(length_hdr);
+        jw_http_reply_error(req, 400, "bad_request", "Content-Length must be a number of bytes");
+        respond_and_close(wsi, s);
+        return 0;
+    }
+    free(length_hdr);
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0) {
+        jw_http_reply_error(req, 411, "length_required",
+                            "chunked request bodies are not supported; send Content-Length");
+        respond_and_close(wsi, s);
+        return 0;
+    }
+    if (has_length && length > ctx->config->max_body) {
+        jw_http_reply_error(req, 413, "body_too_large",
+                            "request body of %zu bytes exceeds the limit of %zu bytes", length,
+                            ctx->config->max_body);
+        respond_and_close(wsi, s);
+        return 0;
+    }
+    if (!has_length && body_method) {
+        if (s->route)
+            jw_http_reply_error(req, 411, "length_required",
+                                "%s needs a Content-Length header (use 0 for an empty body)",
+                                req->method_name);
+        respond_and_close(wsi, s);
+        return 0;
+    }
+    if (length > 0 || (req->method == JW_HTTP_POST && has_length)) {
+        /* lws delivers HTTP_BODY and HTTP_BODY_COMPLETION, even for an empty POST. */
+        s->content_length = length;
+        s->state = S_BODY;
+        return 0;
+    }
+    dispatch(ctx, wsi, s);
+    return 0;
+}
+
+static int on_body(jw_http_ctx *ctx, struct session *s, const void *in, size_t len)
+{
+    jw_http_request *req = &s->req;
+
+    if (s->state != S_BODY || !len)
+        return 0;
+    if (!s->route)
+        return 0; /* the response is already decided: read and drop the body */
+    if (req->body_len + len > s->content_length || req->body_len + len > ctx->config->max_body)
+        return -1; /* more than announced: lws would have stopped it; drop the connection */
+    if (!req->body)
+        req->body = jw_xmalloc(s->content_length + 1);
+    memcpy(req->body + req->body_len, in, len);
+    req->body_len += len;
+    req->body[req->body_len] = '\0';
+    return 0;
+}
+
+/* --- writing ------------------------------------------------------------- */
+
+static int write_headers(struct lws *wsi, struct session *s)
+{
+    const jw_http_response *r = &s->req.resp;
+    uint8_t buf[LWS_PRE + HEADER_ROOM], *start = buf + LWS_PRE, *p = start,
+                                        *end = buf + sizeof(buf) - 1;
+
+    if (lws_add_http_common_headers(wsi, (unsigned)r->status, r->content_type, r->len, &p, end))
+        return -1;
+    if (!r->cacheable &&
+        lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CACHE_CONTROL,
+                                     (const unsigned char *)"no-store", 8, &p, end))
+        return -1;
+    if (r->allow[0] &&
+        lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_ALLOW, (const unsigned char *)r->allow,
+                                     (int)strlen(r->allow), &p, end))
+        return -1;
+    if (r->close && lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION,
+                                                 (const unsigned char *)"close", 5, &p, end))
+        return -1;
+    if (lws_finalize_write_http_header(wsi, start, &p, end))
+        return -1;
+    return 0;
+}
+
+/* One lws_write per callback: the headers, then each body chunk. */
+static int on_writeable(struct lws *wsi, struct session *s)
+{
+    jw_http_request *req = &s->req;
+    uint8_t buf[LWS_PRE + BODY_CHUNK];
+    size_t left, n;
+    bool final;
+
+    if (s->state == S_HEADERS) {
+        if (write_headers(wsi, s)) {
+            jw_log_warn("http req=%" PRIu64 " could not write response headers; closing", req->id);
+            return -1;
+        }
+        s->state = S_BODY_OUT;
+        lws_callback_on_writable(wsi);
+        return 0;
+    }
+    if (s->state != S_BODY_OUT)
+        return 0;
+
+    left = req->method == JW_HTTP_HEAD ? 0 : req->resp.len - s->sent;
+    n = left < BODY_CHUNK ? left : BODY_CHUNK;
+    final = n == left;
+    if (n)
+        memcpy(buf + LWS_PRE, req->resp.body + s->sent, n);
+    if (lws_write(wsi, buf + LWS_PRE, n, final ? LWS_WRITE_HTTP_FINAL : LWS_WRITE_HTTP) != (int)n)
+        return -1;
+    s->sent += n;
+    if (!final) {
+        lws_callback_on_writable(wsi);
+        return 0;
+    }
+
+    /* Only the path: the query may carry a token. */
+    jw_log_debug("http req=%" PRIu64 " %s %s status=%d bytes=%zu", req->id, req->method_name,
+                 req->path, req->resp.status, req->resp.len);
+    s->state = S_DONE;
+    if (req->resp.close)
+        return -1;
+    /* This may free s (lws rebinds the protocol for the next request). */
+    if (lws_http_transaction_completed(wsi))
+        return -1;
+    return 0;
+}
+
+static int callback_http(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                         size_t len)
+{
+    struct session *s = user;
+    jw_http_ctx *ctx;
+
+    switch (reason) {
+    case LWS_CALLBACK_HTTP:
+        ctx = lws_context_user(lws_get_context(wsi));
+        if (!s || !ctx)
+            return -1;
+        return on_request(ctx, wsi, s, in, len);
+
+    case LWS_CALLBACK_HTTP_BODY:
+        ctx = lws_context_user(lws_get_context(wsi));
+        if (!s || !ctx)
+            return -1;
+        return on_body(ctx, s, in, len);
+
+    case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+        ctx = lws_context_user(lws_get_context(wsi));
+        if (!s || !ctx)
+            return -1;
+        if (s->state == S_BODY)
+            dispatch(ctx, wsi, s);
+        return 0;
+
+    case LWS_CALLBACK_HTTP_WRITEABLE:
+        if (s && (s->state == S_HEADERS || s->state == S_BODY_OUT))
+            return on_writeable(wsi, s);
+        break;
+
+    case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
+    case LWS_CALLBACK_CLOSED_HTTP:
+        /* Either may come first, or alone; release is idempotent. */
+        if (s)
+            session_release(s);
+        break;
+
+    default: break;
+    }
+    return lws_callback_http_dummy(wsi, reason, user, in, len);
+}
+
+const struct lws_protocols jw_http_protocol = {
+    .name = "http",
+    .callback = callback_http,
+    .per_session_data_size = sizeof(struct session),
+};
+
+/* lws prepends each entry, so the list is walked from the last one. */
+static const struct lws_protocol_vhost_options vhost_headers[] = {
+    {NULL, NULL, "x-content-type-options:", "nosniff"},
+    {&vhost_headers[0], NULL, "x-frame-options:", "DENY"},
+    {&vhost_headers[1], NULL, "referrer-policy:", "no-referrer"},
+};
+
+const struct lws_protocol_vhost_options *jw_http_vhost_headers(void)
+{
+    return &vhost_headers[2];
+}
+
+/* --- handlers ------------------------------------------------------------ */
+
+/* The process is up and its loop turns: nothing else is checked. */
+static void handle_healthz(jw_http_ctx *ctx, jw_http_request *req)
+{
+    (void)ctx;
+    jw_http_reply_json(req, 200, json_pack("{s:s}", "status", "ok"));
+}
+
+/* Ready when the database is reachable and the schema is current. */
+static void handle_readyz(jw_http_ctx *ctx, jw_http_request *req)
+{
+    jw_store_stats st;
+    char reason[sizeof(st.last_error) + 64];
+
+    if (!ctx->store || !ctx->migrations_applied) {
+        jw_http_reply_json(
+            req, 503,
+            json_pack("{s:s,s:s,s:s}", "status", "not_ready", "database", "down", "reason",
+                      ctx->store ? "database migrations not applied" : "store not started"));
+        return;
+    }
+    jw_store_get_stats(ctx->store, &st);
+    if (!st.connected) {
+        /* last_error is redacted by the store: no password reaches the client. */
+        snprintf(reason, sizeof(reason), "database unreachable%s%s", st.last_error[0] ? ": " : "",
+                 st.last_error);
+        jw_http_reply_json(req, 503,
+                           json_pack("{s:s,s:s,s:s}", "status", "not_ready", "database", "down",
+                                     "reason", reason));
+        return;
+    }
+    jw_http_reply_json(req, 200,
+                       json_pack("{s:s,s:s,s:i}", "status", "ready", "database", "up", "migrations",
+                                 ctx->migrations));
+}

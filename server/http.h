@@ -1,0 +1,152 @@
+/*
+ * http.h - jobwire's HTTP side: one libwebsockets protocol, a route table,
+ * JSON responses.
+ *
+ * What it does
+ *   Every HTTP request on the vhost lands in jw_http_protocol. The module
+ *   copies what handlers need (method, path, query, a few headers) while lws
+ *   still holds the headers, reads the body into a buffer bounded by
+ *   config->max_body, looks the path up in the route table in http.c, calls
+ *   the handler, and writes the handler's response from
+ *   LWS_CALLBACK_HTTP_WRITEABLE: headers first, then the body in chunks, the
+ *   last with LWS_WRITE_HTTP_FINAL, then lws_http_transaction_completed() so
+ *   the connection serves its next request (keep-alive).
+ *
+ *   Errors are JSON {"error":{"code":"...","message":"..."}}: 404 not_found
+ *   for an unknown path, 405 method_not_allowed with an Allow header, 413
+ *   body_too_large (refused from Content-Length, before anything is
+ *   buffered), 411 length_required for a body without Content-Length
+ *   (chunked uploads are not supported), 400 bad_request for a malformed
+ *   request. Every response carries X-Content-Type-Options: nosniff (see
+ *   jw_http_vhost_headers) and, unless the handler marks it cacheable,
+ *   Cache-Control: no-store.
+ *
+ * Adding a route
+ *   Write a jw_http_handler and add one row to routes[] in http.c:
+ *       {.method = JW_HTTP_POST, .prefix = "/api/jobs/", .handler = api_job_action},
+ *   Rows are tried in order; the first whose path (exact) or prefix matches
+ *   and whose method matches wins. A path that matches rows of other methods
+ *   only gets 405 with those methods in Allow. A GET row also answers HEAD.
+ *
+ * Growing the protocols array
+ *   jw_http_protocol must be the first entry of the vhost's protocols: lws
+ *   hands every HTTP request that no mount claims to protocols[0]. Other
+ *   protocols (the /ws WebSocket protocol, the loop's wake-up protocol) go
+ *   after it, then the zeroed terminator.
+ *
+ * Threads
+ *   Everything here runs on the loop thread, inside lws_service(): the
+ *   protocol callback, the handlers and the reply functions. Handlers must
+ *   not block (no libpq, no sleeping): jw_store_get_stats is fine, a query is
+ *   not.
+ *
+ * Ownership
+ *   The server owns the jw_http_ctx and passes it as the lws context user
+ *   pointer (info.user); it must outlive the lws context. The ctx borrows the
+ *   config and the store. A jw_http_request lives in lws' per-session memory
+ *   for one request only: handlers get it borrowed and must not keep it or
+ *   any pointer into it after they return.
+ */
+#ifndef JW_HTTP_H
+#define JW_HTTP_H
+
+#include "config.h"
+#include "jw_store.h"
+
+#include <jansson.h>
+#include <libwebsockets.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Shared by the server and every handler; loop thread only after start-up. */
+typedef struct jw_http_ctx {
+    const jw_config *config; /* borrowed */
+    jw_store *store;         /* borrowed; NULL until the store is started */
+    bool migrations_applied; /* set by main once jw_db_migrate succeeded */
+    int migrations;          /* migrations this binary carries (and applied) */
+    uint64_t requests;       /* requests seen; the last one's id */
+} jw_http_ctx;
+
+/* Bits, so a route row may accept several methods and Allow is a union. */
+typedef enum jw_http_method {
+    JW_HTTP_GET = 1 << 0,
+    JW_HTTP_HEAD = 1 << 1,
+    JW_HTTP_POST = 1 << 2,
+    JW_HTTP_PUT = 1 << 3,
+    JW_HTTP_PATCH = 1 << 4,
+    JW_HTTP_DELETE = 1 << 5,
+    JW_HTTP_OPTIONS = 1 << 6,
+} jw_http_method;
+
+typedef struct jw_http_response {
+    int status;               /* 0 until a reply function ran */
+    const char *content_type; /* a string literal */
+    char *body;               /* owned; NUL-terminated for convenience */
+    size_t len, cap;
+    bool cacheable; /* false (default): Cache-Control: no-store */
+    bool close;     /* close the connection after this response */
+    char allow[64]; /* Allow header, "" for none; set after the reply call, which clears it */
+} jw_http_response;
+
+/* One request, read-only for handlers except resp (via the reply functions). */
+typedef struct jw_http_request {
+    uint64_t id; /* for log lines: req=<id> */
+    jw_http_method method;
+    const char *method_name; /* "GET", ... */
+    char *path;              /* URL-decoded, starts with '/', no query */
+    char *authorization;     /* Authorization header or NULL; never log it */
+    char *content_type;      /* Content-Type header or NULL */
+    char *body;              /* NUL-terminated, or NULL when there was none */
+    size_t body_len;
+    char *query; /* private: decoded name=value pairs, see jw_http_query */
+    size_t query_len;
+    jw_http_response resp;
+} jw_http_request;
+
+/*
+ * A handler answers with exactly one reply call (a later call replaces the
+ * earlier response). If it makes none, the client gets a 500.
+ */
+typedef void (*jw_http_handler)(jw_http_ctx *ctx, jw_http_request *req);
+
+typedef struct jw_http_route {
+    unsigned method;    /* JW_HTTP_* bits */
+    const char *path;   /* exact path, or NULL when prefix is used */
+    const char *prefix; /* matches every path that starts with it */
+    jw_http_handler handler;
+} jw_http_route;
+
+/* The HTTP protocol; copy it into protocols[0] of the vhost. */
+extern const struct lws_protocols jw_http_protocol;
+
+/*
+ * Headers lws adds to every response it writes on the vhost, its own error
+ * pages included: set info.headers to this when creating the vhost.
+ */
+const struct lws_protocol_vhost_options *jw_http_vhost_headers(void);
+
+/* Sets the response; body is copied (len bytes, may be 0). */
+void jw_http_reply(jw_http_request *req, int status, const char *content_type, const void *body,
+                   size_t len);
+
+/*
+ * Sets a JSON response and takes ownership of doc, like json_object_set_new;
+ * a NULL doc (a failed json_pack) becomes a 500.
+ */
+void jw_http_reply_json(jw_http_request *req, int status, json_t *doc);
+
+/*
+ * Sets {"error":{"code":code,"message":...}}. The message goes to the client:
+ * say what was wrong and what to do, and never include a secret.
+ */
+void jw_http_reply_error(jw_http_request *req, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/*
+ * The URL-decoded value of query parameter name ("" for ?name or ?name=),
+ * or NULL when absent. The first occurrence wins.
+ */
+const char *jw_http_query(const jw_http_request *req, const char *name);
+
+#endif

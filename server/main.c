@@ -1,0 +1,417 @@
+/*
+ * main.c - jobwire's start-up, service loop and shutdown.
+ *
+ * Order matters:
+ *  1. configuration (exit 2 when invalid), logging, signals;
+ *  2. schema migrations, retried with capped backoff while PostgreSQL is
+ *     unreachable (a SIGTERM/SIGINT meanwhile ends the process cleanly);
+ *  3. the lws context and its one vhost, which binds the listen address
+ *     (exit 1 when it cannot);
+ *  4. the store and its db thread, whose wake-ups call lws_cancel_service on
+ *     the context created in 3 - valid from then on, even before lws_service
+ *     runs, because the wake-up is an eventfd that the loop reads later;
+ *  5. lws_service until a signal; then stop the store (joining its thread,
+ *     so nothing calls lws_cancel_service any more), destroy the context,
+ *     free the store.
+ *
+ * Threads: main is the loop thread. The db thread is started with SIGTERM
+ * and SIGINT blocked, so the signal handler always runs on the loop thread.
+ */
+#include "config.h"
+#include "http.h"
+
+#include "jw_error.h"
+#include "jw_log.h"
+#include "jw_store.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <libwebsockets.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MIGRATE_BACKOFF_MIN_MS 500
+#define MIGRATE_BACKOFF_MAX_MS 5000
+#define STORE_DRAIN_MS 5000
+
+static volatile sig_atomic_t stop_requested;
+/* Set while the context may be woken; read by the signal handler. */
+static struct lws_context *volatile signal_context;
+
+/*
+ * Async-signal-safe: a flag, and lws_cancel_service, which only writes to
+ * the loop's eventfd. It would also log at lws' debug level, which is
+ * therefore never enabled (see route_lws_logs).
+ */
+static void on_signal(int sig)
+{
+    struct lws_context *ctx = signal_context;
+
+    (void)sig;
+    stop_requested = 1;
+    if (ctx)
+        lws_cancel_service(ctx);
+}
+
+static int install_signals(void)
+{
+    struct sigaction sa;
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGTERM, &sa, NULL) || sigaction(SIGINT, &sa, NULL))
+        return -1;
+    /* A peer closing mid-write must not kill the process; writes report EPIPE. */
+    sa.sa_handler = SIG_IGN;
+    return sigaction(SIGPIPE, &sa, NULL);
+}
+
+static void lws_log_emit(int level, const char *line)
+{
+    int jl = JW_LOG_DEBUG;
+    size_t n = strlen(line);
+
+    if (level & LLL_ERR)
+        jl = JW_LOG_ERROR;
+    else if (level & LLL_WARN)
+        jl = JW_LOG_WARN;
+    else if (level & (LLL_NOTICE | LLL_USER))
+        jl = JW_LOG_INFO;
+    while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+        n--;
+    jw_log(jl, "lws: %.*s", (int)n, line);
+}
+
+/*
+ * lws logs go through jw_log. Only errors and warnings by default; with
+ * --log-level debug also notices and info. Never LLL_DEBUG: it is very
+ * chatty, and lws_cancel_service logs at that level from our signal handler.
+ */
+static void route_lws_logs(int log_level)
+{
+    int mask = LLL_ERR | LLL_WARN;
+
+    if (log_level >= JW_LOG_DEBUG)
+        mask |= LLL_NOTICE | LLL_INFO | LLL_USER;
+    lws_set_log_level(mask, lws_log_emit);
+}
+
+/* Sleeps ms milliseconds in short steps; false when a stop was requested. */
+static bool sleep_unless_stopped(int ms)
+{
+    while (ms > 0 && !stop_requested) {
+        int step = ms < 100 ? ms : 100;
+        struct timespec ts = {0, (long)step * 1000000L};
+
+        nanosleep(&ts, NULL);
+        ms -= step;
+    }
+    return !stop_requested;
+}
+
+/* libpq messages span lines ("...refused\n\tIs the server running..."); a log line must not. */
+static void one_line(char *s)
+{
+    char *out = s;
+
+    for (const char *in = s; *in; in++) {
+        char ch = (*in == '\n' || *in == '\r' || *in == '\t') ? ' ' : *in;
+
+        if (ch == ' ' && out > s && out[-1] == ' ')
+            continue;
+        *out++ = ch;
+    }
+    while (out > s && out[-1] == ' ')
+        out--;
+    *out = '\0';
+}
+
+/* Returns 0, JW_ECLOSED when a signal ended the wait, or the migration error. */
+static int migrate_with_retry(const jw_config *cfg)
+{
+    char err[512];
+    int delay_ms = MIGRATE_BACKOFF_MIN_MS;
+
+    for (int attempt = 1;; attempt++) {
+        int rc = jw_db_migrate(cfg->database_url, err, sizeof(err));
+
+        if (rc == 0)
+            return 0;
+        one_line(err);
+        if (rc != JW_EDBDOWN) {
+            jw_log_error("database migrations failed (%s): %s", jw_err_name(rc), err);
+            return rc;
+        }
+        /* jw_db_migrate's messages come from libpq and never carry the password. */
+        jw_log_warn("database unreachable at start-up (attempt %d): %s; retrying in %d ms", attempt,
+                    err, delay_ms);
+        if (!sleep_unless_stopped(delay_ms))
+            return JW_ECLOSED;
+        delay_ms = delay_ms * 2 > MIGRATE_BACKOFF_MAX_MS ? MIGRATE_BACKOFF_MAX_MS : delay_ms * 2;
+    }
+}
+
+/* "127.0.0.1:8080" or "[::1]:8080". */
+static void format_listen(const jw_config *cfg, char *out, size_t size)
+{
+    snprintf(out, size, cfg->listen_ipv6 ? "[%s]:%d" : "%s:%d", cfg->listen_host, cfg->listen_port);
+}
+
+/* Why the vhost could not bind: lws only logs an errno number. */
+static const char *bind_problem(const jw_config *cfg)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+    int fd, one = 1, err = 0;
+
+    memset(&ss, 0, sizeof(ss));
+    if (cfg->listen_ipv6) {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+
+        a->sin6_family = AF_INET6;
+        a->sin6_port = htons((uint16_t)cfg->listen_port);
+        inet_pton(AF_INET6, cfg->listen_host, &a->sin6_addr);
+        len = sizeof(*a);
+    } else {
+        struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+
+        a->sin_family = AF_INET;
+        a->sin_port = htons((uint16_t)cfg->listen_port);
+        inet_pton(AF_INET, cfg->listen_host, &a->sin_addr);
+        len = sizeof(*a);
+    }
+    fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return strerror(errno);
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (bind(fd, (struct sockaddr *)&ss, len) < 0)
+        err = errno;
+    close(fd);
+    if (err == EADDRINUSE)
+        return "address in use (is another jobwire running? pick another port with --listen)";
+    if (err == EADDRNOTAVAIL)
+        return "not an address of this machine (check the host in --listen)";
+    if (err == EACCES)
+        return "permission denied (ports below 1024 need privileges)";
+    return err ? strerror(err) : "address in use?";
+}
+
+static void wake_loop(void *arg)
+{
+    lws_cancel_service(arg);
+}
+
+static void on_store_answer(jw_batch *b, void *arg)
+{
+    (void)arg;
+    /* The engine consumes these in a later issue; until then nobody submits. */
+    if (b->status)
+        jw_log_warn("db batch failed: %s", b->error ? b->error : jw_strerror(b->status));
+    jw_batch_free(b);
+}
+
+/* Drains the loop's mailboxes whenever another thread wakes it. */
+static int callback_loop(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                         size_t len)
+{
+    jw_http_ctx *hctx;
+
+    (void)user;
+    (void)in;
+    (void)len;
+    if (reason != LWS_CALLBACK_EVENT_WAIT_CANCELLED)
+        return 0;
+    hctx = lws_context_user(lws_get_context(wsi));
+    if (hctx && hctx->store)
+        jw_store_drain(hctx->store, on_store_answer, NULL);
+    return 0;
+}
+
+static const struct lws_protocols loop_protocol = {
+    .name = "jobwire-loop",
+    .callback = callback_loop,
+};
+
+/* protocols[0] takes plain HTTP; lws keeps a pointer, hence static storage. */
+static struct lws_protocols protocols[3];
+
+static struct lws_context *create_context(const jw_config *cfg, jw_http_ctx *hctx)
+{
+    struct lws_context_creation_info info;
+    struct lws_context *ctx;
+    char where[96];
+
+    protocols[0] = jw_http_protocol;
+    protocols[1] = loop_protocol;
+    memset(&protocols[2], 0, sizeof(protocols[2]));
+
+    memset(&info, 0, sizeof(info));
+    info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS;
+    info.port = CONTEXT_PORT_NO_LISTEN;
+    info.user = hctx;
+    info.server_string = "jobwire";
+    info.max_http_header_data = 8192; /* room for a JWT in a header or ?token= */
+    ctx = lws_create_context(&info);
+    if (!ctx) {
+        jw_log_error("cannot create the libwebsockets context (see the lws error above)");
+        return NULL;
+    }
+
+    memset(&info, 0, sizeof(info));
+    info.vhost_name = "jobwire";
+    info.port = cfg->listen_port;
+    /* iface holds an IP literal, so lws binds that address only. */
+    info.iface = cfg->listen_host;
+    info.protocols = protocols;
+    info.headers = jw_http_vhost_headers();
+    info.keepalive_timeout = 30;
+    info.options = LWS_SERVER_OPTION_FAIL_UPON_UNABLE_TO_BIND;
+    /*
+     * An IPv4 literal on an IPv6 socket would not bind that address (lws
+     * would listen on [::]), so IPv4 hosts get an IPv4 socket and IPv6 hosts
+     * an IPv6-only one.
+     */
+    if (cfg->listen_ipv6)
+        info.options |= LWS_SERVER_OPTION_IPV6_V6ONLY_MODIFY | LWS_SERVER_OPTION_IPV6_V6ONLY_VALUE;
+    else
+        info.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
+    if (!lws_create_vhost(ctx, &info)) {
+        format_listen(cfg, where, sizeof(where));
+        jw_log_error("cannot listen on %s: %s", where, bind_problem(cfg));
+        lws_context_destroy(ctx);
+        return NULL;
+    }
+    return ctx;
+}
+
+static int start_store(const jw_config *cfg, struct lws_context *ctx, jw_store **out)
+{
+    jw_store_config scfg = {
+        .conninfo = cfg->database_url,
+        .max_group_deltas = cfg->db_max_group,
+        .wake = wake_loop,
+        .wake_arg = ctx,
+    };
+    sigset_t block, old;
+    int rc;
+
+    /* The db thread inherits this mask: signals stay with the loop thread. */
+    sigemptyset(&block);
+    sigaddset(&block, SIGTERM);
+    sigaddset(&block, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &block, &old);
+    rc = jw_store_start(out, &scfg);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return rc;
+}
+
+static void log_start(const jw_config *cfg)
+{
+    char where[96], db[512], provider[512];
+
+    format_listen(cfg, where, sizeof(where));
+    jw_log_redact_conninfo(cfg->database_url, db, sizeof(db));
+    /* A provider URL may carry credentials too. */
+    jw_log_redact_conninfo(cfg->provider, provider, sizeof(provider));
+    jw_log_info("listening on http://%s (%s) provider=%s db=%s", where,
+                cfg->dev ? "dev mode" : "production", provider, db);
+    if (cfg->dev)
+        jw_log_warn("dev mode: secrets are optional; never run dev mode in production");
+}
+
+int main(int argc, char **argv)
+{
+    jw_http_ctx hctx;
+    struct lws_context *ctx = NULL;
+    jw_store *store = NULL;
+    jw_config cfg;
+    char err[1024];
+    int rc, status = 0;
+
+    rc = jw_config_load(&cfg, argc, argv, err, sizeof(err));
+    if (rc) {
+        fprintf(stderr, "jobwire: %s\n", err);
+        return 2;
+    }
+    if (cfg.action == JW_CONFIG_HELP) {
+        jw_config_print_help(stdout);
+        jw_config_release(&cfg);
+        return 0;
+    }
+    if (cfg.action == JW_CONFIG_VERSION) {
+        jw_config_print_version(stdout);
+        jw_config_release(&cfg);
+        return 0;
+    }
+
+    jw_log_set_level(cfg.log_level);
+    route_lws_logs(cfg.log_level);
+    if (install_signals()) {
+        jw_log_error("cannot install signal handlers: %s", strerror(errno));
+        jw_config_release(&cfg);
+        return 1;
+    }
+
+    memset(&hctx, 0, sizeof(hctx));
+    hctx.config = &cfg;
+    rc = migrate_with_retry(&cfg);
+    if (rc == JW_ECLOSED) {
+        jw_log_info("stop requested while waiting for the database; exiting");
+        goto out;
+    }
+    if (rc) {
+        status = 1;
+        goto out;
+    }
+    hctx.migrations_applied = true;
+    hctx.migrations = jw_db_migration_count();
+
+    ctx = create_context(&cfg, &hctx);
+    if (!ctx) {
+        status = 1;
+        goto out;
+    }
+    signal_context = ctx;
+
+    rc = start_store(&cfg, ctx, &store);
+    if (rc) {
+        jw_log_error("cannot start the database store: %s", jw_strerror(rc));
+        status = 1;
+        goto out;
+    }
+    hctx.store = store;
+
+    log_start(&cfg);
+    /* A signal after this check still ends the wait: it cancels the service. */
+    while (!stop_requested) {
+        if (lws_service(ctx, 0) < 0) {
+            jw_log_error("the event loop failed; shutting down");
+            status = 1;
+            break;
+        }
+    }
+    if (stop_requested)
+        jw_log_info("stop requested; shutting down");
+
+out:
+    if (store)
+        jw_store_stop(store, STORE_DRAIN_MS);
+    if (store)
+        jw_store_drain(store, on_store_answer, NULL);
+    signal_context = NULL;
+    if (ctx)
+        lws_context_destroy(ctx);
+    hctx.store = NULL;
+    jw_store_free(store);
+    if (!status)
+        jw_log_info("stopped");
+    jw_config_release(&cfg);
+    return status;
+}
