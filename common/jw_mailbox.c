@@ -16,6 +16,7 @@ void jw_mailbox_init(jw_mailbox *mb, void (*wake)(void *arg), void *wake_arg)
     mb->head = mb->tail = NULL;
     mb->count = 0;
     mb->closed = false;
+    mb->kicked = false;
     mb->wake = wake;
     mb->wake_arg = wake_arg;
 }
@@ -58,6 +59,7 @@ static jw_mailbox_node *detach_locked(jw_mailbox *mb)
 
     mb->head = mb->tail = NULL;
     mb->count = 0;
+    mb->kicked = false;
     return all;
 }
 
@@ -86,7 +88,7 @@ jw_mailbox_node *jw_mailbox_wait(jw_mailbox *mb, int timeout_ms)
         }
     }
     pthread_mutex_lock(&mb->lock);
-    while (!mb->head && !mb->closed && timeout_ms != 0) {
+    while (!mb->head && !mb->closed && !mb->kicked && timeout_ms != 0) {
         if (timeout_ms < 0) {
             pthread_cond_wait(&mb->cond, &mb->lock);
         } else if (pthread_cond_timedwait(&mb->cond, &mb->lock, &deadline) == ETIMEDOUT) {
@@ -96,6 +98,14 @@ jw_mailbox_node *jw_mailbox_wait(jw_mailbox *mb, int timeout_ms)
     all = detach_locked(mb);
     pthread_mutex_unlock(&mb->lock);
     return all;
+}
+
+void jw_mailbox_kick(jw_mailbox *mb)
+{
+    pthread_mutex_lock(&mb->lock);
+    mb->kicked = true;
+    pthread_cond_broadcast(&mb->cond);
+    pthread_mutex_unlock(&mb->lock);
 }
 
 void jw_mailbox_close(jw_mailbox *mb)

@@ -31,6 +31,7 @@ typedef struct jw_mailbox {
     jw_mailbox_node *head, *tail;
     size_t count;
     bool closed;
+    bool kicked; /* jw_mailbox_kick since the last take */
     void (*wake)(void *arg);
     void *wake_arg;
 } jw_mailbox;
@@ -57,6 +58,12 @@ jw_mailbox_node *jw_mailbox_take_all(jw_mailbox *mb);
  * closed, or timeout_ms passes (timeout_ms < 0 waits without limit).
  */
 jw_mailbox_node *jw_mailbox_wait(jw_mailbox *mb, int timeout_ms);
+
+/*
+ * Wakes a waiter in jw_mailbox_wait without posting (it returns what is
+ * queued, possibly nothing): for a consumer that also serves a second queue.
+ */
+void jw_mailbox_kick(jw_mailbox *mb);
 
 /* Wakes every waiter; later posts fail. Items already queued stay takeable. */
 void jw_mailbox_close(jw_mailbox *mb);

@@ -81,6 +81,41 @@ size_t jw_store_wait(jw_store *s, int timeout_ms, jw_store_done_fn fn, void *arg
 void jw_store_get_stats(jw_store *s, jw_store_stats *out);
 
 /*
+ * Reads. The loop thread never blocks on PostgreSQL, so reads are queued to
+ * the db thread like batches and answered through jw_store_drain_reads. They
+ * run between write groups on the same connection; while PostgreSQL is away
+ * they are answered at once with JW_EDBDOWN rather than kept waiting.
+ *
+ *  JW_READ_JOB   (job id)  -> {"job":{…},"steps":[…],"otp_requests":[…],"seq":N}
+ *  JW_READ_JOBS  (status|NULL, user id|NULL, before job id|NULL, limit)
+ *                -> [{job row}, …] newest first; "before" pages past a job
+ * A job that does not exist answers JW_ENOTFOUND.
+ */
+typedef enum jw_read_kind { JW_READ_JOB, JW_READ_JOBS, JW_READ__COUNT } jw_read_kind;
+
+#define JW_READ_MAX_PARAMS 4
+
+typedef struct jw_read {
+    jw_mailbox_node node;
+    jw_read_kind kind;
+    int nparams;
+    char *params[JW_READ_MAX_PARAMS]; /* owned copies; NULL is SQL NULL */
+    int status;                       /* 0, JW_ENOTFOUND, JW_EDB, JW_EDBDOWN, JW_ECLOSED */
+    char *result;                     /* JSON text when status is 0 */
+    char *error;
+    void *user; /* the submitter's cookie */
+} jw_read;
+
+/* Params are copied; pass NULL for SQL NULL. Returns NULL for a bad count. */
+jw_read *jw_read_new(jw_read_kind kind, int nparams, const char *const *params);
+void jw_read_free(jw_read *r);
+/* Queues r and takes it; JW_ECLOSED after stop (the caller keeps r). */
+int jw_store_read(jw_store *s, jw_read *r);
+typedef void (*jw_store_read_fn)(jw_read *r, void *arg);
+/* Hands every answered read to fn, which owns it. */
+size_t jw_store_drain_reads(jw_store *s, jw_store_read_fn fn, void *arg);
+
+/*
  * Stops accepting batches, commits what is queued if it can within drain_ms,
  * answers the rest with JW_ECLOSED, and joins the thread. Answers stay
  * drainable until jw_store_free.

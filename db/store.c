@@ -53,6 +53,7 @@ struct jw_store {
 
     jw_mailbox inbox; /* loop -> db thread */
     jw_mailbox done;  /* db thread -> loop; its wake is the caller's */
+    jw_mailbox reads_in, reads_done;
     pthread_t thread;
     bool thread_started;
     atomic_bool stopping;
@@ -227,6 +228,27 @@ static const char sql_advance[] =
 static const char sql_committed[] =
     "SELECT 1 FROM job_events WHERE job_run_id = $1::uuid AND seq = $2::int8";
 
+/* What a client sees of a job: rows without the store's last_seq. */
+static const char *const read_sql[JW_READ__COUNT] = {
+    [JW_READ_JOB] =
+        "SELECT json_build_object("
+        "  'job', to_jsonb(j) - 'last_seq',"
+        "  'steps', COALESCE((SELECT jsonb_agg(to_jsonb(s) ORDER BY s.created_at, s.id)"
+        "                       FROM job_steps s WHERE s.job_run_id = j.id), '[]'::jsonb),"
+        "  'otp_requests', COALESCE((SELECT jsonb_agg(to_jsonb(o) ORDER BY o.requested_at, o.id)"
+        "                       FROM otp_requests o WHERE o.job_run_id = j.id), '[]'::jsonb),"
+        "  'seq', j.last_seq)::text"
+        " FROM job_runs j WHERE j.id = $1::uuid",
+    [JW_READ_JOBS] =
+        "SELECT COALESCE(json_agg(x.r ORDER BY x.created_at DESC, x.id DESC), '[]')::text"
+        " FROM (SELECT to_jsonb(j) - 'last_seq' AS r, j.created_at, j.id FROM job_runs j"
+        "  WHERE ($1::text IS NULL OR j.status = $1::text)"
+        "    AND ($2::uuid IS NULL OR j.user_id = $2::uuid)"
+        "    AND ($3::uuid IS NULL OR (j.created_at, j.id) <"
+        "         (SELECT b.created_at, b.id FROM job_runs b WHERE b.id = $3::uuid))"
+        "  ORDER BY j.created_at DESC, j.id DESC LIMIT $4::int) x",
+};
+
 static bool connect_db(jw_store *s)
 {
     static const char *const keys[] = {
@@ -259,6 +281,17 @@ static bool connect_db(jw_store *s)
         goto fail;
     }
     PQclear(res);
+    for (int k = 0; k < JW_READ__COUNT; k++) {
+        char name[32];
+
+        snprintf(name, sizeof(name), "jw_read_%d", k);
+        res = PQprepare(s->conn, name, read_sql[k], 0, NULL);
+        if (!exec_ok(s, res, "preparing a read")) {
+            PQclear(res);
+            goto fail;
+        }
+        PQclear(res);
+    }
     res = PQprepare(s->conn, "jw_committed", sql_committed, 0, NULL);
     if (!exec_ok(s, res, "preparing the commit check")) {
         PQclear(res);
@@ -618,6 +651,72 @@ static int group_committed(jw_store *s, size_t count)
     return answer;
 }
 
+/* ---- reads ---------------------------------------------------------------- */
+
+static void answer_read(jw_read *r, int status, const char *error)
+{
+    r->status = status;
+    free(r->error);
+    r->error = error ? jw_xstrdup(error) : NULL;
+}
+
+static void run_read(jw_store *s, jw_read *r)
+{
+    char name[32], err[512];
+    PGresult *res;
+    bool synced = false;
+
+    snprintf(name, sizeof(name), "jw_read_%d", (int)r->kind);
+    if (!PQsendQueryPrepared(s->conn, name, r->nparams, (const char *const *)r->params, NULL, NULL,
+                             0) ||
+        !PQpipelineSync(s->conn)) {
+        answer_read(r, JW_EDBDOWN, PQerrorMessage(s->conn));
+        disconnect(s);
+        return;
+    }
+    r->status = JW_EDBDOWN;
+    while ((res = PQgetResult(s->conn)) != NULL) {
+        if (PQresultStatus(res) == PGRES_TUPLES_OK) {
+            if (PQntuples(res) > 0 && !PQgetisnull(res, 0, 0)) {
+                r->result = jw_xstrdup(PQgetvalue(res, 0, 0));
+                answer_read(r, 0, NULL);
+            } else {
+                answer_read(r, JW_ENOTFOUND, "not found");
+            }
+        } else {
+            describe_error(res, err, sizeof(err));
+            answer_read(r, PQstatus(s->conn) == CONNECTION_BAD ? JW_EDBDOWN : JW_EDB, err);
+        }
+        PQclear(res);
+    }
+    res = PQgetResult(s->conn);
+    synced = res && PQresultStatus(res) == PGRES_PIPELINE_SYNC;
+    PQclear(res);
+    if (!synced) {
+        if (r->status == 0 || !r->error)
+            answer_read(r, JW_EDBDOWN, PQerrorMessage(s->conn));
+        disconnect(s);
+    }
+}
+
+/* Answers every queued read: from PostgreSQL when connected, else at once. */
+static void serve_reads(jw_store *s)
+{
+    jw_mailbox_node *n = jw_mailbox_take_all(&s->reads_in);
+
+    while (n) {
+        jw_mailbox_node *next = n->next;
+        jw_read *r = jw_container_of(n, jw_read, node);
+
+        if (s->conn)
+            run_read(s, r);
+        else
+            answer_read(r, JW_EDBDOWN, s->stats.last_error);
+        jw_mailbox_post(&s->reads_done, &r->node);
+        n = next;
+    }
+}
+
 /* ---- answering ---------------------------------------------------------- */
 
 /* Detaches the first count batches, answers them with status/error. */
@@ -720,6 +819,7 @@ static void backoff_wait(jw_store *s)
             break;
         }
         take_inbox(s, jw_mailbox_wait(&s->inbox, (int)((until - now + 999) / 1000)));
+        serve_reads(s); /* refused at once while PostgreSQL is away */
     }
     s->backoff_ms = s->backoff_ms * 2 > s->backoff_max_ms ? s->backoff_max_ms : s->backoff_ms * 2;
 }
@@ -748,6 +848,7 @@ static void *store_thread(void *arg)
     char err[1024];
 
     for (;;) {
+        serve_reads(s);
         /* Connect eagerly: readiness should not wait for the first write. */
         if (!s->conn) {
             take_inbox(s, jw_mailbox_take_all(&s->inbox));
@@ -830,6 +931,18 @@ static void *store_thread(void *arg)
     }
 
     /* Stopped: whatever could not be written is answered as such. */
+    {
+        jw_mailbox_node *n = jw_mailbox_take_all(&s->reads_in);
+
+        while (n) {
+            jw_mailbox_node *next = n->next;
+            jw_read *r = jw_container_of(n, jw_read, node);
+
+            answer_read(r, JW_ECLOSED, "store stopped");
+            jw_mailbox_post(&s->reads_done, &r->node);
+            n = next;
+        }
+    }
     take_inbox(s, jw_mailbox_take_all(&s->inbox));
     if (s->pending_count)
         answer_front(s, s->pending_count, JW_ECLOSED, "store stopped before this batch committed");
@@ -857,6 +970,8 @@ int jw_store_start(jw_store **out, const jw_store_config *cfg)
     s->backoff_ms = s->backoff_min_ms;
     jw_mailbox_init(&s->inbox, NULL, NULL);
     jw_mailbox_init(&s->done, cfg->wake, cfg->wake_arg);
+    jw_mailbox_init(&s->reads_in, NULL, NULL);
+    jw_mailbox_init(&s->reads_done, cfg->wake, cfg->wake_arg);
     pthread_mutex_init(&s->stats_lock, NULL);
     s->stats.outage_started_us = jw_mono_us();
     snprintf(s->stats.last_error, sizeof(s->stats.last_error), "not connected yet");
@@ -924,6 +1039,54 @@ size_t jw_store_wait(jw_store *s, int timeout_ms, jw_store_done_fn fn, void *arg
     return hand_over(jw_mailbox_wait(&s->done, timeout_ms), fn, arg);
 }
 
+jw_read *jw_read_new(jw_read_kind kind, int nparams, const char *const *params)
+{
+    jw_read *r;
+
+    if ((unsigned)kind >= JW_READ__COUNT || nparams < 0 || nparams > JW_READ_MAX_PARAMS)
+        return NULL;
+    r = jw_xcalloc(1, sizeof(*r));
+    r->kind = kind;
+    r->nparams = nparams;
+    for (int i = 0; i < nparams; i++)
+        r->params[i] = params[i] ? jw_xstrdup(params[i]) : NULL;
+    return r;
+}
+
+void jw_read_free(jw_read *r)
+{
+    if (!r)
+        return;
+    for (int i = 0; i < r->nparams; i++)
+        free(r->params[i]);
+    free(r->result);
+    free(r->error);
+    free(r);
+}
+
+int jw_store_read(jw_store *s, jw_read *r)
+{
+    if (!jw_mailbox_post(&s->reads_in, &r->node))
+        return JW_ECLOSED;
+    jw_mailbox_kick(&s->inbox);
+    return 0;
+}
+
+size_t jw_store_drain_reads(jw_store *s, jw_store_read_fn fn, void *arg)
+{
+    jw_mailbox_node *n = jw_mailbox_take_all(&s->reads_done);
+    size_t count = 0;
+
+    while (n) {
+        jw_mailbox_node *next = n->next;
+
+        fn(jw_container_of(n, jw_read, node), arg);
+        count++;
+        n = next;
+    }
+    return count;
+}
+
 void jw_store_get_stats(jw_store *s, jw_store_stats *out)
 {
     pthread_mutex_lock(&s->stats_lock);
@@ -937,6 +1100,7 @@ void jw_store_stop(jw_store *s, int drain_ms)
         return;
     atomic_store(&s->drain_deadline_us, jw_mono_us() + (int64_t)drain_ms * 1000);
     atomic_store(&s->stopping, true);
+    jw_mailbox_close(&s->reads_in);
     jw_mailbox_close(&s->inbox);
     pthread_join(s->thread, NULL);
     s->thread_started = false;
@@ -955,8 +1119,20 @@ void jw_store_free(jw_store *s)
     jw_store_stop(s, 0);
     hand_over(jw_mailbox_take_all(&s->inbox), free_answer, NULL);
     hand_over(jw_mailbox_take_all(&s->done), free_answer, NULL);
+    {
+        jw_mailbox_node *n = jw_mailbox_take_all(&s->reads_done);
+
+        while (n) {
+            jw_mailbox_node *next = n->next;
+
+            jw_read_free(jw_container_of(n, jw_read, node));
+            n = next;
+        }
+    }
     jw_mailbox_release(&s->inbox);
     jw_mailbox_release(&s->done);
+    jw_mailbox_release(&s->reads_in);
+    jw_mailbox_release(&s->reads_done);
     pthread_mutex_destroy(&s->stats_lock);
     for (int t = 0; t < JW_TABLE__COUNT; t++)
         jw_buf_release(&s->rows[t]);

@@ -535,6 +535,149 @@ static void test_load_active(void **state)
     jw_store_free(s);
 }
 
+struct reads {
+    jw_read *got[8];
+    size_t n;
+};
+
+static void collect_read(jw_read *r, void *arg)
+{
+    struct reads *rs = arg;
+
+    rs->got[rs->n++] = r;
+}
+
+/* Submits one read and waits for its answer (the caller frees it). */
+static jw_read *read_one(jw_store *s, jw_read_kind kind, int n, const char *const *params)
+{
+    struct reads rs = {0};
+    int64_t deadline = jw_mono_us() + 10 * 1000000;
+    jw_read *r = jw_read_new(kind, n, params);
+
+    assert_non_null(r);
+    assert_int_equal(jw_store_read(s, r), 0);
+    while (!rs.n && jw_mono_us() < deadline) {
+        jw_mono_us();
+        jw_store_drain_reads(s, collect_read, &rs);
+    }
+    assert_int_equal(rs.n, 1);
+    assert_ptr_equal(rs.got[0], r);
+    return r;
+}
+
+static void test_reads(void **state)
+{
+    char a[JW_UUID_LEN + 1], b[JW_UUID_LEN + 1], step[JW_UUID_LEN + 1], *row;
+    jw_store *s = start_store(0);
+    jw_batch *batch;
+    jw_read *r;
+    json_t *doc;
+
+    (void)state;
+    batch = new_job_batch(a);
+    jw_uuid_new(step);
+    row = pgtest_step_row(step, a, "gyftr_login", "pending");
+    jw_batch_add(batch, pgtest_delta(a, step, 2, JW_TABLE_JOB_STEPS, JW_OP_INSERT, row));
+    free(row);
+    assert_int_equal(commit_one(s, batch, NULL, 0), 0);
+    batch = new_job_batch(b);
+    jw_batch_add(batch, job_update(b, 2, "failed", 40));
+    assert_int_equal(commit_one(s, batch, NULL, 0), 0);
+
+    /* One job, as a snapshot at its committed seq. */
+    {
+        const char *p[1] = {a};
+
+        r = read_one(s, JW_READ_JOB, 1, p);
+        assert_int_equal(r->status, 0);
+        doc = json_loads(r->result, 0, NULL);
+        assert_non_null(doc);
+        assert_string_equal(json_string_value(json_object_get(json_object_get(doc, "job"), "id")),
+                            a);
+        assert_null(json_object_get(json_object_get(doc, "job"), "last_seq"));
+        assert_int_equal(json_integer_value(json_object_get(doc, "seq")), 2);
+        assert_int_equal(json_array_size(json_object_get(doc, "steps")), 1);
+        json_decref(doc);
+        jw_read_free(r);
+    }
+    {
+        const char *p[1] = {"eeeeeeee-eeee-4eee-8eee-eeeeeeeeeeee"};
+
+        r = read_one(s, JW_READ_JOB, 1, p);
+        assert_int_equal(r->status, JW_ENOTFOUND);
+        jw_read_free(r);
+    }
+    /* Lists: by status, newest first, and paged with "before". */
+    {
+        const char *p[4] = {"failed", NULL, NULL, "50"};
+
+        r = read_one(s, JW_READ_JOBS, 4, p);
+        assert_int_equal(r->status, 0);
+        doc = json_loads(r->result, 0, NULL);
+        assert_true(json_array_size(doc) >= 1);
+        for (size_t i = 0; i < json_array_size(doc); i++)
+            assert_string_equal(
+                json_string_value(json_object_get(json_array_get(doc, i), "status")), "failed");
+        json_decref(doc);
+        jw_read_free(r);
+    }
+    {
+        const char *p[4] = {NULL, NULL, NULL, "2"};
+        const char *q[4] = {NULL, NULL, NULL, "1"};
+        char first[JW_UUID_LEN + 1], second[JW_UUID_LEN + 1];
+
+        r = read_one(s, JW_READ_JOBS, 4, p);
+        doc = json_loads(r->result, 0, NULL);
+        assert_int_equal(json_array_size(doc), 2);
+        snprintf(first, sizeof(first), "%s",
+                 json_string_value(json_object_get(json_array_get(doc, 0), "id")));
+        snprintf(second, sizeof(second), "%s",
+                 json_string_value(json_object_get(json_array_get(doc, 1), "id")));
+        json_decref(doc);
+        jw_read_free(r);
+        /* The page after the first item starts with the second. */
+        q[2] = first;
+        r = read_one(s, JW_READ_JOBS, 4, q);
+        doc = json_loads(r->result, 0, NULL);
+        assert_int_equal(json_array_size(doc), 1);
+        assert_string_equal(json_string_value(json_object_get(json_array_get(doc, 0), "id")),
+                            second);
+        json_decref(doc);
+        jw_read_free(r);
+        /* By user: a's owner (a fresh user) has exactly a. */
+        {
+            const char *pb[1] = {a};
+            const char *pu[4] = {NULL, NULL, NULL, "10"};
+            json_t *bj;
+
+            r = read_one(s, JW_READ_JOB, 1, pb);
+            bj = json_loads(r->result, 0, NULL);
+            pu[1] = json_string_value(json_object_get(json_object_get(bj, "job"), "user_id"));
+            jw_read_free(r);
+            r = read_one(s, JW_READ_JOBS, 4, pu);
+            json_decref(bj);
+            doc = json_loads(r->result, 0, NULL);
+            assert_int_equal(json_array_size(doc), 1);
+            assert_string_equal(json_string_value(json_object_get(json_array_get(doc, 0), "id")),
+                                a);
+            json_decref(doc);
+            jw_read_free(r);
+        }
+    }
+    /* Bad input is PostgreSQL's to refuse, and comes back as an error. */
+    {
+        const char *p[1] = {"not-a-uuid"};
+
+        r = read_one(s, JW_READ_JOB, 1, p);
+        assert_int_equal(r->status, JW_EDB);
+        assert_non_null(strstr(r->error, "uuid"));
+        jw_read_free(r);
+    }
+    assert_null(jw_read_new(JW_READ_JOB, 5, NULL));
+    jw_store_stop(s, 1000);
+    jw_store_free(s);
+}
+
 static void test_connects_eagerly(void **state)
 {
     jw_store *s = start_store(0);
@@ -576,6 +719,14 @@ static void test_unreachable_database(void **state)
     assert_true(st.outage_started_us > 0);
     assert_non_null(strstr(st.last_error, "cannot connect"));
     assert_int_equal(st.queued_batches, 1);
+    /* A read is refused at once while the database is away. */
+    {
+        const char *p[1] = {job};
+
+        jw_read *r = read_one(s, JW_READ_JOB, 1, p);
+        assert_int_equal(r->status, JW_EDBDOWN);
+        jw_read_free(r);
+    }
     /* Stopping answers what could not be written. */
     jw_store_stop(s, 100);
     assert_int_equal(pgtest_collect(s, ans, 1, 1000), 1);
@@ -606,6 +757,7 @@ int main(void)
         cmocka_unit_test(test_bad_values),
         cmocka_unit_test(test_quiet_rows),
         cmocka_unit_test(test_load_active),
+        cmocka_unit_test(test_reads),
         cmocka_unit_test(test_connects_eagerly),
         cmocka_unit_test(test_unreachable_database),
     };

@@ -1,0 +1,162 @@
+/*
+ * jw_engine.h - the job engine: the payment workflow as a durable state
+ * machine, run on the loop thread.
+ *
+ * The engine keeps every live job in memory and changes it only through
+ * per-object set_state functions that check the transition against a table
+ * and emit a delta (engine/jw_delta.h). Deltas of one event are submitted as
+ * one batch through the store port. What the outside may see or feel happens
+ * only after that batch committed (DESIGN.md durability rules 3 and 4):
+ * deltas are published, provider calls are started, callers are answered.
+ *
+ * The workflow is data (engine/workflow.c): the validation unit
+ * (gyftr_login and amazon_login in parallel, then availability_check), then
+ * per transaction generate_payment_link -> process_payment ->
+ * wait_for_vouchers -> redeem_amazon_vouchers.
+ *
+ * Ports: the engine reaches the outside only through jw_engine_ports, so its
+ * unit tests run with a fake clock, a fake store and a fake provider.
+ *
+ * Threads: every function here runs on the loop thread only.
+ */
+#ifndef JW_ENGINE_H
+#define JW_ENGINE_H
+
+#include "jw_delta.h"
+#include "jw_provider.h"
+#include "jw_timers.h"
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef struct jw_engine jw_engine;
+
+typedef struct jw_engine_ports {
+    void *ctx;
+    /* Wall clock, microseconds since the epoch. */
+    int64_t (*now_us)(void *ctx);
+    /* Uniform random 64 bits, for retry jitter. */
+    uint64_t (*random)(void *ctx);
+    /* Hands a batch to the store; its answer comes back through
+     * jw_engine_on_commit. The engine sets b->user; the port must not. */
+    void (*submit)(void *ctx, jw_batch *b);
+    /* A committed delta, in seq order per job; borrow it (ref to keep). */
+    void (*publish)(void *ctx, jw_delta *d);
+    /* Deadlines: the engine arms its timers here. */
+    jw_timers *timers;
+    /* Performs steps; replies come back through jw_engine_on_reply. */
+    jw_provider provider;
+} jw_engine_ports;
+
+typedef struct jw_engine_config {
+    int64_t otp_timeout_login_ms;   /* 0: 5 min */
+    int64_t otp_timeout_payment_ms; /* 0: 3 min */
+    int otp_max_attempts;           /* 0: 3 */
+    int64_t voucher_deadline_ms;    /* 0: 10 min: how long wait_for_vouchers polls */
+    int provider_timeout_ms;        /* 0: 30 s, passed to providers with each call */
+    int max_amount;                 /* 0: 1,000,000 */
+    int max_transactions;           /* 0: 50 */
+    /* Scales every retry delay (tests and benchmarks: 0.001); 0: 1.0. */
+    double retry_delay_scale;
+} jw_engine_config;
+
+jw_engine *jw_engine_new(const jw_engine_config *cfg, const jw_engine_ports *ports);
+/* Cancels the engine's timers and frees every job; NULL-safe. */
+void jw_engine_free(jw_engine *e);
+
+/*
+ * Rebuilds and resumes the unfinished jobs read by jw_db_load_active: OTP
+ * waits re-armed with their remaining time (or expired), retry timers
+ * re-armed, calls that were in flight re-issued with the same idempotency
+ * key, an OTP that was typed but not yet verified asked for again (its value
+ * was never stored). Returns how many jobs it resumed, or a JW_E* code.
+ */
+int jw_engine_recover(jw_engine *e, const json_t *loaded, char *err, size_t errlen);
+
+/* ---- commands --------------------------------------------------------- */
+
+/* Called once the command's first batch committed (or failed: status != 0). */
+typedef void (*jw_engine_done_fn)(void *arg, int status, const char *job_id);
+
+/*
+ * Creates and starts a job. Refuses (JW_EINVAL, message in err) a user id
+ * that is not a UUID, an amount outside 1..max_amount, a count outside
+ * 1..max_transactions. metadata is borrowed (copied). done may be NULL.
+ */
+int jw_engine_create_job(jw_engine *e, const char *user_id, int64_t amount, int count,
+                         const json_t *metadata, jw_engine_done_fn done, void *arg,
+                         char job_id[JW_UUID_LEN + 1], char *err, size_t errlen);
+
+/*
+ * Requests cancellation. The job stops at the next safe point: at once when
+ * no payment of the running transaction has been sent; otherwise after that
+ * transaction finished (money that moved is never abandoned; an unknown
+ * payment outcome is reconciled with the provider by its idempotency key).
+ * JW_ENOTFOUND, or JW_ECONFLICT for a finished job.
+ */
+int jw_engine_cancel(jw_engine *e, const char *job_id, jw_engine_done_fn done, void *arg, char *err,
+                     size_t errlen);
+
+/*
+ * Retries a failed job: it resumes at the first unfinished step, never
+ * repeating a finished transaction. JW_ENOTFOUND, or JW_ECONFLICT unless the
+ * job failed.
+ */
+int jw_engine_retry(jw_engine *e, const char *job_id, jw_engine_done_fn done, void *arg, char *err,
+                    size_t errlen);
+
+/* The verdict on a submitted OTP, once the provider checked it. */
+typedef struct jw_otp_result {
+    bool ok;
+    const char *error; /* NULL when ok: invalid_otp, expired, not_waiting, ... */
+    const char *message;
+    int attempts_left;
+} jw_otp_result;
+typedef void (*jw_otp_result_fn)(void *arg, const jw_otp_result *r);
+
+/*
+ * Submits an OTP for an OTP request. The value (4..10 digits) is kept in
+ * memory only until it is handed to the provider, then wiped. The answer comes
+ * through fn once the provider judged it (fn may be NULL). Immediate refusals
+ * return an error and do not call fn: JW_ENOTFOUND (no such request),
+ * JW_EINVAL (not 4..10 digits), JW_ECONFLICT (the request is not waiting for a
+ * code: already received, verified, failed or expired; message says which).
+ * owner_out, when not NULL, receives the job's user id before any check of
+ * the value, so callers can authorise first; pass check_user to refuse with
+ * JW_ENOTFOUND a request of another user.
+ */
+int jw_engine_submit_otp(jw_engine *e, const char *otp_request_id, const char *value,
+                         const char *check_user, jw_otp_result_fn fn, void *arg, char *err,
+                         size_t errlen);
+
+/* ---- events from the ports ------------------------------------------- */
+
+/* The store's answer for a batch the engine submitted; takes ownership. */
+void jw_engine_on_commit(jw_engine *e, jw_batch *b);
+/* A provider's reply; takes ownership. Replies to unknown calls are dropped. */
+void jw_engine_on_reply(jw_engine *e, jw_provider_reply *r);
+
+/* ---- reading ---------------------------------------------------------- */
+
+/*
+ * The committed state of a job as {"job":{…},"steps":[…],"otp_requests":[…],
+ * "seq":N}: exactly what the deltas up to seq describe. NULL when the job is
+ * not in memory. Caller owns the result.
+ */
+json_t *jw_engine_snapshot(jw_engine *e, const char *job_id);
+/* The owner of a job in memory, or NULL. */
+const char *jw_engine_job_owner(jw_engine *e, const char *job_id);
+/* The job an OTP request belongs to, or NULL. */
+const char *jw_engine_otp_job(jw_engine *e, const char *otp_request_id);
+
+typedef struct jw_engine_stats {
+    uint64_t jobs_live;     /* in memory, not finished */
+    uint64_t jobs_finished; /* since start */
+    uint64_t deltas;        /* emitted */
+    uint64_t batches_inflight;
+    uint64_t provider_calls;
+} jw_engine_stats;
+void jw_engine_get_stats(jw_engine *e, jw_engine_stats *out);
+
+#endif

@@ -1,0 +1,1063 @@
+/*
+ * The engine with fakes of its ports: a fake clock driving the real timer
+ * queue, a fake store that commits when the test says so, and a provider the
+ * test answers call by call. Hours of timeouts run in microseconds.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "jw_engine.h"
+#include "jw_error.h"
+#include "jw_log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define USER "aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa"
+#define OTHER "bbbbbbbb-bbbb-4bbb-8bbb-bbbbbbbbbbbb"
+#define MAX_CALLS 512
+#define MAX_BATCHES 256
+#define MAX_PUB 4096
+
+/* ---- fakes ------------------------------------------------------------------ */
+
+static struct fake {
+    int64_t now;
+    jw_timers *timers;
+    jw_engine *e;
+    jw_batch *batches[MAX_BATCHES];
+    size_t nbatches;
+    bool refuse_next;
+    jw_provider_call *calls[MAX_CALLS]; /* every call, answered or not */
+    bool answered[MAX_CALLS];
+    size_t ncalls;
+    jw_delta *pub[MAX_PUB];
+    size_t npub;
+    char all_rows[1 << 20]; /* every row text ever submitted, to search */
+    size_t rows_len;
+} F;
+
+static int64_t fake_now(void *ctx)
+{
+    (void)ctx;
+    return F.now;
+}
+
+static uint64_t fake_random(void *ctx)
+{
+    (void)ctx;
+    return UINT64_C(1) << 63; /* jitter factor 0 */
+}
+
+static void fake_submit(void *ctx, jw_batch *b)
+{
+    (void)ctx;
+    assert_true(F.nbatches < MAX_BATCHES);
+    for (size_t i = 0; i < b->count; i++) {
+        size_t n = b->deltas[i]->row_len;
+
+        if (F.rows_len + n + 1 < sizeof(F.all_rows)) {
+            memcpy(F.all_rows + F.rows_len, b->deltas[i]->row, n);
+            F.rows_len += n;
+            F.all_rows[F.rows_len++] = '\n';
+        }
+    }
+    F.batches[F.nbatches++] = b;
+}
+
+static void fake_publish(void *ctx, jw_delta *d)
+{
+    (void)ctx;
+    assert_true(F.npub < MAX_PUB);
+    F.pub[F.npub++] = jw_delta_ref(d);
+}
+
+static int fake_start(void *ctx, jw_provider_call *c)
+{
+    (void)ctx;
+    assert_true(F.ncalls < MAX_CALLS);
+    F.answered[F.ncalls] = false;
+    F.calls[F.ncalls++] = c;
+    return 0;
+}
+
+static void fake_destroy(void *ctx)
+{
+    (void)ctx;
+}
+
+/* Commits every queued batch (and those their commits queue). */
+static void commit_all(void)
+{
+    while (F.nbatches) {
+        jw_batch *b = F.batches[0];
+
+        memmove(F.batches, F.batches + 1, --F.nbatches * sizeof(*F.batches));
+        if (F.refuse_next) {
+            F.refuse_next = false;
+            b->status = JW_EDB;
+            b->error = strdup("refused by the test");
+        }
+        jw_engine_on_commit(F.e, b);
+    }
+}
+
+static void advance_ms(int64_t ms)
+{
+    F.now += ms * 1000;
+    jw_timers_run(F.timers, F.now);
+    commit_all();
+}
+
+static int setup(void **state)
+{
+    jw_engine_ports p = {.now_us = fake_now,
+                         .random = fake_random,
+                         .submit = fake_submit,
+                         .publish = fake_publish,
+                         .provider = {"fake", NULL, fake_start, fake_destroy}};
+    jw_engine_config cfg = {.otp_timeout_login_ms = 300000, .otp_timeout_payment_ms = 180000};
+
+    (void)state;
+    memset(&F, 0, sizeof(F));
+    jw_log_set_level(JW_LOG_ERROR);
+    F.now = INT64_C(1795687200000000); /* 2026-11-26T10:00:00Z */
+    F.timers = jw_timers_new(NULL, NULL);
+    p.timers = F.timers;
+    F.e = jw_engine_new(&cfg, &p);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    commit_all();
+    jw_engine_free(F.e);
+    jw_timers_free(F.timers);
+    for (size_t i = 0; i < F.ncalls; i++)
+        jw_provider_call_free(F.calls[i]);
+    for (size_t i = 0; i < F.npub; i++)
+        jw_delta_unref(F.pub[i]);
+    return 0;
+}
+
+/* ---- helpers ------------------------------------------------------------------ */
+
+/* The oldest unanswered call, or NULL. */
+static jw_provider_call *pending_call(const char *step_name)
+{
+    for (size_t i = 0; i < F.ncalls; i++)
+        if (!F.answered[i] && (!step_name || strcmp(F.calls[i]->step_name, step_name) == 0))
+            return F.calls[i];
+    return NULL;
+}
+
+/* The oldest unanswered call of one job's step. */
+static jw_provider_call *job_call(const char *job_id, const char *step_name)
+{
+    for (size_t i = 0; i < F.ncalls; i++)
+        if (!F.answered[i] && strcmp(F.calls[i]->job_id, job_id) == 0 &&
+            strcmp(F.calls[i]->step_name, step_name) == 0)
+            return F.calls[i];
+    return NULL;
+}
+
+static size_t unanswered(void)
+{
+    size_t n = 0;
+
+    for (size_t i = 0; i < F.ncalls; i++)
+        n += !F.answered[i];
+    return n;
+}
+
+static size_t calls_named(const char *step_name)
+{
+    size_t n = 0;
+
+    for (size_t i = 0; i < F.ncalls; i++)
+        n += strcmp(F.calls[i]->step_name, step_name) == 0;
+    return n;
+}
+
+static void mark_answered(jw_provider_call *c)
+{
+    for (size_t i = 0; i < F.ncalls; i++)
+        if (F.calls[i] == c)
+            F.answered[i] = true;
+}
+
+static void reply(jw_provider_call *c, jw_provider_reply *r)
+{
+    assert_non_null(c);
+    mark_answered(c);
+    jw_engine_on_reply(F.e, r);
+    commit_all();
+}
+
+static void reply_ok(jw_provider_call *c)
+{
+    jw_provider_reply *r = jw_provider_reply_new(c->id, JW_PROVIDER_OK);
+
+    if (strstr(c->step_name, "_login"))
+        json_object_set_new(r->data, "session", json_pack("{s:s}", "token", "tok-secret-xyz"));
+    reply(c, r);
+}
+
+static void reply_otp(jw_provider_call *c, const char *type, bool invalid)
+{
+    jw_provider_reply *r = jw_provider_reply_new(c->id, JW_PROVIDER_OTP_REQUIRED);
+
+    snprintf(r->otp_type, sizeof(r->otp_type), "%s", type);
+    snprintf(r->phone_hint, sizeof(r->phone_hint), "******4821");
+    r->invalid_otp = invalid;
+    reply(c, r);
+}
+
+static void reply_error(jw_provider_call *c, bool retryable, const char *msg)
+{
+    jw_provider_reply *r = jw_provider_reply_new(c->id, JW_PROVIDER_ERROR);
+
+    r->retryable = retryable;
+    snprintf(r->message, sizeof(r->message), "%s", msg);
+    reply(c, r);
+}
+
+static void reply_pending(jw_provider_call *c, int ms)
+{
+    jw_provider_reply *r = jw_provider_reply_new(c->id, JW_PROVIDER_PENDING);
+
+    r->poll_after_ms = ms;
+    reply(c, r);
+}
+
+static void create(char id[JW_UUID_LEN + 1], int count)
+{
+    char err[256];
+
+    assert_int_equal(
+        jw_engine_create_job(F.e, USER, 1500, count, NULL, NULL, NULL, id, err, sizeof(err)), 0);
+    commit_all();
+}
+
+/* Answers every call ok (logins and payments without OTP) until none is left. */
+static void run_ok(void)
+{
+    jw_provider_call *c;
+
+    while ((c = pending_call(NULL)) != NULL)
+        reply_ok(c);
+}
+
+static json_t *snap(const char *id)
+{
+    json_t *s = jw_engine_snapshot(F.e, id);
+
+    assert_non_null(s);
+    return s;
+}
+
+static const char *job_field(const char *id, const char *field, char *buf, size_t n)
+{
+    json_t *s = snap(id);
+    json_t *v = json_object_get(json_object_get(s, "job"), field);
+
+    if (json_is_string(v))
+        snprintf(buf, n, "%s", json_string_value(v));
+    else if (json_is_integer(v))
+        snprintf(buf, n, "%lld", (long long)json_integer_value(v));
+    else if (json_is_boolean(v))
+        snprintf(buf, n, "%s", json_is_true(v) ? "true" : "false");
+    else
+        snprintf(buf, n, "null");
+    json_decref(s);
+    return buf;
+}
+
+#define JOB(id, field) job_field(id, field, (char[256]){0}, 256)
+
+static json_t *find_step(json_t *s, const char *name, int tx)
+{
+    size_t i;
+    json_t *st;
+
+    json_array_foreach(json_object_get(s, "steps"), i, st)
+    {
+        json_t *ti = json_object_get(st, "transaction_index");
+
+        if (strcmp(json_string_value(json_object_get(st, "step_name")), name) == 0 &&
+            (tx ? json_integer_value(ti) == tx : json_is_null(ti)))
+            return st;
+    }
+    return NULL;
+}
+
+static const char *step_status(const char *id, const char *name, int tx, char *buf, size_t n)
+{
+    json_t *s = snap(id);
+    json_t *st = find_step(s, name, tx);
+
+    snprintf(buf, n, "%s", st ? json_string_value(json_object_get(st, "status")) : "(none)");
+    json_decref(s);
+    return buf;
+}
+
+#define STEP(id, name, tx) step_status(id, name, tx, (char[64]){0}, 64)
+
+static json_t *latest_otp(const char *id)
+{
+    json_t *s = snap(id), *arr = json_object_get(s, "otp_requests");
+    json_t *o = json_incref(json_array_get(arr, json_array_size(arr) - 1));
+
+    json_decref(s);
+    return o;
+}
+
+/* Published deltas: per job, seq 1, 2, 3, ... with nothing missing. */
+static void assert_gapless(const char *id)
+{
+    int64_t expect = 1;
+
+    for (size_t i = 0; i < F.npub; i++) {
+        if (strcmp(F.pub[i]->job_id, id) != 0)
+            continue;
+        assert_int_equal(F.pub[i]->seq, expect);
+        expect++;
+    }
+    assert_true(expect > 1);
+}
+
+struct otp_answer {
+    int calls;
+    bool ok;
+    char error[32];
+    int attempts_left;
+};
+
+static void on_otp(void *arg, const jw_otp_result *r)
+{
+    struct otp_answer *a = arg;
+
+    a->calls++;
+    a->ok = r->ok;
+    snprintf(a->error, sizeof(a->error), "%s", r->error ? r->error : "");
+    a->attempts_left = r->attempts_left;
+}
+
+/* ---- tests -------------------------------------------------------------------- */
+
+static void test_happy_path_gated_by_commits(void **state)
+{
+    char id[JW_UUID_LEN + 1], err[256];
+
+    (void)state;
+    assert_int_equal(
+        jw_engine_create_job(F.e, USER, 1500, 2, NULL, NULL, NULL, id, err, sizeof(err)), 0);
+    /* Nothing leaves the engine before its batch committed (rules 3 and 4). */
+    assert_int_equal(F.npub, 0);
+    assert_int_equal(F.ncalls, 0);
+    assert_null(jw_engine_snapshot(F.e, id));
+    commit_all();
+    assert_true(F.npub > 0);
+    /* Both logins run at once; availability waits for both. */
+    assert_non_null(pending_call("gyftr_login"));
+    assert_non_null(pending_call("amazon_login"));
+    assert_null(pending_call("availability_check"));
+    assert_string_equal(JOB(id, "status"), "validating");
+    reply_ok(pending_call("gyftr_login"));
+    assert_null(pending_call("availability_check"));
+    assert_string_equal(JOB(id, "progress_percentage"), "6");
+    reply_ok(pending_call("amazon_login"));
+    assert_non_null(pending_call("availability_check"));
+    assert_string_equal(JOB(id, "progress_percentage"), "13");
+    reply_ok(pending_call("availability_check"));
+    assert_string_equal(JOB(id, "status"), "processing");
+    assert_string_equal(JOB(id, "current_phase"), "payment_processing");
+    assert_string_equal(JOB(id, "progress_percentage"), "20");
+    /* One transaction step at a time, in order. */
+    {
+        static const char *const order[] = {"generate_payment_link", "process_payment",
+                                            "wait_for_vouchers", "redeem_amazon_vouchers"};
+
+        for (int tx = 1; tx <= 2; tx++) {
+            for (int k = 0; k < 4; k++) {
+                jw_provider_call *c = pending_call(NULL);
+
+                assert_int_equal(unanswered(), 1);
+                assert_string_equal(c->step_name, order[k]);
+                assert_int_equal(c->transaction_index, tx);
+                assert_int_equal(c->amount, 1500);
+                assert_int_equal(c->attempt, 1);
+                /* Later steps present the login sessions. */
+                assert_non_null(json_object_get(c->session, "gyftr"));
+                assert_non_null(json_object_get(c->session, "amazon"));
+                reply_ok(c);
+            }
+            assert_string_equal(JOB(id, "completed_transactions"), tx == 1 ? "1" : "2");
+        }
+    }
+    assert_string_equal(JOB(id, "status"), "completed");
+    assert_string_equal(JOB(id, "progress_percentage"), "100");
+    assert_string_equal(JOB(id, "current_phase"), "complete");
+    assert_string_not_equal(JOB(id, "completed_at"), "null");
+    assert_gapless(id);
+    /* Session tokens stay in memory: never in a row. */
+    assert_null(strstr(F.all_rows, "tok-secret-xyz"));
+    {
+        json_t *s = snap(id);
+
+        assert_int_equal(json_array_size(json_object_get(s, "steps")), 3 + 2 * 4);
+        assert_int_equal(json_integer_value(json_object_get(s, "seq")), F.pub[F.npub - 1]->seq);
+        json_decref(s);
+    }
+}
+
+static void test_progress_follows_count(void **state)
+{
+    char id[JW_UUID_LEN + 1];
+
+    (void)state;
+    create(id, 3);
+    reply_ok(pending_call("gyftr_login"));
+    reply_ok(pending_call("amazon_login"));
+    reply_ok(pending_call("availability_check"));
+    for (int k = 0; k < 4; k++)
+        reply_ok(pending_call(NULL));
+    assert_string_equal(JOB(id, "progress_percentage"), "46"); /* 20 + 80/3 */
+    run_ok();
+    assert_string_equal(JOB(id, "status"), "completed");
+    assert_int_equal(calls_named("process_payment"), 3);
+}
+
+static void test_login_failure_cancels_other(void **state)
+{
+    char id[JW_UUID_LEN + 1];
+
+    (void)state;
+    create(id, 1);
+    reply_otp(pending_call("amazon_login"), "amazon_login", false);
+    assert_string_equal(STEP(id, "amazon_login", 0), "waiting_otp");
+    reply_error(pending_call("gyftr_login"), false, "account locked");
+    assert_string_equal(JOB(id, "status"), "failed");
+    assert_non_null(strstr(JOB(id, "error_message"), "gyftr_login failed: account locked"));
+    assert_non_null(strstr(JOB(id, "error_message"), "cancelled"));
+    assert_string_equal(STEP(id, "amazon_login", 0), "cancelled");
+    /* Steps that will not run now are closed too; a retry reopens them. */
+    assert_string_equal(STEP(id, "availability_check", 0), "cancelled");
+    {
+        json_t *o = latest_otp(id);
+
+        assert_string_equal(json_string_value(json_object_get(o, "status")), "failed");
+        json_decref(o);
+    }
+    assert_int_equal(unanswered(), 0);
+    assert_gapless(id);
+}
+
+static void test_otp_wrong_then_right(void **state)
+{
+    char id[JW_UUID_LEN + 1], err[256], otp_id[JW_UUID_LEN + 1];
+    struct otp_answer a = {0};
+    json_t *o;
+
+    (void)state;
+    create(id, 1);
+    reply_ok(pending_call("amazon_login"));
+    reply_otp(pending_call("gyftr_login"), "gyftr_login", false);
+    assert_string_equal(STEP(id, "gyftr_login", 0), "waiting_otp");
+    o = latest_otp(id);
+    assert_string_equal(json_string_value(json_object_get(o, "status")), "requested");
+    assert_string_equal(json_string_value(json_object_get(o, "otp_type")), "gyftr_login");
+    assert_string_equal(json_string_value(json_object_get(o, "phone_number")), "******4821");
+    assert_int_equal(json_integer_value(json_object_get(o, "max_attempts")), 3);
+    assert_string_equal(json_string_value(json_object_get(o, "timeout_at")),
+                        "2026-11-26T10:05:00.000000Z"); /* login: 5 min */
+    snprintf(otp_id, sizeof(otp_id), "%s", json_string_value(json_object_get(o, "id")));
+    json_decref(o);
+
+    /* Wrong code: the submission wakes the step at once (a call, no poll). */
+    assert_int_equal(
+        jw_engine_submit_otp(F.e, otp_id, "918273", USER, on_otp, &a, err, sizeof(err)), 0);
+    assert_null(pending_call("gyftr_login")); /* not before the commit */
+    commit_all();
+    assert_string_equal(pending_call("gyftr_login")->otp, "918273");
+    reply_otp(pending_call("gyftr_login"), "gyftr_login", true);
+    assert_int_equal(a.calls, 1);
+    assert_false(a.ok);
+    assert_string_equal(a.error, "invalid_otp");
+    assert_int_equal(a.attempts_left, 2);
+    assert_string_equal(STEP(id, "gyftr_login", 0), "waiting_otp");
+    o = latest_otp(id);
+    assert_int_equal(json_integer_value(json_object_get(o, "attempts_count")), 1);
+    assert_string_equal(json_string_value(json_object_get(o, "status")), "requested");
+    json_decref(o);
+
+    /* Right code. */
+    assert_int_equal(
+        jw_engine_submit_otp(F.e, otp_id, "564738", USER, on_otp, &a, err, sizeof(err)), 0);
+    commit_all();
+    reply_ok(pending_call("gyftr_login"));
+    assert_int_equal(a.calls, 2);
+    assert_true(a.ok);
+    o = latest_otp(id);
+    assert_string_equal(json_string_value(json_object_get(o, "status")), "verified");
+    assert_string_not_equal(json_string_value(json_object_get(o, "verified_at")), "");
+    json_decref(o);
+    assert_string_equal(STEP(id, "gyftr_login", 0), "completed");
+    assert_non_null(pending_call("availability_check"));
+    /* Rule 5: the values typed never reached a row. */
+    assert_null(strstr(F.all_rows, "918273"));
+    assert_null(strstr(F.all_rows, "564738"));
+    /* A verified request takes no more codes. */
+    assert_int_equal(
+        jw_engine_submit_otp(F.e, otp_id, "111111", USER, NULL, NULL, err, sizeof(err)),
+        JW_ECONFLICT);
+    assert_non_null(strstr(err, "verified"));
+}
+
+static void test_otp_refusals(void **state)
+{
+    char id[JW_UUID_LEN + 1], err[256], otp_id[JW_UUID_LEN + 1];
+    json_t *o;
+
+    (void)state;
+    create(id, 1);
+    reply_otp(pending_call("gyftr_login"), "gyftr_login", false);
+    o = latest_otp(id);
+    snprintf(otp_id, sizeof(otp_id), "%s", json_string_value(json_object_get(o, "id")));
+    json_decref(o);
+    assert_int_equal(jw_engine_submit_otp(F.e, "cccccccc-cccc-4ccc-8ccc-cccccccccccc", "123456",
+                                          NULL, NULL, NULL, err, sizeof(err)),
+                     JW_ENOTFOUND);
+    /* Another user's request looks exactly like a missing one. */
+    assert_int_equal(
+        jw_engine_submit_otp(F.e, otp_id, "123456", OTHER, NULL, NULL, err, sizeof(err)),
+        JW_ENOTFOUND);
+    assert_non_null(strstr(err, "no OTP request"));
+    assert_int_equal(
+        jw_engine_submit_otp(F.e, otp_id, "12a456", USER, NULL, NULL, err, sizeof(err)), JW_EINVAL);
+    assert_int_equal(jw_engine_submit_otp(F.e, otp_id, "123", USER, NULL, NULL, err, sizeof(err)),
+                     JW_EINVAL);
+    assert_int_equal(
+        jw_engine_submit_otp(F.e, otp_id, "12345678901", USER, NULL, NULL, err, sizeof(err)),
+        JW_EINVAL);
+    assert_int_equal(jw_engine_submit_otp(F.e, otp_id, NULL, USER, NULL, NULL, err, sizeof(err)),
+                     JW_EINVAL);
+    assert_int_equal(
+        jw_engine_submit_otp(F.e, otp_id, "123456", USER, NULL, NULL, err, sizeof(err)), 0);
+    /* Received and being checked: a second code is refused. */
+    assert_int_equal(
+        jw_engine_submit_otp(F.e, otp_id, "654321", USER, NULL, NULL, err, sizeof(err)),
+        JW_ECONFLICT);
+    assert_non_null(strstr(err, "received"));
+    commit_all();
+}
+
+static void test_otp_attempt_limit_asks_fresh(void **state)
+{
+    char id[JW_UUID_LEN + 1], err[256], first[JW_UUID_LEN + 1];
+    struct otp_answer a = {0};
+    json_t *o;
+
+    (void)state;
+    create(id, 1);
+    reply_otp(pending_call("gyftr_login"), "gyftr_login", false);
+    o = latest_otp(id);
+    snprintf(first, sizeof(first), "%s", json_string_value(json_object_get(o, "id")));
+    json_decref(o);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(
+            jw_engine_submit_otp(F.e, first, "000000", USER, on_otp, &a, err, sizeof(err)), 0);
+        commit_all();
+        reply_otp(pending_call("gyftr_login"), "gyftr_login", true);
+    }
+    assert_int_equal(a.attempts_left, 0);
+    o = latest_otp(id);
+    assert_string_equal(json_string_value(json_object_get(o, "status")), "failed");
+    assert_int_equal(json_integer_value(json_object_get(o, "attempts_count")), 3);
+    json_decref(o);
+    /* The step's retry policy asks for a fresh code on its next attempt. */
+    assert_string_equal(STEP(id, "gyftr_login", 0), "retrying");
+    assert_null(pending_call("gyftr_login"));
+    advance_ms(60000);
+    assert_int_equal(pending_call("gyftr_login")->attempt, 2);
+    assert_null(pending_call("gyftr_login")->otp);
+    reply_otp(pending_call("gyftr_login"), "gyftr_login", false);
+    o = latest_otp(id);
+    assert_string_not_equal(json_string_value(json_object_get(o, "id")), first);
+    assert_string_equal(json_string_value(json_object_get(o, "status")), "requested");
+    json_decref(o);
+}
+
+static void test_otp_timeout(void **state)
+{
+    char id[JW_UUID_LEN + 1];
+    json_t *o;
+
+    (void)state;
+    create(id, 1);
+    reply_ok(pending_call("gyftr_login"));
+    reply_ok(pending_call("amazon_login"));
+    reply_ok(pending_call("availability_check"));
+    reply_ok(pending_call("generate_payment_link"));
+    reply_otp(pending_call("process_payment"), "payment", false);
+    o = latest_otp(id);
+    /* payment: 3 min */
+    assert_string_equal(json_string_value(json_object_get(o, "timeout_at")),
+                        "2026-11-26T10:03:00.000000Z");
+    json_decref(o);
+    advance_ms(179000);
+    assert_string_equal(STEP(id, "process_payment", 1), "waiting_otp");
+    advance_ms(1000);
+    o = latest_otp(id);
+    assert_string_equal(json_string_value(json_object_get(o, "status")), "expired");
+    json_decref(o);
+    assert_string_equal(STEP(id, "process_payment", 1), "retrying");
+    /* Every attempt left to expire: the step and the job fail. */
+    for (int i = 0; i < 2; i++) {
+        advance_ms(120000);
+        reply_otp(pending_call("process_payment"), "payment", false);
+        advance_ms(180000);
+    }
+    assert_string_equal(STEP(id, "process_payment", 1), "failed");
+    assert_string_equal(JOB(id, "status"), "failed");
+    assert_non_null(strstr(JOB(id, "error_message"), "OTP not entered within 180 s"));
+    assert_string_equal(JOB(id, "completed_transactions"), "0");
+}
+
+static void test_retry_backoff(void **state)
+{
+    char id[JW_UUID_LEN + 1];
+    int64_t t0;
+    json_t *s, *st;
+
+    (void)state;
+    create(id, 1);
+    reply_ok(pending_call("gyftr_login"));
+    reply_ok(pending_call("amazon_login"));
+    t0 = F.now;
+    reply_error(pending_call("availability_check"), true, "HTTP 503");
+    s = snap(id);
+    st = find_step(s, "availability_check", 0);
+    assert_string_equal(json_string_value(json_object_get(st, "status")), "retrying");
+    assert_string_equal(json_string_value(json_object_get(st, "error_message")), "HTTP 503");
+    assert_string_equal(json_string_value(json_object_get(st, "next_retry_at")),
+                        "2026-11-26T10:00:01.000000Z"); /* 1 s, jitter 0 */
+    json_decref(s);
+    advance_ms(999);
+    assert_null(pending_call("availability_check"));
+    advance_ms(1);
+    assert_int_equal(pending_call("availability_check")->attempt, 2);
+    reply_error(pending_call("availability_check"), true, "HTTP 503");
+    advance_ms(1999); /* the second delay doubles */
+    assert_null(pending_call("availability_check"));
+    advance_ms(1);
+    reply_error(pending_call("availability_check"), true, "timeout");
+    advance_ms(4000);
+    assert_int_equal(pending_call("availability_check")->attempt, 4);
+    /* The key stays the same across attempts. */
+    assert_string_equal(pending_call("availability_check")->idempotency_key,
+                        F.calls[2]->idempotency_key);
+    reply_error(pending_call("availability_check"), true, "timeout");
+    assert_string_equal(JOB(id, "status"), "failed");
+    assert_non_null(strstr(JOB(id, "error_message"), "gave up after 4 attempts"));
+    assert_true(F.now - t0 == 7000 * 1000);
+}
+
+static void test_non_retryable_fails_at_once(void **state)
+{
+    char id[JW_UUID_LEN + 1];
+
+    (void)state;
+    create(id, 1);
+    reply_ok(pending_call("gyftr_login"));
+    reply_ok(pending_call("amazon_login"));
+    reply_error(pending_call("availability_check"), false, "no vouchers for this amount");
+    assert_string_equal(STEP(id, "availability_check", 0), "failed");
+    assert_string_equal(JOB(id, "status"), "failed");
+    assert_int_equal(calls_named("availability_check"), 1);
+}
+
+static void go_to_vouchers(const char *id)
+{
+    (void)id;
+    reply_ok(pending_call("gyftr_login"));
+    reply_ok(pending_call("amazon_login"));
+    reply_ok(pending_call("availability_check"));
+    reply_ok(pending_call("generate_payment_link"));
+    reply_ok(pending_call("process_payment"));
+}
+
+static void test_voucher_polling(void **state)
+{
+    char id[JW_UUID_LEN + 1];
+
+    (void)state;
+    create(id, 1);
+    go_to_vouchers(id);
+    reply_pending(pending_call("wait_for_vouchers"), 2000);
+    assert_null(pending_call("wait_for_vouchers"));
+    advance_ms(1999);
+    assert_null(pending_call("wait_for_vouchers"));
+    advance_ms(1);
+    reply_pending(pending_call("wait_for_vouchers"), 2000);
+    advance_ms(2000);
+    reply_ok(pending_call("wait_for_vouchers"));
+    assert_int_equal(calls_named("wait_for_vouchers"), 3);
+    reply_ok(pending_call("redeem_amazon_vouchers"));
+    assert_string_equal(JOB(id, "status"), "completed");
+}
+
+static void test_voucher_deadline(void **state)
+{
+    char id[JW_UUID_LEN + 1];
+
+    (void)state;
+    create(id, 1);
+    go_to_vouchers(id);
+    for (int i = 0; i < 9; i++) {
+        reply_pending(pending_call("wait_for_vouchers"), 60000);
+        advance_ms(60000);
+    }
+    /* Ten minutes in, another minute would pass the deadline. */
+    reply_pending(pending_call("wait_for_vouchers"), 60000);
+    assert_string_equal(STEP(id, "wait_for_vouchers", 1), "failed");
+    assert_string_equal(JOB(id, "status"), "failed");
+    assert_non_null(strstr(JOB(id, "error_message"), "deadline"));
+}
+
+static void test_partial_completion_and_retry(void **state)
+{
+    char id[JW_UUID_LEN + 1], err[256], key[JW_IDEMPOTENCY_KEY_MAX];
+
+    (void)state;
+    create(id, 3);
+    reply_ok(pending_call("gyftr_login"));
+    reply_ok(pending_call("amazon_login"));
+    reply_ok(pending_call("availability_check"));
+    for (int k = 0; k < 4; k++)
+        reply_ok(pending_call(NULL)); /* transaction 1 */
+    reply_ok(pending_call("generate_payment_link"));
+    snprintf(key, sizeof(key), "%s", pending_call("process_payment")->idempotency_key);
+    reply_ok(pending_call("process_payment"));
+    reply_ok(pending_call("wait_for_vouchers"));
+    reply_error(pending_call("redeem_amazon_vouchers"), false, "voucher already used");
+    assert_string_equal(JOB(id, "status"), "failed");
+    assert_string_equal(JOB(id, "completed_transactions"), "1");
+    assert_string_equal(JOB(id, "progress_percentage"), "46");
+    assert_int_equal(jw_engine_cancel(F.e, id, NULL, NULL, err, sizeof(err)), JW_ECONFLICT);
+
+    assert_int_equal(jw_engine_retry(F.e, id, NULL, NULL, err, sizeof(err)), 0);
+    commit_all();
+    assert_string_equal(JOB(id, "status"), "processing");
+    assert_string_equal(JOB(id, "retry_count"), "1");
+    assert_string_equal(JOB(id, "error_message"), "null");
+    /* Resumes at the failed step of transaction 2: nothing finished repeats. */
+    assert_string_equal(pending_call(NULL)->step_name, "redeem_amazon_vouchers");
+    assert_int_equal(pending_call(NULL)->transaction_index, 2);
+    run_ok();
+    assert_string_equal(JOB(id, "status"), "completed");
+    assert_int_equal(calls_named("process_payment"), 3);
+    assert_int_equal(calls_named("gyftr_login"), 1);
+    assert_int_equal(calls_named("generate_payment_link"), 3);
+    assert_int_equal(jw_engine_retry(F.e, id, NULL, NULL, err, sizeof(err)), JW_ECONFLICT);
+    assert_gapless(id);
+}
+
+static void test_retry_after_unknown_payment_keeps_key(void **state)
+{
+    char id[JW_UUID_LEN + 1], err[256], key[JW_IDEMPOTENCY_KEY_MAX];
+
+    (void)state;
+    create(id, 1);
+    reply_ok(pending_call("gyftr_login"));
+    reply_ok(pending_call("amazon_login"));
+    reply_ok(pending_call("availability_check"));
+    reply_ok(pending_call("generate_payment_link"));
+    snprintf(key, sizeof(key), "%s", pending_call("process_payment")->idempotency_key);
+    for (int i = 0; i < 3; i++) {
+        reply_error(pending_call("process_payment"), true, "timeout after 30000 ms");
+        advance_ms(120000);
+    }
+    assert_string_equal(JOB(id, "status"), "failed");
+    assert_int_equal(jw_engine_retry(F.e, id, NULL, NULL, err, sizeof(err)), 0);
+    commit_all();
+    /* The payment may have gone through: ask again under the same key. */
+    assert_string_equal(pending_call("process_payment")->idempotency_key, key);
+}
+
+static void test_cancel_waiting_otp_stops_at_once(void **state)
+{
+    char id[JW_UUID_LEN + 1], err[256], otp_id[JW_UUID_LEN + 1];
+    struct otp_answer a = {0};
+    json_t *o;
+
+    (void)state;
+    create(id, 2);
+    go_to_vouchers(id);
+    reply_ok(pending_call("wait_for_vouchers"));
+    reply_ok(pending_call("redeem_amazon_vouchers")); /* transaction 1 done */
+    reply_ok(pending_call("generate_payment_link"));
+    reply_otp(pending_call("process_payment"), "payment", false);
+    o = latest_otp(id);
+    snprintf(otp_id, sizeof(otp_id), "%s", json_string_value(json_object_get(o, "id")));
+    json_decref(o);
+    (void)a;
+    assert_int_equal(jw_engine_cancel(F.e, id, NULL, NULL, err, sizeof(err)), 0);
+    commit_all();
+    /* No payment was sent: nothing to wait for. */
+    assert_string_equal(JOB(id, "status"), "cancelled");
+    assert_string_equal(JOB(id, "cancel_requested"), "true");
+    assert_string_equal(JOB(id, "completed_transactions"), "1");
+    assert_string_equal(STEP(id, "process_payment", 2), "cancelled");
+    assert_int_equal(
+        jw_engine_submit_otp(F.e, otp_id, "123456", USER, NULL, NULL, err, sizeof(err)),
+        JW_ECONFLICT);
+    assert_int_equal(unanswered(), 0);
+    assert_int_equal(jw_engine_cancel(F.e, id, NULL, NULL, err, sizeof(err)), JW_ECONFLICT);
+}
+
+static void test_cancel_with_payment_in_flight(void **state)
+{
+    char id[JW_UUID_LEN + 1], err[256];
+
+    (void)state;
+    create(id, 3);
+    reply_ok(pending_call("gyftr_login"));
+    reply_ok(pending_call("amazon_login"));
+    reply_ok(pending_call("availability_check"));
+    reply_ok(pending_call("generate_payment_link"));
+    assert_non_null(pending_call("process_payment"));
+    assert_int_equal(jw_engine_cancel(F.e, id, NULL, NULL, err, sizeof(err)), 0);
+    commit_all();
+    /* The payment is out: the job waits for its outcome. */
+    assert_string_equal(JOB(id, "status"), "processing");
+    assert_string_equal(JOB(id, "cancel_requested"), "true");
+    /* Its outcome is unknown (a timeout): reconcile by the same key. */
+    {
+        char key[JW_IDEMPOTENCY_KEY_MAX];
+
+        snprintf(key, sizeof(key), "%s", pending_call("process_payment")->idempotency_key);
+        reply_error(pending_call("process_payment"), true, "timeout");
+        assert_string_equal(JOB(id, "status"), "processing");
+        advance_ms(10000);
+        assert_string_equal(pending_call("process_payment")->idempotency_key, key);
+    }
+    reply_ok(pending_call("process_payment")); /* it had gone through */
+    /* Money moved: the transaction is finished, then the job stops. */
+    reply_ok(pending_call("wait_for_vouchers"));
+    reply_ok(pending_call("redeem_amazon_vouchers"));
+    assert_string_equal(JOB(id, "status"), "cancelled");
+    assert_string_equal(JOB(id, "completed_transactions"), "1");
+    assert_int_equal(unanswered(), 0);
+    assert_int_equal(calls_named("generate_payment_link"), 1);
+    assert_gapless(id);
+}
+
+/* The committed rows of a job as jw_db_load_active returns them. */
+static json_t *as_loaded(const char *id)
+{
+    json_t *s = snap(id);
+    json_t *item =
+        json_pack("{s:O, s:O, s:O, s:O}", "job", json_object_get(s, "job"), "steps",
+                  json_object_get(s, "steps"), "otp_requests", json_object_get(s, "otp_requests"),
+                  "last_seq", json_object_get(s, "seq"));
+
+    json_decref(s);
+    return item;
+}
+
+static void restart_engine(json_t *loaded)
+{
+    jw_engine_ports p = {.now_us = fake_now,
+                         .random = fake_random,
+                         .submit = fake_submit,
+                         .publish = fake_publish,
+                         .timers = F.timers,
+                         .provider = {"fake", NULL, fake_start, fake_destroy}};
+    char err[256];
+
+    jw_engine_free(F.e);
+    for (size_t i = 0; i < F.ncalls; i++)
+        F.answered[i] = true; /* the old process's calls are gone */
+    F.e = jw_engine_new(NULL, &p);
+    assert_int_equal(jw_engine_recover(F.e, loaded, err, sizeof(err)),
+                     (int)json_array_size(loaded));
+    json_decref(loaded);
+    commit_all();
+}
+
+static void test_recovery_resumes(void **state)
+{
+    char a[JW_UUID_LEN + 1], b[JW_UUID_LEN + 1], c[JW_UUID_LEN + 1], err[256];
+    char key[JW_IDEMPOTENCY_KEY_MAX];
+    json_t *loaded = json_array(), *o;
+    int64_t seq_a;
+
+    (void)state;
+    /* a: a payment in flight; b: waiting for a login OTP; c: a retry timer. */
+    create(a, 2);
+    go_to_vouchers(a);
+    reply_ok(pending_call("wait_for_vouchers"));
+    reply_ok(pending_call("redeem_amazon_vouchers"));
+    reply_ok(pending_call("generate_payment_link"));
+    snprintf(key, sizeof(key), "%s", pending_call("process_payment")->idempotency_key);
+    create(b, 1);
+    reply_otp(job_call(b, "gyftr_login"), "gyftr_login", false);
+    create(c, 1);
+    reply_error(job_call(c, "amazon_login"), true, "HTTP 502");
+    {
+        json_t *s = snap(a);
+
+        seq_a = json_integer_value(json_object_get(s, "seq"));
+        json_decref(s);
+    }
+    json_array_append_new(loaded, as_loaded(a));
+    json_array_append_new(loaded, as_loaded(b));
+    json_array_append_new(loaded, as_loaded(c));
+    F.now += 60 * 1000000; /* a minute of downtime */
+    restart_engine(loaded);
+
+    /* a: the payment is asked again under the same key. */
+    {
+        jw_provider_call *pc = job_call(a, "process_payment");
+
+        assert_non_null(pc);
+        assert_string_equal(pc->idempotency_key, key);
+        reply_ok(pc);
+        reply_ok(job_call(a, "wait_for_vouchers"));
+        reply_ok(job_call(a, "redeem_amazon_vouchers"));
+        assert_string_equal(JOB(a, "status"), "completed");
+        assert_int_equal(calls_named("process_payment"), 3); /* tx1, tx2, tx2 re-asked */
+    }
+    /* Seq continues where the old process stopped. */
+    for (size_t i = 0; i < F.npub; i++)
+        if (strcmp(F.pub[i]->job_id, a) == 0 && F.pub[i]->seq > seq_a) {
+            assert_int_equal(F.pub[i]->seq, seq_a + 1);
+            break;
+        }
+    /* b: the OTP wait was re-armed with what was left of it (4 min). */
+    assert_string_equal(STEP(b, "gyftr_login", 0), "waiting_otp");
+    advance_ms(239000);
+    o = latest_otp(b);
+    assert_string_equal(json_string_value(json_object_get(o, "status")), "requested");
+    json_decref(o);
+    advance_ms(1000);
+    o = latest_otp(b);
+    assert_string_equal(json_string_value(json_object_get(o, "status")), "expired");
+    json_decref(o);
+    /* c: the retry timer was re-armed (its time passed during the downtime,
+     * so it fired at the first run of the timers): amazon_login runs again. */
+    assert_int_equal(job_call(c, "amazon_login")->attempt, 2);
+    (void)err;
+}
+
+static void test_recovery_asks_again_for_typed_otp(void **state)
+{
+    char id[JW_UUID_LEN + 1], err[256], otp_id[JW_UUID_LEN + 1];
+    json_t *o;
+
+    (void)state;
+    create(id, 1);
+    reply_otp(pending_call("gyftr_login"), "gyftr_login", false);
+    o = latest_otp(id);
+    snprintf(otp_id, sizeof(otp_id), "%s", json_string_value(json_object_get(o, "id")));
+    json_decref(o);
+    assert_int_equal(
+        jw_engine_submit_otp(F.e, otp_id, "246810", USER, NULL, NULL, err, sizeof(err)), 0);
+    commit_all();
+    {
+        json_t *loaded = json_array();
+
+        json_array_append_new(loaded, as_loaded(id));
+        restart_engine(loaded);
+    }
+    /* The typed value was never stored, so the person is asked again. */
+    o = latest_otp(id);
+    assert_string_equal(json_string_value(json_object_get(o, "status")), "requested");
+    assert_string_equal(json_string_value(json_object_get(o, "id")), otp_id);
+    json_decref(o);
+    assert_string_equal(STEP(id, "gyftr_login", 0), "waiting_otp");
+    assert_null(pending_call("gyftr_login"));
+    assert_int_equal(
+        jw_engine_submit_otp(F.e, otp_id, "246810", USER, NULL, NULL, err, sizeof(err)), 0);
+    commit_all();
+    assert_string_equal(pending_call("gyftr_login")->otp, "246810");
+}
+
+static void test_refused_batch_halts_job(void **state)
+{
+    char id[JW_UUID_LEN + 1], err[256];
+
+    (void)state;
+    create(id, 1);
+    F.refuse_next = true;
+    reply_ok(pending_call("gyftr_login"));
+    /* The refused batch's follow-ups never happen. */
+    reply_ok(pending_call("amazon_login"));
+    assert_null(pending_call("availability_check"));
+    assert_int_equal(jw_engine_cancel(F.e, id, NULL, NULL, err, sizeof(err)), JW_ECONFLICT);
+    assert_non_null(strstr(err, "halted"));
+}
+
+static void test_create_validates(void **state)
+{
+    char id[JW_UUID_LEN + 1], err[256];
+    json_t *arr = json_array();
+
+    (void)state;
+    assert_int_equal(
+        jw_engine_create_job(F.e, "nope", 1500, 4, NULL, NULL, NULL, id, err, sizeof(err)),
+        JW_EINVAL);
+    assert_string_equal(err, "user_id must be a UUID");
+    assert_int_equal(jw_engine_create_job(F.e, USER, 0, 4, NULL, NULL, NULL, id, err, sizeof(err)),
+                     JW_EINVAL);
+    assert_string_equal(err, "transaction_amount must be 1..1000000 (got 0)");
+    assert_int_equal(
+        jw_engine_create_job(F.e, USER, 1500, 51, NULL, NULL, NULL, id, err, sizeof(err)),
+        JW_EINVAL);
+    assert_string_equal(err, "transaction_count must be 1..50 (got 51)");
+    assert_int_equal(
+        jw_engine_create_job(F.e, USER, 1500, 0, NULL, NULL, NULL, id, err, sizeof(err)),
+        JW_EINVAL);
+    assert_int_equal(
+        jw_engine_create_job(F.e, USER, 1500, 2, arr, NULL, NULL, id, err, sizeof(err)), JW_EINVAL);
+    json_decref(arr);
+    assert_int_equal(F.nbatches, 0);
+    assert_int_equal(
+        jw_engine_cancel(F.e, "dddddddd-dddd-4ddd-8ddd-dddddddddddd", NULL, NULL, err, sizeof(err)),
+        JW_ENOTFOUND);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_happy_path_gated_by_commits, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_progress_follows_count, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_login_failure_cancels_other, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_otp_wrong_then_right, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_otp_refusals, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_otp_attempt_limit_asks_fresh, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_otp_timeout, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_retry_backoff, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_non_retryable_fails_at_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_voucher_polling, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_voucher_deadline, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_partial_completion_and_retry, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_retry_after_unknown_payment_keeps_key, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_cancel_waiting_otp_stops_at_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cancel_with_payment_in_flight, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_recovery_resumes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_recovery_asks_again_for_typed_otp, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_refused_batch_halts_job, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_create_validates, setup, teardown),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
