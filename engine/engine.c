@@ -1292,6 +1292,23 @@ const char *jw_engine_job_owner(jw_engine *e, const char *job_id)
     return j && j->committed_seq ? j->user : NULL;
 }
 
+const char *jw_engine_step_otp(jw_engine *e, const char *job_id, const char *step_id)
+{
+    job *j = job_id ? jw_map_get(&e->jobs, job_id) : NULL;
+
+    for (size_t i = 0; j && step_id && i < j->notps; i++)
+        if (strcmp(j->otps[j->notps - 1 - i]->step->id, step_id) == 0)
+            return j->otps[j->notps - 1 - i]->id;
+    return NULL;
+}
+
+bool jw_engine_has_job(jw_engine *e, const char *job_id)
+{
+    job *j = job_id ? jw_map_get(&e->jobs, job_id) : NULL;
+
+    return j && j->committed_seq;
+}
+
 const char *jw_engine_otp_job(jw_engine *e, const char *otp_request_id)
 {
     otp *o = otp_request_id ? jw_map_get(&e->otps, otp_request_id) : NULL;

@@ -147,6 +147,10 @@ void jw_engine_on_reply(jw_engine *e, jw_provider_reply *r);
 json_t *jw_engine_snapshot(jw_engine *e, const char *job_id);
 /* The owner of a job in memory, or NULL. */
 const char *jw_engine_job_owner(jw_engine *e, const char *job_id);
+/* The newest OTP request of a step, or NULL (the sim inbox links SMS to it). */
+const char *jw_engine_step_otp(jw_engine *e, const char *job_id, const char *step_id);
+/* Whether a job is in memory (committed at least once). */
+bool jw_engine_has_job(jw_engine *e, const char *job_id);
 /* The job an OTP request belongs to, or NULL. */
 const char *jw_engine_otp_job(jw_engine *e, const char *otp_request_id);
 

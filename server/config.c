@@ -52,6 +52,14 @@ static int parse_log_level(jw_config *c, const char *v, const char *name, char *
 static int parse_db_max_group(jw_config *c, const char *v, const char *name, char *err,
                               size_t errlen);
 static int parse_max_body(jw_config *c, const char *v, const char *name, char *err, size_t errlen);
+static int parse_sim(jw_config *c, const char *v, const char *name, char *err, size_t errlen);
+static int parse_otp_login(jw_config *c, const char *v, const char *name, char *err, size_t errlen);
+static int parse_otp_payment(jw_config *c, const char *v, const char *name, char *err,
+                             size_t errlen);
+static int parse_provider_timeout(jw_config *c, const char *v, const char *name, char *err,
+                                  size_t errlen);
+static int parse_retry_scale(jw_config *c, const char *v, const char *name, char *err,
+                             size_t errlen);
 
 /* The one table of settings. Order is --help order and parse order. */
 static const struct setting settings[] = {
@@ -152,6 +160,49 @@ static const struct setting settings[] = {
         .help = "Largest HTTP request body accepted, 1024..16777216 bytes; larger requests get "
                 "413.",
         .parse = parse_max_body,
+    },
+    {
+        .flag = "sim",
+        .env = "JOBWIRE_SIM",
+        .metavar = "SPEC",
+        .def = "",
+        .def_text = "the sim's defaults (see docs/providers.md)",
+        .help = "How the built-in sim provider behaves, as comma-separated key=value pairs, "
+                "e.g. latency_ms=200,fail_rate=0.1,otp=gyftr_login+process_payment.",
+        .parse = parse_sim,
+    },
+    {
+        .flag = "otp-timeout-login",
+        .env = "JOBWIRE_OTP_TIMEOUT_LOGIN",
+        .metavar = "SECONDS",
+        .def = "300",
+        .help = "How long a login OTP (Gyftr, Amazon) waits for the person, 1..3600 s.",
+        .parse = parse_otp_login,
+    },
+    {
+        .flag = "otp-timeout-payment",
+        .env = "JOBWIRE_OTP_TIMEOUT_PAYMENT",
+        .metavar = "SECONDS",
+        .def = "180",
+        .help = "How long a payment OTP waits for the person, 1..3600 s.",
+        .parse = parse_otp_payment,
+    },
+    {
+        .flag = "provider-timeout",
+        .env = "JOBWIRE_PROVIDER_TIMEOUT",
+        .metavar = "MS",
+        .def = "30000",
+        .help = "Deadline of one provider call, 100..300000 ms; a call past it is a retryable "
+                "error.",
+        .parse = parse_provider_timeout,
+    },
+    {
+        .flag = "retry-scale",
+        .env = "JOBWIRE_RETRY_SCALE",
+        .metavar = "FACTOR",
+        .def = "1",
+        .help = "Multiplies every retry delay, 0.001..100 (tests use a small factor).",
+        .parse = parse_retry_scale,
     },
 };
 
@@ -708,6 +759,7 @@ void jw_config_release(jw_config *c)
     free_secret(&c->admin_key);
     free_secret(&c->jwt_secret);
     free(c->provider);
+    free(c->sim);
     free_origins(c);
     OPENSSL_cleanse(c->secret_key, sizeof(c->secret_key));
     apply_builtin_defaults(c);
@@ -770,4 +822,61 @@ void jw_config_print_help(FILE *out)
 void jw_config_print_version(FILE *out)
 {
     fprintf(out, "jobwire %s\n", JW_VERSION);
+}
+
+static int parse_sim(jw_config *c, const char *v, const char *name, char *err, size_t errlen)
+{
+    if (strlen(v) > 1024)
+        return fail(err, errlen, "%s is longer than 1024 characters", name);
+    free(c->sim);
+    c->sim = jw_xstrdup(v);
+    return 0;
+}
+
+static int parse_seconds(int *out, const char *v, const char *name, char *err, size_t errlen)
+{
+    long n;
+
+    if (!parse_long(v, 1, 3600, &n))
+        return fail(err, errlen, "%s must be a whole number of seconds 1..3600 (got \"%s\")", name,
+                    v);
+    *out = (int)n;
+    return 0;
+}
+
+static int parse_otp_login(jw_config *c, const char *v, const char *name, char *err, size_t errlen)
+{
+    return parse_seconds(&c->otp_timeout_login_s, v, name, err, errlen);
+}
+
+static int parse_otp_payment(jw_config *c, const char *v, const char *name, char *err,
+                             size_t errlen)
+{
+    return parse_seconds(&c->otp_timeout_payment_s, v, name, err, errlen);
+}
+
+static int parse_provider_timeout(jw_config *c, const char *v, const char *name, char *err,
+                                  size_t errlen)
+{
+    long n;
+
+    if (!parse_long(v, 100, 300000, &n))
+        return fail(err, errlen,
+                    "%s must be a whole number of milliseconds 100..300000 (got \"%s\")", name, v);
+    c->provider_timeout_ms = (int)n;
+    return 0;
+}
+
+static int parse_retry_scale(jw_config *c, const char *v, const char *name, char *err,
+                             size_t errlen)
+{
+    char *end = NULL;
+    double f;
+
+    errno = 0;
+    f = strtod(v, &end);
+    if (errno || end == v || *end || !(f >= 0.001 && f <= 100))
+        return fail(err, errlen, "%s must be a number 0.001..100 (got \"%s\")", name, v);
+    c->retry_scale = f;
+    return 0;
 }

@@ -63,6 +63,12 @@ typedef struct jw_config {
     int log_level;    /* JW_LOG_* */
     int db_max_group; /* deltas per transaction, 1..5000 */
     size_t max_body;  /* max HTTP request body bytes, 1024..16777216 */
+
+    char *sim;                 /* the sim provider's spec string ("" for its defaults) */
+    int otp_timeout_login_s;   /* 1..3600 */
+    int otp_timeout_payment_s; /* 1..3600 */
+    int provider_timeout_ms;   /* 100..300000 */
+    double retry_scale;        /* multiplies every retry delay, 0.001..100 */
 } jw_config;
 
 /*

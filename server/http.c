@@ -4,6 +4,8 @@
  */
 #include "http.h"
 
+#include "api.h"
+
 #include "jw_error.h"
 #include "jw_log.h"
 
@@ -26,6 +28,11 @@ static void handle_readyz(jw_http_ctx *ctx, jw_http_request *req);
 static const jw_http_route routes[] = {
     {.method = JW_HTTP_GET, .path = "/healthz", .handler = handle_healthz},
     {.method = JW_HTTP_GET, .path = "/readyz", .handler = handle_readyz},
+    /* The API checks methods itself, so its 405s name the right Allow. */
+    {.method = JW_HTTP_GET | JW_HTTP_HEAD | JW_HTTP_POST | JW_HTTP_PUT | JW_HTTP_PATCH |
+               JW_HTTP_DELETE | JW_HTTP_OPTIONS,
+     .prefix = "/api/",
+     .handler = jw_api_handle},
     {0},
 };
 
@@ -39,7 +46,10 @@ enum session_state {
 };
 
 struct session {
-    jw_http_request req; /* the handler's view */
+    jw_http_request req; /* the handler's view; must stay the first member */
+    struct lws *wsi;
+    bool deferred; /* registered in ctx->deferred under key */
+    char key[24];
     enum session_state state;
     const jw_http_route *route; /* NULL once the response is already decided */
     size_t content_length;      /* declared by the client */
@@ -298,10 +308,60 @@ static void respond_and_close(struct lws *wsi, struct session *s)
     respond(wsi, s);
 }
 
+static void undefer(jw_http_ctx *ctx, struct session *s)
+{
+    if (s->deferred) {
+        jw_map_del(&ctx->deferred, s->key);
+        s->deferred = false;
+    }
+}
+
+uint64_t jw_http_defer(jw_http_ctx *ctx, jw_http_request *req)
+{
+    struct session *s = (struct session *)(void *)req;
+
+    s->deferred = true;
+    snprintf(s->key, sizeof(s->key), "%" PRIu64, req->id);
+    jw_map_put(&ctx->deferred, s->key, s);
+    return req->id;
+}
+
+jw_http_request *jw_http_resume(jw_http_ctx *ctx, uint64_t id)
+{
+    char key[24];
+    struct session *s;
+
+    snprintf(key, sizeof(key), "%" PRIu64, id);
+    s = jw_map_get(&ctx->deferred, key);
+    return s ? &s->req : NULL;
+}
+
+void jw_http_finish(jw_http_ctx *ctx, uint64_t id)
+{
+    char key[24];
+    struct session *s;
+
+    snprintf(key, sizeof(key), "%" PRIu64, id);
+    s = jw_map_del(&ctx->deferred, key);
+    if (!s)
+        return;
+    s->deferred = false;
+    if (!s->req.resp.status)
+        jw_http_reply_error(&s->req, 500, "internal", "no answer was produced for %s", s->req.path);
+    respond(s->wsi, s);
+}
+
+size_t jw_http_deferred_count(const jw_http_ctx *ctx)
+{
+    return ctx->deferred.count;
+}
+
 static void dispatch(jw_http_ctx *ctx, struct lws *wsi, struct session *s)
 {
     if (s->route) {
         s->route->handler(ctx, &s->req);
+        if (s->deferred)
+            return; /* answered later through jw_http_finish */
         if (!s->req.resp.status)
             jw_http_reply_error(&s->req, 500, "internal", "the handler for %s sent no response",
                                 s->req.path);
@@ -317,7 +377,9 @@ static int on_request(jw_http_ctx *ctx, struct lws *wsi, struct session *s, cons
     char *length_hdr;
     size_t length = 0;
 
+    undefer(ctx, s);
     session_release(s);
+    s->wsi = wsi;
     req->id = ++ctx->requests;
     if (!read_method(wsi, req)) {
         /* lws only calls us for methods it parsed; anything else is a client bug. */
@@ -507,8 +569,12 @@ static int callback_http(struct lws *wsi, enum lws_callback_reasons reason, void
     case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
     case LWS_CALLBACK_CLOSED_HTTP:
         /* Either may come first, or alone; release is idempotent. */
-        if (s)
+        if (s) {
+            ctx = lws_context_user(lws_get_context(wsi));
+            if (ctx)
+                undefer(ctx, s);
             session_release(s);
+        }
         break;
 
     default: break;

@@ -51,6 +51,7 @@
 #define JW_HTTP_H
 
 #include "config.h"
+#include "jw_map.h"
 #include "jw_store.h"
 
 #include <jansson.h>
@@ -66,6 +67,8 @@ typedef struct jw_http_ctx {
     bool migrations_applied; /* set by main once jw_db_migrate succeeded */
     int migrations;          /* migrations this binary carries (and applied) */
     uint64_t requests;       /* requests seen; the last one's id */
+    void *app;               /* the server's jw_app, for the API handlers */
+    jw_map deferred;         /* request id -> session waiting for an answer */
 } jw_http_ctx;
 
 /* Bits, so a route row may accept several methods and Allow is a union. */
@@ -148,5 +151,20 @@ void jw_http_reply_error(jw_http_request *req, int status, const char *code, con
  * or NULL when absent. The first occurrence wins.
  */
 const char *jw_http_query(const jw_http_request *req, const char *name);
+
+/*
+ * Deferred answers. A handler whose answer waits for something (a commit, a
+ * database read, an OTP verdict) calls jw_http_defer and returns without a
+ * reply; it keeps the returned id, never the request pointer, because the
+ * client may go away meanwhile. Later, on the loop thread:
+ *   req = jw_http_resume(ctx, id)   the request, or NULL if the client left
+ *   jw_http_reply_*(req, ...)       as usual
+ *   jw_http_finish(ctx, id)         sends it
+ */
+uint64_t jw_http_defer(jw_http_ctx *ctx, jw_http_request *req);
+jw_http_request *jw_http_resume(jw_http_ctx *ctx, uint64_t id);
+void jw_http_finish(jw_http_ctx *ctx, uint64_t id);
+/* Requests still waiting for their answers. */
+size_t jw_http_deferred_count(const jw_http_ctx *ctx);
 
 #endif

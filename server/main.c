@@ -17,6 +17,7 @@
  * Threads: main is the loop thread. The db thread is started with SIGTERM
  * and SIGINT blocked, so the signal handler always runs on the loop thread.
  */
+#include "app.h"
 #include "config.h"
 #include "http.h"
 
@@ -208,15 +209,6 @@ static void wake_loop(void *arg)
     lws_cancel_service(arg);
 }
 
-static void on_store_answer(jw_batch *b, void *arg)
-{
-    (void)arg;
-    /* The engine consumes these in a later issue; until then nobody submits. */
-    if (b->status)
-        jw_log_warn("db batch failed: %s", b->error ? b->error : jw_strerror(b->status));
-    jw_batch_free(b);
-}
-
 /* Drains the loop's mailboxes whenever another thread wakes it. */
 static int callback_loop(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                          size_t len)
@@ -229,8 +221,8 @@ static int callback_loop(struct lws *wsi, enum lws_callback_reasons reason, void
     if (reason != LWS_CALLBACK_EVENT_WAIT_CANCELLED)
         return 0;
     hctx = lws_context_user(lws_get_context(wsi));
-    if (hctx && hctx->store)
-        jw_store_drain(hctx->store, on_store_answer, NULL);
+    if (hctx && hctx->app)
+        jw_app_drain(hctx->app);
     return 0;
 }
 
@@ -331,6 +323,7 @@ int main(int argc, char **argv)
     jw_http_ctx hctx;
     struct lws_context *ctx = NULL;
     jw_store *store = NULL;
+    jw_app *app = NULL;
     jw_config cfg;
     char err[1024];
     int rc, status = 0;
@@ -361,6 +354,7 @@ int main(int argc, char **argv)
 
     memset(&hctx, 0, sizeof(hctx));
     hctx.config = &cfg;
+    jw_map_init(&hctx.deferred);
     rc = migrate_with_retry(&cfg);
     if (rc == JW_ECLOSED) {
         jw_log_info("stop requested while waiting for the database; exiting");
@@ -388,6 +382,21 @@ int main(int argc, char **argv)
     }
     hctx.store = store;
 
+    rc = jw_app_new(&app, &cfg, ctx, &hctx, store, err, sizeof(err));
+    if (rc) {
+        jw_log_error("cannot start: %s", err);
+        status = 1;
+        goto out;
+    }
+    /* Start-up may block: nothing is served yet. */
+    rc = jw_app_recover(app, err, sizeof(err));
+    if (rc) {
+        one_line(err);
+        jw_log_error("cannot recover unfinished jobs (%s): %s", jw_err_name(rc), err);
+        status = 1;
+        goto out;
+    }
+
     log_start(&cfg);
     /* A signal after this check still ends the wait: it cancels the service. */
     while (!stop_requested) {
@@ -401,15 +410,18 @@ int main(int argc, char **argv)
         jw_log_info("stop requested; shutting down");
 
 out:
+    /* Commit what is queued, let the engine take the answers, then stop it. */
     if (store)
         jw_store_stop(store, STORE_DRAIN_MS);
-    if (store)
-        jw_store_drain(store, on_store_answer, NULL);
+    if (app)
+        jw_app_drain(app);
+    jw_app_free(app);
     signal_context = NULL;
     if (ctx)
         lws_context_destroy(ctx);
     hctx.store = NULL;
     jw_store_free(store);
+    jw_map_release(&hctx.deferred);
     if (!status)
         jw_log_info("stopped");
     jw_config_release(&cfg);
