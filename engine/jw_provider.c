@@ -110,7 +110,8 @@ void jw_provider_reply_free(jw_provider_reply *reply)
 
 /* --- parsing ------------------------------------------------------------- */
 
-static void fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void fail(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 static void fail(char *err, size_t errlen, const char *fmt, ...)
 {
@@ -353,7 +354,8 @@ jw_provider_reply *jw_provider_reply_parse(uint64_t call_id, const json_t *body,
     if (err && errlen)
         err[0] = '\0';
     if (!json_is_object(body)) {
-        fail(err, errlen, "reply must be a JSON object (got %s)", body ? type_name(body) : "nothing");
+        fail(err, errlen, "reply must be a JSON object (got %s)",
+             body ? type_name(body) : "nothing");
         return NULL;
     }
     st = json_object_get(body, "status");

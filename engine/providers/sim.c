@@ -1,0 +1,1160 @@
+/*
+ * sim.c - the simulated provider: core and loop adapter. See sim.h.
+ */
+#include "sim.h"
+
+#include "jw_error.h"
+#include "jw_log.h"
+#include "jw_util.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SESSION_TTL_S 3600
+#define KEY_BUCKETS 65536 /* power of two */
+#define OTP_BUCKETS 4096  /* power of two */
+#define OTP_DIGITS 6
+#define NODE_KEY_MAX 128 /* an idempotency key, or "<step_id>/<otp_type>" */
+
+/*
+ * --- a small bounded hash table, oldest evicted first --------------------
+ * (common/jw_map has no notion of age, which the bounds need.)
+ */
+
+typedef struct node {
+    struct node *hnext;         /* bucket chain */
+    struct node *older, *newer; /* age list */
+    char key[NODE_KEY_MAX];
+} node;
+
+typedef struct table {
+    node **buckets;
+    size_t mask;
+    size_t count, max;
+    node *oldest, *newest;
+    void (*drop)(node *n); /* frees an evicted or remaining entry */
+} table;
+
+static uint64_t hash(const char *s)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+
+    for (; *s; s++) {
+        h ^= (unsigned char)*s;
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+static void table_init(table *t, size_t nbuckets, size_t max, void (*drop)(node *n))
+{
+    t->buckets = jw_xcalloc(nbuckets, sizeof(*t->buckets));
+    t->mask = nbuckets - 1;
+    t->count = 0;
+    t->max = max;
+    t->oldest = t->newest = NULL;
+    t->drop = drop;
+}
+
+static node *table_find(const table *t, const char *key)
+{
+    for (node *n = t->buckets[hash(key) & t->mask]; n; n = n->hnext)
+        if (strcmp(n->key, key) == 0)
+            return n;
+    return NULL;
+}
+
+/* Unlinks n; the caller frees it. */
+static void table_unlink(table *t, node *n)
+{
+    node **pp = &t->buckets[hash(n->key) & t->mask];
+
+    while (*pp != n)
+        pp = &(*pp)->hnext;
+    *pp = n->hnext;
+    if (n->older)
+        n->older->newer = n->newer;
+    else
+        t->oldest = n->newer;
+    if (n->newer)
+        n->newer->older = n->older;
+    else
+        t->newest = n->older;
+    t->count--;
+}
+
+/* Adds n (its key set, not present yet), forgetting the oldest entry when full. */
+static void table_add(table *t, node *n)
+{
+    size_t b = hash(n->key) & t->mask;
+
+    if (t->count == t->max) {
+        node *old = t->oldest;
+
+        table_unlink(t, old);
+        t->drop(old);
+    }
+    n->hnext = t->buckets[b];
+    t->buckets[b] = n;
+    n->older = t->newest;
+    n->newer = NULL;
+    if (t->newest)
+        t->newest->newer = n;
+    else
+        t->oldest = n;
+    t->newest = n;
+    t->count++;
+}
+
+static void table_release(table *t)
+{
+    node *n = t->oldest;
+
+    while (n) {
+        node *next = n->newer;
+
+        t->drop(n);
+        n = next;
+    }
+    free(t->buckets);
+    t->buckets = NULL;
+    t->count = 0;
+}
+
+/* --- state --------------------------------------------------------------- */
+
+typedef struct key_rec {
+    node n; /* n.key: the idempotency key */
+    int calls;
+    int charges;
+    int polls;
+    int64_t amount;
+    char payment_id[40];
+    char job_id[JW_UUID_LEN + 1];
+    char step_id[JW_UUID_LEN + 1];
+    char step_name[JW_STEP_NAME_MAX];
+    int transaction_index;
+    json_t *vouchers; /* wait_for_vouchers' outcome once reached */
+} key_rec;
+
+typedef struct otp_rec {
+    node n; /* n.key: "<step_id>/<otp_type>" */
+    char code[OTP_DIGITS + 1];
+    int64_t expires_us;
+} otp_rec;
+
+typedef struct sms {
+    uint64_t seq;
+    char job_id[JW_UUID_LEN + 1];
+    char step_id[JW_UUID_LEN + 1];
+    char otp_type[32];
+    char phone_hint[16];
+    char code[OTP_DIGITS + 1];
+    int64_t sent_us;
+} sms;
+
+struct jw_sim {
+    jw_sim_config cfg;
+    uint64_t prng; /* failure decisions only */
+    table keys;    /* key_rec */
+    table otps;    /* otp_rec */
+    sms *inbox;    /* ring of JW_SIM_INBOX_MAX */
+    size_t inbox_next, inbox_count;
+    uint64_t sms_seq;
+    char phone_hint[16];
+};
+
+static void drop_key(node *n)
+{
+    key_rec *r = (key_rec *)n;
+
+    json_decref(r->vouchers);
+    free(r);
+}
+
+static void drop_otp(node *n)
+{
+    otp_rec *o = (otp_rec *)n;
+
+    OPENSSL_cleanse(o->code, sizeof(o->code));
+    free(o);
+}
+
+/* --- randomness ---------------------------------------------------------- */
+
+static void random_bytes(unsigned char *b, size_t n)
+{
+    if (RAND_bytes(b, (int)n) != 1) {
+        jw_log_error("sim: the OpenSSL random generator failed; aborting");
+        abort();
+    }
+}
+
+static void random_hex(char *out, size_t nbytes)
+{
+    static const char hex[] = "0123456789abcdef";
+    unsigned char b[32];
+
+    random_bytes(b, nbytes);
+    for (size_t i = 0; i < nbytes; i++) {
+        out[2 * i] = hex[b[i] >> 4];
+        out[2 * i + 1] = hex[b[i] & 15];
+    }
+    out[2 * nbytes] = '\0';
+    OPENSSL_cleanse(b, sizeof(b));
+}
+
+/*
+ * A uniform 6-digit code: 32 random bits, redrawn while they fall in the
+ * incomplete last block of 10^6, so every code is equally likely.
+ */
+static void random_code(char out[OTP_DIGITS + 1])
+{
+    const uint32_t limit = 4294000000u; /* the largest multiple of 10^6 below 2^32 */
+    uint32_t v;
+    unsigned char b[4];
+
+    do {
+        random_bytes(b, sizeof(b));
+        v = (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
+    } while (v >= limit);
+    snprintf(out, OTP_DIGITS + 1, "%06" PRIu32, v % 1000000u);
+    OPENSSL_cleanse(b, sizeof(b));
+}
+
+/* splitmix64: small, fast and good enough for a failure coin. */
+static uint64_t prng_next(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* --- configuration -------------------------------------------------------- */
+
+static const char *const step_names[JW_SIM_STEP__COUNT] = {
+    [JW_SIM_GYFTR_LOGIN] = "gyftr_login",
+    [JW_SIM_AMAZON_LOGIN] = "amazon_login",
+    [JW_SIM_AVAILABILITY_CHECK] = "availability_check",
+    [JW_SIM_GENERATE_PAYMENT_LINK] = "generate_payment_link",
+    [JW_SIM_PROCESS_PAYMENT] = "process_payment",
+    [JW_SIM_WAIT_FOR_VOUCHERS] = "wait_for_vouchers",
+    [JW_SIM_REDEEM_AMAZON_VOUCHERS] = "redeem_amazon_vouchers",
+};
+
+/* The OTP type each step asks for when it needs one; NULL: never. */
+static const char *const otp_types[JW_SIM_STEP__COUNT] = {
+    [JW_SIM_GYFTR_LOGIN] = "gyftr_login",
+    [JW_SIM_AMAZON_LOGIN] = "amazon_login",
+    [JW_SIM_PROCESS_PAYMENT] = "payment",
+};
+
+#define OTP_CAPABLE                                                                                \
+    (JW_SIM_STEP_BIT(JW_SIM_GYFTR_LOGIN) | JW_SIM_STEP_BIT(JW_SIM_AMAZON_LOGIN) |                  \
+     JW_SIM_STEP_BIT(JW_SIM_PROCESS_PAYMENT))
+
+const char *jw_sim_step_name(int step)
+{
+    return step >= 0 && step < JW_SIM_STEP__COUNT ? step_names[step] : NULL;
+}
+
+int jw_sim_step_from_name(const char *name)
+{
+    for (int i = 0; name && i < JW_SIM_STEP__COUNT; i++)
+        if (strcmp(step_names[i], name) == 0)
+            return i;
+    return -1;
+}
+
+void jw_sim_config_init(jw_sim_config *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->latency_ms = 100;
+    cfg->fail_rate = 0.0;
+    cfg->fail_steps = JW_SIM_ALL_STEPS;
+    cfg->fail_retryable = true;
+    cfg->otp_steps = OTP_CAPABLE;
+    cfg->voucher_polls = 2;
+    cfg->poll_after_ms = 200;
+    cfg->vouchers = 10;
+    memcpy(cfg->phone_last4, "4821", 5);
+}
+
+static int spec_fail(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int spec_fail(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    int n = 0;
+
+    if (err && errlen) {
+        n = snprintf(err, errlen, "sim spec: ");
+        if (n < 0 || (size_t)n >= errlen)
+            n = 0;
+        va_start(ap, fmt);
+        vsnprintf(err + n, errlen - (size_t)n, fmt, ap);
+        va_end(ap);
+    }
+    return JW_ECONFIG;
+}
+
+/* A whole decimal integer in lo..hi. */
+static bool parse_int(const char *v, long long lo, long long hi, long long *out)
+{
+    char *end;
+    long long x;
+
+    if (!*v || !(isdigit((unsigned char)*v) || *v == '-'))
+        return false;
+    errno = 0;
+    x = strtoll(v, &end, 10);
+    if (errno || *end || x < lo || x > hi)
+        return false;
+    *out = x;
+    return true;
+}
+
+/* "a+b+c" of step names, "*" for all, "none" for no step (when allowed). */
+static int parse_steps(const char *key, const char *v, bool allow_none, unsigned *out, char *err,
+                       size_t errlen)
+{
+    unsigned bits = 0;
+    const char *p = v;
+
+    if (strcmp(v, "*") == 0) {
+        *out = JW_SIM_ALL_STEPS;
+        return 0;
+    }
+    if (allow_none && strcmp(v, "none") == 0) {
+        *out = 0;
+        return 0;
+    }
+    while (*p) {
+        size_t n = strcspn(p, "+");
+        char name[JW_STEP_NAME_MAX];
+        int step;
+
+        if (n == 0 || n >= sizeof(name))
+            return spec_fail(err, errlen, "%s: expected step names joined with '+' (got '%s')", key,
+                             v);
+        memcpy(name, p, n);
+        name[n] = '\0';
+        /* "payment" is the OTP type of process_payment; accept either name. */
+        step = strcmp(name, "payment") == 0 ? JW_SIM_PROCESS_PAYMENT : jw_sim_step_from_name(name);
+        if (step < 0)
+            return spec_fail(err, errlen,
+                             "%s: unknown step '%s' (known: gyftr_login, amazon_login, "
+                             "availability_check, generate_payment_link, process_payment, "
+                             "wait_for_vouchers, redeem_amazon_vouchers)",
+                             key, name);
+        bits |= JW_SIM_STEP_BIT(step);
+        p += n;
+        if (*p == '+' && !*++p)
+            return spec_fail(err, errlen, "%s: a '+' must be followed by a step name", key);
+    }
+    *out = bits;
+    return 0;
+}
+
+static int apply_item(jw_sim_config *cfg, const char *key, const char *v, char *err, size_t errlen)
+{
+    long long x;
+
+    if (strcmp(key, "latency_ms") == 0) {
+        if (!parse_int(v, 0, JW_SIM_LATENCY_MAX_MS, &x))
+            return spec_fail(err, errlen, "latency_ms must be 0..%d (got '%s')",
+                             JW_SIM_LATENCY_MAX_MS, v);
+        cfg->latency_ms = (int)x;
+    } else if (strcmp(key, "fail_rate") == 0) {
+        char *end;
+        double d;
+
+        errno = 0;
+        d = strtod(v, &end);
+        if (!*v || *end || errno || !(d >= 0.0 && d <= 1.0))
+            return spec_fail(err, errlen, "fail_rate must be a number 0..1 (got '%s')", v);
+        cfg->fail_rate = d;
+    } else if (strcmp(key, "fail_steps") == 0) {
+        return parse_steps(key, v, false, &cfg->fail_steps, err, errlen);
+    } else if (strcmp(key, "fail_retryable") == 0) {
+        if (strcmp(v, "0") != 0 && strcmp(v, "1") != 0)
+            return spec_fail(err, errlen, "fail_retryable must be 0 or 1 (got '%s')", v);
+        cfg->fail_retryable = v[0] == '1';
+    } else if (strcmp(key, "otp") == 0) {
+        unsigned bits;
+        int rc = parse_steps(key, v, true, &bits, err, errlen);
+
+        if (rc)
+            return rc;
+        if (bits & ~(unsigned)OTP_CAPABLE)
+            return spec_fail(err, errlen,
+                             "otp: only gyftr_login, amazon_login and process_payment can need "
+                             "an OTP (got '%s')",
+                             v);
+        cfg->otp_steps = bits;
+    } else if (strcmp(key, "voucher_polls") == 0) {
+        if (!parse_int(v, 0, JW_SIM_POLLS_MAX, &x))
+            return spec_fail(err, errlen, "voucher_polls must be 0..%d (got '%s')",
+                             JW_SIM_POLLS_MAX, v);
+        cfg->voucher_polls = (int)x;
+    } else if (strcmp(key, "poll_after_ms") == 0) {
+        if (!parse_int(v, 0, JW_SIM_POLL_AFTER_MAX_MS, &x))
+            return spec_fail(err, errlen, "poll_after_ms must be 0..%d (got '%s')",
+                             JW_SIM_POLL_AFTER_MAX_MS, v);
+        cfg->poll_after_ms = (int)x;
+    } else if (strcmp(key, "vouchers") == 0) {
+        if (!parse_int(v, 0, 1000000, &x))
+            return spec_fail(err, errlen, "vouchers must be 0..1000000 (got '%s')", v);
+        cfg->vouchers = (int)x;
+    } else if (strcmp(key, "phone") == 0) {
+        if (strlen(v) != 4 || strspn(v, "0123456789") != 4)
+            return spec_fail(err, errlen, "phone must be the number's last 4 digits (got '%s')", v);
+        memcpy(cfg->phone_last4, v, 5);
+    } else if (strcmp(key, "seed") == 0) {
+        char *end;
+        unsigned long long s;
+
+        errno = 0;
+        s = strtoull(v, &end, 10);
+        if (!isdigit((unsigned char)*v) || *end || errno)
+            return spec_fail(err, errlen, "seed must be an unsigned decimal integer (got '%s')", v);
+        cfg->seed = (uint64_t)s;
+        cfg->has_seed = true;
+    } else {
+        return spec_fail(err, errlen,
+                         "unknown key '%s' (known: latency_ms, fail_rate, fail_steps, "
+                         "fail_retryable, otp, voucher_polls, poll_after_ms, vouchers, phone, "
+                         "seed)",
+                         key);
+    }
+    return 0;
+}
+
+int jw_sim_config_parse(jw_sim_config *cfg, const char *spec, char *err, size_t errlen)
+{
+    char buf[JW_SIM_SPEC_MAX + 1];
+    char *item, *save = NULL;
+    size_t len;
+
+    jw_sim_config_init(cfg);
+    if (err && errlen)
+        err[0] = '\0';
+    if (!spec || !*spec)
+        return 0;
+    len = strlen(spec);
+    if (len > JW_SIM_SPEC_MAX)
+        return spec_fail(err, errlen, "%zu bytes long (limit %d)", len, JW_SIM_SPEC_MAX);
+    for (size_t i = 0; i < len; i++)
+        if (!isprint((unsigned char)spec[i]) || spec[i] == ' ')
+            return spec_fail(err, errlen,
+                             "character %zu is a space or not printable; write "
+                             "key=value,key=value",
+                             i + 1);
+    memcpy(buf, spec, len + 1);
+    for (item = strtok_r(buf, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(item, '=');
+        int rc;
+
+        if (!eq || eq == item || !eq[1])
+            return spec_fail(err, errlen, "'%s' is not key=value", item);
+        *eq = '\0';
+        rc = apply_item(cfg, item, eq + 1, err, errlen);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+/* --- the core ------------------------------------------------------------ */
+
+jw_sim *jw_sim_new(const jw_sim_config *cfg)
+{
+    jw_sim *sim = jw_xcalloc(1, sizeof(*sim));
+
+    if (cfg)
+        sim->cfg = *cfg;
+    else
+        jw_sim_config_init(&sim->cfg);
+    if (sim->cfg.has_seed)
+        sim->prng = sim->cfg.seed;
+    else
+        random_bytes((unsigned char *)&sim->prng, sizeof(sim->prng));
+    table_init(&sim->keys, KEY_BUCKETS, JW_SIM_MAX_KEYS, drop_key);
+    table_init(&sim->otps, OTP_BUCKETS, JW_SIM_MAX_OTPS, drop_otp);
+    sim->inbox = jw_xcalloc(JW_SIM_INBOX_MAX, sizeof(*sim->inbox));
+    snprintf(sim->phone_hint, sizeof(sim->phone_hint), "******%s", sim->cfg.phone_last4);
+    return sim;
+}
+
+void jw_sim_free(jw_sim *sim)
+{
+    if (!sim)
+        return;
+    table_release(&sim->keys);
+    table_release(&sim->otps);
+    OPENSSL_cleanse(sim->inbox, JW_SIM_INBOX_MAX * sizeof(*sim->inbox));
+    free(sim->inbox);
+    free(sim);
+}
+
+const jw_sim_config *jw_sim_config_of(const jw_sim *sim)
+{
+    return &sim->cfg;
+}
+
+static jw_provider_reply *reply_error(const jw_provider_call *call, bool retryable, const char *fmt,
+                                      ...) __attribute__((format(printf, 3, 4)));
+
+static jw_provider_reply *reply_error(const jw_provider_call *call, bool retryable, const char *fmt,
+                                      ...)
+{
+    jw_provider_reply *r = jw_provider_reply_new(call->id, JW_PROVIDER_ERROR);
+    va_list ap;
+
+    r->retryable = retryable;
+    va_start(ap, fmt);
+    vsnprintf(r->message, sizeof(r->message), fmt, ap);
+    va_end(ap);
+    return r;
+}
+
+static void data_set(jw_provider_reply *r, const char *key, json_t *value)
+{
+    if (!value || json_object_set_new(r->data, key, value) != 0)
+        jw_oom("a sim reply");
+}
+
+/* Keys end up in URLs and headers: a conservative alphabet. */
+static bool key_valid(const char *k)
+{
+    size_t n = strnlen(k, JW_IDEMPOTENCY_KEY_MAX);
+
+    if (n == 0 || n >= JW_IDEMPOTENCY_KEY_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)k[i]) && !strchr("-._:~", k[i]))
+            return false;
+    return true;
+}
+
+/* Copies a string of the call for a message, printable ASCII only. */
+static void printable(char *out, size_t size, const char *s)
+{
+    size_t i = 0;
+
+    for (; s[i] && i + 1 < size; i++)
+        out[i] = (s[i] >= 0x20 && s[i] < 0x7f) ? s[i] : '?';
+    out[i] = '\0';
+}
+
+static key_rec *key_get(jw_sim *sim, const jw_provider_call *call)
+{
+    key_rec *r = (key_rec *)table_find(&sim->keys, call->idempotency_key);
+
+    if (r)
+        return r;
+    r = jw_xcalloc(1, sizeof(*r));
+    snprintf(r->n.key, sizeof(r->n.key), "%s", call->idempotency_key);
+    snprintf(r->job_id, sizeof(r->job_id), "%s", call->job_id);
+    snprintf(r->step_id, sizeof(r->step_id), "%s", call->step_id);
+    snprintf(r->step_name, sizeof(r->step_name), "%s", call->step_name);
+    r->transaction_index = call->transaction_index;
+    table_add(&sim->keys, &r->n);
+    return r;
+}
+
+static void send_sms(jw_sim *sim, const jw_provider_call *call, const char *otp_type,
+                     const char *code, int64_t now_us)
+{
+    sms *m = &sim->inbox[sim->inbox_next];
+
+    OPENSSL_cleanse(m->code, sizeof(m->code));
+    memset(m, 0, sizeof(*m));
+    m->seq = ++sim->sms_seq;
+    snprintf(m->job_id, sizeof(m->job_id), "%s", call->job_id);
+    snprintf(m->step_id, sizeof(m->step_id), "%s", call->step_id);
+    snprintf(m->otp_type, sizeof(m->otp_type), "%s", otp_type);
+    snprintf(m->phone_hint, sizeof(m->phone_hint), "%s", sim->phone_hint);
+    memcpy(m->code, code, sizeof(m->code));
+    m->sent_us = now_us;
+    sim->inbox_next = (sim->inbox_next + 1) % JW_SIM_INBOX_MAX;
+    if (sim->inbox_count < JW_SIM_INBOX_MAX)
+        sim->inbox_count++;
+    /* Sim mode only: the simulated SMS is the one log line with a code. */
+    jw_log_info("sim: SMS to %s: your %s code is %s (job=%s step=%s)", sim->phone_hint, otp_type,
+                code, m->job_id, m->step_id);
+}
+
+static jw_provider_reply *otp_required(jw_sim *sim, const jw_provider_call *call,
+                                       const char *otp_type, bool invalid)
+{
+    jw_provider_reply *r = jw_provider_reply_new(call->id, JW_PROVIDER_OTP_REQUIRED);
+
+    snprintf(r->otp_type, sizeof(r->otp_type), "%s", otp_type);
+    snprintf(r->phone_hint, sizeof(r->phone_hint), "%s", sim->phone_hint);
+    r->invalid_otp = invalid;
+    return r;
+}
+
+/* Sends a fresh code for the step, replacing any outstanding one. */
+static void issue_code(jw_sim *sim, const jw_provider_call *call, const char *otp_type,
+                       const char *okey, int64_t now_us)
+{
+    otp_rec *o = (otp_rec *)table_find(&sim->otps, okey);
+
+    if (o) {
+        table_unlink(&sim->otps, &o->n);
+        drop_otp(&o->n);
+    }
+    o = jw_xcalloc(1, sizeof(*o));
+    snprintf(o->n.key, sizeof(o->n.key), "%s", okey);
+    random_code(o->code);
+    o->expires_us = now_us + (int64_t)JW_SIM_OTP_TTL_MS * 1000;
+    table_add(&sim->otps, &o->n);
+    send_sms(sim, call, otp_type, o->code, now_us);
+}
+
+/*
+ * The OTP gate of a step: NULL when the call carries the outstanding code
+ * (which is consumed), otherwise the otp_required reply to send.
+ */
+static jw_provider_reply *otp_gate(jw_sim *sim, const jw_provider_call *call, int step,
+                                   int64_t now_us)
+{
+    const char *type = otp_types[step];
+    char okey[NODE_KEY_MAX];
+    otp_rec *o;
+    size_t given;
+
+    if (!type || !(sim->cfg.otp_steps & JW_SIM_STEP_BIT(step)))
+        return NULL;
+    snprintf(okey, sizeof(okey), "%s/%s", call->step_id, type);
+    if (!call->otp) {
+        issue_code(sim, call, type, okey, now_us);
+        return otp_required(sim, call, type, false);
+    }
+    o = (otp_rec *)table_find(&sim->otps, okey);
+    if (o && o->expires_us <= now_us) {
+        table_unlink(&sim->otps, &o->n);
+        drop_otp(&o->n);
+        o = NULL;
+    }
+    if (!o) {
+        /* Not "wrong, try again": that code is gone, so this asks for the new one. */
+        jw_log_info("sim: an OTP for %s with no outstanding code; sending a new one "
+                    "(job=%s step=%s)",
+                    type, call->job_id, call->step_id);
+        issue_code(sim, call, type, okey, now_us);
+        return otp_required(sim, call, type, false);
+    }
+    given = strnlen(call->otp, JW_OTP_MAX + 1);
+    if (given != OTP_DIGITS || CRYPTO_memcmp(call->otp, o->code, OTP_DIGITS) != 0) {
+        jw_log_info("sim: wrong OTP for %s; the code stays valid (job=%s step=%s)", type,
+                    call->job_id, call->step_id);
+        return otp_required(sim, call, type, true);
+    }
+    table_unlink(&sim->otps, &o->n);
+    drop_otp(&o->n);
+    return NULL;
+}
+
+typedef jw_provider_reply *(*step_fn)(jw_sim *sim, const jw_provider_call *call, key_rec *rec,
+                                      int step, int64_t now_us);
+
+static jw_provider_reply *do_login(jw_sim *sim, const jw_provider_call *call, key_rec *rec,
+                                   int step, int64_t now_us)
+{
+    jw_provider_reply *r = otp_gate(sim, call, step, now_us);
+    json_t *session;
+    char token[65];
+
+    (void)rec;
+    if (r)
+        return r;
+    random_hex(token, 32);
+    session = json_pack("{s:s, s:i}", "token", token, "expires_in", SESSION_TTL_S);
+    OPENSSL_cleanse(token, sizeof(token));
+    r = jw_provider_reply_new(call->id, JW_PROVIDER_OK);
+    data_set(r, "session", session);
+    return r;
+}
+
+static jw_provider_reply *do_availability(jw_sim *sim, const jw_provider_call *call, key_rec *rec,
+                                          int step, int64_t now_us)
+{
+    jw_provider_reply *r = jw_provider_reply_new(call->id, JW_PROVIDER_OK);
+
+    (void)rec, (void)step, (void)now_us;
+    data_set(r, "available", json_boolean(sim->cfg.vouchers > 0));
+    data_set(r, "vouchers", json_integer(sim->cfg.vouchers));
+    return r;
+}
+
+static jw_provider_reply *do_payment_link(jw_sim *sim, const jw_provider_call *call, key_rec *rec,
+                                          int step, int64_t now_us)
+{
+    jw_provider_reply *r = jw_provider_reply_new(call->id, JW_PROVIDER_OK);
+    char link[64 + JW_IDEMPOTENCY_KEY_MAX];
+
+    (void)sim, (void)step, (void)now_us;
+    snprintf(link, sizeof(link), "https://sim.invalid/pay/%s", rec->n.key);
+    data_set(r, "payment_link", json_string(link));
+    data_set(r, "amount", json_integer(call->amount));
+    return r;
+}
+
+static jw_provider_reply *payment_outcome(const jw_provider_call *call, const key_rec *rec)
+{
+    jw_provider_reply *r = jw_provider_reply_new(call->id, JW_PROVIDER_OK);
+
+    data_set(r, "payment_id", json_string(rec->payment_id));
+    data_set(r, "charged", json_integer(rec->amount));
+    return r;
+}
+
+static jw_provider_reply *do_payment(jw_sim *sim, const jw_provider_call *call, key_rec *rec,
+                                     int step, int64_t now_us)
+{
+    jw_provider_reply *r;
+    char id[33];
+
+    if (call->amount <= 0)
+        return reply_error(call, false,
+                           "process_payment: amount must be positive (got %" PRId64 ")",
+                           call->amount);
+    if (rec->charges) {
+        if (rec->amount != call->amount)
+            return reply_error(call, false,
+                               "idempotency key reused with a different amount (charged %" PRId64
+                               ", now %" PRId64 ")",
+                               rec->amount, call->amount);
+        jw_log_info("sim: payment replayed for its idempotency key, not charged again "
+                    "(job=%s step=%s payment=%s)",
+                    call->job_id, call->step_id, rec->payment_id);
+        return payment_outcome(call, rec);
+    }
+    r = otp_gate(sim, call, step, now_us);
+    if (r)
+        return r;
+    random_hex(id, 16);
+    snprintf(rec->payment_id, sizeof(rec->payment_id), "pay_%s", id);
+    rec->amount = call->amount;
+    rec->charges = 1;
+    jw_log_info("sim: charged %" PRId64 " (job=%s step=%s payment=%s)", call->amount, call->job_id,
+                call->step_id, rec->payment_id);
+    return payment_outcome(call, rec);
+}
+
+static jw_provider_reply *do_vouchers(jw_sim *sim, const jw_provider_call *call, key_rec *rec,
+                                      int step, int64_t now_us)
+{
+    jw_provider_reply *r;
+
+    (void)step, (void)now_us;
+    if (!rec->vouchers && rec->polls < sim->cfg.voucher_polls) {
+        rec->polls++;
+        r = jw_provider_reply_new(call->id, JW_PROVIDER_PENDING);
+        r->poll_after_ms = sim->cfg.poll_after_ms;
+        return r;
+    }
+    if (!rec->vouchers) {
+        char hex[13], code[32];
+
+        random_hex(hex, 6);
+        for (char *p = hex; *p; p++)
+            *p = (char)toupper((unsigned char)*p);
+        snprintf(code, sizeof(code), "SIMV-%.4s-%.4s-%.4s", hex, hex + 4, hex + 8);
+        rec->vouchers = json_pack("[s]", code);
+        if (!rec->vouchers)
+            jw_oom("sim vouchers");
+    }
+    r = jw_provider_reply_new(call->id, JW_PROVIDER_OK);
+    data_set(r, "vouchers", json_deep_copy(rec->vouchers));
+    return r;
+}
+
+static jw_provider_reply *do_redeem(jw_sim *sim, const jw_provider_call *call, key_rec *rec,
+                                    int step, int64_t now_us)
+{
+    jw_provider_reply *r = jw_provider_reply_new(call->id, JW_PROVIDER_OK);
+
+    (void)sim, (void)rec, (void)step, (void)now_us;
+    data_set(r, "redeemed", json_integer(call->amount));
+    return r;
+}
+
+static const struct {
+    step_fn fn;
+    bool needs_key; /* the step's effect or reply depends on the key */
+} step_defs[JW_SIM_STEP__COUNT] = {
+    [JW_SIM_GYFTR_LOGIN] = {do_login, false},
+    [JW_SIM_AMAZON_LOGIN] = {do_login, false},
+    [JW_SIM_AVAILABILITY_CHECK] = {do_availability, false},
+    [JW_SIM_GENERATE_PAYMENT_LINK] = {do_payment_link, true},
+    [JW_SIM_PROCESS_PAYMENT] = {do_payment, true},
+    [JW_SIM_WAIT_FOR_VOUCHERS] = {do_vouchers, true},
+    [JW_SIM_REDEEM_AMAZON_VOUCHERS] = {do_redeem, false},
+};
+
+static bool should_fail(jw_sim *sim, int step)
+{
+    double coin;
+
+    if (sim->cfg.fail_rate <= 0.0 || !(sim->cfg.fail_steps & JW_SIM_STEP_BIT(step)))
+        return false;
+    /* 53 random bits make a double in [0, 1). */
+    coin = (double)(prng_next(&sim->prng) >> 11) * (1.0 / 9007199254740992.0);
+    return coin < sim->cfg.fail_rate;
+}
+
+jw_provider_reply *jw_sim_handle(jw_sim *sim, const jw_provider_call *call, int64_t now_us)
+{
+    char shown[JW_STEP_NAME_MAX];
+    key_rec *rec = NULL;
+    int step;
+
+    if (call->idempotency_key[0]) {
+        if (!key_valid(call->idempotency_key))
+            return reply_error(call, false,
+                               "idempotency_key must be 1..%d characters of A-Z a-z 0-9 - . _ : ~",
+                               JW_IDEMPOTENCY_KEY_MAX - 1);
+        rec = key_get(sim, call);
+        rec->calls++;
+    }
+    step = jw_sim_step_from_name(call->step_name);
+    if (step < 0) {
+        printable(shown, sizeof(shown), call->step_name);
+        return reply_error(call, false, "unknown step '%s'", shown);
+    }
+    if (step_defs[step].needs_key && !rec)
+        return reply_error(call, false, "%s needs an idempotency_key", step_names[step]);
+    if (should_fail(sim, step)) {
+        jw_log_info("sim: simulated failure of %s (job=%s step=%s)", step_names[step], call->job_id,
+                    call->step_id);
+        return reply_error(call, sim->cfg.fail_retryable, "simulated failure");
+    }
+    /* rec is NULL for a call without a key: only steps that need none get here. */
+    return step_defs[step].fn(sim, call, rec, step, now_us);
+}
+
+/* --- inspection ----------------------------------------------------------- */
+
+json_t *jw_sim_inbox_json(const jw_sim *sim)
+{
+    json_t *a = json_array();
+    size_t first = (sim->inbox_next + JW_SIM_INBOX_MAX - sim->inbox_count) % JW_SIM_INBOX_MAX;
+
+    if (!a)
+        jw_oom("the sim inbox");
+    for (size_t i = 0; i < sim->inbox_count; i++) {
+        const sms *m = &sim->inbox[(first + i) % JW_SIM_INBOX_MAX];
+        char ts[40];
+        json_t *o;
+
+        jw_format_ts(m->sent_us, ts, sizeof(ts));
+        o = json_pack("{s:I, s:s, s:s, s:s, s:s, s:s, s:s}", "seq", (json_int_t)m->seq, "job_id",
+                      m->job_id, "step_id", m->step_id, "otp_type", m->otp_type, "phone_hint",
+                      m->phone_hint, "code", m->code, "sent_at", ts);
+        if (!o || json_array_append_new(a, o) != 0)
+            jw_oom("the sim inbox");
+    }
+    return a;
+}
+
+json_t *jw_sim_charges_json(const jw_sim *sim)
+{
+    json_t *all = json_object();
+
+    if (!all)
+        jw_oom("the sim charges");
+    for (const node *n = sim->keys.oldest; n; n = n->newer) {
+        const key_rec *r = (const key_rec *)n;
+        json_t *o = json_pack("{s:i, s:i, s:I, s:s, s:s, s:s, s:i}", "charges", r->charges, "calls",
+                              r->calls, "amount", (json_int_t)r->amount, "job_id", r->job_id,
+                              "step_id", r->step_id, "step_name", r->step_name, "transaction_index",
+                              r->transaction_index);
+
+        if (!o)
+            jw_oom("the sim charges");
+        if (r->payment_id[0] && json_object_set_new(o, "payment_id", json_string(r->payment_id)))
+            jw_oom("the sim charges");
+        if (json_object_set_new(all, r->n.key, o) != 0)
+            jw_oom("the sim charges");
+    }
+    return all;
+}
+
+int jw_sim_charges_for(const jw_sim *sim, const char *key)
+{
+    const key_rec *r = (const key_rec *)table_find(&sim->keys, key);
+
+    return r ? r->charges : 0;
+}
+
+int jw_sim_calls_for(const jw_sim *sim, const char *key)
+{
+    const key_rec *r = (const key_rec *)table_find(&sim->keys, key);
+
+    return r ? r->calls : 0;
+}
+
+int jw_sim_charges_for_transaction(const jw_sim *sim, const char *job_id, int transaction_index)
+{
+    int total = 0;
+
+    for (const node *n = sim->keys.oldest; n; n = n->newer) {
+        const key_rec *r = (const key_rec *)n;
+
+        if (r->transaction_index == transaction_index && strcmp(r->job_id, job_id) == 0)
+            total += r->charges;
+    }
+    return total;
+}
+
+/* --- the request side, for the sandbox ----------------------------------- */
+
+static int req_fail(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int req_fail(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (err && errlen) {
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return JW_EINVAL;
+}
+
+static int req_uuid(const json_t *body, const char *key, bool required, char *out, char *err,
+                    size_t errlen)
+{
+    const json_t *v = json_object_get(body, key);
+
+    out[0] = '\0';
+    if (!v && !required)
+        return 0;
+    if (!json_is_string(v) || json_string_length(v) != JW_UUID_LEN ||
+        !jw_uuid_valid(json_string_value(v)))
+        return req_fail(err, errlen, "request \"%s\" must be a UUID string", key);
+    memcpy(out, json_string_value(v), JW_UUID_LEN + 1);
+    return 0;
+}
+
+static int req_int(const json_t *body, const char *key, json_int_t lo, json_int_t hi,
+                   json_int_t *out, char *err, size_t errlen)
+{
+    const json_t *v = json_object_get(body, key);
+
+    if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi)
+        return req_fail(err, errlen, "request \"%s\" must be an integer %lld..%lld", key,
+                        (long long)lo, (long long)hi);
+    *out = json_integer_value(v);
+    return 0;
+}
+
+int jw_sim_call_from_json(const json_t *body, const char *step_name, jw_provider_call **out,
+                          char *err, size_t errlen)
+{
+    jw_provider_call *c = jw_provider_call_new();
+    const json_t *v;
+    json_int_t x;
+    int rc = JW_EINVAL;
+
+    *out = NULL;
+    if (!json_is_object(body)) {
+        req_fail(err, errlen, "the request body must be a JSON object");
+        goto out;
+    }
+    if (!step_name || !*step_name || strlen(step_name) >= JW_STEP_NAME_MAX ||
+        strspn(step_name, "abcdefghijklmnopqrstuvwxyz0123456789_") != strlen(step_name)) {
+        req_fail(err, errlen, "the step name must be 1..%d characters of a-z 0-9 _",
+                 JW_STEP_NAME_MAX - 1);
+        goto out;
+    }
+    memcpy(c->step_name, step_name, strlen(step_name) + 1);
+    v = json_object_get(body, "step_name");
+    if (v && (!json_is_string(v) || strcmp(json_string_value(v), step_name) != 0)) {
+        req_fail(err, errlen, "request \"step_name\" must equal the step in the URL (%s)",
+                 step_name);
+        goto out;
+    }
+    if (req_uuid(body, "job_id", true, c->job_id, err, errlen) ||
+        req_uuid(body, "step_id", true, c->step_id, err, errlen) ||
+        req_uuid(body, "user_id", false, c->user_id, err, errlen))
+        goto out;
+    if (req_int(body, "transaction_index", 0, 1000000, &x, err, errlen))
+        goto out;
+    c->transaction_index = (int)x;
+    if (req_int(body, "attempt", 1, 1000000, &x, err, errlen))
+        goto out;
+    c->attempt = (int)x;
+    if (req_int(body, "amount", 0, INT64_MAX, &x, err, errlen))
+        goto out;
+    c->amount = (int64_t)x;
+    v = json_object_get(body, "idempotency_key");
+    if (!json_is_string(v) || json_string_length(v) >= JW_IDEMPOTENCY_KEY_MAX ||
+        strlen(json_string_value(v)) != json_string_length(v)) {
+        req_fail(err, errlen, "request \"idempotency_key\" must be a string of at most %d bytes",
+                 JW_IDEMPOTENCY_KEY_MAX - 1);
+        goto out;
+    }
+    memcpy(c->idempotency_key, json_string_value(v), json_string_length(v) + 1);
+    v = json_object_get(body, "session");
+    if (v && !json_is_null(v)) {
+        if (!json_is_object(v)) {
+            req_fail(err, errlen, "request \"session\" must be an object or null");
+            goto out;
+        }
+        c->session = json_deep_copy(v);
+        if (!c->session)
+            jw_oom("a sim session");
+    }
+    v = json_object_get(body, "otp");
+    if (v && !json_is_null(v)) {
+        size_t n = json_is_string(v) ? json_string_length(v) : 0;
+
+        if (n == 0 || n > JW_OTP_MAX || strspn(json_string_value(v), "0123456789") != n) {
+            req_fail(err, errlen, "request \"otp\" must be a string of 1..%d digits", JW_OTP_MAX);
+            goto out;
+        }
+        c->otp = jw_xstrdup(json_string_value(v));
+    }
+    *out = c;
+    c = NULL;
+    rc = 0;
+out:
+    jw_provider_call_free(c);
+    return rc;
+}
+
+/* --- the loop adapter ---------------------------------------------------- */
+
+typedef struct pending {
+    jw_timer timer;
+    struct jw_sim_provider *sp;
+    jw_provider_reply *reply;
+    struct pending *prev, *next;
+} pending;
+
+struct jw_sim_provider {
+    jw_sim *sim;
+    jw_timers *timers;
+    int64_t (*now_us)(void *arg);
+    void *now_arg;
+    jw_provider_deliver_fn deliver;
+    void *deliver_arg;
+    pending *head;
+    size_t in_flight;
+};
+
+static void unlink_pending(jw_sim_provider *sp, pending *p)
+{
+    if (p->prev)
+        p->prev->next = p->next;
+    else
+        sp->head = p->next;
+    if (p->next)
+        p->next->prev = p->prev;
+    sp->in_flight--;
+}
+
+static void on_due(jw_timer *t, void *arg)
+{
+    pending *p = arg;
+    jw_sim_provider *sp = p->sp;
+    jw_provider_reply *reply = p->reply;
+
+    (void)t;
+    unlink_pending(sp, p);
+    free(p);
+    sp->deliver(sp->deliver_arg, reply);
+}
+
+static int64_t wall_clock(void *arg)
+{
+    (void)arg;
+    return jw_now_us();
+}
+
+static int sp_start(void *ctx, jw_provider_call *call)
+{
+    jw_sim_provider *sp = ctx;
+    pending *p;
+    int64_t now;
+
+    if (!call)
+        return JW_EINVAL;
+    now = sp->now_us(sp->now_arg);
+    p = jw_xcalloc(1, sizeof(*p));
+    p->sp = sp;
+    p->reply = jw_sim_handle(sp->sim, call, now);
+    /* Done with the call: its OTP is wiped now, not after the latency. */
+    jw_provider_call_free(call);
+    p->next = sp->head;
+    if (sp->head)
+        sp->head->prev = p;
+    sp->head = p;
+    sp->in_flight++;
+    jw_timers_arm(sp->timers, &p->timer, now + (int64_t)sp->sim->cfg.latency_ms * 1000, on_due, p);
+    return 0;
+}
+
+static void sp_destroy(void *ctx)
+{
+    jw_sim_provider_free(ctx);
+}
+
+jw_sim_provider *jw_sim_provider_new(jw_sim *sim, jw_timers *timers, int64_t (*now_us)(void *arg),
+                                     void *now_arg, jw_provider_deliver_fn deliver,
+                                     void *deliver_arg)
+{
+    jw_sim_provider *sp = jw_xcalloc(1, sizeof(*sp));
+
+    sp->sim = sim;
+    sp->timers = timers;
+    sp->now_us = now_us ? now_us : wall_clock;
+    sp->now_arg = now_arg;
+    sp->deliver = deliver;
+    sp->deliver_arg = deliver_arg;
+    return sp;
+}
+
+jw_provider jw_sim_provider_port(jw_sim_provider *sp)
+{
+    jw_provider port = {.name = "sim", .ctx = sp, .start = sp_start, .destroy = sp_destroy};
+
+    return port;
+}
+
+size_t jw_sim_provider_in_flight(const jw_sim_provider *sp)
+{
+    return sp->in_flight;
+}
+
+void jw_sim_provider_free(jw_sim_provider *sp)
+{
+    if (!sp)
+        return;
+    while (sp->head) {
+        pending *p = sp->head;
+
+        jw_timers_cancel(sp->timers, &p->timer);
+        unlink_pending(sp, p);
+        jw_provider_reply_free(p->reply);
+        free(p);
+    }
+    free(sp);
+}
