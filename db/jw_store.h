@@ -146,4 +146,11 @@ int jw_db_migration_count(void);
  */
 int jw_db_load_active(const char *conninfo, json_t **out, char *err, size_t errlen);
 
+/*
+ * Loads the auth_sessions rows still usable (active, not expired) for login
+ * reuse at start-up. Blocking. *out becomes a JSON array of rows; the sealed
+ * token stays sealed (bytea text). Returns 0, JW_EDBDOWN or JW_EDB.
+ */
+int jw_db_load_sessions(const char *conninfo, json_t **out, char *err, size_t errlen);
+
 #endif

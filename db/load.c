@@ -24,11 +24,12 @@ static const char sql_active[] =
     " WHERE j.status NOT IN ('completed', 'failed', 'cancelled')"
     " ORDER BY j.created_at, j.id";
 
-int jw_db_load_active(const char *conninfo, json_t **out, char *err, size_t errlen)
+static int load_json(const char *conninfo, const char *sql, const char *what, json_t **out,
+                     char *err, size_t errlen)
 {
     static const char *const keys[] = {"connect_timeout", "application_name", "dbname", NULL};
     const char *vals[] = {"5", "jobwire-load", conninfo, NULL};
-    json_t *jobs = NULL;
+    json_t *rows = NULL;
     PGresult *res = NULL;
     PGconn *conn;
     int rc = 0;
@@ -40,34 +41,47 @@ int jw_db_load_active(const char *conninfo, json_t **out, char *err, size_t errl
         rc = JW_EDBDOWN;
         goto out;
     }
-    res = PQexec(conn, sql_active);
+    res = PQexec(conn, sql);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        snprintf(err, errlen, "loading unfinished jobs: %s", PQresultErrorMessage(res));
+        snprintf(err, errlen, "loading %s: %s", what, PQresultErrorMessage(res));
         rc = JW_EDB;
         goto out;
     }
-    jobs = json_array();
-    if (!jobs)
+    rows = json_array();
+    if (!rows)
         jw_oom("json array");
     for (int i = 0; i < PQntuples(res); i++) {
         json_error_t jerr;
-        json_t *job = json_loads(PQgetvalue(res, i, 0), 0, &jerr);
+        json_t *row = json_loads(PQgetvalue(res, i, 0), 0, &jerr);
 
-        if (!job) {
-            snprintf(err, errlen, "loading unfinished jobs: bad JSON from PostgreSQL: %s",
-                     jerr.text);
+        if (!row) {
+            snprintf(err, errlen, "loading %s: bad JSON from PostgreSQL: %s", what, jerr.text);
             rc = JW_EDB;
             goto out;
         }
-        json_array_append_new(jobs, job);
+        json_array_append_new(rows, row);
     }
-    *out = jobs;
-    jobs = NULL;
+    *out = rows;
+    rows = NULL;
 out:
     for (size_t n = strlen(err); rc && n && err[n - 1] == '\n'; n--)
         err[n - 1] = '\0';
-    json_decref(jobs);
+    json_decref(rows);
     PQclear(res);
     PQfinish(conn);
     return rc;
+}
+
+int jw_db_load_active(const char *conninfo, json_t **out, char *err, size_t errlen)
+{
+    return load_json(conninfo, sql_active, "unfinished jobs", out, err, errlen);
+}
+
+int jw_db_load_sessions(const char *conninfo, json_t **out, char *err, size_t errlen)
+{
+    return load_json(conninfo,
+                     "SELECT to_jsonb(a)::text FROM auth_sessions a"
+                     " WHERE a.is_active AND a.expires_at > now() AND a.auth_token_enc IS NOT NULL"
+                     " ORDER BY a.created_at",
+                     "login sessions", out, err, errlen);
 }

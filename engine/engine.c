@@ -9,6 +9,8 @@
  */
 #include "jw_engine.h"
 
+#include "jw_buf.h"
+#include "jw_crypto.h"
 #include "jw_error.h"
 #include "jw_log.h"
 #include "jw_map.h"
@@ -186,6 +188,17 @@ struct job {
     size_t nview, capview;
 };
 
+/* A user's provider session of one type, reusable across jobs. */
+typedef struct user_session {
+    char key[JW_UUID_LEN + 24]; /* "<user>/<type>", the map key */
+    char id[JW_UUID_LEN + 1];   /* its auth_sessions row */
+    char user[JW_UUID_LEN + 1];
+    char type[16];    /* gyftr, amazon */
+    json_t *session;  /* what the provider returned: memory only */
+    char *sealed_hex; /* the same, sealed, as bytea text; NULL without a key */
+    int64_t created_at, expires_at, last_used_at;
+} user_session;
+
 typedef struct commit_ctx {
     job *job;
     action *acts;
@@ -195,6 +208,7 @@ struct jw_engine {
     jw_engine_config cfg;
     jw_engine_ports p;
     jw_map jobs, otps, calls;
+    jw_map sessions; /* "<user>/<type>" -> user_session */
     job *dirty;
     uint64_t next_call;
     jw_engine_stats stats;
@@ -202,6 +216,7 @@ struct jw_engine {
 
 static void advance(job *j);
 static void flush(jw_engine *e);
+static void validation_progress(job *j);
 static void step_attempt_failed(step *s, bool retryable, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
@@ -524,6 +539,213 @@ static void otp_answer(otp *o, bool ok, const char *error, const char *message)
     fn(o->fn_arg, &r);
 }
 
+/* ---- login sessions ------------------------------------------------------------ */
+
+static int64_t parse_ts(const json_t *v);
+
+/* gyftr_login -> "gyftr" */
+static void login_type(const jw_step_def *def, char *out, size_t n)
+{
+    const char *us = strchr(def->name, '_');
+
+    snprintf(out, n, "%.*s", (int)(us ? us - def->name : 0), def->name);
+}
+
+static user_session *find_session(jw_engine *e, const char *user, const char *type)
+{
+    char key[JW_UUID_LEN + 24];
+
+    snprintf(key, sizeof(key), "%s/%s", user, type);
+    return jw_map_get(&e->sessions, key);
+}
+
+static void aad_of(const user_session *us, char *aad, size_t n)
+{
+    /* Binds the sealed token to its row and owner: it cannot be moved. */
+    snprintf(aad, n, "auth_sessions/%s/%s/%s", us->id, us->user, us->type);
+}
+
+static json_t *session_row(const user_session *us)
+{
+    json_t *r = json_object();
+
+    json_object_set_new(r, "id", json_string(us->id));
+    json_object_set_new(r, "user_id", json_string(us->user));
+    json_object_set_new(r, "session_type", json_string(us->type));
+    json_object_set_new(r, "auth_token_enc", str_or_null(us->sealed_hex));
+    json_object_set_new(r, "browser_context_id", json_null());
+    json_object_set_new(r, "session_data", json_object());
+    json_object_set_new(r, "created_at", ts_json(us->created_at));
+    json_object_set_new(r, "expires_at", ts_json(us->expires_at));
+    json_object_set_new(r, "last_used_at", ts_json(us->last_used_at));
+    json_object_set_new(r, "is_active", json_true());
+    return r;
+}
+
+/* auth_sessions belong to a user, not a job: a quiet write, not journaled. */
+static void emit_session(job *j, const user_session *us)
+{
+    json_t *row = session_row(us);
+    char *text = json_dumps(row, JSON_COMPACT);
+    jw_delta *d;
+
+    json_decref(row);
+    if (!text)
+        jw_oom("session row");
+    d = jw_delta_new(j->id, us->id, 0, now_us(j->e), JW_TABLE_AUTH_SESSIONS, JW_OP_UPDATE, text,
+                     strlen(text), NULL);
+    free(text);
+    if (!d)
+        return;
+    if (!j->open)
+        j->open = jw_batch_new();
+    jw_batch_add(j->open, d);
+    mark_dirty(j);
+}
+
+static char *seal_session(jw_engine *e, const user_session *us)
+{
+    char aad[160], *plain, *hex = NULL;
+    uint8_t *sealed = NULL;
+    size_t sealed_len = 0;
+
+    if (!e->cfg.session_key)
+        return NULL;
+    plain = json_dumps(us->session, JSON_COMPACT);
+    if (!plain)
+        jw_oom("session");
+    aad_of(us, aad, sizeof(aad));
+    if (jw_seal(e->cfg.session_key, plain, strlen(plain), aad, strlen(aad), &sealed, &sealed_len) ==
+        0)
+        hex = jw_bytea_hex(sealed, sealed_len);
+    jw_secure_free(plain, strlen(plain));
+    free(sealed);
+    return hex;
+}
+
+static void free_session(user_session *us)
+{
+    if (!us)
+        return;
+    json_decref(us->session);
+    free(us->sealed_hex);
+    free(us);
+}
+
+/* A login succeeded: remember its session for this user's later jobs. */
+static void keep_session(job *j, const jw_step_def *def, json_t *session)
+{
+    jw_engine *e = j->e;
+    json_t *ttl = json_object_get(session, "expires_in");
+    int64_t ttl_s = json_is_integer(ttl) ? json_integer_value(ttl) : 3600;
+    user_session *us;
+    char type[16];
+
+    login_type(def, type, sizeof(type));
+    if (ttl_s < 0)
+        ttl_s = 0;
+    if (ttl_s > 30 * 24 * 3600)
+        ttl_s = 30 * 24 * 3600;
+    us = find_session(e, j->user, type);
+    if (!us) {
+        us = jw_xcalloc(1, sizeof(*us));
+        jw_uuid_new(us->id);
+        snprintf(us->user, sizeof(us->user), "%s", j->user);
+        snprintf(us->type, sizeof(us->type), "%s", type);
+        snprintf(us->key, sizeof(us->key), "%s/%s", j->user, type);
+        jw_map_put(&e->sessions, us->key, us);
+    }
+    json_decref(us->session);
+    us->session = json_deep_copy(session);
+    us->created_at = us->last_used_at = now_us(e);
+    us->expires_at = us->created_at + ttl_s * 1000000;
+    free(us->sealed_hex);
+    us->sealed_hex = seal_session(e, us);
+    if (us->sealed_hex)
+        emit_session(j, us);
+}
+
+/* A valid session of this login's type for the job's user, or NULL. */
+static user_session *reusable_session(job *j, const jw_step_def *def)
+{
+    char type[16];
+    user_session *us;
+
+    login_type(def, type, sizeof(type));
+    us = find_session(j->e, j->user, type);
+    if (!us || us->expires_at <= now_us(j->e) + j->e->cfg.session_margin_ms * 1000)
+        return NULL;
+    return us;
+}
+
+/* Jobs present the user's valid sessions to later steps. */
+static void attach_sessions(job *j)
+{
+    for (const jw_step_def *d = jw_validation_steps; d->name; d++) {
+        user_session *us;
+        char type[16];
+
+        if (!d->login || !(us = reusable_session(j, d)))
+            continue;
+        login_type(d, type, sizeof(type));
+        if (!json_object_get(j->sessions, type))
+            json_object_set(j->sessions, type, us->session);
+    }
+}
+
+int jw_engine_load_sessions(jw_engine *e, const json_t *rows)
+{
+    const json_t *row;
+    size_t i;
+    int n = 0;
+
+    json_array_foreach(rows, i, row)
+    {
+        const char *id = json_string_value(json_object_get(row, "id"));
+        const char *user = json_string_value(json_object_get(row, "user_id"));
+        const char *type = json_string_value(json_object_get(row, "session_type"));
+        const char *hex = json_string_value(json_object_get(row, "auth_token_enc"));
+        uint8_t *sealed = NULL, *plain = NULL;
+        size_t sealed_len = 0, plain_len = 0;
+        user_session probe = {0}, *us;
+        char aad[160];
+
+        if (!e->cfg.session_key || !jw_uuid_valid(id) || !jw_uuid_valid(user) || !type ||
+            strlen(type) >= sizeof(probe.type) || !hex)
+            continue;
+        snprintf(probe.id, sizeof(probe.id), "%s", id);
+        snprintf(probe.user, sizeof(probe.user), "%s", user);
+        snprintf(probe.type, sizeof(probe.type), "%s", type);
+        aad_of(&probe, aad, sizeof(aad));
+        if (jw_bytea_parse(hex, &sealed, &sealed_len) != 0 ||
+            jw_open(e->cfg.session_key, sealed, sealed_len, aad, strlen(aad), &plain, &plain_len) !=
+                0) {
+            jw_log_warn("engine: auth session %s does not open with the configured secret key; "
+                        "skipped (was JOBWIRE_SECRET_KEY changed?)",
+                        id);
+            free(sealed);
+            continue;
+        }
+        free(sealed);
+        us = jw_xcalloc(1, sizeof(*us));
+        *us = probe;
+        snprintf(us->key, sizeof(us->key), "%s/%s", user, type);
+        us->session = json_loadb((const char *)plain, plain_len, 0, NULL);
+        jw_secure_free(plain, plain_len);
+        if (!us->session) {
+            free(us);
+            continue;
+        }
+        us->sealed_hex = jw_xstrdup(hex);
+        us->created_at = parse_ts(json_object_get(row, "created_at"));
+        us->expires_at = parse_ts(json_object_get(row, "expires_at"));
+        us->last_used_at = parse_ts(json_object_get(row, "last_used_at"));
+        free_session(jw_map_put(&e->sessions, us->key, us));
+        n++;
+    }
+    return n;
+}
+
 /* ---- the walk ---------------------------------------------------------------- */
 
 static step *new_step(job *j, const jw_step_def *def, int unit)
@@ -561,13 +783,34 @@ static void make_key(step *s)
     snprintf(s->key, sizeof(s->key), "jw-%s-r%d", s->id, s->job->retry_count);
 }
 
-static void start_step(step *s)
+/*
+ * Starts a step's next attempt. A login whose session this user still holds
+ * completes at once instead (returns true then): no provider call, no SMS.
+ */
+static bool start_step(step *s)
 {
     jw_engine *e = s->job->e;
+    user_session *us = s->def->login && s->attempt == 0 ? reusable_session(s->job, s->def) : NULL;
 
     if (!s->key[0])
         make_key(s);
     s->attempt++;
+    if (us) {
+        char type[16];
+
+        login_type(s->def, type, sizeof(type));
+        json_object_set(s->job->sessions, type, us->session);
+        json_object_set_new(s->data, "reused_session", json_true());
+        json_object_set_new(s->data, "session_id", json_string(us->id));
+        us->last_used_at = now_us(e);
+        step_set(s, STEP_IN_PROGRESS);
+        step_set(s, STEP_COMPLETED);
+        if (us->sealed_hex)
+            emit_session(s->job, us);
+        jw_log_info("engine: login reused job=%s step=%s session=%s", s->job->id, s->def->name,
+                    us->id);
+        return true;
+    }
     if (s->def->polls && !s->timeout_at) {
         int64_t ms = e->cfg.voucher_deadline_ms;
 
@@ -576,6 +819,7 @@ static void start_step(step *s)
     step_set(s, STEP_IN_PROGRESS);
     /* Durability rule 4: the call starts once this row committed. */
     queue_call(s, NULL);
+    return false;
 }
 
 static bool deps_met(job *j, const step *s)
@@ -679,7 +923,7 @@ static void advance(job *j)
 {
     for (;;) {
         const jw_step_def *defs;
-        bool all_done = true;
+        bool all_done = true, again = false;
 
         if (j->halted || job_terminal(j))
             return;
@@ -710,7 +954,11 @@ static void advance(job *j)
                 return;
             }
             if (s->status == STEP_PENDING && deps_met(j, s))
-                start_step(s);
+                again |= start_step(s);
+        }
+        if (again) {
+            validation_progress(j);
+            continue; /* a step finished at once: its dependents may start */
         }
         if (!all_done)
             return;
@@ -879,15 +1127,15 @@ static void step_completed(step *s, json_t *data)
         json_t *session = json_object_get(data, "session");
 
         /* gyftr_login -> "gyftr": the session later steps present. */
-        if (session) {
-            char name[32];
-            const char *us = strchr(s->def->name, '_');
+        if (json_is_object(session)) {
+            char type[16];
 
-            snprintf(name, sizeof(name), "%.*s", (int)(us ? us - s->def->name : 0), s->def->name);
-            json_object_set(j->sessions, name, session);
-            /* Tokens are not journaled: they stay in memory. */
-            json_object_del(s->data, "session");
+            login_type(s->def, type, sizeof(type));
+            json_object_set(j->sessions, type, session);
+            keep_session(j, s->def, session);
         }
+        /* Tokens are not journaled: memory, and sealed in auth_sessions. */
+        json_object_del(s->data, "session");
     }
     s->outcome_unknown = false;
     free(s->error);
@@ -993,7 +1241,7 @@ static void step_timer_fired(jw_timer *t, void *arg)
     if (s->job->halted)
         return;
     if (s->status == STEP_RETRYING) {
-        start_step(s);
+        (void)start_step(s);
     } else if (s->status == STEP_IN_PROGRESS && !s->call_id) {
         /* A poll: the in_progress row is durable already. */
         start_call(s, NULL);
@@ -1065,10 +1313,12 @@ void jw_engine_on_commit(jw_engine *e, jw_batch *b)
     e->stats.batches_inflight--;
     if (b->status == 0) {
         for (size_t i = 0; i < b->count; i++) {
+            if (b->deltas[i]->seq == 0)
+                continue; /* a quiet write (auth_sessions): not part of the job */
             view_put(j, b->deltas[i]);
             e->p.publish(e->p.ctx, b->deltas[i]);
+            j->committed_seq = b->deltas[i]->seq;
         }
-        j->committed_seq = b->deltas[b->count - 1]->seq;
     } else if (!j->halted) {
         /* Memory is now ahead of PostgreSQL: stop driving the job. A restart
          * resumes it from what was committed. */
@@ -1520,6 +1770,7 @@ static int recover_job(jw_engine *e, const json_t *item, char *err, size_t errle
         }
     }
 
+    attach_sessions(j);
     /* Resume each unfinished step of the running unit. */
     for (i = 0; i < j->nsteps; i++) {
         step *s = j->steps[i];
@@ -1600,10 +1851,12 @@ jw_engine *jw_engine_new(const jw_engine_config *cfg, const jw_engine_ports *por
     DEFAULT(max_amount, 1000000);
     DEFAULT(max_transactions, 50);
     DEFAULT(retry_delay_scale, 1.0);
+    DEFAULT(session_margin_ms, 60000);
 #undef DEFAULT
     jw_map_init(&e->jobs);
     jw_map_init(&e->otps);
     jw_map_init(&e->calls);
+    jw_map_init(&e->sessions);
     return e;
 }
 
@@ -1651,5 +1904,8 @@ void jw_engine_free(jw_engine *e)
     jw_map_release(&e->jobs);
     jw_map_release(&e->otps);
     jw_map_release(&e->calls);
+    for (size_t it = 0; jw_map_next(&e->sessions, &it, &k, &v);)
+        free_session(v);
+    jw_map_release(&e->sessions);
     free(e);
 }

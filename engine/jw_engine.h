@@ -59,6 +59,12 @@ typedef struct jw_engine_config {
     int max_transactions;           /* 0: 50 */
     /* Scales every retry delay (tests and benchmarks: 0.001); 0: 1.0. */
     double retry_delay_scale;
+    /*
+     * AES-256-GCM key (32 bytes, borrowed) sealing provider session tokens in
+     * auth_sessions. NULL: logins are reused only within this process.
+     */
+    const uint8_t *session_key;
+    int64_t session_margin_ms; /* a session this close to expiry is not reused; 0: 60 s */
 } jw_engine_config;
 
 jw_engine *jw_engine_new(const jw_engine_config *cfg, const jw_engine_ports *ports);
@@ -73,6 +79,16 @@ void jw_engine_free(jw_engine *e);
  * was never stored). Returns how many jobs it resumed, or a JW_E* code.
  */
 int jw_engine_recover(jw_engine *e, const json_t *loaded, char *err, size_t errlen);
+
+/*
+ * Login reuse. A login's provider session is kept per user and type (gyftr,
+ * amazon) in memory and, sealed, in auth_sessions; a later job of the same
+ * user skips that login while the session is valid. At start-up, feed the
+ * rows of jw_db_load_sessions here before jw_engine_recover. Rows that do not
+ * open with the configured key are skipped with a warning. Returns how many
+ * sessions were loaded.
+ */
+int jw_engine_load_sessions(jw_engine *e, const json_t *rows);
 
 /* ---- commands --------------------------------------------------------- */
 

@@ -150,6 +150,7 @@ int jw_app_new(jw_app **out, const jw_config *cfg, struct lws_context *ctx, jw_h
     ecfg.otp_timeout_payment_ms = (int64_t)cfg->otp_timeout_payment_s * 1000;
     ecfg.provider_timeout_ms = cfg->provider_timeout_ms;
     ecfg.retry_delay_scale = cfg->retry_scale;
+    ecfg.session_key = cfg->has_secret_key ? cfg->secret_key : NULL;
     app->engine = jw_engine_new(&ecfg, &ports);
     http->app = app;
     *out = app;
@@ -162,8 +163,14 @@ fail:
 int jw_app_recover(jw_app *app, char *err, size_t errlen)
 {
     json_t *loaded = NULL;
-    int rc = jw_db_load_active(app->cfg->database_url, &loaded, err, errlen);
+    int rc = jw_db_load_sessions(app->cfg->database_url, &loaded, err, errlen);
 
+    if (rc != 0)
+        return rc;
+    rc = jw_engine_load_sessions(app->engine, loaded);
+    json_decref(loaded);
+    jw_log_info("loaded %d reusable login sessions", rc);
+    rc = jw_db_load_active(app->cfg->database_url, &loaded, err, errlen);
     if (rc != 0)
         return rc;
     rc = jw_engine_recover(app->engine, loaded, err, errlen);

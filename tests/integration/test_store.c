@@ -471,22 +471,48 @@ static void test_quiet_rows(void **state)
     jw_store *s = start_store(0);
     jw_batch *b = jw_batch_new();
     const char *p[1] = {id};
+    char expires[40];
 
     (void)state;
     jw_uuid_new(id);
     jw_uuid_new(user);
+    /* Valid for a day from now, whenever the suite runs. */
+    jw_format_ts(jw_now_us() + INT64_C(86400) * 1000000, expires, sizeof(expires));
     snprintf(row, sizeof(row),
              "{\"id\":\"%s\",\"user_id\":\"%s\",\"session_type\":\"gyftr\","
              "\"auth_token_enc\":\"\\\\x00ff\",\"browser_context_id\":null,\"session_data\":{},"
-             "\"created_at\":\"2026-11-26T10:00:00Z\",\"expires_at\":\"2026-11-27T10:00:00Z\","
+             "\"created_at\":\"2026-11-26T10:00:00Z\",\"expires_at\":\"%s\","
              "\"last_used_at\":null,\"is_active\":true}",
-             id, user);
+             id, user, expires);
     jw_batch_add(b, pgtest_delta("", id, 0, JW_TABLE_AUTH_SESSIONS, JW_OP_INSERT, row));
     assert_int_equal(commit_one(s, b, NULL, 0), 0);
     assert_int_equal(2, pgtest_int(db,
                                    "SELECT octet_length(auth_token_enc) FROM auth_sessions "
                                    "WHERE id = $1",
                                    1, p));
+    /* Reusable at start-up while active and not expired. */
+    {
+        char err[256];
+        json_t *rows = NULL, *it;
+        size_t i;
+        bool found = false;
+
+        assert_int_equal(jw_db_load_sessions(conninfo, &rows, err, sizeof(err)), 0);
+        json_array_foreach(rows, i, it) found |=
+            strcmp(json_string_value(json_object_get(it, "id")), id) == 0;
+        json_decref(rows);
+        assert_true(found);
+        PQclear(pgtest_exec(db,
+                            "UPDATE auth_sessions SET expires_at = now() - interval '1 s' "
+                            "WHERE id = $1",
+                            1, p));
+        assert_int_equal(jw_db_load_sessions(conninfo, &rows, err, sizeof(err)), 0);
+        found = false;
+        json_array_foreach(rows, i, it) found |=
+            strcmp(json_string_value(json_object_get(it, "id")), id) == 0;
+        json_decref(rows);
+        assert_false(found);
+    }
     /* Stored, not journaled. */
     assert_int_equal(
         0, pgtest_int(db, "SELECT count(*) FROM job_events WHERE row_data->>'id' = $1", 1, p));

@@ -236,13 +236,18 @@ static void reply_pending(jw_provider_call *c, int ms)
     reply(c, r);
 }
 
-static void create(char id[JW_UUID_LEN + 1], int count)
+static void create_for(char id[JW_UUID_LEN + 1], int count, const char *user)
 {
     char err[256];
 
     assert_int_equal(
-        jw_engine_create_job(F.e, USER, 1500, count, NULL, NULL, NULL, id, err, sizeof(err)), 0);
+        jw_engine_create_job(F.e, user, 1500, count, NULL, NULL, NULL, id, err, sizeof(err)), 0);
     commit_all();
+}
+
+static void create(char id[JW_UUID_LEN + 1], int count)
+{
+    create_for(id, count, USER);
 }
 
 /* Answers every call ok (logins and payments without OTP) until none is left. */
@@ -907,9 +912,10 @@ static void test_recovery_resumes(void **state)
     reply_ok(pending_call("redeem_amazon_vouchers"));
     reply_ok(pending_call("generate_payment_link"));
     snprintf(key, sizeof(key), "%s", pending_call("process_payment")->idempotency_key);
-    create(b, 1);
+    /* Other users: a's logins must not be reused by them. */
+    create_for(b, 1, OTHER);
     reply_otp(job_call(b, "gyftr_login"), "gyftr_login", false);
-    create(c, 1);
+    create_for(c, 1, "cccccccc-cccc-4ccc-8ccc-cccccccccccc");
     reply_error(job_call(c, "amazon_login"), true, "HTTP 502");
     {
         json_t *s = snap(a);
@@ -1005,6 +1011,142 @@ static void test_refused_batch_halts_job(void **state)
     assert_non_null(strstr(err, "halted"));
 }
 
+static const uint8_t KEY[32] = {1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15, 16,
+                                17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32};
+
+static void with_session_key(void)
+{
+    jw_engine_ports p = {.now_us = fake_now,
+                         .random = fake_random,
+                         .submit = fake_submit,
+                         .publish = fake_publish,
+                         .timers = F.timers,
+                         .provider = {"fake", NULL, fake_start, fake_destroy}};
+    jw_engine_config cfg = {.session_key = KEY};
+
+    jw_engine_free(F.e);
+    F.e = jw_engine_new(&cfg, &p);
+}
+
+/* Every auth_sessions row written so far, as JSON rows (newest per id last). */
+static json_t *session_rows(void)
+{
+    json_t *rows = json_array();
+    char *end;
+
+    for (char *p = F.all_rows; (end = strchr(p, '\n')) != NULL; p = end + 1) {
+        json_t *r = json_loadb(p, (size_t)(end - p), 0, NULL);
+
+        if (r && json_object_get(r, "session_type"))
+            json_array_append_new(rows, r);
+        else
+            json_decref(r);
+    }
+    return rows;
+}
+
+static void test_login_reused_until_expiry(void **state)
+{
+    char a[JW_UUID_LEN + 1], b[JW_UUID_LEN + 1], c[JW_UUID_LEN + 1], d[JW_UUID_LEN + 1];
+    json_t *rows, *s, *st;
+
+    (void)state;
+    with_session_key();
+    create(a, 1);
+    reply_ok(pending_call("gyftr_login")); /* session valid for an hour */
+    reply_ok(pending_call("amazon_login"));
+    run_ok();
+    assert_string_equal(JOB(a, "status"), "completed");
+    /* The tokens went to auth_sessions sealed, never in clear. */
+    rows = session_rows();
+    assert_true(json_array_size(rows) >= 2);
+    assert_null(strstr(F.all_rows, "tok-secret-xyz"));
+    assert_string_equal(json_string_value(json_object_get(json_array_get(rows, 0), "user_id")),
+                        USER);
+    assert_non_null(strstr(
+        json_string_value(json_object_get(json_array_get(rows, 0), "auth_token_enc")), "\\x"));
+    json_decref(rows);
+
+    /* The same user's next job skips both logins: no call, no OTP. */
+    create(b, 1);
+    assert_null(job_call(b, "gyftr_login"));
+    assert_null(job_call(b, "amazon_login"));
+    assert_non_null(job_call(b, "availability_check"));
+    assert_non_null(json_object_get(job_call(b, "availability_check")->session, "gyftr"));
+    s = snap(b);
+    st = find_step(s, "gyftr_login", 0);
+    assert_string_equal(json_string_value(json_object_get(st, "status")), "completed");
+    assert_true(json_is_true(json_object_get(json_object_get(st, "step_data"), "reused_session")));
+    json_decref(s);
+    assert_string_equal(JOB(b, "progress_percentage"), "13");
+    run_ok();
+    assert_string_equal(JOB(b, "status"), "completed");
+    assert_gapless(b);
+
+    /* Another user logs in for themselves. */
+    create_for(c, 1, OTHER);
+    assert_non_null(job_call(c, "gyftr_login"));
+    run_ok();
+
+    /* Past expiry (minus the margin) the login runs again. */
+    F.now += INT64_C(3600) * 1000000 - 30 * 1000000;
+    create(d, 1);
+    assert_non_null(job_call(d, "gyftr_login"));
+    assert_non_null(job_call(d, "amazon_login"));
+}
+
+static void test_sessions_survive_restart(void **state)
+{
+    char a[JW_UUID_LEN + 1], b[JW_UUID_LEN + 1], other[JW_UUID_LEN + 1];
+    json_t *rows, *last = json_object();
+    size_t i;
+    json_t *r;
+
+    (void)state;
+    with_session_key();
+    create(a, 1);
+    run_ok();
+    /* What auth_sessions holds: the newest row per id. */
+    rows = session_rows();
+    json_array_foreach(rows, i, r)
+        json_object_set(last, json_string_value(json_object_get(r, "id")), r);
+    json_decref(rows);
+    rows = json_array();
+    {
+        const char *k;
+        json_t *v;
+
+        json_object_foreach(last, k, v) json_array_append(rows, v);
+    }
+    json_decref(last);
+    assert_int_equal(json_array_size(rows), 2);
+
+    restart_engine(json_array());
+    /* A new engine without the key cannot open them. */
+    assert_int_equal(jw_engine_load_sessions(F.e, rows), 0);
+    with_session_key();
+    /* A row moved to another user does not open (the AAD binds it). */
+    {
+        json_t *moved = json_deep_copy(rows);
+
+        json_object_set_new(json_array_get(moved, 0), "user_id", json_string(OTHER));
+        json_object_set_new(json_array_get(moved, 1), "user_id", json_string(OTHER));
+        assert_int_equal(jw_engine_load_sessions(F.e, moved), 0);
+        json_decref(moved);
+        create_for(other, 1, OTHER);
+        assert_non_null(job_call(other, "gyftr_login"));
+    }
+    assert_int_equal(jw_engine_load_sessions(F.e, rows), 2);
+    json_decref(rows);
+    create(b, 1);
+    assert_null(job_call(b, "gyftr_login"));
+    assert_null(job_call(b, "amazon_login"));
+    assert_string_equal(
+        json_string_value(json_object_get(
+            json_object_get(job_call(b, "availability_check")->session, "gyftr"), "token")),
+        "tok-secret-xyz");
+}
+
 static void test_create_validates(void **state)
 {
     char id[JW_UUID_LEN + 1], err[256];
@@ -1056,6 +1198,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_recovery_resumes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_recovery_asks_again_for_typed_otp, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refused_batch_halts_job, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_login_reused_until_expiry, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sessions_survive_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(test_create_validates, setup, teardown),
     };
 
