@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# Provider errors as the retry policy says, through the real http provider
+# against jobwire-sandbox's fault injection:
+#   - HTTP 500 twice on availability_check: retried, the job completes, the
+#     step shows attempt 3;
+#   - a reply held past --provider-timeout on process_payment: retried under
+#     the same idempotency key, charged once;
+#   - connection resets on generate_payment_link: the job still completes.
+#     libcurl resends a request by itself when a pooled keep-alive connection
+#     dies before any reply byte, possibly on each pooled connection in turn,
+#     so a reset may never reach the engine; that a reset which does reach it
+#     is a retryable error is test_http_provider's to prove;
+#   - a non-retryable error (the sim failing redeem_amazon_vouchers with
+#     fail_retryable=0): the job fails at once, one call, with the provider's
+#     message, completed_transactions counting what finished.
+#
+# Usage: test_provider_errors.sh JOBWIRE SANDBOX   (DATABASE_URL: a PostgreSQL server)
+set -euo pipefail
+
+JOBWIRE=${1:?usage: test_provider_errors.sh JOBWIRE SANDBOX}
+SANDBOX=${2:?usage: test_provider_errors.sh JOBWIRE SANDBOX}
+: "${DATABASE_URL:?DATABASE_URL must name a PostgreSQL server (scripts/test sets it)}"
+ADMIN=provider-errors-admin-key-0123
+USER_ID=0f0f0f0f-1111-4222-8333-444455556666
+TMP=$(mktemp -d /tmp/jw-perr.XXXXXX)
+PIDS=()
+passed=0
+failed=0
+
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+pass() { passed=$((passed + 1)); echo "ok - $*"; }
+fail() { failed=$((failed + 1)); echo "not ok - $*"; }
+check() { if [[ $2 == "$3" ]]; then pass "$1"; else fail "$1 (expected '$2', got '$3')"; fi; }
+
+free_port() {
+  local p
+  for p in $(shuf -i 20000-39999 -n 50); do
+    if ! ss -Hltn "sport = :$p" | grep -q .; then echo "$p"; return; fi
+  done
+  echo "no free port" >&2; exit 1
+}
+
+wait_http() { # URL
+  local deadline=$((SECONDS + 20))
+  until curl -sf "$1" >/dev/null 2>&1; do
+    ((SECONDS < deadline)) || { echo "no answer from $1" >&2; exit 1; }
+    sleep 0.05
+  done
+}
+
+# start_pair NAME SIM_SPEC: a sandbox and a jobwire using it, on their own database.
+start_pair() {
+  local name=$1 spec=$2 db=jw_test_perr_$1
+  psql "$DATABASE_URL" -qX -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db" >/dev/null
+  URL=${DATABASE_URL%/*}/$db
+  SB_PORT=$(free_port)
+  "$SANDBOX" --listen "127.0.0.1:$SB_PORT" --sim "$spec" 2>"$TMP/sandbox-$name.log" &
+  PIDS+=($!)
+  wait_http "http://127.0.0.1:$SB_PORT/healthz"
+  JW_PORT=$(free_port)
+  "$JOBWIRE" --listen "127.0.0.1:$JW_PORT" --database-url "$URL" --admin-key "$ADMIN" \
+    --jwt-secret provider-errors-jwt-secret-012345 --secret-key "$(printf '%064d' 3)" \
+    --provider "http://127.0.0.1:$SB_PORT" --provider-timeout 500 --retry-scale 0.01 \
+    >"$TMP/jobwire-$name.log" 2>&1 &
+  PIDS+=($!)
+  BASE=http://127.0.0.1:$JW_PORT
+  SB=http://127.0.0.1:$SB_PORT
+  wait_http "$BASE/healthz"
+}
+
+fault() { # JSON
+  curl -sf -X POST "$SB/faults" -H 'Content-Type: application/json' -d "$1" >/dev/null
+}
+
+new_job() { # COUNT -> job id
+  curl -sf -X POST "$BASE/api/jobs" -H "Authorization: Bearer $ADMIN" -H 'Content-Type: application/json' \
+    -d "{\"user_id\":\"$USER_ID\",\"transaction_amount\":700,\"transaction_count\":$1}" | jq -r .job_id
+}
+
+wait_done() { # JOB -> final snapshot on stdout
+  local deadline=$((SECONDS + 60)) snap status
+  while :; do
+    snap=$(curl -sf "$BASE/api/jobs/$1" -H "Authorization: Bearer $ADMIN")
+    status=$(jq -r .job.status <<<"$snap")
+    case $status in completed | failed | cancelled) echo "$snap"; return ;; esac
+    ((SECONDS < deadline)) || { echo "$snap"; return; }
+    sleep 0.1
+  done
+}
+
+step() { # SNAPSHOT NAME TX FIELD
+  jq -r --arg n "$2" --argjson t "$3" --arg f "$4" \
+    '.steps[] | select(.step_name == $n and (.transaction_index // 0) == $t) | .[$f]' <<<"$1"
+}
+
+# --- retryable faults ---------------------------------------------------------
+start_pair retry "latency_ms=5,otp=none,voucher_polls=0"
+fault '{"step":"availability_check","mode":"http_500","count":2}'
+fault '{"step":"generate_payment_link","mode":"reset","count":2}'
+fault '{"step":"process_payment","mode":"timeout","count":1,"delay_ms":1500}'
+job=$(new_job 1)
+snap=$(wait_done "$job")
+check "retryable faults: the job completes" completed "$(jq -r .job.status <<<"$snap")"
+check "two HTTP 500s: availability_check succeeded on attempt 3" 3 "$(step "$snap" availability_check 0 attempt)"
+check "resets: generate_payment_link completed" completed "$(step "$snap" generate_payment_link 1 status)"
+check "...after the sandbox really reset both connections" 0 \
+  "$(curl -sf "$SB/faults" | jq '[.faults[] | select(.step == "generate_payment_link")] | length')"
+check "a timeout: process_payment succeeded on attempt 2" 2 "$(step "$snap" process_payment 1 attempt)"
+key=$(step "$snap" process_payment 1 idempotency_key)
+charges=$(curl -sf "$SB/charges")
+check "the timed-out payment was retried under the same key and charged once" 1 \
+  "$(jq -r --arg k "$key" '.[$k].charges' <<<"$charges")"
+check "...though the provider saw it twice" 2 "$(jq -r --arg k "$key" '.[$k].calls' <<<"$charges")"
+check "the job's error_message is clear after success" null "$(jq -r .job.error_message <<<"$snap")"
+grep -q "HTTP 500" "$TMP/jobwire-retry.log" && pass "the retry was logged with its cause" ||
+  fail "no log line names HTTP 500"
+
+# Retries run out: five 500s on a step that allows four attempts.
+fault '{"step":"availability_check","mode":"http_500","count":5}'
+job=$(new_job 1)
+snap=$(wait_done "$job")
+check "retries exhausted: the job fails" failed "$(jq -r .job.status <<<"$snap")"
+check "...after the policy's 4 attempts" 4 "$(step "$snap" availability_check 0 attempt)"
+jq -r .job.error_message <<<"$snap" | grep -q "gave up after 4 attempts" &&
+  pass "...and says so" || fail "error_message: $(jq -r .job.error_message <<<"$snap")"
+curl -sf -X DELETE "$SB/faults" >/dev/null
+
+# --- a non-retryable error ----------------------------------------------------
+start_pair fatal "latency_ms=5,otp=none,voucher_polls=0,fail_rate=1,fail_steps=redeem_amazon_vouchers,fail_retryable=0"
+job=$(new_job 2)
+snap=$(wait_done "$job")
+check "non-retryable: the job fails" failed "$(jq -r .job.status <<<"$snap")"
+check "...at once: redeem_amazon_vouchers ran one attempt" 1 "$(step "$snap" redeem_amazon_vouchers 1 attempt)"
+check "...the transaction before it is not counted as finished" 0 "$(jq -r .job.completed_transactions <<<"$snap")"
+check "...the failed step says why" failed "$(step "$snap" redeem_amazon_vouchers 1 status)"
+jq -r .job.error_message <<<"$snap" | grep -q "redeem_amazon_vouchers failed: simulated failure" &&
+  pass "...and so does the job" || fail "error_message: $(jq -r .job.error_message <<<"$snap")"
+check "...no later transaction started" 0 \
+  "$(jq '[.steps[] | select(.transaction_index == 2)] | length' <<<"$snap")"
+
+echo "$passed passed, $failed failed"
+((failed == 0))
