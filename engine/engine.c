@@ -142,12 +142,16 @@ struct step {
 typedef struct action action;
 struct action {
     action *next;
-    enum { ACT_CALL, ACT_DONE } kind;
+    enum { ACT_CALL, ACT_DONE, ACT_OTP } kind;
     step *step;
     int attempt;
     char *otp; /* ACT_CALL: the typed code, wiped after hand-over */
     jw_engine_done_fn done;
     void *arg;
+    /* ACT_OTP: a verdict, told once the OTP row saying it committed. */
+    jw_otp_result_fn otp_fn;
+    jw_otp_result result; /* error and message point at string constants or msg */
+    char msg[256];
 };
 
 typedef struct view_row {
@@ -526,17 +530,30 @@ static void job_error(job *j, const char *fmt, ...)
 }
 
 /* Answers the OTP's waiting submitter, if any. */
+/*
+ * Answers the OTP's waiting submitter, if any - after the batch holding the
+ * OTP row's new state commits (rule 3: nobody is told "verified" before it is
+ * durable).
+ */
 static void otp_answer(otp *o, bool ok, const char *error, const char *message)
 {
-    jw_otp_result r = {ok, error, message, o->max_attempts - o->attempts};
-    jw_otp_result_fn fn = o->fn;
+    action *a;
 
-    if (!fn)
+    if (!o->fn)
         return;
+    a = jw_xcalloc(1, sizeof(*a));
+    a->kind = ACT_OTP;
+    a->otp_fn = o->fn;
+    a->arg = o->fn_arg;
     o->fn = NULL;
-    if (r.attempts_left < 0)
-        r.attempts_left = 0;
-    fn(o->fn_arg, &r);
+    snprintf(a->msg, sizeof(a->msg), "%s", message ? message : "");
+    a->result.ok = ok;
+    a->result.error = error;
+    a->result.message = message ? a->msg : NULL;
+    a->result.attempts_left = o->max_attempts - o->attempts;
+    if (a->result.attempts_left < 0)
+        a->result.attempts_left = 0;
+    add_action(o->job, a);
 }
 
 /* ---- login sessions ------------------------------------------------------------ */
@@ -1296,6 +1313,13 @@ static void run_actions(job *j, action *acts, int status)
         acts = a->next;
         if (a->kind == ACT_DONE) {
             a->done(a->arg, status, j->id);
+        } else if (a->kind == ACT_OTP) {
+            if (status != 0) {
+                a->result.ok = false;
+                a->result.error = "unavailable";
+                a->result.message = "the verdict could not be stored; submit the code again";
+            }
+            a->otp_fn(a->arg, &a->result);
         } else if (status == 0 && !j->halted && a->step->status == STEP_IN_PROGRESS &&
                    a->step->attempt == a->attempt && !a->step->call_id) {
             start_call(a->step, a->otp);
@@ -1374,6 +1398,9 @@ int jw_engine_create_job(jw_engine *e, const char *user_id, int64_t amount, int 
     }
     jw_uuid_new(id);
     j = new_job(e, id, user_id);
+    /* PostgreSQL prints uuids in lower case; so do we, so owners compare. */
+    for (char *c = j->user; *c; c++)
+        *c = (char)(*c >= 'A' && *c <= 'F' ? *c + ('a' - 'A') : *c);
     j->status = JOB_INITIATED;
     j->amount = amount;
     j->count = count;

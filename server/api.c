@@ -86,7 +86,8 @@ static json_t *parse_body(jw_http_request *req, const char *const *allowed)
     const char *key;
     json_t *doc, *v;
 
-    if (!req->content_type || strncasecmp(req->content_type, "application/json", 16) != 0) {
+    if (!req->content_type || strncasecmp(req->content_type, "application/json", 16) != 0 ||
+        (req->content_type[16] && req->content_type[16] != ';' && req->content_type[16] != ' ')) {
         jw_http_reply_error(req, 415, "unsupported_media_type",
                             "send the body as JSON with Content-Type: application/json");
         return NULL;
@@ -257,19 +258,23 @@ static void create_job(jw_app *app, jw_http_request *req, const jw_principal *wh
                        const char *user_id, json_int_t amount, json_int_t count,
                        const json_t *metadata, bool original)
 {
+    const char *field = original ? "userId" : "user_id";
+
     char job_id[JW_UUID_LEN + 1], err[256];
     api_op *op;
     int rc;
 
     if (who->kind == JW_PRINCIPAL_USER) {
         if (user_id && strcasecmp(user_id, who->user_id) != 0) {
-            jw_http_reply_error(req, 403, "forbidden", "a user can start jobs only for themselves");
+            jw_http_reply_error(req, 403, "forbidden",
+                                "a user can start jobs only for themselves (%s is another user)",
+                                field);
             return;
         }
         user_id = who->user_id;
     } else if (!user_id) {
         jw_http_reply_error(req, 400, "missing_field",
-                            "user_id is required when the admin key starts a job");
+                            "%s is required when the admin key starts a job", field);
         return;
     }
     op = new_op(app, req, OP_CREATE, who);
@@ -687,7 +692,10 @@ void jw_api_handle(jw_http_ctx *ctx, jw_http_request *req)
             method_not_allowed(req, "POST");
             return;
         }
-        post_otp(app, req, &who, p + 9);
+        snprintf(id, sizeof(id), "%s", p + 9);
+        for (char *c = id; *c; c++)
+            *c = (char)(*c >= 'A' && *c <= 'F' ? *c + 32 : *c);
+        post_otp(app, req, &who, id);
         return;
     }
     if (strncmp(p, "/api/jobs/", 10) == 0) {

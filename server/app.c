@@ -6,6 +6,9 @@
 #include "jw_error.h"
 #include "jw_log.h"
 
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <openssl/rand.h>
 #include <pthread.h>
 #include <signal.h>
@@ -98,6 +101,16 @@ static int start_provider(jw_app *app, jw_engine_ports *p, char *err, size_t err
             jw_sim_config_parse(&sc, app->cfg->sim, err, errlen) != 0)
             return JW_ECONFIG;
         app->sim = jw_sim_new(&sc);
+        if (app->cfg->has_secret_key) {
+            /* A key derived for this purpose only, never the secret key itself. */
+            unsigned char k[32];
+            unsigned int klen = 0;
+
+            HMAC(EVP_sha256(), app->cfg->secret_key, sizeof(app->cfg->secret_key),
+                 (const unsigned char *)"jobwire sim otp codes", 21, k, &klen);
+            jw_sim_set_code_key(app->sim, k);
+            OPENSSL_cleanse(k, sizeof(k));
+        }
         app->sim_port = jw_sim_provider_new(app->sim, app->timers, NULL, NULL, deliver_reply, app);
         p->provider = jw_sim_provider_port(app->sim_port);
         return 0;

@@ -142,6 +142,12 @@ typedef struct jw_sim jw_sim;
 jw_sim *jw_sim_new(const jw_sim_config *cfg);
 /* Wipes the outstanding codes and the inbox; NULL-safe. */
 void jw_sim_free(jw_sim *sim);
+/*
+ * Derive OTP codes from key (32 bytes, copied) instead of drawing them at
+ * random, so a sim restarted with the same key verifies codes it sent before
+ * the restart. The server passes its secret key in sim mode.
+ */
+void jw_sim_set_code_key(jw_sim *sim, const unsigned char key[32]);
 const jw_sim_config *jw_sim_config_of(const jw_sim *sim);
 
 /*

@@ -795,6 +795,46 @@ static void test_adapter_never_delivers_inside_start(void **state)
     jw_sim_free(sim);
 }
 
+/* With a code key, a restarted sim verifies the code it sent before. */
+static void test_code_key_survives_restart(void **state)
+{
+    static const unsigned char key[32] = {9, 8, 7, 6, 5, 4, 3, 2, 1};
+    static const unsigned char other[32] = {1, 2, 3};
+    jw_sim *before = sim_with("otp=gyftr_login"), *after, *stranger;
+    jw_provider_reply *r;
+    char code[8], wrong[8];
+
+    (void)state;
+    jw_sim_set_code_key(before, key);
+    r = call(before, "gyftr_login", STEP, "k1", 0, NULL);
+    assert_int_equal(r->status, JW_PROVIDER_OTP_REQUIRED);
+    jw_provider_reply_free(r);
+    last_code(before, STEP, "gyftr_login", code);
+    jw_sim_free(before); /* the process dies */
+
+    after = sim_with("otp=gyftr_login");
+    jw_sim_set_code_key(after, key);
+    snprintf(wrong, sizeof(wrong), "%06d", (atoi(code) + 1) % 1000000);
+    r = call(after, "gyftr_login", STEP, "k1", 0, wrong);
+    assert_int_equal(r->status, JW_PROVIDER_OTP_REQUIRED);
+    assert_true(r->invalid_otp); /* wrong, not "send a new one" */
+    jw_provider_reply_free(r);
+    r = call(after, "gyftr_login", STEP, "k1", 0, code);
+    assert_int_equal(r->status, JW_PROVIDER_OK);
+    jw_provider_reply_free(r);
+    /* Another key, another step or another attempt: another code. */
+    stranger = sim_with("otp=gyftr_login");
+    jw_sim_set_code_key(stranger, other);
+    r = call(stranger, "gyftr_login", STEP, "k1", 0, code);
+    assert_int_equal(r->status, JW_PROVIDER_OTP_REQUIRED);
+    jw_provider_reply_free(r);
+    r = call(after, "gyftr_login", STEP2, "k2", 0, code);
+    assert_int_equal(r->status, JW_PROVIDER_OTP_REQUIRED);
+    jw_provider_reply_free(r);
+    jw_sim_free(stranger);
+    jw_sim_free(after);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -816,6 +856,7 @@ int main(void)
         cmocka_unit_test(test_call_from_json),
         cmocka_unit_test(test_adapter_delivers_after_latency),
         cmocka_unit_test(test_adapter_never_delivers_inside_start),
+        cmocka_unit_test(test_code_key_survives_restart),
     };
 
     jw_log_set_level(JW_LOG_WARN); /* a thousand SMS lines help nobody */
