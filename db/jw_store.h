@@ -104,6 +104,7 @@ typedef struct jw_read {
     char *result;                     /* JSON text when status is 0 */
     char *error;
     void *user; /* the submitter's cookie */
+    int tag;    /* the submitter's too: which part of it asked */
 } jw_read;
 
 /* Params are copied; pass NULL for SQL NULL. Returns NULL for a bad count. */

@@ -1340,8 +1340,10 @@ void jw_engine_on_commit(jw_engine *e, jw_batch *b)
             if (b->deltas[i]->seq == 0)
                 continue; /* a quiet write (auth_sessions): not part of the job */
             view_put(j, b->deltas[i]);
-            e->p.publish(e->p.ctx, b->deltas[i]);
+            /* Before publishing: a snapshot taken by a subscriber of this
+             * delta must say it includes it. */
             j->committed_seq = b->deltas[i]->seq;
+            e->p.publish(e->p.ctx, b->deltas[i]);
         }
     } else if (!j->halted) {
         /* Memory is now ahead of PostgreSQL: stop driving the job. A restart
@@ -1577,6 +1579,13 @@ const char *jw_engine_step_otp(jw_engine *e, const char *job_id, const char *ste
         if (strcmp(j->otps[j->notps - 1 - i]->step->id, step_id) == 0)
             return j->otps[j->notps - 1 - i]->id;
     return NULL;
+}
+
+int64_t jw_engine_committed_seq(jw_engine *e, const char *job_id)
+{
+    job *j = job_id ? jw_map_get(&e->jobs, job_id) : NULL;
+
+    return j && j->committed_seq ? j->committed_seq : -1;
 }
 
 bool jw_engine_has_job(jw_engine *e, const char *job_id)

@@ -165,6 +165,8 @@ json_t *jw_engine_snapshot(jw_engine *e, const char *job_id);
 const char *jw_engine_job_owner(jw_engine *e, const char *job_id);
 /* The newest OTP request of a step, or NULL (the sim inbox links SMS to it). */
 const char *jw_engine_step_otp(jw_engine *e, const char *job_id, const char *step_id);
+/* The last committed seq of a job in memory, or -1. */
+int64_t jw_engine_committed_seq(jw_engine *e, const char *job_id);
 /* Whether a job is in memory (committed at least once). */
 bool jw_engine_has_job(jw_engine *e, const char *job_id);
 /* The job an OTP request belongs to, or NULL. */

@@ -50,10 +50,8 @@ static void port_publish(void *ctx, jw_delta *d)
 {
     jw_app *app = ctx;
 
-    /* The per-job fan-out to WebSocket subscribers arrives with the realtime
-     * issue; until then committed deltas are only counted. */
-    (void)d;
     app->published++;
+    jw_ws_publish(app->ws, d);
 }
 
 static void on_sul(lws_sorted_usec_list_t *sul)
@@ -165,6 +163,7 @@ int jw_app_new(jw_app **out, const jw_config *cfg, struct lws_context *ctx, jw_h
     ecfg.retry_delay_scale = cfg->retry_scale;
     ecfg.session_key = cfg->has_secret_key ? cfg->secret_key : NULL;
     app->engine = jw_engine_new(&ecfg, &ports);
+    app->ws = jw_ws_new(app);
     http->app = app;
     *out = app;
     return 0;
@@ -203,7 +202,12 @@ static void on_commit(jw_batch *b, void *arg)
 
 static void on_read(jw_read *r, void *arg)
 {
-    jw_api_on_read(arg, r);
+    jw_app *app = arg;
+
+    if (r->tag == JW_READ_TAG_WS)
+        jw_ws_on_read(app->ws, r);
+    else
+        jw_api_on_read(app, r);
 }
 
 void jw_app_drain(jw_app *app)
@@ -214,16 +218,27 @@ void jw_app_drain(jw_app *app)
         jw_http_provider_drain(app->http_provider, deliver_reply, app);
 }
 
+void jw_app_stop(jw_app *app)
+{
+    if (!app)
+        return;
+    lws_sul_schedule(app->ctx, 0, &app->sul, on_sul, LWS_SET_TIMER_USEC_CANCEL);
+    /* Providers first: they must not deliver into a freed engine, nor wake a
+     * destroyed context. */
+    jw_sim_provider_free(app->sim_port);
+    app->sim_port = NULL;
+    jw_http_provider_free(app->http_provider);
+    app->http_provider = NULL;
+}
+
 void jw_app_free(jw_app *app)
 {
     if (!app)
         return;
-    if (app->ctx)
-        lws_sul_schedule(app->ctx, 0, &app->sul, on_sul, LWS_SET_TIMER_USEC_CANCEL);
-    /* Providers first: they must not deliver into a freed engine. */
     jw_sim_provider_free(app->sim_port);
     jw_http_provider_free(app->http_provider);
     jw_engine_free(app->engine);
+    jw_ws_free(app->ws);
     jw_sim_free(app->sim);
     jw_timers_free(app->timers);
     jw_auth_free(app->auth);

@@ -22,6 +22,7 @@
 #include "jw_timers.h"
 #include "providers/http.h"
 #include "providers/sim.h"
+#include "ws.h"
 
 #include <libwebsockets.h>
 
@@ -38,7 +39,11 @@ typedef struct jw_app {
     jw_sim_provider *sim_port;       /* sim mode only */
     jw_http_provider *http_provider; /* http mode only */
     uint64_t published;              /* committed deltas handed to the fan-out */
+    jw_ws *ws;                       /* the jobwire.v1 hub */
 } jw_app;
+
+/* Who asked for a database read: jw_read.tag. */
+enum { JW_READ_TAG_API = 0, JW_READ_TAG_WS = 1 };
 
 int jw_app_new(jw_app **out, const jw_config *cfg, struct lws_context *ctx, jw_http_ctx *http,
                jw_store *store, char *err, size_t errlen);
@@ -46,6 +51,9 @@ int jw_app_new(jw_app **out, const jw_config *cfg, struct lws_context *ctx, jw_h
 int jw_app_recover(jw_app *app, char *err, size_t errlen);
 /* Hands store answers, read results and provider replies to their owners. */
 void jw_app_drain(jw_app *app);
+/* Shutdown, before the lws context goes: stops the provider threads. */
+void jw_app_stop(jw_app *app);
+/* After the lws context is gone. */
 void jw_app_free(jw_app *app);
 
 /* api.c: read results come back here (the read's user is the API's). */

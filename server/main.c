@@ -18,6 +18,7 @@
  * and SIGINT blocked, so the signal handler always runs on the loop thread.
  */
 #include "app.h"
+#include "ws.h"
 #include "config.h"
 #include "http.h"
 
@@ -232,7 +233,15 @@ static const struct lws_protocols loop_protocol = {
 };
 
 /* protocols[0] takes plain HTTP; lws keeps a pointer, hence static storage. */
-static struct lws_protocols protocols[3];
+static struct lws_protocols protocols[4];
+
+static const uint32_t idle_backoff[] = {1000};
+static const lws_retry_bo_t idle_policy = {
+    .retry_ms_table = idle_backoff,
+    .retry_ms_table_count = 1,
+    .secs_since_valid_ping = 30,
+    .secs_since_valid_hangup = 60,
+};
 
 static struct lws_context *create_context(const jw_config *cfg, jw_http_ctx *hctx)
 {
@@ -241,8 +250,9 @@ static struct lws_context *create_context(const jw_config *cfg, jw_http_ctx *hct
     char where[96];
 
     protocols[0] = jw_http_protocol;
-    protocols[1] = loop_protocol;
-    memset(&protocols[2], 0, sizeof(protocols[2]));
+    protocols[1] = jw_ws_protocol;
+    protocols[2] = loop_protocol;
+    memset(&protocols[3], 0, sizeof(protocols[3]));
 
     memset(&info, 0, sizeof(info));
     info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS;
@@ -264,6 +274,8 @@ static struct lws_context *create_context(const jw_config *cfg, jw_http_ctx *hct
     info.protocols = protocols;
     info.headers = jw_http_vhost_headers();
     info.keepalive_timeout = 30;
+    /* WebSocket liveness: ping after 30 s of silence, hang up after 60 s. */
+    info.retry_and_idle_policy = &idle_policy;
     info.options = LWS_SERVER_OPTION_FAIL_UPON_UNABLE_TO_BIND;
     /*
      * An IPv4 literal on an IPv6 socket would not bind that address (lws
@@ -410,15 +422,26 @@ int main(int argc, char **argv)
         jw_log_info("stop requested; shutting down");
 
 out:
+    /* WebSocket clients are told first: close 1001, given a second to go. */
+    if (app && ctx && jw_ws_close_all(app->ws)) {
+        int64_t until = jw_mono_us() + 1000000;
+        jw_ws_stats st;
+
+        do {
+            lws_service(ctx, 0);
+            jw_ws_get_stats(app->ws, &st);
+        } while (st.connections && jw_mono_us() < until);
+    }
     /* Commit what is queued, let the engine take the answers, then stop it. */
     if (store)
         jw_store_stop(store, STORE_DRAIN_MS);
     if (app)
         jw_app_drain(app);
-    jw_app_free(app);
+    jw_app_stop(app);
     signal_context = NULL;
     if (ctx)
         lws_context_destroy(ctx);
+    jw_app_free(app);
     hctx.store = NULL;
     jw_store_free(store);
     jw_map_release(&hctx.deferred);

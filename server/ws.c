@@ -1,0 +1,1049 @@
+/*
+ * ws.c - jobwire.v1 over WebSocket (see ws.h and docs/protocol.md).
+ */
+#include "ws.h"
+
+#include "app.h"
+#include "jw_buf.h"
+#include "jw_error.h"
+#include "jw_log.h"
+#include "jw_map.h"
+
+#include <inttypes.h>
+#include <openssl/crypto.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_CLIENT_FRAME (16 * 1024)
+#define MAX_SUBS 100
+#define RING 64
+#define MAX_QUEUE_BYTES (1024 * 1024)
+#define MAX_OVER_US (10 * INT64_C(1000000))
+#define AUTH_DEADLINE_US (10 * INT64_C(1000000))
+#define OUT_FRAME 65536    /* messages gathered into one frame, unless one is bigger */
+#define MAX_JOBS_IDLE 4096 /* jobs kept with a ring but no subscriber */
+#define MAX_REF 64
+
+enum { CLOSE_SLOW = 4008, CLOSE_AUTH = 4401, CLOSE_AUTH_TIMEOUT = 4408 };
+
+/* ---- shared messages ---------------------------------------------------------- */
+
+/* One encoded server message, shared by every queue it is in. Loop thread only. */
+typedef struct msg {
+    int refs;
+    size_t len;
+    char data[];
+} msg;
+
+static msg *msg_new(const char *p, size_t n)
+{
+    msg *m = jw_xmalloc(sizeof(*m) + n + 1);
+
+    m->refs = 1;
+    m->len = n;
+    memcpy(m->data, p, n);
+    m->data[n] = '\0';
+    return m;
+}
+
+static msg *msg_json(json_t *doc)
+{
+    char *text = json_dumps(doc, JSON_COMPACT);
+    msg *m;
+
+    json_decref(doc);
+    if (!text)
+        jw_oom("message");
+    m = msg_new(text, strlen(text));
+    free(text);
+    return m;
+}
+
+static void msg_unref(msg *m)
+{
+    if (m && --m->refs == 0)
+        free(m);
+}
+
+/* ---- the hub ------------------------------------------------------------------- */
+
+struct conn;
+
+typedef struct job_entry {
+    char id[JW_UUID_LEN + 1];
+    struct conn **conns;
+    size_t nconns, capconns;
+    msg *ring[RING]; /* ring[(first + i) % RING] has seq first_seq + i */
+    size_t first, count;
+    int64_t first_seq;
+    struct job_entry *idle_prev, *idle_next; /* on the idle list while nconns == 0 */
+} job_entry;
+
+struct jw_ws {
+    jw_app *app;
+    jw_map jobs;  /* job id -> job_entry */
+    jw_map conns; /* "id" -> conn */
+    uint64_t next_id;
+    job_entry *idle_head, *idle_tail;
+    size_t idle_count;
+    jw_buf frame; /* LWS_PRE + the frame being written */
+    jw_ws_stats stats;
+};
+
+typedef struct qent {
+    struct qent *next;
+    msg *m;
+    job_entry *job; /* set for deltas: they may be replaced by a snapshot */
+} qent;
+
+typedef struct conn {
+    uint64_t id;
+    char key[24];
+    struct lws *wsi;
+    jw_ws *hub;
+    bool registered, authed, closing;
+    int close_code;
+    char close_reason[64];
+    jw_principal who;
+    lws_sorted_usec_list_t sul; /* auth deadline, then token expiry */
+    job_entry **subs;
+    size_t nsubs, capsubs;
+    qent *qhead, *qtail;
+    size_t qbytes;
+    int64_t over_since;
+    char *rx;
+    size_t rxlen;
+    bool rx_binary, rx_too_big;
+} conn;
+
+static void idle_unlink(jw_ws *hub, job_entry *j)
+{
+    if (!j->idle_prev && hub->idle_head != j)
+        return;
+    if (j->idle_prev)
+        j->idle_prev->idle_next = j->idle_next;
+    else
+        hub->idle_head = j->idle_next;
+    if (j->idle_next)
+        j->idle_next->idle_prev = j->idle_prev;
+    else
+        hub->idle_tail = j->idle_prev;
+    j->idle_prev = j->idle_next = NULL;
+    hub->idle_count--;
+}
+
+static void free_job_entry(job_entry *j)
+{
+    for (size_t i = 0; i < j->count; i++)
+        msg_unref(j->ring[(j->first + i) % RING]);
+    free(j->conns);
+    free(j);
+}
+
+/* Jobs nobody watches keep their ring for resumes, up to a bound. */
+static void idle_push(jw_ws *hub, job_entry *j)
+{
+    j->idle_next = NULL;
+    j->idle_prev = hub->idle_tail;
+    if (hub->idle_tail)
+        hub->idle_tail->idle_next = j;
+    else
+        hub->idle_head = j;
+    hub->idle_tail = j;
+    hub->idle_count++;
+    while (hub->idle_count > MAX_JOBS_IDLE) {
+        job_entry *old = hub->idle_head;
+
+        idle_unlink(hub, old);
+        jw_map_del(&hub->jobs, old->id);
+        free_job_entry(old);
+    }
+}
+
+static job_entry *job_get(jw_ws *hub, const char *id, bool create)
+{
+    job_entry *j = jw_map_get(&hub->jobs, id);
+
+    if (j || !create)
+        return j;
+    j = jw_xcalloc(1, sizeof(*j));
+    snprintf(j->id, sizeof(j->id), "%s", id);
+    jw_map_put(&hub->jobs, j->id, j);
+    idle_push(hub, j);
+    return j;
+}
+
+/* ---- queues and frames ---------------------------------------------------------- */
+
+static void start_close(conn *c, int code, const char *reason)
+{
+    if (c->closing)
+        return;
+    c->closing = true;
+    c->close_code = code;
+    snprintf(c->close_reason, sizeof(c->close_reason), "%s", reason);
+    lws_callback_on_writable(c->wsi);
+}
+
+static void push(conn *c, msg *m, job_entry *job)
+{
+    qent *e = jw_xmalloc(sizeof(*e));
+
+    m->refs++;
+    e->m = m;
+    e->job = job;
+    e->next = NULL;
+    if (c->qtail)
+        c->qtail->next = e;
+    else
+        c->qhead = e;
+    c->qtail = e;
+    c->qbytes += m->len + 1;
+    lws_callback_on_writable(c->wsi);
+}
+
+static void send_msg(conn *c, msg *m)
+{
+    if (!c->closing)
+        push(c, m, NULL);
+    msg_unref(m);
+}
+
+static void send_error(conn *c, json_t *ref, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void send_error(conn *c, json_t *ref, const char *code, const char *fmt, ...)
+{
+    char text[256];
+    va_list ap;
+    json_t *doc;
+
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof(text), fmt, ap);
+    va_end(ap);
+    doc = json_pack("{s:s, s:s, s:s}", "type", "error", "code", code, "message", text);
+    if (ref)
+        json_object_set(doc, "ref", ref);
+    send_msg(c, msg_json(doc));
+}
+
+static msg *snapshot_msg(jw_app *app, const char *job_id, json_t *ref, const char *reason)
+{
+    json_t *snap = jw_engine_snapshot(app->engine, job_id);
+
+    if (!snap)
+        return NULL;
+    json_object_set_new(snap, "type", json_string("snapshot"));
+    json_object_set_new(snap, "job_id", json_string(job_id));
+    if (ref)
+        json_object_set(snap, "ref", ref);
+    if (reason)
+        json_object_set_new(snap, "reason", json_string(reason));
+    return msg_json(snap);
+}
+
+/*
+ * The queue would pass its bound: drop this job's queued deltas and queue
+ * one fresh snapshot instead. A snapshot is never refused, so the queue may
+ * stay over its bound; for too long, and the connection is closed.
+ */
+static void resync(conn *c, job_entry *job)
+{
+    jw_ws *hub = c->hub;
+    qent **pp = &c->qhead, *last = NULL;
+    msg *snap;
+
+    while (*pp) {
+        qent *e = *pp;
+
+        if (e->job == job) {
+            *pp = e->next;
+            c->qbytes -= e->m->len + 1;
+            msg_unref(e->m);
+            free(e);
+            continue;
+        }
+        last = e;
+        pp = &e->next;
+    }
+    c->qtail = last;
+    snap = snapshot_msg(hub->app, job->id, NULL, "resync");
+    if (snap) {
+        push(c, snap, NULL);
+        msg_unref(snap);
+    }
+    hub->stats.resyncs++;
+    if (c->qbytes > MAX_QUEUE_BYTES) {
+        int64_t now = jw_mono_us();
+
+        if (!c->over_since) {
+            c->over_since = now;
+        } else if (now - c->over_since > MAX_OVER_US) {
+            hub->stats.slow_closes++;
+            jw_log_warn("ws conn=%" PRIu64 " closed: over its queue bound for %" PRId64 " s", c->id,
+                        MAX_OVER_US / 1000000);
+            start_close(c, CLOSE_SLOW, "slow consumer");
+        }
+    }
+}
+
+static void push_delta(conn *c, msg *m, job_entry *job)
+{
+    if (c->closing)
+        return;
+    if (c->qbytes + m->len + 1 > MAX_QUEUE_BYTES)
+        resync(c, job);
+    else
+        push(c, m, job);
+}
+
+static int write_some(conn *c)
+{
+    jw_ws *hub = c->hub;
+    size_t len = 0, n = 0;
+    qent *e;
+    int wrote;
+
+    if (!c->qhead) {
+        if (c->closing) {
+            lws_close_reason(c->wsi, (enum lws_close_status)c->close_code,
+                             (unsigned char *)c->close_reason, strlen(c->close_reason));
+            return -1;
+        }
+        return 0;
+    }
+    jw_buf_reset(&hub->frame);
+    jw_buf_grow(&hub->frame, LWS_PRE);
+    hub->frame.len = LWS_PRE;
+    for (e = c->qhead; e && (n == 0 || len + e->m->len + 1 <= OUT_FRAME); e = e->next) {
+        if (n)
+            jw_buf_addch(&hub->frame, '\n');
+        jw_buf_add(&hub->frame, e->m->data, e->m->len);
+        len = hub->frame.len - LWS_PRE;
+        n++;
+    }
+    wrote = lws_write(c->wsi, (unsigned char *)hub->frame.data + LWS_PRE, len, LWS_WRITE_TEXT);
+    if (wrote < (int)len)
+        return -1;
+    hub->stats.frames_sent++;
+    hub->stats.bytes_sent += len;
+    while (n--) {
+        e = c->qhead;
+        c->qhead = e->next;
+        c->qbytes -= e->m->len + 1;
+        if (e->job)
+            hub->stats.deltas_sent++;
+        msg_unref(e->m);
+        free(e);
+    }
+    if (!c->qhead)
+        c->qtail = NULL;
+    if (c->qbytes <= MAX_QUEUE_BYTES)
+        c->over_since = 0;
+    if (c->qhead || c->closing)
+        lws_callback_on_writable(c->wsi);
+    return 0;
+}
+
+/* ---- subscriptions ------------------------------------------------------------ */
+
+static bool subscribed(const conn *c, const job_entry *j)
+{
+    for (size_t i = 0; i < c->nsubs; i++)
+        if (c->subs[i] == j)
+            return true;
+    return false;
+}
+
+static void add_sub(conn *c, job_entry *j)
+{
+    jw_ws *hub = c->hub;
+
+    if (subscribed(c, j))
+        return;
+    if (c->nsubs == c->capsubs) {
+        c->capsubs = c->capsubs ? c->capsubs * 2 : 4;
+        c->subs = jw_xrealloc(c->subs, c->capsubs * sizeof(*c->subs));
+    }
+    c->subs[c->nsubs++] = j;
+    if (j->nconns == 0)
+        idle_unlink(hub, j);
+    if (j->nconns == j->capconns) {
+        j->capconns = j->capconns ? j->capconns * 2 : 4;
+        j->conns = jw_xrealloc(j->conns, j->capconns * sizeof(*j->conns));
+    }
+    j->conns[j->nconns++] = c;
+    hub->stats.subscriptions++;
+}
+
+static bool remove_sub(conn *c, job_entry *j)
+{
+    jw_ws *hub = c->hub;
+    bool found = false;
+
+    for (size_t i = 0; i < c->nsubs; i++) {
+        if (c->subs[i] == j) {
+            c->subs[i] = c->subs[--c->nsubs];
+            found = true;
+            break;
+        }
+    }
+    if (!found)
+        return false;
+    for (size_t i = 0; i < j->nconns; i++) {
+        if (j->conns[i] == c) {
+            j->conns[i] = j->conns[--j->nconns];
+            break;
+        }
+    }
+    /* Its deltas still queued here are no longer wanted. */
+    for (qent *e = c->qhead; e; e = e->next)
+        if (e->job == j)
+            e->job = NULL;
+    if (j->nconns == 0)
+        idle_push(hub, j);
+    hub->stats.subscriptions--;
+    return true;
+}
+
+/* ---- publishing ------------------------------------------------------------------ */
+
+void jw_ws_publish(jw_ws *hub, jw_delta *d)
+{
+    job_entry *j = job_get(hub, d->job_id, true);
+    jw_buf b;
+    msg *m;
+
+    jw_buf_init(&b, d->row_len + 256);
+    jw_buf_addf(&b,
+                "{\"type\":\"delta\",\"job_id\":\"%s\",\"seq\":%" PRId64 ",\"ts\":%" PRId64
+                ",\"table\":\"%s\",\"op\":\"%s\",\"row\":",
+                d->job_id, d->seq, d->ts_us, jw_table_name(d->table), jw_op_name(d->op));
+    jw_buf_add(&b, d->row, d->row_len);
+    jw_buf_addch(&b, '}');
+    m = msg_new(b.data, b.len);
+    jw_buf_release(&b);
+
+    /* The ring holds the last RING deltas, contiguous in seq. */
+    if (j->count && d->seq != j->first_seq + (int64_t)j->count) {
+        for (size_t i = 0; i < j->count; i++)
+            msg_unref(j->ring[(j->first + i) % RING]);
+        j->count = 0;
+    }
+    if (!j->count) {
+        j->first = 0;
+        j->first_seq = d->seq;
+    }
+    if (j->count == RING) {
+        msg_unref(j->ring[j->first]);
+        j->first = (j->first + 1) % RING;
+        j->first_seq++;
+        j->count--;
+    }
+    m->refs++;
+    j->ring[(j->first + j->count) % RING] = m;
+    j->count++;
+
+    for (size_t i = 0; i < j->nconns; i++)
+        push_delta(j->conns[i], m, j);
+    msg_unref(m);
+}
+
+/* ---- client messages ---------------------------------------------------------- */
+
+typedef struct ws_op {
+    jw_ws *hub;
+    char conn_key[24];
+    json_t *ref;
+    char job[JW_UUID_LEN + 1];
+    int64_t since; /* -1: none */
+} ws_op;
+
+static conn *find_conn(jw_ws *hub, const char *key)
+{
+    return jw_map_get(&hub->conns, key);
+}
+
+static void send_ack(conn *c, json_t *ref)
+{
+    json_t *doc = json_pack("{s:s}", "type", "ack");
+
+    if (ref)
+        json_object_set(doc, "ref", ref);
+    send_msg(c, msg_json(doc));
+}
+
+static void hello(conn *c)
+{
+    json_t *doc = json_pack(
+        "{s:s, s:s, s:o, s:{s:i, s:i, s:i, s:i}}", "type", "hello", "protocol", JW_WS_PROTOCOL,
+        "user_id", c->who.kind == JW_PRINCIPAL_USER ? json_string(c->who.user_id) : json_null(),
+        "limits", "max_frame", MAX_CLIENT_FRAME, "max_subscriptions", MAX_SUBS, "max_queue_bytes",
+        MAX_QUEUE_BYTES, "replay_window", RING);
+
+    send_msg(c, msg_json(doc));
+}
+
+static void on_sul(lws_sorted_usec_list_t *sul);
+
+static bool authenticate(conn *c, const char *token, json_t *ref)
+{
+    jw_ws *hub = c->hub;
+    char err[256];
+
+    if (jw_auth_token(hub->app->auth, token, jw_now_us() / 1000000, &c->who, err, sizeof(err)) !=
+        0) {
+        send_error(c, ref, "unauthorized", "%s", err);
+        start_close(c, CLOSE_AUTH, "unauthorized");
+        return false;
+    }
+    c->authed = true;
+    /* From now on the timer watches the token's expiry. */
+    if (c->who.kind == JW_PRINCIPAL_USER && c->who.expires_at) {
+        int64_t us = c->who.expires_at * 1000000 - jw_now_us();
+
+        lws_sul_schedule(lws_get_context(c->wsi), 0, &c->sul, on_sul, us > 0 ? us : 1);
+    } else {
+        lws_sul_schedule(lws_get_context(c->wsi), 0, &c->sul, on_sul, LWS_SET_TIMER_USEC_CANCEL);
+    }
+    hello(c);
+    return true;
+}
+
+static void on_sul(lws_sorted_usec_list_t *sul)
+{
+    conn *c = lws_container_of(sul, conn, sul);
+
+    if (!c->authed) {
+        start_close(c, CLOSE_AUTH_TIMEOUT, "no auth message in time");
+        return;
+    }
+    send_error(c, NULL, "token_expired", "the token expired; reconnect with a fresh one");
+    start_close(c, CLOSE_AUTH, "token expired");
+}
+
+/* Replays the ring's deltas after since, or returns false when it cannot. */
+static bool replay(conn *c, job_entry *j, int64_t since, int64_t current)
+{
+    if (since == current)
+        return true;
+    if (!j->count || since < j->first_seq - 1 || since >= current ||
+        j->first_seq + (int64_t)j->count - 1 != current)
+        return false;
+    for (int64_t s = since + 1; s <= current; s++) {
+        msg *m = j->ring[(j->first + (size_t)(s - j->first_seq)) % RING];
+
+        push_delta(c, m, j);
+    }
+    return true;
+}
+
+static void subscribe_from_memory(conn *c, const char *job_id, int64_t since, json_t *ref)
+{
+    jw_ws *hub = c->hub;
+    jw_engine *e = hub->app->engine;
+    const char *owner = jw_engine_job_owner(e, job_id);
+    int64_t current = jw_engine_committed_seq(e, job_id);
+    job_entry *j;
+
+    if (!jw_principal_may_access(&c->who, owner)) {
+        send_error(c, ref, "not_found", "no job %s", job_id);
+        return;
+    }
+    j = job_get(hub, job_id, true);
+    add_sub(c, j);
+    if (since >= 0 && replay(c, j, since, current)) {
+        send_ack(c, ref);
+        return;
+    }
+    {
+        msg *snap = snapshot_msg(hub->app, job_id, ref, NULL);
+
+        if (snap)
+            send_msg(c, snap);
+    }
+}
+
+static void on_subscribe_read(jw_ws *hub, ws_op *op, jw_read *r)
+{
+    conn *c = find_conn(hub, op->conn_key);
+    json_t *doc, *owner;
+
+    if (!c || c->closing)
+        return;
+    if (r->status == JW_ENOTFOUND) {
+        send_error(c, op->ref, "not_found", "no job %s", op->job);
+        return;
+    }
+    if (r->status != 0) {
+        send_error(c, op->ref, "unavailable", "the database is unavailable; try again");
+        return;
+    }
+    /* It may have come into memory meanwhile (a retry): take it from there. */
+    if (jw_engine_job_owner(hub->app->engine, op->job)) {
+        subscribe_from_memory(c, op->job, op->since, op->ref);
+        return;
+    }
+    doc = json_loads(r->result, 0, NULL);
+    owner = json_object_get(json_object_get(doc, "job"), "user_id");
+    if (!doc || !jw_principal_may_access(&c->who, json_string_value(owner))) {
+        json_decref(doc);
+        send_error(c, op->ref, "not_found", "no job %s", op->job);
+        return;
+    }
+    if (c->nsubs >= MAX_SUBS) {
+        json_decref(doc);
+        send_error(c, op->ref, "too_many_subscriptions", "at most %d subscriptions", MAX_SUBS);
+        return;
+    }
+    add_sub(c, job_get(hub, op->job, true));
+    if (op->since >= 0 && op->since == json_integer_value(json_object_get(doc, "seq"))) {
+        json_decref(doc);
+        send_ack(c, op->ref);
+        return;
+    }
+    json_object_set_new(doc, "type", json_string("snapshot"));
+    json_object_set_new(doc, "job_id", json_string(op->job));
+    if (op->ref)
+        json_object_set(doc, "ref", op->ref);
+    send_msg(c, msg_json(doc));
+}
+
+static void free_op(ws_op *op)
+{
+    json_decref(op->ref);
+    free(op);
+}
+
+void jw_ws_on_read(jw_ws *hub, jw_read *r)
+{
+    ws_op *op = r->user;
+
+    on_subscribe_read(hub, op, r);
+    free_op(op);
+    jw_read_free(r);
+}
+
+static ws_op *new_op(conn *c, json_t *ref)
+{
+    ws_op *op = jw_xcalloc(1, sizeof(*op));
+
+    op->hub = c->hub;
+    snprintf(op->conn_key, sizeof(op->conn_key), "%s", c->key);
+    op->ref = json_incref(ref);
+    op->since = -1;
+    return op;
+}
+
+static bool get_job_id(conn *c, json_t *msgv, json_t *ref, char out[JW_UUID_LEN + 1])
+{
+    json_t *v = json_object_get(msgv, "job_id");
+
+    if (!v) {
+        send_error(c, ref, "bad_message", "job_id is required");
+        return false;
+    }
+    if (!json_is_string(v) || !jw_uuid_valid(json_string_value(v))) {
+        send_error(c, ref, "invalid_job_id", "job_id must be a UUID string");
+        return false;
+    }
+    snprintf(out, JW_UUID_LEN + 1, "%s", json_string_value(v));
+    for (char *p = out; *p; p++)
+        *p = (char)(*p >= 'A' && *p <= 'F' ? *p + 32 : *p);
+    return true;
+}
+
+static void h_subscribe(conn *c, json_t *m, json_t *ref)
+{
+    jw_ws *hub = c->hub;
+    json_t *since_v = json_object_get(m, "since");
+    int64_t since = -1;
+    char job[JW_UUID_LEN + 1];
+    job_entry *j;
+
+    if (!get_job_id(c, m, ref, job))
+        return;
+    if (since_v) {
+        if (!json_is_integer(since_v) || json_integer_value(since_v) < 0) {
+            send_error(c, ref, "invalid_since", "since must be an integer >= 0");
+            return;
+        }
+        since = json_integer_value(since_v);
+    }
+    j = job_get(hub, job, false);
+    if (!(j && subscribed(c, j)) && c->nsubs >= MAX_SUBS) {
+        send_error(c, ref, "too_many_subscriptions", "at most %d subscriptions per connection",
+                   MAX_SUBS);
+        return;
+    }
+    if (jw_engine_job_owner(hub->app->engine, job)) {
+        subscribe_from_memory(c, job, since, ref);
+        return;
+    }
+    {
+        /* Not running here: finished before this process, or unknown. */
+        const char *params[1] = {job};
+        jw_read *r = jw_read_new(JW_READ_JOB, 1, params);
+        ws_op *op = new_op(c, ref);
+
+        snprintf(op->job, sizeof(op->job), "%s", job);
+        op->since = since;
+        r->user = op;
+        r->tag = JW_READ_TAG_WS;
+        if (jw_store_read(hub->app->store, r) != 0) {
+            jw_read_free(r);
+            free_op(op);
+            send_error(c, ref, "unavailable", "shutting down");
+        }
+    }
+}
+
+static void h_unsubscribe(conn *c, json_t *m, json_t *ref)
+{
+    char job[JW_UUID_LEN + 1];
+    job_entry *j;
+
+    if (!get_job_id(c, m, ref, job))
+        return;
+    j = job_get(c->hub, job, false);
+    if (!j || !remove_sub(c, j)) {
+        send_error(c, ref, "not_subscribed", "not subscribed to job %s", job);
+        return;
+    }
+    send_ack(c, ref);
+}
+
+static void on_otp_result(void *arg, const jw_otp_result *r)
+{
+    ws_op *op = arg;
+    conn *c = find_conn(op->hub, op->conn_key);
+
+    if (c && !c->closing) {
+        json_t *doc = json_pack("{s:s, s:b, s:i}", "type", "otp.result", "ok", r->ok,
+                                "attempts_left", r->attempts_left);
+
+        json_object_set(doc, "ref", op->ref);
+        if (!r->ok) {
+            json_object_set_new(doc, "error", json_string(r->error ? r->error : "rejected"));
+            json_object_set_new(doc, "message", json_string(r->message ? r->message : ""));
+        }
+        send_msg(c, msg_json(doc));
+    }
+    free_op(op);
+}
+
+static void h_otp_submit(conn *c, json_t *m, json_t *ref)
+{
+    json_t *id = json_object_get(m, "otp_request_id"), *value = json_object_get(m, "value");
+    char err[256], otp_id[JW_UUID_LEN + 1];
+    ws_op *op;
+    int rc;
+
+    if (!ref) {
+        send_error(c, NULL, "bad_message", "otp.submit needs a ref to answer");
+        return;
+    }
+    if (!json_is_string(id) || !jw_uuid_valid(json_string_value(id))) {
+        send_error(c, ref, "bad_message", "otp_request_id must be a UUID string");
+        return;
+    }
+    if (!json_is_string(value)) {
+        send_error(c, ref, "invalid_otp", "value must be a string of 4 to 10 digits");
+        return;
+    }
+    snprintf(otp_id, sizeof(otp_id), "%s", json_string_value(id));
+    for (char *p = otp_id; *p; p++)
+        *p = (char)(*p >= 'A' && *p <= 'F' ? *p + 32 : *p);
+    op = new_op(c, ref);
+    rc = jw_engine_submit_otp(c->hub->app->engine, otp_id, json_string_value(value),
+                              c->who.kind == JW_PRINCIPAL_USER ? c->who.user_id : NULL,
+                              on_otp_result, op, err, sizeof(err));
+    if (rc != 0) {
+        free_op(op);
+        send_error(c, ref,
+                   rc == JW_ENOTFOUND ? "not_found"
+                   : rc == JW_EINVAL  ? "invalid_otp"
+                                      : "otp_not_waiting",
+                   "%s", err);
+    }
+}
+
+static void h_ping(conn *c, json_t *m, json_t *ref)
+{
+    json_t *doc = json_pack("{s:s}", "type", "pong");
+
+    (void)m;
+    if (ref)
+        json_object_set(doc, "ref", ref);
+    send_msg(c, msg_json(doc));
+}
+
+static void h_auth(conn *c, json_t *m, json_t *ref)
+{
+    json_t *token = json_object_get(m, "token");
+
+    if (c->authed) {
+        send_error(c, ref, "bad_message", "already authenticated");
+        return;
+    }
+    if (!json_is_string(token)) {
+        send_error(c, ref, "unauthorized", "auth needs a token string");
+        start_close(c, CLOSE_AUTH, "unauthorized");
+        return;
+    }
+    authenticate(c, json_string_value(token), ref);
+}
+
+static const struct {
+    const char *type;
+    void (*handle)(conn *c, json_t *m, json_t *ref);
+    bool needs_auth;
+} handlers[] = {
+    {"auth", h_auth, false},
+    {"subscribe", h_subscribe, true},
+    {"unsubscribe", h_unsubscribe, true},
+    {"otp.submit", h_otp_submit, true},
+    {"ping", h_ping, true},
+    {NULL, NULL, false},
+};
+
+static void handle_message(conn *c, const char *data, size_t len)
+{
+    json_error_t jerr;
+    json_t *m = json_loadb(data, len, JSON_REJECT_DUPLICATES, &jerr), *type, *ref;
+
+    if (!m) {
+        send_error(c, NULL, "bad_json", "malformed JSON at column %d: %s", jerr.column, jerr.text);
+        return;
+    }
+    if (!json_is_object(m)) {
+        send_error(c, NULL, "bad_message", "a message must be a JSON object");
+        goto out;
+    }
+    ref = json_object_get(m, "ref");
+    if (ref &&
+        !(json_is_integer(ref) || (json_is_string(ref) && json_string_length(ref) <= MAX_REF))) {
+        send_error(c, NULL, "bad_message",
+                   "ref must be an integer or a string of at most %d "
+                   "characters",
+                   MAX_REF);
+        goto out;
+    }
+    type = json_object_get(m, "type");
+    if (!json_is_string(type)) {
+        send_error(c, ref, "bad_message", "type is required (a string)");
+        goto out;
+    }
+    for (int i = 0; handlers[i].type; i++) {
+        if (strcmp(handlers[i].type, json_string_value(type)) != 0)
+            continue;
+        if (handlers[i].needs_auth && !c->authed) {
+            send_error(c, ref, "auth_required", "send {\"type\":\"auth\",\"token\":…} first");
+            start_close(c, CLOSE_AUTH, "auth required");
+            goto out;
+        }
+        handlers[i].handle(c, m, ref);
+        goto out;
+    }
+    send_error(c, ref, "unknown_type", "unknown message type \"%.32s\"", json_string_value(type));
+out:
+    json_decref(m);
+}
+
+/* ---- lws glue -------------------------------------------------------------------- */
+
+static jw_ws *hub_of(struct lws *wsi)
+{
+    jw_http_ctx *ctx = lws_context_user(lws_get_context(wsi));
+    jw_app *app = ctx ? ctx->app : NULL;
+
+    return app ? app->ws : NULL;
+}
+
+static bool origin_allowed(struct lws *wsi, jw_app *app)
+{
+    char origin[256];
+    int n = lws_hdr_total_length(wsi, WSI_TOKEN_ORIGIN);
+
+    if (n <= 0)
+        return true; /* not a browser */
+    if (n >= (int)sizeof(origin) || lws_hdr_copy(wsi, origin, sizeof(origin), WSI_TOKEN_ORIGIN) < 0)
+        return false;
+    for (size_t i = 0; i < app->cfg->origin_count; i++)
+        if (strcasecmp(origin, app->cfg->origins[i]) == 0)
+            return true;
+    return false;
+}
+
+static void on_established(conn *c, struct lws *wsi, jw_ws *hub)
+{
+    char buf[JW_AUTH_MAX_TOKEN + 16];
+    const char *token;
+
+    c->wsi = wsi;
+    c->hub = hub;
+    c->id = ++hub->next_id;
+    snprintf(c->key, sizeof(c->key), "%" PRIu64, c->id);
+    jw_map_put(&hub->conns, c->key, c);
+    c->registered = true;
+    hub->stats.connections++;
+    token = lws_get_urlarg_by_name(wsi, "token=", buf, sizeof(buf));
+    if (token) {
+        authenticate(c, token, NULL);
+        OPENSSL_cleanse(buf, sizeof(buf));
+        return;
+    }
+    lws_sul_schedule(lws_get_context(wsi), 0, &c->sul, on_sul, AUTH_DEADLINE_US);
+}
+
+static void on_closed(conn *c)
+{
+    jw_ws *hub = c->hub;
+
+    if (!c->registered)
+        return;
+    lws_sul_schedule(lws_get_context(c->wsi), 0, &c->sul, on_sul, LWS_SET_TIMER_USEC_CANCEL);
+    while (c->nsubs)
+        remove_sub(c, c->subs[c->nsubs - 1]);
+    free(c->subs);
+    while (c->qhead) {
+        qent *e = c->qhead;
+
+        c->qhead = e->next;
+        msg_unref(e->m);
+        free(e);
+    }
+    free(c->rx);
+    jw_map_del(&hub->conns, c->key);
+    hub->stats.connections--;
+    c->registered = false;
+}
+
+static int on_receive(conn *c, struct lws *wsi, const void *in, size_t len)
+{
+    bool first = lws_is_first_fragment(wsi), final = lws_is_final_fragment(wsi);
+
+    if (first) {
+        c->rxlen = 0;
+        c->rx_binary = lws_frame_is_binary(wsi);
+        c->rx_too_big = false;
+    }
+    if (!c->rx_binary && !c->rx_too_big) {
+        if (c->rxlen + len > MAX_CLIENT_FRAME) {
+            c->rx_too_big = true;
+        } else {
+            if (!c->rx)
+                c->rx = jw_xmalloc(MAX_CLIENT_FRAME + 1);
+            memcpy(c->rx + c->rxlen, in, len);
+            c->rxlen += len;
+        }
+    }
+    if (!final || lws_remaining_packet_payload(wsi))
+        return 0;
+    if (c->rx_too_big) {
+        send_error(c, NULL, "frame_too_large", "a client frame may hold at most %d bytes",
+                   MAX_CLIENT_FRAME);
+        start_close(c, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE, "frame too large");
+        return 0;
+    }
+    if (c->rx_binary) {
+        send_error(c, NULL, "binary_not_supported", "send text frames of JSON");
+        return 0;
+    }
+    if (!c->closing)
+        handle_message(c, c->rx, c->rxlen);
+    return 0;
+}
+
+static int callback_ws(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                       size_t len)
+{
+    conn *c = user;
+    jw_ws *hub;
+    char uri[16];
+
+    switch (reason) {
+    case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
+        hub = hub_of(wsi);
+        if (!hub)
+            return -1;
+        /* Only /ws speaks jobwire.v1; browsers only from allowed Origins. */
+        if (lws_hdr_copy(wsi, uri, sizeof(uri), WSI_TOKEN_GET_URI) < 0 || strcmp(uri, "/ws") != 0)
+            return -1;
+        if (!origin_allowed(wsi, hub->app)) {
+            jw_log_info("ws: refused an upgrade from a foreign Origin");
+            return -1;
+        }
+        return 0;
+    case LWS_CALLBACK_ESTABLISHED:
+        hub = hub_of(wsi);
+        if (!hub)
+            return -1;
+        on_established(c, wsi, hub);
+        return 0;
+    case LWS_CALLBACK_RECEIVE:
+        if (!c || !c->registered)
+            return -1;
+        return on_receive(c, wsi, in, len);
+    case LWS_CALLBACK_SERVER_WRITEABLE:
+        if (!c || !c->registered)
+            return 0;
+        return write_some(c);
+    case LWS_CALLBACK_CLOSED:
+        if (c)
+            on_closed(c);
+        return 0;
+    default: return 0;
+    }
+}
+
+const struct lws_protocols jw_ws_protocol = {
+    .name = JW_WS_PROTOCOL,
+    .callback = callback_ws,
+    .per_session_data_size = sizeof(conn),
+    .rx_buffer_size = MAX_CLIENT_FRAME,
+};
+
+/* ---- life cycle ------------------------------------------------------------------- */
+
+jw_ws *jw_ws_new(jw_app *app)
+{
+    jw_ws *hub = jw_xcalloc(1, sizeof(*hub));
+
+    hub->app = app;
+    jw_map_init(&hub->jobs);
+    jw_map_init(&hub->conns);
+    jw_buf_init(&hub->frame, LWS_PRE + OUT_FRAME + 1);
+    return hub;
+}
+
+size_t jw_ws_close_all(jw_ws *hub)
+{
+    const char *k;
+    void *v;
+
+    for (size_t it = 0; jw_map_next(&hub->conns, &it, &k, &v);)
+        start_close(v, LWS_CLOSE_STATUS_GOINGAWAY, "server shutting down");
+    return hub->conns.count;
+}
+
+void jw_ws_get_stats(const jw_ws *hub, jw_ws_stats *out)
+{
+    *out = hub->stats;
+}
+
+void jw_ws_free(jw_ws *hub)
+{
+    const char *k;
+    void *v;
+
+    if (!hub)
+        return;
+    for (size_t it = 0; jw_map_next(&hub->jobs, &it, &k, &v);)
+        free_job_entry(v);
+    jw_map_release(&hub->jobs);
+    jw_map_release(&hub->conns);
+    jw_buf_release(&hub->frame);
+    free(hub);
+}

@@ -1,0 +1,51 @@
+/*
+ * ws.h - the jobwire.v1 WebSocket endpoint (docs/protocol.md).
+ *
+ * The hub keeps, per job, the connections subscribed to it and a ring of its
+ * last 64 committed deltas. Each committed delta is encoded once into a
+ * reference-counted message that every subscriber's queue shares; a
+ * connection's queued messages leave in one frame, newline-separated. Queues
+ * are bounded in bytes: past the bound a job's queued deltas are replaced by
+ * one fresh snapshot, and a connection over its bound for too long is closed.
+ *
+ * Loop thread only. The hub borrows the app; connections are lws-owned and
+ * leave the hub when lws closes them.
+ */
+#ifndef JW_WS_H
+#define JW_WS_H
+
+#include "jw_delta.h"
+#include "jw_store.h"
+
+#include <libwebsockets.h>
+#include <stdint.h>
+
+struct jw_app;
+typedef struct jw_ws jw_ws;
+
+#define JW_WS_PROTOCOL "jobwire.v1"
+
+typedef struct jw_ws_stats {
+    uint64_t connections;   /* open now */
+    uint64_t subscriptions; /* open now */
+    uint64_t deltas_sent;   /* delta messages handed to sockets */
+    uint64_t frames_sent;
+    uint64_t bytes_sent;
+    uint64_t resyncs;     /* queued deltas replaced by a snapshot */
+    uint64_t slow_closes; /* closed with 4008 */
+} jw_ws_stats;
+
+extern const struct lws_protocols jw_ws_protocol;
+
+jw_ws *jw_ws_new(struct jw_app *app);
+void jw_ws_free(jw_ws *hub);
+
+/* The engine's publish port lands here: a committed delta, in seq order per job. */
+void jw_ws_publish(jw_ws *hub, jw_delta *d);
+/* A database read the hub asked for has its answer (the read is the hub's). */
+void jw_ws_on_read(jw_ws *hub, jw_read *r);
+/* Shutdown: asks every connection to close with 1001; returns how many are open. */
+size_t jw_ws_close_all(jw_ws *hub);
+void jw_ws_get_stats(const jw_ws *hub, jw_ws_stats *out);
+
+#endif
