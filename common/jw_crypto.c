@@ -1,5 +1,7 @@
 #include "jw_crypto.h"
 
+#include "jw_util.h"
+
 #include "jw_error.h"
 #include "jw_log.h"
 
@@ -142,17 +144,6 @@ char *jw_bytea_hex(const uint8_t *p, size_t n)
     return s;
 }
 
-static int hex_digit(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 int jw_bytea_parse(const char *text, uint8_t **out, size_t *n)
 {
     size_t digits;
@@ -176,7 +167,7 @@ int jw_bytea_parse(const char *text, uint8_t **out, size_t *n)
 
     buf = jw_xmalloc(digits / 2);
     for (size_t i = 0; i < digits / 2; i++) {
-        int hi = hex_digit(text[2 * i]), lo = hex_digit(text[2 * i + 1]);
+        int hi = jw_hex_digit(text[2 * i]), lo = jw_hex_digit(text[2 * i + 1]);
 
         if (hi < 0 || lo < 0) {
             free(buf);

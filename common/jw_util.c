@@ -22,7 +22,7 @@ int64_t jw_mono_us(void)
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-static int hexval(char c)
+int jw_hex_digit(char c)
 {
     if (c >= '0' && c <= '9')
         return c - '0';
@@ -41,7 +41,7 @@ bool jw_uuid_valid(const char *s)
         if (i == 8 || i == 13 || i == 18 || i == 23) {
             if (s[i] != '-')
                 return false;
-        } else if (hexval(s[i]) < 0) {
+        } else if (jw_hex_digit(s[i]) < 0) {
             return false;
         }
     }

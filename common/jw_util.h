@@ -16,6 +16,9 @@ int64_t jw_now_us(void);
 /* Monotonic clock in microseconds (durations, deadlines). */
 int64_t jw_mono_us(void);
 
+/* The value of a hex digit (either case), or -1. */
+int jw_hex_digit(char c);
+
 /* True for the canonical 8-4-4-4-12 hex form (either case), NUL-terminated. */
 bool jw_uuid_valid(const char *s);
 /* A random (version 4) UUID in lower-case canonical form; out has 37 bytes. */

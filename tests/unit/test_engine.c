@@ -114,13 +114,22 @@ static void advance_ms(int64_t ms)
     commit_all();
 }
 
-static int setup(void **state)
+/* The engine's ports, all fakes. */
+static jw_engine_ports fake_ports(void)
 {
     jw_engine_ports p = {.now_us = fake_now,
                          .random = fake_random,
                          .submit = fake_submit,
                          .publish = fake_publish,
+                         .timers = F.timers,
                          .provider = {"fake", NULL, fake_start, fake_destroy}};
+
+    return p;
+}
+
+static int setup(void **state)
+{
+    jw_engine_ports p;
     jw_engine_config cfg = {.otp_timeout_login_ms = 300000, .otp_timeout_payment_ms = 180000};
 
     (void)state;
@@ -128,7 +137,7 @@ static int setup(void **state)
     jw_log_set_level(JW_LOG_ERROR);
     F.now = INT64_C(1795687200000000); /* 2026-11-26T10:00:00Z */
     F.timers = jw_timers_new(NULL, NULL);
-    p.timers = F.timers;
+    p = fake_ports();
     F.e = jw_engine_new(&cfg, &p);
     return 0;
 }
@@ -887,12 +896,7 @@ static json_t *as_loaded(const char *id)
 
 static void restart_engine(json_t *loaded)
 {
-    jw_engine_ports p = {.now_us = fake_now,
-                         .random = fake_random,
-                         .submit = fake_submit,
-                         .publish = fake_publish,
-                         .timers = F.timers,
-                         .provider = {"fake", NULL, fake_start, fake_destroy}};
+    jw_engine_ports p = fake_ports();
     char err[256];
 
     jw_engine_free(F.e);
@@ -1024,12 +1028,7 @@ static const uint8_t KEY[32] = {1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 
 
 static void with_session_key(void)
 {
-    jw_engine_ports p = {.now_us = fake_now,
-                         .random = fake_random,
-                         .submit = fake_submit,
-                         .publish = fake_publish,
-                         .timers = F.timers,
-                         .provider = {"fake", NULL, fake_start, fake_destroy}};
+    jw_engine_ports p = fake_ports();
     jw_engine_config cfg = {.session_key = KEY};
 
     jw_engine_free(F.e);
