@@ -28,7 +28,8 @@ char *jw_buf_detach(jw_buf *b, size_t *len)
 
     if (len)
         *len = b->len;
-    jw_buf_init(b, 0);
+    b->data = NULL;
+    b->len = b->cap = 0;
     return p;
 }
 

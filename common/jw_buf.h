@@ -2,7 +2,8 @@
  * jw_buf.h - a growable byte buffer, always NUL-terminated (git's strbuf).
  *
  * jw_buf_init/jw_buf_release for caller storage; jw_buf_detach hands the
- * bytes to the caller (free() them) and leaves the buffer empty. Growth that
+ * bytes to the caller (free() them) and leaves the buffer released: init it
+ * again before reuse (release stays harmless). Growth that
  * fails aborts: buffers hold sizes we chose, and callers bound what a peer
  * sends before appending it.
  */
@@ -12,7 +13,7 @@
 #include <stddef.h>
 
 typedef struct jw_buf {
-    char *data; /* never NULL after init */
+    char *data; /* never NULL between init and release/detach */
     size_t len;
     size_t cap;
 } jw_buf;
