@@ -89,9 +89,17 @@ void jw_store_get_stats(jw_store *s, jw_store_stats *out);
  *  JW_READ_JOB   (job id)  -> {"job":{…},"steps":[…],"otp_requests":[…],"seq":N}
  *  JW_READ_JOBS  (status|NULL, user id|NULL, before job id|NULL, limit)
  *                -> [{job row}, …] newest first; "before" pages past a job
+ *  JW_READ_EVENTS (job id, after seq, up to seq)
+ *                -> [{"type":"delta","job_id","seq","ts","table","op","row"}, …]
+ *                   in seq order: the journal as jobwire.v1 deltas
  * A job that does not exist answers JW_ENOTFOUND.
  */
-typedef enum jw_read_kind { JW_READ_JOB, JW_READ_JOBS, JW_READ__COUNT } jw_read_kind;
+typedef enum jw_read_kind {
+    JW_READ_JOB,
+    JW_READ_JOBS,
+    JW_READ_EVENTS,
+    JW_READ__COUNT
+} jw_read_kind;
 
 #define JW_READ_MAX_PARAMS 4
 

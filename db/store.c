@@ -247,6 +247,13 @@ static const char *const read_sql[JW_READ__COUNT] = {
         "    AND ($3::uuid IS NULL OR (j.created_at, j.id) <"
         "         (SELECT b.created_at, b.id FROM job_runs b WHERE b.id = $3::uuid))"
         "  ORDER BY j.created_at DESC, j.id DESC LIMIT $4::int) x",
+    /* row_data is json: embedded as stored, byte for byte. */
+    [JW_READ_EVENTS] =
+        "SELECT COALESCE(json_agg(json_build_object('type', 'delta', 'job_id', e.job_run_id,"
+        " 'seq', e.seq, 'ts', (extract(epoch FROM e.ts) * 1000000)::bigint,"
+        " 'table', e.table_name, 'op', e.op, 'row', e.row_data) ORDER BY e.seq), '[]')::text"
+        " FROM job_events e"
+        " WHERE e.job_run_id = $1::uuid AND e.seq > $2::bigint AND e.seq <= $3::bigint",
 };
 
 static bool connect_db(jw_store *s)

@@ -25,6 +25,7 @@
 #define OUT_FRAME 65536    /* messages gathered into one frame, unless one is bigger */
 #define MAX_JOBS_IDLE 4096 /* jobs kept with a ring but no subscriber */
 #define MAX_REF 64
+#define MAX_DB_REPLAY 2000 /* deltas replayed from job_events; past it, a snapshot */
 
 enum { CLOSE_SLOW = 4008, CLOSE_AUTH = 4401, CLOSE_AUTH_TIMEOUT = 4408 };
 
@@ -458,7 +459,12 @@ typedef struct ws_op {
     json_t *ref;
     char job[JW_UUID_LEN + 1];
     int64_t since; /* -1: none */
+    int64_t upto;  /* REPLAY: the last seq read from job_events */
+    enum { OP_SUBSCRIBE, OP_REPLAY } kind;
 } ws_op;
+
+static ws_op *new_op(struct conn *c, json_t *ref);
+static void free_op(ws_op *op);
 
 static conn *find_conn(jw_ws *hub, const char *key)
 {
@@ -523,13 +529,19 @@ static void on_sul(lws_sorted_usec_list_t *sul)
     start_close(c, CLOSE_AUTH, "token expired");
 }
 
-/* Replays the ring's deltas after since, or returns false when it cannot. */
-static bool replay(conn *c, job_entry *j, int64_t since, int64_t current)
+/* Whether the ring holds every delta after since up to current. */
+static bool replay_covers(const job_entry *j, int64_t since, int64_t current)
 {
     if (since == current)
         return true;
-    if (!j->count || since < j->first_seq - 1 || since >= current ||
-        j->first_seq + (int64_t)j->count - 1 != current)
+    return j->count && since >= j->first_seq - 1 && since < current &&
+           j->first_seq + (int64_t)j->count - 1 == current;
+}
+
+/* Replays the ring's deltas after since, or returns false when it cannot. */
+static bool replay(conn *c, job_entry *j, int64_t since, int64_t current)
+{
+    if (!replay_covers(j, since, current))
         return false;
     for (int64_t s = since + 1; s <= current; s++) {
         msg *m = j->ring[(j->first + (size_t)(s - j->first_seq)) % RING];
@@ -552,6 +564,31 @@ static void subscribe_from_memory(conn *c, const char *job_id, int64_t since, js
         return;
     }
     j = job_get(hub, job_id, true);
+    if (since >= 0 && since < current && !replay_covers(j, since, current) &&
+        current - since <= MAX_DB_REPLAY) {
+        /* Older than the ring: read the journal, then splice the ring on. */
+        const char *params[3];
+        char a[24], b[24];
+        jw_read *r;
+        ws_op *op = new_op(c, ref);
+
+        snprintf(a, sizeof(a), "%" PRId64, since);
+        snprintf(b, sizeof(b), "%" PRId64, current);
+        params[0] = job_id;
+        params[1] = a;
+        params[2] = b;
+        r = jw_read_new(JW_READ_EVENTS, 3, params);
+        snprintf(op->job, sizeof(op->job), "%s", job_id);
+        op->kind = OP_REPLAY;
+        op->since = since;
+        op->upto = current;
+        r->user = op;
+        r->tag = JW_READ_TAG_WS;
+        if (jw_store_read(hub->app->store, r) == 0)
+            return;
+        jw_read_free(r);
+        free_op(op);
+    }
     add_sub(c, j);
     if (since >= 0 && replay(c, j, since, current)) {
         send_ack(c, ref);
@@ -616,11 +653,58 @@ static void free_op(ws_op *op)
     free(op);
 }
 
+/*
+ * The journal after since arrived: send it, then whatever the ring holds
+ * beyond it, so the client sees since+1 ... now without a gap, then live
+ * deltas. Anything that does not line up falls back to a snapshot.
+ */
+static void on_replay_read(jw_ws *hub, ws_op *op, jw_read *r)
+{
+    conn *c = find_conn(hub, op->conn_key);
+    jw_engine *e = hub->app->engine;
+    int64_t current = jw_engine_committed_seq(e, op->job), expect = op->since + 1;
+    json_t *events = NULL, *ev;
+    job_entry *j;
+    size_t i;
+
+    if (!c || c->closing)
+        return;
+    if (r->status == 0)
+        events = json_loads(r->result, 0, NULL);
+    j = job_get(hub, op->job, true);
+    json_array_foreach(events, i, ev)
+    {
+        if (json_integer_value(json_object_get(ev, "seq")) != expect)
+            break;
+        expect++;
+    }
+    if (!events || expect != op->upto + 1 || current < op->upto ||
+        (current > op->upto && !replay_covers(j, op->upto, current))) {
+        json_decref(events);
+        subscribe_from_memory(c, op->job, -1, op->ref); /* a snapshot */
+        return;
+    }
+    add_sub(c, j);
+    json_array_foreach(events, i, ev)
+    {
+        msg *m = msg_json(json_incref(ev));
+
+        push_delta(c, m, j);
+        msg_unref(m);
+    }
+    json_decref(events);
+    replay(c, j, op->upto, current);
+    send_ack(c, op->ref);
+}
+
 void jw_ws_on_read(jw_ws *hub, jw_read *r)
 {
     ws_op *op = r->user;
 
-    on_subscribe_read(hub, op, r);
+    if (op->kind == OP_REPLAY)
+        on_replay_read(hub, op, r);
+    else
+        on_subscribe_read(hub, op, r);
     free_op(op);
     jw_read_free(r);
 }
