@@ -60,6 +60,16 @@ static int parse_provider_timeout(jw_config *c, const char *v, const char *name,
                                   size_t errlen);
 static int parse_retry_scale(jw_config *c, const char *v, const char *name, char *err,
                              size_t errlen);
+static int parse_ws_max_frame(jw_config *c, const char *v, const char *name, char *err,
+                              size_t errlen);
+static int parse_ws_max_subs(jw_config *c, const char *v, const char *name, char *err,
+                             size_t errlen);
+static int parse_ws_max_queue(jw_config *c, const char *v, const char *name, char *err,
+                              size_t errlen);
+static int parse_ws_slow_close(jw_config *c, const char *v, const char *name, char *err,
+                               size_t errlen);
+static int parse_ws_auth_timeout(jw_config *c, const char *v, const char *name, char *err,
+                                 size_t errlen);
 
 /* The one table of settings. Order is --help order and parse order. */
 static const struct setting settings[] = {
@@ -203,6 +213,49 @@ static const struct setting settings[] = {
         .def = "1",
         .help = "Multiplies every retry delay, 0.001..100 (tests use a small factor).",
         .parse = parse_retry_scale,
+    },
+    {
+        .flag = "ws-max-frame",
+        .env = "JOBWIRE_WS_MAX_FRAME",
+        .metavar = "BYTES",
+        .def = "16384",
+        .help = "Largest client WebSocket message, 1024..1048576 bytes; larger ones get "
+                "frame_too_large and close 1009.",
+        .parse = parse_ws_max_frame,
+    },
+    {
+        .flag = "ws-max-subscriptions",
+        .env = "JOBWIRE_WS_MAX_SUBSCRIPTIONS",
+        .metavar = "N",
+        .def = "100",
+        .help = "Subscriptions one WebSocket connection may hold, 1..10000.",
+        .parse = parse_ws_max_subs,
+    },
+    {
+        .flag = "ws-max-queue",
+        .env = "JOBWIRE_WS_MAX_QUEUE",
+        .metavar = "BYTES",
+        .def = "1048576",
+        .help = "Outbound bytes queued per WebSocket connection, 65536..67108864; past it a "
+                "job's queued deltas are replaced by one snapshot.",
+        .parse = parse_ws_max_queue,
+    },
+    {
+        .flag = "ws-slow-close",
+        .env = "JOBWIRE_WS_SLOW_CLOSE",
+        .metavar = "SECONDS",
+        .def = "10",
+        .help = "How long a connection may stay over its queue bound before it is closed "
+                "with 4008, 1..600 s.",
+        .parse = parse_ws_slow_close,
+    },
+    {
+        .flag = "ws-auth-timeout",
+        .env = "JOBWIRE_WS_AUTH_TIMEOUT",
+        .metavar = "SECONDS",
+        .def = "10",
+        .help = "How long a connection without ?token= has to send its auth message, 1..300 s.",
+        .parse = parse_ws_auth_timeout,
     },
 };
 
@@ -879,4 +932,68 @@ static int parse_retry_scale(jw_config *c, const char *v, const char *name, char
         return fail(err, errlen, "%s must be a number 0.001..100 (got \"%s\")", name, v);
     c->retry_scale = f;
     return 0;
+}
+
+static int parse_range(long *out, const char *v, const char *name, long min, long max,
+                       const char *unit, char *err, size_t errlen)
+{
+    if (!parse_long(v, min, max, out))
+        return fail(err, errlen, "%s must be a whole number of %s %ld..%ld (got \"%s\")", name,
+                    unit, min, max, v);
+    return 0;
+}
+
+static int parse_ws_max_frame(jw_config *c, const char *v, const char *name, char *err,
+                              size_t errlen)
+{
+    long n = 0;
+    int rc = parse_range(&n, v, name, 1024, 1048576, "bytes", err, errlen);
+
+    if (rc == 0)
+        c->ws_max_frame = (int)n;
+    return rc;
+}
+
+static int parse_ws_max_subs(jw_config *c, const char *v, const char *name, char *err,
+                             size_t errlen)
+{
+    long n = 0;
+    int rc = parse_range(&n, v, name, 1, 10000, "subscriptions", err, errlen);
+
+    if (rc == 0)
+        c->ws_max_subscriptions = (int)n;
+    return rc;
+}
+
+static int parse_ws_max_queue(jw_config *c, const char *v, const char *name, char *err,
+                              size_t errlen)
+{
+    long n = 0;
+    int rc = parse_range(&n, v, name, 65536, 67108864, "bytes", err, errlen);
+
+    if (rc == 0)
+        c->ws_max_queue = n;
+    return rc;
+}
+
+static int parse_ws_slow_close(jw_config *c, const char *v, const char *name, char *err,
+                               size_t errlen)
+{
+    long n = 0;
+    int rc = parse_range(&n, v, name, 1, 600, "seconds", err, errlen);
+
+    if (rc == 0)
+        c->ws_slow_close_s = (int)n;
+    return rc;
+}
+
+static int parse_ws_auth_timeout(jw_config *c, const char *v, const char *name, char *err,
+                                 size_t errlen)
+{
+    long n = 0;
+    int rc = parse_range(&n, v, name, 1, 300, "seconds", err, errlen);
+
+    if (rc == 0)
+        c->ws_auth_timeout_s = (int)n;
+    return rc;
 }

@@ -69,6 +69,13 @@ typedef struct jw_config {
     int otp_timeout_payment_s; /* 1..3600 */
     int provider_timeout_ms;   /* 100..300000 */
     double retry_scale;        /* multiplies every retry delay, 0.001..100 */
+
+    /* jobwire.v1 limits (docs/protocol.md) */
+    int ws_max_frame;         /* bytes of one client message, 1024..1048576 */
+    int ws_max_subscriptions; /* per connection, 1..10000 */
+    long ws_max_queue;        /* outbound bytes per connection, 65536..67108864 */
+    int ws_slow_close_s;      /* seconds over the queue bound before 4008, 1..600 */
+    int ws_auth_timeout_s;    /* seconds for the first auth message, 1..300 */
 } jw_config;
 
 /*

@@ -16,12 +16,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_CLIENT_FRAME (16 * 1024)
-#define MAX_SUBS 100
+/* The configurable limits (docs/protocol.md), read from the app's config. */
+#define MAX_CLIENT_FRAME ((size_t)hub_cfg(c)->ws_max_frame)
+#define MAX_SUBS ((size_t)hub_cfg(c)->ws_max_subscriptions)
+#define MAX_QUEUE_BYTES ((size_t)hub_cfg(c)->ws_max_queue)
+#define MAX_OVER_US ((int64_t)hub_cfg(c)->ws_slow_close_s * 1000000)
+#define AUTH_DEADLINE_US ((int64_t)hub_cfg(c)->ws_auth_timeout_s * 1000000)
+#define RX_CHUNK 16384 /* lws hands client frames over in chunks of this size */
 #define RING 64
-#define MAX_QUEUE_BYTES (1024 * 1024)
-#define MAX_OVER_US (10 * INT64_C(1000000))
-#define AUTH_DEADLINE_US (10 * INT64_C(1000000))
 #define OUT_FRAME 65536    /* messages gathered into one frame, unless one is bigger */
 #define MAX_JOBS_IDLE 4096 /* jobs kept with a ring but no subscriber */
 #define MAX_REF 64
@@ -118,6 +120,13 @@ typedef struct conn {
     size_t rxlen;
     bool rx_binary, rx_too_big;
 } conn;
+
+static const jw_config *hub_cfg(const struct conn *c);
+
+static const jw_config *hub_cfg(const conn *c)
+{
+    return c->hub->app->cfg;
+}
 
 static void idle_unlink(jw_ws *hub, job_entry *j)
 {
@@ -483,10 +492,11 @@ static void send_ack(conn *c, json_t *ref)
 static void hello(conn *c)
 {
     json_t *doc = json_pack(
-        "{s:s, s:s, s:o, s:{s:i, s:i, s:i, s:i}}", "type", "hello", "protocol", JW_WS_PROTOCOL,
+        "{s:s, s:s, s:o, s:{s:I, s:I, s:I, s:I}}", "type", "hello", "protocol", JW_WS_PROTOCOL,
         "user_id", c->who.kind == JW_PRINCIPAL_USER ? json_string(c->who.user_id) : json_null(),
-        "limits", "max_frame", MAX_CLIENT_FRAME, "max_subscriptions", MAX_SUBS, "max_queue_bytes",
-        MAX_QUEUE_BYTES, "replay_window", RING);
+        "limits", "max_frame", (json_int_t)MAX_CLIENT_FRAME, "max_subscriptions",
+        (json_int_t)MAX_SUBS, "max_queue_bytes", (json_int_t)MAX_QUEUE_BYTES, "replay_window",
+        (json_int_t)RING);
 
     send_msg(c, msg_json(doc));
 }
@@ -631,7 +641,7 @@ static void on_subscribe_read(jw_ws *hub, ws_op *op, jw_read *r)
     }
     if (c->nsubs >= MAX_SUBS) {
         json_decref(doc);
-        send_error(c, op->ref, "too_many_subscriptions", "at most %d subscriptions", MAX_SUBS);
+        send_error(c, op->ref, "too_many_subscriptions", "at most %zu subscriptions", MAX_SUBS);
         return;
     }
     add_sub(c, job_get(hub, op->job, true));
@@ -757,7 +767,7 @@ static void h_subscribe(conn *c, json_t *m, json_t *ref)
     }
     j = job_get(hub, job, false);
     if (!(j && subscribed(c, j)) && c->nsubs >= MAX_SUBS) {
-        send_error(c, ref, "too_many_subscriptions", "at most %d subscriptions per connection",
+        send_error(c, ref, "too_many_subscriptions", "at most %zu subscriptions per connection",
                    MAX_SUBS);
         return;
     }
@@ -1018,7 +1028,7 @@ static int on_receive(conn *c, struct lws *wsi, const void *in, size_t len)
             c->rx_too_big = true;
         } else {
             if (!c->rx)
-                c->rx = jw_xmalloc(MAX_CLIENT_FRAME + 1);
+                c->rx = jw_xmalloc(MAX_CLIENT_FRAME + 1); /* bounded above */
             memcpy(c->rx + c->rxlen, in, len);
             c->rxlen += len;
         }
@@ -1026,7 +1036,7 @@ static int on_receive(conn *c, struct lws *wsi, const void *in, size_t len)
     if (!final || lws_remaining_packet_payload(wsi))
         return 0;
     if (c->rx_too_big) {
-        send_error(c, NULL, "frame_too_large", "a client frame may hold at most %d bytes",
+        send_error(c, NULL, "frame_too_large", "a client frame may hold at most %zu bytes",
                    MAX_CLIENT_FRAME);
         start_close(c, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE, "frame too large");
         return 0;
@@ -1086,7 +1096,7 @@ const struct lws_protocols jw_ws_protocol = {
     .name = JW_WS_PROTOCOL,
     .callback = callback_ws,
     .per_session_data_size = sizeof(conn),
-    .rx_buffer_size = MAX_CLIENT_FRAME,
+    .rx_buffer_size = RX_CHUNK,
 };
 
 /* ---- life cycle ------------------------------------------------------------------- */
