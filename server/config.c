@@ -244,7 +244,7 @@ static const struct setting settings[] = {
         .flag = "ws-slow-close",
         .env = "JOBWIRE_WS_SLOW_CLOSE",
         .metavar = "SECONDS",
-        .def = "10",
+        .def = "60",
         .help = "How long a connection may stay over its queue bound before it is closed "
                 "with 4008, 1..600 s.",
         .parse = parse_ws_slow_close,

@@ -566,6 +566,11 @@ static int callback_http(struct lws *wsi, enum lws_callback_reasons reason, void
             return on_writeable(wsi, s);
         break;
 
+    case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
+        /* A WebSocket upgrade without a subprotocol we speak lands here:
+         * refuse it rather than hold a socket nobody answers. */
+        return -1;
+
     case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
     case LWS_CALLBACK_CLOSED_HTTP:
         /* Either may come first, or alone; release is idempotent. */

@@ -74,14 +74,21 @@ static void msg_unref(msg *m)
 
 struct conn;
 
+/* One connection's subscription to one job, kept on the job's entry. */
+typedef struct subscriber {
+    struct conn *c;
+    bool replaying; /* a journal replay is in flight: live deltas come after it */
+    bool resync;    /* deltas dropped over the queue bound: a snapshot is owed */
+} subscriber;
+
 typedef struct job_entry {
     char id[JW_UUID_LEN + 1];
-    struct conn **conns;
-    size_t nconns, capconns;
+    subscriber *subs;
+    size_t nsubs, capsubs;
     msg *ring[RING]; /* ring[(first + i) % RING] has seq first_seq + i */
     size_t first, count;
     int64_t first_seq;
-    struct job_entry *idle_prev, *idle_next; /* on the idle list while nconns == 0 */
+    struct job_entry *idle_prev, *idle_next; /* on the idle list while nsubs == 0 */
 } job_entry;
 
 struct jw_ws {
@@ -98,7 +105,8 @@ struct jw_ws {
 typedef struct qent {
     struct qent *next;
     msg *m;
-    job_entry *job; /* set for deltas: they may be replaced by a snapshot */
+    job_entry *job; /* set for a job's deltas and snapshots: a resync drops them */
+    bool delta;
 } qent;
 
 typedef struct conn {
@@ -115,7 +123,8 @@ typedef struct conn {
     size_t nsubs, capsubs;
     qent *qhead, *qtail;
     size_t qbytes;
-    int64_t over_since;
+    int64_t over_since;  /* since when deltas are being dropped for this connection */
+    size_t resyncs_owed; /* subscribers of this connection with resync set */
     char *rx;
     size_t rxlen;
     bool rx_binary, rx_too_big;
@@ -148,7 +157,7 @@ static void free_job_entry(job_entry *j)
 {
     for (size_t i = 0; i < j->count; i++)
         msg_unref(j->ring[(j->first + i) % RING]);
-    free(j->conns);
+    free(j->subs);
     free(j);
 }
 
@@ -197,13 +206,14 @@ static void start_close(conn *c, int code, const char *reason)
     lws_callback_on_writable(c->wsi);
 }
 
-static void push(conn *c, msg *m, job_entry *job)
+static void push(conn *c, msg *m, job_entry *job, bool delta)
 {
     qent *e = jw_xmalloc(sizeof(*e));
 
     m->refs++;
     e->m = m;
     e->job = job;
+    e->delta = delta;
     e->next = NULL;
     if (c->qtail)
         c->qtail->next = e;
@@ -217,7 +227,7 @@ static void push(conn *c, msg *m, job_entry *job)
 static void send_msg(conn *c, msg *m)
 {
     if (!c->closing)
-        push(c, m, NULL);
+        push(c, m, NULL, false);
     msg_unref(m);
 }
 
@@ -253,21 +263,23 @@ static msg *snapshot_msg(jw_app *app, const char *job_id, json_t *ref, const cha
     return msg_json(snap);
 }
 
-/*
- * The queue would pass its bound: drop this job's queued deltas and queue
- * one fresh snapshot instead. A snapshot is never refused, so the queue may
- * stay over its bound; for too long, and the connection is closed.
- */
-static void resync(conn *c, job_entry *job)
+static subscriber *find_sub(job_entry *j, const conn *c)
 {
-    jw_ws *hub = c->hub;
+    for (size_t i = 0; i < j->nsubs; i++)
+        if (j->subs[i].c == c)
+            return &j->subs[i];
+    return NULL;
+}
+
+/* Drops what is queued for job j on c (its deltas and any snapshot of it). */
+static void drop_queued(conn *c, job_entry *j)
+{
     qent **pp = &c->qhead, *last = NULL;
-    msg *snap;
 
     while (*pp) {
         qent *e = *pp;
 
-        if (e->job == job) {
+        if (e->job == j) {
             *pp = e->next;
             c->qbytes -= e->m->len + 1;
             msg_unref(e->m);
@@ -278,34 +290,66 @@ static void resync(conn *c, job_entry *job)
         pp = &e->next;
     }
     c->qtail = last;
-    snap = snapshot_msg(hub->app, job->id, NULL, "resync");
-    if (snap) {
-        push(c, snap, NULL);
-        msg_unref(snap);
-    }
-    hub->stats.resyncs++;
-    if (c->qbytes > MAX_QUEUE_BYTES) {
-        int64_t now = jw_mono_us();
+}
 
-        if (!c->over_since) {
-            c->over_since = now;
-        } else if (now - c->over_since > MAX_OVER_US) {
-            hub->stats.slow_closes++;
-            jw_log_warn("ws conn=%" PRIu64 " closed: over its queue bound for %" PRId64 " s", c->id,
+/*
+ * A delta does not fit under the queue bound: drop this job's queued
+ * messages and owe the connection one snapshot of the job instead, built when
+ * the connection can take it (write_some). Until then the job's deltas are
+ * dropped at no cost: the snapshot will include them. A connection that keeps
+ * dropping for too long is closed.
+ */
+static void overflow(conn *c, job_entry *j, subscriber *sub)
+{
+    int64_t now = jw_mono_us();
+
+    drop_queued(c, j);
+    sub->resync = true;
+    c->resyncs_owed++;
+    c->hub->stats.resyncs++;
+    if (!c->over_since)
+        c->over_since = now;
+    lws_callback_on_writable(c->wsi);
+}
+
+static void push_delta(conn *c, subscriber *sub, msg *m, job_entry *j)
+{
+    if (c->closing || sub->replaying || sub->resync) {
+        if (sub->resync && c->over_since && jw_mono_us() - c->over_since > MAX_OVER_US) {
+            c->hub->stats.slow_closes++;
+            jw_log_warn("ws conn=%" PRIu64 " closed: behind for over %" PRId64 " s", c->id,
                         MAX_OVER_US / 1000000);
             start_close(c, CLOSE_SLOW, "slow consumer");
         }
+        return;
     }
+    if (c->qbytes + m->len + 1 > MAX_QUEUE_BYTES) {
+        overflow(c, j, sub);
+        return;
+    }
+    push(c, m, j, true);
 }
 
-static void push_delta(conn *c, msg *m, job_entry *job)
+/* Builds the snapshots this connection is owed, now that it can take them. */
+static void pay_resyncs(conn *c)
 {
-    if (c->closing)
-        return;
-    if (c->qbytes + m->len + 1 > MAX_QUEUE_BYTES)
-        resync(c, job);
-    else
-        push(c, m, job);
+    for (size_t i = 0; i < c->nsubs && c->resyncs_owed; i++) {
+        job_entry *j = c->subs[i];
+        subscriber *sub = find_sub(j, c);
+        msg *snap;
+
+        if (!sub || !sub->resync)
+            continue;
+        sub->resync = false;
+        c->resyncs_owed--;
+        snap = snapshot_msg(c->hub->app, j->id, NULL, "resync");
+        if (snap) {
+            push(c, snap, j, false);
+            msg_unref(snap);
+        }
+    }
+    if (!c->resyncs_owed)
+        c->over_since = 0;
 }
 
 static int write_some(conn *c)
@@ -315,6 +359,9 @@ static int write_some(conn *c)
     qent *e;
     int wrote;
 
+    /* Only once what is queued has gone: the owed snapshots are the newest state. */
+    if (!c->qhead && c->resyncs_owed && !c->closing)
+        pay_resyncs(c);
     if (!c->qhead) {
         if (c->closing) {
             lws_close_reason(c->wsi, (enum lws_close_status)c->close_code,
@@ -342,16 +389,14 @@ static int write_some(conn *c)
         e = c->qhead;
         c->qhead = e->next;
         c->qbytes -= e->m->len + 1;
-        if (e->job)
+        if (e->delta)
             hub->stats.deltas_sent++;
         msg_unref(e->m);
         free(e);
     }
     if (!c->qhead)
         c->qtail = NULL;
-    if (c->qbytes <= MAX_QUEUE_BYTES)
-        c->over_since = 0;
-    if (c->qhead || c->closing)
+    if (c->qhead || c->closing || c->resyncs_owed)
         lws_callback_on_writable(c->wsi);
     return 0;
 }
@@ -366,52 +411,50 @@ static bool subscribed(const conn *c, const job_entry *j)
     return false;
 }
 
-static void add_sub(conn *c, job_entry *j)
+static subscriber *add_sub(conn *c, job_entry *j)
 {
     jw_ws *hub = c->hub;
+    subscriber *sub = find_sub(j, c);
 
-    if (subscribed(c, j))
-        return;
+    if (sub)
+        return sub;
     if (c->nsubs == c->capsubs) {
         c->capsubs = c->capsubs ? c->capsubs * 2 : 4;
         c->subs = jw_xrealloc(c->subs, c->capsubs * sizeof(*c->subs));
     }
     c->subs[c->nsubs++] = j;
-    if (j->nconns == 0)
+    if (j->nsubs == 0)
         idle_unlink(hub, j);
-    if (j->nconns == j->capconns) {
-        j->capconns = j->capconns ? j->capconns * 2 : 4;
-        j->conns = jw_xrealloc(j->conns, j->capconns * sizeof(*j->conns));
+    if (j->nsubs == j->capsubs) {
+        j->capsubs = j->capsubs ? j->capsubs * 2 : 4;
+        j->subs = jw_xrealloc(j->subs, j->capsubs * sizeof(*j->subs));
     }
-    j->conns[j->nconns++] = c;
+    sub = &j->subs[j->nsubs++];
+    memset(sub, 0, sizeof(*sub));
+    sub->c = c;
     hub->stats.subscriptions++;
+    return sub;
 }
 
 static bool remove_sub(conn *c, job_entry *j)
 {
     jw_ws *hub = c->hub;
-    bool found = false;
+    subscriber *sub = find_sub(j, c);
 
+    if (!sub)
+        return false;
+    if (sub->resync)
+        c->resyncs_owed--;
+    *sub = j->subs[--j->nsubs];
     for (size_t i = 0; i < c->nsubs; i++) {
         if (c->subs[i] == j) {
             c->subs[i] = c->subs[--c->nsubs];
-            found = true;
             break;
         }
     }
-    if (!found)
-        return false;
-    for (size_t i = 0; i < j->nconns; i++) {
-        if (j->conns[i] == c) {
-            j->conns[i] = j->conns[--j->nconns];
-            break;
-        }
-    }
-    /* Its deltas still queued here are no longer wanted. */
-    for (qent *e = c->qhead; e; e = e->next)
-        if (e->job == j)
-            e->job = NULL;
-    if (j->nconns == 0)
+    /* What is still queued for it is no longer wanted. */
+    drop_queued(c, j);
+    if (j->nsubs == 0)
         idle_push(hub, j);
     hub->stats.subscriptions--;
     return true;
@@ -455,8 +498,8 @@ void jw_ws_publish(jw_ws *hub, jw_delta *d)
     j->ring[(j->first + j->count) % RING] = m;
     j->count++;
 
-    for (size_t i = 0; i < j->nconns; i++)
-        push_delta(j->conns[i], m, j);
+    for (size_t i = 0; i < j->nsubs; i++)
+        push_delta(j->subs[i].c, &j->subs[i], m, j);
     msg_unref(m);
 }
 
@@ -517,7 +560,8 @@ static bool authenticate(conn *c, const char *token, json_t *ref)
     c->authed = true;
     /* From now on the timer watches the token's expiry. */
     if (c->who.kind == JW_PRINCIPAL_USER && c->who.expires_at) {
-        int64_t us = c->who.expires_at * 1000000 - jw_now_us();
+        /* The same leeway the token was accepted with. */
+        int64_t us = (c->who.expires_at + JW_AUTH_LEEWAY_S) * 1000000 - jw_now_us();
 
         lws_sul_schedule(lws_get_context(c->wsi), 0, &c->sul, on_sul, us > 0 ? us : 1);
     } else {
@@ -549,102 +593,131 @@ static bool replay_covers(const job_entry *j, int64_t since, int64_t current)
 }
 
 /* Replays the ring's deltas after since, or returns false when it cannot. */
-static bool replay(conn *c, job_entry *j, int64_t since, int64_t current)
+static bool replay(conn *c, subscriber *sub, job_entry *j, int64_t since, int64_t current)
 {
     if (!replay_covers(j, since, current))
         return false;
     for (int64_t s = since + 1; s <= current; s++) {
         msg *m = j->ring[(j->first + (size_t)(s - j->first_seq)) % RING];
 
-        push_delta(c, m, j);
+        push_delta(c, sub, m, j);
     }
     return true;
 }
 
+/* Sends the job's snapshot as the answer to a subscribe. */
+static void send_snapshot(conn *c, const char *job_id, json_t *ref)
+{
+    msg *snap = snapshot_msg(c->hub->app, job_id, ref, NULL);
+
+    if (snap)
+        send_msg(c, snap);
+}
+
+static void read_for(conn *c, jw_read_kind kind, int n, const char **params, ws_op *op)
+{
+    jw_read *r = jw_read_new(kind, n, params);
+
+    r->user = op;
+    r->tag = JW_READ_TAG_WS;
+    if (jw_store_read(c->hub->app->store, r) != 0) {
+        /* Shutting down: the subscription stays without its answer. */
+        jw_read_free(r);
+        free_op(op);
+        send_error(c, NULL, "unavailable", "shutting down");
+    }
+}
+
+/*
+ * Subscribes c to a job running in this process. The subscription exists
+ * from here on (it counts toward the limit, unsubscribe finds it); a replay
+ * from the journal marks it replaying, so live deltas wait until the replay
+ * has been sent.
+ */
 static void subscribe_from_memory(conn *c, const char *job_id, int64_t since, json_t *ref)
 {
     jw_ws *hub = c->hub;
     jw_engine *e = hub->app->engine;
-    const char *owner = jw_engine_job_owner(e, job_id);
     int64_t current = jw_engine_committed_seq(e, job_id);
+    subscriber *sub;
     job_entry *j;
 
-    if (!jw_principal_may_access(&c->who, owner)) {
+    if (!jw_principal_may_access(&c->who, jw_engine_job_owner(e, job_id))) {
         send_error(c, ref, "not_found", "no job %s", job_id);
         return;
     }
     j = job_get(hub, job_id, true);
-    if (since >= 0 && since < current && !replay_covers(j, since, current) &&
-        current - since <= MAX_DB_REPLAY) {
+    sub = add_sub(c, j);
+    if (since >= 0 && replay(c, sub, j, since, current)) {
+        send_ack(c, ref);
+        return;
+    }
+    if (since >= 0 && since < current && current - since <= MAX_DB_REPLAY) {
         /* Older than the ring: read the journal, then splice the ring on. */
-        const char *params[3];
         char a[24], b[24];
-        jw_read *r;
+        const char *params[3] = {job_id, a, b};
         ws_op *op = new_op(c, ref);
 
         snprintf(a, sizeof(a), "%" PRId64, since);
         snprintf(b, sizeof(b), "%" PRId64, current);
-        params[0] = job_id;
-        params[1] = a;
-        params[2] = b;
-        r = jw_read_new(JW_READ_EVENTS, 3, params);
         snprintf(op->job, sizeof(op->job), "%s", job_id);
         op->kind = OP_REPLAY;
         op->since = since;
         op->upto = current;
-        r->user = op;
-        r->tag = JW_READ_TAG_WS;
-        if (jw_store_read(hub->app->store, r) == 0)
-            return;
-        jw_read_free(r);
-        free_op(op);
-    }
-    add_sub(c, j);
-    if (since >= 0 && replay(c, j, since, current)) {
-        send_ack(c, ref);
+        sub->replaying = true;
+        read_for(c, JW_READ_EVENTS, 3, params, op);
         return;
     }
-    {
-        msg *snap = snapshot_msg(hub->app, job_id, ref, NULL);
+    send_snapshot(c, job_id, ref);
+}
 
-        if (snap)
-            send_msg(c, snap);
+/*
+ * The subscription op is for, if c still has it and it still waits. Every
+ * subscribe gets one answer: one withdrawn meanwhile is told so here.
+ */
+static subscriber *waiting_sub(jw_ws *hub, conn *c, const ws_op *op)
+{
+    job_entry *j = job_get(hub, op->job, false);
+    subscriber *sub = j ? find_sub(j, c) : NULL;
+
+    if (!sub) {
+        send_error(c, op->ref, "unsubscribed",
+                   "unsubscribed from job %s before this subscribe was answered", op->job);
+        return NULL;
     }
+    if (!sub->replaying) {
+        send_ack(c, op->ref); /* a later subscribe of the same job answered first */
+        return NULL;
+    }
+    sub->replaying = false;
+    return sub;
 }
 
 static void on_subscribe_read(jw_ws *hub, ws_op *op, jw_read *r)
 {
     conn *c = find_conn(hub, op->conn_key);
-    json_t *doc, *owner;
+    job_entry *j = job_get(hub, op->job, false);
+    json_t *doc = NULL, *owner;
 
-    if (!c || c->closing)
+    if (!c || c->closing || !waiting_sub(hub, c, op))
         return;
-    if (r->status == JW_ENOTFOUND) {
-        send_error(c, op->ref, "not_found", "no job %s", op->job);
-        return;
-    }
-    if (r->status != 0) {
-        send_error(c, op->ref, "unavailable", "the database is unavailable; try again");
-        return;
-    }
     /* It may have come into memory meanwhile (a retry): take it from there. */
     if (jw_engine_job_owner(hub->app->engine, op->job)) {
         subscribe_from_memory(c, op->job, op->since, op->ref);
         return;
     }
-    doc = json_loads(r->result, 0, NULL);
+    if (r->status == 0)
+        doc = json_loads(r->result, 0, NULL);
     owner = json_object_get(json_object_get(doc, "job"), "user_id");
     if (!doc || !jw_principal_may_access(&c->who, json_string_value(owner))) {
         json_decref(doc);
-        send_error(c, op->ref, "not_found", "no job %s", op->job);
+        remove_sub(c, j);
+        if (r->status == 0 || r->status == JW_ENOTFOUND)
+            send_error(c, op->ref, "not_found", "no job %s", op->job);
+        else
+            send_error(c, op->ref, "unavailable", "the database is unavailable; try again");
         return;
     }
-    if (c->nsubs >= MAX_SUBS) {
-        json_decref(doc);
-        send_error(c, op->ref, "too_many_subscriptions", "at most %zu subscriptions", MAX_SUBS);
-        return;
-    }
-    add_sub(c, job_get(hub, op->job, true));
     if (op->since >= 0 && op->since == json_integer_value(json_object_get(doc, "seq"))) {
         json_decref(doc);
         send_ack(c, op->ref);
@@ -671,17 +744,17 @@ static void free_op(ws_op *op)
 static void on_replay_read(jw_ws *hub, ws_op *op, jw_read *r)
 {
     conn *c = find_conn(hub, op->conn_key);
-    jw_engine *e = hub->app->engine;
-    int64_t current = jw_engine_committed_seq(e, op->job), expect = op->since + 1;
+    int64_t current = jw_engine_committed_seq(hub->app->engine, op->job), expect = op->since + 1;
     json_t *events = NULL, *ev;
+    subscriber *sub;
     job_entry *j;
     size_t i;
 
-    if (!c || c->closing)
+    if (!c || c->closing || !(sub = waiting_sub(hub, c, op)))
         return;
+    j = job_get(hub, op->job, false);
     if (r->status == 0)
         events = json_loads(r->result, 0, NULL);
-    j = job_get(hub, op->job, true);
     json_array_foreach(events, i, ev)
     {
         if (json_integer_value(json_object_get(ev, "seq")) != expect)
@@ -689,21 +762,20 @@ static void on_replay_read(jw_ws *hub, ws_op *op, jw_read *r)
         expect++;
     }
     if (!events || expect != op->upto + 1 || current < op->upto ||
-        (current > op->upto && !replay_covers(j, op->upto, current))) {
+        !replay_covers(j, op->upto, current)) {
         json_decref(events);
-        subscribe_from_memory(c, op->job, -1, op->ref); /* a snapshot */
+        send_snapshot(c, op->job, op->ref);
         return;
     }
-    add_sub(c, j);
     json_array_foreach(events, i, ev)
     {
         msg *m = msg_json(json_incref(ev));
 
-        push_delta(c, m, j);
+        push_delta(c, sub, m, j);
         msg_unref(m);
     }
     json_decref(events);
-    replay(c, j, op->upto, current);
+    replay(c, sub, j, op->upto, current);
     send_ack(c, op->ref);
 }
 
@@ -778,18 +850,12 @@ static void h_subscribe(conn *c, json_t *m, json_t *ref)
     {
         /* Not running here: finished before this process, or unknown. */
         const char *params[1] = {job};
-        jw_read *r = jw_read_new(JW_READ_JOB, 1, params);
         ws_op *op = new_op(c, ref);
 
         snprintf(op->job, sizeof(op->job), "%s", job);
         op->since = since;
-        r->user = op;
-        r->tag = JW_READ_TAG_WS;
-        if (jw_store_read(hub->app->store, r) != 0) {
-            jw_read_free(r);
-            free_op(op);
-            send_error(c, ref, "unavailable", "shutting down");
-        }
+        add_sub(c, job_get(hub, job, true))->replaying = true;
+        read_for(c, JW_READ_JOB, 1, params, op);
     }
 }
 
@@ -840,6 +906,10 @@ static void h_otp_submit(conn *c, json_t *m, json_t *ref)
     }
     if (!json_is_string(id) || !jw_uuid_valid(json_string_value(id))) {
         send_error(c, ref, "bad_message", "otp_request_id must be a UUID string");
+        return;
+    }
+    if (!value) {
+        send_error(c, ref, "bad_message", "value is required (the code, 4 to 10 digits)");
         return;
     }
     if (!json_is_string(value)) {
@@ -905,7 +975,7 @@ static const struct {
 static void handle_message(conn *c, const char *data, size_t len)
 {
     json_error_t jerr;
-    json_t *m = json_loadb(data, len, JSON_REJECT_DUPLICATES, &jerr), *type, *ref;
+    json_t *m = json_loadb(data, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr), *type, *ref;
 
     if (!m) {
         send_error(c, NULL, "bad_json", "malformed JSON at column %d: %s", jerr.column, jerr.text);
