@@ -25,7 +25,7 @@
 #define RX_CHUNK 16384 /* lws hands client frames over in chunks of this size */
 #define RING 64
 #define OUT_FRAME 65536    /* messages gathered into one frame, unless one is bigger */
-#define MAX_JOBS_IDLE 4096 /* jobs kept with a ring but no subscriber */
+#define MAX_JOBS_IDLE 1024 /* jobs kept with a ring but no subscriber (~45 KB each, full) */
 #define MAX_REF 64
 #define MAX_DB_REPLAY 2000 /* deltas replayed from job_events; past it, a snapshot */
 
