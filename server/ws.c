@@ -1084,39 +1084,49 @@ static void on_closed(conn *c)
     c->registered = false;
 }
 
+/*
+ * A client message arrives in one or more chunks. The usual one-chunk message
+ * is handled in place; only a longer one is gathered, in a buffer that grows
+ * with it (bounded) and is freed once it is handled, so an idle connection
+ * holds no receive buffer.
+ */
 static int on_receive(conn *c, struct lws *wsi, const void *in, size_t len)
 {
-    bool first = lws_is_first_fragment(wsi), final = lws_is_final_fragment(wsi);
+    bool first = lws_is_first_fragment(wsi);
+    bool done = lws_is_final_fragment(wsi) && !lws_remaining_packet_payload(wsi);
+    const char *data = in;
+    size_t n = len;
 
     if (first) {
         c->rxlen = 0;
         c->rx_binary = lws_frame_is_binary(wsi);
-        c->rx_too_big = false;
+        c->rx_too_big = len > MAX_CLIENT_FRAME;
     }
-    if (!c->rx_binary && !c->rx_too_big) {
+    if (!(first && done) && !c->rx_binary && !c->rx_too_big) {
         if (c->rxlen + len > MAX_CLIENT_FRAME) {
             c->rx_too_big = true;
         } else {
-            if (!c->rx)
-                c->rx = jw_xmalloc(MAX_CLIENT_FRAME + 1); /* bounded above */
+            c->rx = jw_xrealloc(c->rx, c->rxlen + len + 1);
             memcpy(c->rx + c->rxlen, in, len);
             c->rxlen += len;
         }
+        data = c->rx;
+        n = c->rxlen;
     }
-    if (!final || lws_remaining_packet_payload(wsi))
+    if (!done)
         return 0;
     if (c->rx_too_big) {
         send_error(c, NULL, "frame_too_large", "a client frame may hold at most %zu bytes",
                    MAX_CLIENT_FRAME);
         start_close(c, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE, "frame too large");
-        return 0;
-    }
-    if (c->rx_binary) {
+    } else if (c->rx_binary) {
         send_error(c, NULL, "binary_not_supported", "send text frames of JSON");
-        return 0;
+    } else if (!c->closing) {
+        handle_message(c, data, n);
     }
-    if (!c->closing)
-        handle_message(c, c->rx, c->rxlen);
+    free(c->rx);
+    c->rx = NULL;
+    c->rxlen = 0;
     return 0;
 }
 
