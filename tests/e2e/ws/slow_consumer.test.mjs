@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import { performance } from 'node:perf_hooks';
 import { after, before, test } from 'node:test';
 import {
-  Client, JobView, Server, TERMINAL, assertCleanStream, diffState, pool, settle,
+  Client, JobView, Server, TERMINAL, assertCleanStream, diffState, pool, settle, sleep,
 } from './lib.mjs';
 
 const JOBS = 50;
@@ -42,8 +42,7 @@ test('11. a paused client does not hold up the engine or a fast client, and conv
   });
 
   // The fast client sees every job to its end; the slow one reads nothing until then, or
-  // for 8 s at most (past 10 s over its bound the server may close it, which is not what
-  // this test is about).
+  // for 8 s at most (test 11b holds a 30 s pause).
   const committed = new Map();
   const fastDone = (async () => {
     for (const id of ids) committed.set(id, await settle(server, fast, id, { token: u.token, timeout: 60_000 }));
@@ -92,7 +91,7 @@ test('11. a paused client does not hold up the engine or a fast client, and conv
       if (!slow.closed) throw e;
       const closedAfter = (slow.closed.at - (pausedAt - slow.t0)) / 1000;
       assert.equal(slow.closed.code, 4008, `the slow client was closed: ${JSON.stringify(slow.closed)}`);
-      assert.ok(closedAfter >= 10, `closed with 4008 ${closedAfter.toFixed(1)} s after it stopped reading; the bound is 10 s over 1 MiB`);
+      assert.ok(closedAfter >= 60, `closed with 4008 ${closedAfter.toFixed(1)} s after it stopped reading; the bound is 60 s behind`);
       tt.diagnostic(`the slow client was closed with 4008 ${closedAfter.toFixed(1)} s after it stopped reading; resuming on a new connection`);
       assertCleanStream(slow);
       reader = await Client.open(server, u.token, { label: 'slow, reconnected' });
@@ -124,5 +123,70 @@ test('11. a paused client does not hold up the engine or a fast client, and conv
   });
   await slow.ping();
   await fast.ping();
+  await Promise.all([fast.closeAndWait(), slow.closeAndWait()]);
+});
+
+// The issue's scenario: a client stops reading for 30 s while deltas keep flowing - a new
+// job every second for 25 s, each about 650 deltas, so well over 1,000 deltas (and more
+// bytes than the kernel's loopback buffers hold) pass while it is stopped. Throughout, a reading client gets every delta in order, and each job's final
+// state reaches it before the paused client reads anything again (the pause holds up no
+// one). Its delivery latency (arrival - delta ts) is reported, not asserted. The paused
+// client then converges through resync snapshots without being closed (60 s allowed).
+// This server's queue bound is 64 KiB, so the backlog passes it despite the kernel's
+// loopback buffers, and the snapshot path is taken.
+test('11b. a client stopped for 30 s while 1,000+ deltas flow: others unaffected, it converges', { timeout: 180_000 }, async (t) => {
+  const server = new Server({
+    name: 'slow_consumer_30s',
+    sim: 'latency_ms=1,otp=none,voucher_polls=0',
+    args: ['--ws-max-queue', '65536'],
+  });
+  await server.start();
+  t.after(() => server.stop());
+  const u = server.user();
+  const fast = await Client.open(server, u.token, { label: 'fast30' });
+  const slow = await Client.open(server, u.token, { label: 'slow30' });
+  slow.ws._socket.pause();
+  const pausedAt = fast.now();
+  const ids = [];
+  for (let i = 0; i < 25; i++) {
+    const j = await server.createJob(u.token, { count: 40, amount: 300 + i });
+    fast.send({ type: 'subscribe', job_id: j.job_id, ref: `F${i}` });
+    slow.send({ type: 'subscribe', job_id: j.job_id, ref: `S${i}` });
+    ids.push(j.job_id);
+    await sleep(1000);
+  }
+  const committed = new Map();
+  for (const id of ids) committed.set(id, await settle(server, fast, id, { token: u.token, timeout: 60_000 }));
+  const fastDoneAt = fast.now();
+  const left = 30_000 - (fastDoneAt - pausedAt);
+  if (left > 0) await sleep(left);
+  assert.equal(slow.messages.length, 1, 'the paused client read nothing but its hello for 30 s');
+  const resumedAt = slow.now() ;
+  slow.ws._socket.resume();
+
+  const deltas = fast.messages.filter((m) => m.msg.type === 'delta');
+  assert.ok(deltas.length >= 1000, `over 1,000 deltas flowed during the pause (${deltas.length})`);
+  assertCleanStream(fast);
+  ids.forEach((id, i) => {
+    const msgs = fast.jobMessages(id);
+    assert.equal(msgs.filter((m) => m.type === 'snapshot').length, 1, `fast, job ${i}: no resync`);
+    assert.deepEqual(diffState(fast.view(id), committed.get(id)), [], `fast, job ${i}: state = GET`);
+  });
+  // Every job's last delta reached the reading client before the paused one read again.
+  assert.ok(fastDoneAt < resumedAt + (slow.t0 - fast.t0), 'the reading client was done before the pause ended');
+
+  for (const id of ids) await settle(server, slow, id, { token: u.token, timeout: 60_000 });
+  assert.equal(slow.closed, null, `not closed (${JSON.stringify(slow.closed)})`);
+  assertCleanStream(slow);
+  let resyncs = 0;
+  ids.forEach((id, i) => {
+    resyncs += slow.jobMessages(id).filter((m) => m.type === 'snapshot' && m.reason === 'resync').length;
+    assert.deepEqual(diffState(slow.view(id), committed.get(id)), [], `slow, job ${i}: converged to GET`);
+  });
+  assert.ok(resyncs >= 1, 'the paused client converged through at least one resync snapshot');
+  const lat = deltas.map((m) => Date.now() * 1000 - m.msg.ts - (fast.now() - m.at) * 1000)
+    .map((us) => us / 1000).sort((a, b) => a - b);
+  const pct = (p) => lat[Math.min(lat.length - 1, Math.floor(p * (lat.length - 1)))].toFixed(2);
+  t.diagnostic(`${deltas.length} deltas to the reading client during the pause: latency p50 ${pct(0.5)} ms, p99 ${pct(0.99)} ms, max ${pct(1)} ms; paused client: ${resyncs} resync snapshot(s), ${slow.messages.length} messages`);
   await Promise.all([fast.closeAndWait(), slow.closeAndWait()]);
 });
