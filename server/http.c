@@ -5,6 +5,7 @@
 #include "http.h"
 
 #include "api.h"
+#include "web_assets.h"
 
 #include "jw_error.h"
 #include "jw_log.h"
@@ -23,6 +24,7 @@
 
 static void handle_healthz(jw_http_ctx *ctx, jw_http_request *req);
 static void handle_readyz(jw_http_ctx *ctx, jw_http_request *req);
+static void handle_static(jw_http_ctx *ctx, jw_http_request *req);
 
 /* The routes. Adding one is adding a row; the zeroed row ends the table. */
 static const jw_http_route routes[] = {
@@ -33,6 +35,8 @@ static const jw_http_route routes[] = {
                JW_HTTP_DELETE | JW_HTTP_OPTIONS,
      .prefix = "/api/",
      .handler = jw_api_handle},
+    /* Last: the web page's files, embedded from web-client/. */
+    {.method = JW_HTTP_GET | JW_HTTP_HEAD, .prefix = "/", .handler = handle_static},
     {0},
 };
 
@@ -147,6 +151,7 @@ static void session_release(struct session *s)
     free(req->path);
     free(req->authorization);
     free(req->content_type);
+    free(req->if_none_match);
     free(req->body);
     free(req->query);
     free(req->resp.body);
@@ -396,6 +401,7 @@ static int on_request(jw_http_ctx *ctx, struct lws *wsi, struct session *s, cons
     copy_query(wsi, req);
     req->authorization = copy_header(wsi, WSI_TOKEN_HTTP_AUTHORIZATION);
     req->content_type = copy_header(wsi, WSI_TOKEN_HTTP_CONTENT_TYPE);
+    req->if_none_match = copy_header(wsi, WSI_TOKEN_HTTP_IF_NONE_MATCH);
     s->route = find_route(req);
 
     /*
@@ -473,10 +479,37 @@ static int write_headers(struct lws *wsi, struct session *s)
 
     if (lws_add_http_common_headers(wsi, (unsigned)r->status, r->content_type, r->len, &p, end))
         return -1;
-    if (!r->cacheable &&
-        lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CACHE_CONTROL,
-                                     (const unsigned char *)"no-store", 8, &p, end))
+    {
+        const char *cc = r->cacheable && r->cache_control ? r->cache_control : "no-store";
+
+        if ((!r->cacheable || r->cache_control) &&
+            lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CACHE_CONTROL,
+                                         (const unsigned char *)cc, (int)strlen(cc), &p, end))
+            return -1;
+    }
+    if (r->etag[0] &&
+        lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_ETAG, (const unsigned char *)r->etag,
+                                     (int)strlen(r->etag), &p, end))
         return -1;
+    if (r->page) {
+        /* The page runs only its own scripts and styles, talks only to us. */
+        static const struct {
+            const char *name, *value;
+        } page_headers[] = {
+            {"content-security-policy:",
+             "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+             "connect-src 'self' ws: wss:; frame-ancestors 'none'; base-uri 'none'; "
+             "form-action 'self'; object-src 'none'"},
+            /* x-frame-options and referrer-policy come with every response */
+            {NULL, NULL},
+        };
+
+        for (int i = 0; page_headers[i].name; i++)
+            if (lws_add_http_header_by_name(wsi, (const unsigned char *)page_headers[i].name,
+                                            (const unsigned char *)page_headers[i].value,
+                                            (int)strlen(page_headers[i].value), &p, end))
+                return -1;
+    }
     if (r->allow[0] &&
         lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_ALLOW, (const unsigned char *)r->allow,
                                      (int)strlen(r->allow), &p, end))
@@ -640,4 +673,84 @@ static void handle_readyz(jw_http_ctx *ctx, jw_http_request *req)
     jw_http_reply_json(req, 200,
                        json_pack("{s:s,s:s,s:i}", "status", "ready", "database", "up", "migrations",
                                  ctx->migrations));
+}
+
+/* --- the web page --------------------------------------------------------- */
+
+static const char *content_type_of(const char *name)
+{
+    static const struct {
+        const char *ext, *type;
+    } types[] = {
+        {".html", "text/html; charset=utf-8"},
+        {".js", "text/javascript; charset=utf-8"},
+        {".mjs", "text/javascript; charset=utf-8"},
+        {".css", "text/css; charset=utf-8"},
+        {".json", "application/json"},
+        {".svg", "image/svg+xml"},
+        {".png", "image/png"},
+        {".ico", "image/x-icon"},
+        {".txt", "text/plain; charset=utf-8"},
+        {".ts", "text/plain; charset=utf-8"},
+        {".md", "text/plain; charset=utf-8"},
+        {NULL, NULL},
+    };
+    size_t n = strlen(name);
+
+    for (int i = 0; types[i].ext; i++) {
+        size_t e = strlen(types[i].ext);
+
+        if (n > e && strcmp(name + n - e, types[i].ext) == 0)
+            return types[i].type;
+    }
+    return "application/octet-stream";
+}
+
+static void etag_of(const struct jw_web_asset *a, char out[24])
+{
+    uint64_t h = 14695981039346656037ULL;
+
+    for (size_t i = 0; i < a->len; i++) {
+        h ^= a->data[i];
+        h *= 1099511628211ULL;
+    }
+    snprintf(out, 24, "\"%016" PRIx64 "\"", h);
+}
+
+/*
+ * GET / is index.html; GET /<name> a top-level file of web-client/. The page
+ * revalidates on every load (no-cache + ETag), so a new build is picked up at
+ * once; the rest may be cached for five minutes.
+ */
+static void handle_static(jw_http_ctx *ctx, jw_http_request *req)
+{
+    const char *name = strcmp(req->path, "/") == 0 ? "index.html" : req->path + 1;
+    const struct jw_web_asset *a = NULL;
+    jw_http_response *r = &req->resp;
+
+    (void)ctx;
+    for (int i = 0; jw_web_assets[i].name && !a; i++)
+        if (strcmp(jw_web_assets[i].name, name) == 0)
+            a = &jw_web_assets[i];
+    if (!a) {
+        jw_http_reply_error(req, 404, "not_found", "no route %s", req->path);
+        return;
+    }
+    if (req->if_none_match) {
+        char tag[24];
+
+        etag_of(a, tag);
+        if (strstr(req->if_none_match, tag)) {
+            jw_http_reply(req, 304, content_type_of(name), "", 0);
+            snprintf(r->etag, sizeof(r->etag), "%s", tag);
+            r->cacheable = true;
+            r->page = true;
+            return;
+        }
+    }
+    jw_http_reply(req, 200, content_type_of(name), a->data, a->len);
+    etag_of(a, r->etag);
+    r->cacheable = true;
+    r->cache_control = strcmp(name, "index.html") == 0 ? "no-cache" : "public, max-age=300";
+    r->page = true;
 }

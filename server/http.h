@@ -87,8 +87,11 @@ typedef struct jw_http_response {
     const char *content_type; /* a string literal */
     char *body;               /* owned; NUL-terminated for convenience */
     size_t len, cap;
-    bool cacheable; /* false (default): Cache-Control: no-store */
-    bool close;     /* close the connection after this response */
+    bool cacheable;            /* false (default): Cache-Control: no-store */
+    const char *cache_control; /* when cacheable: the Cache-Control value */
+    bool page;                 /* a page or asset: CSP, framing and referrer headers */
+    char etag[24];             /* ETag header, "" for none */
+    bool close;                /* close the connection after this response */
     char allow[64]; /* Allow header, "" for none; set after the reply call, which clears it */
 } jw_http_response;
 
@@ -100,6 +103,7 @@ typedef struct jw_http_request {
     char *path;              /* URL-decoded, starts with '/', no query */
     char *authorization;     /* Authorization header or NULL; never log it */
     char *content_type;      /* Content-Type header or NULL */
+    char *if_none_match;     /* If-None-Match header or NULL */
     char *body;              /* NUL-terminated, or NULL when there was none */
     size_t body_len;
     char *query; /* private: decoded name=value pairs, see jw_http_query */
