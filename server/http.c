@@ -5,6 +5,7 @@
 #include "http.h"
 
 #include "api.h"
+#include "metrics.h"
 #include "web_assets.h"
 
 #include "jw_error.h"
@@ -30,6 +31,7 @@ static void handle_static(jw_http_ctx *ctx, jw_http_request *req);
 static const jw_http_route routes[] = {
     {.method = JW_HTTP_GET, .path = "/healthz", .handler = handle_healthz},
     {.method = JW_HTTP_GET, .path = "/readyz", .handler = handle_readyz},
+    {.method = JW_HTTP_GET, .path = "/metrics", .handler = jw_metrics_handle},
     /* The API checks methods itself, so its 405s name the right Allow. */
     {.method = JW_HTTP_GET | JW_HTTP_HEAD | JW_HTTP_POST | JW_HTTP_PUT | JW_HTTP_PATCH |
                JW_HTTP_DELETE | JW_HTTP_OPTIONS,

@@ -144,5 +144,19 @@ jq -r .job.error_message <<<"$snap" | grep -q "redeem_amazon_vouchers failed: si
 check "...no later transaction started" 0 \
   "$(jq '[.steps[] | select(.transaction_index == 2)] | length' <<<"$snap")"
 
+# --- metrics, after that traffic ---------------------------------------------
+metrics=$(curl -s -H "Authorization: Bearer $ADMIN" "$BASE/metrics")
+value() { awk -v m="$1" '$1 == m { print $2 }' <<<"$metrics"; }
+grep -q '^# TYPE jobwire_db_commits_total counter$' <<<"$metrics" &&
+  pass "/metrics speaks the Prometheus text format" || fail "/metrics: $(head -3 <<<"$metrics")"
+awk -v v="$(value jobwire_db_deltas_committed_total)" 'BEGIN { exit !(v > 0) }' &&
+  pass "/metrics counts committed deltas ($(value jobwire_db_deltas_committed_total))" ||
+  fail "jobwire_db_deltas_committed_total = '$(value jobwire_db_deltas_committed_total)'"
+check "/metrics: published deltas = the journal's (job_events)" \
+  "$(psql "$URL" -AtX -c 'SELECT count(*) FROM job_events')" "$(value jobwire_deltas_published_total)"
+check "/metrics reports the job that failed" 1 "$(value jobwire_jobs_finished_total)"
+check "/metrics without the admin key is 401" 401 \
+  "$(curl -s -o /dev/null -w '%{http_code}' "$BASE/metrics")"
+
 echo "$passed passed, $failed failed"
 ((failed == 0))
