@@ -1,0 +1,1196 @@
+/*
+ * ws_swarm - a WebSocket client swarm that measures fan-out delivery.
+ *
+ * One thread, one epoll set, thousands of non-blocking connections. Every
+ * connection subscribes to one job (or, with --create-jobs, to one job of
+ * each wave of jobs this tool creates through POST /api/jobs). Each server
+ * frame may carry several '\n'-separated messages; every message is counted,
+ * and from each delta only "job_id", "seq" and "ts" are read with a small
+ * scanner (no JSON library), so the tool stays cheap per message.
+ *
+ * Measured: deliveries/s, delivery latency = receive time (CLOCK_REALTIME, us,
+ * taken once per read) - the delta's "ts" (p50/p99/p99.9/max), missing and
+ * duplicate seqs per connection and job (a snapshot sets the baseline; a
+ * second snapshot of the same job is a resync), and with --server-pid the
+ * server's VmRSS before connecting and once every connection is subscribed
+ * and idle (RSS per idle subscribed connection), plus the server's CPU.
+ *
+ * Modes:
+ *   jobwire  GET /ws?token=T, subprotocol jobwire.v1, {"type":"subscribe"}.
+ *   nchan    the URL's "{job}" is replaced by the job id (one channel per
+ *            job); messages are the publisher's delta-shaped lines.
+ *   plain    the same, for the Node ws peer (tests/bench/peers/).
+ *   In nchan/plain the baseline is seq 0: the publisher starts at seq 1 after
+ *   every connection is ready, so a lost first message counts as missing.
+ *
+ * Not done: Sec-WebSocket-Accept is not checked (the 101 status is); server
+ * frames must be unmasked (RFC 6455); permessage-deflate is not offered.
+ *
+ * Usage: ws_swarm --url ws://127.0.0.1:PORT/ws [--mode jobwire|nchan|plain]
+ *        [--token T] (--job ID | --jobs-file F | --create-jobs W)
+ *        [--subs-per-job N] [--duration S] [--ramp CONN_PER_S]
+ *        [--server-pid PID] [--ready-file F] [--label NAME]
+ *        [--wave-interval-ms MS] [--drain S] [--tx N] [--creators N]
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stddef.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define HEAD 256      /* bytes of a split line kept: enough for type, job_id, seq, ts */
+#define TAIL 192     /* bytes of a split line's end kept: a snapshot's seq, type, job_id */
+#define NSUB 16       /* jobs one connection follows at once (ring by wave) */
+#define RXBUF (1 << 20)
+#define HS_MAX 2048
+#define NBUCKET (64 + 40 * 64)
+
+enum { ST_CONNECTING, ST_HANDSHAKE, ST_OPEN, ST_CLOSED };
+enum { MODE_JOBWIRE, MODE_NCHAN, MODE_PLAIN };
+
+typedef struct {
+    int32_t job; /* index in jobs[], -1 free */
+    int64_t last;
+} sub;
+
+typedef struct {
+    int fd;
+    uint8_t state, in_hdr, fhlen, op, msg_op, fin, partial, ready;
+    uint8_t fh[14];
+    uint8_t ctl[126];
+    uint8_t ctllen;
+    uint16_t linelen, taillen;
+    uint64_t remain;
+    char *hs; /* handshake response until complete */
+    uint16_t hslen;
+    uint32_t slot; /* which job of a wave (or of the job list) */
+    sub subs[NSUB];
+    char line[HEAD];
+    char tail[TAIL];
+} conn;
+
+typedef struct {
+    char id[40];
+    int32_t wave, slot;
+    int64_t base; /* lowest baseline seq any connection started from; -1 none */
+    int64_t max;  /* highest seq seen */
+} job;
+
+static struct {
+    /* options */
+    int mode;
+    char host[64], path[512], token[256], label[64], ready_file[512];
+    int port;
+    int subs_per_job, ramp, server_pid, create, wave_ms, tx, creators;
+    double duration, drain;
+    /* jobs */
+    job *jobs;
+    int njobs, capjobs, nslots;
+    /* connections */
+    conn *conns;
+    int nconns, opened, nready, nfailed, nclosed, ep, efd;
+    /* counters */
+    uint64_t msgs, deliveries, bytes, frames, snapshots, resyncs, resync_skipped, missing, dups,
+        tail_missing, errors, stray, hellos, others;
+    int64_t first_rx, last_rx;
+    uint64_t hist[NBUCKET];
+    int64_t lat_max;
+    int close_codes[5000];
+    /* job creation (jobwire --create-jobs) */
+    pthread_mutex_t mu;
+    job *pending;
+    int npending, cappending;
+    volatile int stop_create, create_failed;
+    int64_t run_start;
+} S;
+
+static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+static void die(const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    fputs("ws_swarm: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    exit(1);
+}
+
+static void *xrealloc(void *p, size_t n)
+{
+    p = realloc(p, n);
+    if (!p)
+        die("out of memory (%zu bytes)", n);
+    return p;
+}
+
+static int64_t now_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static int64_t mono_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* ---- latency histogram: 64 sub-buckets per power of two (~1.5% resolution) ---- */
+
+static int bucket_of(int64_t v)
+{
+    int e;
+
+    if (v < 64)
+        return v < 0 ? 0 : (int)v;
+    e = 63 - __builtin_clzll((uint64_t)v);
+    if (e > 45)
+        e = 45;
+    return 64 + (e - 6) * 64 + (int)((v >> (e - 6)) & 63);
+}
+
+static int64_t value_of(int b)
+{
+    int e, m;
+
+    if (b < 64)
+        return b;
+    e = (b - 64) / 64 + 6;
+    m = (b - 64) % 64;
+    return ((int64_t)(64 + m) << (e - 6)) + ((int64_t)1 << (e - 6)) / 2;
+}
+
+static double pct_ms(uint64_t total, double q)
+{
+    uint64_t want = (uint64_t)((double)total * q), acc = 0;
+
+    if (!total)
+        return 0;
+    for (int b = 0; b < NBUCKET; b++) {
+        acc += S.hist[b];
+        if (acc > want)
+            return (double)(value_of(b) < S.lat_max ? value_of(b) : S.lat_max) / 1000.0;
+    }
+    return (double)S.lat_max / 1000.0;
+}
+
+/* ---- /proc ---------------------------------------------------------------------- */
+
+static long proc_rss_kb(int pid)
+{
+    char p[64], l[256];
+    long kb = -1;
+    FILE *f;
+
+    if (pid <= 0)
+        return -1;
+    snprintf(p, sizeof(p), "/proc/%d/status", pid);
+    if (!(f = fopen(p, "r")))
+        return -1;
+    while (fgets(l, sizeof(l), f))
+        if (sscanf(l, "VmRSS: %ld kB", &kb) == 1)
+            break;
+    fclose(f);
+    return kb;
+}
+
+/* utime + stime of pid in seconds; -1 when unreadable. */
+static double proc_cpu_s(int pid)
+{
+    char p[64], buf[1024], *s;
+    unsigned long ut, st;
+    FILE *f;
+    size_t n;
+
+    if (pid <= 0)
+        return -1;
+    snprintf(p, sizeof(p), "/proc/%d/stat", pid);
+    if (!(f = fopen(p, "r")))
+        return -1;
+    n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    if (!(s = strrchr(buf, ')')))
+        return -1;
+    if (sscanf(s + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
+        return -1;
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+static double self_cpu_s(void)
+{
+    struct rusage ru;
+
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
+           ru.ru_stime.tv_usec / 1e6;
+}
+
+/* ---- jobs ------------------------------------------------------------------------- */
+
+static int job_add(const char *id, int wave, int slot)
+{
+    job *j;
+
+    if (S.njobs == S.capjobs) {
+        S.capjobs = S.capjobs ? S.capjobs * 2 : 64;
+        S.jobs = xrealloc(S.jobs, (size_t)S.capjobs * sizeof(job));
+    }
+    j = &S.jobs[S.njobs];
+    memset(j, 0, sizeof(*j));
+    snprintf(j->id, sizeof(j->id), "%s", id);
+    j->wave = wave;
+    j->slot = slot;
+    j->base = -1;
+    j->max = -1;
+    return S.njobs++;
+}
+
+/* ---- sending (client frames are masked, RFC 6455 5.3) ------------------------------ */
+
+static uint32_t rng_state = 0x9e3779b9u;
+
+static uint32_t rng(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 17;
+    rng_state ^= rng_state << 5;
+    return rng_state;
+}
+
+static void conn_close(conn *c);
+
+static void send_all(conn *c, const void *p, size_t n)
+{
+    ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL);
+
+    /* Small frames into an empty socket buffer: a short write means trouble. */
+    if (w != (ssize_t)n) {
+        fprintf(stderr, "ws_swarm: send failed on a connection: %s\n",
+                w < 0 ? strerror(errno) : "short write");
+        conn_close(c);
+    }
+}
+
+static void send_frame(conn *c, int opcode, const char *p, size_t n)
+{
+    unsigned char f[14 + 512];
+    uint32_t mk = rng();
+    size_t h = 0;
+
+    if (n > 512)
+        die("client frame too long (%zu)", n);
+    f[h++] = (unsigned char)(0x80 | opcode);
+    if (n < 126) {
+        f[h++] = (unsigned char)(0x80 | n);
+    } else {
+        f[h++] = 0x80 | 126;
+        f[h++] = (unsigned char)(n >> 8);
+        f[h++] = (unsigned char)n;
+    }
+    memcpy(f + h, &mk, 4);
+    for (size_t i = 0; i < n; i++)
+        f[h + 4 + i] = (unsigned char)p[i] ^ f[h + (i & 3)];
+    send_all(c, f, h + 4 + n);
+}
+
+static void send_subscribe(conn *c, const job *j, bool unsub)
+{
+    char m[160];
+    int n = snprintf(m, sizeof(m), "{\"type\":\"%s\",\"job_id\":\"%s\"}",
+                     unsub ? "unsubscribe" : "subscribe", j->id);
+
+    send_frame(c, 1, m, (size_t)n);
+}
+
+/* ---- receiving ------------------------------------------------------------------- */
+
+static int64_t rx_now; /* CLOCK_REALTIME at the current read */
+
+/* The last occurrence of key in [s, e), or NULL. */
+static const char *last_of(const char *s, const char *e, const char *key, size_t klen)
+{
+    const char *hit = NULL, *p;
+
+    while ((p = memmem(s, (size_t)(e - s), key, klen))) {
+        hit = p;
+        s = p + 1;
+    }
+    return hit;
+}
+
+static int64_t int_after(const char *p, const char *e)
+{
+    int64_t v = 0;
+
+    if (!p || p >= e || *p < '0' || *p > '9')
+        return -1;
+    for (; p < e && *p >= '0' && *p <= '9'; p++)
+        v = v * 10 + (*p - '0');
+    return v;
+}
+
+/* The subscription of c whose job id starts at p (after "job_id":"), or NULL. */
+static sub *find_sub(conn *c, const char *p, const char *e)
+{
+    const char *q;
+
+    if (!p || !(q = memchr(p, '"', (size_t)(e - p))))
+        return NULL;
+    for (int i = 0; i < NSUB; i++) {
+        sub *u = &c->subs[i];
+        if (u->job >= 0 && strlen(S.jobs[u->job].id) == (size_t)(q - p) &&
+            memcmp(S.jobs[u->job].id, p, (size_t)(q - p)) == 0)
+            return u;
+    }
+    return NULL;
+}
+
+/*
+ * GCC 12 with -fsanitize=undefined inlines on_delta into on_line and then warns
+ * that memmem may get a NULL haystack (it cannot: a line is never NULL).
+ */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wnonnull"
+
+/* A delta: the fields come first ("type","job_id","seq","ts"), read from the head. */
+static void on_delta(conn *c, const char *s, const char *e)
+{
+    const char *p = memmem(s, (size_t)(e - s), "\"job_id\":\"", 10);
+    sub *u = find_sub(c, p ? p + 10 : NULL, e);
+    const char *ps = memmem(s, (size_t)(e - s), "\"seq\":", 6);
+    const char *pt = memmem(s, (size_t)(e - s), "\"ts\":", 5);
+    int64_t seq = int_after(ps ? ps + 6 : NULL, e), ts = int_after(pt ? pt + 5 : NULL, e), lat;
+    job *j;
+
+    if (!u || seq < 0 || ts < 0) {
+        S.stray++;
+        return;
+    }
+    j = &S.jobs[u->job];
+    S.deliveries++;
+    if (!S.first_rx)
+        S.first_rx = rx_now;
+    S.last_rx = rx_now;
+    lat = rx_now - ts;
+    if (lat < 0)
+        lat = 0;
+    S.hist[bucket_of(lat)]++;
+    if (lat > S.lat_max)
+        S.lat_max = lat;
+    if (seq > j->max)
+        j->max = seq;
+    if (u->last < 0) { /* no snapshot yet (should not happen in jobwire mode) */
+        u->last = seq;
+        if (j->base < 0 || seq - 1 < j->base)
+            j->base = seq - 1;
+    } else if (seq == u->last + 1) {
+        u->last = seq;
+    } else if (seq <= u->last) {
+        S.dups++;
+    } else {
+        S.missing += (uint64_t)(seq - u->last - 1);
+        u->last = seq;
+    }
+}
+
+#pragma GCC diagnostic pop
+
+/*
+ * A snapshot: jobwire writes its rows first and "seq","type","job_id" (and
+ * "ref","reason") last, so they are read from the line's tail: the last
+ * "job_id" and "seq" keys there are the top-level ones.
+ */
+static void on_snapshot(conn *c, const char *s, const char *e)
+{
+    const char *p = last_of(s, e, "\"job_id\":\"", 10), *ps = last_of(s, e, "\"seq\":", 6);
+    sub *u = find_sub(c, p ? p + 10 : NULL, e);
+    int64_t seq = int_after(ps ? ps + 6 : NULL, e);
+    job *j;
+
+    S.snapshots++;
+    if (!u || seq < 0) {
+        S.stray++;
+        return;
+    }
+    j = &S.jobs[u->job];
+    if (u->last >= 0) { /* a second snapshot of the same job: a resync */
+        S.resyncs++;
+        if (seq > u->last)
+            S.resync_skipped += (uint64_t)(seq - u->last);
+    } else if (!c->ready && S.create == 0) {
+        c->ready = 1;
+        S.nready++;
+    }
+    if (j->base < 0 || seq < j->base)
+        j->base = seq;
+    if (seq > j->max)
+        j->max = seq;
+    if (seq > u->last)
+        u->last = seq;
+}
+
+#define PREFIX(s, n, lit) ((n) >= sizeof(lit) - 1 && memcmp((s), lit, sizeof(lit) - 1) == 0)
+
+/* One message: its first bytes (h, hn) and its last bytes (t, tn). */
+static void on_line(conn *c, const char *h, size_t hn, const char *t, size_t tn)
+{
+    S.msgs++;
+    if (PREFIX(h, hn, "{\"type\":\"delta\"")) {
+        on_delta(c, h, h + hn);
+    } else if (memmem(t, tn, "\"type\":\"snapshot\"", 17) ||
+               memmem(h, hn, "\"type\":\"snapshot\"", 17)) {
+        on_snapshot(c, t, t + tn);
+    } else if (PREFIX(h, hn, "{\"type\":\"hello\"")) {
+        S.hellos++;
+    } else if (PREFIX(h, hn, "{\"type\":\"error\"")) {
+        if (S.errors++ < 5)
+            fprintf(stderr, "ws_swarm: server error: %.*s\n", (int)hn, h);
+    } else {
+        S.others++;
+    }
+}
+
+static void line_flush(conn *c)
+{
+    on_line(c, c->line, c->linelen, c->tail, c->taillen);
+    c->linelen = 0;
+    c->taillen = 0;
+    c->partial = 0;
+}
+
+/* Appends a piece of a message that spans reads or frames: keep head and tail. */
+static void line_add(conn *c, const char *p, size_t n)
+{
+    size_t room = HEAD - c->linelen, take = n < room ? n : room;
+
+    memcpy(c->line + c->linelen, p, take);
+    c->linelen = (uint16_t)(c->linelen + take);
+    if (n >= TAIL) {
+        memcpy(c->tail, p + n - TAIL, TAIL);
+        c->taillen = TAIL;
+    } else {
+        size_t keep = c->taillen + n > TAIL ? TAIL - n : c->taillen;
+        memmove(c->tail, c->tail + c->taillen - keep, keep);
+        memcpy(c->tail + keep, p, n);
+        c->taillen = (uint16_t)(keep + n);
+    }
+    c->partial = 1;
+}
+
+/* Payload bytes of a text message: split on '\n'; copy only what spans reads. */
+static void on_data(conn *c, const char *p, size_t n)
+{
+    while (n) {
+        const char *nl = memchr(p, '\n', n);
+        size_t seg = nl ? (size_t)(nl - p) : n;
+
+        if (!c->partial && nl) {
+            if (seg)
+                on_line(c, p, seg < HEAD ? seg : HEAD, p + (seg > TAIL ? seg - TAIL : 0),
+                        seg < TAIL ? seg : TAIL);
+        } else {
+            line_add(c, p, seg);
+            if (nl)
+                line_flush(c);
+        }
+        if (!nl)
+            return;
+        p = nl + 1;
+        n -= seg + 1;
+    }
+}
+
+static void on_frame_end(conn *c)
+{
+    switch (c->op) {
+    case 0x9: /* ping */
+        send_frame(c, 0xA, (const char *)c->ctl, c->ctllen);
+        break;
+    case 0x8: { /* close */
+        int code = c->ctllen >= 2 ? (c->ctl[0] << 8 | c->ctl[1]) : 1005;
+        if (code >= 0 && code < 5000)
+            S.close_codes[code]++;
+        send_frame(c, 0x8, (const char *)c->ctl, c->ctllen >= 2 ? 2 : 0);
+        conn_close(c);
+        return;
+    }
+    case 0xA:
+        break;
+    default:
+        S.frames++;
+        if (c->fin && c->partial)
+            line_flush(c);
+    }
+    c->in_hdr = 1;
+    c->fhlen = 0;
+}
+
+static size_t hdr_need(const conn *c)
+{
+    size_t need = 2;
+
+    if (c->fhlen < 2)
+        return 2;
+    if ((c->fh[1] & 127) == 126)
+        need += 2;
+    else if ((c->fh[1] & 127) == 127)
+        need += 8;
+    if (c->fh[1] & 0x80)
+        need += 4;
+    return need;
+}
+
+static void on_bytes(conn *c, const char *p, size_t n)
+{
+    S.bytes += n;
+    while (n && c->state == ST_OPEN) {
+        if (c->in_hdr) {
+            size_t need = hdr_need(c), take = need - c->fhlen;
+            if (take > n)
+                take = n;
+            memcpy(c->fh + c->fhlen, p, take);
+            c->fhlen = (uint8_t)(c->fhlen + take);
+            p += take;
+            n -= take;
+            if (c->fhlen < hdr_need(c))
+                continue;
+            if (c->fh[1] & 0x80) {
+                fprintf(stderr, "ws_swarm: masked server frame; closing\n");
+                conn_close(c);
+                return;
+            }
+            uint64_t len = c->fh[1] & 127;
+            if (len == 126)
+                len = (uint64_t)c->fh[2] << 8 | c->fh[3];
+            else if (len == 127)
+                for (int i = 0; i < 8; i++)
+                    len = (i ? len << 8 : 0) | c->fh[2 + i];
+            int op = c->fh[0] & 15;
+            c->fin = c->fh[0] >> 7;
+            if (op >= 8) {
+                if (len > 125) {
+                    conn_close(c);
+                    return;
+                }
+                c->ctllen = 0;
+            } else if (op != 0) {
+                c->msg_op = (uint8_t)op;
+            }
+            c->op = (uint8_t)(op == 0 ? c->msg_op : op);
+            c->remain = len;
+            c->in_hdr = 0;
+            if (!len)
+                on_frame_end(c);
+        } else {
+            size_t take = c->remain < n ? (size_t)c->remain : n;
+            if (c->op >= 8) {
+                memcpy(c->ctl + c->ctllen, p, take);
+                c->ctllen = (uint8_t)(c->ctllen + take);
+            } else {
+                on_data(c, p, take);
+            }
+            p += take;
+            n -= take;
+            c->remain -= take;
+            if (!c->remain)
+                on_frame_end(c);
+        }
+    }
+}
+
+/* ---- connections ------------------------------------------------------------------ */
+
+static void conn_close(conn *c)
+{
+    if (c->state == ST_CLOSED)
+        return;
+    if (c->state != ST_OPEN)
+        S.nfailed++;
+    else
+        S.nclosed++;
+    c->state = ST_CLOSED;
+    epoll_ctl(S.ep, EPOLL_CTL_DEL, c->fd, NULL);
+    close(c->fd);
+    free(c->hs);
+    c->hs = NULL;
+}
+
+static void subscribe_initial(conn *c)
+{
+    /* jobs[] holds the job list in order; slot i follows job i. */
+    if (S.create)
+        return;
+    c->subs[0].job = (int32_t)c->slot;
+    c->subs[0].last = S.mode == MODE_JOBWIRE ? -1 : 0;
+    if (S.mode != MODE_JOBWIRE)
+        S.jobs[c->slot].base = 0; /* the publisher starts at seq 1 */
+    if (S.mode == MODE_JOBWIRE) {
+        send_subscribe(c, &S.jobs[c->slot], false);
+    } else if (!c->ready) {
+        c->ready = 1;
+        S.nready++;
+    }
+}
+
+static void on_handshake(conn *c, const char *p, size_t n)
+{
+    char *end;
+    size_t used;
+
+    if (!c->hs)
+        c->hs = xrealloc(NULL, HS_MAX);
+    if (c->hslen + n > HS_MAX - 1) {
+        fprintf(stderr, "ws_swarm: handshake response too long\n");
+        conn_close(c);
+        return;
+    }
+    memcpy(c->hs + c->hslen, p, n);
+    c->hslen = (uint16_t)(c->hslen + n);
+    c->hs[c->hslen] = 0;
+    if (!(end = strstr(c->hs, "\r\n\r\n")))
+        return;
+    if (strncmp(c->hs, "HTTP/1.1 101", 12) != 0) {
+        if (S.nfailed < 5)
+            fprintf(stderr, "ws_swarm: upgrade refused: %.*s\n", (int)strcspn(c->hs, "\r"), c->hs);
+        conn_close(c);
+        return;
+    }
+    used = (size_t)(end + 4 - c->hs);
+    c->state = ST_OPEN;
+    c->in_hdr = 1;
+    if (S.create && !c->ready) {
+        c->ready = 1;
+        S.nready++;
+    }
+    subscribe_initial(c);
+    /* Frames that came with the 101. */
+    if (c->state == ST_OPEN && c->hslen > used) {
+        char tmp[HS_MAX];
+        size_t rest = c->hslen - used;
+        memcpy(tmp, c->hs + used, rest);
+        free(c->hs);
+        c->hs = NULL;
+        on_bytes(c, tmp, rest);
+    } else {
+        free(c->hs);
+        c->hs = NULL;
+    }
+}
+
+static void send_upgrade(conn *c)
+{
+    char req[1024], path[700];
+    const char *ph = strstr(S.path, "{job}");
+    int n;
+
+    if (ph)
+        snprintf(path, sizeof(path), "%.*s%s%s", (int)(ph - S.path), S.path,
+                 S.jobs[c->slot].id, ph + 5);
+    else
+        snprintf(path, sizeof(path), "%s", S.path);
+    n = snprintf(req, sizeof(req),
+                 "GET %s%s%s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
+                 "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                 "Sec-WebSocket-Version: 13\r\n%s\r\n",
+                 path, S.token[0] ? (strchr(path, '?') ? "&token=" : "?token=") : "",
+                 S.token, S.host, S.port,
+                 S.mode == MODE_JOBWIRE ? "Sec-WebSocket-Protocol: jobwire.v1\r\n" : "");
+    c->state = ST_HANDSHAKE;
+    send_all(c, req, (size_t)n);
+}
+
+static void conn_open(int i)
+{
+    conn *c = &S.conns[i];
+    struct sockaddr_in src = {.sin_family = AF_INET}, dst = {.sin_family = AF_INET};
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP, .data.u32 = (uint32_t)i};
+    int one = 1;
+
+    memset(c, 0, offsetof(conn, line));
+    for (int k = 0; k < NSUB; k++)
+        c->subs[k].job = -1;
+    c->slot = (uint32_t)(i / S.subs_per_job);
+    c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (c->fd < 0)
+        die("socket: %s (open-file limit?)", strerror(errno));
+    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    /* Spread source addresses over 127.0.0.2..254 so ports never run short. */
+    setsockopt(c->fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
+    src.sin_addr.s_addr = htonl(0x7f000002u + (uint32_t)(i % 253));
+    if (bind(c->fd, (struct sockaddr *)&src, sizeof(src)) != 0)
+        die("bind 127.0.0.%d: %s", 2 + i % 253, strerror(errno));
+    dst.sin_port = htons((uint16_t)S.port);
+    inet_pton(AF_INET, S.host, &dst.sin_addr);
+    c->state = ST_CONNECTING;
+    if (connect(c->fd, (struct sockaddr *)&dst, sizeof(dst)) != 0 && errno != EINPROGRESS) {
+        fprintf(stderr, "ws_swarm: connect: %s\n", strerror(errno));
+        c->state = ST_HANDSHAKE; /* counted as failed by conn_close */
+        close(c->fd);
+        c->state = ST_CLOSED;
+        S.nfailed++;
+        return;
+    }
+    epoll_ctl(S.ep, EPOLL_CTL_ADD, c->fd, &ev);
+}
+
+static void on_event(conn *c, uint32_t events, char *buf)
+{
+    if (c->state == ST_CLOSED)
+        return;
+    if (c->state == ST_CONNECTING && (events & EPOLLOUT)) {
+        int err = 0;
+        socklen_t l = sizeof(err);
+        struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.u32 = (uint32_t)(c - S.conns)};
+        getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &l);
+        if (err) {
+            if (S.nfailed < 5)
+                fprintf(stderr, "ws_swarm: connect: %s\n", strerror(err));
+            conn_close(c);
+            return;
+        }
+        epoll_ctl(S.ep, EPOLL_CTL_MOD, c->fd, &ev);
+        send_upgrade(c);
+    }
+    if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+        for (int rounds = 0; rounds < 4 && c->state != ST_CLOSED; rounds++) {
+            ssize_t r = recv(c->fd, buf, RXBUF, 0);
+            if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+                break;
+            if (r <= 0) {
+                if (c->state == ST_HANDSHAKE && S.nfailed < 5)
+                    fprintf(stderr, "ws_swarm: connection closed during the upgrade\n");
+                conn_close(c);
+                break;
+            }
+            rx_now = now_us();
+            if (c->state == ST_HANDSHAKE)
+                on_handshake(c, buf, (size_t)r);
+            else
+                on_bytes(c, buf, (size_t)r);
+            if (r < RXBUF)
+                break;
+        }
+    }
+}
+
+/* ---- job creation through the HTTP API (jobwire --create-jobs) ---------------------- */
+
+static int http_connect(void)
+{
+    struct sockaddr_in dst = {.sin_family = AF_INET, .sin_port = htons((uint16_t)S.port)};
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
+
+    inet_pton(AF_INET, S.host, &dst.sin_addr);
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (connect(fd, (struct sockaddr *)&dst, sizeof(dst)) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* POST /api/jobs on a keep-alive socket; writes the job id into id (37 bytes). */
+static int http_create(int fd, char *id)
+{
+    static const char body_fmt[] =
+        "{\"transaction_amount\":100,\"transaction_count\":%d,"
+        "\"user_id\":\"00000000-0000-4000-8000-000000000b0b\"}";
+    char body[256], req[1024], resp[65536], *p, *hend;
+    size_t have = 0, need = 0;
+    int bn = snprintf(body, sizeof(body), body_fmt, S.tx);
+    int n = snprintf(req, sizeof(req),
+                     "POST /api/jobs HTTP/1.1\r\nHost: %s:%d\r\nAuthorization: Bearer %s\r\n"
+                     "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s",
+                     S.host, S.port, S.token, bn, body);
+
+    if (write(fd, req, (size_t)n) != n)
+        return -1;
+    for (;;) {
+        ssize_t r = read(fd, resp + have, sizeof(resp) - 1 - have);
+        if (r <= 0)
+            return -1;
+        have += (size_t)r;
+        resp[have] = 0;
+        if (!need && (hend = strstr(resp, "\r\n\r\n"))) {
+            char *cl = strcasestr(resp, "Content-Length:");
+            if (!cl)
+                return -1;
+            need = (size_t)(hend + 4 - resp) + strtoul(cl + 15, NULL, 10);
+        }
+        if (need && have >= need)
+            break;
+        if (have == sizeof(resp) - 1)
+            return -1;
+    }
+    if (strncmp(resp, "HTTP/1.1 201", 12) != 0 || !(p = strstr(resp, "\"id\":\""))) {
+        fprintf(stderr, "ws_swarm: POST /api/jobs: %.*s\n", (int)strcspn(resp, "\r"), resp);
+        return -1;
+    }
+    snprintf(id, 37, "%.36s", p + 6);
+    return 0;
+}
+
+typedef struct {
+    int k;
+} creator_arg;
+
+static void *creator(void *arg)
+{
+    int k = ((creator_arg *)arg)->k, fd = http_connect();
+    int64_t t0 = mono_us(), stop_at = t0 + (int64_t)((S.duration - S.drain) * 1e6);
+
+    if (fd < 0) {
+        S.create_failed = 1;
+        return NULL;
+    }
+    for (int wave = 0; !S.stop_create; wave++) {
+        int64_t due = t0 + (int64_t)wave * S.wave_ms * 1000;
+        while (mono_us() < due && !S.stop_create)
+            usleep(1000);
+        if (mono_us() >= stop_at || S.stop_create)
+            break;
+        for (int slot = k; slot < S.create && !S.stop_create; slot += S.creators) {
+            char id[40];
+            if (http_create(fd, id) != 0) {
+                S.create_failed = 1;
+                close(fd);
+                return NULL;
+            }
+            pthread_mutex_lock(&S.mu);
+            if (S.npending == S.cappending) {
+                S.cappending = S.cappending ? S.cappending * 2 : 256;
+                S.pending = xrealloc(S.pending, (size_t)S.cappending * sizeof(job));
+            }
+            snprintf(S.pending[S.npending].id, 40, "%s", id);
+            S.pending[S.npending].wave = wave;
+            S.pending[S.npending].slot = slot;
+            S.npending++;
+            pthread_mutex_unlock(&S.mu);
+            uint64_t one = 1;
+            if (write(S.efd, &one, 8) != 8)
+                die("eventfd write");
+        }
+        if (!S.wave_ms)
+            break;
+    }
+    close(fd);
+    return NULL;
+}
+
+/* Counts what a subscription missed at its end against the job's highest seq. */
+static void sub_retire(sub *u)
+{
+    if (u->job >= 0 && u->last >= 0 && S.jobs[u->job].max > u->last)
+        S.tail_missing += (uint64_t)(S.jobs[u->job].max - u->last);
+    u->job = -1;
+}
+
+static void take_created(void)
+{
+    job batch[512];
+    int n;
+    uint64_t v;
+
+    if (read(S.efd, &v, 8) != 8) { /* nothing signalled: still drain what is pending */
+    }
+    for (;;) {
+        pthread_mutex_lock(&S.mu);
+        n = S.npending < 512 ? S.npending : 512;
+        memcpy(batch, S.pending, (size_t)n * sizeof(job));
+        memmove(S.pending, S.pending + n, (size_t)(S.npending - n) * sizeof(job));
+        S.npending -= n;
+        pthread_mutex_unlock(&S.mu);
+        if (!n)
+            return;
+        for (int b = 0; b < n; b++) {
+            int ji = job_add(batch[b].id, batch[b].wave, batch[b].slot);
+            int lo = batch[b].slot * S.subs_per_job, hi = lo + S.subs_per_job;
+            for (int i = lo; i < hi && i < S.nconns; i++) {
+                conn *c = &S.conns[i];
+                sub *u = &c->subs[batch[b].wave % NSUB];
+                if (c->state != ST_OPEN)
+                    continue;
+                if (u->job >= 0) { /* the job NSUB waves back: long finished */
+                    send_subscribe(c, &S.jobs[u->job], true);
+                    sub_retire(u);
+                }
+                if (c->state != ST_OPEN)
+                    continue;
+                u->job = ji;
+                u->last = -1;
+                send_subscribe(c, &S.jobs[ji], false);
+            }
+        }
+    }
+}
+
+/* ---- main --------------------------------------------------------------------------- */
+
+static void usage(FILE *f)
+{
+    fputs("Usage: ws_swarm --url ws://127.0.0.1:PORT/PATH [--mode jobwire|nchan|plain]\n"
+          "  [--token T] (--job ID | --jobs-file F | --create-jobs W)\n"
+          "  [--subs-per-job N (10)] [--duration S (10)] [--ramp CONN_PER_S (5000)]\n"
+          "  [--server-pid PID] [--ready-file F] [--label NAME]\n"
+          "  [--wave-interval-ms MS (0: one wave)] [--drain S (5)] [--tx N (50)]\n"
+          "  [--creators N (4)]\n"
+          "nchan/plain: '{job}' in the URL path is replaced by each job id.\n"
+          "--create-jobs W (jobwire): W jobs per wave via POST /api/jobs with --token as\n"
+          "the admin key; connection i follows job i/subs-per-job of every wave.\n",
+          f);
+}
+
+static void parse_url(const char *u)
+{
+    const char *p, *slash;
+
+    if (strncmp(u, "ws://", 5) != 0)
+        die("--url must start with ws:// (got '%s')", u);
+    p = u + 5;
+    slash = strchr(p, '/');
+    if (!slash)
+        slash = p + strlen(p);
+    if (sscanf(p, "%63[^:]:%d", S.host, &S.port) != 2)
+        die("--url needs HOST:PORT with a numeric IPv4 host (got '%s')", u);
+    snprintf(S.path, sizeof(S.path), "%s", *slash ? slash : "/");
+    if (strncmp(S.host, "127.", 4) != 0)
+        die("only 127.0.0.x targets are allowed (got %s)", S.host);
+}
+
+static void load_jobs(const char *file, const char *one)
+{
+    char l[256];
+    FILE *f;
+
+    if (one) {
+        job_add(one, 0, 0);
+        return;
+    }
+    if (!(f = fopen(file, "r")))
+        die("cannot open --jobs-file %s: %s", file, strerror(errno));
+    while (fgets(l, sizeof(l), f)) {
+        l[strcspn(l, "\r\n \t")] = 0;
+        if (l[0])
+            job_add(l, 0, S.njobs);
+    }
+    fclose(f);
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"url", 1, 0, 'u'},          {"mode", 1, 0, 'm'},     {"token", 1, 0, 't'},
+        {"job", 1, 0, 'j'},          {"jobs-file", 1, 0, 'f'}, {"create-jobs", 1, 0, 'c'},
+        {"subs-per-job", 1, 0, 'n'}, {"duration", 1, 0, 'd'}, {"ramp", 1, 0, 'r'},
+        {"server-pid", 1, 0, 'p'},   {"ready-file", 1, 0, 'R'}, {"label", 1, 0, 'l'},
+        {"wave-interval-ms", 1, 0, 'w'}, {"drain", 1, 0, 'D'}, {"tx", 1, 0, 'x'},
+        {"creators", 1, 0, 'C'},     {"help", 0, 0, 'h'},     {0, 0, 0, 0}};
+    const char *url = NULL, *one = NULL, *file = NULL;
+    int o, ncreators = 0;
+    pthread_t th[64];
+    creator_arg ca[64];
+    char *buf;
+
+    S.subs_per_job = 10;
+    S.duration = 10;
+    S.ramp = 5000;
+    S.drain = 5;
+    S.tx = 50;
+    S.creators = 4;
+    snprintf(S.label, sizeof(S.label), "run");
+    while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (o) {
+        case 'u': url = optarg; break;
+        case 'm':
+            if (!strcmp(optarg, "jobwire"))
+                S.mode = MODE_JOBWIRE;
+            else if (!strcmp(optarg, "nchan"))
+                S.mode = MODE_NCHAN;
+            else if (!strcmp(optarg, "plain"))
+                S.mode = MODE_PLAIN;
+            else
+                die("--mode must be jobwire, nchan or plain (got '%s')", optarg);
+            break;
+        case 't': snprintf(S.token, sizeof(S.token), "%s", optarg); break;
+        case 'j': one = optarg; break;
+        case 'f': file = optarg; break;
+        case 'c': S.create = atoi(optarg); break;
+        case 'n': S.subs_per_job = atoi(optarg); break;
+        case 'd': S.duration = atof(optarg); break;
+        case 'r': S.ramp = atoi(optarg); break;
+        case 'p': S.server_pid = atoi(optarg); break;
+        case 'R': snprintf(S.ready_file, sizeof(S.ready_file), "%s", optarg); break;
+        case 'l': snprintf(S.label, sizeof(S.label), "%s", optarg); break;
+        case 'w': S.wave_ms = atoi(optarg); break;
+        case 'D': S.drain = atof(optarg); break;
+        case 'x': S.tx = atoi(optarg); break;
+        case 'C': S.creators = atoi(optarg); break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (!url || (!one && !file && !S.create) || S.subs_per_job < 1 || S.duration <= 0 ||
+        S.ramp < 1 || S.creators < 1 || S.creators > 64) {
+        usage(stderr);
+        return 2;
+    }
+    if (S.create && S.mode != MODE_JOBWIRE)
+        die("--create-jobs works with --mode jobwire only");
+    parse_url(url);
+    if (S.create)
+        S.nslots = S.create;
+    else
+        load_jobs(file, one), S.nslots = S.njobs;
+    if (!S.nslots)
+        die("no jobs");
+    S.nconns = S.nslots * S.subs_per_job;
+    S.conns = calloc((size_t)S.nconns, sizeof(conn));
+    buf = malloc(RXBUF);
+    if (!S.conns || !buf)
+        die("out of memory");
+    S.ep = epoll_create1(EPOLL_CLOEXEC);
+    S.efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    pthread_mutex_init(&S.mu, NULL);
+    {
+        struct epoll_event ev = {.events = EPOLLIN, .data.u32 = UINT32_MAX};
+        epoll_ctl(S.ep, EPOLL_CTL_ADD, S.efd, &ev);
+    }
+
+    long rss0 = proc_rss_kb(S.server_pid), rss_ready = -1, rss_end;
+    int64_t t_conn = mono_us(), t_ready = 0, t_end = 0, deadline_connect = t_conn + 120000000;
+    double cpu_self0 = 0, cpu_srv0 = 0;
+    struct epoll_event evs[1024];
+    uint64_t d0 = 0;
+
+    for (;;) {
+        int64_t t = mono_us();
+        /* Ramp: open what the rate allows by now. */
+        while (S.opened < S.nconns && (int64_t)S.opened * 1000000 / S.ramp <= t - t_conn)
+            conn_open(S.opened++);
+        int n = epoll_wait(S.ep, evs, 1024, S.opened < S.nconns ? 1 : 50);
+        for (int i = 0; i < n; i++) {
+            if (evs[i].data.u32 == UINT32_MAX)
+                take_created();
+            else
+                on_event(&S.conns[evs[i].data.u32], evs[i].events, buf);
+        }
+        t = mono_us();
+        if (!t_ready && S.opened == S.nconns && S.nready + S.nfailed + S.nclosed >= S.nconns) {
+            /* Everyone subscribed (or failed): let the server settle, then read its RSS. */
+            static int64_t settle;
+            if (!settle)
+                settle = t + 1000000;
+            if (t >= settle) {
+                rss_ready = proc_rss_kb(S.server_pid);
+                t_ready = t;
+                t_end = t + (int64_t)(S.duration * 1e6);
+                S.run_start = t;
+                d0 = S.deliveries;
+                (void)d0;
+                cpu_self0 = self_cpu_s();
+                cpu_srv0 = proc_cpu_s(S.server_pid);
+                fprintf(stderr, "ws_swarm: %d/%d connections ready (%d failed) in %.2f s\n",
+                        S.nready, S.nconns, S.nfailed, (double)(t - t_conn) / 1e6);
+                if (S.ready_file[0]) {
+                    FILE *f = fopen(S.ready_file, "w");
+                    if (f)
+                        fclose(f);
+                }
+                if (S.create)
+                    for (int k = 0; k < S.creators; k++) {
+                        ca[k].k = k;
+                        if (pthread_create(&th[k], NULL, creator, &ca[k]) != 0)
+                            die("pthread_create");
+                        ncreators++;
+                    }
+            }
+        }
+        if (!t_ready && t > deadline_connect)
+            die("connections not ready after 120 s (%d ready, %d failed of %d)", S.nready,
+                S.nfailed, S.nconns);
+        if (t_ready && t >= t_end)
+            break;
+    }
+    S.stop_create = 1;
+    double cpu_self = self_cpu_s() - cpu_self0;
+    double cpu_srv = S.server_pid ? proc_cpu_s(S.server_pid) - cpu_srv0 : -1;
+    rss_end = proc_rss_kb(S.server_pid);
+    for (int k = 0; k < ncreators; k++)
+        pthread_join(th[k], NULL);
+    for (int i = 0; i < S.nconns; i++)
+        for (int k = 0; k < NSUB; k++)
+            sub_retire(&S.conns[i].subs[k]);
+
+    uint64_t unique = 0;
+    for (int i = 0; i < S.njobs; i++)
+        if (S.jobs[i].max > S.jobs[i].base && S.jobs[i].base >= 0)
+            unique += (uint64_t)(S.jobs[i].max - S.jobs[i].base);
+    double run_s = (double)(t_end - t_ready) / 1e6;
+    double span_s = S.last_rx > S.first_rx ? (double)(S.last_rx - S.first_rx) / 1e6 : 0;
+    double dps = span_s > 0 ? (double)S.deliveries / span_s : 0;
+    double per_conn = (rss0 >= 0 && rss_ready >= 0)
+                          ? (double)(rss_ready - rss0) / (S.nconns - S.nfailed)
+                          : -1;
+    const char *modes[] = {"jobwire", "nchan", "plain"};
+    int closes = 0;
+
+    for (int i = 0; i < 5000; i++)
+        closes += S.close_codes[i];
+    printf("%s: mode=%s conns=%d failed=%d closed=%d jobs=%d deliveries=%" PRIu64
+           " in %.2f s = %.0f/s (source %" PRIu64 " deltas = %.0f/s) latency ms p50 %.2f p99 %.2f "
+           "p99.9 %.2f max %.2f; missing %" PRIu64 " dup %" PRIu64 " tail_missing %" PRIu64
+           " resyncs %" PRIu64 " (skipped %" PRIu64 ") snapshots %" PRIu64 " stray %" PRIu64
+           " errors %" PRIu64 "; msgs %" PRIu64 " in %" PRIu64 " frames (%.1f/frame); "
+           "server RSS kB %ld -> %ld idle (%.2f kB/conn) -> %ld end; cpu s: swarm %.2f server %.2f"
+           " over %.1f s%s\n",
+           S.label, modes[S.mode], S.nconns, S.nfailed, S.nclosed, S.njobs, S.deliveries, span_s,
+           dps, unique, span_s > 0 ? (double)unique / span_s : 0, pct_ms(S.deliveries, 0.50),
+           pct_ms(S.deliveries, 0.99), pct_ms(S.deliveries, 0.999), (double)S.lat_max / 1000.0,
+           S.missing, S.dups, S.tail_missing, S.resyncs, S.resync_skipped, S.snapshots, S.stray,
+           S.errors, S.msgs, S.frames, S.frames ? (double)S.msgs / (double)S.frames : 0, rss0,
+           rss_ready, per_conn, rss_end, cpu_self, cpu_srv, run_s,
+           S.create_failed ? " (job creation FAILED)" : "");
+    printf("RESULT label=%s mode=%s conns=%d failed=%d closed=%d close_codes=%d jobs=%d "
+           "deliveries=%" PRIu64 " span_s=%.3f deliveries_per_s=%.0f source_deltas=%" PRIu64
+           " p50_ms=%.3f p99_ms=%.3f p999_ms=%.3f max_ms=%.3f missing=%" PRIu64 " dup=%" PRIu64
+           " tail_missing=%" PRIu64 " resyncs=%" PRIu64 " snapshots=%" PRIu64 " stray=%" PRIu64
+           " errors=%" PRIu64 " msgs=%" PRIu64 " frames=%" PRIu64 " bytes=%" PRIu64
+           " rss_before_kb=%ld rss_idle_kb=%ld rss_per_conn_kb=%.3f rss_end_kb=%ld"
+           " cpu_swarm_s=%.2f cpu_server_s=%.2f run_s=%.1f create_failed=%d\n",
+           S.label, modes[S.mode], S.nconns, S.nfailed, S.nclosed, closes, S.njobs, S.deliveries,
+           span_s, dps, unique, pct_ms(S.deliveries, 0.50), pct_ms(S.deliveries, 0.99),
+           pct_ms(S.deliveries, 0.999), (double)S.lat_max / 1000.0, S.missing, S.dups,
+           S.tail_missing, S.resyncs, S.snapshots, S.stray, S.errors, S.msgs, S.frames, S.bytes,
+           rss0, rss_ready, per_conn, rss_end, cpu_self, cpu_srv, run_s, S.create_failed);
+    fflush(stdout);
+    for (int i = 0; i < S.nconns; i++)
+        if (S.conns[i].state != ST_CLOSED)
+            close(S.conns[i].fd);
+    return S.create_failed ? 1 : 0;
+}
