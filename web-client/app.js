@@ -509,7 +509,9 @@ function renderSummary(j) {
   if (j.error_message) {
     parts.push(h('p', { class: 'job-error', id: 'd-error', role: 'alert' },
       h('strong', {}, j.status === 'failed' ? 'The job failed: ' : 'Error: '), j.error_message,
-      j.status === 'failed' ? ` ${done}; Retry resumes at the first unfinished step and never repeats a finished transaction.` : ''));
+      j.status === 'failed'
+        ? `${/[.!?]$/.test(j.error_message) ? '' : '.'} ${done[0].toUpperCase()}${done.slice(1)}; Retry resumes at the first unfinished step and never repeats a finished transaction.`
+        : ''));
   }
   $('d-summary').replaceChildren(...parts);
 }
