@@ -1,6 +1,7 @@
 #include "jw_log.h"
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,11 +69,127 @@ void jw_log_write(int level, const char *fmt, ...)
     }
 }
 
+/* Appends n bytes to buf (size) at *len, keeping it NUL-terminated; cuts at the end. */
+static void put(char *buf, size_t size, size_t *len, const char *p, size_t n)
+{
+    if (*len + 1 >= size)
+        return;
+    if (n > size - 1 - *len)
+        n = size - 1 - *len;
+    memcpy(buf + *len, p, n);
+    *len += n;
+    buf[*len] = '\0';
+}
+
+static bool is_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
+
+/*
+ * URI form: postgres[ql]://[user[:password]@]host.../db[?k=v&...]. The
+ * password is what follows the first ':' of the userinfo (before the last
+ * '@' of the authority), and any password= query parameter up to '&'.
+ */
+static void redact_uri(const char *s, char *buf, size_t size)
+{
+    const char *auth = strstr(s, "://") + 3;
+    const char *auth_end = auth + strcspn(auth, "/?");
+    const char *at = NULL, *p, *q;
+    size_t len = 0;
+
+    for (p = auth; p < auth_end; p++)
+        if (*p == '@')
+            at = p;
+    put(buf, size, &len, s, (size_t)(auth - s));
+    if (at) {
+        const char *colon = memchr(auth, ':', (size_t)(at - auth));
+
+        if (colon) {
+            put(buf, size, &len, auth, (size_t)(colon - auth));
+            put(buf, size, &len, ":***", 4);
+        } else {
+            put(buf, size, &len, auth, (size_t)(at - auth));
+        }
+        auth = at;
+    }
+    q = strchr(auth_end, '?');
+    put(buf, size, &len, auth, (size_t)((q ? q : auth_end + strlen(auth_end)) - auth));
+    if (!q)
+        return;
+    /* Query: k=v pairs separated by '&'. */
+    for (p = q; *p;) {
+        size_t n = strcspn(p + 1, "&") + 1; /* the separator and the pair */
+
+        if (strncmp(p + 1, "password=", 9) == 0) {
+            put(buf, size, &len, p, 10);
+            put(buf, size, &len, "***", 3);
+        } else {
+            put(buf, size, &len, p, n);
+        }
+        p += n;
+    }
+}
+
+/*
+ * key=value form, read as libpq reads it: spaces around '=' allowed; a value
+ * is either single-quoted (with backslash escapes) or runs to the next space
+ * (with backslash escapes). Written back normalised, the password masked.
+ * Anything that does not parse is not copied at all.
+ */
+static void redact_kv(const char *s, char *buf, size_t size)
+{
+    size_t len = 0;
+
+    for (;;) {
+        const char *key, *val;
+        size_t klen;
+
+        while (is_space(*s))
+            s++;
+        if (!*s)
+            return;
+        key = s;
+        while (*s && !is_space(*s) && *s != '=')
+            s++;
+        klen = (size_t)(s - key);
+        while (is_space(*s))
+            s++;
+        if (*s != '=' || klen == 0) {
+            put(buf, size, &len, " (unparsable rest hidden)", 25);
+            return;
+        }
+        s++;
+        while (is_space(*s))
+            s++;
+        val = s;
+        if (*s == '\'') {
+            for (s++; *s && *s != '\''; s++)
+                if (*s == '\\' && s[1])
+                    s++;
+            if (*s != '\'') {
+                put(buf, size, &len, " (unparsable rest hidden)", 25);
+                return;
+            }
+            s++;
+        } else {
+            for (; *s && !is_space(*s); s++)
+                if (*s == '\\' && s[1])
+                    s++;
+        }
+        if (len)
+            put(buf, size, &len, " ", 1);
+        put(buf, size, &len, key, klen);
+        put(buf, size, &len, "=", 1);
+        if (klen == 8 && strncmp(key, "password", 8) == 0)
+            put(buf, size, &len, "***", 3);
+        else
+            put(buf, size, &len, val, (size_t)(s - val));
+    }
+}
+
 void jw_log_redact_conninfo(const char *conninfo, char *buf, size_t size)
 {
-    const char *p, *scheme, *at, *colon;
-    size_t n = 0;
-
     if (!size)
         return;
     buf[0] = '\0';
@@ -80,40 +197,16 @@ void jw_log_redact_conninfo(const char *conninfo, char *buf, size_t size)
         snprintf(buf, size, "(none)");
         return;
     }
-    /* URI form: postgresql://user:password@host/db - mask what follows ':'. */
-    scheme = strstr(conninfo, "://");
-    at = scheme ? strchr(scheme + 3, '@') : NULL;
-    colon = at ? memchr(scheme + 3, ':', (size_t)(at - scheme - 3)) : NULL;
-    for (p = conninfo; *p && n + 4 < size;) {
-        if (p == colon) {
-            memcpy(buf + n, ":***", 4);
-            n += 4;
-            p = at;
-            continue;
-        }
-        /* "password=..." in key=value form or a URI query: mask the value. */
-        if (strncmp(p, "password=", 9) == 0) {
-            if (n + 12 >= size)
-                break; /* no room to mask it: cut here rather than leak */
-            memcpy(buf + n, "password=***", 12);
-            n += 12;
-            p += 9;
-            if (*p == '\'') {
-                /* quoted key=value password: up to the closing quote */
-                for (p++; *p && *p != '\''; p++)
-                    if (*p == '\\' && p[1])
-                        p++;
-                if (*p)
-                    p++;
-            } else {
-                while (*p && *p != '&' && *p != ' ')
-                    p++;
-            }
-            continue;
-        }
-        buf[n++] = *p++;
+    {
+        /* A URI (postgresql://, or the provider's http(s)://) has its scheme
+         * before any '=' or space; everything else is key=value. */
+        const char *scheme = strstr(conninfo, "://");
+
+        if (scheme && scheme > conninfo && strcspn(conninfo, "= \t") > (size_t)(scheme - conninfo))
+            redact_uri(conninfo, buf, size);
+        else
+            redact_kv(conninfo, buf, size);
     }
-    buf[n] = '\0';
 }
 
 void jw_oom(const char *what)

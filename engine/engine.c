@@ -510,6 +510,8 @@ static bool otp_set(otp *o, otp_status to)
 }
 
 static void set_error(char **slot, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
+static void set_error(char **slot, const char *fmt, va_list ap)
 {
     char buf[512];
 

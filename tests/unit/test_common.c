@@ -157,6 +157,24 @@ static void test_redact(void **state)
     assert_string_equal(out, "postgresql://postgres@127.0.0.1:5432/jobwire");
     jw_log_redact_conninfo("postgresql://bob@db/jobs?password=s3cret", out, sizeof(out));
     assert_null(strstr(out, "s3cret"));
+    assert_string_equal(out, "postgresql://bob@db/jobs?password=***");
+    /* key=value as libpq reads it: spaces around '=', quotes, '&' inside a value. */
+    jw_log_redact_conninfo("host=db password = hunter22 dbname=x", out, sizeof(out));
+    assert_string_equal(out, "host=db password=*** dbname=x");
+    jw_log_redact_conninfo("host=db password= 'hunter 22' port=5", out, sizeof(out));
+    assert_string_equal(out, "host=db password=*** port=5");
+    jw_log_redact_conninfo("host=db password=p&ssw0rd", out, sizeof(out));
+    assert_string_equal(out, "host=db password=***");
+    jw_log_redact_conninfo("password=hunter\\ 22 host=db", out, sizeof(out));
+    assert_string_equal(out, "password=*** host=db");
+    jw_log_redact_conninfo("host==:p=password='x password='s3cretvalue'", out, sizeof(out));
+    assert_null(strstr(out, "s3cret"));
+    /* A cut buffer never ends in part of a password. */
+    jw_log_redact_conninfo("host=db password=s3cret", out, 12);
+    assert_null(strstr(out, "s3c"));
+    /* The provider's URL is a URI too. */
+    jw_log_redact_conninfo("https://svc:tok3n@provider.example/api", out, sizeof(out));
+    assert_string_equal(out, "https://svc:***@provider.example/api");
 }
 
 static void test_log_levels(void **state)
