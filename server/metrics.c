@@ -12,11 +12,6 @@
 #include <inttypes.h>
 #include <stdio.h>
 
-static void metric(jw_buf *b, const char *name, const char *type, const char *help, double value)
-{
-    jw_buf_addf(b, "# HELP %s %s\n# TYPE %s %s\n%s %.17g\n", name, help, name, type, name, value);
-}
-
 void jw_metrics_handle(jw_http_ctx *ctx, jw_http_request *req)
 {
     jw_app *app = ctx->app;
@@ -43,49 +38,59 @@ void jw_metrics_handle(jw_http_ctx *ctx, jw_http_request *req)
     jw_store_get_stats(app->store, &db);
     jw_engine_get_stats(app->engine, &en);
     jw_ws_get_stats(app->ws, &ws);
-    jw_buf_init(&b, 4096);
-    metric(&b, "jobwire_http_requests_total", "counter", "HTTP requests received.",
-           (double)ctx->requests);
-    metric(&b, "jobwire_jobs_live", "gauge", "Jobs running in this process.", (double)en.jobs_live);
-    metric(&b, "jobwire_jobs_finished_total", "counter",
-           "Jobs that reached completed, failed or cancelled.", (double)en.jobs_finished);
-    metric(&b, "jobwire_deltas_total", "counter", "Changes (deltas) the engine emitted.",
-           (double)en.deltas);
-    metric(&b, "jobwire_deltas_published_total", "counter",
-           "Committed deltas handed to the fan-out.", (double)app->published);
-    metric(&b, "jobwire_provider_calls_total", "counter", "Provider calls started.",
-           (double)en.provider_calls);
-    metric(&b, "jobwire_db_connected", "gauge", "1 while the store is connected to PostgreSQL.",
-           db.connected ? 1 : 0);
-    metric(&b, "jobwire_db_commits_total", "counter", "Group-commit transactions.",
-           (double)db.commits);
-    metric(&b, "jobwire_db_batches_committed_total", "counter", "Batches committed.",
-           (double)db.batches_committed);
-    metric(&b, "jobwire_db_deltas_committed_total", "counter", "Deltas committed.",
-           (double)db.deltas_committed);
-    metric(&b, "jobwire_db_batches_failed_total", "counter", "Batches PostgreSQL refused.",
-           (double)db.batches_failed);
-    metric(&b, "jobwire_db_queued_batches", "gauge", "Batches submitted, not yet answered.",
-           (double)db.queued_batches);
-    metric(&b, "jobwire_db_reconnects_total", "counter", "Connections made to PostgreSQL.",
-           (double)db.reconnects);
-    metric(&b, "jobwire_db_outage_seconds_total", "counter",
-           "Seconds without a PostgreSQL connection (finished outages).",
-           (double)db.outage_total_us / 1e6);
-    metric(&b, "jobwire_ws_connections", "gauge", "Open jobwire.v1 connections.",
-           (double)ws.connections);
-    metric(&b, "jobwire_ws_subscriptions", "gauge", "Open subscriptions.",
-           (double)ws.subscriptions);
-    metric(&b, "jobwire_ws_deltas_sent_total", "counter", "Delta messages written to sockets.",
-           (double)ws.deltas_sent);
-    metric(&b, "jobwire_ws_frames_sent_total", "counter", "WebSocket frames written.",
-           (double)ws.frames_sent);
-    metric(&b, "jobwire_ws_bytes_sent_total", "counter", "Bytes of WebSocket payload written.",
-           (double)ws.bytes_sent);
-    metric(&b, "jobwire_ws_resyncs_total", "counter",
-           "Times a slow connection's deltas were replaced by a snapshot.", (double)ws.resyncs);
-    metric(&b, "jobwire_ws_slow_closes_total", "counter",
-           "Connections closed for staying behind (4008).", (double)ws.slow_closes);
+    {
+        const struct {
+            const char *name, *type, *help;
+            double value;
+        } rows[] = {
+            {"jobwire_http_requests_total", "counter", "HTTP requests received.",
+             (double)ctx->requests},
+            {"jobwire_jobs_live", "gauge", "Jobs running in this process.", (double)en.jobs_live},
+            {"jobwire_jobs_finished_total", "counter",
+             "Jobs that reached completed, failed or cancelled.", (double)en.jobs_finished},
+            {"jobwire_deltas_total", "counter", "Changes (deltas) the engine emitted.",
+             (double)en.deltas},
+            {"jobwire_deltas_published_total", "counter", "Committed deltas handed to the fan-out.",
+             (double)app->published},
+            {"jobwire_provider_calls_total", "counter", "Provider calls started.",
+             (double)en.provider_calls},
+            {"jobwire_db_connected", "gauge", "1 while the store is connected to PostgreSQL.",
+             db.connected ? 1 : 0},
+            {"jobwire_db_commits_total", "counter", "Group-commit transactions.",
+             (double)db.commits},
+            {"jobwire_db_batches_committed_total", "counter", "Batches committed.",
+             (double)db.batches_committed},
+            {"jobwire_db_deltas_committed_total", "counter", "Deltas committed.",
+             (double)db.deltas_committed},
+            {"jobwire_db_batches_failed_total", "counter", "Batches PostgreSQL refused.",
+             (double)db.batches_failed},
+            {"jobwire_db_queued_batches", "gauge", "Batches submitted, not yet answered.",
+             (double)db.queued_batches},
+            {"jobwire_db_reconnects_total", "counter", "Connections made to PostgreSQL.",
+             (double)db.reconnects},
+            {"jobwire_db_outage_seconds_total", "counter",
+             "Seconds without a PostgreSQL connection (finished outages).",
+             (double)db.outage_total_us / 1e6},
+            {"jobwire_ws_connections", "gauge", "Open jobwire.v1 connections.",
+             (double)ws.connections},
+            {"jobwire_ws_subscriptions", "gauge", "Open subscriptions.", (double)ws.subscriptions},
+            {"jobwire_ws_deltas_sent_total", "counter", "Delta messages written to sockets.",
+             (double)ws.deltas_sent},
+            {"jobwire_ws_frames_sent_total", "counter", "WebSocket frames written.",
+             (double)ws.frames_sent},
+            {"jobwire_ws_bytes_sent_total", "counter", "Bytes of WebSocket payload written.",
+             (double)ws.bytes_sent},
+            {"jobwire_ws_resyncs_total", "counter",
+             "Times a slow connection's deltas were replaced by a snapshot.", (double)ws.resyncs},
+            {"jobwire_ws_slow_closes_total", "counter",
+             "Connections closed for staying behind (4008).", (double)ws.slow_closes},
+        };
+
+        jw_buf_init(&b, 4096);
+        for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
+            jw_buf_addf(&b, "# HELP %s %s\n# TYPE %s %s\n%s %.17g\n", rows[i].name, rows[i].help,
+                        rows[i].name, rows[i].type, rows[i].name, rows[i].value);
+    }
     jw_http_reply(req, 200, "text/plain; version=0.0.4; charset=utf-8", b.data, b.len);
     jw_buf_release(&b);
 }
