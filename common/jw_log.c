@@ -204,6 +204,8 @@ void jw_log_redact_conninfo(const char *conninfo, char *buf, size_t size)
 
         if (scheme && scheme > conninfo && strcspn(conninfo, "= \t") > (size_t)(scheme - conninfo))
             redact_uri(conninfo, buf, size);
+        else if (!strchr(conninfo, '='))
+            snprintf(buf, size, "%s", conninfo); /* a plain word ("sim"): nothing to hide */
         else
             redact_kv(conninfo, buf, size);
     }

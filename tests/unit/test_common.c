@@ -172,6 +172,9 @@ static void test_redact(void **state)
     /* A cut buffer never ends in part of a password. */
     jw_log_redact_conninfo("host=db password=s3cret", out, 12);
     assert_null(strstr(out, "s3c"));
+    /* A plain word (the provider "sim") is printed as it is. */
+    jw_log_redact_conninfo("sim", out, sizeof(out));
+    assert_string_equal(out, "sim");
     /* The provider's URL is a URI too. */
     jw_log_redact_conninfo("https://svc:tok3n@provider.example/api", out, sizeof(out));
     assert_string_equal(out, "https://svc:***@provider.example/api");
