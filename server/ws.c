@@ -3,6 +3,8 @@
  */
 #include "ws.h"
 
+#include "ws_parse.h"
+
 #include "app.h"
 #include "jw_buf.h"
 #include "jw_error.h"
@@ -26,7 +28,6 @@
 #define RING 64
 #define OUT_FRAME 65536    /* messages gathered into one frame, unless one is bigger */
 #define MAX_JOBS_IDLE 1024 /* jobs kept with a ring but no subscriber (~45 KB each, full) */
-#define MAX_REF 64
 #define MAX_DB_REPLAY 2000 /* deltas replayed from job_events; past it, a snapshot */
 
 enum { CLOSE_SLOW = 4008, CLOSE_AUTH = 4401, CLOSE_AUTH_TIMEOUT = 4408 };
@@ -974,45 +975,28 @@ static const struct {
 
 static void handle_message(conn *c, const char *data, size_t len)
 {
-    json_error_t jerr;
-    json_t *m = json_loadb(data, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr), *type, *ref;
+    char err[256];
+    jw_ws_msg m;
+    const char *code = jw_ws_parse(data, len, &m, err, sizeof(err));
 
-    if (!m) {
-        send_error(c, NULL, "bad_json", "malformed JSON at column %d: %s", jerr.column, jerr.text);
-        return;
-    }
-    if (!json_is_object(m)) {
-        send_error(c, NULL, "bad_message", "a message must be a JSON object");
-        goto out;
-    }
-    ref = json_object_get(m, "ref");
-    if (ref &&
-        !(json_is_integer(ref) || (json_is_string(ref) && json_string_length(ref) <= MAX_REF))) {
-        send_error(c, NULL, "bad_message",
-                   "ref must be an integer or a string of at most %d "
-                   "characters",
-                   MAX_REF);
-        goto out;
-    }
-    type = json_object_get(m, "type");
-    if (!json_is_string(type)) {
-        send_error(c, ref, "bad_message", "type is required (a string)");
+    if (code) {
+        send_error(c, m.ref, code, "%s", err);
         goto out;
     }
     for (int i = 0; handlers[i].type; i++) {
-        if (strcmp(handlers[i].type, json_string_value(type)) != 0)
+        if (strcmp(handlers[i].type, m.type) != 0)
             continue;
         if (handlers[i].needs_auth && !c->authed) {
-            send_error(c, ref, "auth_required", "send {\"type\":\"auth\",\"token\":…} first");
+            send_error(c, m.ref, "auth_required", "send {\"type\":\"auth\",\"token\":…} first");
             start_close(c, CLOSE_AUTH, "auth required");
             goto out;
         }
-        handlers[i].handle(c, m, ref);
+        handlers[i].handle(c, m.root, m.ref);
         goto out;
     }
-    send_error(c, ref, "unknown_type", "unknown message type \"%.32s\"", json_string_value(type));
+    send_error(c, m.ref, "unknown_type", "unknown message type \"%.32s\"", m.type);
 out:
-    json_decref(m);
+    jw_ws_msg_release(&m);
 }
 
 /* ---- lws glue -------------------------------------------------------------------- */

@@ -1,0 +1,42 @@
+#include "ws_parse.h"
+
+#include <stdio.h>
+#include <string.h>
+
+const char *jw_ws_parse(const char *data, size_t len, jw_ws_msg *out, char *err, size_t errlen)
+{
+    json_error_t jerr;
+    json_t *ref, *type;
+
+    memset(out, 0, sizeof(*out));
+    out->root = json_loadb(data, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+    if (!out->root) {
+        snprintf(err, errlen, "malformed JSON at column %d: %s", jerr.column, jerr.text);
+        return "bad_json";
+    }
+    if (!json_is_object(out->root)) {
+        snprintf(err, errlen, "a message must be a JSON object");
+        return "bad_message";
+    }
+    ref = json_object_get(out->root, "ref");
+    if (ref && !(json_is_integer(ref) ||
+                 (json_is_string(ref) && json_string_length(ref) <= JW_WS_MAX_REF))) {
+        snprintf(err, errlen, "ref must be an integer or a string of at most %d characters",
+                 JW_WS_MAX_REF);
+        return "bad_message";
+    }
+    out->ref = ref;
+    type = json_object_get(out->root, "type");
+    if (!json_is_string(type)) {
+        snprintf(err, errlen, "type is required (a string)");
+        return "bad_message";
+    }
+    out->type = json_string_value(type);
+    return NULL;
+}
+
+void jw_ws_msg_release(jw_ws_msg *m)
+{
+    json_decref(m->root);
+    memset(m, 0, sizeof(*m));
+}
