@@ -62,13 +62,13 @@ typedef enum jw_provider_status {
 typedef struct jw_provider_reply {
     uint64_t call_id;
     jw_provider_status status;
-    json_t *data;             /* OK: owned, never NULL (may be an empty object) */
-    char otp_type[32];        /* OTP_REQUIRED: gyftr_login, amazon_login, payment */
-    char phone_hint[32];      /* OTP_REQUIRED: masked, e.g. "******4821" */
-    bool invalid_otp;         /* OTP_REQUIRED: the call's OTP was wrong */
-    int poll_after_ms;        /* PENDING */
-    bool retryable;           /* ERROR */
-    char message[256];        /* ERROR: what went wrong, for error_message */
+    json_t *data;        /* OK: owned, never NULL (may be an empty object) */
+    char otp_type[32];   /* OTP_REQUIRED: gyftr_login, amazon_login, payment */
+    char phone_hint[32]; /* OTP_REQUIRED: masked, e.g. "******4821" */
+    bool invalid_otp;    /* OTP_REQUIRED: the call's OTP was wrong */
+    int poll_after_ms;   /* PENDING */
+    bool retryable;      /* ERROR */
+    char message[256];   /* ERROR: what went wrong, for error_message */
 } jw_provider_reply;
 
 typedef void (*jw_provider_deliver_fn)(void *arg, jw_provider_reply *reply);

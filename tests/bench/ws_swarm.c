@@ -57,9 +57,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#define HEAD 256      /* bytes of a split line kept: enough for type, job_id, seq, ts */
-#define TAIL 192     /* bytes of a split line's end kept: a snapshot's seq, type, job_id */
-#define NSUB 16       /* jobs one connection follows at once (ring by wave) */
+#define HEAD 256 /* bytes of a split line kept: enough for type, job_id, seq, ts */
+#define TAIL 192 /* bytes of a split line's end kept: a snapshot's seq, type, job_id */
+#define NSUB 16  /* jobs one connection follows at once (ring by wave) */
 #define RXBUF (1 << 20)
 #define HS_MAX 2048
 #define NBUCKET (64 + 40 * 64)
@@ -529,9 +529,7 @@ static void on_data(conn *c, const char *p, size_t n)
 static void on_frame_end(conn *c)
 {
     switch (c->op) {
-    case 0x9: /* ping */
-        send_frame(c, 0xA, (const char *)c->ctl, c->ctllen);
-        break;
+    case 0x9: /* ping */ send_frame(c, 0xA, (const char *)c->ctl, c->ctllen); break;
     case 0x8: { /* close */
         int code = c->ctllen >= 2 ? (c->ctl[0] << 8 | c->ctl[1]) : 1005;
         if (code >= 0 && code < 5000)
@@ -540,8 +538,7 @@ static void on_frame_end(conn *c)
         conn_close(c);
         return;
     }
-    case 0xA:
-        break;
+    case 0xA: break;
     default:
         S.frames++;
         if (c->fin && c->partial)
@@ -710,16 +707,16 @@ static void send_upgrade(conn *c)
     int n;
 
     if (ph)
-        snprintf(path, sizeof(path), "%.*s%s%s", (int)(ph - S.path), S.path,
-                 S.jobs[c->slot].id, ph + 5);
+        snprintf(path, sizeof(path), "%.*s%s%s", (int)(ph - S.path), S.path, S.jobs[c->slot].id,
+                 ph + 5);
     else
         snprintf(path, sizeof(path), "%s", S.path);
     n = snprintf(req, sizeof(req),
                  "GET %s%s%s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
                  "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
                  "Sec-WebSocket-Version: 13\r\n%s\r\n",
-                 path, S.token[0] ? (strchr(path, '?') ? "&token=" : "?token=") : "",
-                 S.token, S.host, S.port,
+                 path, S.token[0] ? (strchr(path, '?') ? "&token=" : "?token=") : "", S.token,
+                 S.host, S.port,
                  S.mode == MODE_JOBWIRE ? "Sec-WebSocket-Protocol: jobwire.v1\r\n" : "");
     c->state = ST_HANDSHAKE;
     send_all(c, req, (size_t)n);
@@ -766,7 +763,8 @@ static void on_event(conn *c, uint32_t events, char *buf)
     if (c->state == ST_CONNECTING && (events & EPOLLOUT)) {
         int err = 0;
         socklen_t l = sizeof(err);
-        struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.u32 = (uint32_t)(c - S.conns)};
+        struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP,
+                                 .data.u32 = (uint32_t)(c - S.conns)};
         getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &l);
         if (err) {
             if (S.nfailed < 5)
@@ -818,9 +816,8 @@ static int http_connect(void)
 /* POST /api/jobs on a keep-alive socket; writes the job id into id (37 bytes). */
 static int http_create(int fd, char *id)
 {
-    static const char body_fmt[] =
-        "{\"transaction_amount\":100,\"transaction_count\":%d,"
-        "\"user_id\":\"00000000-0000-4000-8000-000000000b0b\"}";
+    static const char body_fmt[] = "{\"transaction_amount\":100,\"transaction_count\":%d,"
+                                   "\"user_id\":\"00000000-0000-4000-8000-000000000b0b\"}";
     char body[256], req[1024], resp[65536], *p, *hend;
     size_t have = 0, need = 0;
     int bn = snprintf(body, sizeof(body), body_fmt, S.tx);
@@ -1004,13 +1001,24 @@ static void load_jobs(const char *file, const char *one)
 
 int main(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"url", 1, 0, 'u'},          {"mode", 1, 0, 'm'},     {"token", 1, 0, 't'},
-        {"job", 1, 0, 'j'},          {"jobs-file", 1, 0, 'f'}, {"create-jobs", 1, 0, 'c'},
-        {"subs-per-job", 1, 0, 'n'}, {"duration", 1, 0, 'd'}, {"ramp", 1, 0, 'r'},
-        {"server-pid", 1, 0, 'p'},   {"ready-file", 1, 0, 'R'}, {"label", 1, 0, 'l'},
-        {"wave-interval-ms", 1, 0, 'w'}, {"drain", 1, 0, 'D'}, {"tx", 1, 0, 'x'},
-        {"creators", 1, 0, 'C'},     {"help", 0, 0, 'h'},     {0, 0, 0, 0}};
+    static const struct option opts[] = {{"url", 1, 0, 'u'},
+                                         {"mode", 1, 0, 'm'},
+                                         {"token", 1, 0, 't'},
+                                         {"job", 1, 0, 'j'},
+                                         {"jobs-file", 1, 0, 'f'},
+                                         {"create-jobs", 1, 0, 'c'},
+                                         {"subs-per-job", 1, 0, 'n'},
+                                         {"duration", 1, 0, 'd'},
+                                         {"ramp", 1, 0, 'r'},
+                                         {"server-pid", 1, 0, 'p'},
+                                         {"ready-file", 1, 0, 'R'},
+                                         {"label", 1, 0, 'l'},
+                                         {"wave-interval-ms", 1, 0, 'w'},
+                                         {"drain", 1, 0, 'D'},
+                                         {"tx", 1, 0, 'x'},
+                                         {"creators", 1, 0, 'C'},
+                                         {"help", 0, 0, 'h'},
+                                         {0, 0, 0, 0}};
     const char *url = NULL, *one = NULL, *file = NULL;
     int o, ncreators = 0;
     pthread_t th[64];
@@ -1154,9 +1162,8 @@ int main(int argc, char **argv)
     double run_s = (double)(t_end - t_ready) / 1e6;
     double span_s = S.last_rx > S.first_rx ? (double)(S.last_rx - S.first_rx) / 1e6 : 0;
     double dps = span_s > 0 ? (double)S.deliveries / span_s : 0;
-    double per_conn = (rss0 >= 0 && rss_ready >= 0)
-                          ? (double)(rss_ready - rss0) / (S.nconns - S.nfailed)
-                          : -1;
+    double per_conn =
+        (rss0 >= 0 && rss_ready >= 0) ? (double)(rss_ready - rss0) / (S.nconns - S.nfailed) : -1;
     const char *modes[] = {"jobwire", "nchan", "plain"};
     int closes = 0;
 

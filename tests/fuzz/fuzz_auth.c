@@ -146,8 +146,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             rc2 = jw_auth_bearer(auth, hdr, NOW, &who2, err2, sizeof(err2));
             check_outcome(rc2, &who2, err2);
             /* The header form must decide exactly as the bare token does. */
-            check(rc2 == rc && who2.kind == who.kind &&
-                  strcmp(who2.user_id, who.user_id) == 0 && who2.expires_at == who.expires_at);
+            check(rc2 == rc && who2.kind == who.kind && strcmp(who2.user_id, who.user_id) == 0 &&
+                  who2.expires_at == who.expires_at);
             free(hdr);
         }
         free(s);
