@@ -332,6 +332,15 @@ static json_t *latest_otp(const char *id)
     return o;
 }
 
+/* The id of a job's newest OTP request. */
+static void latest_otp_id(const char *job_id, char out[JW_UUID_LEN + 1])
+{
+    json_t *o = latest_otp(job_id);
+
+    snprintf(out, JW_UUID_LEN + 1, "%s", json_string_value(json_object_get(o, "id")));
+    json_decref(o);
+}
+
 /* Published deltas: per job, seq 1, 2, 3, ... with nothing missing. */
 static void assert_gapless(const char *id)
 {
@@ -545,14 +554,11 @@ static void test_otp_wrong_then_right(void **state)
 static void test_otp_refusals(void **state)
 {
     char id[JW_UUID_LEN + 1], err[256], otp_id[JW_UUID_LEN + 1];
-    json_t *o;
 
     (void)state;
     create(id, 1);
     reply_otp(pending_call("gyftr_login"), "gyftr_login", false);
-    o = latest_otp(id);
-    snprintf(otp_id, sizeof(otp_id), "%s", json_string_value(json_object_get(o, "id")));
-    json_decref(o);
+    latest_otp_id(id, otp_id);
     assert_int_equal(jw_engine_submit_otp(F.e, "cccccccc-cccc-4ccc-8ccc-cccccccccccc", "123456",
                                           NULL, NULL, NULL, err, sizeof(err)),
                      JW_ENOTFOUND);
@@ -589,9 +595,7 @@ static void test_otp_attempt_limit_asks_fresh(void **state)
     (void)state;
     create(id, 1);
     reply_otp(pending_call("gyftr_login"), "gyftr_login", false);
-    o = latest_otp(id);
-    snprintf(first, sizeof(first), "%s", json_string_value(json_object_get(o, "id")));
-    json_decref(o);
+    latest_otp_id(id, first);
     for (int i = 0; i < 3; i++) {
         assert_int_equal(
             jw_engine_submit_otp(F.e, first, "000000", USER, on_otp, &a, err, sizeof(err)), 0);
@@ -816,8 +820,6 @@ static void test_retry_after_unknown_payment_keeps_key(void **state)
 static void test_cancel_waiting_otp_stops_at_once(void **state)
 {
     char id[JW_UUID_LEN + 1], err[256], otp_id[JW_UUID_LEN + 1];
-    struct otp_answer a = {0};
-    json_t *o;
 
     (void)state;
     create(id, 2);
@@ -826,10 +828,7 @@ static void test_cancel_waiting_otp_stops_at_once(void **state)
     reply_ok(pending_call("redeem_amazon_vouchers")); /* transaction 1 done */
     reply_ok(pending_call("generate_payment_link"));
     reply_otp(pending_call("process_payment"), "payment", false);
-    o = latest_otp(id);
-    snprintf(otp_id, sizeof(otp_id), "%s", json_string_value(json_object_get(o, "id")));
-    json_decref(o);
-    (void)a;
+    latest_otp_id(id, otp_id);
     assert_int_equal(jw_engine_cancel(F.e, id, NULL, NULL, err, sizeof(err)), 0);
     commit_all();
     /* No payment was sent: nothing to wait for. */
@@ -983,9 +982,7 @@ static void test_recovery_asks_again_for_typed_otp(void **state)
     (void)state;
     create(id, 1);
     reply_otp(pending_call("gyftr_login"), "gyftr_login", false);
-    o = latest_otp(id);
-    snprintf(otp_id, sizeof(otp_id), "%s", json_string_value(json_object_get(o, "id")));
-    json_decref(o);
+    latest_otp_id(id, otp_id);
     assert_int_equal(
         jw_engine_submit_otp(F.e, otp_id, "246810", USER, NULL, NULL, err, sizeof(err)), 0);
     commit_all();
