@@ -198,15 +198,15 @@ static const char *code_for(int rc)
 static void reply_snapshot(jw_app *app, jw_http_request *req, int status, const char *job_id,
                            bool original)
 {
-    json_t *snap = jw_engine_snapshot(app->engine, job_id);
+    json_t *snap;
 
     if (original) {
-        json_decref(snap);
         jw_http_reply_json(
             req, 200,
             json_pack("{s:s, s:s}", "jobId", job_id, "message", "Job started successfully"));
         return;
     }
+    snap = jw_engine_snapshot(app->engine, job_id);
     if (!snap) {
         jw_http_reply_error(req, 404, "not_found", "no job %s", job_id);
         return;
