@@ -88,21 +88,20 @@ static bool is_space(char c)
 
 /*
  * URI form: postgres[ql]://[user[:password]@]host.../db[?k=v&...]. The
- * password is what follows the first ':' of the userinfo (before the last
- * '@' of the authority), and any password= query parameter up to '&'.
+ * password is what follows the first ':' of the userinfo, and any password=
+ * query parameter up to '&'.
  */
 static void redact_uri(const char *s, char *buf, size_t size)
 {
     const char *auth = strstr(s, "://") + 3;
-    const char *auth_end = auth + strcspn(auth, "/?");
-    const char *at = NULL, *p, *q;
+    const char *at = auth, *p, *q;
     size_t len = 0;
 
-    for (p = auth; p < auth_end; p++)
-        if (*p == '@')
-            at = p;
+    /* As libpq: the userinfo runs to the first '@' before any '/'. */
+    while (*at && *at != '@' && *at != '/')
+        at++;
     put(buf, size, &len, s, (size_t)(auth - s));
-    if (at) {
+    if (*at == '@') {
         const char *colon = memchr(auth, ':', (size_t)(at - auth));
 
         if (colon) {
@@ -113,8 +112,8 @@ static void redact_uri(const char *s, char *buf, size_t size)
         }
         auth = at;
     }
-    q = strchr(auth_end, '?');
-    put(buf, size, &len, auth, (size_t)((q ? q : auth_end + strlen(auth_end)) - auth));
+    q = strchr(auth, '?');
+    put(buf, size, &len, auth, (size_t)((q ? q : auth + strlen(auth)) - auth));
     if (!q)
         return;
     /* Query: k=v pairs separated by '&'. */

@@ -172,6 +172,10 @@ static void test_redact(void **state)
     /* A cut buffer never ends in part of a password. */
     jw_log_redact_conninfo("host=db password=s3cret", out, 12);
     assert_null(strstr(out, "s3c"));
+    /* libpq's userinfo runs to the first '@' before any '/', '?' included. */
+    jw_log_redact_conninfo("postgresql://bob:s3c?etpw@db:5432/jobs", out, sizeof(out));
+    assert_null(strstr(out, "etpw"));
+    assert_string_equal(out, "postgresql://bob:***@db:5432/jobs");
     /* A plain word (the provider "sim") is printed as it is. */
     jw_log_redact_conninfo("sim", out, sizeof(out));
     assert_string_equal(out, "sim");
