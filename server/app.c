@@ -52,6 +52,7 @@ static void port_publish(void *ctx, jw_delta *d)
 
     app->published++;
     jw_ws_publish(app->ws, d);
+    jw_rt_publish(app->rt, d);
 }
 
 static void on_sul(lws_sorted_usec_list_t *sul)
@@ -164,6 +165,7 @@ int jw_app_new(jw_app **out, const jw_config *cfg, struct lws_context *ctx, jw_h
     ecfg.session_key = cfg->has_secret_key ? cfg->secret_key : NULL;
     app->engine = jw_engine_new(&ecfg, &ports);
     app->ws = jw_ws_new(app);
+    app->rt = jw_rt_new(app);
     http->app = app;
     *out = app;
     return 0;
@@ -206,6 +208,8 @@ static void on_read(jw_read *r, void *arg)
 
     if (r->tag == JW_READ_TAG_WS)
         jw_ws_on_read(app->ws, r);
+    else if (r->tag == JW_READ_TAG_RT)
+        jw_rt_on_read(app->rt, r);
     else
         jw_api_on_read(app, r);
 }
@@ -239,6 +243,7 @@ void jw_app_free(jw_app *app)
     jw_http_provider_free(app->http_provider);
     jw_engine_free(app->engine);
     jw_ws_free(app->ws);
+    jw_rt_free(app->rt);
     jw_sim_free(app->sim);
     jw_timers_free(app->timers);
     jw_auth_free(app->auth);

@@ -22,6 +22,7 @@
 #include "jw_timers.h"
 #include "providers/http.h"
 #include "providers/sim.h"
+#include "realtime.h"
 #include "ws.h"
 
 #include <libwebsockets.h>
@@ -40,10 +41,11 @@ typedef struct jw_app {
     jw_http_provider *http_provider; /* http mode only */
     uint64_t published;              /* committed deltas handed to the fan-out */
     jw_ws *ws;                       /* the jobwire.v1 hub */
+    jw_rt *rt;                       /* the Supabase Realtime endpoint */
 } jw_app;
 
 /* Who asked for a database read: jw_read.tag. */
-enum { JW_READ_TAG_API = 0, JW_READ_TAG_WS = 1 };
+enum { JW_READ_TAG_API = 0, JW_READ_TAG_WS = 1, JW_READ_TAG_RT = 2 };
 
 int jw_app_new(jw_app **out, const jw_config *cfg, struct lws_context *ctx, jw_http_ctx *http,
                jw_store *store, char *err, size_t errlen);

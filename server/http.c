@@ -6,6 +6,7 @@
 
 #include "api.h"
 #include "metrics.h"
+#include "realtime.h"
 #include "web_assets.h"
 
 #include "jw_error.h"
@@ -60,6 +61,7 @@ struct session {
     const jw_http_route *route; /* NULL once the response is already decided */
     size_t content_length;      /* declared by the client */
     size_t sent;                /* body bytes written */
+    void *rt;                   /* a /realtime/v1/websocket connection's state (realtime.c) */
 };
 
 static const struct {
@@ -602,9 +604,16 @@ static int callback_http(struct lws *wsi, enum lws_callback_reasons reason, void
         break;
 
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
-        /* A WebSocket upgrade without a subprotocol we speak lands here:
-         * refuse it rather than hold a socket nobody answers. */
-        return -1;
+        /* A WebSocket upgrade without a subprotocol lands here: the Supabase
+         * endpoint takes its own path, anything else is refused rather than
+         * left holding a socket nobody answers. */
+        return jw_rt_accept_upgrade(wsi);
+
+    case LWS_CALLBACK_ESTABLISHED:
+    case LWS_CALLBACK_RECEIVE:
+    case LWS_CALLBACK_SERVER_WRITEABLE:
+    case LWS_CALLBACK_CLOSED:
+        return jw_rt_callback(wsi, reason, s ? &s->rt : NULL, in, len);
 
     case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
     case LWS_CALLBACK_CLOSED_HTTP:

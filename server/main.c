@@ -423,14 +423,16 @@ int main(int argc, char **argv)
 
 out:
     /* WebSocket clients are told first: close 1001, given a second to go. */
-    if (app && ctx && jw_ws_close_all(app->ws)) {
+    if (app && ctx && jw_ws_close_all(app->ws) + jw_rt_close_all(app->rt)) {
         int64_t until = jw_mono_us() + 1000000;
         jw_ws_stats st;
+        jw_rt_stats rst;
 
         do {
             lws_service(ctx, 0);
             jw_ws_get_stats(app->ws, &st);
-        } while (st.connections && jw_mono_us() < until);
+            jw_rt_get_stats(app->rt, &rst);
+        } while ((st.connections || rst.connections) && jw_mono_us() < until);
     }
     /* Commit what is queued, let the engine take the answers, then stop it. */
     if (store)

@@ -1009,7 +1009,7 @@ static jw_ws *hub_of(struct lws *wsi)
     return app ? app->ws : NULL;
 }
 
-static bool origin_allowed(struct lws *wsi, jw_app *app)
+bool jw_ws_origin_allowed(struct lws *wsi, const jw_config *cfg)
 {
     char origin[256];
     int n = lws_hdr_total_length(wsi, WSI_TOKEN_ORIGIN);
@@ -1018,8 +1018,8 @@ static bool origin_allowed(struct lws *wsi, jw_app *app)
         return true; /* not a browser */
     if (n >= (int)sizeof(origin) || lws_hdr_copy(wsi, origin, sizeof(origin), WSI_TOKEN_ORIGIN) < 0)
         return false;
-    for (size_t i = 0; i < app->cfg->origin_count; i++)
-        if (strcasecmp(origin, app->cfg->origins[i]) == 0)
+    for (size_t i = 0; i < cfg->origin_count; i++)
+        if (strcasecmp(origin, cfg->origins[i]) == 0)
             return true;
     return false;
 }
@@ -1129,7 +1129,7 @@ static int callback_ws(struct lws *wsi, enum lws_callback_reasons reason, void *
         /* Only /ws speaks jobwire.v1; browsers only from allowed Origins. */
         if (lws_hdr_copy(wsi, uri, sizeof(uri), WSI_TOKEN_GET_URI) < 0 || strcmp(uri, "/ws") != 0)
             return -1;
-        if (!origin_allowed(wsi, hub->app)) {
+        if (!jw_ws_origin_allowed(wsi, hub->app->cfg)) {
             jw_log_info("ws: refused an upgrade from a foreign Origin");
             return -1;
         }

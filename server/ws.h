@@ -48,4 +48,12 @@ void jw_ws_on_read(jw_ws *hub, jw_read *r);
 size_t jw_ws_close_all(jw_ws *hub);
 void jw_ws_get_stats(const jw_ws *hub, jw_ws_stats *out);
 
+struct jw_config;
+/*
+ * Whether an upgrade may proceed as far as its Origin goes: no Origin header
+ * (not a browser) or one on the allowlist (--ws-origin), compared without
+ * case. Shared with the Supabase endpoint.
+ */
+bool jw_ws_origin_allowed(struct lws *wsi, const struct jw_config *cfg);
+
 #endif

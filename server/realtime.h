@@ -1,0 +1,68 @@
+/*
+ * realtime.h - the Supabase Realtime endpoint, /realtime/v1/websocket
+ * (docs/supabase-migration.md): Phoenix channels carrying postgres_changes
+ * of job_runs, job_steps and otp_requests, so an app written against
+ * @supabase/supabase-js works by pointing its URL at jobwire.
+ *
+ * It is fed by the same committed deltas as jobwire.v1 (jw_rt_publish is
+ * called next to jw_ws_publish): no second source of truth. A join is
+ * answered "ok" only once its bindings are live, so nothing committed after
+ * SUBSCRIBED is missed. Each delta's "data" part is encoded once and shared
+ * by every channel it goes to; a channel adds only its topic and binding
+ * ids around it.
+ *
+ * Connections are libwebsockets connections of the http protocol (the client
+ * sends no subprotocol): http.c hands their WebSocket callbacks here with a
+ * slot in its per-session data, where this module keeps its own state.
+ *
+ * Loop thread only. The hub borrows the app.
+ */
+#ifndef JW_REALTIME_H
+#define JW_REALTIME_H
+
+#include "jw_delta.h"
+#include "jw_store.h"
+
+#include <libwebsockets.h>
+#include <stdint.h>
+
+struct jw_app;
+typedef struct jw_rt jw_rt;
+
+#define JW_RT_PATH "/realtime/v1/websocket"
+
+typedef struct jw_rt_stats {
+    uint64_t connections;   /* open now */
+    uint64_t channels;      /* joined or joining now */
+    uint64_t joins_refused; /* phx_join answered with an error */
+    uint64_t events_sent;   /* postgres_changes messages handed to sockets */
+    uint64_t bytes_sent;
+    uint64_t slow_closes; /* connections closed over their queue bound */
+} jw_rt_stats;
+
+jw_rt *jw_rt_new(struct jw_app *app);
+void jw_rt_free(jw_rt *rt);
+
+/* A committed delta, in seq order per job (the engine's publish port). */
+void jw_rt_publish(jw_rt *rt, jw_delta *d);
+/* A database read this module asked for has its answer; takes r. */
+void jw_rt_on_read(jw_rt *rt, jw_read *r);
+/* Shutdown: asks every connection to close with 1001; returns how many are open. */
+size_t jw_rt_close_all(jw_rt *rt);
+void jw_rt_get_stats(const jw_rt *rt, jw_rt_stats *out);
+
+/*
+ * LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION of an upgrade without a
+ * subprotocol: 0 to accept it (the path is JW_RT_PATH, an apikey is given,
+ * vsn is 1.0.0 or 2.0.0, the Origin is allowed), -1 to refuse.
+ */
+int jw_rt_accept_upgrade(struct lws *wsi);
+/*
+ * The WebSocket callbacks of such a connection (ESTABLISHED, RECEIVE,
+ * SERVER_WRITEABLE, CLOSED). slot is a pointer-sized field of the caller's
+ * per-session data, NULL before ESTABLISHED, that this module owns.
+ */
+int jw_rt_callback(struct lws *wsi, enum lws_callback_reasons reason, void **slot, void *in,
+                   size_t len);
+
+#endif
