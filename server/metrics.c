@@ -19,6 +19,7 @@ void jw_metrics_handle(jw_http_ctx *ctx, jw_http_request *req)
     jw_store_stats db;
     jw_engine_stats en;
     jw_ws_stats ws;
+    jw_rt_stats rt;
     char err[256];
     jw_buf b;
 
@@ -38,6 +39,7 @@ void jw_metrics_handle(jw_http_ctx *ctx, jw_http_request *req)
     jw_store_get_stats(app->store, &db);
     jw_engine_get_stats(app->engine, &en);
     jw_ws_get_stats(app->ws, &ws);
+    jw_rt_get_stats(app->rt, &rt);
     {
         const struct {
             const char *name, *type, *help;
@@ -84,6 +86,22 @@ void jw_metrics_handle(jw_http_ctx *ctx, jw_http_request *req)
              "Times a slow connection's deltas were replaced by a snapshot.", (double)ws.resyncs},
             {"jobwire_ws_slow_closes_total", "counter",
              "Connections closed for staying behind (4008).", (double)ws.slow_closes},
+            {"jobwire_realtime_connections", "gauge",
+             "Open Supabase-compatible (/realtime/v1/websocket) connections.",
+             (double)rt.connections},
+            {"jobwire_realtime_channels", "gauge", "Channels joined or joining.",
+             (double)rt.channels},
+            {"jobwire_realtime_joins_refused_total", "counter",
+             "phx_join answered with an error (bad binding, foreign job, no user token).",
+             (double)rt.joins_refused},
+            {"jobwire_realtime_events_sent_total", "counter",
+             "postgres_changes messages written to sockets.", (double)rt.events_sent},
+            {"jobwire_realtime_bytes_sent_total", "counter",
+             "Bytes of WebSocket payload written on the Supabase endpoint.",
+             (double)rt.bytes_sent},
+            {"jobwire_realtime_slow_closes_total", "counter",
+             "Supabase-endpoint connections closed over their queue bound (4008).",
+             (double)rt.slow_closes},
         };
 
         jw_buf_init(&b, 4096);

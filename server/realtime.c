@@ -944,14 +944,16 @@ static jw_rt *rt_of(struct lws *wsi)
 int jw_rt_accept_upgrade(struct lws *wsi)
 {
     jw_rt *rt = rt_of(wsi);
-    char uri[sizeof(JW_RT_PATH) + 1], buf[64];
-    const char *vsn;
+    char uri[sizeof(JW_RT_PATH) + 1], buf[JW_AUTH_MAX_TOKEN + 16];
+    const char *vsn, *key;
 
     if (!rt || lws_hdr_copy(wsi, uri, sizeof(uri), WSI_TOKEN_GET_URI) < 0 ||
         strcmp(uri, JW_RT_PATH) != 0)
         return -1;
-    if (lws_get_urlarg_by_name(wsi, "apikey=", buf, sizeof(buf)) == NULL &&
-        lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_URI_ARGS) <= 0)
+    /* supabase-js always sends one; Supabase refuses a connection without it. */
+    key = lws_get_urlarg_by_name(wsi, "apikey=", buf, sizeof(buf));
+    OPENSSL_cleanse(buf, sizeof(buf));
+    if (!key)
         return -1;
     vsn = lws_get_urlarg_by_name(wsi, "vsn=", buf, sizeof(buf));
     if (vsn && strcmp(vsn, "1.0.0") != 0 && strcmp(vsn, "2.0.0") != 0)
