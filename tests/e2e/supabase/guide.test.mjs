@@ -1,0 +1,68 @@
+// docs/supabase-migration.md's example runs as written: the script is taken from the
+// page itself, run with node against a real server while a job runs to its end, and
+// its output must show the job's progress, its steps, the OTPs it asked for, and its end.
+
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { after, before, test } from 'node:test';
+import { Server } from '../ws/lib.mjs';
+import { until } from './lib.mjs';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const guide = path.join(here, '..', '..', '..', 'docs', 'supabase-migration.md');
+// Inside tests/e2e so that its imports resolve to tests/e2e/node_modules.
+const script = path.join(here, `.guide-example-${process.pid}.mjs`);
+const server = new Server({ name: 'sb_guide' });
+
+before(async () => {
+  await server.start();
+});
+
+after(async () => {
+  fs.rmSync(script, { force: true });
+  await server.stop();
+});
+
+function example() {
+  const text = fs.readFileSync(guide, 'utf8');
+  const m = /<!-- example: job-progress\.mjs -->\s*```js\n([\s\S]*?)```\s*<!-- end example -->/.exec(text);
+  assert.ok(m, 'the guide holds the example between its markers');
+  return m[1];
+}
+
+test("the migration guide's example follows a job to its end", async () => {
+  fs.writeFileSync(script, example());
+  const u = server.user();
+  const id = (await server.createJob(u.token, { count: 2 })).job_id;
+  await server.waitPaused(id);
+
+  const child = spawn(process.execPath, [script], {
+    env: { ...process.env, JOBWIRE_URL: server.base, JOBWIRE_TOKEN: u.token, JOB_ID: id },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (d) => (out += d));
+  child.stderr.on('data', (d) => (err += d));
+  const exited = new Promise((resolve) => child.on('exit', (code) => resolve(code)));
+  try {
+    await until(() => /^SUBSCRIBED/m.test(out) || child.exitCode !== null, { what: `SUBSCRIBED from the example (stderr: ${err})` });
+    assert.match(out, /^job validating 0%$/m, 'the initial row comes first');
+    await server.driveHttp(id, u.token, (j) => j.job.status === 'completed', { timeout: 90_000 });
+    let timer;
+    const code = await Promise.race([exited, new Promise((resolve) => (timer = setTimeout(() => resolve('did not exit within 30 s'), 30_000)))]);
+    clearTimeout(timer);
+    assert.equal(code, 0, `the example's exit status; stderr: ${err}`);
+  } finally {
+    if (child.exitCode === null) child.kill('SIGKILL');
+  }
+  const lines = out.trim().split('\n');
+  assert.equal(lines.filter((l) => l.startsWith('job ')).at(-1), 'job completed 100%', out);
+  for (const want of ['OTP wanted: payment', 'step process_payment completed', 'step redeem_amazon_vouchers completed']) {
+    assert.ok(lines.includes(want), `"${want}" in:\n${out}`);
+  }
+  assert.equal(lines.filter((l) => l === 'step process_payment completed').length, 2, 'two transactions');
+});
