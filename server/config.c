@@ -13,9 +13,15 @@
 #include <libpq-fe.h>
 #include <limits.h>
 #include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 
 #define GENERATE_HINT "Generate one with: openssl rand -hex 32"
 
@@ -47,6 +53,8 @@ static int parse_secret_key(jw_config *c, const char *v, const char *name, char 
                             size_t errlen);
 static int parse_provider(jw_config *c, const char *v, const char *name, char *err, size_t errlen);
 static int parse_origins(jw_config *c, const char *v, const char *name, char *err, size_t errlen);
+static int parse_tls_cert(jw_config *c, const char *v, const char *name, char *err, size_t errlen);
+static int parse_tls_key(jw_config *c, const char *v, const char *name, char *err, size_t errlen);
 static int parse_dev(jw_config *c, const char *v, const char *name, char *err, size_t errlen);
 static int parse_log_level(jw_config *c, const char *v, const char *name, char *err, size_t errlen);
 static int parse_db_max_group(jw_config *c, const char *v, const char *name, char *err,
@@ -132,10 +140,29 @@ static const struct setting settings[] = {
         .flag = "origins",
         .env = "JOBWIRE_ORIGINS",
         .metavar = "LIST",
-        .def_text = "http://HOST:PORT from --listen",
+        .def_text = "http://HOST:PORT from --listen (https:// with --tls-cert)",
         .help = "Comma-separated browser Origins allowed to open /ws, e.g. "
                 "https://app.example.com,http://127.0.0.1:3000.",
         .parse = parse_origins,
+    },
+    {
+        .flag = "tls-cert",
+        .env = "JOBWIRE_TLS_CERT",
+        .metavar = "FILE",
+        .def_text = "none: plain HTTP",
+        .help = "PEM certificate chain (the server's certificate first, then its "
+                "intermediates). With --tls-key the listen port serves only HTTPS and WSS, "
+                "TLS 1.2 or newer. Read once at start-up: restart jobwire after renewing it.",
+        .parse = parse_tls_cert,
+    },
+    {
+        .flag = "tls-key",
+        .env = "JOBWIRE_TLS_KEY",
+        .metavar = "FILE",
+        .def_text = "none; required with --tls-cert",
+        .help = "PEM private key of the --tls-cert certificate, unencrypted (keep the file "
+                "readable by jobwire only).",
+        .parse = parse_tls_key,
     },
     {
         .flag = "dev",
@@ -563,6 +590,168 @@ static int parse_origins(jw_config *c, const char *v, const char *name, char *er
     return 0;
 }
 
+/* --- TLS files ------------------------------------------------------------- */
+
+/*
+ * The files are checked here, with OpenSSL, before anything else starts: lws
+ * would refuse them only when it creates the vhost, after the migrations,
+ * with OpenSSL's error code for a message. Here the message names the
+ * setting and the file and says what to do. None quotes a file's contents.
+ */
+
+/* OpenSSL's reason for the newest error on this thread's queue, which is then emptied. */
+static const char *openssl_reason(void)
+{
+    const char *r = ERR_reason_error_string(ERR_peek_last_error());
+
+    ERR_clear_error();
+    return r ? r : "unknown error";
+}
+
+/* Opens path for reading; a FIFO or device would block or never end, so only regular files. */
+static FILE *open_regular(const char *path, const char *name, char *err, size_t errlen)
+{
+    struct stat st;
+    FILE *fp;
+
+    if (!*path) {
+        fail(err, errlen, "%s is empty; give the path of a PEM file", name);
+        return NULL;
+    }
+    fp = fopen(path, "re");
+    if (!fp) {
+        fail(err, errlen, "%s: cannot read %s: %s", name, path, strerror(errno));
+        return NULL;
+    }
+    if (fstat(fileno(fp), &st) != 0 || !S_ISREG(st.st_mode)) {
+        fclose(fp);
+        fail(err, errlen, "%s: %s is not a regular file", name, path);
+        return NULL;
+    }
+    return fp;
+}
+
+static void record_expiry(jw_config *c, const X509 *leaf)
+{
+    const ASN1_TIME *na = X509_get0_notAfter(leaf);
+    struct tm tm;
+
+    c->tls_not_after[0] = '\0';
+    if (ASN1_TIME_to_tm(na, &tm) == 1)
+        strftime(c->tls_not_after, sizeof(c->tls_not_after), "%Y-%m-%d %H:%M:%S UTC", &tm);
+    c->tls_expired = X509_cmp_current_time(na) < 0;
+}
+
+static int parse_tls_cert(jw_config *c, const char *v, const char *name, char *err, size_t errlen)
+{
+    FILE *fp = open_regular(v, name, err, errlen);
+    X509 *leaf;
+
+    if (!fp)
+        return JW_ECONFIG;
+    leaf = PEM_read_X509(fp, NULL, NULL, NULL);
+    fclose(fp);
+    if (!leaf) {
+        ERR_clear_error();
+        return fail(err, errlen,
+                    "%s: %s holds no PEM certificate (a -----BEGIN CERTIFICATE----- block)", name,
+                    v);
+    }
+    record_expiry(c, leaf);
+    X509_free(leaf);
+    replace_str(&c->tls_cert, v);
+    return 0;
+}
+
+/* OpenSSL asks for a passphrase only when the key is encrypted: refuse, never prompt. */
+static int no_passphrase(char *buf, int size, int rwflag, void *asked)
+{
+    (void)buf;
+    (void)size;
+    (void)rwflag;
+    if (asked)
+        *(bool *)asked = true;
+    return 0;
+}
+
+static int parse_tls_key(jw_config *c, const char *v, const char *name, char *err, size_t errlen)
+{
+    FILE *fp = open_regular(v, name, err, errlen);
+    bool asked = false;
+    EVP_PKEY *key;
+
+    if (!fp)
+        return JW_ECONFIG;
+    key = PEM_read_PrivateKey(fp, NULL, no_passphrase, &asked);
+    fclose(fp);
+    if (!key) {
+        ERR_clear_error();
+        if (asked)
+            return fail(err, errlen,
+                        "%s: the private key in %s is protected by a passphrase; jobwire needs "
+                        "it unencrypted: openssl pkey -in %s -out key.pem, then chmod 600 key.pem",
+                        name, v, v);
+        return fail(err, errlen,
+                    "%s: %s holds no PEM private key (a -----BEGIN PRIVATE KEY----- block, or "
+                    "BEGIN EC/RSA PRIVATE KEY)",
+                    name, v);
+    }
+    EVP_PKEY_free(key);
+    replace_str(&c->tls_key, v);
+    return 0;
+}
+
+static bool key_mismatch(unsigned long e)
+{
+    return ERR_GET_LIB(e) == ERR_LIB_X509 && ERR_GET_REASON(e) == X509_R_KEY_VALUES_MISMATCH;
+}
+
+/*
+ * Both files or neither; then what lws will do with them, on a scratch
+ * SSL_CTX: load the chain (this also applies OpenSSL's security level, e.g.
+ * refuses a 1024-bit RSA key) and the key, and check that they belong
+ * together.
+ */
+static int check_tls(const jw_config *c, char *err, size_t errlen)
+{
+    SSL_CTX *ctx;
+    int rc = 0;
+
+    if (!c->tls_cert && !c->tls_key)
+        return 0;
+    if (!c->tls_key)
+        return fail(err, errlen,
+                    "--tls-cert (JOBWIRE_TLS_CERT) is set but --tls-key (JOBWIRE_TLS_KEY) is not: "
+                    "give both, the certificate and its private key, or neither for plain HTTP");
+    if (!c->tls_cert)
+        return fail(err, errlen,
+                    "--tls-key (JOBWIRE_TLS_KEY) is set but --tls-cert (JOBWIRE_TLS_CERT) is not: "
+                    "give both, the certificate and its private key, or neither for plain HTTP");
+
+    ctx = SSL_CTX_new(TLS_server_method());
+    if (!ctx)
+        return fail(err, errlen, "cannot set up TLS: %s", openssl_reason());
+    SSL_CTX_set_default_passwd_cb(ctx, no_passphrase);
+    SSL_CTX_set_default_passwd_cb_userdata(ctx, NULL);
+    if (SSL_CTX_use_certificate_chain_file(ctx, c->tls_cert) != 1)
+        rc = fail(err, errlen, "TLS: cannot use the certificate chain in %s: %s", c->tls_cert,
+                  openssl_reason());
+    else if (SSL_CTX_use_PrivateKey_file(ctx, c->tls_key, SSL_FILETYPE_PEM) != 1 &&
+             !key_mismatch(ERR_peek_last_error()))
+        rc = fail(err, errlen,
+                  "TLS: cannot use the private key in %s with the certificate in %s: %s",
+                  c->tls_key, c->tls_cert, openssl_reason());
+    else if (SSL_CTX_check_private_key(ctx) != 1)
+        /* Also where a mismatch ends up when use_PrivateKey_file already saw it. */
+        rc = fail(err, errlen,
+                  "TLS: the private key in %s does not belong to the certificate in %s; give the "
+                  "key the certificate was issued for",
+                  c->tls_key, c->tls_cert);
+    ERR_clear_error();
+    SSL_CTX_free(ctx);
+    return rc;
+}
+
 static int parse_dev(jw_config *c, const char *v, const char *name, char *err, size_t errlen)
 {
     static const char *const on[] = {"1", "true", "yes", "on"};
@@ -685,11 +874,13 @@ static void apply_builtin_defaults(jw_config *c)
     c->log_level = JW_LOG_INFO;
 }
 
+/* A browser on our own page sends the page's origin: https:// when we serve TLS. */
 static void derive_origins(jw_config *c)
 {
+    const char *scheme = c->tls_cert ? "https" : "http";
     char origin[INET6_ADDRSTRLEN + 32];
 
-    snprintf(origin, sizeof(origin), c->listen_ipv6 ? "http://[%s]:%d" : "http://%s:%d",
+    snprintf(origin, sizeof(origin), c->listen_ipv6 ? "%s://[%s]:%d" : "%s://%s:%d", scheme,
              c->listen_host, c->listen_port);
     c->origins = jw_xmalloc(sizeof(*c->origins));
     c->origins[0] = jw_xstrdup(origin);
@@ -793,6 +984,9 @@ int jw_config_load(jw_config *c, int argc, char **argv, char *err, size_t errlen
             goto fail;
     }
 
+    rc = check_tls(c, err, errlen);
+    if (rc)
+        goto fail;
     if (!c->origins)
         derive_origins(c);
     rc = check_required(c, err, errlen);
@@ -813,6 +1007,8 @@ void jw_config_release(jw_config *c)
     free_secret(&c->jwt_secret);
     free(c->provider);
     free(c->sim);
+    free(c->tls_cert);
+    free(c->tls_key);
     free_origins(c);
     OPENSSL_cleanse(c->secret_key, sizeof(c->secret_key));
     apply_builtin_defaults(c);

@@ -59,6 +59,18 @@ typedef struct jw_config {
     char **origins;      /* allowed browser Origins, e.g. "http://127.0.0.1:8080" */
     size_t origin_count; /* at least 1 after a successful load */
 
+    /*
+     * TLS on the listen port: both set or both NULL (load refuses one
+     * without the other). Load has checked that the certificate chain and
+     * the unencrypted key read, parse and belong together, so a failure in
+     * lws later is not the operator's file. The key file's path is not a
+     * secret; its contents never pass through here.
+     */
+    char *tls_cert;         /* PEM certificate chain file, leaf first */
+    char *tls_key;          /* PEM private key file of tls_cert's leaf */
+    char tls_not_after[32]; /* the leaf's expiry, "2026-01-31 23:59:59 UTC" */
+    bool tls_expired;       /* the leaf's expiry has passed: clients will refuse it */
+
     bool dev;         /* dev mode: secrets optional */
     int log_level;    /* JW_LOG_* */
     int db_max_group; /* deltas per transaction, 1..5000 */

@@ -2,11 +2,12 @@
  * main.c - jobwire's start-up, service loop and shutdown.
  *
  * Order matters:
- *  1. configuration (exit 2 when invalid), logging, signals;
+ *  1. configuration (exit 2 when invalid, TLS files that do not load
+ *     included), logging, signals;
  *  2. schema migrations, retried with capped backoff while PostgreSQL is
  *     unreachable (a SIGTERM/SIGINT meanwhile ends the process cleanly);
  *  3. the lws context and its one vhost, which binds the listen address
- *     (exit 1 when it cannot);
+ *     (exit 1 when it cannot) and, with a certificate, speaks only TLS there;
  *  4. the store and its db thread, whose wake-ups call lws_cancel_service on
  *     the context created in 3 - valid from then on, even before lws_service
  *     runs, because the wake-up is an eventfd that the loop reads later;
@@ -30,6 +31,7 @@
 #include <errno.h>
 #include <libwebsockets.h>
 #include <netinet/in.h>
+#include <openssl/ssl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -166,7 +168,7 @@ static void format_listen(const jw_config *cfg, char *out, size_t size)
     snprintf(out, size, cfg->listen_ipv6 ? "[%s]:%d" : "%s:%d", cfg->listen_host, cfg->listen_port);
 }
 
-/* Why the vhost could not bind: lws only logs an errno number. */
+/* Why the vhost could not bind (lws only logs an errno number); NULL when it can bind now. */
 static const char *bind_problem(const jw_config *cfg)
 {
     struct sockaddr_storage ss;
@@ -202,7 +204,7 @@ static const char *bind_problem(const jw_config *cfg)
         return "not an address of this machine (check the host in --listen)";
     if (err == EACCES)
         return "permission denied (ports below 1024 need privileges)";
-    return err ? strerror(err) : "address in use?";
+    return err ? strerror(err) : NULL;
 }
 
 static void wake_loop(void *arg)
@@ -256,6 +258,8 @@ static struct lws_context *create_context(const jw_config *cfg, jw_http_ctx *hct
 
     memset(&info, 0, sizeof(info));
     info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS;
+    if (cfg->tls_cert)
+        info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
     info.port = CONTEXT_PORT_NO_LISTEN;
     info.user = hctx;
     info.server_string = "jobwire";
@@ -286,9 +290,34 @@ static struct lws_context *create_context(const jw_config *cfg, jw_http_ctx *hct
         info.options |= LWS_SERVER_OPTION_IPV6_V6ONLY_MODIFY | LWS_SERVER_OPTION_IPV6_V6ONLY_VALUE;
     else
         info.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
+    if (cfg->tls_cert) {
+        /*
+         * lws 4.1 reads this option from the vhost's info as well as the
+         * context's: without it here the vhost quietly serves plain HTTP.
+         * config.c has checked that the files load and match. Plain HTTP on
+         * this port then fails.
+         */
+        info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+        info.ssl_cert_filepath = cfg->tls_cert;
+        info.ssl_private_key_filepath = cfg->tls_key;
+        /* TLS 1.2 at least, whatever the system's OpenSSL configuration allows. */
+        info.ssl_options_set = (long)(SSL_OP_NO_SSLv3 | SSL_OP_NO_TLSv1 | SSL_OP_NO_TLSv1_1);
+        /*
+         * HTTP/1.1 only: lws would offer h2 by ALPN, and neither the routes'
+         * replies nor the WebSocket hub are built or tested for HTTP/2.
+         */
+        info.alpn = "http/1.1";
+    }
     if (!lws_create_vhost(ctx, &info)) {
+        const char *why = bind_problem(cfg);
+
+        /* The address binds: then it was TLS, e.g. a file replaced since config.c read it. */
+        if (!why)
+            why = cfg->tls_cert
+                      ? "the TLS certificate or key did not load (see the lws error above)"
+                      : "address in use?";
         format_listen(cfg, where, sizeof(where));
-        jw_log_error("cannot listen on %s: %s", where, bind_problem(cfg));
+        jw_log_error("cannot listen on %s: %s", where, why);
         lws_context_destroy(ctx);
         return NULL;
     }
@@ -324,8 +353,16 @@ static void log_start(const jw_config *cfg)
     jw_log_redact_conninfo(cfg->database_url, db, sizeof(db));
     /* A provider URL may carry credentials too. */
     jw_log_redact_conninfo(cfg->provider, provider, sizeof(provider));
-    jw_log_info("listening on http://%s (%s) provider=%s db=%s", where,
-                cfg->dev ? "dev mode" : "production", provider, db);
+    jw_log_info("listening on %s://%s (%s) provider=%s db=%s", cfg->tls_cert ? "https" : "http",
+                where, cfg->dev ? "dev mode" : "production", provider, db);
+    if (cfg->tls_cert) {
+        jw_log_info("tls: certificate %s valid until %s; WebSocket at wss://%s/ws; restart "
+                    "jobwire after renewing it",
+                    cfg->tls_cert, cfg->tls_not_after[0] ? cfg->tls_not_after : "(unknown)", where);
+        if (cfg->tls_expired)
+            jw_log_warn("tls: the certificate in %s expired on %s: clients will refuse it",
+                        cfg->tls_cert, cfg->tls_not_after);
+    }
     if (cfg->dev)
         jw_log_warn("dev mode: secrets are optional; never run dev mode in production");
 }
