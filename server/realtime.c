@@ -5,6 +5,7 @@
 #include "realtime.h"
 
 #include "rt_parse.h"
+#include "ws_rx.h"
 
 #include "app.h"
 #include "jw_buf.h"
@@ -91,9 +92,7 @@ typedef struct rconn {
     size_t nchans, capchans;
     frame *qhead, *qtail;
     size_t qbytes;
-    char *rx;
-    size_t rxlen;
-    bool rx_binary, rx_too_big;
+    jw_ws_rx rx;
 } rconn;
 
 typedef struct rt_job {
@@ -999,48 +998,33 @@ static void on_closed(rconn *c)
         remove_channel(c->chans[c->nchans - 1]);
     free(c->chans);
     drop_queue(c);
-    free(c->rx);
+    jw_ws_rx_done(&c->rx);
     jw_map_del(&rt->conns, c->key);
     rt->stats.connections--;
     free(c);
 }
 
-/* A message may come in chunks: gathered (bounded) unless it is whole at once. */
+/* A client message, once whole (ws_rx.h gathers it, bounded). */
 static int on_receive(rconn *c, struct lws *wsi, const void *in, size_t len)
 {
     jw_rt *rt = c->rt;
-    bool first = lws_is_first_fragment(wsi);
-    bool done = lws_is_final_fragment(wsi) && !lws_remaining_packet_payload(wsi);
-    const char *data = in;
-    size_t n = len;
+    const char *data;
+    size_t n;
 
-    if (first) {
-        c->rxlen = 0;
-        c->rx_binary = lws_frame_is_binary(wsi);
-        c->rx_too_big = len > MAX_CLIENT_FRAME;
-    }
-    if (!(first && done) && !c->rx_binary && !c->rx_too_big) {
-        if (c->rxlen + len > MAX_CLIENT_FRAME) {
-            c->rx_too_big = true;
-        } else {
-            c->rx = jw_xrealloc(c->rx, c->rxlen + len + 1);
-            memcpy(c->rx + c->rxlen, in, len);
-            c->rxlen += len;
-        }
-        data = c->rx;
-        n = c->rxlen;
-    }
-    if (!done)
-        return 0;
-    if (c->rx_too_big)
+    switch (jw_ws_rx_feed(&c->rx, wsi, in, len, MAX_CLIENT_FRAME, &data, &n)) {
+    case JW_WS_RX_MORE: return 0;
+    case JW_WS_RX_TOO_BIG:
         start_close(c, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE, "frame too large");
-    else if (c->rx_binary)
+        break;
+    case JW_WS_RX_BINARY:
         start_close(c, LWS_CLOSE_STATUS_UNACCEPTABLE_OPCODE, "text frames only");
-    else if (!c->closing)
-        handle_message(c, data, n);
-    free(c->rx);
-    c->rx = NULL;
-    c->rxlen = 0;
+        break;
+    case JW_WS_RX_TEXT:
+        if (!c->closing)
+            handle_message(c, data, n);
+        break;
+    }
+    jw_ws_rx_done(&c->rx);
     return 0;
 }
 

@@ -4,6 +4,7 @@
 #include "ws.h"
 
 #include "ws_parse.h"
+#include "ws_rx.h"
 
 #include "app.h"
 #include "jw_buf.h"
@@ -126,9 +127,7 @@ typedef struct conn {
     size_t qbytes;
     int64_t over_since;  /* since when deltas are being dropped for this connection */
     size_t resyncs_owed; /* subscribers of this connection with resync set */
-    char *rx;
-    size_t rxlen;
-    bool rx_binary, rx_too_big;
+    jw_ws_rx rx;
 } conn;
 
 static const jw_config *hub_cfg(const struct conn *c);
@@ -1062,55 +1061,34 @@ static void on_closed(conn *c)
         msg_unref(e->m);
         free(e);
     }
-    free(c->rx);
+    jw_ws_rx_done(&c->rx);
     jw_map_del(&hub->conns, c->key);
     hub->stats.connections--;
     c->registered = false;
 }
 
-/*
- * A client message arrives in one or more chunks. The usual one-chunk message
- * is handled in place; only a longer one is gathered, in a buffer that grows
- * with it (bounded) and is freed once it is handled, so an idle connection
- * holds no receive buffer.
- */
+/* A client message, once whole (ws_rx.h gathers it, bounded). */
 static int on_receive(conn *c, struct lws *wsi, const void *in, size_t len)
 {
-    bool first = lws_is_first_fragment(wsi);
-    bool done = lws_is_final_fragment(wsi) && !lws_remaining_packet_payload(wsi);
-    const char *data = in;
-    size_t n = len;
+    const char *data;
+    size_t n;
 
-    if (first) {
-        c->rxlen = 0;
-        c->rx_binary = lws_frame_is_binary(wsi);
-        c->rx_too_big = len > MAX_CLIENT_FRAME;
-    }
-    if (!(first && done) && !c->rx_binary && !c->rx_too_big) {
-        if (c->rxlen + len > MAX_CLIENT_FRAME) {
-            c->rx_too_big = true;
-        } else {
-            c->rx = jw_xrealloc(c->rx, c->rxlen + len + 1);
-            memcpy(c->rx + c->rxlen, in, len);
-            c->rxlen += len;
-        }
-        data = c->rx;
-        n = c->rxlen;
-    }
-    if (!done)
-        return 0;
-    if (c->rx_too_big) {
+    switch (jw_ws_rx_feed(&c->rx, wsi, in, len, MAX_CLIENT_FRAME, &data, &n)) {
+    case JW_WS_RX_MORE: return 0;
+    case JW_WS_RX_TOO_BIG:
         send_error(c, NULL, "frame_too_large", "a client frame may hold at most %zu bytes",
                    MAX_CLIENT_FRAME);
         start_close(c, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE, "frame too large");
-    } else if (c->rx_binary) {
+        break;
+    case JW_WS_RX_BINARY:
         send_error(c, NULL, "binary_not_supported", "send text frames of JSON");
-    } else if (!c->closing) {
-        handle_message(c, data, n);
+        break;
+    case JW_WS_RX_TEXT:
+        if (!c->closing)
+            handle_message(c, data, n);
+        break;
     }
-    free(c->rx);
-    c->rx = NULL;
-    c->rxlen = 0;
+    jw_ws_rx_done(&c->rx);
     return 0;
 }
 

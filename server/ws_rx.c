@@ -1,0 +1,47 @@
+/*
+ * ws_rx.c - gathering client WebSocket messages (see ws_rx.h).
+ */
+#include "ws_rx.h"
+
+#include "jw_log.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+jw_ws_rx_result jw_ws_rx_feed(jw_ws_rx *rx, struct lws *wsi, const void *in, size_t len,
+                              size_t max, const char **data, size_t *n)
+{
+    bool first = lws_is_first_fragment(wsi);
+    bool done = lws_is_final_fragment(wsi) && !lws_remaining_packet_payload(wsi);
+
+    *data = in;
+    *n = len;
+    if (first) {
+        rx->len = 0;
+        rx->binary = lws_frame_is_binary(wsi);
+        rx->too_big = len > max;
+    }
+    if (!(first && done) && !rx->binary && !rx->too_big) {
+        if (rx->len + len > max) {
+            rx->too_big = true;
+        } else {
+            rx->buf = jw_xrealloc(rx->buf, rx->len + len + 1);
+            memcpy(rx->buf + rx->len, in, len);
+            rx->len += len;
+        }
+        *data = rx->buf;
+        *n = rx->len;
+    }
+    if (!done)
+        return JW_WS_RX_MORE;
+    if (rx->too_big)
+        return JW_WS_RX_TOO_BIG;
+    return rx->binary ? JW_WS_RX_BINARY : JW_WS_RX_TEXT;
+}
+
+void jw_ws_rx_done(jw_ws_rx *rx)
+{
+    free(rx->buf);
+    rx->buf = NULL;
+    rx->len = 0;
+}

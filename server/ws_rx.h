@@ -1,0 +1,40 @@
+/*
+ * ws_rx.h - one client WebSocket message gathered from libwebsockets' chunks,
+ * bounded, for both WebSocket endpoints (ws.c, realtime.c).
+ *
+ * lws hands a message over in chunks of the protocol's rx_buffer_size. The
+ * usual message, whole in one chunk, is handed back in place; only a longer
+ * one is copied, into a buffer that grows with it up to max bytes and is
+ * freed by jw_ws_rx_done, so an idle connection holds no receive buffer.
+ * Past max the rest is dropped, not stored. Loop thread only.
+ */
+#ifndef JW_WS_RX_H
+#define JW_WS_RX_H
+
+#include <libwebsockets.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef struct jw_ws_rx {
+    char *buf;
+    size_t len;
+    bool binary, too_big;
+} jw_ws_rx;
+
+typedef enum {
+    JW_WS_RX_MORE,    /* the message goes on in the next chunk */
+    JW_WS_RX_TEXT,    /* a whole text message: *data, *n */
+    JW_WS_RX_BINARY,  /* a whole binary message (its bytes are not kept) */
+    JW_WS_RX_TOO_BIG, /* a whole message longer than max (not kept) */
+} jw_ws_rx_result;
+
+/*
+ * Takes one LWS_CALLBACK_RECEIVE chunk. On JW_WS_RX_TEXT, *data and *n are the
+ * message, valid until jw_ws_rx_done; after any result but MORE, call
+ * jw_ws_rx_done once the message is handled.
+ */
+jw_ws_rx_result jw_ws_rx_feed(jw_ws_rx *rx, struct lws *wsi, const void *in, size_t len,
+                              size_t max, const char **data, size_t *n);
+void jw_ws_rx_done(jw_ws_rx *rx);
+
+#endif
