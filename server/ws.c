@@ -643,6 +643,15 @@ static void subscribe_from_memory(conn *c, const char *job_id, int64_t since, js
     job_entry *j;
 
     if (!jw_principal_may_access(&c->who, jw_engine_job_owner(e, job_id))) {
+        /*
+         * A subscribe that read the database registered its subscription
+         * before the owner was known (h_subscribe); the job may have come
+         * into memory meanwhile (on_subscribe_read). Whatever registered it,
+         * a foreign job's subscription must not survive the refusal.
+         */
+        j = job_get(hub, job_id, false);
+        if (j)
+            remove_sub(c, j);
         send_error(c, ref, "not_found", "no job %s", job_id);
         return;
     }
