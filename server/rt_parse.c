@@ -381,8 +381,10 @@ int jw_rt_filter_parse(const jw_rt_table *t, const char *text, jw_rt_filter *out
         } else if (ch == '(') {
             depth++;
         } else if (ch == ')') {
-            depth--;
-        } else if ((ch == ',' && depth <= 0) || ch == '\0') {
+            /* A ')' with no '(' before it is a value's byte, not a close. */
+            if (depth)
+                depth--;
+        } else if ((ch == ',' && !depth) || ch == '\0') {
             if (out->n == JW_RT_MAX_CONDS) {
                 snprintf(err, errlen, "at most %d filters per binding", JW_RT_MAX_CONDS);
                 return -1;

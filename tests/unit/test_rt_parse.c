@@ -624,6 +624,12 @@ static const struct filter_ok filters_ok[] = {
     {"otp_requests", "timeout_at=lt.2030", "timeout_at lt 2030"},
     /* Text values may be empty. */
     {"job_runs", "error_message=eq.", "error_message eq "},
+    /* A ')' in a value does not swallow the conditions after it. */
+    {"job_runs", "error_message=eq.oops),status=in.(failed,cancelled)",
+     "error_message eq oops);status in failed|cancelled"},
+    {"job_runs", "error_message=neq.),current_phase=in.(\"a,b\",c)",
+     "error_message neq );current_phase in a,b|c"},
+    {"job_runs", "error_message=eq.)\",status=in.(\"x,y\")", "error_message eq )\";status in x,y"},
 };
 
 static void test_filter_ok(void **state)
