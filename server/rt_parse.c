@@ -367,7 +367,10 @@ int jw_rt_filter_parse(const jw_rt_table *t, const char *text, jw_rt_filter *out
     }
     if (len == 0)
         return 0;
-    /* Conditions are separated by commas outside parentheses and quotes. */
+    /*
+     * Conditions are separated by commas outside parentheses and quotes. A
+     * quote opens only where parse_in reads one: first in a list's value.
+     */
     for (size_t i = 0; i <= len; i++) {
         char ch = text[i];
 
@@ -376,7 +379,7 @@ int jw_rt_filter_parse(const jw_rt_table *t, const char *text, jw_rt_filter *out
             if (ch != '\0')
                 continue;
         }
-        if (ch == '"' && depth) {
+        if (ch == '"' && depth && (text[i - 1] == '(' || text[i - 1] == ',')) {
             quoted = true;
         } else if (ch == '(') {
             depth++;

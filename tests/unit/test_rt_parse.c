@@ -600,6 +600,9 @@ static const struct filter_ok filters_ok[] = {
      "status in a|b,c;error_message in x)y|z"},
     /* An unquoted value may hold a quote after its first byte. */
     {"job_runs", "status=in.(a\"b)", "status in a\"b"},
+    {"job_runs", "status=in.(a\"b),error_message=in.(c\"d)",
+     "status in a\"b;error_message in c\"d"},
+    {"job_runs", "status=in.(x,a\"b),status=in.(\"c,d\")", "status in x|a\"b;status in c,d"},
     /* uuids: kept lower-case, in lists too. */
     {"job_runs", "id=eq." U1, "id eq " L1},
     {"job_runs", "id=eq." L1, "id eq " L1},
