@@ -367,7 +367,10 @@ int jw_rt_filter_parse(const jw_rt_table *t, const char *text, jw_rt_filter *out
     }
     if (len == 0)
         return 0;
-    /* Conditions are separated by commas outside parentheses and quotes. */
+    /*
+     * Conditions are separated by commas outside parentheses and quotes. A
+     * quote opens only where parse_in reads one: first in a list's value.
+     */
     for (size_t i = 0; i <= len; i++) {
         char ch = text[i];
 
@@ -376,13 +379,15 @@ int jw_rt_filter_parse(const jw_rt_table *t, const char *text, jw_rt_filter *out
             if (ch != '\0')
                 continue;
         }
-        if (ch == '"' && depth) {
+        if (ch == '"' && depth && (text[i - 1] == '(' || text[i - 1] == ',')) {
             quoted = true;
         } else if (ch == '(') {
             depth++;
         } else if (ch == ')') {
-            depth--;
-        } else if ((ch == ',' && depth <= 0) || ch == '\0') {
+            /* A ')' with no '(' before it is a value's byte, not a close. */
+            if (depth)
+                depth--;
+        } else if ((ch == ',' && !depth) || ch == '\0') {
             if (out->n == JW_RT_MAX_CONDS) {
                 snprintf(err, errlen, "at most %d filters per binding", JW_RT_MAX_CONDS);
                 return -1;
