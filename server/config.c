@@ -72,6 +72,8 @@ static int parse_ws_max_frame(jw_config *c, const char *v, const char *name, cha
                               size_t errlen);
 static int parse_ws_max_subs(jw_config *c, const char *v, const char *name, char *err,
                              size_t errlen);
+static int parse_max_connections(jw_config *c, const char *v, const char *name, char *err,
+                                 size_t errlen);
 static int parse_ws_max_queue(jw_config *c, const char *v, const char *name, char *err,
                               size_t errlen);
 static int parse_ws_slow_close(jw_config *c, const char *v, const char *name, char *err,
@@ -257,6 +259,16 @@ static const struct setting settings[] = {
         .def = "100",
         .help = "Subscriptions one WebSocket connection may hold, 1..10000.",
         .parse = parse_ws_max_subs,
+    },
+    {
+        .flag = "max-connections",
+        .env = "JOBWIRE_MAX_CONNECTIONS",
+        .metavar = "N",
+        .def = "10000",
+        .help = "Client connections (HTTP and WebSocket) open at once, 1..1000000; past it new "
+                "ones are closed at accept. Never more than the open-file limit allows, less "
+                "a reserve for jobwire's own files.",
+        .parse = parse_max_connections,
     },
     {
         .flag = "ws-max-queue",
@@ -1158,6 +1170,17 @@ static int parse_ws_max_subs(jw_config *c, const char *v, const char *name, char
 
     if (rc == 0)
         c->ws_max_subscriptions = (int)n;
+    return rc;
+}
+
+static int parse_max_connections(jw_config *c, const char *v, const char *name, char *err,
+                                 size_t errlen)
+{
+    long n = 0;
+    int rc = parse_range(&n, v, name, 1, 1000000, "connections", err, errlen);
+
+    if (rc == 0)
+        c->max_connections = (int)n;
     return rc;
 }
 

@@ -88,6 +88,10 @@ typedef struct jw_config {
     long ws_max_queue;        /* outbound bytes per connection, 65536..67108864 */
     int ws_slow_close_s;      /* seconds over the queue bound before 4008, 1..600 */
     int ws_auth_timeout_s;    /* seconds for the first auth message, 1..300 */
+
+    /* Client connections (HTTP and both WebSocket endpoints) open at once, 1..1000000;
+     * also bounded by the open-file limit (main.c). */
+    int max_connections;
 } jw_config;
 
 /*

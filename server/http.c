@@ -571,6 +571,31 @@ static int on_writeable(struct lws *wsi, struct session *s)
     return 0;
 }
 
+/*
+ * A socket was just accepted. Descriptors are handed out lowest first, so one
+ * numbered at or past the ceiling means that many are open already: it is
+ * closed at once. That holds --max-connections, and keeps a reserve of
+ * descriptors for jobwire's own files (PostgreSQL, pipes, libcurl): without
+ * it a flood would exhaust them, accept() would fail with EMFILE, and lws
+ * would spin on the still-readable listener.
+ */
+static int accept_or_refuse(jw_http_ctx *ctx, int fd)
+{
+    int64_t now;
+
+    if (ctx->fd_ceiling <= 0 || fd < ctx->fd_ceiling)
+        return 0;
+    ctx->refused_connections++;
+    now = jw_mono_us();
+    if (!ctx->refused_logged_us || now - ctx->refused_logged_us >= 10000000) {
+        ctx->refused_logged_us = now;
+        jw_log_warn("connection limit reached: closing new connections (%" PRIu64
+                    " so far; see --max-connections and the open-file limit)",
+                    ctx->refused_connections);
+    }
+    return -1;
+}
+
 static int callback_http(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                          size_t len)
 {
@@ -602,6 +627,10 @@ static int callback_http(struct lws *wsi, enum lws_callback_reasons reason, void
         if (s && (s->state == S_HEADERS || s->state == S_BODY_OUT))
             return on_writeable(wsi, s);
         break;
+
+    case LWS_CALLBACK_FILTER_NETWORK_CONNECTION:
+        ctx = lws_context_user(lws_get_context(wsi));
+        return ctx ? accept_or_refuse(ctx, (int)(lws_intptr_t)in) : 0;
 
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
         /* A WebSocket upgrade without a subprotocol lands here: the Supabase

@@ -69,6 +69,9 @@ typedef struct jw_http_ctx {
     uint64_t requests;       /* requests seen; the last one's id */
     void *app;               /* the server's jw_app, for the API handlers */
     jw_map deferred;         /* request id -> session waiting for an answer */
+    int fd_ceiling;          /* accepted sockets numbered from here on are closed (main.c) */
+    uint64_t refused_connections;
+    int64_t refused_logged_us; /* monotonic; refusals are logged at most every 10 s */
 } jw_http_ctx;
 
 /* Bits, so a route row may accept several methods and Allow is a union. */

@@ -36,7 +36,10 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <unistd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -245,6 +248,48 @@ static const lws_retry_bo_t idle_policy = {
     .secs_since_valid_hangup = 60,
 };
 
+/* Every connection is a descriptor: take all the process may have (lws sizes its tables by it). */
+static void raise_open_file_limit(void)
+{
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            jw_log_warn("cannot raise the open-file limit: %s", strerror(errno));
+    }
+}
+
+/*
+ * The connection ceiling http.c enforces at accept: --max-connections above
+ * the descriptors open now, and never within a reserve (an eighth of the
+ * limit, 16..256) of the open-file limit, kept for jobwire's own files.
+ */
+static void set_connection_ceiling(const jw_config *cfg, jw_http_ctx *hctx)
+{
+    struct rlimit rl;
+    long limit = 1024, reserve, base = 0, ceiling;
+    int probe = open("/dev/null", O_RDONLY | O_CLOEXEC);
+
+    if (probe >= 0) {
+        base = probe; /* the lowest free descriptor: all below it are in use */
+        close(probe);
+    }
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0)
+        limit = rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > 1048576 ? 1048576 : (long)rl.rlim_cur;
+    reserve = limit / 8 < 16 ? 16 : limit / 8 > 256 ? 256 : limit / 8;
+    ceiling = base + cfg->max_connections;
+    if (ceiling > limit - reserve)
+        ceiling = limit - reserve;
+    if (ceiling <= base)
+        ceiling = base + 1;
+    hctx->fd_ceiling = (int)ceiling;
+    if (ceiling - base < cfg->max_connections)
+        jw_log_warn("connections: at most %ld at once, not %d: the open-file limit is %ld "
+                    "(raise it, e.g. LimitNOFILE= in systemd)",
+                    ceiling - base, cfg->max_connections, limit);
+}
+
 static struct lws_context *create_context(const jw_config *cfg, jw_http_ctx *hctx)
 {
     struct lws_context_creation_info info;
@@ -395,6 +440,7 @@ int main(int argc, char **argv)
 
     jw_log_set_level(cfg.log_level);
     route_lws_logs(cfg.log_level);
+    raise_open_file_limit();
     if (install_signals()) {
         jw_log_error("cannot install signal handlers: %s", strerror(errno));
         jw_config_release(&cfg);
@@ -446,6 +492,7 @@ int main(int argc, char **argv)
         goto out;
     }
 
+    set_connection_ceiling(&cfg, &hctx);
     log_start(&cfg);
     /* A signal after this check still ends the wait: it cancels the service. */
     while (!stop_requested) {

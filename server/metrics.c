@@ -47,6 +47,9 @@ void jw_metrics_handle(jw_http_ctx *ctx, jw_http_request *req)
         } rows[] = {
             {"jobwire_http_requests_total", "counter", "HTTP requests received.",
              (double)ctx->requests},
+            {"jobwire_connections_refused_total", "counter",
+             "Connections closed at accept: --max-connections or the open-file limit reached.",
+             (double)ctx->refused_connections},
             {"jobwire_jobs_live", "gauge", "Jobs running in this process.", (double)en.jobs_live},
             {"jobwire_jobs_finished_total", "counter",
              "Jobs that reached completed, failed or cancelled.", (double)en.jobs_finished},
