@@ -488,6 +488,12 @@ verdict() {
   local rc=$?
   if ((rc == 0)); then pass "$1"; else fail "$1" "${2-}"; fi
 }
+# A detail of the form "$(...)" would run before verdict and replace the $? it judges, so a
+# detail that needs a command is made first and the status passed explicitly:
+#   cmd; rc=$?; detail=$(...); verdict_rc "$rc" "what" "$detail"
+verdict_rc() {
+  if (($1 == 0)); then pass "$2"; else fail "$2" "${3-}"; fi
+}
 
 # st_json STATUS FILTER [jq args...]: the last response is STATUS and FILTER holds.
 st_json() {

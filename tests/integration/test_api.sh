@@ -368,7 +368,8 @@ check "... with Allow: GET, HEAD" has_header "allow: get, head"
 api DELETE "/api/jobs/$JOB_FULL" "$TOKEN_A"
 expect_error "DELETE /api/jobs/{id} is 405" 405 method_not_allowed
 raw_head "/api/jobs/$JOB_FULL" "$TOKEN_A"
-verdict "HEAD /api/jobs/{id} is 200 with Content-Length and no body" "$(head -c 300 "$WORK/head")"
+rc=$?
+verdict_rc "$rc" "HEAD /api/jobs/{id} is 200 with Content-Length and no body" "$(head -c 300 "$WORK/head")"
 api GET "/api/jobs/$JOB_FULL/steps" "$TOKEN_A"
 expect_error "GET /api/jobs/{id}/steps (no such route) is 404" 404 not_found
 
@@ -429,7 +430,8 @@ check "the admin's unfiltered list holds both users' jobs" \
 api GET "/api/jobs?status=completed&user_id=$USER_B" "$ADMIN_KEY"
 check "status and user_id combine (user B has no completed job)" st_json 200 '.jobs == []'
 raw_head /api/jobs "$TOKEN_A"
-verdict "HEAD /api/jobs is 200 with Content-Length and no body" "$(head -c 300 "$WORK/head")"
+rc=$?
+verdict_rc "$rc" "HEAD /api/jobs is 200 with Content-Length and no body" "$(head -c 300 "$WORK/head")"
 
 # ==== cancel ====================================================================================
 

@@ -92,7 +92,7 @@ done
 jtrue '(.steps[] | select(.step_name == "gyftr_login") | .status == "completed")
        and (.steps[] | select(.step_name == "amazon_login") | .status == "waiting_otp")
        and (.otp_requests[] | select(.id == $am) | .status == "requested")' --arg am "$AM_ID"
-verdict "gyftr_login completed, amazon_login waits for OTP $AM_ID" "$(printf '%.300s' "$BODY")"
+verdict "gyftr_login completed, amazon_login waits for OTP $AM_ID" "${BODY:0:300}"
 SEQ1=$(j .seq)
 
 # ---- crash 1: SIGKILL while the Amazon OTP waits ------------------------------------------
