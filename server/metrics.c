@@ -102,8 +102,13 @@ void jw_metrics_handle(jw_http_ctx *ctx, jw_http_request *req)
             {"jobwire_realtime_bytes_sent_total", "counter",
              "Bytes of WebSocket payload written on the Supabase endpoint.",
              (double)rt.bytes_sent},
+            {"jobwire_realtime_channel_errors_total", "counter",
+             "Channels told to join again (phx_error) after their connection's queue "
+             "overflowed.",
+             (double)rt.channel_errors},
             {"jobwire_realtime_slow_closes_total", "counter",
-             "Supabase-endpoint connections closed over their queue bound (4008).",
+             "Supabase-endpoint connections closed with replies alone over the queue bound "
+             "(4008).",
              (double)rt.slow_closes},
         };
 

@@ -68,7 +68,9 @@ typedef struct channel {
     pinned *jobs; /* the jobs its filters name, authorized at join */
     size_t njobs;
     bool wildcard; /* a binding not pinned to jobs: every job the principal may see */
-    bool live;     /* answered ok; events flow */
+    bool registered; /* in the hub's lists (from go_live until removed) */
+    bool live;       /* answered ok; events flow */
+    bool errored;    /* sent phx_error after an overflow: the client joins again */
     int pending;   /* owner reads in flight */
     char refusal[320];
     json_t *docs;      /* job id -> state read from the database, for initial rows */
@@ -92,6 +94,7 @@ typedef struct rconn {
     size_t nchans, capchans;
     frame *qhead, *qtail;
     size_t qbytes;
+    size_t qevents; /* queued frames that are events */
     jw_ws_rx rx;
 } rconn;
 
@@ -152,32 +155,88 @@ static void drop_queue(rconn *c)
     }
     c->qtail = NULL;
     c->qbytes = 0;
+    c->qevents = 0;
 }
 
+static void send_phx(rconn *c, json_t *join_ref, json_t *ref, const char *topic, const char *event,
+                     json_t *payload);
+
 /*
- * Queues one frame. A Phoenix client cannot be told "you missed some": a
- * connection over its bound is closed (4008) instead, and its client
- * reconnects and joins again (with initial rows if it asked for them).
+ * The queue is past its bound. A Phoenix client cannot be told "you missed
+ * some", but it can be told a channel failed: on phx_error supabase-js joins
+ * the channel again (and a binding with jobwire_initial_rows then gets the
+ * current rows). So the queued events are dropped, and every live channel
+ * stops and gets phx_error; the connection stays. The channels stay
+ * registered (this runs while the hub walks them) but take no events.
  */
-static void push(rconn *c, const char *text, size_t len, bool event)
+static void overflow(rconn *c)
+{
+    frame **pp = &c->qhead, *last = NULL;
+
+    while (*pp) {
+        frame *o = *pp;
+
+        if (o->event) {
+            *pp = o->next;
+            c->qbytes -= o->len;
+            free(o);
+            continue;
+        }
+        last = o;
+        pp = &o->next;
+    }
+    c->qtail = last;
+    c->qevents = 0;
+    jw_log_info("realtime conn=%" PRIu64 ": over %zu bytes queued; its channels are told "
+                "to join again (phx_error)",
+                c->id, (size_t)c->rt->app->cfg->ws_max_queue);
+    for (size_t i = 0; i < c->nchans; i++) {
+        channel *ch = c->chans[i];
+
+        if (!ch->live)
+            continue;
+        ch->live = false;
+        ch->errored = true;
+        c->rt->stats.channel_errors++;
+        send_phx(c, ch->join_ref, ch->join_ref, ch->topic, "phx_error", json_object());
+    }
+}
+
+/* Whether len more bytes may be queued; sheds the queued events first. */
+static bool make_room(rconn *c, size_t len, bool event)
 {
     jw_rt *rt = c->rt;
+
+    if (c->qbytes + len <= MAX_QUEUE_BYTES)
+        return true;
+    if (c->qevents) {
+        overflow(c);
+        if (event)
+            return false; /* its channel was just told to join again */
+    }
+    if (c->qbytes + len <= MAX_QUEUE_BYTES)
+        return true;
+    /* Replies alone over the bound: a client that sends but does not read. */
+    rt->stats.slow_closes++;
+    jw_log_warn("realtime conn=%" PRIu64 " closed: more than %zu bytes of replies queued", c->id,
+                MAX_QUEUE_BYTES);
+    drop_queue(c);
+    start_close(c, CLOSE_SLOW, "slow consumer");
+    return false;
+}
+
+/* Queues one frame, within the connection's bound (make_room). */
+static void push(rconn *c, const char *text, size_t len, bool event)
+{
     frame *o;
 
-    if (c->closing)
+    if (c->closing || !make_room(c, len, event))
         return;
-    if (c->qbytes + len > MAX_QUEUE_BYTES) {
-        rt->stats.slow_closes++;
-        jw_log_warn("realtime conn=%" PRIu64 " closed: more than %zu bytes queued", c->id,
-                    MAX_QUEUE_BYTES);
-        drop_queue(c);
-        start_close(c, CLOSE_SLOW, "slow consumer");
-        return;
-    }
     o = jw_xmalloc(sizeof(*o) + LWS_PRE + len);
     o->next = NULL;
     o->len = len;
     o->event = event;
+    c->qevents += event;
     memcpy(o->data + LWS_PRE, text, len);
     if (c->qtail)
         c->qtail->next = o;
@@ -247,8 +306,10 @@ static int write_some(rconn *c)
     if (lws_write(c->wsi, o->data + LWS_PRE, o->len, LWS_WRITE_TEXT) < (int)o->len)
         return -1;
     c->rt->stats.bytes_sent += o->len;
-    if (o->event)
+    if (o->event) {
         c->rt->stats.events_sent++;
+        c->qevents--;
+    }
     c->qhead = o->next;
     if (!c->qhead)
         c->qtail = NULL;
@@ -271,8 +332,9 @@ static channel *find_channel(rconn *c, const char *topic)
 
 static void unlink_live(jw_rt *rt, channel *ch)
 {
-    if (!ch->live)
+    if (!ch->registered)
         return;
+    ch->registered = false;
     ch->live = false;
     if (ch->wildcard) {
         for (size_t i = 0; i < rt->nwild; i++) {
@@ -400,6 +462,8 @@ static void send_event(channel *ch, const int64_t *ids, size_t nids, const jw_bu
     rconn *c = ch->c;
     jw_buf b;
 
+    if (!ch->live) /* told to join again: nothing until it has */
+        return;
     jw_buf_init(&b, data->len + ch->nb * 24 + strlen(ch->topic_json) + 96);
     if (c->array)
         jw_buf_addf(&b, "[null,null,%s,\"postgres_changes\",{\"ids\":[", ch->topic_json);
@@ -531,6 +595,7 @@ static void go_live(channel *ch)
     json_t *resp;
 
     ch->live = true;
+    ch->registered = true;
     if (ch->wildcard) {
         grow(&rt->wild, &rt->capwild, rt->nwild + 1, sizeof(*rt->wild));
         rt->wild[rt->nwild++] = ch;
@@ -766,7 +831,9 @@ static void h_join(rconn *c, const jw_rt_msg *m)
     const char *why;
     size_t i;
 
-    if (old) /* a join of a joined topic replaces it, as Phoenix does */
+    if (old && old->errored) /* the rejoin phx_error asked for */
+        remove_channel(old);
+    else if (old) /* a join of a joined topic replaces it, as Phoenix does */
         close_channel(old);
     if (c->nchans >= MAX_CHANNELS) {
         snprintf(err, sizeof(err), "at most %zu channels per connection", MAX_CHANNELS);

@@ -37,7 +37,8 @@ typedef struct jw_rt_stats {
     uint64_t joins_refused; /* phx_join answered with an error */
     uint64_t events_sent;   /* postgres_changes messages handed to sockets */
     uint64_t bytes_sent;
-    uint64_t slow_closes; /* connections closed over their queue bound */
+    uint64_t channel_errors; /* phx_error sent: events shed over the queue bound */
+    uint64_t slow_closes;    /* connections closed with only replies over the bound */
 } jw_rt_stats;
 
 jw_rt *jw_rt_new(struct jw_app *app);
