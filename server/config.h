@@ -76,6 +76,11 @@ typedef struct jw_config {
     long ws_max_queue;        /* outbound bytes per connection, 65536..67108864 */
     int ws_slow_close_s;      /* seconds over the queue bound before 4008, 1..600 */
     int ws_auth_timeout_s;    /* seconds for the first auth message, 1..300 */
+
+    /* job_events retention (docs/operations.md) */
+    long events_retention_s;         /* age past a job's end; 0 keeps the journal forever */
+    int events_retention_batch;      /* most rows one delete takes, 1..100000 */
+    int events_retention_interval_s; /* from one retention round to the next, 1..86400 */
 } jw_config;
 
 /*
