@@ -21,6 +21,18 @@
  *    posted back with status JW_EDB and PostgreSQL's message in ->error. A
  *    rejected batch is never retried again.
  *
+ * Retention: with events_retention_s > 0 the db thread deletes the journal
+ * (job_events) of jobs finished (completed, failed, cancelled) longer ago
+ * than that, judged by job_runs.updated_at; the job rows stay. It works in
+ * rounds, one prune_interval_ms after the last ended. A round walks the ids
+ * of the jobs that still have events, in order, and deletes in transactions
+ * of at most prune_batch rows (whole jobs, or seq ranges of a long one). It
+ * uses a second connection of the db thread, asynchronously, one statement
+ * at a time: the thread sends it and takes the answer between write groups,
+ * so group commits never wait for a delete. A delete rechecks the job's
+ * status and age, and never touches events past those it saw (a retried job
+ * keeps its new ones).
+ *
  * Threads: jw_store_start/stop/free from one controlling thread (main);
  * submit, drain, wait and stats from any thread, normally the loop.
  */
@@ -36,10 +48,13 @@
 typedef struct jw_store jw_store;
 
 typedef struct jw_store_config {
-    const char *conninfo; /* libpq URI or key=value string; copied */
-    int max_group_deltas; /* deltas per transaction, at least one batch; 0: 500 */
-    int backoff_min_ms;   /* first reconnect delay; 0: 100 */
-    int backoff_max_ms;   /* reconnect delay cap; 0: 5000 */
+    const char *conninfo;       /* libpq URI or key=value string; copied */
+    int max_group_deltas;       /* deltas per transaction, at least one batch; 0: 500 */
+    int backoff_min_ms;         /* first reconnect delay; 0: 100 */
+    int backoff_max_ms;         /* reconnect delay cap; 0: 5000 */
+    int64_t events_retention_s; /* journal age past a job's end to delete it; 0: keep */
+    int prune_batch;            /* most job_events rows per delete; 0: 1000 */
+    int prune_interval_ms;      /* from one retention round to the next; 0: 600000 */
     /* Called from the db thread after results were posted; may be NULL. */
     void (*wake)(void *arg);
     void *wake_arg;
@@ -55,6 +70,10 @@ typedef struct jw_store_stats {
     uint64_t commits; /* transactions, i.e. groups */
     uint64_t reconnects;
     uint64_t queued_batches; /* submitted, not yet answered */
+    uint64_t events_pruned;  /* job_events rows deleted by retention */
+    uint64_t runs_pruned;    /* finished jobs whose journal retention deleted, each once */
+    uint64_t prune_batches;  /* retention delete transactions */
+    uint64_t prune_rounds;   /* retention rounds finished */
     char last_error[256];    /* last connection or database error, redacted */
 } jw_store_stats;
 

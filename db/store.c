@@ -31,6 +31,10 @@
 #define DEFAULT_MAX_GROUP 500
 #define DEFAULT_BACKOFF_MIN_MS 100
 #define DEFAULT_BACKOFF_MAX_MS 5000
+#define DEFAULT_PRUNE_BATCH 1000
+#define DEFAULT_PRUNE_INTERVAL_MS 600000
+/* How often an idle db thread looks for the answer of a retention statement. */
+#define PRUNE_POLL_MS 5
 
 /* Tables rows are upserted into, in foreign-key order. */
 static const jw_table upsert_order[] = {
@@ -50,6 +54,10 @@ struct jw_store {
     char *conninfo;
     int max_group;
     int backoff_min_ms, backoff_max_ms;
+
+    int64_t retention_s; /* 0: retention off */
+    int prune_batch;
+    int64_t prune_interval_us;
 
     jw_mailbox inbox; /* loop -> db thread */
     jw_mailbox done;  /* db thread -> loop; its wake is the caller's */
@@ -81,6 +89,25 @@ struct jw_store {
         int64_t first, last, n;
     } * jobs;
     size_t jobs_cap;
+    /* Retention: its own connection, and the round under way (see prune_poll). */
+    struct prune {
+        PGconn *conn;                 /* NULL until a round needs it */
+        bool busy;                    /* a statement is in flight on conn */
+        bool deleting;                /* ... and it is a delete (else a walk) */
+        size_t next_pos;              /* where the list stands once that delete commits */
+        int64_t part_upto;            /* ... and, if it took part of a job, up to which seq */
+        bool active;                  /* a round is under way */
+        bool walk_done;               /* its walk reached the last job id */
+        int64_t next_us;              /* when the next round starts (monotonic) */
+        char cursor[JW_UUID_LEN + 1]; /* the walk goes on from this job id */
+        struct prune_job {
+            char id[JW_UUID_LEN + 1];
+            int64_t lo, hi; /* its events still to delete, seq lo..hi */
+        } * jobs;           /* found by the walk, deleted in order */
+        size_t njobs, pos, cap;
+        uint64_t round_events, round_runs, round_batches; /* for the round's log line */
+        int64_t round_started_us;
+    } prune;
 };
 
 /* ---- small helpers ------------------------------------------------------ */
@@ -227,6 +254,44 @@ static const char sql_advance[] =
 
 static const char sql_committed[] =
     "SELECT 1 FROM job_events WHERE job_run_id = $1::uuid AND seq = $2::int8";
+
+/*
+ * Retention, step one: walk the ids of the jobs that still have events, from
+ * $1 on, in order, one index probe each (a loose index scan of job_events'
+ * primary key): at most $3 of them, plus one more that says where the next
+ * walk starts. For each job finished (and last changed) longer than $2
+ * seconds ago, the seq range of its events still there.
+ */
+static const char sql_prune_find[] =
+    "WITH RECURSIVE walk(id, n) AS ("
+    "  (SELECT e.job_run_id, 1 FROM job_events e WHERE e.job_run_id >= $1::uuid"
+    "    ORDER BY e.job_run_id LIMIT 1)"
+    "  UNION ALL"
+    "  SELECT (SELECT e.job_run_id FROM job_events e WHERE e.job_run_id > w.id"
+    "           ORDER BY e.job_run_id LIMIT 1), w.n + 1"
+    "    FROM walk w WHERE w.id IS NOT NULL AND w.n <= $3::int)"
+    " SELECT w.id, w.n,"
+    "  (SELECT min(e.seq) FROM job_events e WHERE e.job_run_id = r.id),"
+    "  (SELECT max(e.seq) FROM job_events e WHERE e.job_run_id = r.id)"
+    " FROM walk w LEFT JOIN job_runs r ON r.id = w.id"
+    "  AND r.status IN ('completed', 'failed', 'cancelled')"
+    "  AND r.updated_at < now() - $2::int8 * interval '1 second'"
+    " WHERE w.id IS NOT NULL ORDER BY w.n";
+
+/*
+ * Step two: delete events of the jobs $1 up to seq $2 (each), checking again
+ * that each job is still finished and old enough (a retry makes it live).
+ * $3 says whether that is the end of a job's range. Answers how many rows
+ * went, and how many jobs lost their last ones.
+ */
+static const char sql_prune_delete[] =
+    "WITH d AS (DELETE FROM job_events e"
+    "  USING unnest($1::uuid[], $2::int8[], $3::bool[]) AS u(j, upto, last), job_runs r"
+    "  WHERE e.job_run_id = u.j AND e.seq <= u.upto AND r.id = u.j"
+    "    AND r.status IN ('completed', 'failed', 'cancelled')"
+    "    AND r.updated_at < now() - $4::int8 * interval '1 second'"
+    "  RETURNING e.job_run_id, u.last)"
+    " SELECT count(*), count(DISTINCT job_run_id) FILTER (WHERE last) FROM d";
 
 /* What a client sees of a job: rows without the store's last_seq. */
 static const char *const read_sql[JW_READ__COUNT] = {
@@ -724,6 +789,328 @@ static void serve_reads(jw_store *s)
     }
 }
 
+/* ---- retention ------------------------------------------------------------ */
+
+/*
+ * Retention runs on a second connection of this thread, asynchronously: a
+ * statement is sent, and its answer picked up between write groups, so a
+ * delete never holds up a commit on the main connection (they touch disjoint
+ * rows: events of finished jobs against those of live ones). One statement is
+ * in flight at a time, which is also its throttle: at most one PostgreSQL
+ * backend works on retention.
+ */
+
+static const char nil_uuid[JW_UUID_LEN + 1] = "00000000-0000-0000-0000-000000000000";
+
+static void prune_disconnect(jw_store *s)
+{
+    if (s->prune.conn) {
+        PQfinish(s->prune.conn);
+        s->prune.conn = NULL;
+    }
+    s->prune.busy = false;
+}
+
+static bool prune_connect(jw_store *s)
+{
+    static const char *const keys[] = {
+        "connect_timeout",  "keepalives",       "keepalives_idle", "keepalives_interval",
+        "keepalives_count", "application_name", "dbname",          NULL,
+    };
+    const char *vals[] = {"5", "1", "10", "5", "3", "jobwire-retention", s->conninfo, NULL};
+    static const struct {
+        const char *name, *sql;
+    } stmts[] = {{"jw_prune_find", sql_prune_find}, {"jw_prune_delete", sql_prune_delete}};
+    PGresult *res;
+
+    s->prune.conn = PQconnectdbParams(keys, vals, 1);
+    if (!s->prune.conn)
+        jw_oom("libpq connection");
+    if (PQstatus(s->prune.conn) != CONNECTION_OK) {
+        char err[256];
+
+        /* The message may quote the connection string's host, never its password. */
+        snprintf(err, sizeof(err), "%s", PQerrorMessage(s->prune.conn));
+        err[strcspn(err, "\n")] = '\0';
+        jw_log_warn("db: retention: cannot connect: %s", err);
+        prune_disconnect(s);
+        return false;
+    }
+    for (size_t i = 0; i < sizeof(stmts) / sizeof(stmts[0]); i++) {
+        res = PQprepare(s->prune.conn, stmts[i].name, stmts[i].sql, 0, NULL);
+        if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+            jw_log_error("db: retention: preparing %s failed: %s", stmts[i].name,
+                         PQresultErrorMessage(res));
+            PQclear(res);
+            prune_disconnect(s);
+            return false;
+        }
+        PQclear(res);
+    }
+    /* Sending never blocks the thread; a large parameter list is flushed by polls. */
+    PQsetnonblocking(s->prune.conn, 1);
+    return true;
+}
+
+static void end_round(jw_store *s, bool finished)
+{
+    struct prune *p = &s->prune;
+    int64_t now = jw_mono_us();
+
+    p->active = false;
+    p->njobs = p->pos = 0;
+    p->next_us = now + s->prune_interval_us;
+    if (!finished)
+        return;
+    pthread_mutex_lock(&s->stats_lock);
+    s->stats.prune_rounds++;
+    pthread_mutex_unlock(&s->stats_lock);
+    if (p->round_events)
+        jw_log_info("db: retention: deleted %llu events of %llu finished jobs in %llu "
+                    "transactions (%.1f s)",
+                    (unsigned long long)p->round_events, (unsigned long long)p->round_runs,
+                    (unsigned long long)p->round_batches,
+                    (double)(now - p->round_started_us) / 1e6);
+}
+
+/* Sends the walk of the next stretch: which jobs past the cursor may lose events. */
+static bool send_find(jw_store *s)
+{
+    struct prune *p = &s->prune;
+    char age[24], limit[16];
+    const char *params[3] = {p->cursor, age, limit};
+
+    snprintf(age, sizeof(age), "%lld", (long long)s->retention_s);
+    snprintf(limit, sizeof(limit), "%d", s->prune_batch);
+    p->deleting = false;
+    return PQsendQueryPrepared(p->conn, "jw_prune_find", 3, params, NULL, NULL, 0) == 1;
+}
+
+static void on_find(jw_store *s, PGresult *res)
+{
+    struct prune *p = &s->prune;
+    int n = PQntuples(res);
+
+    p->njobs = p->pos = 0;
+    p->walk_done = true;
+    for (int i = 0; i < n; i++) {
+        const char *id = PQgetvalue(res, i, 0);
+        struct prune_job *j;
+
+        if (strlen(id) != JW_UUID_LEN)
+            continue; /* cannot happen: uuid text */
+        if (strtol(PQgetvalue(res, i, 1), NULL, 10) > s->prune_batch) {
+            /* One past the stretch: where the next walk starts. */
+            memcpy(p->cursor, id, JW_UUID_LEN + 1);
+            p->walk_done = false;
+            break;
+        }
+        if (PQgetisnull(res, i, 2) || PQgetisnull(res, i, 3))
+            continue; /* not finished long enough ago */
+        if (p->njobs == p->cap) {
+            p->cap = p->cap ? 2 * p->cap : 64;
+            p->jobs = jw_xrealloc(p->jobs, p->cap * sizeof(*p->jobs));
+        }
+        j = &p->jobs[p->njobs++];
+        memcpy(j->id, id, JW_UUID_LEN + 1);
+        j->lo = strtoll(PQgetvalue(res, i, 2), NULL, 10);
+        j->hi = strtoll(PQgetvalue(res, i, 3), NULL, 10);
+    }
+}
+
+/*
+ * Sends one delete of at most prune_batch rows: whole jobs from the list
+ * while they fit, then the low end of the next one's seq range. The list
+ * moves on only when the delete has committed (on_delete).
+ */
+static bool send_delete(jw_store *s)
+{
+    struct prune *p = &s->prune;
+    int64_t budget = s->prune_batch;
+    size_t pos = p->pos;
+    jw_buf ids, uptos, lasts;
+    char num[24], age[24];
+    const char *params[4];
+    bool ok;
+
+    p->part_upto = 0;
+    jw_buf_init(&ids, 1024);
+    jw_buf_init(&uptos, 256);
+    jw_buf_init(&lasts, 64);
+    while (pos < p->njobs && budget > 0) {
+        const struct prune_job *j = &p->jobs[pos];
+        int64_t rows = j->hi - j->lo + 1, upto;
+
+        if (rows <= 0) {
+            pos++;
+            continue;
+        }
+        if (rows <= budget) {
+            upto = j->hi;
+            budget -= rows;
+            pos++;
+        } else {
+            upto = p->part_upto = j->lo + budget - 1;
+            budget = 0;
+        }
+        add_array_item(&ids, j->id, JW_UUID_LEN);
+        add_array_item(&uptos, num, (size_t)snprintf(num, sizeof(num), "%lld", (long long)upto));
+        add_array_item(&lasts, upto == j->hi ? "t" : "f", 1);
+    }
+    close_array(&ids);
+    close_array(&uptos);
+    close_array(&lasts);
+    snprintf(age, sizeof(age), "%lld", (long long)s->retention_s);
+    params[0] = ids.data;
+    params[1] = uptos.data;
+    params[2] = lasts.data;
+    params[3] = age;
+    p->deleting = true;
+    p->next_pos = pos;
+    ok = PQsendQueryPrepared(p->conn, "jw_prune_delete", 4, params, NULL, NULL, 0) == 1;
+    jw_buf_release(&ids);
+    jw_buf_release(&uptos);
+    jw_buf_release(&lasts);
+    return ok;
+}
+
+static void on_delete(jw_store *s, PGresult *res)
+{
+    struct prune *p = &s->prune;
+    uint64_t events = (uint64_t)strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+    uint64_t runs = (uint64_t)strtoull(PQgetvalue(res, 0, 1), NULL, 10);
+
+    pthread_mutex_lock(&s->stats_lock);
+    s->stats.events_pruned += events;
+    s->stats.runs_pruned += runs;
+    s->stats.prune_batches++;
+    pthread_mutex_unlock(&s->stats_lock);
+    p->round_events += events;
+    p->round_runs += runs;
+    p->round_batches++;
+    if (p->part_upto)
+        p->jobs[p->next_pos].lo = p->part_upto + 1;
+    p->pos = p->next_pos;
+}
+
+/*
+ * Sends the round's next statement: a delete while the walk's list lasts,
+ * else the next stretch of the walk; ends the round when the walk is through.
+ * Returns false when the connection failed.
+ */
+static bool prune_send_next(jw_store *s)
+{
+    struct prune *p = &s->prune;
+    bool ok;
+
+    while (p->pos < p->njobs && p->jobs[p->pos].hi < p->jobs[p->pos].lo)
+        p->pos++;
+    if (p->pos < p->njobs)
+        ok = send_delete(s);
+    else if (!p->walk_done)
+        ok = send_find(s);
+    else {
+        end_round(s, true);
+        return true;
+    }
+    if (ok) {
+        p->busy = true;
+        ok = PQflush(p->conn) != -1;
+    }
+    return ok;
+}
+
+static void prune_failed(jw_store *s, const char *what)
+{
+    char err[256];
+
+    snprintf(err, sizeof(err), "%s", what);
+    for (char *c = err; *c; c++)
+        if (*c == '\n')
+            *c = ' ';
+    jw_log_warn("db: retention round stopped: %s; the next starts in %lld s", err,
+                (long long)(s->prune_interval_us / 1000000));
+    prune_disconnect(s);
+    end_round(s, false);
+}
+
+/*
+ * Moves retention along without waiting: takes the answer of the statement
+ * in flight if it is there, sends the next one, starts a round when one is
+ * due. Called on every turn of the db thread's loop.
+ */
+static void prune_poll(jw_store *s)
+{
+    struct prune *p = &s->prune;
+
+    if (!s->retention_s)
+        return;
+    if (atomic_load(&s->stopping)) {
+        prune_disconnect(s); /* a statement in flight rolls back */
+        return;
+    }
+    if (p->busy) {
+        PGresult *res;
+        char err[512] = "";
+        bool got = false;
+
+        if (PQflush(p->conn) == -1 || !PQconsumeInput(p->conn)) {
+            prune_failed(s, PQerrorMessage(p->conn));
+            return;
+        }
+        if (PQisBusy(p->conn))
+            return;
+        while ((res = PQgetResult(p->conn)) != NULL) {
+            if (PQresultStatus(res) == PGRES_TUPLES_OK && !got && !err[0]) {
+                got = true;
+                if (p->deleting)
+                    on_delete(s, res);
+                else
+                    on_find(s, res);
+            } else if (!err[0]) {
+                describe_error(res, err, sizeof(err));
+            }
+            PQclear(res);
+        }
+        p->busy = false;
+        if (!got) {
+            prune_failed(s, err[0] ? err : PQerrorMessage(p->conn));
+            return;
+        }
+    }
+    if (!p->active) {
+        if (!s->conn || jw_mono_us() < p->next_us)
+            return; /* the main connection says whether PostgreSQL is there */
+        if (!p->conn && !prune_connect(s)) {
+            end_round(s, false);
+            return;
+        }
+        p->active = true;
+        p->walk_done = false;
+        p->njobs = p->pos = 0;
+        memcpy(p->cursor, nil_uuid, sizeof(nil_uuid));
+        p->round_events = p->round_runs = p->round_batches = 0;
+        p->round_started_us = jw_mono_us();
+    }
+    if (!prune_send_next(s))
+        prune_failed(s, PQerrorMessage(p->conn));
+}
+
+/* How long the idle db thread may sleep without leaving retention waiting. */
+static int idle_wait_ms(const jw_store *s)
+{
+    int64_t left;
+
+    if (!s->retention_s || atomic_load(&s->stopping))
+        return 1000;
+    if (s->prune.busy)
+        return PRUNE_POLL_MS;
+    if (s->prune.active)
+        return 0;
+    left = (s->prune.next_us - jw_mono_us() + 999) / 1000;
+    return left <= 0 ? 0 : left < 1000 ? (int)left : 1000;
+}
+
 /* ---- answering ---------------------------------------------------------- */
 
 /* Detaches the first count batches, answers them with status/error. */
@@ -870,10 +1257,11 @@ static void *store_thread(void *arg)
             }
         }
         if (!s->pending_head) {
-            take_inbox(s, jw_mailbox_wait(&s->inbox, 1000));
+            take_inbox(s, jw_mailbox_wait(&s->inbox, idle_wait_ms(s)));
             if (!s->pending_head) {
                 if (jw_mailbox_is_closed(&s->inbox))
                     break;
+                prune_poll(s);
                 check_idle_connection(s);
                 continue;
             }
@@ -898,6 +1286,8 @@ static void *store_thread(void *arg)
             }
             s->unknown_batches = 0;
         }
+
+        prune_poll(s);
 
         size_t count = group_size(s);
         switch (write_group(s, count, err, sizeof(err))) {
@@ -954,6 +1344,7 @@ static void *store_thread(void *arg)
     if (s->pending_count)
         answer_front(s, s->pending_count, JW_ECLOSED, "store stopped before this batch committed");
     disconnect(s);
+    prune_disconnect(s);
     return NULL;
 }
 
@@ -965,7 +1356,8 @@ int jw_store_start(jw_store **out, const jw_store_config *cfg)
 
     *out = NULL;
     if (!cfg || !cfg->conninfo || cfg->max_group_deltas < 0 || cfg->backoff_min_ms < 0 ||
-        cfg->backoff_max_ms < 0)
+        cfg->backoff_max_ms < 0 || cfg->events_retention_s < 0 || cfg->prune_batch < 0 ||
+        cfg->prune_interval_ms < 0)
         return JW_EINVAL;
     s = jw_xcalloc(1, sizeof(*s));
     s->conninfo = jw_xstrdup(cfg->conninfo);
@@ -975,6 +1367,12 @@ int jw_store_start(jw_store **out, const jw_store_config *cfg)
     if (s->backoff_max_ms < s->backoff_min_ms)
         s->backoff_max_ms = s->backoff_min_ms;
     s->backoff_ms = s->backoff_min_ms;
+    s->retention_s = cfg->events_retention_s;
+    s->prune_batch = cfg->prune_batch ? cfg->prune_batch : DEFAULT_PRUNE_BATCH;
+    s->prune_interval_us =
+        (int64_t)(cfg->prune_interval_ms ? cfg->prune_interval_ms : DEFAULT_PRUNE_INTERVAL_MS) *
+        1000;
+    s->prune.next_us = jw_mono_us(); /* the first round as soon as the store is idle */
     jw_mailbox_init(&s->inbox, NULL, NULL);
     jw_mailbox_init(&s->done, cfg->wake, cfg->wake_arg);
     jw_mailbox_init(&s->reads_in, NULL, NULL);
@@ -1155,6 +1553,7 @@ void jw_store_free(jw_store *s)
     jw_buf_release(&s->adv_n);
     free(s->seen);
     free(s->jobs);
+    free(s->prune.jobs);
     free(s->conninfo);
     free(s);
 }

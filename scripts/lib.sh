@@ -26,12 +26,20 @@ jw_deps() {
 # Configure and build into <root>/build. Extra arguments go to the configure step.
 # Build output goes to stderr, so a script's stdout stays its own.
 jw_build() {
+  jw_build_tree "$JW_BUILD_DIR" "build" "$@"
+}
+
+# jw_build_tree DIR NAME [cmake arguments...]: configure and build DIR (RelWithDebInfo);
+# NAME says which build a failure message is about (e.g. "sanitizer build").
+jw_build_tree() {
+  local dir=$1 name=$2
+  shift 2
   command -v cmake >/dev/null 2>&1 || jw_die "cmake not found; run scripts/deps"
-  jw_log "configuring $JW_BUILD_DIR"
-  cmake -S "$JW_ROOT" -B "$JW_BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >&2 \
-    || jw_die "cmake configure failed"
-  jw_log "building (cmake --build $JW_BUILD_DIR -j2)"
-  cmake --build "$JW_BUILD_DIR" -j2 >&2 || jw_die "build failed"
+  jw_log "$name: configuring $dir"
+  cmake -S "$JW_ROOT" -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >&2 \
+    || jw_die "$name: cmake configure of $dir failed"
+  jw_log "$name: building (cmake --build $dir -j2)"
+  cmake --build "$dir" -j2 >&2 || jw_die "$name: build of $dir failed"
 }
 
 # Print the URL of the local throwaway cluster, starting it if needed

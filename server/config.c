@@ -80,6 +80,12 @@ static int parse_ws_slow_close(jw_config *c, const char *v, const char *name, ch
                                size_t errlen);
 static int parse_ws_auth_timeout(jw_config *c, const char *v, const char *name, char *err,
                                  size_t errlen);
+static int parse_events_retention(jw_config *c, const char *v, const char *name, char *err,
+                                  size_t errlen);
+static int parse_events_batch(jw_config *c, const char *v, const char *name, char *err,
+                              size_t errlen);
+static int parse_events_interval(jw_config *c, const char *v, const char *name, char *err,
+                                 size_t errlen);
 
 /* The one table of settings. Order is --help order and parse order. */
 static const struct setting settings[] = {
@@ -295,6 +301,35 @@ static const struct setting settings[] = {
         .def = "10",
         .help = "How long a connection without ?token= has to send its auth message, 1..300 s.",
         .parse = parse_ws_auth_timeout,
+    },
+    {
+        .flag = "events-retention",
+        .env = "JOBWIRE_EVENTS_RETENTION",
+        .metavar = "DURATION",
+        .def = "30d",
+        .help = "How long the change journal (job_events) of a finished job (completed, failed "
+                "or cancelled) is kept after its last change: seconds, or a whole number with "
+                "the unit s, m, h or d, e.g. 30d; at most 3650d. 0 keeps it forever. Job rows, "
+                "steps and OTP requests stay; a client resuming such a job gets a snapshot.",
+        .parse = parse_events_retention,
+    },
+    {
+        .flag = "events-retention-batch",
+        .env = "JOBWIRE_EVENTS_RETENTION_BATCH",
+        .metavar = "N",
+        .def = "1000",
+        .help = "Most job_events rows one retention transaction deletes, 1..100000.",
+        .parse = parse_events_batch,
+    },
+    {
+        .flag = "events-retention-interval",
+        .env = "JOBWIRE_EVENTS_RETENTION_INTERVAL",
+        .metavar = "DURATION",
+        .def = "10m",
+        .help = "Time from the end of one retention round (a pass over every job that still "
+                "has events) to the start of the next, from 1 s up to 1d: seconds, or with s, "
+                "m, h or d.",
+        .parse = parse_events_interval,
     },
 };
 
@@ -1215,4 +1250,72 @@ static int parse_ws_auth_timeout(jw_config *c, const char *v, const char *name, 
     if (rc == 0)
         c->ws_auth_timeout_s = (int)n;
     return rc;
+}
+
+/*
+ * A duration: whole seconds, or a whole number with one unit, s, m, h or d,
+ * as operators write retention ("30d").
+ */
+static bool parse_duration(const char *v, long min_s, long max_s, long *out)
+{
+    static const struct {
+        char unit;
+        long seconds;
+    } units[] = {{'s', 1}, {'m', 60}, {'h', 3600}, {'d', 86400}};
+    char num[24];
+    size_t len = strlen(v);
+    long n, mult = 1;
+
+    if (len == 0 || len >= sizeof(num))
+        return false;
+    memcpy(num, v, len + 1);
+    for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++)
+        if (num[len - 1] == units[i].unit) {
+            mult = units[i].seconds;
+            num[len - 1] = '\0';
+            break;
+        }
+    if (!parse_long(num, 0, max_s / mult, &n) || n * mult < min_s)
+        return false;
+    *out = n * mult;
+    return true;
+}
+
+static int parse_events_retention(jw_config *c, const char *v, const char *name, char *err,
+                                  size_t errlen)
+{
+    long n;
+
+    if (!parse_duration(v, 0, 3650L * 86400, &n))
+        return fail(err, errlen,
+                    "%s must be 0 (keep forever) or a duration up to 3650d: seconds, or a whole "
+                    "number with s, m, h or d, e.g. 30d (got \"%s\")",
+                    name, v);
+    c->events_retention_s = n;
+    return 0;
+}
+
+static int parse_events_batch(jw_config *c, const char *v, const char *name, char *err,
+                              size_t errlen)
+{
+    long n = 0;
+    int rc = parse_range(&n, v, name, 1, 100000, "rows", err, errlen);
+
+    if (rc == 0)
+        c->events_retention_batch = (int)n;
+    return rc;
+}
+
+static int parse_events_interval(jw_config *c, const char *v, const char *name, char *err,
+                                 size_t errlen)
+{
+    long n;
+
+    if (!parse_duration(v, 1, 86400, &n))
+        return fail(err, errlen,
+                    "%s must be a duration from 1 s to 1d: seconds, or a whole number with s, m, "
+                    "h or d, e.g. 10m (got \"%s\")",
+                    name, v);
+    c->events_retention_interval_s = (int)n;
+    return 0;
 }

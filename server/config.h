@@ -92,6 +92,11 @@ typedef struct jw_config {
     /* Client connections (HTTP and both WebSocket endpoints) open at once, 1..1000000;
      * also bounded by the open-file limit (main.c). */
     int max_connections;
+
+    /* job_events retention (docs/operations.md) */
+    long events_retention_s;         /* age past a job's end; 0 keeps the journal forever */
+    int events_retention_batch;      /* most rows one delete takes, 1..100000 */
+    int events_retention_interval_s; /* from one retention round to the next, 1..86400 */
 } jw_config;
 
 /*

@@ -374,6 +374,9 @@ static int start_store(const jw_config *cfg, struct lws_context *ctx, jw_store *
     jw_store_config scfg = {
         .conninfo = cfg->database_url,
         .max_group_deltas = cfg->db_max_group,
+        .events_retention_s = cfg->events_retention_s,
+        .prune_batch = cfg->events_retention_batch,
+        .prune_interval_ms = cfg->events_retention_interval_s * 1000,
         .wake = wake_loop,
         .wake_arg = ctx,
     };
