@@ -153,3 +153,15 @@ export function assertCheckerCatches(jobId, msgs) {
     assert.ok(p.length > 0, `checker self-test: ${name} must be flagged`);
   }
 }
+
+// GET /metrics (admin key) as a Map name -> value (labelled series are summed).
+export async function metrics(server) {
+  const r = await http(server, 'GET', '/metrics', { token: server.adminKey, guardMs: 10_000 });
+  assert.equal(r.status, 200, `GET /metrics: ${r.status} ${r.text || r.error}`);
+  const out = new Map();
+  for (const line of r.text.split('\n')) {
+    const m = /^([a-z_]+)(?:\{[^}]*\})? ([-+0-9.eE]+|NaN)$/.exec(line);
+    if (m) out.set(m[1], (out.get(m[1]) || 0) + Number(m[2]));
+  }
+  return out;
+}

@@ -25,7 +25,7 @@ import { spawnSync } from 'node:child_process';
 import { after, before, test } from 'node:test';
 import {
   Client, JobView, Server, TERMINAL, assertCheckerCatches, assertCleanStream, diffJournal, diffState, env,
-  hostPort, http, pg, pgEnv, pgSync, pool, sleep, waitReady,
+  hostPort, http, metrics, pg, pgEnv, pgSync, pool, sleep, waitReady,
 } from './lib.mjs';
 
 const USERS = 10;
@@ -220,6 +220,9 @@ test('PostgreSQL down 20 s under 100 running jobs: no socket dropped, no delta l
       await sleep(500);
     }
     assert.ok(during.length > 0 && during.every((s) => s === 503), `/readyz during the outage: ${during.join(' ')}`);
+    const mDown = await metrics(server);
+    assert.equal(mDown.get('jobwire_db_connected'), 0, 'jobwire_db_connected during the outage');
+    note(`metrics during the outage: jobwire_db_connected 0, jobwire_db_queued_batches ${mDown.get('jobwire_db_queued_batches')}`);
     const deltasInOutage = clients.reduce((n, c, i) =>
       n + c.messages.slice(cursorAtStop[i] ?? 0).filter((e) => e.msg.type === 'delta').length, 0);
     const answeredInOutage = submits.filter((s) => s.phase === 'outage' && s.answeredIn === 'outage').length;
@@ -300,6 +303,15 @@ test('PostgreSQL down 20 s under 100 running jobs: no socket dropped, no delta l
         assert.deepEqual(diffJournal(c.view(id).deltas, journal.get(id) || []), [], `${c.label}: job ${id}: every delta = job_events`);
       }
     }
+
+    // The store lost and refused nothing; no client fell behind.
+    const m = await metrics(server);
+    assert.equal(m.get('jobwire_db_connected'), 1, 'jobwire_db_connected after the outage');
+    assert.equal(m.get('jobwire_db_batches_failed_total'), 0, 'no batch refused (a refused batch halts its job)');
+    assert.equal(m.get('jobwire_db_queued_batches'), 0, 'nothing left queued');
+    assert.ok(m.get('jobwire_db_reconnects_total') >= 2, 'the store connected again');
+    assert.equal(m.get('jobwire_ws_resyncs_total'), 0, 'no client was resynced');
+    note(`metrics after: reconnects ${m.get('jobwire_db_reconnects_total')}, outage ${m.get('jobwire_db_outage_seconds_total')} s, batches committed ${m.get('jobwire_db_batches_committed_total')} in ${m.get('jobwire_db_commits_total')} commits`);
 
     // Every OTP answer came, once, and was accepted.
     const results = await Promise.all(submits.map((s) => s.promise));
