@@ -10,9 +10,9 @@
 // reconnect and resume with `since` by themselves. Every frame each client receives is
 // recorded beneath the client and checked across all its connections:
 //   - per job: one snapshot, then deltas seq+1, seq+2, ... across every reconnect: no gap,
-//     no duplicate, no seq going back. A later snapshot may only stand for the end of a
-//     job that finished before the server now running started (docs/protocol.md: such a
-//     job cannot be replayed), and never goes back;
+//     no duplicate, no seq going back. A later snapshot that moves a job forward is
+//     accepted only when it shows the job finished (docs/protocol.md: a job that finished
+//     before the running server started is not replayed); none may go back;
 //   - every delta is in job_events exactly as sent;
 //   - at the end every client's state of every job (the JobwireClient's own, and the one
 //     rebuilt from the recorded frames) equals GET /api/jobs/{id}, completed.
