@@ -302,10 +302,26 @@ static bool parse_content_length(const char *v, size_t *out)
     return true;
 }
 
+/* Sessions in S_HEADERS or S_BODY_OUT: shutdown waits for them (jw_http_responding). */
+static void set_writing(struct lws *wsi, struct session *s, enum session_state to)
+{
+    jw_http_ctx *ctx = lws_context_user(lws_get_context(wsi));
+    bool was = s->state == S_HEADERS || s->state == S_BODY_OUT;
+    bool is = to == S_HEADERS || to == S_BODY_OUT;
+
+    if (ctx && was != is) {
+        if (is)
+            ctx->responding++;
+        else
+            ctx->responding--;
+    }
+    s->state = to;
+}
+
 /* The response is set: write it when the socket can take it. */
 static void respond(struct lws *wsi, struct session *s)
 {
-    s->state = S_HEADERS;
+    set_writing(wsi, s, S_HEADERS);
     lws_callback_on_writable(wsi);
 }
 
@@ -358,6 +374,11 @@ void jw_http_finish(jw_http_ctx *ctx, uint64_t id)
     if (!s->req.resp.status)
         jw_http_reply_error(&s->req, 500, "internal", "no answer was produced for %s", s->req.path);
     respond(s->wsi, s);
+}
+
+size_t jw_http_responding(const jw_http_ctx *ctx)
+{
+    return ctx->responding;
 }
 
 size_t jw_http_deferred_count(const jw_http_ctx *ctx)
@@ -562,7 +583,7 @@ static int on_writeable(struct lws *wsi, struct session *s)
     /* Only the path: the query may carry a token. */
     jw_log_debug("http req=%" PRIu64 " %s %s status=%d bytes=%zu", req->id, req->method_name,
                  req->path, req->resp.status, req->resp.len);
-    s->state = S_DONE;
+    set_writing(wsi, s, S_DONE);
     if (req->resp.close)
         return -1;
     /* This may free s (lws rebinds the protocol for the next request). */
@@ -651,6 +672,7 @@ static int callback_http(struct lws *wsi, enum lws_callback_reasons reason, void
             ctx = lws_context_user(lws_get_context(wsi));
             if (ctx)
                 undefer(ctx, s);
+            set_writing(wsi, s, S_DONE); /* a response cut short is no longer waited for */
             session_release(s);
         }
         break;

@@ -69,6 +69,7 @@ typedef struct jw_http_ctx {
     uint64_t requests;       /* requests seen; the last one's id */
     void *app;               /* the server's jw_app, for the API handlers */
     jw_map deferred;         /* request id -> session waiting for an answer */
+    size_t responding;       /* responses decided, not yet written (shutdown waits) */
     int fd_ceiling;          /* accepted sockets numbered from here on are closed (main.c) */
     uint64_t refused_connections;
     int64_t refused_logged_us; /* monotonic; refusals are logged at most every 10 s */
@@ -173,5 +174,7 @@ jw_http_request *jw_http_resume(jw_http_ctx *ctx, uint64_t id);
 void jw_http_finish(jw_http_ctx *ctx, uint64_t id);
 /* Requests still waiting for their answers. */
 size_t jw_http_deferred_count(const jw_http_ctx *ctx);
+/* Responses decided but not yet written out (shutdown serves until they are). */
+size_t jw_http_responding(const jw_http_ctx *ctx);
 
 #endif

@@ -526,6 +526,14 @@ out:
         jw_store_stop(store, STORE_DRAIN_MS);
     if (app)
         jw_app_drain(app);
+    /* The drain answered the requests that waited on the store (201, or 503 when
+     * PostgreSQL was away): write them out, given up to a second. */
+    if (ctx) {
+        int64_t until = jw_mono_us() + 1000000;
+
+        while (jw_http_responding(&hctx) && jw_mono_us() < until)
+            lws_service(ctx, 0);
+    }
     jw_app_stop(app);
     signal_context = NULL;
     if (ctx)
