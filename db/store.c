@@ -94,10 +94,10 @@ static const jw_hist_spec commit_us_spec = {
     .decimals = 6,
 };
 
-/* Batches or deltas in one group: up to max_group_deltas (500 by default). */
+/* Batches or deltas in one group: up to max_group_deltas (500 by default, at most 5000). */
 static const jw_hist_spec group_size_spec = {
-    .n = 11,
-    .le = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024},
+    .n = 13,
+    .le = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096},
     .decimals = 0,
 };
 
