@@ -1074,6 +1074,9 @@ static void test_recovery_resumes(void **state)
         assert_non_null(pc);
         assert_string_equal(pc->idempotency_key, key);
         reply_ok(pc);
+        /* Its run counts from the row's started_at: the downtime is part of it. */
+        assert_int_equal(step_hist("process_payment", JW_STEP_OUTCOME_COMPLETED)->count, 1);
+        assert_int_equal(step_hist("process_payment", JW_STEP_OUTCOME_COMPLETED)->sum, 60000000);
         reply_ok(job_call(a, "wait_for_vouchers"));
         reply_ok(job_call(a, "redeem_amazon_vouchers"));
         assert_string_equal(JOB(a, "status"), "completed");
