@@ -40,6 +40,7 @@
 #define JW_STORE_H
 
 #include "jw_delta.h"
+#include "jw_hist.h"
 
 #include <jansson.h>
 #include <stdbool.h>
@@ -75,6 +76,17 @@ typedef struct jw_store_stats {
     uint64_t prune_batches;  /* retention delete transactions */
     uint64_t prune_rounds;   /* retention rounds finished */
     char last_error[256];    /* last connection or database error, redacted */
+    /*
+     * One observation per committed group (so each count equals commits):
+     * commit_us, microseconds from building the group's first write to
+     * PostgreSQL's answer - for a group whose COMMIT outcome was lost with
+     * the connection and later found committed, until it was found, outage
+     * included; commit_batches and commit_deltas, the group's size. The db
+     * thread updates them under the stats lock; jw_store_get_stats copies.
+     */
+    jw_hist commit_us;
+    jw_hist commit_batches;
+    jw_hist commit_deltas;
 } jw_store_stats;
 
 /* Starts the db thread. It connects on its own; an unreachable database is not

@@ -78,6 +78,7 @@ struct jw_store {
     size_t split_left;      /* batches of a rejected group still to sort out */
     size_t split_chunk;     /* how many of them the next transaction tries */
     int backoff_ms;
+    int64_t unknown_since_us; /* when the unknown group's write began (commit_us) */
     jw_buf rows[JW_TABLE__COUNT];
     jw_buf ev_job, ev_seq, ev_ts, ev_table, ev_op, ev_rows;
     jw_buf adv_job, adv_lo, adv_hi, adv_n;
@@ -111,6 +112,21 @@ struct jw_store {
 };
 
 /* ---- small helpers ------------------------------------------------------ */
+
+/* Microseconds: one group commit on loopback is ~1 ms; a sick disk, seconds. */
+static const jw_hist_spec commit_us_spec = {
+    .n = 16,
+    .le = {100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000,
+           2500000, 5000000, 10000000},
+    .decimals = 6,
+};
+
+/* Batches or deltas in one group: up to max_group_deltas (500 by default, at most 5000). */
+static const jw_hist_spec group_size_spec = {
+    .n = 13,
+    .le = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096},
+    .decimals = 0,
+};
 
 static void set_error(jw_store *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
@@ -1113,8 +1129,12 @@ static int idle_wait_ms(const jw_store *s)
 
 /* ---- answering ---------------------------------------------------------- */
 
-/* Detaches the first count batches, answers them with status/error. */
-static void answer_front(jw_store *s, size_t count, int status, const char *error)
+/*
+ * Detaches the first count batches, answers them with status/error. A
+ * commit (status 0) took commit_us; it goes into the histograms.
+ */
+static void answer_front(jw_store *s, size_t count, int status, const char *error,
+                         int64_t commit_us)
 {
     jw_mailbox_node *first = s->pending_head, *last = NULL, *n = first;
     uint64_t deltas = 0;
@@ -1141,6 +1161,9 @@ static void answer_front(jw_store *s, size_t count, int status, const char *erro
         s->stats.batches_committed += count;
         s->stats.deltas_committed += deltas;
         s->stats.commits++;
+        jw_hist_observe(&s->stats.commit_us, commit_us > 0 ? (uint64_t)commit_us : 0);
+        jw_hist_observe(&s->stats.commit_batches, count);
+        jw_hist_observe(&s->stats.commit_deltas, deltas);
     } else {
         s->stats.batches_failed += count;
     }
@@ -1278,7 +1301,7 @@ static void *store_thread(void *arg)
             if (c == 1) {
                 jw_log_info("db: group of %zu batches committed before the connection broke",
                             s->unknown_batches);
-                answer_front(s, s->unknown_batches, 0, NULL);
+                answer_front(s, s->unknown_batches, 0, NULL, jw_mono_us() - s->unknown_since_us);
                 if (s->split_left)
                     s->split_left -= s->unknown_batches;
                 s->unknown_batches = 0;
@@ -1290,9 +1313,10 @@ static void *store_thread(void *arg)
         prune_poll(s);
 
         size_t count = group_size(s);
+        int64_t began = jw_mono_us();
         switch (write_group(s, count, err, sizeof(err))) {
         case WRITE_OK:
-            answer_front(s, count, 0, NULL);
+            answer_front(s, count, 0, NULL, jw_mono_us() - began);
             if (s->split_left)
                 s->split_left -= count;
             break;
@@ -1310,7 +1334,7 @@ static void *store_thread(void *arg)
             }
             set_error(s, "batch rejected: %s", err);
             jw_log_warn("db: %s", s->stats.last_error);
-            answer_front(s, 1, JW_EDB, err);
+            answer_front(s, 1, JW_EDB, err, 0);
             if (s->split_left) {
                 s->split_left--;
                 s->split_chunk = s->split_left;
@@ -1320,6 +1344,7 @@ static void *store_thread(void *arg)
             set_error(s, "connection lost: %s", err);
             jw_log_warn("db: %s; will retry %zu batches", s->stats.last_error, count);
             s->unknown_batches = count;
+            s->unknown_since_us = began;
             disconnect(s);
             if (!drain_expired(s))
                 backoff_wait(s);
@@ -1342,7 +1367,8 @@ static void *store_thread(void *arg)
     }
     take_inbox(s, jw_mailbox_take_all(&s->inbox));
     if (s->pending_count)
-        answer_front(s, s->pending_count, JW_ECLOSED, "store stopped before this batch committed");
+        answer_front(s, s->pending_count, JW_ECLOSED, "store stopped before this batch committed",
+                     0);
     disconnect(s);
     prune_disconnect(s);
     return NULL;
@@ -1378,6 +1404,9 @@ int jw_store_start(jw_store **out, const jw_store_config *cfg)
     jw_mailbox_init(&s->reads_in, NULL, NULL);
     jw_mailbox_init(&s->reads_done, cfg->wake, cfg->wake_arg);
     pthread_mutex_init(&s->stats_lock, NULL);
+    jw_hist_init(&s->stats.commit_us, &commit_us_spec);
+    jw_hist_init(&s->stats.commit_batches, &group_size_spec);
+    jw_hist_init(&s->stats.commit_deltas, &group_size_spec);
     s->stats.outage_started_us = jw_mono_us();
     snprintf(s->stats.last_error, sizeof(s->stats.last_error), "not connected yet");
     for (int t = 0; t < JW_TABLE__COUNT; t++)

@@ -137,6 +137,9 @@ struct step {
     uint64_t call_id;
     char call_key[24];
     otp *otp; /* the step's current OTP request */
+    /* For the histograms, on the engine's clock: when this run of the step
+     * started (0: not running), and when the outstanding call was issued. */
+    int64_t run_started_us, call_started_us;
 };
 
 typedef struct action action;
@@ -216,7 +219,43 @@ struct jw_engine {
     job *dirty;
     uint64_t next_call;
     jw_engine_stats stats;
+    jw_engine_hists hists;
 };
+
+/* ---- histograms ------------------------------------------------------------ */
+
+const char *const jw_step_outcome_names[JW_STEP_OUTCOME__N] = {
+    [JW_STEP_OUTCOME_COMPLETED] = "completed",
+    [JW_STEP_OUTCOME_FAILED] = "failed",
+    [JW_STEP_OUTCOME_CANCELLED] = "cancelled",
+};
+
+const char *const jw_call_result_names[JW_CALL_RESULT__N] = {
+    [JW_CALL_OK] = "ok",           [JW_CALL_OTP_REQUIRED] = "otp_required",
+    [JW_CALL_PENDING] = "pending", [JW_CALL_RETRYABLE] = "retryable",
+    [JW_CALL_FATAL] = "fatal",     [JW_CALL_TIMEOUT] = "timeout",
+};
+
+/* Microseconds. A step waits on people (OTPs, minutes) and banks: 1 ms .. 10 min. */
+static const jw_hist_spec step_duration_spec = {
+    .n = 18,
+    .le = {1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000, 2500000, 5000000,
+           10000000, 25000000, 60000000, 120000000, 300000000, 600000000},
+    .decimals = 6,
+};
+
+/* Microseconds. One HTTP round trip to a provider, up to its timeout: 1 ms .. 60 s. */
+static const jw_hist_spec call_duration_spec = {
+    .n = 15,
+    .le = {1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000, 2500000, 5000000,
+           10000000, 30000000, 60000000},
+    .decimals = 6,
+};
+
+static uint64_t elapsed_us(int64_t from, int64_t to)
+{
+    return to > from ? (uint64_t)(to - from) : 0; /* the wall clock may step back */
+}
 
 static void advance(job *j);
 static void flush(jw_engine *e);
@@ -477,12 +516,26 @@ static bool step_set(step *s, step_status to)
                      step_names[s->status], step_names[to], s->job->id, s->def->name);
         return false;
     }
+    /* A run starts when the step leaves pending; retries and OTP waits are
+     * part of it. */
+    if (to == STEP_IN_PROGRESS && (s->status == STEP_PENDING || !s->run_started_us))
+        s->run_started_us = now;
     s->status = to;
     s->updated_at = now;
     if (to == STEP_IN_PROGRESS && !s->started_at)
         s->started_at = now;
-    if (to == STEP_COMPLETED || to == STEP_FAILED || to == STEP_CANCELLED)
+    if (to == STEP_COMPLETED || to == STEP_FAILED || to == STEP_CANCELLED) {
         s->completed_at = now;
+        if (s->run_started_us) {
+            jw_step_outcome oc = to == STEP_COMPLETED ? JW_STEP_OUTCOME_COMPLETED
+                                 : to == STEP_FAILED  ? JW_STEP_OUTCOME_FAILED
+                                                      : JW_STEP_OUTCOME_CANCELLED;
+
+            jw_hist_observe(&s->job->e->hists.step_duration[jw_step_def_ordinal(s->def)][oc],
+                            elapsed_us(s->run_started_us, now));
+            s->run_started_us = 0;
+        }
+    }
     if (to != STEP_RETRYING)
         s->next_retry_at = 0;
     emit(s->job, JW_TABLE_JOB_STEPS, s->id, JW_OP_UPDATE, step_row(s));
@@ -498,6 +551,10 @@ static bool otp_set(otp *o, otp_status to)
                      otp_names[to], o->job->id, o->id);
         return false;
     }
+    if (o->status != to && to == OTP_VERIFIED)
+        o->job->e->stats.otp_verified++;
+    if (o->status != to && to == OTP_EXPIRED)
+        o->job->e->stats.otp_expired++;
     o->status = to;
     if (to == OTP_RECEIVED)
         o->received_at = now;
@@ -1042,6 +1099,7 @@ static void start_call(step *s, const char *otp_value)
     if (s->def->external_effect)
         s->outcome_unknown = true;
     e->stats.provider_calls++;
+    s->call_started_us = now_us(e);
     jw_log_debug("engine: call job=%s step=%s attempt=%d call=%" PRIu64, s->job->id, s->def->name,
                  s->attempt, c->id);
     rc = e->p.provider.start(e->p.provider.ctx, c);
@@ -1129,6 +1187,7 @@ static void request_otp(step *s, const jw_provider_reply *r)
     j->otps[j->notps++] = o;
     jw_map_put(&e->otps, o->id, o);
     s->otp = o;
+    e->stats.otp_requested++;
     step_set(s, STEP_WAITING_OTP);
     emit(j, JW_TABLE_OTP_REQUESTS, o->id, JW_OP_INSERT, otp_row(o));
     jw_timers_arm(e->p.timers, &o->timer, o->timeout_at, otp_timer_fired, o);
@@ -1183,7 +1242,9 @@ static void handle_reply(step *s, jw_provider_reply *r)
         s->outcome_unknown = false;
         if (o && r->invalid_otp) {
             o->attempts++;
+            e->stats.otp_wrong++;
             if (o->attempts >= o->max_attempts) {
+                e->stats.otp_exhausted++;
                 otp_set(o, OTP_FAILED);
                 otp_answer(o, false, "invalid_otp", "wrong code; no attempts left");
                 step_attempt_failed(s, true, "OTP entered wrong %d times", o->attempts);
@@ -1229,6 +1290,23 @@ static void handle_reply(step *s, jw_provider_reply *r)
     }
 }
 
+static void observe_call(step *s, const jw_provider_reply *r)
+{
+    jw_engine *e = s->job->e;
+    jw_call_result res = JW_CALL_OK;
+
+    switch (r->status) {
+    case JW_PROVIDER_OK: res = JW_CALL_OK; break;
+    case JW_PROVIDER_OTP_REQUIRED: res = JW_CALL_OTP_REQUIRED; break;
+    case JW_PROVIDER_PENDING: res = JW_CALL_PENDING; break;
+    case JW_PROVIDER_ERROR:
+        res = r->timed_out ? JW_CALL_TIMEOUT : r->retryable ? JW_CALL_RETRYABLE : JW_CALL_FATAL;
+        break;
+    }
+    jw_hist_observe(&e->hists.call_duration[jw_step_def_ordinal(s->def)][res],
+                    elapsed_us(s->call_started_us, now_us(e)));
+}
+
 void jw_engine_on_reply(jw_engine *e, jw_provider_reply *r)
 {
     char key[24];
@@ -1236,6 +1314,8 @@ void jw_engine_on_reply(jw_engine *e, jw_provider_reply *r)
 
     snprintf(key, sizeof(key), "%" PRIu64, r->call_id);
     s = jw_map_del(&e->calls, key);
+    if (s && s->call_id == r->call_id)
+        observe_call(s, r);
     if (!s || s->call_id != r->call_id || s->job->halted) {
         jw_provider_reply_free(r);
         return;
@@ -1609,6 +1689,11 @@ void jw_engine_get_stats(jw_engine *e, jw_engine_stats *out)
     *out = e->stats;
 }
 
+const jw_engine_hists *jw_engine_get_hists(jw_engine *e)
+{
+    return &e->hists;
+}
+
 /* ---- recovery ------------------------------------------------------------------- */
 
 /* PostgreSQL's timestamptz JSON: 2026-11-26T10:00:00.123456+00:00 (or Z). */
@@ -1734,6 +1819,8 @@ static int recover_job(jw_engine *e, const json_t *item, char *err, size_t errle
         s->timeout_at = parse_ts(json_object_get(v, "timeout_at"));
         s->next_retry_at = parse_ts(json_object_get(v, "next_retry_at"));
         s->updated_at = parse_ts(json_object_get(v, "updated_at"));
+        if (!step_terminal(s) && s->status != STEP_PENDING)
+            s->run_started_us = s->started_at; /* the histogram counts from there */
         if (json_is_object(json_object_get(v, "step_data"))) {
             json_decref(s->data);
             s->data = json_deep_copy(json_object_get(v, "step_data"));
@@ -1895,6 +1982,20 @@ jw_engine *jw_engine_new(const jw_engine_config *cfg, const jw_engine_ports *por
     jw_map_init(&e->otps);
     jw_map_init(&e->calls);
     jw_map_init(&e->sessions);
+    e->hists.nsteps = jw_step_def_count();
+    if (e->hists.nsteps > JW_ENGINE_STEP_KINDS) {
+        jw_log_error("engine: the workflow has %d step definitions; raise JW_ENGINE_STEP_KINDS "
+                     "(%d) in jw_engine.h",
+                     e->hists.nsteps, JW_ENGINE_STEP_KINDS);
+        abort();
+    }
+    for (int i = 0; i < e->hists.nsteps; i++) {
+        e->hists.step[i] = jw_step_def_at(i)->name;
+        for (int k = 0; k < JW_STEP_OUTCOME__N; k++)
+            jw_hist_init(&e->hists.step_duration[i][k], &step_duration_spec);
+        for (int k = 0; k < JW_CALL_RESULT__N; k++)
+            jw_hist_init(&e->hists.call_duration[i][k], &call_duration_spec);
+    }
     return e;
 }
 

@@ -23,6 +23,7 @@
 #define JW_ENGINE_H
 
 #include "jw_delta.h"
+#include "jw_hist.h"
 #include "jw_provider.h"
 #include "jw_timers.h"
 
@@ -178,7 +179,62 @@ typedef struct jw_engine_stats {
     uint64_t deltas;        /* emitted */
     uint64_t batches_inflight;
     uint64_t provider_calls;
+    /* OTP requests and what became of them, since start. */
+    uint64_t otp_requested; /* requests created (a prompt sent to the user) */
+    uint64_t otp_verified;  /* the provider accepted the code */
+    uint64_t otp_wrong;     /* codes the provider judged wrong, each one */
+    uint64_t otp_exhausted; /* requests failed by max_attempts wrong codes */
+    uint64_t otp_expired;   /* requests nobody answered in time */
 } jw_engine_stats;
 void jw_engine_get_stats(jw_engine *e, jw_engine_stats *out);
+
+/*
+ * Histograms of what the engine times, on its own clock (the now_us port).
+ *
+ * step_duration: from the step's start (pending -> in_progress) to its end
+ * (completed, failed or cancelled), retries and OTP waits included; a step
+ * that never started is not observed. A login answered from a reused session
+ * is observed with its (near zero) duration. A job retry starts the step's
+ * run anew; a step recovered at start-up counts from its started_at.
+ *
+ * call_duration: from handing a call to the provider to its reply, by the
+ * reply: ok, otp_required, pending (a poll), retryable or fatal error, and
+ * timeout (the provider gave up waiting; retryable too). Calls whose reply
+ * never arrives (dropped by a cancel) are not observed.
+ *
+ * Indexed by the step's ordinal in the workflow (step[] names it); both in
+ * microseconds. Borrowed, loop thread only, valid until jw_engine_free.
+ */
+#define JW_ENGINE_STEP_KINDS 16 /* room for the workflow's step definitions */
+
+typedef enum jw_step_outcome {
+    JW_STEP_OUTCOME_COMPLETED,
+    JW_STEP_OUTCOME_FAILED,
+    JW_STEP_OUTCOME_CANCELLED,
+    JW_STEP_OUTCOME__N
+} jw_step_outcome;
+
+typedef enum jw_call_result {
+    JW_CALL_OK,
+    JW_CALL_OTP_REQUIRED,
+    JW_CALL_PENDING,
+    JW_CALL_RETRYABLE,
+    JW_CALL_FATAL,
+    JW_CALL_TIMEOUT,
+    JW_CALL_RESULT__N
+} jw_call_result;
+
+/* Label values: "completed" ...; "ok", "otp_required" ... */
+extern const char *const jw_step_outcome_names[JW_STEP_OUTCOME__N];
+extern const char *const jw_call_result_names[JW_CALL_RESULT__N];
+
+typedef struct jw_engine_hists {
+    int nsteps;                             /* step kinds in use */
+    const char *step[JW_ENGINE_STEP_KINDS]; /* their names, workflow order */
+    jw_hist step_duration[JW_ENGINE_STEP_KINDS][JW_STEP_OUTCOME__N];
+    jw_hist call_duration[JW_ENGINE_STEP_KINDS][JW_CALL_RESULT__N];
+} jw_engine_hists;
+
+const jw_engine_hists *jw_engine_get_hists(jw_engine *e);
 
 #endif

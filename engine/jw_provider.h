@@ -68,6 +68,7 @@ typedef struct jw_provider_reply {
     bool invalid_otp;    /* OTP_REQUIRED: the call's OTP was wrong */
     int poll_after_ms;   /* PENDING */
     bool retryable;      /* ERROR */
+    bool timed_out;      /* ERROR: no reply within the call's deadline (not in the JSON) */
     char message[256];   /* ERROR: what went wrong, for error_message */
 } jw_provider_reply;
 

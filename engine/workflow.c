@@ -60,3 +60,40 @@ int jw_step_def_index(const jw_step_def *d)
             return (int)(v - jw_validation_steps);
     return (int)(d - jw_transaction_steps);
 }
+
+int jw_step_def_ordinal(const jw_step_def *d)
+{
+    int n = 0;
+
+    for (const jw_step_def *v = jw_validation_steps; v->name; v++, n++)
+        if (v == d)
+            return n;
+    for (const jw_step_def *t = jw_transaction_steps; t->name; t++, n++)
+        if (t == d)
+            return n;
+    return -1;
+}
+
+int jw_step_def_count(void)
+{
+    int n = 0;
+
+    for (const jw_step_def *v = jw_validation_steps; v->name; v++)
+        n++;
+    for (const jw_step_def *t = jw_transaction_steps; t->name; t++)
+        n++;
+    return n;
+}
+
+const jw_step_def *jw_step_def_at(int ordinal)
+{
+    int n = 0;
+
+    for (const jw_step_def *v = jw_validation_steps; v->name; v++, n++)
+        if (n == ordinal)
+            return v;
+    for (const jw_step_def *t = jw_transaction_steps; t->name; t++, n++)
+        if (n == ordinal)
+            return t;
+    return NULL;
+}

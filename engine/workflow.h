@@ -45,5 +45,12 @@ static inline const jw_step_def *jw_unit_defs(int unit)
 const jw_step_def *jw_step_def_find(const char *name);
 /* Index of d in its list. */
 int jw_step_def_index(const jw_step_def *d);
+/* Index of d across both lists, validation first (0..jw_step_def_count()-1):
+ * a dense number for per-step arrays such as the engine's histograms. */
+int jw_step_def_ordinal(const jw_step_def *d);
+/* How many step definitions both lists hold; the ordinal's bound. */
+int jw_step_def_count(void);
+/* The definition with that ordinal, or NULL. */
+const jw_step_def *jw_step_def_at(int ordinal);
 
 #endif

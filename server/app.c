@@ -16,6 +16,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Microseconds, like the store's commit latency plus the trip back: 0.1 ms .. 10 s. */
+static const jw_hist_spec publish_delay_spec = {
+    .n = 16,
+    .le = {100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000,
+           2500000, 5000000, 10000000},
+    .decimals = 6,
+};
+
 /* ---- ports ------------------------------------------------------------------ */
 
 static int64_t port_now(void *ctx)
@@ -146,6 +154,7 @@ int jw_app_new(jw_app **out, const jw_config *cfg, struct lws_context *ctx, jw_h
     app->http = http;
     app->store = store;
     app->timers = jw_timers_new(timers_wake_at, app);
+    jw_hist_init(&app->publish_delay, &publish_delay_spec);
     rc = jw_auth_new(cfg->admin_key, cfg->jwt_secret, &app->auth, err, errlen);
     if (rc != 0)
         goto fail;
@@ -199,6 +208,12 @@ static void on_commit(jw_batch *b, void *arg)
 {
     jw_app *app = arg;
 
+    /* Measured just before the engine publishes the batch's deltas. */
+    if (b->status == 0) {
+        int64_t waited = jw_mono_us() - b->queued_us;
+
+        jw_hist_observe(&app->publish_delay, waited > 0 ? (uint64_t)waited : 0);
+    }
     jw_engine_on_commit(app->engine, b);
 }
 

@@ -42,6 +42,9 @@ typedef struct jw_app {
     uint64_t published;              /* committed deltas handed to the fan-out */
     jw_ws *ws;                       /* the jobwire.v1 hub */
     jw_rt *rt;                       /* the Supabase Realtime endpoint */
+    /* Per committed batch, microseconds from its hand-over to the store to
+     * its deltas' publication: what a watching client waits. */
+    jw_hist publish_delay;
 } jw_app;
 
 /* Who asked for a database read: jw_read.tag. */

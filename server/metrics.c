@@ -7,10 +7,76 @@
 
 #include "app.h"
 #include "jw_buf.h"
+#include "jw_hist.h"
 #include "jw_log.h"
 
 #include <inttypes.h>
 #include <stdio.h>
+
+/* ---- OTP outcomes and histograms (issue 6) ------------------------------------ */
+
+static void put_counter(jw_buf *b, const char *name, const char *help, uint64_t v)
+{
+    jw_buf_addf(b, "# HELP %s %s\n# TYPE %s counter\n%s %" PRIu64 "\n", name, help, name, name, v);
+}
+
+/*
+ * Labelled histograms show the label sets observed so far, as client
+ * libraries do; the unlabelled ones are always there.
+ */
+static void write_histograms(jw_buf *b, jw_app *app, const jw_store_stats *db,
+                             const jw_engine_stats *en)
+{
+    const jw_engine_hists *eh = jw_engine_get_hists(app->engine);
+    char labels[160];
+
+    put_counter(b, "jobwire_otp_requests_total", "OTP requests created (a code sent to the user).",
+                en->otp_requested);
+    put_counter(b, "jobwire_otp_verified_total", "OTP requests whose code the provider accepted.",
+                en->otp_verified);
+    put_counter(b, "jobwire_otp_wrong_total", "Codes the provider judged wrong, each one.",
+                en->otp_wrong);
+    put_counter(b, "jobwire_otp_exhausted_total",
+                "OTP requests failed by max_attempts wrong codes.", en->otp_exhausted);
+    put_counter(b, "jobwire_otp_expired_total", "OTP requests nobody answered in time.",
+                en->otp_expired);
+
+    jw_hist_prom_header(b, "jobwire_step_duration_seconds",
+                        "Step runs from in_progress to completed, failed or cancelled "
+                        "(retries and OTP waits included).");
+    for (int i = 0; i < eh->nsteps; i++) {
+        for (int k = 0; k < JW_STEP_OUTCOME__N; k++) {
+            if (!eh->step_duration[i][k].count)
+                continue;
+            snprintf(labels, sizeof(labels), "step=\"%s\",outcome=\"%s\"", eh->step[i],
+                     jw_step_outcome_names[k]);
+            jw_hist_prom(b, "jobwire_step_duration_seconds", labels, &eh->step_duration[i][k]);
+        }
+    }
+    jw_hist_prom_header(b, "jobwire_provider_call_duration_seconds",
+                        "Provider calls from issue to reply, by step (operation) and reply.");
+    for (int i = 0; i < eh->nsteps; i++) {
+        for (int k = 0; k < JW_CALL_RESULT__N; k++) {
+            if (!eh->call_duration[i][k].count)
+                continue;
+            snprintf(labels, sizeof(labels), "operation=\"%s\",result=\"%s\"", eh->step[i],
+                     jw_call_result_names[k]);
+            jw_hist_prom(b, "jobwire_provider_call_duration_seconds", labels,
+                         &eh->call_duration[i][k]);
+        }
+    }
+    jw_hist_prom_header(b, "jobwire_db_commit_duration_seconds",
+                        "Group-commit transactions, from the first write to PostgreSQL's answer.");
+    jw_hist_prom(b, "jobwire_db_commit_duration_seconds", "", &db->commit_us);
+    jw_hist_prom_header(b, "jobwire_db_commit_batches", "Batches per group-commit transaction.");
+    jw_hist_prom(b, "jobwire_db_commit_batches", "", &db->commit_batches);
+    jw_hist_prom_header(b, "jobwire_db_commit_deltas", "Deltas per group-commit transaction.");
+    jw_hist_prom(b, "jobwire_db_commit_deltas", "", &db->commit_deltas);
+    jw_hist_prom_header(b, "jobwire_publish_delay_seconds",
+                        "Committed batches, from their hand-over to the store to their deltas' "
+                        "publication to subscribers.");
+    jw_hist_prom(b, "jobwire_publish_delay_seconds", "", &app->publish_delay);
+}
 
 void jw_metrics_handle(jw_http_ctx *ctx, jw_http_request *req)
 {
@@ -127,6 +193,7 @@ void jw_metrics_handle(jw_http_ctx *ctx, jw_http_request *req)
             jw_buf_addf(&b, "# HELP %s %s\n# TYPE %s %s\n%s %.17g\n", rows[i].name, rows[i].help,
                         rows[i].name, rows[i].type, rows[i].name, rows[i].value);
     }
+    write_histograms(&b, app, &db, &en);
     jw_http_reply(req, 200, "text/plain; version=0.0.4; charset=utf-8", b.data, b.len);
     jw_buf_release(&b);
 }

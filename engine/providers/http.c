@@ -145,8 +145,12 @@ static jw_provider_reply *transport_reply(http_req *req, CURLcode rc)
 
     curl_easy_getinfo(req->easy, CURLINFO_OS_ERRNO, &os_errno);
     switch (rc) {
-    case CURLE_OPERATION_TIMEDOUT:
-        return error_reply(req, true, "timeout after %d ms", req->timeout_ms);
+    case CURLE_OPERATION_TIMEDOUT: {
+        jw_provider_reply *r = error_reply(req, true, "timeout after %d ms", req->timeout_ms);
+
+        r->timed_out = true; /* /metrics tells timeouts from other errors */
+        return r;
+    }
     case CURLE_WRITE_ERROR:
     case CURLE_FILESIZE_EXCEEDED:
         if (req->too_big || rc == CURLE_FILESIZE_EXCEEDED)

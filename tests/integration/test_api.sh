@@ -59,6 +59,12 @@ MAIN_PID=$SERVER_PID
 
 VALID='{"transaction_amount":1500,"transaction_count":1}'
 
+# metric NAME: a sample's value on the current server's /metrics (admin key).
+metric() {
+  curl -sf --max-time 20 -H "Authorization: Bearer $ADMIN_KEY" "$BASE/metrics" |
+    awk -v m="$1" '$1 == m { print $2 }'
+}
+
 # ==== authentication ==============================================================
 
 api POST /api/jobs "" "$VALID"
@@ -248,10 +254,16 @@ AM_CODE=$(otp_code "$AM_ID")
   bail "both login OTP requests have a code in the inbox" "G=$G_ID/$G_CODE AM=$AM_ID/$AM_CODE"
 WRONG=$(printf '%06d' $(((10#$G_CODE + 1) % 1000000)))
 
+otp_wrong0=$(metric jobwire_otp_wrong_total)
 api POST "/api/otp/$G_ID" "$TOKEN_O" "{\"otp\":\"$WRONG\"}"
 check "a wrong code is 422 {ok:false, error:invalid_otp, attempts_left:2}" \
   st_json 422 '.ok == false and .error == "invalid_otp" and .attempts_left == 2'
+check "/metrics counts it: jobwire_otp_wrong_total $otp_wrong0 -> $((otp_wrong0 + 1))" \
+  [ "$(metric jobwire_otp_wrong_total)" = $((otp_wrong0 + 1)) ]
+otp_verified0=$(metric jobwire_otp_verified_total)
 api POST "/api/otp/$G_ID" "$TOKEN_O" "{\"otp\":\"$G_CODE\"}"
+check "/metrics counts the right code: jobwire_otp_verified_total $otp_verified0 -> $((otp_verified0 + 1))" \
+  [ "$(metric jobwire_otp_verified_total)" = $((otp_verified0 + 1)) ]
 check "then the right code is 200 {ok:true}" st_json 200 '.ok == true'
 api POST "/api/otp/$G_ID" "$TOKEN_O" "{\"otp\":\"$G_CODE\"}"
 expect_error "a verified OTP request is 409" 409 conflict verified
@@ -617,6 +629,10 @@ t_code=$(jq -r '.[0].code' <<<"$INBOX")
 t_id=$(sql "$DB_OTP" "SELECT id FROM otp_requests WHERE job_run_id = :'id' AND status = 'expired' ORDER BY requested_at LIMIT 1" -v id="$JOB_T")
 api POST "/api/otp/$t_id" "$TOKEN_A" "{\"otp\":\"$t_code\"}"
 expect_error "a code for an expired OTP request is 409" 409 conflict
+otp_rows=$(sql "$DB_OTP" "SELECT count(*) || '|' || count(*) FILTER (WHERE status = 'expired') FROM otp_requests")
+check "/metrics: OTP requests and expiries = otp_requests rows, all and expired ($otp_rows)" \
+  [ "$(metric jobwire_otp_requests_total)|$(metric jobwire_otp_expired_total)" = "$otp_rows" ]
+check "/metrics: none of them verified" [ "$(metric jobwire_otp_verified_total)" = 0 ]
 stop_jobwire "$OTP_PID"
 
 # ==== retry: a job that failed in its 2nd transaction, resumed after a restart ==============

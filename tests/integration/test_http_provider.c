@@ -382,6 +382,9 @@ static void expect_error(jw_provider_reply *r, bool retryable, const char *want)
         fail_msg("message \"%s\" lacks \"%s\"", r->message, want);
     if (r->retryable != retryable)
         fail_msg("\"%s\": retryable is %d, expected %d", r->message, r->retryable, retryable);
+    /* Only a deadline passing is a timeout (/metrics counts them apart). */
+    if (r->timed_out != (strstr(want, "timeout after") != NULL))
+        fail_msg("\"%s\": timed_out is %d", r->message, r->timed_out);
     jw_provider_reply_free(r);
 }
 

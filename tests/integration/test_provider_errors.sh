@@ -13,6 +13,8 @@
 #   - a non-retryable error (the sim failing redeem_amazon_vouchers with
 #     fail_retryable=0): the job fails at once, one call, with the provider's
 #     message, completed_transactions counting what finished.
+# and /metrics after each: the counters, and the histograms well-formed
+# (prom_check.awk) with counts that match what happened.
 #
 # Usage: test_provider_errors.sh JOBWIRE SANDBOX   (DATABASE_URL: a PostgreSQL server)
 set -euo pipefail
@@ -22,6 +24,7 @@ SANDBOX=${2:?usage: test_provider_errors.sh JOBWIRE SANDBOX}
 : "${DATABASE_URL:?DATABASE_URL must name a PostgreSQL server (scripts/test sets it)}"
 ADMIN=provider-errors-admin-key-0123
 USER_ID=0f0f0f0f-1111-4222-8333-444455556666
+PROM_CHECK=$(cd "$(dirname "$0")" && pwd)/prom_check.awk
 TMP=$(mktemp -d /tmp/jw-perr.XXXXXX)
 PIDS=()
 passed=0
@@ -94,6 +97,23 @@ wait_done() { # JOB -> final snapshot on stdout
   done
 }
 
+metrics_of() { # -> the current server's /metrics
+  curl -sf -H "Authorization: Bearer $ADMIN" "$BASE/metrics"
+}
+
+sample() { # METRICS 'name{labels}' -> its value, or nothing
+  awk -v m="$2" '$1 == m { print $2 }' <<<"$1"
+}
+
+sum_of() { # METRICS REGEX -> the sum of the samples whose name{labels} matches
+  awk -v re="$2" '$1 ~ re { s += $2 } END { print s + 0 }' <<<"$1"
+}
+
+prom_ok() { # METRICS WHAT: the page parses and every histogram is consistent
+  local out
+  if out=$(awk -f "$PROM_CHECK" <<<"$1"); then pass "$2: $out"; else fail "$2: $out"; fi
+}
+
 step() { # SNAPSHOT NAME TX FIELD
   jq -r --arg n "$2" --argjson t "$3" --arg f "$4" \
     '.steps[] | select(.step_name == $n and (.transaction_index // 0) == $t) | .[$f]' <<<"$1"
@@ -131,8 +151,45 @@ jq -r .job.error_message <<<"$snap" | grep -q "gave up after 4 attempts" &&
   pass "...and says so" || fail "error_message: $(jq -r .job.error_message <<<"$snap")"
 curl -sf -X DELETE "$SB/faults" >/dev/null
 
+# --- histograms after the retryable faults -------------------------------------
+# The checker itself must catch a broken histogram, or its passes mean nothing.
+if awk -f "$PROM_CHECK" >/dev/null <<'EOF'; then
+# TYPE t histogram
+t_bucket{le="1"} 2
+t_bucket{le="2"} 1
+t_bucket{le="+Inf"} 3
+t_sum 1
+t_count 2
+EOF
+  fail "prom_check.awk accepts decreasing buckets and +Inf != _count"
+else
+  pass "prom_check.awk refuses decreasing buckets and +Inf != _count"
+fi
+m=$(metrics_of)
+prom_ok "$m" "retry: /metrics is well-formed"
+H=jobwire_provider_call_duration_seconds
+check "retry: one commit-latency observation per commit" "$(sample "$m" jobwire_db_commits_total)" \
+  "$(sample "$m" jobwire_db_commit_duration_seconds_count)"
+check "retry: commit group sizes add up to the batches committed" \
+  "$(sample "$m" jobwire_db_batches_committed_total)" "$(sample "$m" jobwire_db_commit_batches_sum)"
+check "retry: ...and to the deltas committed" "$(sample "$m" jobwire_db_deltas_committed_total)" \
+  "$(sample "$m" jobwire_db_commit_deltas_sum)"
+check "retry: one publish-delay observation per committed batch" \
+  "$(sample "$m" jobwire_db_batches_committed_total)" "$(sample "$m" jobwire_publish_delay_seconds_count)"
+check "retry: gyftr_login's duration observed once per job (2)" 2 \
+  "$(sum_of "$m" '^jobwire_step_duration_seconds_count[{]step="gyftr_login",')"
+check "retry: every provider call's reply was timed" "$(sample "$m" jobwire_provider_calls_total)" \
+  "$(sum_of "$m" "^${H}_count[{]")"
+check "retry: the HTTP 500s are retryable availability_check replies (2 + 4)" 6 \
+  "$(sample "$m" "${H}_count{operation=\"availability_check\",result=\"retryable\"}")"
+check "retry: the held payment is a timeout" 1 \
+  "$(sample "$m" "${H}_count{operation=\"process_payment\",result=\"timeout\"}")"
+check "retry: ...of at least the 500 ms deadline (none by le=0.25)" 0 \
+  "$(sample "$m" "${H}_bucket{operation=\"process_payment\",result=\"timeout\",le=\"0.25\"}")"
+
 # --- a non-retryable error ----------------------------------------------------
-start_pair fatal "latency_ms=5,otp=none,voucher_polls=0,fail_rate=1,fail_steps=redeem_amazon_vouchers,fail_retryable=0"
+# 40 ms per reply: provider latency shows in the histograms.
+start_pair fatal "latency_ms=40,otp=none,voucher_polls=0,fail_rate=1,fail_steps=redeem_amazon_vouchers,fail_retryable=0"
 job=$(new_job 2)
 snap=$(wait_done "$job")
 check "non-retryable: the job fails" failed "$(jq -r .job.status <<<"$snap")"
@@ -155,6 +212,22 @@ awk -v v="$(value jobwire_db_deltas_committed_total)" 'BEGIN { exit !(v > 0) }' 
 check "/metrics: published deltas = the journal's (job_events)" \
   "$(psql "$URL" -AtX -c 'SELECT count(*) FROM job_events')" "$(value jobwire_deltas_published_total)"
 check "/metrics reports the job that failed" 1 "$(value jobwire_jobs_finished_total)"
+prom_ok "$metrics" "fatal: /metrics is well-formed"
+H=jobwire_provider_call_duration_seconds
+check "fatal: one commit-latency observation per commit" "$(value jobwire_db_commits_total)" \
+  "$(value jobwire_db_commit_duration_seconds_count)"
+check "fatal: gyftr_login's duration observed once, for the one job" 1 \
+  "$(sum_of "$metrics" '^jobwire_step_duration_seconds_count[{]step="gyftr_login",')"
+check "fatal: redeem_amazon_vouchers observed as failed" 1 \
+  "$(value 'jobwire_step_duration_seconds_count{step="redeem_amazon_vouchers",outcome="failed"}')"
+check "fatal: ...after a fatal provider reply" 1 \
+  "$(value "${H}_count{operation=\"redeem_amazon_vouchers\",result=\"fatal\"}")"
+check "fatal: six ok replies (logins, availability, link, payment, vouchers)" 6 \
+  "$(sum_of "$metrics" "^${H}_count[{].*result=\"ok\"")"
+check "fatal: no ok reply faster than the sim's 40 ms (le=0.025)" 0 \
+  "$(sum_of "$metrics" "^${H}_bucket[{].*result=\"ok\",le=\"0.025\"")"
+check "fatal: no completed step faster than its 40 ms call (le=0.025)" 0 \
+  "$(sum_of "$metrics" '^jobwire_step_duration_seconds_bucket[{].*outcome="completed",le="0.025"')"
 check "/metrics without the admin key is 401" 401 \
   "$(curl -s -o /dev/null -w '%{http_code}' "$BASE/metrics")"
 

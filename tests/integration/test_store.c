@@ -108,6 +108,21 @@ static int commit_one(jw_store *s, jw_batch *b, char *error, size_t errlen)
     return status;
 }
 
+/*
+ * The histograms agree with the counters: one observation per commit, the
+ * group sizes add up to what was committed, and every commit took time.
+ */
+static void assert_commit_histograms(const jw_store_stats *st)
+{
+    assert_int_equal(st->commit_us.count, st->commits);
+    assert_int_equal(jw_hist_cumulative(&st->commit_us, st->commit_us.spec->n), st->commits);
+    assert_true(st->commit_us.sum > 0);
+    assert_int_equal(st->commit_batches.count, st->commits);
+    assert_int_equal(st->commit_batches.sum, st->batches_committed);
+    assert_int_equal(st->commit_deltas.count, st->commits);
+    assert_int_equal(st->commit_deltas.sum, st->deltas_committed);
+}
+
 static void test_migrations_idempotent(void **state)
 {
     char err[512];
@@ -215,6 +230,12 @@ static void test_write_and_read_back(void **state)
     assert_int_equal(st.batches_committed, 1);
     assert_int_equal(st.deltas_committed, 5);
     assert_int_equal(st.queued_batches, 0);
+    assert_int_equal(st.commits, 1);
+    assert_commit_histograms(&st);
+    /* One group of one batch of five deltas: le=1 and le=8 (not le=4). */
+    assert_int_equal(st.commit_batches.bucket[0], 1);
+    assert_int_equal(jw_hist_cumulative(&st.commit_deltas, 2), 0);
+    assert_int_equal(jw_hist_cumulative(&st.commit_deltas, 3), 1);
     jw_store_stop(s, 1000);
     jw_store_free(s);
 }
@@ -369,6 +390,10 @@ static void test_group_commit_isolates_bad_batch(void **state)
     assert_int_equal(st.batches_failed, 1);
     /* Fewer transactions than batches: the batches were grouped. */
     assert_true(st.commits < (uint64_t)(N - 1));
+    /* The refused batch's transactions are not commits, nor observed. */
+    assert_commit_histograms(&st);
+    /* ...and the size histogram saw a group of more than one batch. */
+    assert_true(st.commit_batches.bucket[0] < st.commit_batches.count);
     jw_store_stop(s, 1000);
     jw_store_free(s);
 }
@@ -411,6 +436,15 @@ static void test_order_kept(void **state)
     /* The row is the last version written. */
     assert_int_equal(
         N % 101, pgtest_int(db, "SELECT progress_percentage FROM job_runs WHERE id = $1", 1, p));
+    {
+        jw_store_stats st;
+
+        jw_store_get_stats(s, &st);
+        assert_commit_histograms(&st);
+        /* max_group_deltas 7: no group above the le=8 bucket. */
+        assert_int_equal(st.commit_deltas.spec->le[3], 8);
+        assert_int_equal(jw_hist_cumulative(&st.commit_deltas, 3), st.commits);
+    }
     jw_store_stop(s, 1000);
     jw_store_free(s);
 }

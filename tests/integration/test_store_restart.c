@@ -122,6 +122,11 @@ static void test_restart_mid_stream(void **state)
     assert_true(st.reconnects >= 2);
     assert_int_equal(st.deltas_committed, TOTAL);
     assert_int_equal(st.batches_failed, 0);
+    /* Across the outage, one commit_us observation per commit still, and the
+     * group sizes add up (a group found committed after reconnecting too). */
+    assert_int_equal(st.commit_us.count, st.commits);
+    assert_int_equal(st.commit_batches.sum, st.batches_committed);
+    assert_int_equal(st.commit_deltas.sum, TOTAL);
 
     /*
      * Idle now. Stop PostgreSQL: the store notices without any write (so

@@ -237,6 +237,17 @@ static void reply_error(jw_provider_call *c, bool retryable, const char *msg)
     reply(c, r);
 }
 
+/* The provider gave up waiting for its upstream (the http provider's curl timeout). */
+static void reply_timeout(jw_provider_call *c)
+{
+    jw_provider_reply *r = jw_provider_reply_new(c->id, JW_PROVIDER_ERROR);
+
+    r->retryable = true;
+    r->timed_out = true;
+    snprintf(r->message, sizeof(r->message), "timeout after 500 ms");
+    reply(c, r);
+}
+
 static void reply_pending(jw_provider_call *c, int ms)
 {
     jw_provider_reply *r = jw_provider_reply_new(c->id, JW_PROVIDER_PENDING);
@@ -372,6 +383,69 @@ static void on_otp(void *arg, const jw_otp_result *r)
     a->attempts_left = r->attempts_left;
 }
 
+static int step_ordinal(const char *name)
+{
+    const jw_engine_hists *h = jw_engine_get_hists(F.e);
+
+    for (int i = 0; i < h->nsteps; i++)
+        if (strcmp(h->step[i], name) == 0)
+            return i;
+    fail_msg("no histogram for step %s", name);
+    return -1;
+}
+
+static const jw_hist *step_hist(const char *name, jw_step_outcome oc)
+{
+    return &jw_engine_get_hists(F.e)->step_duration[step_ordinal(name)][oc];
+}
+
+static const jw_hist *call_hist(const char *name, jw_call_result res)
+{
+    return &jw_engine_get_hists(F.e)->call_duration[step_ordinal(name)][res];
+}
+
+/* Observations over every step and outcome, or every step and call result. */
+static uint64_t all_steps_observed(void)
+{
+    const jw_engine_hists *h = jw_engine_get_hists(F.e);
+    uint64_t n = 0;
+
+    for (int i = 0; i < h->nsteps; i++)
+        for (int k = 0; k < JW_STEP_OUTCOME__N; k++)
+            n += h->step_duration[i][k].count;
+    return n;
+}
+
+static uint64_t all_calls_observed(void)
+{
+    const jw_engine_hists *h = jw_engine_get_hists(F.e);
+    uint64_t n = 0;
+
+    for (int i = 0; i < h->nsteps; i++)
+        for (int k = 0; k < JW_CALL_RESULT__N; k++)
+            n += h->call_duration[i][k].count;
+    return n;
+}
+
+/* The index of the bound le (in us) in a histogram's spec. */
+static size_t le_index(const jw_hist *h, uint64_t le)
+{
+    for (size_t i = 0; i < h->spec->n; i++)
+        if (h->spec->le[i] == le)
+            return i;
+    fail_msg("no bucket le=%llu us", (unsigned long long)le);
+    return 0;
+}
+
+/* Exactly one observation, of us microseconds, in the bucket le=le_us and not below. */
+static void assert_one_in(const jw_hist *h, uint64_t us, uint64_t le_us, uint64_t below_us)
+{
+    assert_int_equal(h->count, 1);
+    assert_int_equal(h->sum, us);
+    assert_int_equal(jw_hist_cumulative(h, le_index(h, le_us)), 1);
+    assert_int_equal(jw_hist_cumulative(h, le_index(h, below_us)), 0);
+}
+
 /* ---- tests -------------------------------------------------------------------- */
 
 static void test_happy_path_gated_by_commits(void **state)
@@ -480,6 +554,15 @@ static void test_login_failure_cancels_other(void **state)
     }
     assert_int_equal(unanswered(), 0);
     assert_gapless(id);
+    /* Outcomes: the login that waited on its OTP was cancelled, at 0 s on this clock. */
+    assert_int_equal(step_hist("amazon_login", JW_STEP_OUTCOME_CANCELLED)->count, 1);
+    assert_int_equal(step_hist("amazon_login", JW_STEP_OUTCOME_CANCELLED)->bucket[0], 1);
+    assert_int_equal(step_hist("gyftr_login", JW_STEP_OUTCOME_FAILED)->count, 1);
+    assert_int_equal(call_hist("gyftr_login", JW_CALL_FATAL)->count, 1);
+    assert_int_equal(call_hist("amazon_login", JW_CALL_OTP_REQUIRED)->count, 1);
+    /* availability_check was cancelled before it ever started: not observed. */
+    assert_int_equal(step_hist("availability_check", JW_STEP_OUTCOME_CANCELLED)->count, 0);
+    assert_int_equal(all_steps_observed(), 2);
 }
 
 static void test_otp_wrong_then_right(void **state)
@@ -549,6 +632,19 @@ static void test_otp_wrong_then_right(void **state)
         jw_engine_submit_otp(F.e, otp_id, "111111", USER, NULL, NULL, err, sizeof(err)),
         JW_ECONFLICT);
     assert_non_null(strstr(err, "verified"));
+    {
+        jw_engine_stats st;
+
+        jw_engine_get_stats(F.e, &st);
+        assert_int_equal(st.otp_requested, 1);
+        assert_int_equal(st.otp_wrong, 1);
+        assert_int_equal(st.otp_verified, 1);
+        assert_int_equal(st.otp_exhausted, 0);
+        assert_int_equal(st.otp_expired, 0);
+    }
+    /* The prompt and the wrong code were otp_required replies; the right one ok. */
+    assert_int_equal(call_hist("gyftr_login", JW_CALL_OTP_REQUIRED)->count, 2);
+    assert_int_equal(call_hist("gyftr_login", JW_CALL_OK)->count, 1);
 }
 
 static void test_otp_refusals(void **state)
@@ -618,6 +714,16 @@ static void test_otp_attempt_limit_asks_fresh(void **state)
     assert_string_not_equal(json_string_value(json_object_get(o, "id")), first);
     assert_string_equal(json_string_value(json_object_get(o, "status")), "requested");
     json_decref(o);
+    {
+        jw_engine_stats st;
+
+        jw_engine_get_stats(F.e, &st);
+        assert_int_equal(st.otp_requested, 2);
+        assert_int_equal(st.otp_wrong, 3);
+        assert_int_equal(st.otp_exhausted, 1);
+        assert_int_equal(st.otp_verified, 0);
+        assert_int_equal(st.otp_expired, 0);
+    }
 }
 
 static void test_otp_timeout(void **state)
@@ -654,6 +760,20 @@ static void test_otp_timeout(void **state)
     assert_string_equal(JOB(id, "status"), "failed");
     assert_non_null(strstr(JOB(id, "error_message"), "OTP not entered within 180 s"));
     assert_string_equal(JOB(id, "completed_transactions"), "0");
+    {
+        jw_engine_stats st;
+        const jw_hist *pay = step_hist("process_payment", JW_STEP_OUTCOME_FAILED);
+
+        jw_engine_get_stats(F.e, &st);
+        assert_int_equal(st.otp_requested, 3);
+        assert_int_equal(st.otp_expired, 3);
+        assert_int_equal(st.otp_verified + st.otp_wrong + st.otp_exhausted, 0);
+        /* 180 s + 2 x (120 s + 180 s): past the last bound (600 s), +Inf only. */
+        assert_int_equal(pay->count, 1);
+        assert_int_equal(pay->sum, UINT64_C(780000000));
+        assert_int_equal(jw_hist_cumulative(pay, pay->spec->n - 1), 0);
+        assert_int_equal(jw_hist_cumulative(pay, pay->spec->n), 1);
+    }
 }
 
 static void test_retry_backoff(void **state)
@@ -778,6 +898,7 @@ static void test_partial_completion_and_retry(void **state)
     assert_string_equal(JOB(id, "progress_percentage"), "46");
     assert_int_equal(jw_engine_cancel(F.e, id, NULL, NULL, err, sizeof(err)), JW_ECONFLICT);
 
+    advance_ms(3600 * 1000); /* the operator retries an hour later */
     assert_int_equal(jw_engine_retry(F.e, id, NULL, NULL, err, sizeof(err)), 0);
     commit_all();
     assert_string_equal(JOB(id, "status"), "processing");
@@ -786,8 +907,14 @@ static void test_partial_completion_and_retry(void **state)
     /* Resumes at the failed step of transaction 2: nothing finished repeats. */
     assert_string_equal(pending_call(NULL)->step_name, "redeem_amazon_vouchers");
     assert_int_equal(pending_call(NULL)->transaction_index, 2);
+    advance_ms(20);
+    reply_ok(pending_call(NULL));
     run_ok();
     assert_string_equal(JOB(id, "status"), "completed");
+    /* The retried step's run starts anew: 20 ms, not the hour the job sat failed. */
+    assert_int_equal(step_hist("redeem_amazon_vouchers", JW_STEP_OUTCOME_FAILED)->count, 1);
+    assert_int_equal(step_hist("redeem_amazon_vouchers", JW_STEP_OUTCOME_COMPLETED)->count, 3);
+    assert_int_equal(step_hist("redeem_amazon_vouchers", JW_STEP_OUTCOME_COMPLETED)->sum, 20000);
     assert_int_equal(calls_named("process_payment"), 3);
     assert_int_equal(calls_named("gyftr_login"), 1);
     assert_int_equal(calls_named("generate_payment_link"), 3);
@@ -947,6 +1074,9 @@ static void test_recovery_resumes(void **state)
         assert_non_null(pc);
         assert_string_equal(pc->idempotency_key, key);
         reply_ok(pc);
+        /* Its run counts from the row's started_at: the downtime is part of it. */
+        assert_int_equal(step_hist("process_payment", JW_STEP_OUTCOME_COMPLETED)->count, 1);
+        assert_int_equal(step_hist("process_payment", JW_STEP_OUTCOME_COMPLETED)->sum, 60000000);
         reply_ok(job_call(a, "wait_for_vouchers"));
         reply_ok(job_call(a, "redeem_amazon_vouchers"));
         assert_string_equal(JOB(a, "status"), "completed");
@@ -1151,6 +1281,56 @@ static void test_sessions_survive_restart(void **state)
         "tok-secret-xyz");
 }
 
+static void test_histograms_time_steps_and_calls(void **state)
+{
+    const jw_engine_hists *h = jw_engine_get_hists(F.e);
+    jw_engine_stats st;
+    char id[JW_UUID_LEN + 1];
+
+    (void)state;
+    /* One histogram row per step of the workflow, named after it. */
+    assert_int_equal(h->nsteps, 7);
+    assert_string_equal(h->step[0], "gyftr_login");
+    assert_string_equal(h->step[6], "redeem_amazon_vouchers");
+    create(id, 1);
+    advance_ms(1200);
+    reply_ok(pending_call("gyftr_login"));
+    assert_one_in(step_hist("gyftr_login", JW_STEP_OUTCOME_COMPLETED), 1200000, 2500000, 1000000);
+    assert_one_in(call_hist("gyftr_login", JW_CALL_OK), 1200000, 2500000, 1000000);
+    advance_ms(30);
+    reply_ok(pending_call("amazon_login"));
+    assert_one_in(step_hist("amazon_login", JW_STEP_OUTCOME_COMPLETED), 1230000, 2500000, 1000000);
+
+    /* availability_check: a 503 after 40 ms, a timeout after 7 ms, then ok after 3 ms. */
+    advance_ms(40);
+    reply_error(pending_call("availability_check"), true, "HTTP 503");
+    assert_one_in(call_hist("availability_check", JW_CALL_RETRYABLE), 40000, 50000, 25000);
+    assert_int_equal(step_hist("availability_check", JW_STEP_OUTCOME_COMPLETED)->count, 0);
+    advance_ms(1000); /* the first retry delay */
+    advance_ms(7);
+    reply_timeout(pending_call("availability_check"));
+    assert_one_in(call_hist("availability_check", JW_CALL_TIMEOUT), 7000, 10000, 5000);
+    advance_ms(2000);
+    advance_ms(3);
+    reply_ok(pending_call("availability_check"));
+    assert_one_in(call_hist("availability_check", JW_CALL_OK), 3000, 5000, 2500);
+    /* The step's run spans its attempts and the waits between them. */
+    assert_one_in(step_hist("availability_check", JW_STEP_OUTCOME_COMPLETED), 3050000, 5000000,
+                  2500000);
+
+    /* A fatal error fails the step and the job. */
+    advance_ms(15);
+    reply_error(pending_call("generate_payment_link"), false, "card declined");
+    assert_one_in(call_hist("generate_payment_link", JW_CALL_FATAL), 15000, 25000, 10000);
+    assert_one_in(step_hist("generate_payment_link", JW_STEP_OUTCOME_FAILED), 15000, 25000, 10000);
+    assert_string_equal(JOB(id, "status"), "failed");
+    /* Steps that never started (process_payment, ...) are not observed. */
+    assert_int_equal(all_steps_observed(), 4);
+    jw_engine_get_stats(F.e, &st);
+    assert_int_equal(all_calls_observed(), st.provider_calls);
+    assert_int_equal(st.provider_calls, 6);
+}
+
 static void test_create_validates(void **state)
 {
     char id[JW_UUID_LEN + 1], err[256];
@@ -1205,6 +1385,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_login_reused_until_expiry, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sessions_survive_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(test_create_validates, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_histograms_time_steps_and_calls, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
