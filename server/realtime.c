@@ -666,7 +666,7 @@ void jw_rt_on_read(jw_rt *rt, jw_read *r)
     json_t *doc = NULL;
     const char *owner;
 
-    if (!ch || ch->live || c->closing)
+    if (!ch || ch->registered || c->closing) /* gone, or not the join this read was for */
         goto out;
     ch->pending--;
     if (r->status == 0)
