@@ -1138,12 +1138,13 @@ static void answer_front(jw_store *s, size_t count, int status, const char *erro
 {
     jw_mailbox_node *first = s->pending_head, *last = NULL, *n = first;
     uint64_t deltas = 0;
-    int64_t now = jw_mono_us();
+    int64_t now = jw_mono_us(), wall = status == 0 ? jw_now_us() : 0;
 
     for (size_t i = 0; i < count; i++) {
         jw_batch *b = jw_container_of(n, jw_batch, node);
 
         b->status = status;
+        b->committed_us = wall;
         free(b->error);
         b->error = error ? jw_xstrdup(error) : NULL;
         b->done_us = now;

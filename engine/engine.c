@@ -1425,6 +1425,7 @@ void jw_engine_on_commit(jw_engine *e, jw_batch *b)
             /* Before publishing: a snapshot taken by a subscriber of this
              * delta must say it includes it. */
             j->committed_seq = b->deltas[i]->seq;
+            b->deltas[i]->commit_us = b->committed_us;
             e->p.publish(e->p.ctx, b->deltas[i]);
         }
     } else if (!j->halted) {

@@ -46,6 +46,12 @@ typedef struct jw_delta {
     char row_id[JW_UUID_LEN + 1]; /* the row's primary key */
     int64_t seq;                  /* 0: quiet write, see above */
     int64_t ts_us;                /* wall clock at the change */
+    /*
+     * Wall clock when its batch committed; 0 until then. The one field written
+     * after the delta is built: once, by the engine on the loop thread, between
+     * the store's answer and publishing, when no other thread holds the delta.
+     */
+    int64_t commit_us;
     jw_table table;
     jw_op op;
     size_t row_len;
@@ -77,6 +83,7 @@ typedef struct jw_batch {
     char *error;       /* after a failure: what PostgreSQL or the store said */
     int64_t queued_us; /* monotonic, set by the store on submit */
     int64_t done_us;   /* monotonic, set by the store when it answers */
+    int64_t committed_us; /* wall clock, set by the store with a success answer; else 0 */
     void *user;        /* the submitter's cookie, untouched by the store */
 } jw_batch;
 

@@ -514,7 +514,8 @@ static void deliver(channel *ch, delta_ctx *x)
         return;
     if (!x->data.len)
         encode_data(&x->data, &jw_rt_tables[x->d->table],
-                    x->d->op == JW_OP_INSERT ? "INSERT" : "UPDATE", x->d->ts_us, x->d->row,
+                    x->d->op == JW_OP_INSERT ? "INSERT" : "UPDATE",
+                    x->d->commit_us ? x->d->commit_us : x->d->ts_us, x->d->row,
                     x->d->row_len, x->d->row_id, x->d->seq);
     send_event(ch, ids, n, &x->data);
 }

@@ -66,6 +66,13 @@ test('1. subscribe after POST /api/jobs: snapshot, deltas seq+1 to the end, OTPs
   const rows = journal(server, id);
   assert.deepEqual(rows.map((r) => r.seq), Array.from({ length: committed.seq }, (_, i) => i + 1), 'job_events holds 1..seq');
   assert.deepEqual(diffJournal(jobMsgs.slice(1), rows), [], 'every delta is its job_events row (seq, ts, table, op, row)');
+  // Live deltas carry their commit time: after the change, not after they arrived.
+  for (const m of jobMsgs.slice(1)) {
+    assert.ok(Number.isInteger(m.cts) && m.cts >= m.ts, `delta ${m.seq}: cts ${m.cts} >= ts ${m.ts}`);
+    assert.ok(m.cts <= Date.now() * 1000, `delta ${m.seq}: cts not in the future`);
+  }
+  // Deltas of one transaction share it, and commits come in order.
+  for (let i = 1; i < jobMsgs.length - 1; i++) assert.ok(jobMsgs[i + 1].cts >= jobMsgs[i].cts, `cts in commit order at seq ${jobMsgs[i + 1].seq}`);
   assert.deepEqual([...c.view(id).steps.keys()], committed.steps.map((s) => s.id), 'steps in creation order');
   assert.deepEqual([...c.view(id).otps.keys()], committed.otp_requests.map((o) => o.id), 'OTP requests in request order');
 
