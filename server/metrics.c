@@ -10,8 +10,12 @@
 #include "jw_hist.h"
 #include "jw_log.h"
 
+#include <dirent.h>
 #include <inttypes.h>
+#include <malloc.h>
 #include <stdio.h>
+#include <time.h>
+#include <unistd.h>
 
 /* ---- OTP outcomes and histograms (issue 6) ------------------------------------ */
 
@@ -24,6 +28,59 @@ static void put_counter(jw_buf *b, const char *name, const char *help, uint64_t 
  * Labelled histograms show the label sets observed so far, as client
  * libraries do; the unlabelled ones are always there.
  */
+static void gauge(jw_buf *b, const char *name, const char *type, const char *help, double v)
+{
+    jw_buf_addf(b, "# HELP %s %s\n# TYPE %s %s\n%s %.17g\n", name, help, name, type, name, v);
+}
+
+/* Open descriptors: the entries of /proc/self/fd, less the one reading it. */
+static long open_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    long n = 0;
+
+    if (!d)
+        return -1;
+    while (readdir(d))
+        n++;
+    closedir(d);
+    return n - 3; /* ".", ".." and the directory's own descriptor */
+}
+
+/*
+ * The process itself, under the names Prometheus client libraries use, plus
+ * the heap malloc holds for jobwire: resident memory beyond it is freed heap
+ * not yet returned, libraries and stacks.
+ */
+static void write_process(jw_buf *b)
+{
+    long page = sysconf(_SC_PAGESIZE), size = 0, resident = 0;
+    struct mallinfo2 mi = mallinfo2();
+    struct timespec cpu;
+    FILE *f = fopen("/proc/self/statm", "r");
+
+    if (f) {
+        if (fscanf(f, "%ld %ld", &size, &resident) != 2)
+            size = resident = 0;
+        fclose(f);
+    }
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &cpu);
+    gauge(b, "process_resident_memory_bytes", "gauge", "Resident memory (VmRSS).",
+          (double)resident * (double)page);
+    gauge(b, "process_virtual_memory_bytes", "gauge", "Virtual memory (VmSize).",
+          (double)size * (double)page);
+    gauge(b, "process_cpu_seconds_total", "counter", "CPU time of every thread, user and system.",
+          (double)cpu.tv_sec + (double)cpu.tv_nsec / 1e9);
+    gauge(b, "process_open_fds", "gauge", "Open file descriptors (connections among them).",
+          (double)open_fds());
+    gauge(b, "jobwire_heap_allocated_bytes", "gauge",
+          "Bytes malloc has handed out and not yet been given back (mallinfo2).",
+          (double)(mi.uordblks + mi.hblkhd));
+    gauge(b, "jobwire_heap_free_bytes", "gauge",
+          "Bytes malloc holds free for reuse, not returned to the system (mallinfo2).",
+          (double)mi.fordblks);
+}
+
 static void write_histograms(jw_buf *b, jw_app *app, const jw_store_stats *db,
                              const jw_engine_stats *en)
 {
@@ -194,6 +251,7 @@ void jw_metrics_handle(jw_http_ctx *ctx, jw_http_request *req)
                         rows[i].name, rows[i].type, rows[i].name, rows[i].value);
     }
     write_histograms(&b, app, &db, &en);
+    write_process(&b);
     jw_http_reply(req, 200, "text/plain; version=0.0.4; charset=utf-8", b.data, b.len);
     jw_buf_release(&b);
 }

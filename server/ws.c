@@ -25,7 +25,7 @@
 #define MAX_QUEUE_BYTES ((size_t)hub_cfg(c)->ws_max_queue)
 #define MAX_OVER_US ((int64_t)hub_cfg(c)->ws_slow_close_s * 1000000)
 #define AUTH_DEADLINE_US ((int64_t)hub_cfg(c)->ws_auth_timeout_s * 1000000)
-#define RX_CHUNK 16384 /* lws hands client frames over in chunks of this size */
+#define RX_CHUNK 1024 /* lws hands client frames over in chunks of this size */
 #define RING 64
 #define OUT_FRAME 65536    /* messages gathered into one frame, unless one is bigger */
 #define MAX_JOBS_IDLE 1024 /* jobs kept with a ring but no subscriber (~45 KB each, full) */
@@ -90,6 +90,8 @@ typedef struct job_entry {
     msg *ring[RING]; /* ring[(first + i) % RING] has seq first_seq + i */
     size_t first, count;
     int64_t first_seq;
+    msg *snap;        /* the snapshot's shared part at snap_seq (snapshot_body), or NULL */
+    int64_t snap_seq;
     struct job_entry *idle_prev, *idle_next; /* on the idle list while nsubs == 0 */
 } job_entry;
 
@@ -106,6 +108,7 @@ struct jw_ws {
 
 typedef struct qent {
     struct qent *next;
+    msg *pre; /* sent just before m, in the same message (a snapshot's own head), or NULL */
     msg *m;
     job_entry *job; /* set for a job's deltas and snapshots: a resync drops them */
     bool delta;
@@ -155,6 +158,7 @@ static void idle_unlink(jw_ws *hub, job_entry *j)
 
 static void free_job_entry(job_entry *j)
 {
+    msg_unref(j->snap);
     for (size_t i = 0; i < j->count; i++)
         msg_unref(j->ring[(j->first + i) % RING]);
     free(j->subs);
@@ -164,6 +168,9 @@ static void free_job_entry(job_entry *j)
 /* Jobs nobody watches keep their ring for resumes, up to a bound. */
 static void idle_push(jw_ws *hub, job_entry *j)
 {
+    /* Nobody to share a snapshot with any more. */
+    msg_unref(j->snap);
+    j->snap = NULL;
     j->idle_next = NULL;
     j->idle_prev = hub->idle_tail;
     if (hub->idle_tail)
@@ -206,11 +213,27 @@ static void start_close(conn *c, int code, const char *reason)
     lws_callback_on_writable(c->wsi);
 }
 
-static void push(conn *c, msg *m, job_entry *job, bool delta)
+static size_t qent_len(const qent *e)
+{
+    return (e->pre ? e->pre->len : 0) + e->m->len;
+}
+
+static void qent_free(qent *e)
+{
+    msg_unref(e->pre);
+    msg_unref(e->m);
+    free(e);
+}
+
+/* Queues pre (may be NULL) and m as one message; takes references of its own. */
+static void push(conn *c, msg *pre, msg *m, job_entry *job, bool delta)
 {
     qent *e = jw_xmalloc(sizeof(*e));
 
+    if (pre)
+        pre->refs++;
     m->refs++;
+    e->pre = pre;
     e->m = m;
     e->job = job;
     e->delta = delta;
@@ -220,14 +243,14 @@ static void push(conn *c, msg *m, job_entry *job, bool delta)
     else
         c->qhead = e;
     c->qtail = e;
-    c->qbytes += m->len + 1;
+    c->qbytes += qent_len(e) + 1;
     lws_callback_on_writable(c->wsi);
 }
 
 static void send_msg(conn *c, msg *m)
 {
     if (!c->closing)
-        push(c, m, NULL, false);
+        push(c, NULL, m, NULL, false);
     msg_unref(m);
 }
 
@@ -248,19 +271,81 @@ static void send_error(conn *c, json_t *ref, const char *code, const char *fmt, 
     send_msg(c, msg_json(doc));
 }
 
-static msg *snapshot_msg(jw_app *app, const char *job_id, json_t *ref, const char *reason)
+/*
+ * A snapshot leaves as two parts in one message: a small head of its own,
+ * {"type":"snapshot","job_id":…,"ref":…,"reason":…, and the job's committed
+ * state, "job":…,"steps":…,"otp_requests":…,"seq":N}, encoded once per
+ * committed seq and shared by every subscriber that needs it meanwhile (a
+ * crowd subscribing to one job costs one encoding, not one each).
+ */
+static msg *snapshot_body(jw_app *app, job_entry *j, const char *job_id)
 {
-    json_t *snap = jw_engine_snapshot(app->engine, job_id);
+    int64_t seq = jw_engine_committed_seq(app->engine, job_id);
+    json_t *snap;
+    char *text;
+    msg *m;
 
-    if (!snap)
+    if (j && j->snap && j->snap_seq == seq) {
+        j->snap->refs++;
+        return j->snap;
+    }
+    if (!(snap = jw_engine_snapshot(app->engine, job_id)))
         return NULL;
-    json_object_set_new(snap, "type", json_string("snapshot"));
-    json_object_set_new(snap, "job_id", json_string(job_id));
-    if (ref)
-        json_object_set(snap, "ref", ref);
+    text = json_dumps(snap, JSON_COMPACT);
+    json_decref(snap);
+    if (!text || text[0] != '{')
+        jw_oom("snapshot");
+    m = msg_new(text + 1, strlen(text + 1)); /* without its opening brace */
+    free(text);
+    if (j && j->nsubs) {
+        msg_unref(j->snap);
+        j->snap = m;
+        j->snap_seq = seq;
+        m->refs++;
+    }
+    return m;
+}
+
+static msg *snapshot_head(const char *job_id, json_t *ref, const char *reason)
+{
+    jw_buf b;
+    msg *m;
+
+    jw_buf_init(&b, 128);
+    jw_buf_addf(&b, "{\"type\":\"snapshot\",\"job_id\":\"%s\",", job_id);
+    if (ref) {
+        char *r = json_dumps(ref, JSON_ENCODE_ANY | JSON_COMPACT);
+
+        if (!r)
+            jw_oom("ref");
+        jw_buf_addf(&b, "\"ref\":%s,", r);
+        free(r);
+    }
     if (reason)
-        json_object_set_new(snap, "reason", json_string(reason));
-    return msg_json(snap);
+        jw_buf_addf(&b, "\"reason\":\"%s\",", reason);
+    m = msg_new(b.data, b.len);
+    jw_buf_release(&b);
+    return m;
+}
+
+/*
+ * Queues the snapshot of a job in memory on c, as an answer (ref) or a
+ * resync (reason); queued under job when it should go with the job's other
+ * messages on a resync. False when the job is not in memory.
+ */
+static bool queue_snapshot(conn *c, job_entry *j, const char *job_id, json_t *ref,
+                           const char *reason, job_entry *job)
+{
+    msg *body = snapshot_body(c->hub->app, j, job_id), *head;
+
+    if (!body)
+        return false;
+    head = snapshot_head(job_id, ref, reason);
+    if (!c->closing)
+        push(c, head, body, job, false);
+    msg_unref(head);
+    msg_unref(body);
+    return true;
 }
 
 static subscriber *find_sub(job_entry *j, const conn *c)
@@ -281,9 +366,8 @@ static void drop_queued(conn *c, job_entry *j)
 
         if (e->job == j) {
             *pp = e->next;
-            c->qbytes -= e->m->len + 1;
-            msg_unref(e->m);
-            free(e);
+            c->qbytes -= qent_len(e) + 1;
+            qent_free(e);
             continue;
         }
         last = e;
@@ -327,7 +411,7 @@ static void push_delta(conn *c, subscriber *sub, msg *m, job_entry *j)
         overflow(c, j, sub);
         return;
     }
-    push(c, m, j, true);
+    push(c, NULL, m, j, true);
 }
 
 /* Builds the snapshots this connection is owed, now that it can take them. */
@@ -336,17 +420,12 @@ static void pay_resyncs(conn *c)
     for (size_t i = 0; i < c->nsubs && c->resyncs_owed; i++) {
         job_entry *j = c->subs[i];
         subscriber *sub = find_sub(j, c);
-        msg *snap;
 
         if (!sub || !sub->resync)
             continue;
         sub->resync = false;
         c->resyncs_owed--;
-        snap = snapshot_msg(c->hub->app, j->id, NULL, "resync");
-        if (snap) {
-            push(c, snap, j, false);
-            msg_unref(snap);
-        }
+        queue_snapshot(c, j, j->id, NULL, "resync", j);
     }
     if (!c->resyncs_owed)
         c->over_since = 0;
@@ -373,9 +452,11 @@ static int write_some(conn *c)
     jw_buf_reset(&hub->frame);
     jw_buf_grow(&hub->frame, LWS_PRE);
     hub->frame.len = LWS_PRE;
-    for (e = c->qhead; e && (n == 0 || len + e->m->len + 1 <= OUT_FRAME); e = e->next) {
+    for (e = c->qhead; e && (n == 0 || len + qent_len(e) + 1 <= OUT_FRAME); e = e->next) {
         if (n)
             jw_buf_addch(&hub->frame, '\n');
+        if (e->pre)
+            jw_buf_add(&hub->frame, e->pre->data, e->pre->len);
         jw_buf_add(&hub->frame, e->m->data, e->m->len);
         len = hub->frame.len - LWS_PRE;
         n++;
@@ -388,11 +469,10 @@ static int write_some(conn *c)
     while (n--) {
         e = c->qhead;
         c->qhead = e->next;
-        c->qbytes -= e->m->len + 1;
+        c->qbytes -= qent_len(e) + 1;
         if (e->delta)
             hub->stats.deltas_sent++;
-        msg_unref(e->m);
-        free(e);
+        qent_free(e);
     }
     if (!c->qhead)
         c->qtail = NULL;
@@ -608,12 +688,9 @@ static bool replay(conn *c, subscriber *sub, job_entry *j, int64_t since, int64_
 }
 
 /* Sends the job's snapshot as the answer to a subscribe. */
-static void send_snapshot(conn *c, const char *job_id, json_t *ref)
+static void send_snapshot(conn *c, job_entry *j, const char *job_id, json_t *ref)
 {
-    msg *snap = snapshot_msg(c->hub->app, job_id, ref, NULL);
-
-    if (snap)
-        send_msg(c, snap);
+    queue_snapshot(c, j, job_id, ref, NULL, NULL);
 }
 
 static void read_for(conn *c, jw_read_kind kind, int n, const char **params, ws_op *op)
@@ -679,7 +756,7 @@ static void subscribe_from_memory(conn *c, const char *job_id, int64_t since, js
         read_for(c, JW_READ_EVENTS, 3, params, op);
         return;
     }
-    send_snapshot(c, job_id, ref);
+    send_snapshot(c, j, job_id, ref);
 }
 
 /*
@@ -734,11 +811,21 @@ static void on_subscribe_read(jw_ws *hub, ws_op *op, jw_read *r)
         send_ack(c, op->ref);
         return;
     }
-    json_object_set_new(doc, "type", json_string("snapshot"));
-    json_object_set_new(doc, "job_id", json_string(op->job));
-    if (op->ref)
-        json_object_set(doc, "ref", op->ref);
-    send_msg(c, msg_json(doc));
+    {
+        /* The same layout as a snapshot from memory, only not shared. */
+        char *text = json_dumps(doc, JSON_COMPACT);
+        msg *head = snapshot_head(op->job, op->ref, NULL), *body;
+
+        json_decref(doc);
+        if (!text || text[0] != '{')
+            jw_oom("snapshot");
+        body = msg_new(text + 1, strlen(text + 1));
+        free(text);
+        if (!c->closing)
+            push(c, head, body, NULL, false);
+        msg_unref(head);
+        msg_unref(body);
+    }
 }
 
 static void free_op(ws_op *op)
@@ -775,7 +862,7 @@ static void on_replay_read(jw_ws *hub, ws_op *op, jw_read *r)
     if (!events || expect != op->upto + 1 || current < op->upto ||
         !replay_covers(j, op->upto, current)) {
         json_decref(events);
-        send_snapshot(c, op->job, op->ref);
+        send_snapshot(c, j, op->job, op->ref);
         return;
     }
     json_array_foreach(events, i, ev)
@@ -1069,8 +1156,7 @@ static void on_closed(conn *c)
         qent *e = c->qhead;
 
         c->qhead = e->next;
-        msg_unref(e->m);
-        free(e);
+        qent_free(e);
     }
     jw_ws_rx_done(&c->rx);
     jw_map_del(&hub->conns, c->key);

@@ -18,17 +18,18 @@ jw_ws_rx_result jw_ws_rx_feed(jw_ws_rx *rx, struct lws *wsi, const void *in, siz
     *n = len;
     if (first) {
         rx->len = 0;
+        rx->total = 0;
         rx->binary = lws_frame_is_binary(wsi);
-        rx->too_big = len > max;
+        rx->too_big = false;
     }
+    /* Counted for every message, binary included: too big is said first. */
+    rx->total += len;
+    if (rx->total > max)
+        rx->too_big = true;
     if (!(first && done) && !rx->binary && !rx->too_big) {
-        if (rx->len + len > max) {
-            rx->too_big = true;
-        } else {
-            rx->buf = jw_xrealloc(rx->buf, rx->len + len + 1);
-            memcpy(rx->buf + rx->len, in, len);
-            rx->len += len;
-        }
+        rx->buf = jw_xrealloc(rx->buf, rx->len + len + 1);
+        memcpy(rx->buf + rx->len, in, len);
+        rx->len += len;
         *data = rx->buf;
         *n = rx->len;
     }

@@ -16,8 +16,9 @@
 #include <stddef.h>
 
 typedef struct jw_ws_rx {
-    char *buf;
-    size_t len;
+    char *buf;    /* the gathered text, when the message came in several chunks */
+    size_t len;   /* bytes in buf */
+    size_t total; /* bytes of the message so far, kept or not */
     bool binary, too_big;
 } jw_ws_rx;
 

@@ -422,14 +422,14 @@ static void on_delta(conn *c, const char *s, const char *e)
 #pragma GCC diagnostic pop
 
 /*
- * A snapshot: jobwire writes its rows first and "seq","type","job_id" (and
- * "ref","reason") last, so they are read from the line's tail: the last
- * "job_id" and "seq" keys there are the top-level ones.
+ * A snapshot: jobwire writes "type","job_id" (and "ref","reason") first and
+ * "seq" last, after the rows: job_id is read from the line's head, seq from
+ * its tail (the last "seq" key there is the top-level one).
  */
-static void on_snapshot(conn *c, const char *s, const char *e)
+static void on_snapshot(conn *c, const char *h, size_t hn, const char *s, const char *e)
 {
-    const char *p = last_of(s, e, "\"job_id\":\"", 10), *ps = last_of(s, e, "\"seq\":", 6);
-    sub *u = find_sub(c, p ? p + 10 : NULL, e);
+    const char *p = memmem(h, hn, "\"job_id\":\"", 10), *ps = last_of(s, e, "\"seq\":", 6);
+    sub *u = p ? find_sub(c, p + 10, h + hn) : NULL;
     int64_t seq = int_after(ps ? ps + 6 : NULL, e);
     job *j;
 
@@ -465,7 +465,7 @@ static void on_line(conn *c, const char *h, size_t hn, const char *t, size_t tn)
         on_delta(c, h, h + hn);
     } else if (memmem(t, tn, "\"type\":\"snapshot\"", 17) ||
                memmem(h, hn, "\"type\":\"snapshot\"", 17)) {
-        on_snapshot(c, t, t + tn);
+        on_snapshot(c, h, hn, t, t + tn);
     } else if (PREFIX(h, hn, "{\"type\":\"hello\"")) {
         S.hellos++;
     } else if (PREFIX(h, hn, "{\"type\":\"error\"")) {
