@@ -112,8 +112,11 @@ static struct {
     uint64_t msgs, deliveries, bytes, frames, snapshots, resyncs, resync_skipped, missing, dups,
         tail_missing, errors, stray, hellos, others;
     int64_t first_rx, last_rx;
-    uint64_t hist[NBUCKET];
+    uint64_t hist[NBUCKET]; /* receive time - ts (the change) */
     int64_t lat_max;
+    uint64_t chist[NBUCKET]; /* receive time - cts (the commit), for deltas that carry it */
+    int64_t clat_max;
+    uint64_t ncommit;
     int close_codes[5000];
     /* job creation (jobwire --create-jobs) */
     pthread_mutex_t mu;
@@ -185,18 +188,28 @@ static int64_t value_of(int b)
     return ((int64_t)(64 + m) << (e - 6)) + ((int64_t)1 << (e - 6)) / 2;
 }
 
-static double pct_ms(uint64_t total, double q)
+static double pct_of(const uint64_t *hist, int64_t max, uint64_t total, double q)
 {
     uint64_t want = (uint64_t)((double)total * q), acc = 0;
 
     if (!total)
         return 0;
     for (int b = 0; b < NBUCKET; b++) {
-        acc += S.hist[b];
+        acc += hist[b];
         if (acc > want)
-            return (double)(value_of(b) < S.lat_max ? value_of(b) : S.lat_max) / 1000.0;
+            return (double)(value_of(b) < max ? value_of(b) : max) / 1000.0;
     }
-    return (double)S.lat_max / 1000.0;
+    return (double)max / 1000.0;
+}
+
+static double pct_ms(uint64_t total, double q)
+{
+    return pct_of(S.hist, S.lat_max, total, q);
+}
+
+static double cpct_ms(double q)
+{
+    return pct_of(S.chist, S.clat_max, S.ncommit, q);
 }
 
 /* ---- /proc ---------------------------------------------------------------------- */
@@ -403,6 +416,19 @@ static void on_delta(conn *c, const char *s, const char *e)
     S.hist[bucket_of(lat)]++;
     if (lat > S.lat_max)
         S.lat_max = lat;
+    {
+        /* "cts" follows "ts" on live jobwire deltas: the commit time. */
+        const char *pc = memmem(pt + 5, (size_t)(e - pt - 5), "\"cts\":", 6);
+        int64_t cts = int_after(pc ? pc + 6 : NULL, e), clat;
+
+        if (cts > 0) {
+            clat = rx_now - cts < 0 ? 0 : rx_now - cts;
+            S.chist[bucket_of(clat)]++;
+            S.ncommit++;
+            if (clat > S.clat_max)
+                S.clat_max = clat;
+        }
+    }
     if (seq > j->max)
         j->max = seq;
     if (u->last < 0) { /* no snapshot yet (should not happen in jobwire mode) */
@@ -1171,7 +1197,8 @@ int main(int argc, char **argv)
         closes += S.close_codes[i];
     printf("%s: mode=%s conns=%d failed=%d closed=%d jobs=%d deliveries=%" PRIu64
            " in %.2f s = %.0f/s (source %" PRIu64 " deltas = %.0f/s) latency ms p50 %.2f p99 %.2f "
-           "p99.9 %.2f max %.2f; missing %" PRIu64 " dup %" PRIu64 " tail_missing %" PRIu64
+           "p99.9 %.2f max %.2f (from commit: p50 %.2f p99 %.2f p99.9 %.2f max %.2f over %" PRIu64
+           "); missing %" PRIu64 " dup %" PRIu64 " tail_missing %" PRIu64
            " resyncs %" PRIu64 " (skipped %" PRIu64 ") snapshots %" PRIu64 " stray %" PRIu64
            " errors %" PRIu64 "; msgs %" PRIu64 " in %" PRIu64 " frames (%.1f/frame); "
            "server RSS kB %ld -> %ld idle (%.2f kB/conn) -> %ld end; cpu s: swarm %.2f server %.2f"
@@ -1179,20 +1206,24 @@ int main(int argc, char **argv)
            S.label, modes[S.mode], S.nconns, S.nfailed, S.nclosed, S.njobs, S.deliveries, span_s,
            dps, unique, span_s > 0 ? (double)unique / span_s : 0, pct_ms(S.deliveries, 0.50),
            pct_ms(S.deliveries, 0.99), pct_ms(S.deliveries, 0.999), (double)S.lat_max / 1000.0,
+           cpct_ms(0.50), cpct_ms(0.99), cpct_ms(0.999), (double)S.clat_max / 1000.0, S.ncommit,
            S.missing, S.dups, S.tail_missing, S.resyncs, S.resync_skipped, S.snapshots, S.stray,
            S.errors, S.msgs, S.frames, S.frames ? (double)S.msgs / (double)S.frames : 0, rss0,
            rss_ready, per_conn, rss_end, cpu_self, cpu_srv, run_s,
            S.create_failed ? " (job creation FAILED)" : "");
     printf("RESULT label=%s mode=%s conns=%d failed=%d closed=%d close_codes=%d jobs=%d "
            "deliveries=%" PRIu64 " span_s=%.3f deliveries_per_s=%.0f source_deltas=%" PRIu64
-           " p50_ms=%.3f p99_ms=%.3f p999_ms=%.3f max_ms=%.3f missing=%" PRIu64 " dup=%" PRIu64
+           " p50_ms=%.3f p99_ms=%.3f p999_ms=%.3f max_ms=%.3f commit_p50_ms=%.3f commit_p99_ms=%.3f"
+           " commit_p999_ms=%.3f commit_max_ms=%.3f commit_n=%" PRIu64 " missing=%" PRIu64
+           " dup=%" PRIu64
            " tail_missing=%" PRIu64 " resyncs=%" PRIu64 " snapshots=%" PRIu64 " stray=%" PRIu64
            " errors=%" PRIu64 " msgs=%" PRIu64 " frames=%" PRIu64 " bytes=%" PRIu64
            " rss_before_kb=%ld rss_idle_kb=%ld rss_per_conn_kb=%.3f rss_end_kb=%ld"
            " cpu_swarm_s=%.2f cpu_server_s=%.2f run_s=%.1f create_failed=%d\n",
            S.label, modes[S.mode], S.nconns, S.nfailed, S.nclosed, closes, S.njobs, S.deliveries,
            span_s, dps, unique, pct_ms(S.deliveries, 0.50), pct_ms(S.deliveries, 0.99),
-           pct_ms(S.deliveries, 0.999), (double)S.lat_max / 1000.0, S.missing, S.dups,
+           pct_ms(S.deliveries, 0.999), (double)S.lat_max / 1000.0, cpct_ms(0.50), cpct_ms(0.99),
+           cpct_ms(0.999), (double)S.clat_max / 1000.0, S.ncommit, S.missing, S.dups,
            S.tail_missing, S.resyncs, S.snapshots, S.stray, S.errors, S.msgs, S.frames, S.bytes,
            rss0, rss_ready, per_conn, rss_end, cpu_self, cpu_srv, run_s, S.create_failed);
     fflush(stdout);
