@@ -12,7 +12,6 @@
 #include "jw_error.h"
 #include "jw_log.h"
 
-#include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -63,17 +62,6 @@ struct session {
     size_t sent;                /* body bytes written */
     void *rt;                   /* a /realtime/v1/websocket connection's state (realtime.c) */
 };
-
-static const struct {
-    jw_http_method method;
-    const char *name;
-} method_names[] = {
-    {JW_HTTP_GET, "GET"},         {JW_HTTP_HEAD, "HEAD"},   {JW_HTTP_POST, "POST"},
-    {JW_HTTP_PUT, "PUT"},         {JW_HTTP_PATCH, "PATCH"}, {JW_HTTP_DELETE, "DELETE"},
-    {JW_HTTP_OPTIONS, "OPTIONS"},
-};
-
-#define METHOD_COUNT (sizeof(method_names) / sizeof(method_names[0]))
 
 /* --- responses ----------------------------------------------------------- */
 
@@ -135,17 +123,7 @@ void jw_http_reply_error(jw_http_request *req, int status, const char *code, con
 
 const char *jw_http_query(const jw_http_request *req, const char *name)
 {
-    size_t nlen = strlen(name);
-
-    for (size_t off = 0; off < req->query_len;) {
-        const char *arg = req->query + off;
-        size_t alen = strlen(arg);
-
-        if (strncmp(arg, name, nlen) == 0 && (arg[nlen] == '=' || arg[nlen] == '\0'))
-            return arg[nlen] == '=' ? arg + nlen + 1 : arg + nlen;
-        off += alen + 1;
-    }
-    return NULL;
+    return jw_http_query_get(req->query, req->query_len, name);
 }
 
 static void session_release(struct session *s)
@@ -222,32 +200,9 @@ static bool read_method(struct lws *wsi, jw_http_request *req)
                lws_methods[m]) {
         snprintf(name, sizeof(name), "%s", lws_methods[m]);
     }
-    for (size_t i = 0; i < METHOD_COUNT; i++)
-        if (strcmp(name, method_names[i].name) == 0) {
-            req->method = method_names[i].method;
-            req->method_name = method_names[i].name;
-            return true;
-        }
-    return false;
-}
-
-/* "GET, HEAD" for the methods in mask. */
-static void format_allow(unsigned mask, char *out, size_t size)
-{
-    size_t used = 0;
-
-    out[0] = '\0';
-    if (mask & JW_HTTP_GET)
-        mask |= JW_HTTP_HEAD;
-    for (size_t i = 0; i < METHOD_COUNT; i++)
-        if (mask & method_names[i].method) {
-            int n =
-                snprintf(out + used, size - used, "%s%s", used ? ", " : "", method_names[i].name);
-
-            if (n < 0 || (size_t)n >= size - used)
-                break;
-            used += (size_t)n;
-        }
+    req->method = jw_http_method_parse(name);
+    req->method_name = jw_http_method_name(req->method);
+    return req->method != 0;
 }
 
 static bool route_path_matches(const jw_http_route *r, const char *path)
@@ -279,27 +234,11 @@ static const jw_http_route *find_route(jw_http_request *req)
                             req->path);
         return NULL;
     }
-    format_allow(allowed, allow, sizeof(allow));
+    jw_http_format_allow(allowed, allow, sizeof(allow));
     jw_http_reply_error(req, 405, "method_not_allowed", "%s does not accept %s; use %s", req->path,
                         req->method_name, allow);
     memcpy(req->resp.allow, allow, sizeof(allow));
     return NULL;
-}
-
-/* Content-Length as the client sent it: digits only. */
-static bool parse_content_length(const char *v, size_t *out)
-{
-    unsigned long long n;
-    char *end;
-
-    if (!v || !*v || strspn(v, "0123456789") != strlen(v))
-        return false;
-    errno = 0;
-    n = strtoull(v, &end, 10);
-    if (errno || *end || n > (unsigned long long)SIZE_MAX / 2)
-        return false;
-    *out = (size_t)n;
-    return true;
 }
 
 /* The response is set: write it when the socket can take it. */
@@ -382,9 +321,10 @@ static int on_request(jw_http_ctx *ctx, struct lws *wsi, struct session *s, cons
                       size_t len)
 {
     jw_http_request *req = &s->req;
-    bool has_length, body_method;
+    jw_http_framing framing;
+    jw_http_error err;
     char *length_hdr;
-    size_t length = 0;
+    size_t length;
 
     undefer(ctx, s);
     session_release(s);
@@ -410,46 +350,24 @@ static int on_request(jw_http_ctx *ctx, struct lws *wsi, struct session *s, cons
 
     /*
      * Framing first: it decides whether the connection can carry another
-     * request. lws reads a body announced by Content-Length (any method), and
-     * for POST, PUT and PATCH without one it waits for up to 100 MB, so those
-     * are answered at once and the connection closed.
+     * request (http_parse.h, jw_http_frame).
      */
-    body_method = req->method & (JW_HTTP_POST | JW_HTTP_PUT | JW_HTTP_PATCH);
     length_hdr = copy_header(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH);
-    has_length = length_hdr != NULL;
-    if (has_length && !parse_content_length(length_hdr, &length)) {
-        free(length_hdr);
-        jw_http_reply_error(req, 400, "bad_request", "Content-Length must be a number of bytes");
-        respond_and_close(wsi, s);
-        return 0;
-    }
+    framing = jw_http_frame(req->method, length_hdr,
+                            lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0,
+                            ctx->config->max_body, s->route != NULL, &length, &err);
     free(length_hdr);
-    if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0) {
-        jw_http_reply_error(req, 411, "length_required",
-                            "chunked request bodies are not supported; send Content-Length");
+    switch (framing) {
+    case JW_HTTP_REFUSE:
+        jw_http_reply_error(req, err.status, err.code, "%s", err.message);
         respond_and_close(wsi, s);
         return 0;
-    }
-    if (has_length && length > ctx->config->max_body) {
-        jw_http_reply_error(req, 413, "body_too_large",
-                            "request body of %zu bytes exceeds the limit of %zu bytes", length,
-                            ctx->config->max_body);
-        respond_and_close(wsi, s);
-        return 0;
-    }
-    if (!has_length && body_method) {
-        if (s->route)
-            jw_http_reply_error(req, 411, "length_required",
-                                "%s needs a Content-Length header (use 0 for an empty body)",
-                                req->method_name);
-        respond_and_close(wsi, s);
-        return 0;
-    }
-    if (length > 0 || (req->method == JW_HTTP_POST && has_length)) {
-        /* lws delivers HTTP_BODY and HTTP_BODY_COMPLETION, even for an empty POST. */
+    case JW_HTTP_CLOSE: respond_and_close(wsi, s); return 0;
+    case JW_HTTP_READ_BODY:
         s->content_length = length;
         s->state = S_BODY;
         return 0;
+    case JW_HTTP_NO_BODY: break;
     }
     dispatch(ctx, wsi, s);
     return 0;
