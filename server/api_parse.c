@@ -213,7 +213,8 @@ static json_t *parse_object(const char *content_type, const char *body, size_t l
                 snprintf(list + strlen(list), sizeof(list) - strlen(list), "%s%s",
                          a == allowed ? "" : ", ", *a);
             jw_http_error_set(err, 400, "unknown_field",
-                              "unknown field \"%.64s\"; allowed fields: %s", key, list);
+                              "unknown field \"%.*s\"; allowed fields: %s",
+                              (int)jw_http_utf8_prefix(key, 64), key, list);
             json_decref(doc);
             return NULL;
         }
@@ -237,10 +238,10 @@ static bool get_int(const json_t *obj, const char *name, json_int_t min, json_in
     if (!json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > max) {
         char *got = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
 
-        jw_http_error_set(err, 400, "invalid_field",
-                          "%s must be an integer %" JSON_INTEGER_FORMAT "..%" JSON_INTEGER_FORMAT
-                          " (got %.40s)",
-                          name, min, max, got ? got : "?");
+        jw_http_error_set(
+            err, 400, "invalid_field",
+            "%s must be an integer %" JSON_INTEGER_FORMAT "..%" JSON_INTEGER_FORMAT " (got %.*s)",
+            name, min, max, got ? (int)jw_http_utf8_prefix(got, 40) : 1, got ? got : "?");
         free(got);
         return false;
     }

@@ -108,9 +108,11 @@ void jw_http_reply_error(jw_http_request *req, int status, const char *code, con
     va_start(ap, fmt);
     vsnprintf(message, sizeof(message), fmt, ap);
     va_end(ap);
+    /* A path or a cut can bring bytes a JSON string cannot carry. */
+    jw_http_clean_text(message);
     doc = json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", message);
     if (!doc) {
-        /* Only a message that is not UTF-8 gets here; say so without it. */
+        /* jw_http_clean_text made it UTF-8: only a failed allocation gets here. */
         doc = json_pack("{s:{s:s,s:s}}", "error", "code", code, "message",
                         "(message not representable)");
         if (!doc)

@@ -33,7 +33,79 @@ void jw_http_error_set(jw_http_error *e, int status, const char *code, const cha
     va_start(ap, fmt);
     vsnprintf(e->message, sizeof(e->message), fmt, ap);
     va_end(ap);
+    jw_http_clean_text(e->message);
     e->allow[0] = '\0';
+}
+
+/*
+ * The length of the valid UTF-8 sequence at s (1..4), 0 when s does not
+ * start one, or -1 when s starts one that the string ends too soon for.
+ */
+static int utf8_seq(const unsigned char *s)
+{
+    unsigned char c = s[0], lo = 0x80, hi = 0xbf;
+    int n;
+
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xc2 && c <= 0xdf)
+        n = 2;
+    else if (c >= 0xe0 && c <= 0xef)
+        n = 3;
+    else if (c >= 0xf0 && c <= 0xf4)
+        n = 4;
+    else
+        return 0;
+    /* The second byte's range rules out overlongs, surrogates and > U+10FFFF. */
+    if (c == 0xe0)
+        lo = 0xa0;
+    else if (c == 0xed)
+        hi = 0x9f;
+    else if (c == 0xf0)
+        lo = 0x90;
+    else if (c == 0xf4)
+        hi = 0x8f;
+    for (int i = 1; i < n; i++) {
+        if (!s[i])
+            return -1;
+        if (s[i] < (i == 1 ? lo : 0x80) || s[i] > (i == 1 ? hi : 0xbf))
+            return 0;
+    }
+    return n;
+}
+
+void jw_http_clean_text(char *s)
+{
+    unsigned char *p = (unsigned char *)s;
+
+    while (*p) {
+        int n = utf8_seq(p);
+
+        if (n > 0) {
+            p += n;
+        } else if (n < 0) {
+            *p = '\0';
+        } else {
+            *p++ = '?';
+        }
+    }
+}
+
+size_t jw_http_utf8_prefix(const char *s, size_t max)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    size_t len = 0;
+
+    while (p[len]) {
+        int n = utf8_seq(p + len);
+
+        if (n <= 0)
+            n = 1; /* not UTF-8: one byte at a time (jw_http_clean_text replaces it) */
+        if (len + (size_t)n > max)
+            break;
+        len += (size_t)n;
+    }
+    return len;
 }
 
 jw_http_method jw_http_method_parse(const char *name)

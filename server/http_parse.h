@@ -40,7 +40,10 @@ typedef struct jw_http_error {
     char allow[64];
 } jw_http_error;
 
-/* Sets *e (allow cleared); the message is cut to fit. */
+/*
+ * Sets *e (allow cleared). The message is cut to fit and made valid UTF-8
+ * (jw_http_clean_text), so client text in it never costs the whole message.
+ */
 void jw_http_error_set(jw_http_error *e, int status, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
@@ -91,5 +94,16 @@ bool jw_http_is_json(const char *content_type);
  * NULL when absent. The first occurrence wins.
  */
 const char *jw_http_query_get(const char *query, size_t len, const char *name);
+
+/*
+ * Makes s valid UTF-8 in place, as a JSON string needs it: a sequence cut
+ * short at the end (what a byte-count cut leaves) is dropped, every other
+ * byte that does not start a valid sequence becomes '?'. Overlong forms,
+ * surrogates and code points past U+10FFFF are not valid.
+ */
+void jw_http_clean_text(char *s);
+
+/* The length of s's longest prefix of at most max bytes that ends between characters. */
+size_t jw_http_utf8_prefix(const char *s, size_t max);
 
 #endif

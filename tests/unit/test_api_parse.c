@@ -37,6 +37,9 @@ static void expect_err(const jw_http_error *err, int status, const char *code, c
         fail_msg("%s: expected message\n  %s\ngot\n  %s", input, message, err->message);
 }
 
+static int body_case(jw_api_route route, const char *ct, const char *body, int status,
+                     const char *code, const char *message, jw_api_body *out);
+
 /* ---- methods, Allow ---------------------------------------------------------------- */
 
 static void test_methods(void **state)
@@ -74,6 +77,115 @@ static void test_allow(void **state)
     /* What does not fit is left out whole. */
     jw_http_format_allow(JW_HTTP_GET | JW_HTTP_POST, small, sizeof(small));
     assert_string_equal(small, "GET");
+}
+
+/* ---- messages that carry client text --------------------------------------------------- */
+
+static void test_clean_text(void **state)
+{
+    static const struct {
+        const char *in, *out;
+    } cases[] = {
+        {"", ""},
+        {"plain ascii", "plain ascii"},
+        {"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"},
+        /* Bytes that start no character become '?', one each. */
+        {"/api/\xff\xfe", "/api/??"},
+        {"a\x80"
+         "b",
+         "a?b"},
+        {"\xc3(", "?("},
+        /* Overlong forms, surrogates and code points past U+10FFFF are not UTF-8. */
+        {"\xc0\xaf", "??"},
+        {"\xe0\x80\xaf", "???"},
+        {"\xed\xa0\x80", "???"},
+        {"\xf4\x90\x80\x80", "????"},
+        {"\xf5\x80\x80\x80", "????"},
+        /* A character cut short at the end is dropped, as a byte-count cut leaves it. */
+        {"ab\xc3", "ab"},
+        {"ab\xe2\x82", "ab"},
+        {"ab\xf0\x9f\x98", "ab"},
+        /* ...but cut short before more text it is not UTF-8. */
+        {"\xe2\x82"
+         "x",
+         "??x"},
+    };
+
+    (void)state;
+    for (size_t i = 0; i < N(cases); i++) {
+        char buf[64];
+
+        snprintf(buf, sizeof(buf), "%s", cases[i].in);
+        jw_http_clean_text(buf);
+        if (strcmp(buf, cases[i].out) != 0)
+            fail_msg("case %zu: got \"%s\", expected \"%s\"", i, buf, cases[i].out);
+    }
+}
+
+static void test_utf8_prefix(void **state)
+{
+    (void)state;
+    assert_int_equal(jw_http_utf8_prefix("abc", 2), 2);
+    assert_int_equal(jw_http_utf8_prefix("abc", 40), 3);
+    /* "é" is 2 bytes: a cut at 3 keeps one, not one and a half. */
+    assert_int_equal(jw_http_utf8_prefix("\xc3\xa9\xc3\xa9", 3), 2);
+    assert_int_equal(jw_http_utf8_prefix("\xc3\xa9\xc3\xa9", 4), 4);
+    assert_int_equal(jw_http_utf8_prefix("\xf0\x9f\x98\x80", 3), 0);
+    /* A byte that is not UTF-8 counts as one. */
+    assert_int_equal(jw_http_utf8_prefix("\xff\xff\xff", 2), 2);
+}
+
+/* Every message can go into a JSON string, whatever the client sent. */
+static void test_messages_are_utf8(void **state)
+{
+    jw_http_error err = {0};
+    jw_api_match m;
+    jw_api_body b;
+    char body[256], want[256], *path;
+    json_t *s;
+
+    (void)state;
+    /* A path lws decoded from %FF%FE. */
+    assert_int_equal(jw_api_match_route(JW_HTTP_GET, "/api/\xff\xfe", &m, &err), -1);
+    expect_err(&err, 404, "not_found", "no route /api/??", "/api/%FF%FE");
+
+    /* A long path of 2-byte characters, cut at the message's end mid-character. */
+    path = malloc(2000);
+    assert_non_null(path);
+    strcpy(path, "/api/");
+    for (size_t i = 5; i < 1995; i += 2)
+        memcpy(path + i, "\xc3\xa9", 2);
+    path[1995] = '\0';
+    assert_int_equal(jw_api_match_route(JW_HTTP_GET, path, &m, &err), -1);
+    assert_int_equal(err.status, 404);
+    s = json_string(err.message);
+    assert_non_null(s);
+    json_decref(s);
+    /* "no route /api/" is 14 bytes: at 511 the message would end in half an é. */
+    assert_int_equal(strlen(err.message), sizeof(err.message) - 2);
+    free(path);
+
+    /* A value of 2-byte characters in an invalid_field message: cut between them. */
+    snprintf(body, sizeof(body), "{\"transaction_amount\":\"%s\",\"transaction_count\":1}",
+             "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"
+             "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9");
+    snprintf(want, sizeof(want), "transaction_amount must be an integer 1..1000000 (got \"%s)",
+             "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"
+             "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9");
+    body_case(JW_API_CREATE_JOB, JSON, body, 400, "invalid_field", want, &b);
+    jw_api_body_release(&b);
+
+    /* An unknown key of 3-byte characters: cut at 63 bytes, not 64. */
+    strcpy(body, "{\"");
+    for (int i = 0; i < 30; i++)
+        strcat(body, "\xe2\x82\xac");
+    strcat(body, "\":1}");
+    strcpy(want, "unknown field \"");
+    for (int i = 0; i < 21; i++)
+        strcat(want, "\xe2\x82\xac");
+    strcat(want, "\"; allowed fields: otp");
+    body_case(JW_API_SUBMIT_OTP, JSON, body, 400, "unknown_field", want, &b);
+    jw_api_body_release(&b);
 }
 
 /* ---- framing --------------------------------------------------------------------------- */
@@ -817,14 +929,25 @@ static void test_body_ignored(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_methods),        cmocka_unit_test(test_allow),
-        cmocka_unit_test(test_framing),        cmocka_unit_test(test_content_length),
-        cmocka_unit_test(test_is_json),        cmocka_unit_test(test_query_get),
-        cmocka_unit_test(test_list_query),     cmocka_unit_test(test_routes),
-        cmocka_unit_test(test_route_overlong), cmocka_unit_test(test_route_names),
-        cmocka_unit_test(test_body_create_ok), cmocka_unit_test(test_body_create_refused),
-        cmocka_unit_test(test_body_empty),     cmocka_unit_test(test_body_start_payment),
-        cmocka_unit_test(test_body_otp),       cmocka_unit_test(test_body_ignored),
+        cmocka_unit_test(test_methods),
+        cmocka_unit_test(test_allow),
+        cmocka_unit_test(test_clean_text),
+        cmocka_unit_test(test_utf8_prefix),
+        cmocka_unit_test(test_messages_are_utf8),
+        cmocka_unit_test(test_framing),
+        cmocka_unit_test(test_content_length),
+        cmocka_unit_test(test_is_json),
+        cmocka_unit_test(test_query_get),
+        cmocka_unit_test(test_list_query),
+        cmocka_unit_test(test_routes),
+        cmocka_unit_test(test_route_overlong),
+        cmocka_unit_test(test_route_names),
+        cmocka_unit_test(test_body_create_ok),
+        cmocka_unit_test(test_body_create_refused),
+        cmocka_unit_test(test_body_empty),
+        cmocka_unit_test(test_body_start_payment),
+        cmocka_unit_test(test_body_otp),
+        cmocka_unit_test(test_body_ignored),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
