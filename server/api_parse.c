@@ -171,10 +171,11 @@ int jw_api_parse_list_query(const char *query, size_t len, jw_api_list_query *ou
 
 /*
  * The body as a JSON object with only the allowed keys (NULL-terminated), or
- * NULL with *err set (415, 400).
+ * NULL with *err set (415, 400). quote: whether a malformed_json message may
+ * quote the body where it broke (jansson's "near '...'").
  */
 static json_t *parse_object(const char *content_type, const char *body, size_t len,
-                            const char *const *allowed, jw_http_error *err)
+                            const char *const *allowed, bool quote, jw_http_error *err)
 {
     json_error_t jerr;
     const char *key;
@@ -191,8 +192,11 @@ static json_t *parse_object(const char *content_type, const char *body, size_t l
     }
     doc = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
     if (!doc) {
-        jw_http_error_set(err, 400, "malformed_json", "malformed JSON at line %d column %d: %s",
-                          jerr.line, jerr.column, jerr.text);
+        const char *near = quote ? NULL : strstr(jerr.text, " near ");
+
+        jw_http_error_set(err, 400, "malformed_json", "malformed JSON at line %d column %d: %.*s",
+                          jerr.line, jerr.column,
+                          near ? (int)(near - jerr.text) : (int)sizeof(jerr.text), jerr.text);
         return NULL;
     }
     if (!json_is_object(doc)) {
@@ -336,16 +340,22 @@ static int otp_received(jw_api_body *b, jw_http_error *err)
     return 0;
 }
 
-/* Each body route: its fields (NULL-terminated), and what checks them. */
+/*
+ * Each body route: its fields (NULL-terminated), what checks them, and
+ * whether the body carries an OTP, which a refusal must not quote back
+ * (docs/api.md: messages never contain an OTP value).
+ */
 static const struct {
     const char *const fields[5];
     int (*check)(jw_api_body *b, jw_http_error *err);
+    bool otp;
 } bodies[JW_API_ROUTES] = {
     [JW_API_CREATE_JOB] = {{"transaction_amount", "transaction_count", "metadata", "user_id"},
-                           create_job},
-    [JW_API_START_PAYMENT] = {{"userId", "config"}, start_payment},
-    [JW_API_SUBMIT_OTP] = {{"otp"}, submit_otp},
-    [JW_API_OTP_RECEIVED] = {{"otpRequestId", "otpValue"}, otp_received},
+                           create_job,
+                           false},
+    [JW_API_START_PAYMENT] = {{"userId", "config"}, start_payment, false},
+    [JW_API_SUBMIT_OTP] = {{"otp"}, submit_otp, true},
+    [JW_API_OTP_RECEIVED] = {{"otpRequestId", "otpValue"}, otp_received, true},
 };
 
 int jw_api_parse_body(jw_api_route route, const char *content_type, const char *body, size_t len,
@@ -354,7 +364,7 @@ int jw_api_parse_body(jw_api_route route, const char *content_type, const char *
     memset(out, 0, sizeof(*out));
     if (route <= 0 || route >= JW_API_ROUTES || !bodies[route].check)
         return 0;
-    out->doc = parse_object(content_type, body, len, bodies[route].fields, err);
+    out->doc = parse_object(content_type, body, len, bodies[route].fields, !bodies[route].otp, err);
     if (!out->doc)
         return -1;
     if (bodies[route].check(out, err) != 0) {

@@ -108,7 +108,8 @@ typedef struct jw_api_body {
  * Validates the body of a POST to route: Content-Type (415
  * unsupported_media_type), then an empty body (400 bad_request), JSON that
  * does not parse or has a duplicate key (400 malformed_json, with line and
- * column), not an object (400 bad_request), a field the route does not take
+ * column, and where it broke - quoted, except for the OTP routes, whose body
+ * holds a code), not an object (400 bad_request), a field the route does not take
  * (400 unknown_field, naming it and the allowed ones), then the route's
  * fields (400 missing_field / invalid_field, in the order api.md lists
  * them). content_type may be NULL (absent), body may be NULL when len is 0.

@@ -876,9 +876,36 @@ static void test_body_otp(void **state)
         {JW_API_OTP_RECEIVED, "{\"otpRequestId\":\"" L1 "\",\"otpValue\":\"1\",\"jobId\":\"x\"}",
          400, "unknown_field", "unknown field \"jobId\"; allowed fields: otpRequestId, otpValue"},
     };
+    static const struct {
+        jw_api_route route;
+        const char *body, *message;
+    } malformed[] = {
+        {JW_API_SUBMIT_OTP, "{\"otp\":\"123456",
+         "malformed JSON at line 1 column 14: premature end of input"},
+        {JW_API_SUBMIT_OTP, "{\"otp\":123456x}",
+         "malformed JSON at line 1 column 14: '}' expected"},
+        {JW_API_SUBMIT_OTP, "{\"otp\":\"12345\\x\"}",
+         "malformed JSON at line 1 column 15: invalid escape"},
+        {JW_API_SUBMIT_OTP, "{\"otp\":\"1\",\"otp\":\"123456\"}",
+         "malformed JSON at line 1 column 16: duplicate object key"},
+        {JW_API_OTP_RECEIVED, "{\"otpRequestId\":\"" L1 "\",\"otpValue\":\"723278}",
+         "malformed JSON at line 1 column 74: premature end of input"},
+        {JW_API_OTP_RECEIVED, "{\"otpValue\":723278.}",
+         "malformed JSON at line 1 column 19: invalid token"},
+    };
     jw_api_body b;
 
     (void)state;
+    /* A body that breaks is not quoted back: it holds the code (POST /api/jobs's is). */
+    for (size_t i = 0; i < N(malformed); i++) {
+        body_case(malformed[i].route, JSON, malformed[i].body, 400, "malformed_json",
+                  malformed[i].message, &b);
+        jw_api_body_release(&b);
+    }
+    body_case(JW_API_CREATE_JOB, JSON, "{\"transaction_amount\":15x}", 400, "malformed_json",
+              "malformed JSON at line 1 column 25: '}' expected near 'x'", &b);
+    jw_api_body_release(&b);
+
     body_case(JW_API_SUBMIT_OTP, JSON, "{\"otp\":\"123456\"}", 0, NULL, NULL, &b);
     assert_string_equal(b.otp, "123456");
     check_canonical(JW_API_SUBMIT_OTP, &b);
