@@ -436,7 +436,8 @@ static void check_body(jw_api_route route, const char *content_type, const char 
         CHECK(!b.doc && !b.user_id && !b.otp && !b.otp_id && !b.metadata);
         check_refused(&err, content_type);
         /* A body holding a code is not quoted back where it broke. */
-        if (route == JW_API_SUBMIT_OTP || route == JW_API_OTP_RECEIVED)
+        if ((route == JW_API_SUBMIT_OTP || route == JW_API_OTP_RECEIVED) &&
+            strcmp(err.code, "malformed_json") == 0)
             CHECK(!strstr(err.message, " near "));
     }
     jw_api_body_release(&b);
