@@ -158,26 +158,29 @@ static char *copy_header(struct lws *wsi, enum lws_token_indexes h)
     return v;
 }
 
-/* lws keeps each decoded query argument as one fragment; store them NUL-separated. */
+/*
+ * lws keeps each decoded query argument as one fragment; store them
+ * NUL-separated. An empty argument ("a=1&&b=2", "?&b=2") is skipped, not
+ * taken for the end: lws_hdr_copy_fragment says 0 for it, -1 past the last.
+ */
 static void copy_query(struct lws *wsi, jw_http_request *req)
 {
     int total = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_URI_ARGS);
-    size_t used = 0;
+    size_t used = 0, cap;
 
     if (total <= 0)
         return;
     /* Fragments total `total` bytes, plus one NUL each: bounded by the header size. */
-    req->query = jw_xmalloc((size_t)total * 2 + 2);
+    cap = (size_t)total * 2 + 2;
+    req->query = jw_xmalloc(cap);
     for (int i = 0;; i++) {
-        int flen = lws_hdr_fragment_length(wsi, WSI_TOKEN_HTTP_URI_ARGS, i);
-        int n;
+        int n = lws_hdr_copy_fragment(wsi, req->query + used, (int)(cap - used),
+                                      WSI_TOKEN_HTTP_URI_ARGS, i);
 
-        if (flen <= 0 || used + (size_t)flen + 1 > (size_t)total * 2 + 2)
-            break;
-        n = lws_hdr_copy_fragment(wsi, req->query + used, flen + 1, WSI_TOKEN_HTTP_URI_ARGS, i);
         if (n < 0)
-            break;
-        used += (size_t)n + 1;
+            break; /* past the last argument */
+        if (n > 0)
+            used += (size_t)n + 1;
     }
     req->query_len = used;
 }
