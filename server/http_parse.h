@@ -8,7 +8,7 @@
  *
  * What lws (4.1.6) has done before these run: it percent-decoded the path
  * and collapsed "//", "/./" and "/x/../" in it; it split the query at '&'
- * and percent-decoded each argument. http.c copies the arguments
+ * and percent-decoded each argument. http.c copies the non-empty arguments
  * NUL-separated into one buffer, which jw_http_query_get reads.
  */
 #ifndef JW_HTTP_PARSE_H
