@@ -1,10 +1,13 @@
 #include "jw_log.h"
 
+#include "jw_util.h"
+
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -87,14 +90,70 @@ static bool is_space(char c)
 }
 
 /*
- * URI form: postgres[ql]://[user[:password]@]host.../db[?k=v&...]. The
- * password is what follows the first ':' of the userinfo, and any password=
- * query parameter up to '&'.
+ * Where a URI's query starts, as libpq finds it (conninfo_uri_parse_options):
+ * after the hosts - each either "[...]" (an IPv6 address, which may hold
+ * a '?') or running to ':', '/', '?' or ',', with an optional ":port", comma
+ * separated - and after an optional "/dbname". NULL when there is none. For
+ * what libpq refuses (a '[' never closed, junk after ']') it is the first
+ * '?': that masks more, never less.
+ */
+static const char *uri_query(const char *hosts)
+{
+    const char *p = hosts;
+
+    for (;;) {
+        if (*p == '[') {
+            p = strchr(p, ']');
+            if (!p || (p[1] && !strchr(":/?,", p[1])))
+                return strchr(hosts, '?');
+            p++;
+        } else {
+            p += strcspn(p, ":/?,");
+        }
+        if (*p == ':')
+            p += 1 + strcspn(p + 1, "/?,");
+        if (*p != ',')
+            break;
+        p++;
+    }
+    if (*p == '/')
+        p += strcspn(p, "?");
+    return *p == '?' ? p : NULL;
+}
+
+/*
+ * Whether the query parameter key (n bytes) names the password. libpq
+ * percent-decodes keys, so "pass%77ord" is the password too; any case is
+ * taken, as a key libpq refuses can still hold one.
+ */
+static bool is_password_key(const char *key, size_t n)
+{
+    char decoded[9];
+    size_t k = 0;
+
+    for (size_t i = 0; i < n; k++) {
+        if (k == 8)
+            return false;
+        if (key[i] == '%' && i + 2 < n && jw_hex_digit(key[i + 1]) >= 0 &&
+            jw_hex_digit(key[i + 2]) >= 0) {
+            decoded[k] = (char)(jw_hex_digit(key[i + 1]) * 16 + jw_hex_digit(key[i + 2]));
+            i += 3;
+        } else {
+            decoded[k] = key[i++];
+        }
+    }
+    return k == 8 && strncasecmp(decoded, "password", 8) == 0;
+}
+
+/*
+ * URI form: postgres[ql]://[user[:password]@]hosts[/db][?k=v&...]. The
+ * password is what follows the first ':' of the userinfo, and the value of
+ * any password query parameter (uri_query, is_password_key).
  */
 static void redact_uri(const char *s, char *buf, size_t size)
 {
     const char *auth = strstr(s, "://") + 3;
-    const char *at = auth, *p, *q;
+    const char *at = auth, *hosts = auth, *p, *q;
     size_t len = 0;
 
     /* As libpq: the userinfo runs to the first '@' before any '/'. */
@@ -111,17 +170,19 @@ static void redact_uri(const char *s, char *buf, size_t size)
             put(buf, size, &len, auth, (size_t)(at - auth));
         }
         auth = at;
+        hosts = at + 1;
     }
-    q = strchr(auth, '?');
+    q = uri_query(hosts);
     put(buf, size, &len, auth, (size_t)((q ? q : auth + strlen(auth)) - auth));
     if (!q)
         return;
     /* Query: k=v pairs separated by '&'. */
     for (p = q; *p;) {
         size_t n = strcspn(p + 1, "&") + 1; /* the separator and the pair */
+        const char *eq = memchr(p + 1, '=', n - 1);
 
-        if (strncmp(p + 1, "password=", 9) == 0) {
-            put(buf, size, &len, p, 10);
+        if (eq && is_password_key(p + 1, (size_t)(eq - p - 1))) {
+            put(buf, size, &len, p, (size_t)(eq + 1 - p));
             put(buf, size, &len, "***", 3);
         } else {
             put(buf, size, &len, p, n);
@@ -180,7 +241,8 @@ static void redact_kv(const char *s, char *buf, size_t size)
             put(buf, size, &len, " ", 1);
         put(buf, size, &len, key, klen);
         put(buf, size, &len, "=", 1);
-        if (klen == 8 && strncmp(key, "password", 8) == 0)
+        /* Any case: a key libpq refuses ("Password") can still hold one. */
+        if (klen == 8 && strncasecmp(key, "password", 8) == 0)
             put(buf, size, &len, "***", 3);
         else
             put(buf, size, &len, val, (size_t)(s - val));

@@ -6,22 +6,22 @@
  * their own jobs only; another user's job answers exactly like a missing one.
  * Answers that depend on durability wait for it: a created job is answered
  * once its first batch committed, an OTP once the provider judged it.
+ *
+ * What a request says (route, path id, list query, body) is judged by
+ * api_parse.c, which has no lws and is fuzzed; this file acts on it.
  */
 #include "api.h"
 
+#include "api_parse.h"
 #include "app.h"
 #include "jw_error.h"
 #include "jw_log.h"
 
 #include <inttypes.h>
 #include <openssl/crypto.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define LIST_DEFAULT 20
-#define LIST_MAX 100
 
 /* What an answer waiting for the engine or the store remembers. */
 typedef enum { OP_CREATE, OP_GET, OP_LIST, OP_CANCEL, OP_RETRY, OP_OTP } op_kind;
@@ -76,98 +76,23 @@ static bool authenticate(jw_app *app, jw_http_request *req, jw_principal *who)
     return true;
 }
 
-/*
- * The body as a JSON object with only the allowed keys (NULL-terminated), or
- * NULL after answering 400/415.
- */
-static json_t *parse_body(jw_http_request *req, const char *const *allowed)
+/* Answers what a parser refused (api_parse.h). */
+static void reply_refusal(jw_http_request *req, const jw_http_error *err)
 {
-    json_error_t jerr;
-    const char *key;
-    json_t *doc, *v;
-
-    if (!req->content_type || strncasecmp(req->content_type, "application/json", 16) != 0 ||
-        (req->content_type[16] && req->content_type[16] != ';' && req->content_type[16] != ' ')) {
-        jw_http_reply_error(req, 415, "unsupported_media_type",
-                            "send the body as JSON with Content-Type: application/json");
-        return NULL;
-    }
-    if (!req->body || !req->body_len) {
-        jw_http_reply_error(req, 400, "bad_request", "the body must be a JSON object");
-        return NULL;
-    }
-    doc = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &jerr);
-    if (!doc) {
-        jw_http_reply_error(req, 400, "malformed_json", "malformed JSON at line %d column %d: %s",
-                            jerr.line, jerr.column, jerr.text);
-        return NULL;
-    }
-    if (!json_is_object(doc)) {
-        json_decref(doc);
-        jw_http_reply_error(req, 400, "bad_request", "the body must be a JSON object");
-        return NULL;
-    }
-    json_object_foreach(doc, key, v)
-    {
-        bool known = false;
-
-        for (const char *const *a = allowed; *a && !known; a++)
-            known = strcmp(*a, key) == 0;
-        if (!known) {
-            char list[256] = "";
-
-            for (const char *const *a = allowed; *a; a++)
-                snprintf(list + strlen(list), sizeof(list) - strlen(list), "%s%s",
-                         a == allowed ? "" : ", ", *a);
-            jw_http_reply_error(req, 400, "unknown_field",
-                                "unknown field \"%.64s\"; allowed fields: %s", key, list);
-            json_decref(doc);
-            return NULL;
-        }
-    }
-    return doc;
+    jw_http_reply_error(req, err->status, err->code, "%s", err->message);
+    if (err->allow[0])
+        snprintf(req->resp.allow, sizeof(req->resp.allow), "%s", err->allow);
 }
 
-/* An integer field in min..max; answers 400 and returns false otherwise. */
-static bool get_int(jw_http_request *req, const json_t *obj, const char *name, json_int_t min,
-                    json_int_t max, json_int_t *out)
+/* The validated body of a POST to route, or false after answering 415/400. */
+static bool parse_body(jw_http_request *req, jw_api_route route, jw_api_body *body)
 {
-    json_t *v = json_object_get(obj, name);
+    jw_http_error err;
 
-    if (!v) {
-        jw_http_reply_error(req, 400, "missing_field",
-                            "%s is required (an integer %" JSON_INTEGER_FORMAT
-                            "..%" JSON_INTEGER_FORMAT ")",
-                            name, min, max);
+    if (jw_api_parse_body(route, req->content_type, req->body, req->body_len, body, &err) != 0) {
+        reply_refusal(req, &err);
         return false;
     }
-    if (!json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > max) {
-        char *got = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
-
-        jw_http_reply_error(req, 400, "invalid_field",
-                            "%s must be an integer %" JSON_INTEGER_FORMAT "..%" JSON_INTEGER_FORMAT
-                            " (got %.40s)",
-                            name, min, max, got ? got : "?");
-        free(got);
-        return false;
-    }
-    *out = json_integer_value(v);
-    return true;
-}
-
-/* An optional UUID field; answers 400 when present and not a UUID. */
-static bool get_uuid(jw_http_request *req, const json_t *obj, const char *name, const char **out)
-{
-    json_t *v = json_object_get(obj, name);
-
-    *out = NULL;
-    if (!v || json_is_null(v))
-        return true;
-    if (!json_is_string(v) || !jw_uuid_valid(json_string_value(v))) {
-        jw_http_reply_error(req, 400, "invalid_field", "%s must be a UUID", name);
-        return false;
-    }
-    *out = json_string_value(v);
     return true;
 }
 
@@ -255,9 +180,9 @@ static void on_otp_result(void *arg, const jw_otp_result *r)
 /* ---- routes ------------------------------------------------------------------------ */
 
 static void create_job(jw_app *app, jw_http_request *req, const jw_principal *who,
-                       const char *user_id, json_int_t amount, json_int_t count,
-                       const json_t *metadata, bool original)
+                       const jw_api_body *body, bool original)
 {
+    const char *user_id = body->user_id;
     const char *field = original ? "userId" : "user_id";
 
     char job_id[JW_UUID_LEN + 1], err[256];
@@ -279,8 +204,8 @@ static void create_job(jw_app *app, jw_http_request *req, const jw_principal *wh
     }
     op = new_op(app, req, OP_CREATE, who);
     op->original = original;
-    rc = jw_engine_create_job(app->engine, user_id, amount, (int)count, metadata, on_job_done, op,
-                              job_id, err, sizeof(err));
+    rc = jw_engine_create_job(app->engine, user_id, body->amount, body->count, body->metadata,
+                              on_job_done, op, job_id, err, sizeof(err));
     if (rc != 0) {
         /* Refused before anything was queued: answer now. */
         jw_http_reply_error(req, status_for(rc), code_for(rc), "%s", err);
@@ -288,48 +213,25 @@ static void create_job(jw_app *app, jw_http_request *req, const jw_principal *wh
     }
 }
 
-static void post_jobs(jw_app *app, jw_http_request *req, const jw_principal *who)
+static void post_jobs(jw_app *app, jw_http_request *req, const jw_principal *who, const char *id)
 {
-    static const char *const allowed[] = {"transaction_amount", "transaction_count", "metadata",
-                                          "user_id", NULL};
-    json_t *doc = parse_body(req, allowed), *meta;
-    json_int_t amount, count;
-    const char *user_id;
+    jw_api_body body;
 
-    if (!doc)
-        return;
-    meta = json_object_get(doc, "metadata");
-    if (meta && !json_is_object(meta)) {
-        jw_http_reply_error(req, 400, "invalid_field", "metadata must be a JSON object");
-    } else if (get_int(req, doc, "transaction_amount", 1, 1000000, &amount) &&
-               get_int(req, doc, "transaction_count", 1, 50, &count) &&
-               get_uuid(req, doc, "user_id", &user_id)) {
-        create_job(app, req, who, user_id, amount, count, meta, false);
-    }
-    json_decref(doc);
+    (void)id;
+    if (parse_body(req, JW_API_CREATE_JOB, &body))
+        create_job(app, req, who, &body, false);
+    jw_api_body_release(&body);
 }
 
-static void post_start_payment(jw_app *app, jw_http_request *req, const jw_principal *who)
+static void post_start_payment(jw_app *app, jw_http_request *req, const jw_principal *who,
+                               const char *id)
 {
-    static const char *const allowed[] = {"userId", "config", NULL};
-    json_t *doc = parse_body(req, allowed), *config;
-    json_int_t amount, count;
-    const char *user_id;
+    jw_api_body body;
 
-    if (!doc)
-        return;
-    config = json_object_get(doc, "config");
-    if (!json_is_object(config)) {
-        jw_http_reply_error(req, 400, "invalid_field",
-                            "config must be an object with transactionAmount and "
-                            "transactionCount");
-    } else if (get_uuid(req, doc, "userId", &user_id) &&
-               get_int(req, config, "transactionAmount", 1, 1000000, &amount) &&
-               get_int(req, config, "transactionCount", 1, 50, &count)) {
-        /* The original stored the whole config as the job's metadata. */
-        create_job(app, req, who, user_id, amount, count, config, true);
-    }
-    json_decref(doc);
+    (void)id;
+    if (parse_body(req, JW_API_START_PAYMENT, &body))
+        create_job(app, req, who, &body, true);
+    jw_api_body_release(&body);
 }
 
 static void read_job(jw_app *app, jw_http_request *req, const jw_principal *who, const char *job_id,
@@ -362,65 +264,35 @@ static void get_job(jw_app *app, jw_http_request *req, const jw_principal *who, 
     reply_snapshot(app, req, 200, job_id, false);
 }
 
-static void list_jobs(jw_app *app, jw_http_request *req, const jw_principal *who)
+static void list_jobs(jw_app *app, jw_http_request *req, const jw_principal *who, const char *id)
 {
-    static const char *const statuses[] = {"initiated", "validating", "processing",
-                                           "completed", "failed",     "cancelled"};
-    const char *status = jw_http_query(req, "status"), *user = jw_http_query(req, "user_id");
-    const char *before = jw_http_query(req, "before"), *limit_s = jw_http_query(req, "limit");
+    jw_api_list_query q;
+    jw_http_error err;
     const char *params[4];
     char limit_buf[16];
-    long limit = LIST_DEFAULT;
     jw_read *r;
     api_op *op;
 
-    if (status && *status) {
-        bool ok = false;
-
-        for (size_t i = 0; i < sizeof(statuses) / sizeof(statuses[0]); i++)
-            ok |= strcmp(status, statuses[i]) == 0;
-        if (!ok) {
-            jw_http_reply_error(req, 400, "invalid_parameter",
-                                "status must be one of initiated, validating, processing, "
-                                "completed, failed, cancelled");
-            return;
-        }
-    } else {
-        status = NULL;
-    }
-    if (user && *user && !jw_uuid_valid(user)) {
-        jw_http_reply_error(req, 400, "invalid_parameter", "user_id must be a UUID");
+    (void)id;
+    if (jw_api_parse_list_query(req->query, req->query_len, &q, &err) != 0) {
+        reply_refusal(req, &err);
         return;
-    }
-    if (before && *before && !jw_uuid_valid(before)) {
-        jw_http_reply_error(req, 400, "invalid_parameter",
-                            "before must be the id of a job from the previous page");
-        return;
-    }
-    if (limit_s) {
-        char *end = NULL;
-
-        limit = strtol(limit_s, &end, 10);
-        if (!*limit_s || *end || limit < 1 || limit > LIST_MAX) {
-            jw_http_reply_error(req, 400, "invalid_parameter", "limit must be 1..%d", LIST_MAX);
-            return;
-        }
     }
     if (who->kind == JW_PRINCIPAL_USER) {
-        if (user && *user && strcasecmp(user, who->user_id) != 0) {
+        if (q.user_id && strcasecmp(q.user_id, who->user_id) != 0) {
             jw_http_reply_error(req, 403, "forbidden", "a user can list only their own jobs");
             return;
         }
-        user = who->user_id;
+        q.user_id = who->user_id;
     }
-    snprintf(limit_buf, sizeof(limit_buf), "%ld", limit);
-    params[0] = status;
-    params[1] = user && *user ? user : NULL;
-    params[2] = before && *before ? before : NULL;
+    snprintf(limit_buf, sizeof(limit_buf), "%d", q.limit);
+    params[0] = q.status;
+    params[1] = q.user_id;
+    params[2] = q.before;
     params[3] = limit_buf;
     r = jw_read_new(JW_READ_JOBS, 4, params);
     op = new_op(app, req, OP_LIST, who);
-    op->limit = (int)limit;
+    op->limit = q.limit;
     r->user = op;
     if (jw_store_read(app->store, r) != 0) {
         jw_read_free(r);
@@ -482,48 +354,34 @@ static void wipe_body(jw_http_request *req)
 
 static void post_otp(jw_app *app, jw_http_request *req, const jw_principal *who, const char *otp_id)
 {
-    static const char *const allowed[] = {"otp", NULL};
-    json_t *doc = parse_body(req, allowed), *v;
+    jw_api_body body;
+    bool ok = parse_body(req, JW_API_SUBMIT_OTP, &body);
 
     wipe_body(req);
-    if (!doc)
-        return;
-    v = json_object_get(doc, "otp");
-    if (!json_is_string(v))
-        jw_http_reply_error(req, 400, "invalid_field", "otp must be a string of 4 to 10 digits");
-    else
-        submit_otp(app, req, who, otp_id, json_string_value(v), false);
-    json_decref(doc);
+    if (ok)
+        submit_otp(app, req, who, otp_id, body.otp, false);
+    jw_api_body_release(&body);
 }
 
-static void post_otp_received(jw_app *app, jw_http_request *req, const jw_principal *who)
+static void post_otp_received(jw_app *app, jw_http_request *req, const jw_principal *who,
+                              const char *id)
 {
-    static const char *const allowed[] = {"otpRequestId", "otpValue", NULL};
-    json_t *doc = parse_body(req, allowed), *v;
-    const char *otp_id;
+    jw_api_body body;
+    bool ok = parse_body(req, JW_API_OTP_RECEIVED, &body);
 
+    (void)id;
     wipe_body(req);
-    if (!doc)
-        return;
-    v = json_object_get(doc, "otpValue");
-    if (!get_uuid(req, doc, "otpRequestId", &otp_id)) {
-        /* answered */
-    } else if (!otp_id) {
-        jw_http_reply_error(req, 400, "missing_field", "otpRequestId is required (a UUID)");
-    } else if (!json_is_string(v)) {
-        jw_http_reply_error(req, 400, "invalid_field",
-                            "otpValue must be a string of 4 to 10 digits");
-    } else {
-        submit_otp(app, req, who, otp_id, json_string_value(v), true);
-    }
-    json_decref(doc);
+    if (ok)
+        submit_otp(app, req, who, body.otp_id, body.otp, true);
+    jw_api_body_release(&body);
 }
 
-static void get_inbox(jw_app *app, jw_http_request *req, const jw_principal *who)
+static void get_inbox(jw_app *app, jw_http_request *req, const jw_principal *who, const char *id)
 {
     json_t *msgs, *m;
     size_t i;
 
+    (void)id;
     if (who->kind != JW_PRINCIPAL_ADMIN) {
         jw_http_reply_error(req, 403, "forbidden", "the sim inbox needs the admin key");
         return;
@@ -634,96 +492,49 @@ void jw_api_on_read(jw_app *app, jw_read *r)
 
 /* ---- dispatch ----------------------------------------------------------------------- */
 
-static void method_not_allowed(jw_http_request *req, const char *allow)
+static void cancel_job(jw_app *app, jw_http_request *req, const jw_principal *who, const char *id)
 {
-    jw_http_reply_error(req, 405, "method_not_allowed", "%s is not allowed on %s; use %s",
-                        req->method_name, req->path, allow);
-    snprintf(req->resp.allow, sizeof(req->resp.allow), "%s", allow);
+    command(app, req, who, id, OP_CANCEL);
 }
+
+static void retry_job(jw_app *app, jw_http_request *req, const jw_principal *who, const char *id)
+{
+    command(app, req, who, id, OP_RETRY);
+}
+
+/* One handler per route (api_parse.h); id is the path's id, lower case, or "". */
+typedef void (*api_handler)(jw_app *app, jw_http_request *req, const jw_principal *who,
+                            const char *id);
+
+static const api_handler handlers[JW_API_ROUTES] = {
+    [JW_API_LIST_JOBS] = list_jobs,
+    [JW_API_CREATE_JOB] = post_jobs,
+    [JW_API_START_PAYMENT] = post_start_payment,
+    [JW_API_OTP_RECEIVED] = post_otp_received,
+    [JW_API_SIM_INBOX] = get_inbox,
+    [JW_API_SUBMIT_OTP] = post_otp,
+    [JW_API_GET_JOB] = get_job,
+    [JW_API_CANCEL_JOB] = cancel_job,
+    [JW_API_RETRY_JOB] = retry_job,
+};
 
 void jw_api_handle(jw_http_ctx *ctx, jw_http_request *req)
 {
     jw_app *app = ctx->app;
-    const char *p = req->path;
-    bool get = req->method & (JW_HTTP_GET | JW_HTTP_HEAD), post = req->method == JW_HTTP_POST;
     jw_principal who;
-    char id[JW_UUID_LEN + 1];
-    const char *rest;
+    jw_api_match m;
+    jw_http_error err;
 
     if (!app) {
         jw_http_reply_error(req, 503, "unavailable", "starting up");
         return;
     }
+    /* Authentication first, on every path: unknown routes included (docs/api.md). */
     if (!authenticate(app, req, &who))
         return;
-
-    if (strcmp(p, "/api/jobs") == 0) {
-        if (get)
-            list_jobs(app, req, &who);
-        else if (post)
-            post_jobs(app, req, &who);
-        else
-            method_not_allowed(req, "GET, HEAD, POST");
+    if (jw_api_match_route(req->method, req->path, &m, &err) != 0) {
+        reply_refusal(req, &err);
         return;
     }
-    if (strcmp(p, "/api/jobs/start-payment") == 0 || strcmp(p, "/api/jobs/otp-received") == 0) {
-        if (!post)
-            method_not_allowed(req, "POST");
-        else if (p[10] == 's')
-            post_start_payment(app, req, &who);
-        else
-            post_otp_received(app, req, &who);
-        return;
-    }
-    if (strcmp(p, "/api/sim/inbox") == 0) {
-        if (get)
-            get_inbox(app, req, &who);
-        else
-            method_not_allowed(req, "GET, HEAD");
-        return;
-    }
-    if (strncmp(p, "/api/otp/", 9) == 0) {
-        if (!jw_uuid_valid(p + 9)) {
-            jw_http_reply_error(req, 400, "invalid_parameter",
-                                "the OTP request id in the path must be a UUID");
-            return;
-        }
-        if (!post) {
-            method_not_allowed(req, "POST");
-            return;
-        }
-        snprintf(id, sizeof(id), "%s", p + 9);
-        for (char *c = id; *c; c++)
-            *c = (char)(*c >= 'A' && *c <= 'F' ? *c + 32 : *c);
-        post_otp(app, req, &who, id);
-        return;
-    }
-    if (strncmp(p, "/api/jobs/", 10) == 0) {
-        rest = p + 10;
-        snprintf(id, sizeof(id), "%.*s", JW_UUID_LEN, rest);
-        if (strlen(rest) < JW_UUID_LEN || !jw_uuid_valid(id) ||
-            (rest[JW_UUID_LEN] && rest[JW_UUID_LEN] != '/')) {
-            jw_http_reply_error(req, 400, "invalid_parameter",
-                                "the job id in the path must be a UUID");
-            return;
-        }
-        for (char *c = id; *c; c++)
-            *c = (char)(*c >= 'A' && *c <= 'F' ? *c + 32 : *c);
-        rest += JW_UUID_LEN;
-        if (!*rest) {
-            if (get)
-                get_job(app, req, &who, id);
-            else
-                method_not_allowed(req, "GET, HEAD");
-            return;
-        }
-        if (strcmp(rest, "/cancel") == 0 || strcmp(rest, "/retry") == 0) {
-            if (post)
-                command(app, req, &who, id, rest[1] == 'c' ? OP_CANCEL : OP_RETRY);
-            else
-                method_not_allowed(req, "POST");
-            return;
-        }
-    }
-    jw_http_reply_error(req, 404, "not_found", "no route %s", p);
+    handlers[m.route](app, req, &who, m.id);
 }

@@ -12,7 +12,6 @@
 #include "jw_error.h"
 #include "jw_log.h"
 
-#include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -64,17 +63,6 @@ struct session {
     void *rt;                   /* a /realtime/v1/websocket connection's state (realtime.c) */
 };
 
-static const struct {
-    jw_http_method method;
-    const char *name;
-} method_names[] = {
-    {JW_HTTP_GET, "GET"},         {JW_HTTP_HEAD, "HEAD"},   {JW_HTTP_POST, "POST"},
-    {JW_HTTP_PUT, "PUT"},         {JW_HTTP_PATCH, "PATCH"}, {JW_HTTP_DELETE, "DELETE"},
-    {JW_HTTP_OPTIONS, "OPTIONS"},
-};
-
-#define METHOD_COUNT (sizeof(method_names) / sizeof(method_names[0]))
-
 /* --- responses ----------------------------------------------------------- */
 
 void jw_http_reply(jw_http_request *req, int status, const char *content_type, const void *body,
@@ -120,9 +108,11 @@ void jw_http_reply_error(jw_http_request *req, int status, const char *code, con
     va_start(ap, fmt);
     vsnprintf(message, sizeof(message), fmt, ap);
     va_end(ap);
+    /* A path or a cut can bring bytes a JSON string cannot carry. */
+    jw_http_clean_text(message);
     doc = json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", message);
     if (!doc) {
-        /* Only a message that is not UTF-8 gets here; say so without it. */
+        /* jw_http_clean_text made it UTF-8: only a failed allocation gets here. */
         doc = json_pack("{s:{s:s,s:s}}", "error", "code", code, "message",
                         "(message not representable)");
         if (!doc)
@@ -135,17 +125,7 @@ void jw_http_reply_error(jw_http_request *req, int status, const char *code, con
 
 const char *jw_http_query(const jw_http_request *req, const char *name)
 {
-    size_t nlen = strlen(name);
-
-    for (size_t off = 0; off < req->query_len;) {
-        const char *arg = req->query + off;
-        size_t alen = strlen(arg);
-
-        if (strncmp(arg, name, nlen) == 0 && (arg[nlen] == '=' || arg[nlen] == '\0'))
-            return arg[nlen] == '=' ? arg + nlen + 1 : arg + nlen;
-        off += alen + 1;
-    }
-    return NULL;
+    return jw_http_query_get(req->query, req->query_len, name);
 }
 
 static void session_release(struct session *s)
@@ -178,26 +158,29 @@ static char *copy_header(struct lws *wsi, enum lws_token_indexes h)
     return v;
 }
 
-/* lws keeps each decoded query argument as one fragment; store them NUL-separated. */
+/*
+ * lws keeps each decoded query argument as one fragment; store them
+ * NUL-separated. An empty argument ("a=1&&b=2", "?&b=2") is skipped, not
+ * taken for the end: lws_hdr_copy_fragment says 0 for it, -1 past the last.
+ */
 static void copy_query(struct lws *wsi, jw_http_request *req)
 {
     int total = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_URI_ARGS);
-    size_t used = 0;
+    size_t used = 0, cap;
 
     if (total <= 0)
         return;
     /* Fragments total `total` bytes, plus one NUL each: bounded by the header size. */
-    req->query = jw_xmalloc((size_t)total * 2 + 2);
+    cap = (size_t)total * 2 + 2;
+    req->query = jw_xmalloc(cap);
     for (int i = 0;; i++) {
-        int flen = lws_hdr_fragment_length(wsi, WSI_TOKEN_HTTP_URI_ARGS, i);
-        int n;
+        int n = lws_hdr_copy_fragment(wsi, req->query + used, (int)(cap - used),
+                                      WSI_TOKEN_HTTP_URI_ARGS, i);
 
-        if (flen <= 0 || used + (size_t)flen + 1 > (size_t)total * 2 + 2)
-            break;
-        n = lws_hdr_copy_fragment(wsi, req->query + used, flen + 1, WSI_TOKEN_HTTP_URI_ARGS, i);
         if (n < 0)
-            break;
-        used += (size_t)n + 1;
+            break; /* past the last argument */
+        if (n > 0)
+            used += (size_t)n + 1;
     }
     req->query_len = used;
 }
@@ -222,32 +205,9 @@ static bool read_method(struct lws *wsi, jw_http_request *req)
                lws_methods[m]) {
         snprintf(name, sizeof(name), "%s", lws_methods[m]);
     }
-    for (size_t i = 0; i < METHOD_COUNT; i++)
-        if (strcmp(name, method_names[i].name) == 0) {
-            req->method = method_names[i].method;
-            req->method_name = method_names[i].name;
-            return true;
-        }
-    return false;
-}
-
-/* "GET, HEAD" for the methods in mask. */
-static void format_allow(unsigned mask, char *out, size_t size)
-{
-    size_t used = 0;
-
-    out[0] = '\0';
-    if (mask & JW_HTTP_GET)
-        mask |= JW_HTTP_HEAD;
-    for (size_t i = 0; i < METHOD_COUNT; i++)
-        if (mask & method_names[i].method) {
-            int n =
-                snprintf(out + used, size - used, "%s%s", used ? ", " : "", method_names[i].name);
-
-            if (n < 0 || (size_t)n >= size - used)
-                break;
-            used += (size_t)n;
-        }
+    req->method = jw_http_method_parse(name);
+    req->method_name = jw_http_method_name(req->method);
+    return req->method != 0;
 }
 
 static bool route_path_matches(const jw_http_route *r, const char *path)
@@ -279,27 +239,11 @@ static const jw_http_route *find_route(jw_http_request *req)
                             req->path);
         return NULL;
     }
-    format_allow(allowed, allow, sizeof(allow));
+    jw_http_format_allow(allowed, allow, sizeof(allow));
     jw_http_reply_error(req, 405, "method_not_allowed", "%s does not accept %s; use %s", req->path,
                         req->method_name, allow);
     memcpy(req->resp.allow, allow, sizeof(allow));
     return NULL;
-}
-
-/* Content-Length as the client sent it: digits only. */
-static bool parse_content_length(const char *v, size_t *out)
-{
-    unsigned long long n;
-    char *end;
-
-    if (!v || !*v || strspn(v, "0123456789") != strlen(v))
-        return false;
-    errno = 0;
-    n = strtoull(v, &end, 10);
-    if (errno || *end || n > (unsigned long long)SIZE_MAX / 2)
-        return false;
-    *out = (size_t)n;
-    return true;
 }
 
 /* Sessions in S_HEADERS or S_BODY_OUT: shutdown waits for them (jw_http_responding). */
@@ -403,9 +347,10 @@ static int on_request(jw_http_ctx *ctx, struct lws *wsi, struct session *s, cons
                       size_t len)
 {
     jw_http_request *req = &s->req;
-    bool has_length, body_method;
+    jw_http_framing framing;
+    jw_http_error err;
     char *length_hdr;
-    size_t length = 0;
+    size_t length;
 
     undefer(ctx, s);
     session_release(s);
@@ -431,46 +376,24 @@ static int on_request(jw_http_ctx *ctx, struct lws *wsi, struct session *s, cons
 
     /*
      * Framing first: it decides whether the connection can carry another
-     * request. lws reads a body announced by Content-Length (any method), and
-     * for POST, PUT and PATCH without one it waits for up to 100 MB, so those
-     * are answered at once and the connection closed.
+     * request (http_parse.h, jw_http_frame).
      */
-    body_method = req->method & (JW_HTTP_POST | JW_HTTP_PUT | JW_HTTP_PATCH);
     length_hdr = copy_header(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH);
-    has_length = length_hdr != NULL;
-    if (has_length && !parse_content_length(length_hdr, &length)) {
-        free(length_hdr);
-        jw_http_reply_error(req, 400, "bad_request", "Content-Length must be a number of bytes");
-        respond_and_close(wsi, s);
-        return 0;
-    }
+    framing = jw_http_frame(req->method, length_hdr,
+                            lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0,
+                            ctx->config->max_body, s->route != NULL, &length, &err);
     free(length_hdr);
-    if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0) {
-        jw_http_reply_error(req, 411, "length_required",
-                            "chunked request bodies are not supported; send Content-Length");
+    switch (framing) {
+    case JW_HTTP_REFUSE:
+        jw_http_reply_error(req, err.status, err.code, "%s", err.message);
         respond_and_close(wsi, s);
         return 0;
-    }
-    if (has_length && length > ctx->config->max_body) {
-        jw_http_reply_error(req, 413, "body_too_large",
-                            "request body of %zu bytes exceeds the limit of %zu bytes", length,
-                            ctx->config->max_body);
-        respond_and_close(wsi, s);
-        return 0;
-    }
-    if (!has_length && body_method) {
-        if (s->route)
-            jw_http_reply_error(req, 411, "length_required",
-                                "%s needs a Content-Length header (use 0 for an empty body)",
-                                req->method_name);
-        respond_and_close(wsi, s);
-        return 0;
-    }
-    if (length > 0 || (req->method == JW_HTTP_POST && has_length)) {
-        /* lws delivers HTTP_BODY and HTTP_BODY_COMPLETION, even for an empty POST. */
+    case JW_HTTP_CLOSE: respond_and_close(wsi, s); return 0;
+    case JW_HTTP_READ_BODY:
         s->content_length = length;
         s->state = S_BODY;
         return 0;
+    case JW_HTTP_NO_BODY: break;
     }
     dispatch(ctx, wsi, s);
     return 0;

@@ -10,7 +10,8 @@
  *   the handler, and writes the handler's response from
  *   LWS_CALLBACK_HTTP_WRITEABLE: headers first, then the body in chunks, the
  *   last with LWS_WRITE_HTTP_FINAL, then lws_http_transaction_completed() so
- *   the connection serves its next request (keep-alive).
+ *   the connection serves its next request (keep-alive). What can be judged
+ *   without lws (methods, framing, the query string) is in http_parse.h.
  *
  *   Errors are JSON {"error":{"code":"...","message":"..."}}: 404 not_found
  *   for an unknown path, 405 method_not_allowed with an Allow header, 413
@@ -51,6 +52,7 @@
 #define JW_HTTP_H
 
 #include "config.h"
+#include "http_parse.h"
 #include "jw_map.h"
 #include "jw_store.h"
 
@@ -74,17 +76,6 @@ typedef struct jw_http_ctx {
     uint64_t refused_connections;
     int64_t refused_logged_us; /* monotonic; refusals are logged at most every 10 s */
 } jw_http_ctx;
-
-/* Bits, so a route row may accept several methods and Allow is a union. */
-typedef enum jw_http_method {
-    JW_HTTP_GET = 1 << 0,
-    JW_HTTP_HEAD = 1 << 1,
-    JW_HTTP_POST = 1 << 2,
-    JW_HTTP_PUT = 1 << 3,
-    JW_HTTP_PATCH = 1 << 4,
-    JW_HTTP_DELETE = 1 << 5,
-    JW_HTTP_OPTIONS = 1 << 6,
-} jw_http_method;
 
 typedef struct jw_http_response {
     int status;               /* 0 until a reply function ran */

@@ -176,6 +176,26 @@ static void test_redact(void **state)
     jw_log_redact_conninfo("postgresql://bob:s3c?etpw@db:5432/jobs", out, sizeof(out));
     assert_null(strstr(out, "etpw"));
     assert_string_equal(out, "postgresql://bob:***@db:5432/jobs");
+    /* libpq percent-decodes query keys: pass%77ord is the password too. */
+    jw_log_redact_conninfo("postgresql://h/db?pass%77ord=hunter22", out, sizeof(out));
+    assert_string_equal(out, "postgresql://h/db?pass%77ord=***");
+    jw_log_redact_conninfo("postgresql://u@h/db?%70assword=hunter22&sslmode=disable", out,
+                           sizeof(out));
+    assert_string_equal(out, "postgresql://u@h/db?%70assword=***&sslmode=disable");
+    /* A '?' inside an [IPv6] host does not start the query; the real one does. */
+    jw_log_redact_conninfo("postgresql://[::1?x]/db?password=hunter22", out, sizeof(out));
+    assert_string_equal(out, "postgresql://[::1?x]/db?password=***");
+    jw_log_redact_conninfo("postgresql://[::1]:5432,[fe80::1%25eth0]/db?password=x", out,
+                           sizeof(out));
+    assert_string_equal(out, "postgresql://[::1]:5432,[fe80::1%25eth0]/db?password=***");
+    /* ...but a '[' inside a host name is a plain character to libpq. */
+    jw_log_redact_conninfo("postgresql://ho[st?password=hunter22]", out, sizeof(out));
+    assert_string_equal(out, "postgresql://ho[st?password=***");
+    /* A key in another case is refused by libpq, and masked all the same. */
+    jw_log_redact_conninfo("postgresql://h/db?PASSWORD=hunter22", out, sizeof(out));
+    assert_string_equal(out, "postgresql://h/db?PASSWORD=***");
+    jw_log_redact_conninfo("host=h Password=hunter22", out, sizeof(out));
+    assert_string_equal(out, "host=h Password=***");
     /* A plain word (the provider "sim") is printed as it is. */
     jw_log_redact_conninfo("sim", out, sizeof(out));
     assert_string_equal(out, "sim");
