@@ -31,7 +31,12 @@ const char *jw_rt_parse(const char *data, size_t len, bool array, jw_rt_msg *out
     memset(out, 0, sizeof(*out));
     out->root = json_loadb(data, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
     if (!out->root) {
-        snprintf(err, errlen, "malformed JSON at column %d: %s", jerr.column, jerr.text);
+        /* Without jansson's "near '...'": it quotes the input, and a broken
+         * otp.submit would have its code sent back (or logged). */
+        const char *near = strstr(jerr.text, " near ");
+
+        snprintf(err, errlen, "malformed JSON at column %d: %.*s", jerr.column,
+                 near ? (int)(near - jerr.text) : (int)sizeof(jerr.text), jerr.text);
         return "malformed JSON";
     }
     if (array) {

@@ -11,7 +11,12 @@ const char *jw_ws_parse(const char *data, size_t len, jw_ws_msg *out, char *err,
     memset(out, 0, sizeof(*out));
     out->root = json_loadb(data, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
     if (!out->root) {
-        snprintf(err, errlen, "malformed JSON at column %d: %s", jerr.column, jerr.text);
+        /* Without jansson's "near '...'": it quotes the input, and a broken
+         * otp.submit would have its code sent back (or logged). */
+        const char *near = strstr(jerr.text, " near ");
+
+        snprintf(err, errlen, "malformed JSON at column %d: %.*s", jerr.column,
+                 near ? (int)(near - jerr.text) : (int)sizeof(jerr.text), jerr.text);
         return "bad_json";
     }
     if (!json_is_object(out->root)) {

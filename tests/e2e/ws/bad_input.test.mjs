@@ -358,3 +358,16 @@ describe('afterwards', () => {
     assert.ok(server.running);
   });
 });
+
+test('a broken otp.submit is refused without its code quoted back', { timeout: 20_000 }, async () => {
+  const code = '987654';
+  for (const text of [
+    `{"type":"otp.submit","otp_request_id":"00000000-0000-4000-8000-000000000001","value":"${code}`,
+    `{"type":"otp.submit","ref":"r","value":"${code}" "x"}`,
+    `{"type":"otp.submit","value":${code}x}`,
+  ]) {
+    const e = await expectError(raw(text), ['bad_json']);
+    assert.ok(!e.message.includes(code), `the error quotes the code: ${e.message}`);
+  }
+  assert.ok(!(await conn()).frames.some((f) => (f.text ?? '').includes(code)), 'no frame holds the code');
+});
