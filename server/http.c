@@ -609,6 +609,9 @@ const struct lws_protocols jw_http_protocol = {
     .name = "http",
     .callback = callback_http,
     .per_session_data_size = sizeof(struct session),
+    /* A send() may take a whole response chunk or Supabase event (lws would otherwise cut
+     * sends to the 4 KiB it reads in, for protocols without an rx_buffer_size). */
+    .tx_packet_size = 65536,
 };
 
 /* lws prepends each entry, so the list is walked from the last one. */

@@ -1236,6 +1236,9 @@ const struct lws_protocols jw_ws_protocol = {
     .callback = callback_ws,
     .per_session_data_size = sizeof(conn),
     .rx_buffer_size = RX_CHUNK,
+    /* Without it lws cuts every send() to rx_buffer_size: a 64 KiB frame would leave
+     * in 64 pieces, each a syscall and a trip through lws' own buffer list. */
+    .tx_packet_size = 4 * OUT_FRAME,
 };
 
 /* ---- life cycle ------------------------------------------------------------------- */

@@ -1,6 +1,7 @@
 // publish.mjs - the publisher for the peers of scripts/bench-ws.
 //
 //   node publish.mjs --target nchan|ws --port P --jobs-file F --rate N --duration S [--size B]
+//                    [--window N]
 //
 // Sends --rate delta-shaped messages per second in total, round-robin over the jobs of
 // --jobs-file, for --duration seconds, each shaped like a jobwire delta:
@@ -8,11 +9,13 @@
 //    "table":"job_steps","op":"UPDATE","row":{"pad":"..."}}
 // padded to about --size bytes (default 600, a jobwire delta's size). ts is the
 // wall clock (Date.now) refined with the monotonic clock, in microseconds.
-// nchan: POST http://127.0.0.1:P/pub/<job>, keep-alive, at most one request in flight
-// per channel (so nchan sees each channel's messages in order). ws: one WebSocket to
+// nchan: POST http://127.0.0.1:P/pub/<job>, keep-alive; with --window N (N > 1) pipelined,
+// up to N requests in flight on one connection per channel, else at most one in flight
+// per channel (either way nchan sees each channel's messages in order). ws: one WebSocket to
 // ws://127.0.0.1:P/pub. Prints "published N in S s (R/s), behind M" on stderr.
 import fs from 'node:fs';
 import http from 'node:http';
+import net from 'node:net';
 import WebSocket from 'ws';
 
 const args = Object.fromEntries(
@@ -24,6 +27,7 @@ const jobs = fs.readFileSync(args['jobs-file'], 'utf8').split('\n').map((s) => s
 const rate = Number(args.rate);
 const duration = Number(args.duration);
 const size = Number(args.size || 600);
+const window = Number(args.window || 1); // nchan: POSTs in flight per channel (pipelined)
 if (!['nchan', 'ws'].includes(target) || !(port > 0) || !jobs.length || !(rate > 0) || !(duration > 0)) {
   process.stderr.write('usage: node publish.mjs --target nchan|ws --port P --jobs-file F --rate N --duration S [--size B]\n');
   process.exit(2);
@@ -47,6 +51,62 @@ if (target === 'ws') {
   ws = new WebSocket(`ws://127.0.0.1:${port}/pub`, { perMessageDeflate: false });
   await new Promise((res, rej) => ws.once('open', res).once('error', rej));
   send = (job) => ws.send(message(job));
+} else if (window > 1) {
+  // Pipelined: one keep-alive connection per channel, up to --window POSTs in flight on
+  // it. nginx answers the requests of a connection in order, so each channel still sees
+  // its messages in seq order, and the publisher is not held to one round trip each.
+  const conns = new Map();
+  const open = (job) => {
+    const sock = net.connect(port, '127.0.0.1');
+    sock.setNoDelay(true);
+    const c = { sock, inflight: 0, queued: 0, buf: Buffer.alloc(0), need: -1 };
+    sock.on('error', (e) => {
+      process.stderr.write(`publish: ${e.message}\n`);
+      process.exit(1);
+    });
+    sock.on('data', (d) => {
+      c.buf = c.buf.length ? Buffer.concat([c.buf, d]) : d;
+      // Each answer: headers up to a blank line, then Content-Length bytes.
+      for (;;) {
+        if (c.need < 0) {
+          const end = c.buf.indexOf('\r\n\r\n');
+          if (end < 0) break;
+          const head = c.buf.subarray(0, end).toString('latin1');
+          if (!/^HTTP\/1\.1 20[0-9]/.test(head)) {
+            process.stderr.write(`publish: ${head.split('\r\n')[0]}\n`);
+            process.exit(1);
+          }
+          const m = /\r\ncontent-length: *(\d+)/i.exec(head);
+          c.need = m ? Number(m[1]) : 0;
+          c.buf = c.buf.subarray(end + 4);
+        }
+        if (c.buf.length < c.need) break;
+        c.buf = c.buf.subarray(c.need);
+        c.need = -1;
+        c.inflight--;
+        while (c.queued > 0 && c.inflight < window) {
+          c.queued--;
+          write(job, c);
+        }
+      }
+    });
+    conns.set(job, c);
+    return c;
+  };
+  const write = (job, c) => {
+    const body = message(job);
+    c.inflight++;
+    c.sock.write(`POST /pub/${job} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+  };
+  for (const j of jobs) open(j);
+  await Promise.all([...conns.values()].map((c) => new Promise((res) => c.sock.once('connect', res))));
+  send = (job) => {
+    const c = conns.get(job);
+    if (c.inflight >= window) {
+      c.queued++;
+      behind++;
+    } else write(job, c);
+  };
 } else {
   const agent = new http.Agent({ keepAlive: true, maxSockets: 256 });
   const queued = new Map(jobs.map((j) => [j, 0]));
