@@ -1775,7 +1775,8 @@ static int recover_job(jw_engine *e, const json_t *item, char *err, size_t errle
     }
     j->cancel_requested = json_is_true(json_object_get(row, "cancel_requested"));
     j->seq = j->committed_seq = json_integer_value(json_object_get(item, "last_seq"));
-    e->stats.jobs_live++;
+    if (!job_terminal(j)) /* a finished one is adopted to be retried: not live until then */
+        e->stats.jobs_live++;
 
     {
         /* The committed view starts as the rows read back; last_seq is the

@@ -1135,6 +1135,38 @@ static void test_recovery_asks_again_for_typed_otp(void **state)
     assert_string_equal(pending_call("gyftr_login")->otp, "246810");
 }
 
+/*
+ * The API retries a job that failed before a restart by adopting its rows
+ * (jw_engine_recover) and retrying it: the failed job is not a running one
+ * until the retry, so the live-jobs gauge counts it once.
+ */
+static void test_adopted_failed_job_counts_live_once(void **state)
+{
+    char id[JW_UUID_LEN + 1], err[256];
+    jw_engine_stats st;
+    json_t *loaded = json_array();
+
+    (void)state;
+    create(id, 1);
+    reply_ok(pending_call("gyftr_login"));
+    reply_ok(pending_call("amazon_login"));
+    reply_error(pending_call("availability_check"), false, "no vouchers today");
+    assert_string_equal(JOB(id, "status"), "failed");
+    json_array_append_new(loaded, as_loaded(id));
+    restart_engine(loaded);
+    jw_engine_get_stats(F.e, &st);
+    assert_int_equal(st.jobs_live, 0);
+    assert_int_equal(jw_engine_retry(F.e, id, NULL, NULL, err, sizeof(err)), 0);
+    commit_all();
+    jw_engine_get_stats(F.e, &st);
+    assert_int_equal(st.jobs_live, 1);
+    run_ok();
+    assert_string_equal(JOB(id, "status"), "completed");
+    jw_engine_get_stats(F.e, &st);
+    assert_int_equal(st.jobs_live, 0);
+    assert_gapless(id);
+}
+
 static void test_refused_batch_halts_job(void **state)
 {
     char id[JW_UUID_LEN + 1], err[256];
@@ -1381,6 +1413,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cancel_with_payment_in_flight, setup, teardown),
         cmocka_unit_test_setup_teardown(test_recovery_resumes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_recovery_asks_again_for_typed_otp, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_adopted_failed_job_counts_live_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refused_batch_halts_job, setup, teardown),
         cmocka_unit_test_setup_teardown(test_login_reused_until_expiry, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sessions_survive_restart, setup, teardown),
