@@ -330,6 +330,8 @@ static void push_delta(conn *c, subscriber *sub, msg *m, job_entry *j)
     push(c, m, j, true);
 }
 
+static void resync_from_db(conn *c, job_entry *j, subscriber *sub);
+
 /* Builds the snapshots this connection is owed, now that it can take them. */
 static void pay_resyncs(conn *c)
 {
@@ -346,6 +348,8 @@ static void pay_resyncs(conn *c)
         if (snap) {
             push(c, snap, j, false);
             msg_unref(snap);
+        } else {
+            resync_from_db(c, j, sub); /* it finished and left memory meanwhile */
         }
     }
     if (!c->resyncs_owed)
@@ -513,6 +517,7 @@ typedef struct ws_op {
     int64_t since; /* -1: none */
     int64_t upto;  /* REPLAY: the last seq read from job_events */
     enum { OP_SUBSCRIBE, OP_REPLAY } kind;
+    const char *reason; /* SUBSCRIBE: the snapshot's "reason" (a constant), or NULL */
 } ws_op;
 
 static ws_op *new_op(struct conn *c, json_t *ref);
@@ -629,6 +634,31 @@ static void read_for(conn *c, jw_read_kind kind, int n, const char **params, ws_
 }
 
 /*
+ * The job is not in the engine's memory: it finished before this process
+ * started, or finished more than --finished-job-ttl ago (or is unknown). Its
+ * state is read from PostgreSQL and answered by on_subscribe_read: an ack
+ * when since is its last seq, else a snapshot. Meanwhile the subscription
+ * waits like one being replayed.
+ */
+static void subscribe_from_db(conn *c, subscriber *sub, const char *job_id, int64_t since,
+                              json_t *ref, const char *reason)
+{
+    const char *params[1] = {job_id};
+    ws_op *op = new_op(c, ref);
+
+    snprintf(op->job, sizeof(op->job), "%s", job_id);
+    op->since = since;
+    op->reason = reason;
+    sub->replaying = true;
+    read_for(c, JW_READ_JOB, 1, params, op);
+}
+
+static void resync_from_db(conn *c, job_entry *j, subscriber *sub)
+{
+    subscribe_from_db(c, sub, j->id, -1, NULL, "resync");
+}
+
+/*
  * Subscribes c to a job running in this process. The subscription exists
  * from here on (it counts toward the limit, unsubscribe finds it); a replay
  * from the journal marks it replaying, so live deltas wait until the replay
@@ -736,6 +766,8 @@ static void on_subscribe_read(jw_ws *hub, ws_op *op, jw_read *r)
     json_object_set_new(doc, "job_id", json_string(op->job));
     if (op->ref)
         json_object_set(doc, "ref", op->ref);
+    if (op->reason)
+        json_object_set_new(doc, "reason", json_string(op->reason));
     send_msg(c, msg_json(doc));
 }
 
@@ -773,7 +805,10 @@ static void on_replay_read(jw_ws *hub, ws_op *op, jw_read *r)
     if (!events || expect != op->upto + 1 || current < op->upto ||
         !replay_covers(j, op->upto, current)) {
         json_decref(events);
-        send_snapshot(c, op->job, op->ref);
+        if (current < 0) /* it finished and left memory during the read */
+            subscribe_from_db(c, sub, op->job, op->since, op->ref, NULL);
+        else
+            send_snapshot(c, op->job, op->ref);
         return;
     }
     json_array_foreach(events, i, ev)
@@ -856,16 +891,8 @@ static void h_subscribe(conn *c, json_t *m, json_t *ref)
         subscribe_from_memory(c, job, since, ref);
         return;
     }
-    {
-        /* Not running here: finished before this process, or unknown. */
-        const char *params[1] = {job};
-        ws_op *op = new_op(c, ref);
-
-        snprintf(op->job, sizeof(op->job), "%s", job);
-        op->since = since;
-        add_sub(c, job_get(hub, job, true))->replaying = true;
-        read_for(c, JW_READ_JOB, 1, params, op);
-    }
+    /* Not in memory: finished (before this process, or long enough ago), or unknown. */
+    subscribe_from_db(c, add_sub(c, job_get(hub, job, true)), job, since, ref, NULL);
 }
 
 static void h_unsubscribe(conn *c, json_t *m, json_t *ref)
