@@ -25,7 +25,14 @@
 #define MAX_QUEUE_BYTES ((size_t)hub_cfg(c)->ws_max_queue)
 #define MAX_OVER_US ((int64_t)hub_cfg(c)->ws_slow_close_s * 1000000)
 #define AUTH_DEADLINE_US ((int64_t)hub_cfg(c)->ws_auth_timeout_s * 1000000)
-#define RX_CHUNK 16384 /* lws hands client frames over in chunks of this size */
+/*
+ * lws gives every connection a receive buffer of this size for its lifetime and
+ * hands client frames over in chunks of it; ws_rx gathers longer messages. Client
+ * messages are small (a subscribe is ~100 bytes), and 16 KiB per connection was
+ * 160 MiB of heap for 10,000 clients, which churn kept turning into RSS
+ * (scripts/soak, docs/benchmarks.md).
+ */
+#define RX_CHUNK 4096
 #define RING 64
 #define OUT_FRAME 65536    /* messages gathered into one frame, unless one is bigger */
 #define MAX_JOBS_IDLE 1024 /* jobs kept with a ring but no subscriber (~45 KB each, full) */
