@@ -1500,7 +1500,7 @@ int main(int argc, char **argv)
             churn_tick();
             next_churn += 1000000;
         }
-        if (t_ready && S.report > 0 && t >= next_tick) {
+        if (t_ready && S.report > 0 && t >= next_tick && t < t_end) {
             print_tick((double)(t - t_ready) / 1e6);
             next_tick += (int64_t)(S.report * 1e6);
         }
