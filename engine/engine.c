@@ -193,6 +193,8 @@ struct job {
 
     view_row *view;
     size_t nview, capview;
+
+    jw_timer evict; /* finished: leaves memory when it fires */
 };
 
 /* A user's provider session of one type, reusable across jobs. */
@@ -259,6 +261,7 @@ static uint64_t elapsed_us(int64_t from, int64_t to)
 
 static void advance(job *j);
 static void flush(jw_engine *e);
+static void arm_eviction(job *j);
 static void validation_progress(job *j);
 static void step_attempt_failed(step *s, bool retryable, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -500,8 +503,10 @@ static bool job_set(job *j, job_status to)
     if (!was_done && job_terminal(j)) {
         j->e->stats.jobs_live--;
         j->e->stats.jobs_finished++;
+        arm_eviction(j);
     } else if (was_done && !job_terminal(j)) {
         j->e->stats.jobs_live++; /* a retry */
+        jw_timers_cancel(j->e->p.timers, &j->evict);
     }
     touch_job(j);
     return true;
@@ -1441,6 +1446,49 @@ void jw_engine_on_commit(jw_engine *e, jw_batch *b)
     flush(e);
 }
 
+/* ---- eviction of finished jobs --------------------------------------------------- */
+
+static void free_job(job *j);
+
+static void evict_fired(jw_timer *t, void *arg)
+{
+    job *j = arg;
+    jw_engine *e = j->e;
+
+    (void)t;
+    if (!job_terminal(j) || j->halted)
+        return; /* retried (cannot happen: the retry disarmed it), or kept for the restart */
+    if (j->inflight || j->open || j->acts || j->queued) {
+        /* Its last batch has not committed yet (PostgreSQL away that long): later. */
+        arm_eviction(j);
+        return;
+    }
+    /* Nothing may point at the job once it is gone: its calls, its OTP requests. */
+    for (size_t i = 0; i < j->nsteps; i++)
+        drop_call(j->steps[i]);
+    for (size_t i = 0; i < j->notps; i++)
+        jw_map_del(&e->otps, j->otps[i]->id);
+    jw_map_del(&e->jobs, j->id);
+    e->stats.jobs_evicted++;
+    jw_log_debug("engine: finished job left memory job=%s status=%s seq=%" PRId64, j->id,
+                 job_names[j->status], j->committed_seq);
+    free_job(j);
+}
+
+/*
+ * A finished job is read from PostgreSQL once it has been finished for
+ * finished_job_ttl_ms: it stops costing memory (about 30 KB for a job of 4
+ * transactions) however long the server runs.
+ */
+static void arm_eviction(job *j)
+{
+    jw_engine *e = j->e;
+
+    if (e->cfg.finished_job_ttl_ms > 0)
+        jw_timers_arm(e->p.timers, &j->evict, now_us(e) + e->cfg.finished_job_ttl_ms * 1000,
+                      evict_fired, j);
+}
+
 /* ---- commands ------------------------------------------------------------------ */
 
 static job *new_job(jw_engine *e, const char *id, const char *user)
@@ -1688,6 +1736,7 @@ const char *jw_engine_otp_job(jw_engine *e, const char *otp_request_id)
 void jw_engine_get_stats(jw_engine *e, jw_engine_stats *out)
 {
     *out = e->stats;
+    out->jobs_in_memory = e->jobs.count;
 }
 
 const jw_engine_hists *jw_engine_get_hists(jw_engine *e)
@@ -1776,7 +1825,10 @@ static int recover_job(jw_engine *e, const json_t *item, char *err, size_t errle
     }
     j->cancel_requested = json_is_true(json_object_get(row, "cancel_requested"));
     j->seq = j->committed_seq = json_integer_value(json_object_get(item, "last_seq"));
-    e->stats.jobs_live++;
+    if (job_terminal(j))
+        arm_eviction(j); /* adopted to be retried: leaves again unless it is */
+    else
+        e->stats.jobs_live++;
 
     {
         /* The committed view starts as the rows read back; last_seq is the
@@ -2004,6 +2056,7 @@ static void free_job(job *j)
 {
     jw_timers *q = j->e->p.timers;
 
+    jw_timers_cancel(q, &j->evict);
     for (size_t i = 0; i < j->nsteps; i++) {
         jw_timers_cancel(q, &j->steps[i]->timer);
         json_decref(j->steps[i]->data);

@@ -66,6 +66,15 @@ typedef struct jw_engine_config {
      */
     const uint8_t *session_key;
     int64_t session_margin_ms; /* a session this close to expiry is not reused; 0: 60 s */
+    /*
+     * A finished job (completed, failed, cancelled) leaves memory this long
+     * after it finished, once its last batch committed; from then on it is
+     * read from PostgreSQL, as one that finished before a restart (a retry
+     * adopts it again through jw_engine_recover). A job retried meanwhile
+     * stays. 0: finished jobs stay until jw_engine_free (unit tests; the
+     * server always sets it: --finished-job-ttl).
+     */
+    int64_t finished_job_ttl_ms;
 } jw_engine_config;
 
 jw_engine *jw_engine_new(const jw_engine_config *cfg, const jw_engine_ports *ports);
@@ -78,6 +87,8 @@ void jw_engine_free(jw_engine *e);
  * re-armed, calls that were in flight re-issued with the same idempotency
  * key, an OTP that was typed but not yet verified asked for again (its value
  * was never stored). Returns how many jobs it resumed, or a JW_E* code.
+ * A finished job may be given too (a failed one, to retry it): it is kept
+ * as it is, and leaves memory again after finished_job_ttl_ms unless retried.
  */
 int jw_engine_recover(jw_engine *e, const json_t *loaded, char *err, size_t errlen);
 
@@ -174,9 +185,11 @@ bool jw_engine_has_job(jw_engine *e, const char *job_id);
 const char *jw_engine_otp_job(jw_engine *e, const char *otp_request_id);
 
 typedef struct jw_engine_stats {
-    uint64_t jobs_live;     /* in memory, not finished */
-    uint64_t jobs_finished; /* since start */
-    uint64_t deltas;        /* emitted */
+    uint64_t jobs_live;      /* in memory, not finished */
+    uint64_t jobs_finished;  /* since start */
+    uint64_t jobs_in_memory; /* running, and finished ones not yet evicted */
+    uint64_t jobs_evicted;   /* finished jobs dropped from memory, since start */
+    uint64_t deltas;         /* emitted */
     uint64_t batches_inflight;
     uint64_t provider_calls;
     /* OTP requests and what became of them, since start. */

@@ -171,6 +171,7 @@ int jw_app_new(jw_app **out, const jw_config *cfg, struct lws_context *ctx, jw_h
     ecfg.otp_timeout_payment_ms = (int64_t)cfg->otp_timeout_payment_s * 1000;
     ecfg.provider_timeout_ms = cfg->provider_timeout_ms;
     ecfg.retry_delay_scale = cfg->retry_scale;
+    ecfg.finished_job_ttl_ms = (int64_t)cfg->finished_job_ttl_s * 1000;
     ecfg.session_key = cfg->has_secret_key ? cfg->secret_key : NULL;
     app->engine = jw_engine_new(&ecfg, &ports);
     app->ws = jw_ws_new(app);

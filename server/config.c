@@ -68,6 +68,8 @@ static int parse_provider_timeout(jw_config *c, const char *v, const char *name,
                                   size_t errlen);
 static int parse_retry_scale(jw_config *c, const char *v, const char *name, char *err,
                              size_t errlen);
+static int parse_finished_job_ttl(jw_config *c, const char *v, const char *name, char *err,
+                                  size_t errlen);
 static int parse_ws_max_frame(jw_config *c, const char *v, const char *name, char *err,
                               size_t errlen);
 static int parse_ws_max_subs(jw_config *c, const char *v, const char *name, char *err,
@@ -248,6 +250,16 @@ static const struct setting settings[] = {
         .def = "1",
         .help = "Multiplies every retry delay, 0.001..100 (tests use a small factor).",
         .parse = parse_retry_scale,
+    },
+    {
+        .flag = "finished-job-ttl",
+        .env = "JOBWIRE_FINISHED_JOB_TTL",
+        .metavar = "SECONDS",
+        .def = "300",
+        .help = "How long a finished job stays in memory after it finished, 1..86400 s; then "
+                "it is read from PostgreSQL (GET, subscribe, retry) like one that finished "
+                "before a restart.",
+        .parse = parse_finished_job_ttl,
     },
     {
         .flag = "ws-max-frame",
@@ -1149,6 +1161,18 @@ static int parse_otp_payment(jw_config *c, const char *v, const char *name, char
                              size_t errlen)
 {
     return parse_seconds(&c->otp_timeout_payment_s, v, name, err, errlen);
+}
+
+static int parse_finished_job_ttl(jw_config *c, const char *v, const char *name, char *err,
+                                  size_t errlen)
+{
+    long n;
+
+    if (!parse_long(v, 1, 86400, &n))
+        return fail(err, errlen, "%s must be a whole number of seconds 1..86400 (got \"%s\")", name,
+                    v);
+    c->finished_job_ttl_s = (int)n;
+    return 0;
 }
 
 static int parse_provider_timeout(jw_config *c, const char *v, const char *name, char *err,

@@ -81,6 +81,7 @@ typedef struct jw_config {
     int otp_timeout_payment_s; /* 1..3600 */
     int provider_timeout_ms;   /* 100..300000 */
     double retry_scale;        /* multiplies every retry delay, 0.001..100 */
+    int finished_job_ttl_s;    /* a finished job leaves memory this long after, 1..86400 */
 
     /* jobwire.v1 limits (docs/protocol.md) */
     int ws_max_frame;         /* bytes of one client message, 1024..1048576 */

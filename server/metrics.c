@@ -17,6 +17,36 @@
 #include <time.h>
 #include <unistd.h>
 
+/* ---- the process heap ------------------------------------------------------------ */
+
+/*
+ * glibc's heap as a whole (every thread's arena): what is allocated, and what
+ * the heap holds from the system. Next to RSS they tell a leak (in use grows)
+ * from pages touched for the first time (RSS grows towards the held figure
+ * while in use stays level): memory allocated but not yet written, or freed
+ * and reused at other addresses. mallinfo2 locks each arena in turn and walks
+ * its free lists: a scrape's worth of work.
+ */
+static void write_heap(jw_buf *b)
+{
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33))
+    struct mallinfo2 mi = mallinfo2();
+
+    jw_buf_addf(b,
+                "# HELP jobwire_heap_inuse_bytes Bytes allocated with malloc and not freed "
+                "(glibc, every arena).\n# TYPE jobwire_heap_inuse_bytes gauge\n"
+                "jobwire_heap_inuse_bytes %zu\n",
+                mi.uordblks + mi.hblkhd);
+    jw_buf_addf(b,
+                "# HELP jobwire_heap_held_bytes Bytes the heap holds from the system, in use "
+                "or free; RSS counts the pages of it ever touched.\n"
+                "# TYPE jobwire_heap_held_bytes gauge\njobwire_heap_held_bytes %zu\n",
+                mi.arena + mi.hblkhd);
+#else
+    (void)b;
+#endif
+}
+
 /* ---- OTP outcomes and histograms (issue 6) ------------------------------------ */
 
 static void put_counter(jw_buf *b, const char *name, const char *help, uint64_t v)
@@ -47,15 +77,10 @@ static long open_fds(void)
     return n - 3; /* ".", ".." and the directory's own descriptor */
 }
 
-/*
- * The process itself, under the names Prometheus client libraries use, plus
- * the heap malloc holds for jobwire: resident memory beyond it is freed heap
- * not yet returned, libraries and stacks.
- */
+/* The process itself, under the names Prometheus client libraries use. */
 static void write_process(jw_buf *b)
 {
     long page = sysconf(_SC_PAGESIZE), size = 0, resident = 0;
-    struct mallinfo2 mi = mallinfo2();
     struct timespec cpu;
     FILE *f = fopen("/proc/self/statm", "r");
 
@@ -73,12 +98,6 @@ static void write_process(jw_buf *b)
           (double)cpu.tv_sec + (double)cpu.tv_nsec / 1e9);
     gauge(b, "process_open_fds", "gauge", "Open file descriptors (connections among them).",
           (double)open_fds());
-    gauge(b, "jobwire_heap_allocated_bytes", "gauge",
-          "Bytes malloc has handed out and not yet been given back (mallinfo2).",
-          (double)(mi.uordblks + mi.hblkhd));
-    gauge(b, "jobwire_heap_free_bytes", "gauge",
-          "Bytes malloc holds free for reuse, not returned to the system (mallinfo2).",
-          (double)mi.fordblks);
 }
 
 static void write_histograms(jw_buf *b, jw_app *app, const jw_store_stats *db,
@@ -176,6 +195,12 @@ void jw_metrics_handle(jw_http_ctx *ctx, jw_http_request *req)
             {"jobwire_jobs_live", "gauge", "Jobs running in this process.", (double)en.jobs_live},
             {"jobwire_jobs_finished_total", "counter",
              "Jobs that reached completed, failed or cancelled.", (double)en.jobs_finished},
+            {"jobwire_jobs_in_memory", "gauge",
+             "Jobs in the engine's memory: running, and finished within --finished-job-ttl.",
+             (double)en.jobs_in_memory},
+            {"jobwire_jobs_evicted_total", "counter",
+             "Finished jobs dropped from memory after --finished-job-ttl.",
+             (double)en.jobs_evicted},
             {"jobwire_deltas_total", "counter", "Changes (deltas) the engine emitted.",
              (double)en.deltas},
             {"jobwire_deltas_published_total", "counter", "Committed deltas handed to the fan-out.",
@@ -250,6 +275,7 @@ void jw_metrics_handle(jw_http_ctx *ctx, jw_http_request *req)
             jw_buf_addf(&b, "# HELP %s %s\n# TYPE %s %s\n%s %.17g\n", rows[i].name, rows[i].help,
                         rows[i].name, rows[i].type, rows[i].name, rows[i].value);
     }
+    write_heap(&b);
     write_histograms(&b, app, &db, &en);
     write_process(&b);
     jw_http_reply(req, 200, "text/plain; version=0.0.4; charset=utf-8", b.data, b.len);

@@ -25,7 +25,14 @@
 #define MAX_QUEUE_BYTES ((size_t)hub_cfg(c)->ws_max_queue)
 #define MAX_OVER_US ((int64_t)hub_cfg(c)->ws_slow_close_s * 1000000)
 #define AUTH_DEADLINE_US ((int64_t)hub_cfg(c)->ws_auth_timeout_s * 1000000)
-#define RX_CHUNK 1024 /* lws hands client frames over in chunks of this size */
+/*
+ * lws gives every connection a receive buffer of this size for its lifetime and
+ * hands client frames over in chunks of it; ws_rx gathers longer messages. Client
+ * messages are small (a subscribe is ~100 bytes): 16 KiB per connection was 160 MiB
+ * of heap for 10,000 clients, which churn kept turning into RSS (scripts/soak), and
+ * two touched pages of it per idle subscriber (scripts/bench-ws idle).
+ */
+#define RX_CHUNK 1024
 #define RING 64
 #define OUT_FRAME 65536    /* messages gathered into one frame, unless one is bigger */
 #define MAX_JOBS_IDLE 1024 /* jobs kept with a ring but no subscriber (~45 KB each, full) */
@@ -414,6 +421,8 @@ static void push_delta(conn *c, subscriber *sub, msg *m, job_entry *j)
     push(c, NULL, m, j, true);
 }
 
+static void resync_from_db(conn *c, job_entry *j, subscriber *sub);
+
 /* Builds the snapshots this connection is owed, now that it can take them. */
 static void pay_resyncs(conn *c)
 {
@@ -425,7 +434,8 @@ static void pay_resyncs(conn *c)
             continue;
         sub->resync = false;
         c->resyncs_owed--;
-        queue_snapshot(c, j, j->id, NULL, "resync", j);
+        if (!queue_snapshot(c, j, j->id, NULL, "resync", j))
+            resync_from_db(c, j, sub); /* it finished and left memory meanwhile */
     }
     if (!c->resyncs_owed)
         c->over_since = 0;
@@ -595,6 +605,7 @@ typedef struct ws_op {
     int64_t since; /* -1: none */
     int64_t upto;  /* REPLAY: the last seq read from job_events */
     enum { OP_SUBSCRIBE, OP_REPLAY } kind;
+    const char *reason; /* SUBSCRIBE: the snapshot's "reason" (a constant), or NULL */
 } ws_op;
 
 static ws_op *new_op(struct conn *c, json_t *ref);
@@ -708,6 +719,31 @@ static void read_for(conn *c, jw_read_kind kind, int n, const char **params, ws_
 }
 
 /*
+ * The job is not in the engine's memory: it finished before this process
+ * started, or finished more than --finished-job-ttl ago (or is unknown). Its
+ * state is read from PostgreSQL and answered by on_subscribe_read: an ack
+ * when since is its last seq, else a snapshot. Meanwhile the subscription
+ * waits like one being replayed.
+ */
+static void subscribe_from_db(conn *c, subscriber *sub, const char *job_id, int64_t since,
+                              json_t *ref, const char *reason)
+{
+    const char *params[1] = {job_id};
+    ws_op *op = new_op(c, ref);
+
+    snprintf(op->job, sizeof(op->job), "%s", job_id);
+    op->since = since;
+    op->reason = reason;
+    sub->replaying = true;
+    read_for(c, JW_READ_JOB, 1, params, op);
+}
+
+static void resync_from_db(conn *c, job_entry *j, subscriber *sub)
+{
+    subscribe_from_db(c, sub, j->id, -1, NULL, "resync");
+}
+
+/*
  * Subscribes c to a job running in this process. The subscription exists
  * from here on (it counts toward the limit, unsubscribe finds it); a replay
  * from the journal marks it replaying, so live deltas wait until the replay
@@ -814,7 +850,7 @@ static void on_subscribe_read(jw_ws *hub, ws_op *op, jw_read *r)
     {
         /* The same layout as a snapshot from memory, only not shared. */
         char *text = json_dumps(doc, JSON_COMPACT);
-        msg *head = snapshot_head(op->job, op->ref, NULL), *body;
+        msg *head = snapshot_head(op->job, op->ref, op->reason), *body;
 
         json_decref(doc);
         if (!text || text[0] != '{')
@@ -822,7 +858,7 @@ static void on_subscribe_read(jw_ws *hub, ws_op *op, jw_read *r)
         body = msg_new(text + 1, strlen(text + 1));
         free(text);
         if (!c->closing)
-            push(c, head, body, NULL, false);
+            push(c, head, body, op->reason ? job_get(hub, op->job, false) : NULL, false);
         msg_unref(head);
         msg_unref(body);
     }
@@ -862,7 +898,10 @@ static void on_replay_read(jw_ws *hub, ws_op *op, jw_read *r)
     if (!events || expect != op->upto + 1 || current < op->upto ||
         !replay_covers(j, op->upto, current)) {
         json_decref(events);
-        send_snapshot(c, j, op->job, op->ref);
+        if (current < 0) /* it finished and left memory during the read */
+            subscribe_from_db(c, sub, op->job, op->since, op->ref, NULL);
+        else
+            send_snapshot(c, j, op->job, op->ref);
         return;
     }
     json_array_foreach(events, i, ev)
@@ -945,16 +984,8 @@ static void h_subscribe(conn *c, json_t *m, json_t *ref)
         subscribe_from_memory(c, job, since, ref);
         return;
     }
-    {
-        /* Not running here: finished before this process, or unknown. */
-        const char *params[1] = {job};
-        ws_op *op = new_op(c, ref);
-
-        snprintf(op->job, sizeof(op->job), "%s", job);
-        op->since = since;
-        add_sub(c, job_get(hub, job, true))->replaying = true;
-        read_for(c, JW_READ_JOB, 1, params, op);
-    }
+    /* Not in memory: finished (before this process, or long enough ago), or unknown. */
+    subscribe_from_db(c, add_sub(c, job_get(hub, job, true)), job, since, ref, NULL);
 }
 
 static void h_unsubscribe(conn *c, json_t *m, json_t *ref)

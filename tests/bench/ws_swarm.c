@@ -23,6 +23,19 @@
  *   In nchan/plain the baseline is seq 0: the publisher starts at seq 1 after
  *   every connection is ready, so a lost first message counts as missing.
  *
+ * Soak mode (jobwire, scripts/soak): --jobs-at-once N keeps N jobs running
+ * (N slots; when a subscriber sees a slot's job row turn completed, failed or
+ * cancelled, a creator thread makes the slot's next job, and the slot's
+ * connections subscribe to it and unsubscribe from the finished one);
+ * --churn PCT closes PCT% of the connections at random every second (half
+ * with a close frame, half without) and reconnects them at once, resuming
+ * every subscription with "since" = the last seq seen, so a resumed stream is
+ * checked for gaps and duplicates across reconnects like a live one. A
+ * connection the server closed, or that failed to connect, is reconnected a
+ * second later the same way, and counted. --report S prints a TICK line of
+ * running counters every S seconds. Replayed deltas (between a resume and its
+ * ack) are counted but kept out of the latency figures.
+ *
  * Not done: Sec-WebSocket-Accept is not checked (the 101 status is); server
  * frames must be unmasked (RFC 6455); permessage-deflate is not offered.
  *
@@ -31,6 +44,7 @@
  *        [--subs-per-job N] [--duration S] [--ramp CONN_PER_S]
  *        [--server-pid PID] [--ready-file F] [--label NAME]
  *        [--wave-interval-ms MS] [--drain S] [--tx N] [--creators N]
+ *        [--jobs-at-once N] [--jobs-ramp S] [--churn PCT] [--report S]
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -57,7 +71,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define HEAD 256 /* bytes of a split line kept: enough for type, job_id, seq, ts */
+#define HEAD 320 /* bytes of a line read: type, job_id, seq, ts; a job row's status */
 #define TAIL 192 /* bytes of a split line's end kept: a snapshot's seq, type, job_id */
 #define NSUB 16  /* jobs one connection follows at once (ring by wave) */
 #define RXBUF (1 << 20)
@@ -68,7 +82,8 @@ enum { ST_CONNECTING, ST_HANDSHAKE, ST_OPEN, ST_CLOSED };
 enum { MODE_JOBWIRE, MODE_NCHAN, MODE_PLAIN };
 
 typedef struct {
-    int32_t job; /* index in jobs[], -1 free */
+    int32_t job;      /* index in jobs[], -1 free */
+    uint8_t resuming; /* subscribed with since: deltas until the ack are replays */
     int64_t last;
 } sub;
 
@@ -93,6 +108,7 @@ typedef struct {
     int32_t wave, slot;
     int64_t base; /* lowest baseline seq any connection started from; -1 none */
     int64_t max;  /* highest seq seen */
+    uint8_t done; /* its job row was seen completed, failed or cancelled */
 } job;
 
 static struct {
@@ -118,13 +134,27 @@ static struct {
     int64_t clat_max;
     uint64_t ncommit;
     int close_codes[5000];
-    /* job creation (jobwire --create-jobs) */
+    /* job creation (jobwire --create-jobs, --jobs-at-once) */
     pthread_mutex_t mu;
+    pthread_cond_t want_cv;
     job *pending;
     int npending, cappending;
     volatile int stop_create, create_failed;
     int64_t run_start;
+    /* soak: --jobs-at-once, --churn, --report */
+    int atonce;
+    double churn, report, jobs_ramp;
+    int *want; /* slots waiting for their next job (under mu) */
+    int nwant;
+    int32_t *slot_gen; /* jobs made for each slot so far */
+    int nopen;
+    uint64_t replayed, churned, reconnects, acks, http_errors, jobs_created, jobs_done[3];
 } S;
+
+static int soak_mode(void)
+{
+    return S.atonce > 0 || S.churn > 0;
+}
 
 static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 static void die(const char *fmt, ...)
@@ -341,6 +371,28 @@ static void send_subscribe(conn *c, const job *j, bool unsub)
     send_frame(c, 1, m, (size_t)n);
 }
 
+/*
+ * Subscribes c's subscription k: a fresh one plainly (a snapshot answers), one
+ * that has seen a seq with since = that seq, so the server replays what came
+ * meanwhile and acks (ref k); until the ack its deltas are replays.
+ */
+static void send_resume(conn *c, int k)
+{
+    sub *u = &c->subs[k];
+    char m[200];
+    int n;
+
+    if (u->last < 0) {
+        send_subscribe(c, &S.jobs[u->job], false);
+        return;
+    }
+    n = snprintf(m, sizeof(m),
+                 "{\"type\":\"subscribe\",\"job_id\":\"%s\",\"since\":%" PRId64 ",\"ref\":%d}",
+                 S.jobs[u->job].id, u->last, k);
+    u->resuming = 1;
+    send_frame(c, 1, m, (size_t)n);
+}
+
 /* ---- receiving ------------------------------------------------------------------- */
 
 static int64_t rx_now; /* CLOCK_REALTIME at the current read */
@@ -385,6 +437,55 @@ static sub *find_sub(conn *c, const char *p, const char *e)
 }
 
 /*
+ * A job row's status in [s, e) after the marker (a delta of job_runs, or a
+ * snapshot's "job"): 0 completed, 1 failed, 2 cancelled, -1 running or not
+ * there. The engine writes "status" fourth in a job row, PostgreSQL's jsonb
+ * second: within HEAD either way.
+ */
+static int terminal_status(const char *s, const char *e, const char *marker)
+{
+    static const char *const names[3] = {"completed\"", "failed\"", "cancelled\""};
+    const char *t = memmem(s, (size_t)(e - s), marker, strlen(marker)), *p;
+
+    if (!t || !(p = memmem(t, (size_t)(e - t), "\"status\":\"", 10)))
+        return -1;
+    p += 10;
+    for (int i = 0; i < 3; i++)
+        if ((size_t)(e - p) >= strlen(names[i]) && memcmp(p, names[i], strlen(names[i])) == 0)
+            return i;
+    return -1;
+}
+
+/* Slot k wants its next job (--jobs-at-once): a creator thread makes it. */
+static void want_job(int slot)
+{
+    pthread_mutex_lock(&S.mu);
+    S.want[S.nwant++] = slot; /* at most one outstanding per slot: S.atonce entries */
+    pthread_cond_signal(&S.want_cv);
+    pthread_mutex_unlock(&S.mu);
+}
+
+static void sub_retire(sub *u);
+
+/*
+ * c saw its job u finish (a terminal job row, as a delta or in a snapshot):
+ * the first to see it asks for the slot's next job; c leaves the job.
+ */
+static void job_finished(conn *c, sub *u, int st)
+{
+    job *j = &S.jobs[u->job];
+
+    if (!j->done) {
+        j->done = 1;
+        S.jobs_done[st]++;
+        if (!S.stop_create)
+            want_job(j->slot);
+    }
+    send_subscribe(c, j, true);
+    sub_retire(u);
+}
+
+/*
  * GCC 12 with -fsanitize=undefined inlines on_delta into on_line and then warns
  * that memmem may get a NULL haystack (it cannot: a line is never NULL).
  */
@@ -410,13 +511,15 @@ static void on_delta(conn *c, const char *s, const char *e)
     if (!S.first_rx)
         S.first_rx = rx_now;
     S.last_rx = rx_now;
-    lat = rx_now - ts;
-    if (lat < 0)
-        lat = 0;
-    S.hist[bucket_of(lat)]++;
-    if (lat > S.lat_max)
-        S.lat_max = lat;
-    {
+    if (u->resuming) {
+        S.replayed++; /* sent again after a reconnect: its ts is old */
+    } else {
+        lat = rx_now - ts;
+        if (lat < 0)
+            lat = 0;
+        S.hist[bucket_of(lat)]++;
+        if (lat > S.lat_max)
+            S.lat_max = lat;
         /* "cts" follows "ts" on live jobwire deltas: the commit time. */
         const char *pc = memmem(pt + 5, (size_t)(e - pt - 5), "\"cts\":", 6);
         int64_t cts = int_after(pc ? pc + 6 : NULL, e), clat;
@@ -443,6 +546,12 @@ static void on_delta(conn *c, const char *s, const char *e)
         S.missing += (uint64_t)(seq - u->last - 1);
         u->last = seq;
     }
+    if (S.atonce) {
+        int st = terminal_status(s, e, "\"table\":\"job_runs\"");
+
+        if (st >= 0)
+            job_finished(c, u, st);
+    }
 }
 
 #pragma GCC diagnostic pop
@@ -452,7 +561,7 @@ static void on_delta(conn *c, const char *s, const char *e)
  * "seq" last, after the rows: job_id is read from the line's head, seq from
  * its tail (the last "seq" key there is the top-level one).
  */
-static void on_snapshot(conn *c, const char *h, size_t hn, const char *s, const char *e)
+static void on_snapshot(conn *c, const char *s, const char *e, const char *h, size_t hn)
 {
     const char *p = memmem(h, hn, "\"job_id\":\"", 10), *ps = last_of(s, e, "\"seq\":", 6);
     sub *u = p ? find_sub(c, p + 10, h + hn) : NULL;
@@ -465,11 +574,12 @@ static void on_snapshot(conn *c, const char *h, size_t hn, const char *s, const 
         return;
     }
     j = &S.jobs[u->job];
+    u->resuming = 0;    /* a resume answered with a snapshot: it could not replay */
     if (u->last >= 0) { /* a second snapshot of the same job: a resync */
         S.resyncs++;
         if (seq > u->last)
             S.resync_skipped += (uint64_t)(seq - u->last);
-    } else if (!c->ready && S.create == 0) {
+    } else if (!c->ready && S.create == 0 && S.atonce == 0) {
         c->ready = 1;
         S.nready++;
     }
@@ -479,6 +589,24 @@ static void on_snapshot(conn *c, const char *h, size_t hn, const char *s, const 
         j->max = seq;
     if (seq > u->last)
         u->last = seq;
+    if (S.atonce) {
+        /* Subscribed after it finished: no delta will say so. */
+        int st = terminal_status(h, h + hn, "{\"job\":{");
+
+        if (st >= 0)
+            job_finished(c, u, st);
+    }
+}
+
+/* {"type":"ack","ref":K}: the replay of subscription K is complete. */
+static void on_ack(conn *c, const char *h, size_t hn)
+{
+    const char *p = memmem(h, hn, "\"ref\":", 6);
+    int64_t k = int_after(p ? p + 6 : NULL, h + hn);
+
+    S.acks++;
+    if (k >= 0 && k < NSUB)
+        c->subs[k].resuming = 0;
 }
 
 #define PREFIX(s, n, lit) ((n) >= sizeof(lit) - 1 && memcmp((s), lit, sizeof(lit) - 1) == 0)
@@ -491,7 +619,9 @@ static void on_line(conn *c, const char *h, size_t hn, const char *t, size_t tn)
         on_delta(c, h, h + hn);
     } else if (memmem(t, tn, "\"type\":\"snapshot\"", 17) ||
                memmem(h, hn, "\"type\":\"snapshot\"", 17)) {
-        on_snapshot(c, h, hn, t, t + tn);
+        on_snapshot(c, t, t + tn, h, hn);
+    } else if (PREFIX(h, hn, "{\"type\":\"ack\"")) {
+        on_ack(c, h, hn);
     } else if (PREFIX(h, hn, "{\"type\":\"hello\"")) {
         S.hellos++;
     } else if (PREFIX(h, hn, "{\"type\":\"error\"")) {
@@ -649,6 +779,21 @@ static void on_bytes(conn *c, const char *p, size_t n)
 
 /* ---- connections ------------------------------------------------------------------ */
 
+/* Closes c without counting it (this tool's own decision: churn, the end). */
+static void conn_drop(conn *c)
+{
+    if (c->state == ST_CLOSED)
+        return;
+    if (c->state == ST_OPEN)
+        S.nopen--;
+    c->state = ST_CLOSED;
+    epoll_ctl(S.ep, EPOLL_CTL_DEL, c->fd, NULL);
+    close(c->fd);
+    free(c->hs);
+    c->hs = NULL;
+}
+
+/* A connection that failed (before it opened) or was closed by the server. */
 static void conn_close(conn *c)
 {
     if (c->state == ST_CLOSED)
@@ -657,11 +802,7 @@ static void conn_close(conn *c)
         S.nfailed++;
     else
         S.nclosed++;
-    c->state = ST_CLOSED;
-    epoll_ctl(S.ep, EPOLL_CTL_DEL, c->fd, NULL);
-    close(c->fd);
-    free(c->hs);
-    c->hs = NULL;
+    conn_drop(c);
 }
 
 static void subscribe_initial(conn *c)
@@ -707,11 +848,19 @@ static void on_handshake(conn *c, const char *p, size_t n)
     used = (size_t)(end + 4 - c->hs);
     c->state = ST_OPEN;
     c->in_hdr = 1;
-    if (S.create && !c->ready) {
+    S.nopen++;
+    if ((S.create || S.atonce) && !c->ready) {
         c->ready = 1;
         S.nready++;
     }
-    subscribe_initial(c);
+    if (soak_mode()) {
+        /* A reconnect resumes what it followed; a first connect has nothing yet. */
+        for (int k = 0; k < NSUB && c->state == ST_OPEN; k++)
+            if (c->subs[k].job >= 0)
+                send_resume(c, k);
+    } else {
+        subscribe_initial(c);
+    }
     /* Frames that came with the 101. */
     if (c->state == ST_OPEN && c->hslen > used) {
         char tmp[HS_MAX];
@@ -748,16 +897,26 @@ static void send_upgrade(conn *c)
     send_all(c, req, (size_t)n);
 }
 
-static void conn_open(int i)
+/* Opens connection i; a reconnect (reopen) keeps what it follows and its seqs. */
+static void conn_open_as(int i, bool reopen)
 {
     conn *c = &S.conns[i];
     struct sockaddr_in src = {.sin_family = AF_INET}, dst = {.sin_family = AF_INET};
     struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP, .data.u32 = (uint32_t)i};
     int one = 1;
 
-    memset(c, 0, offsetof(conn, line));
-    for (int k = 0; k < NSUB; k++)
-        c->subs[k].job = -1;
+    if (reopen) {
+        uint8_t ready = c->ready;
+
+        memset(c, 0, offsetof(conn, subs));
+        c->ready = ready;
+        for (int k = 0; k < NSUB; k++)
+            c->subs[k].resuming = 0;
+    } else {
+        memset(c, 0, offsetof(conn, line));
+        for (int k = 0; k < NSUB; k++)
+            c->subs[k].job = -1;
+    }
     c->slot = (uint32_t)(i / S.subs_per_job);
     c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (c->fd < 0)
@@ -780,6 +939,11 @@ static void conn_open(int i)
         return;
     }
     epoll_ctl(S.ep, EPOLL_CTL_ADD, c->fd, &ev);
+}
+
+static void conn_open(int i)
+{
+    conn_open_as(i, false);
 }
 
 static void on_event(conn *c, uint32_t events, char *buf)
@@ -926,12 +1090,96 @@ static void *creator(void *arg)
     return NULL;
 }
 
+/*
+ * --jobs-at-once: a creator takes a slot that wants its next job, creates
+ * it, and hands it to the loop thread. A failed POST is counted, and the
+ * slot is tried again on a fresh HTTP connection.
+ */
+static void *creator_atonce(void *arg)
+{
+    int fd = http_connect();
+
+    (void)arg;
+    for (;;) {
+        char id[40];
+        int slot;
+
+        pthread_mutex_lock(&S.mu);
+        while (!S.nwant && !S.stop_create)
+            pthread_cond_wait(&S.want_cv, &S.mu);
+        if (S.stop_create) {
+            pthread_mutex_unlock(&S.mu);
+            break;
+        }
+        slot = S.want[--S.nwant];
+        pthread_mutex_unlock(&S.mu);
+        if (fd < 0 || http_create(fd, id) != 0) {
+            __atomic_add_fetch(&S.http_errors, 1, __ATOMIC_RELAXED);
+            if (fd >= 0)
+                close(fd);
+            usleep(100000);
+            fd = http_connect();
+            pthread_mutex_lock(&S.mu);
+            S.want[S.nwant++] = slot;
+            pthread_mutex_unlock(&S.mu);
+            continue;
+        }
+        pthread_mutex_lock(&S.mu);
+        if (S.npending == S.cappending) {
+            S.cappending = S.cappending ? S.cappending * 2 : 256;
+            S.pending = xrealloc(S.pending, (size_t)S.cappending * sizeof(job));
+        }
+        snprintf(S.pending[S.npending].id, 40, "%s", id);
+        S.pending[S.npending].wave = 0;
+        S.pending[S.npending].slot = slot;
+        S.npending++;
+        pthread_mutex_unlock(&S.mu);
+        uint64_t one = 1;
+        if (write(S.efd, &one, 8) != 8)
+            die("eventfd write");
+    }
+    if (fd >= 0)
+        close(fd);
+    return NULL;
+}
+
 /* Counts what a subscription missed at its end against the job's highest seq. */
 static void sub_retire(sub *u)
 {
     if (u->job >= 0 && u->last >= 0 && S.jobs[u->job].max > u->last)
         S.tail_missing += (uint64_t)(S.jobs[u->job].max - u->last);
     u->job = -1;
+}
+
+/*
+ * The slot's next job: each of the slot's connections follows it in the next
+ * subscription of its ring (one left unfinished NSUB jobs back is retired and
+ * what it missed counted). A connection that is reconnecting subscribes
+ * when it is back.
+ */
+static void take_slot_job(const char *id, int slot)
+{
+    int gen = S.slot_gen[slot]++;
+    int ji = job_add(id, gen, slot);
+    int lo = slot * S.subs_per_job, hi = lo + S.subs_per_job;
+
+    S.jobs_created++;
+    for (int i = lo; i < hi && i < S.nconns; i++) {
+        conn *c = &S.conns[i];
+        int k = gen % NSUB;
+        sub *u = &c->subs[k];
+
+        if (u->job >= 0) {
+            if (c->state == ST_OPEN)
+                send_subscribe(c, &S.jobs[u->job], true);
+            sub_retire(u);
+        }
+        u->job = ji;
+        u->last = -1;
+        u->resuming = 0;
+        if (c->state == ST_OPEN)
+            send_resume(c, k);
+    }
 }
 
 static void take_created(void)
@@ -952,6 +1200,10 @@ static void take_created(void)
         if (!n)
             return;
         for (int b = 0; b < n; b++) {
+            if (S.atonce) {
+                take_slot_job(batch[b].id, batch[b].slot);
+                continue;
+            }
             int ji = job_add(batch[b].id, batch[b].wave, batch[b].slot);
             int lo = batch[b].slot * S.subs_per_job, hi = lo + S.subs_per_job;
             for (int i = lo; i < hi && i < S.nconns; i++) {
@@ -973,6 +1225,69 @@ static void take_created(void)
     }
 }
 
+/* ---- soak: churn and progress ---------------------------------------------------- */
+
+/*
+ * Once a second: close --churn % of the connections, picked at random, and
+ * reconnect them at once (half say goodbye with a close frame, half just
+ * drop the socket); reconnect those the server closed or that failed.
+ */
+static void churn_tick(void)
+{
+    static double owed;
+    int n;
+
+    for (int i = 0; i < S.nconns; i++) {
+        if (S.conns[i].state == ST_CLOSED) {
+            S.reconnects++;
+            conn_open_as(i, true);
+        }
+    }
+    owed += (double)S.nconns * S.churn / 100.0;
+    n = (int)owed;
+    owed -= n;
+    for (int m = 0; m < n; m++) {
+        conn *c = &S.conns[rng() % (uint32_t)S.nconns];
+
+        if (c->state != ST_OPEN)
+            continue; /* already reconnecting */
+        if (S.churned & 1)
+            send_frame(c, 0x8, "\x03\xe9", 2); /* 1001 going away */
+        S.churned++;
+        conn_drop(c);
+        conn_open_as((int)(c - S.conns), true);
+    }
+}
+
+/* Subscriptions held by open connections. */
+static long open_subs(void)
+{
+    long n = 0;
+
+    for (int i = 0; i < S.nconns; i++)
+        if (S.conns[i].state == ST_OPEN)
+            for (int k = 0; k < NSUB; k++)
+                n += S.conns[i].subs[k].job >= 0;
+    return n;
+}
+
+/* One line of running totals since the start (the run's first line: t_s=0). */
+static void print_tick(double t_s)
+{
+    printf("TICK t_s=%.1f conns_open=%d subs=%ld deliveries=%" PRIu64 " replayed=%" PRIu64
+           " missing=%" PRIu64 " dup=%" PRIu64 " resyncs=%" PRIu64 " snapshots=%" PRIu64
+           " stray=%" PRIu64 " errors=%" PRIu64 " connect_failed=%d server_closed=%d"
+           " churned=%" PRIu64 " reconnects=%" PRIu64 " http_errors=%" PRIu64
+           " jobs_created=%" PRIu64 " jobs_completed=%" PRIu64 " jobs_failed=%" PRIu64
+           " jobs_cancelled=%" PRIu64 " p50_ms=%.2f p99_ms=%.2f\n",
+           t_s, S.nopen, open_subs(), S.deliveries, S.replayed, S.missing, S.dups, S.resyncs,
+           S.snapshots, S.stray, S.errors, S.nfailed, S.nclosed, S.churned, S.reconnects,
+           __atomic_load_n(&S.http_errors, __ATOMIC_RELAXED), S.jobs_created, S.jobs_done[0],
+           S.jobs_done[1], S.jobs_done[2], pct_ms(S.deliveries - S.replayed, 0.50),
+           pct_ms(S.deliveries - S.replayed, 0.99));
+    fflush(stdout);
+}
+
 /* ---- main --------------------------------------------------------------------------- */
 
 static void usage(FILE *f)
@@ -982,10 +1297,17 @@ static void usage(FILE *f)
           "  [--subs-per-job N (10)] [--duration S (10)] [--ramp CONN_PER_S (5000)]\n"
           "  [--server-pid PID] [--ready-file F] [--label NAME]\n"
           "  [--wave-interval-ms MS (0: one wave)] [--drain S (5)] [--tx N (50)]\n"
-          "  [--creators N (4)]\n"
+          "  [--creators N (4)] [--jobs-at-once N] [--jobs-ramp S (0)] [--churn PCT]\n"
+          "  [--report S]\n"
           "nchan/plain: '{job}' in the URL path is replaced by each job id.\n"
           "--create-jobs W (jobwire): W jobs per wave via POST /api/jobs with --token as\n"
-          "the admin key; connection i follows job i/subs-per-job of every wave.\n",
+          "the admin key; connection i follows job i/subs-per-job of every wave.\n"
+          "--jobs-at-once N (jobwire, soak): N slots, each keeping one job running (its\n"
+          "next job is created when a subscriber sees it finish); connection i follows\n"
+          "slot i/subs-per-job; the slots' first jobs are spread over --jobs-ramp S.\n"
+          "--churn PCT: every second close PCT% of the connections\n"
+          "at random and reconnect them, resuming with since. --report S: a TICK line of\n"
+          "running totals every S seconds.\n",
           f);
 }
 
@@ -1043,6 +1365,10 @@ int main(int argc, char **argv)
                                          {"drain", 1, 0, 'D'},
                                          {"tx", 1, 0, 'x'},
                                          {"creators", 1, 0, 'C'},
+                                         {"jobs-at-once", 1, 0, 'A'},
+                                         {"churn", 1, 0, 'X'},
+                                         {"report", 1, 0, 'T'},
+                                         {"jobs-ramp", 1, 0, 'J'},
                                          {"help", 0, 0, 'h'},
                                          {0, 0, 0, 0}};
     const char *url = NULL, *one = NULL, *file = NULL;
@@ -1085,19 +1411,35 @@ int main(int argc, char **argv)
         case 'D': S.drain = atof(optarg); break;
         case 'x': S.tx = atoi(optarg); break;
         case 'C': S.creators = atoi(optarg); break;
+        case 'A': S.atonce = atoi(optarg); break;
+        case 'X': S.churn = atof(optarg); break;
+        case 'T': S.report = atof(optarg); break;
+        case 'J': S.jobs_ramp = atof(optarg); break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
     }
-    if (!url || (!one && !file && !S.create) || S.subs_per_job < 1 || S.duration <= 0 ||
-        S.ramp < 1 || S.creators < 1 || S.creators > 64) {
+    if (!url || (!one && !file && !S.create && !S.atonce) || S.subs_per_job < 1 ||
+        S.duration <= 0 || S.ramp < 1 || S.creators < 1 || S.creators > 64 || S.atonce < 0 ||
+        S.churn < 0 || S.churn > 100 || S.report < 0 || S.jobs_ramp < 0) {
         usage(stderr);
         return 2;
     }
-    if (S.create && S.mode != MODE_JOBWIRE)
-        die("--create-jobs works with --mode jobwire only");
+    if ((S.create || S.atonce) && S.mode != MODE_JOBWIRE)
+        die("--create-jobs and --jobs-at-once work with --mode jobwire only");
+    if (S.create && S.atonce)
+        die("--create-jobs and --jobs-at-once exclude each other");
+    if (S.churn > 0 && !S.atonce)
+        die("--churn needs --jobs-at-once");
+    setvbuf(stdout, NULL, _IOLBF, 0);
     parse_url(url);
-    if (S.create)
+    if (S.atonce) {
+        S.nslots = S.atonce;
+        S.want = calloc((size_t)S.atonce, sizeof(*S.want));
+        S.slot_gen = calloc((size_t)S.atonce, sizeof(*S.slot_gen));
+        if (!S.want || !S.slot_gen)
+            die("out of memory");
+    } else if (S.create)
         S.nslots = S.create;
     else
         load_jobs(file, one), S.nslots = S.njobs;
@@ -1111,6 +1453,7 @@ int main(int argc, char **argv)
     S.ep = epoll_create1(EPOLL_CLOEXEC);
     S.efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     pthread_mutex_init(&S.mu, NULL);
+    pthread_cond_init(&S.want_cv, NULL);
     {
         struct epoll_event ev = {.events = EPOLLIN, .data.u32 = UINT32_MAX};
         epoll_ctl(S.ep, EPOLL_CTL_ADD, S.efd, &ev);
@@ -1121,6 +1464,8 @@ int main(int argc, char **argv)
     double cpu_self0 = 0, cpu_srv0 = 0;
     struct epoll_event evs[1024];
     uint64_t d0 = 0;
+    int64_t next_tick = INT64_MAX, next_churn = INT64_MAX;
+    int ramped = 0;
 
     for (;;) {
         int64_t t = mono_us();
@@ -1156,14 +1501,32 @@ int main(int argc, char **argv)
                     if (f)
                         fclose(f);
                 }
-                if (S.create)
+                if (S.atonce) {
+                    print_tick(0);
+                    next_tick = t + (int64_t)(S.report * 1e6);
+                    next_churn = t + 1000000;
+                }
+                if (S.create || S.atonce)
                     for (int k = 0; k < S.creators; k++) {
                         ca[k].k = k;
-                        if (pthread_create(&th[k], NULL, creator, &ca[k]) != 0)
+                        if (pthread_create(&th[k], NULL, S.atonce ? creator_atonce : creator,
+                                           &ca[k]) != 0)
                             die("pthread_create");
                         ncreators++;
                     }
             }
+        }
+        /* The first job of each slot, spread over --jobs-ramp. */
+        while (t_ready && ramped < S.atonce &&
+               t >= t_ready + (int64_t)(S.jobs_ramp * 1e6) * ramped / S.atonce)
+            want_job(ramped++);
+        if (t_ready && S.atonce && t >= next_churn) {
+            churn_tick();
+            next_churn += 1000000;
+        }
+        if (t_ready && S.report > 0 && t >= next_tick && t < t_end) {
+            print_tick((double)(t - t_ready) / 1e6);
+            next_tick += (int64_t)(S.report * 1e6);
         }
         if (!t_ready && t > deadline_connect)
             die("connections not ready after 120 s (%d ready, %d failed of %d)", S.nready,
@@ -1171,7 +1534,10 @@ int main(int argc, char **argv)
         if (t_ready && t >= t_end)
             break;
     }
+    pthread_mutex_lock(&S.mu);
     S.stop_create = 1;
+    pthread_cond_broadcast(&S.want_cv);
+    pthread_mutex_unlock(&S.mu);
     double cpu_self = self_cpu_s() - cpu_self0;
     double cpu_srv = S.server_pid ? proc_cpu_s(S.server_pid) - cpu_srv0 : -1;
     rss_end = proc_rss_kb(S.server_pid);
@@ -1204,13 +1570,13 @@ int main(int argc, char **argv)
            "server RSS kB %ld -> %ld idle (%.2f kB/conn) -> %ld end; cpu s: swarm %.2f server %.2f"
            " over %.1f s%s\n",
            S.label, modes[S.mode], S.nconns, S.nfailed, S.nclosed, S.njobs, S.deliveries, span_s,
-           dps, unique, span_s > 0 ? (double)unique / span_s : 0, pct_ms(S.deliveries, 0.50),
-           pct_ms(S.deliveries, 0.99), pct_ms(S.deliveries, 0.999), (double)S.lat_max / 1000.0,
-           cpct_ms(0.50), cpct_ms(0.99), cpct_ms(0.999), (double)S.clat_max / 1000.0, S.ncommit,
-           S.missing, S.dups, S.tail_missing, S.resyncs, S.resync_skipped, S.snapshots, S.stray,
-           S.errors, S.msgs, S.frames, S.frames ? (double)S.msgs / (double)S.frames : 0, rss0,
-           rss_ready, per_conn, rss_end, cpu_self, cpu_srv, run_s,
-           S.create_failed ? " (job creation FAILED)" : "");
+           dps, unique, span_s > 0 ? (double)unique / span_s : 0,
+           pct_ms(S.deliveries - S.replayed, 0.50), pct_ms(S.deliveries - S.replayed, 0.99),
+           pct_ms(S.deliveries - S.replayed, 0.999), (double)S.lat_max / 1000.0, cpct_ms(0.50),
+           cpct_ms(0.99), cpct_ms(0.999), (double)S.clat_max / 1000.0, S.ncommit, S.missing,
+           S.dups, S.tail_missing, S.resyncs, S.resync_skipped, S.snapshots, S.stray, S.errors,
+           S.msgs, S.frames, S.frames ? (double)S.msgs / (double)S.frames : 0, rss0, rss_ready,
+           per_conn, rss_end, cpu_self, cpu_srv, run_s, S.create_failed ? " (job creation FAILED)" : "");
     printf("RESULT label=%s mode=%s conns=%d failed=%d closed=%d close_codes=%d jobs=%d "
            "deliveries=%" PRIu64 " span_s=%.3f deliveries_per_s=%.0f source_deltas=%" PRIu64
            " p50_ms=%.3f p99_ms=%.3f p999_ms=%.3f max_ms=%.3f commit_p50_ms=%.3f commit_p99_ms=%.3f"
@@ -1219,13 +1585,18 @@ int main(int argc, char **argv)
            " tail_missing=%" PRIu64 " resyncs=%" PRIu64 " snapshots=%" PRIu64 " stray=%" PRIu64
            " errors=%" PRIu64 " msgs=%" PRIu64 " frames=%" PRIu64 " bytes=%" PRIu64
            " rss_before_kb=%ld rss_idle_kb=%ld rss_per_conn_kb=%.3f rss_end_kb=%ld"
-           " cpu_swarm_s=%.2f cpu_server_s=%.2f run_s=%.1f create_failed=%d\n",
+           " cpu_swarm_s=%.2f cpu_server_s=%.2f run_s=%.1f create_failed=%d"
+           " replayed=%" PRIu64 " churned=%" PRIu64 " reconnects=%" PRIu64 " http_errors=%" PRIu64
+           " jobs_created=%" PRIu64 " jobs_completed=%" PRIu64 " jobs_failed=%" PRIu64
+           " jobs_cancelled=%" PRIu64 "\n",
            S.label, modes[S.mode], S.nconns, S.nfailed, S.nclosed, closes, S.njobs, S.deliveries,
-           span_s, dps, unique, pct_ms(S.deliveries, 0.50), pct_ms(S.deliveries, 0.99),
-           pct_ms(S.deliveries, 0.999), (double)S.lat_max / 1000.0, cpct_ms(0.50), cpct_ms(0.99),
-           cpct_ms(0.999), (double)S.clat_max / 1000.0, S.ncommit, S.missing, S.dups,
-           S.tail_missing, S.resyncs, S.snapshots, S.stray, S.errors, S.msgs, S.frames, S.bytes,
-           rss0, rss_ready, per_conn, rss_end, cpu_self, cpu_srv, run_s, S.create_failed);
+           span_s, dps, unique, pct_ms(S.deliveries - S.replayed, 0.50),
+           pct_ms(S.deliveries - S.replayed, 0.99), pct_ms(S.deliveries - S.replayed, 0.999),
+           (double)S.lat_max / 1000.0, cpct_ms(0.50), cpct_ms(0.99), cpct_ms(0.999),
+           (double)S.clat_max / 1000.0, S.ncommit, S.missing, S.dups, S.tail_missing, S.resyncs,
+           S.snapshots, S.stray, S.errors, S.msgs, S.frames, S.bytes, rss0, rss_ready, per_conn,
+           rss_end, cpu_self, cpu_srv, run_s, S.create_failed, S.replayed, S.churned, S.reconnects,
+           S.http_errors, S.jobs_created, S.jobs_done[0], S.jobs_done[1], S.jobs_done[2]);
     fflush(stdout);
     for (int i = 0; i < S.nconns; i++)
         if (S.conns[i].state != ST_CLOSED)

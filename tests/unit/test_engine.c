@@ -1135,6 +1135,38 @@ static void test_recovery_asks_again_for_typed_otp(void **state)
     assert_string_equal(pending_call("gyftr_login")->otp, "246810");
 }
 
+/*
+ * The API retries a job that failed before a restart by adopting its rows
+ * (jw_engine_recover) and retrying it: the failed job is not a running one
+ * until the retry, so the live-jobs gauge counts it once.
+ */
+static void test_adopted_failed_job_counts_live_once(void **state)
+{
+    char id[JW_UUID_LEN + 1], err[256];
+    jw_engine_stats st;
+    json_t *loaded = json_array();
+
+    (void)state;
+    create(id, 1);
+    reply_ok(pending_call("gyftr_login"));
+    reply_ok(pending_call("amazon_login"));
+    reply_error(pending_call("availability_check"), false, "no vouchers today");
+    assert_string_equal(JOB(id, "status"), "failed");
+    json_array_append_new(loaded, as_loaded(id));
+    restart_engine(loaded);
+    jw_engine_get_stats(F.e, &st);
+    assert_int_equal(st.jobs_live, 0);
+    assert_int_equal(jw_engine_retry(F.e, id, NULL, NULL, err, sizeof(err)), 0);
+    commit_all();
+    jw_engine_get_stats(F.e, &st);
+    assert_int_equal(st.jobs_live, 1);
+    run_ok();
+    assert_string_equal(JOB(id, "status"), "completed");
+    jw_engine_get_stats(F.e, &st);
+    assert_int_equal(st.jobs_live, 0);
+    assert_gapless(id);
+}
+
 static void test_refused_batch_halts_job(void **state)
 {
     char id[JW_UUID_LEN + 1], err[256];
@@ -1331,6 +1363,225 @@ static void test_histograms_time_steps_and_calls(void **state)
     assert_int_equal(st.provider_calls, 6);
 }
 
+/* ---- finished jobs leave memory ---------------------------------------------- */
+
+/* Replaces the engine with one whose finished jobs leave memory ms after they end. */
+static void use_finished_job_ttl(int64_t ms)
+{
+    jw_engine_ports p = fake_ports();
+    jw_engine_config cfg = {.otp_timeout_login_ms = 300000,
+                            .otp_timeout_payment_ms = 180000,
+                            .finished_job_ttl_ms = ms};
+
+    jw_engine_free(F.e);
+    F.e = jw_engine_new(&cfg, &p);
+}
+
+static jw_engine_stats stats(void)
+{
+    jw_engine_stats st;
+
+    jw_engine_get_stats(F.e, &st);
+    return st;
+}
+
+static void assert_in_memory(const char *id)
+{
+    json_t *s = jw_engine_snapshot(F.e, id);
+
+    assert_non_null(s);
+    json_decref(s);
+    assert_true(jw_engine_has_job(F.e, id));
+    assert_non_null(jw_engine_job_owner(F.e, id));
+}
+
+static void assert_gone(const char *id)
+{
+    assert_null(jw_engine_snapshot(F.e, id));
+    assert_false(jw_engine_has_job(F.e, id));
+    assert_null(jw_engine_job_owner(F.e, id));
+    assert_int_equal(jw_engine_committed_seq(F.e, id), -1);
+}
+
+static void test_finished_job_leaves_memory_after_ttl(void **state)
+{
+    char id[JW_UUID_LEN + 1], other[JW_UUID_LEN + 1], err[256], otp_id[JW_UUID_LEN + 1];
+
+    (void)state;
+    use_finished_job_ttl(60000);
+    create(id, 1);
+    /* One login asks for a code, so the job owns an OTP request. */
+    reply_ok(pending_call("amazon_login"));
+    reply_otp(pending_call("gyftr_login"), "gyftr_login", false);
+    latest_otp_id(id, otp_id);
+    assert_int_equal(
+        jw_engine_submit_otp(F.e, otp_id, "123456", USER, NULL, NULL, err, sizeof(err)), 0);
+    commit_all();
+    run_ok();
+    assert_string_equal(JOB(id, "status"), "completed");
+    create(other, 1); /* a running job: never evicted */
+    assert_int_equal(stats().jobs_in_memory, 2);
+
+    advance_ms(59999);
+    assert_in_memory(id);
+    assert_string_equal(jw_engine_otp_job(F.e, otp_id), id);
+    advance_ms(1);
+    assert_gone(id);
+    assert_null(jw_engine_otp_job(F.e, otp_id));
+    assert_int_equal(
+        jw_engine_submit_otp(F.e, otp_id, "123456", USER, NULL, NULL, err, sizeof(err)),
+        JW_ENOTFOUND);
+    assert_int_equal(jw_engine_cancel(F.e, id, NULL, NULL, err, sizeof(err)), JW_ENOTFOUND);
+    assert_int_equal(jw_engine_retry(F.e, id, NULL, NULL, err, sizeof(err)), JW_ENOTFOUND);
+    assert_int_equal(stats().jobs_in_memory, 1);
+    assert_int_equal(stats().jobs_evicted, 1);
+    assert_int_equal(stats().jobs_finished, 1);
+    assert_int_equal(stats().jobs_live, 1);
+    assert_in_memory(other);
+    /* Logins reused; its availability_check call is out. */
+    assert_string_equal(JOB(other, "status"), "validating");
+    run_ok();
+    assert_string_equal(JOB(other, "status"), "completed");
+    advance_ms(60000);
+    assert_gone(other);
+    assert_int_equal(stats().jobs_in_memory, 0);
+    assert_int_equal(stats().jobs_live, 0);
+    assert_gapless(id);
+}
+
+/* The last batch of a finished job has not committed: it stays until it has. */
+static void test_eviction_waits_for_the_last_commit(void **state)
+{
+    char id[JW_UUID_LEN + 1];
+    jw_provider_call *c;
+    size_t published;
+
+    (void)state;
+    use_finished_job_ttl(1000);
+    create(id, 1);
+    for (int k = 0; k < 6; k++)
+        reply_ok(pending_call(NULL));
+    c = pending_call("redeem_amazon_vouchers");
+    assert_non_null(c);
+    mark_answered(c);
+    jw_engine_on_reply(F.e, jw_provider_reply_new(c->id, JW_PROVIDER_OK));
+    assert_int_equal(F.nbatches, 1); /* completed, not yet durable */
+    published = F.npub;
+
+    F.now += 10 * 1000000; /* PostgreSQL away for 10 s */
+    jw_timers_run(F.timers, F.now);
+    assert_in_memory(id);
+    assert_int_equal(F.npub, published);
+    commit_all();
+    assert_string_equal(JOB(id, "status"), "completed");
+    advance_ms(1000);
+    assert_gone(id);
+    assert_int_equal(stats().jobs_evicted, 1);
+    assert_gapless(id);
+}
+
+/* A job waiting for a person far longer than the TTL is running: it stays. */
+static void test_running_job_stays(void **state)
+{
+    char id[JW_UUID_LEN + 1];
+
+    (void)state;
+    use_finished_job_ttl(1000);
+    create(id, 1);
+    reply_ok(pending_call("amazon_login"));
+    reply_otp(pending_call("gyftr_login"), "gyftr_login", false);
+    advance_ms(240000); /* 4 of the OTP's 5 minutes */
+    assert_in_memory(id);
+    assert_string_equal(STEP(id, "gyftr_login", 0), "waiting_otp");
+    assert_int_equal(stats().jobs_evicted, 0);
+}
+
+/* Retried before the TTL ran out: running again, it stays; finished, it goes. */
+static void test_retry_keeps_job_in_memory(void **state)
+{
+    char id[JW_UUID_LEN + 1], err[256];
+
+    (void)state;
+    use_finished_job_ttl(60000);
+    create(id, 1);
+    reply_ok(pending_call("gyftr_login"));
+    reply_ok(pending_call("amazon_login"));
+    reply_error(pending_call("availability_check"), false, "no vouchers today");
+    assert_string_equal(JOB(id, "status"), "failed");
+    advance_ms(30000);
+    assert_int_equal(jw_engine_retry(F.e, id, NULL, NULL, err, sizeof(err)), 0);
+    commit_all();
+    advance_ms(120000); /* its availability_check call is out, unanswered */
+    assert_in_memory(id);
+    assert_string_equal(JOB(id, "status"), "validating");
+    run_ok();
+    assert_string_equal(JOB(id, "status"), "completed");
+    advance_ms(60000);
+    assert_gone(id);
+    assert_int_equal(stats().jobs_evicted, 1);
+    assert_int_equal(stats().jobs_live, 0);
+}
+
+/*
+ * A failed job that left memory is retried the way the API retries one that
+ * failed before a restart: its committed rows are adopted (jw_engine_recover),
+ * then retried. It resumes where it failed, its seq goes on, the live-jobs
+ * gauge stays right, and it leaves memory again once finished.
+ */
+static void test_evicted_failed_job_retried_by_adoption(void **state)
+{
+    char id[JW_UUID_LEN + 1], done[JW_UUID_LEN + 1], err[256];
+    json_t *loaded = json_array(), *done_rows;
+
+    (void)state;
+    use_finished_job_ttl(60000);
+    create(id, 2);
+    for (int k = 0; k < 7; k++) /* validation and transaction 1 */
+        reply_ok(pending_call(NULL));
+    reply_ok(pending_call("generate_payment_link"));
+    reply_error(pending_call("process_payment"), false, "card declined");
+    assert_string_equal(JOB(id, "status"), "failed");
+    assert_string_equal(JOB(id, "completed_transactions"), "1");
+    create(done, 1);
+    run_ok();
+    /* What PostgreSQL holds: exactly the committed state. */
+    json_array_append_new(loaded, as_loaded(id));
+    done_rows = json_pack("[o]", as_loaded(done));
+    advance_ms(60000);
+    assert_gone(id);
+    assert_gone(done);
+    assert_int_equal(stats().jobs_live, 0);
+
+    assert_int_equal(jw_engine_recover(F.e, loaded, err, sizeof(err)), 1);
+    json_decref(loaded);
+    commit_all();
+    assert_int_equal(stats().jobs_live, 0); /* adopted, still failed */
+    assert_int_equal(jw_engine_retry(F.e, id, NULL, NULL, err, sizeof(err)), 0);
+    commit_all();
+    assert_int_equal(stats().jobs_live, 1);
+    assert_string_equal(pending_call(NULL)->step_name, "process_payment");
+    assert_int_equal(pending_call(NULL)->transaction_index, 2);
+    run_ok();
+    assert_string_equal(JOB(id, "status"), "completed");
+    assert_string_equal(JOB(id, "retry_count"), "1");
+    assert_int_equal(calls_named("generate_payment_link"), 3); /* tx1, tx2, done's tx1 */
+    assert_int_equal(stats().jobs_live, 0);
+    assert_gapless(id); /* seq 1..N across the eviction and the adoption */
+    advance_ms(60000);
+    assert_gone(id);
+
+    /* Adopted and not retried (a retry refused): it leaves again. */
+    assert_int_equal(jw_engine_recover(F.e, done_rows, err, sizeof(err)), 1);
+    json_decref(done_rows);
+    assert_in_memory(done);
+    assert_int_equal(jw_engine_retry(F.e, done, NULL, NULL, err, sizeof(err)), JW_ECONFLICT);
+    advance_ms(60000);
+    assert_gone(done);
+    assert_int_equal(stats().jobs_evicted, 4);
+    assert_int_equal(stats().jobs_live, 0);
+    assert_int_equal(stats().jobs_in_memory, 0);
+}
+
 static void test_create_validates(void **state)
 {
     char id[JW_UUID_LEN + 1], err[256];
@@ -1381,11 +1632,18 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cancel_with_payment_in_flight, setup, teardown),
         cmocka_unit_test_setup_teardown(test_recovery_resumes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_recovery_asks_again_for_typed_otp, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_adopted_failed_job_counts_live_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refused_batch_halts_job, setup, teardown),
         cmocka_unit_test_setup_teardown(test_login_reused_until_expiry, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sessions_survive_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(test_create_validates, setup, teardown),
         cmocka_unit_test_setup_teardown(test_histograms_time_steps_and_calls, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_finished_job_leaves_memory_after_ttl, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_eviction_waits_for_the_last_commit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_running_job_stays, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_retry_keeps_job_in_memory, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_evicted_failed_job_retried_by_adoption, setup,
+                                        teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
