@@ -39,7 +39,6 @@
 #include <fcntl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
-#include <unistd.h>
 #include <time.h>
 #include <unistd.h>
 
