@@ -16,6 +16,7 @@
 #include "app.h"
 #include "jw_error.h"
 #include "jw_log.h"
+#include "wipe.h"
 
 #include <inttypes.h>
 #include <openssl/crypto.h>
@@ -360,6 +361,7 @@ static void post_otp(jw_app *app, jw_http_request *req, const jw_principal *who,
     wipe_body(req);
     if (ok)
         submit_otp(app, req, who, otp_id, body.otp, false);
+    jw_wipe_json_string(json_object_get(body.doc, "otp")); /* the parsed copy of the code */
     jw_api_body_release(&body);
 }
 
@@ -373,6 +375,7 @@ static void post_otp_received(jw_app *app, jw_http_request *req, const jw_princi
     wipe_body(req);
     if (ok)
         submit_otp(app, req, who, body.otp_id, body.otp, true);
+    jw_wipe_json_string(json_object_get(body.doc, "otpValue")); /* the parsed copy of the code */
     jw_api_body_release(&body);
 }
 

@@ -11,6 +11,7 @@
 #include "jw_buf.h"
 #include "jw_error.h"
 #include "jw_log.h"
+#include "wipe.h"
 #include "jw_map.h"
 
 #include <inttypes.h>
@@ -995,6 +996,7 @@ static void handle_message(rconn *c, const char *data, size_t len)
     else
         reply_error(c, &m, "unknown event");
 out:
+    jw_wipe_json_string(json_object_get(m.payload, "access_token"));
     jw_rt_msg_release(&m);
 }
 
@@ -1090,6 +1092,7 @@ static int on_receive(rconn *c, struct lws *wsi, const void *in, size_t len)
     case JW_WS_RX_TEXT:
         if (!c->closing)
             handle_message(c, data, n);
+        OPENSSL_cleanse((void *)data, n); /* it may hold an access token */
         break;
     }
     jw_ws_rx_done(&c->rx);

@@ -10,6 +10,7 @@
 #include "jw_buf.h"
 #include "jw_error.h"
 #include "jw_log.h"
+#include "wipe.h"
 #include "jw_map.h"
 
 #include <inttypes.h>
@@ -1124,6 +1125,9 @@ static void handle_message(conn *c, const char *data, size_t len)
     }
     send_error(c, m.ref, "unknown_type", "unknown message type \"%.32s\"", m.type);
 out:
+    /* The code of an otp.submit and the token of an auth leave memory with the message. */
+    jw_wipe_json_string(json_object_get(m.root, "value"));
+    jw_wipe_json_string(json_object_get(m.root, "token"));
     jw_ws_msg_release(&m);
 }
 
@@ -1214,6 +1218,7 @@ static int on_receive(conn *c, struct lws *wsi, const void *in, size_t len)
     case JW_WS_RX_TEXT:
         if (!c->closing)
             handle_message(c, data, n);
+        OPENSSL_cleanse((void *)data, n); /* it may hold a code or a token */
         break;
     }
     jw_ws_rx_done(&c->rx);
