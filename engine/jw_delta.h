@@ -79,12 +79,12 @@ typedef struct jw_batch {
     jw_mailbox_node node; /* owned by whichever mailbox holds the batch */
     jw_delta **deltas;
     size_t count, cap;
-    int status;        /* after commit: 0 or a JW_E* code */
-    char *error;       /* after a failure: what PostgreSQL or the store said */
-    int64_t queued_us; /* monotonic, set by the store on submit */
-    int64_t done_us;   /* monotonic, set by the store when it answers */
+    int status;           /* after commit: 0 or a JW_E* code */
+    char *error;          /* after a failure: what PostgreSQL or the store said */
+    int64_t queued_us;    /* monotonic, set by the store on submit */
+    int64_t done_us;      /* monotonic, set by the store when it answers */
     int64_t committed_us; /* wall clock, set by the store with a success answer; else 0 */
-    void *user;        /* the submitter's cookie, untouched by the store */
+    void *user;           /* the submitter's cookie, untouched by the store */
 } jw_batch;
 
 jw_batch *jw_batch_new(void);

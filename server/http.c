@@ -585,8 +585,7 @@ static int callback_http(struct lws *wsi, enum lws_callback_reasons reason, void
     case LWS_CALLBACK_ESTABLISHED:
     case LWS_CALLBACK_RECEIVE:
     case LWS_CALLBACK_SERVER_WRITEABLE:
-    case LWS_CALLBACK_CLOSED:
-        return jw_rt_callback(wsi, reason, s ? &s->rt : NULL, in, len);
+    case LWS_CALLBACK_CLOSED: return jw_rt_callback(wsi, reason, s ? &s->rt : NULL, in, len);
 
     case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
     case LWS_CALLBACK_CLOSED_HTTP:

@@ -258,8 +258,7 @@ void jw_metrics_handle(jw_http_ctx *ctx, jw_http_request *req)
             {"jobwire_realtime_events_sent_total", "counter",
              "postgres_changes messages written to sockets.", (double)rt.events_sent},
             {"jobwire_realtime_bytes_sent_total", "counter",
-             "Bytes of WebSocket payload written on the Supabase endpoint.",
-             (double)rt.bytes_sent},
+             "Bytes of WebSocket payload written on the Supabase endpoint.", (double)rt.bytes_sent},
             {"jobwire_realtime_channel_errors_total", "counter",
              "Channels told to join again (phx_error) after their connection's queue "
              "overflowed.",

@@ -68,15 +68,15 @@ typedef struct channel {
     size_t nb;
     pinned *jobs; /* the jobs its filters name, authorized at join */
     size_t njobs;
-    bool wildcard; /* a binding not pinned to jobs: every job the principal may see */
+    bool wildcard;   /* a binding not pinned to jobs: every job the principal may see */
     bool registered; /* in the hub's lists (from go_live until removed) */
     bool live;       /* answered ok; events flow */
     bool errored;    /* sent phx_error after an overflow: the client joins again */
-    int pending;   /* owner reads in flight */
+    int pending;     /* owner reads in flight */
     char refusal[320];
-    json_t *docs;      /* job id -> state read from the database, for initial rows */
-    json_t *join_ref_v; /* the phx_join's ref, answered when the reads are done */
-    json_t *reply;      /* the ok reply's postgres_changes */
+    json_t *docs;               /* job id -> state read from the database, for initial rows */
+    json_t *join_ref_v;         /* the phx_join's ref, answered when the reads are done */
+    json_t *reply;              /* the ok reply's postgres_changes */
     lws_sorted_usec_list_t sul; /* the token's expiry */
 } channel;
 
@@ -89,7 +89,7 @@ typedef struct rconn {
     bool closing;
     int close_code;
     char close_reason[64];
-    jw_principal key_who;                /* what the apikey grants, often nothing */
+    jw_principal key_who; /* what the apikey grants, often nothing */
     unsigned char apikey_hash[SHA256_DIGEST_LENGTH];
     channel **chans;
     size_t nchans, capchans;
@@ -469,8 +469,9 @@ static void send_event(channel *ch, const int64_t *ids, size_t nids, const jw_bu
     if (c->array)
         jw_buf_addf(&b, "[null,null,%s,\"postgres_changes\",{\"ids\":[", ch->topic_json);
     else
-        jw_buf_addf(&b, "{\"topic\":%s,\"event\":\"postgres_changes\",\"ref\":null,"
-                        "\"payload\":{\"ids\":[",
+        jw_buf_addf(&b,
+                    "{\"topic\":%s,\"event\":\"postgres_changes\",\"ref\":null,"
+                    "\"payload\":{\"ids\":[",
                     ch->topic_json);
     for (size_t i = 0; i < nids; i++)
         jw_buf_addf(&b, "%s%" PRId64, i ? "," : "", ids[i]);
@@ -516,8 +517,8 @@ static void deliver(channel *ch, delta_ctx *x)
     if (!x->data.len)
         encode_data(&x->data, &jw_rt_tables[x->d->table],
                     x->d->op == JW_OP_INSERT ? "INSERT" : "UPDATE",
-                    x->d->commit_us ? x->d->commit_us : x->d->ts_us, x->d->row,
-                    x->d->row_len, x->d->row_id, x->d->seq);
+                    x->d->commit_us ? x->d->commit_us : x->d->ts_us, x->d->row, x->d->row_len,
+                    x->d->row_id, x->d->seq);
     send_event(ch, ids, n, &x->data);
 }
 
@@ -637,8 +638,7 @@ static void finish_join(channel *ch)
         jw_log_info("realtime conn=%" PRIu64 " join of %s refused: %s", c->id, ch->topic,
                     ch->refusal);
         send_phx(c, ch->join_ref, ch->join_ref_v, ch->topic, "phx_reply",
-                 json_pack("{s:s, s:{s:s}}", "status", "error", "response", "reason",
-                           ch->refusal));
+                 json_pack("{s:s, s:{s:s}}", "status", "error", "response", "reason", ch->refusal));
         remove_channel(ch);
         return;
     }
@@ -770,8 +770,8 @@ static const char *parse_binding(jw_rt *rt, json_t *in, binding *b, json_t **ech
             return "filter must be a string";
         if (b->table < 0)
             return "a filter needs a table";
-        if (jw_rt_filter_parse(&jw_rt_tables[b->table], json_string_value(filter), &b->filter,
-                               err, errlen) != 0)
+        if (jw_rt_filter_parse(&jw_rt_tables[b->table], json_string_value(filter), &b->filter, err,
+                               errlen) != 0)
             return err;
     }
     if (initial && !json_is_boolean(initial))
@@ -938,8 +938,8 @@ static void h_access_token(rconn *c, channel *ch, const jw_rt_msg *m)
 {
     jw_principal who;
     char err[256];
-    const char *why = principal_of(c, json_object_get(m->payload, "access_token"), &who, err,
-                                   sizeof(err));
+    const char *why =
+        principal_of(c, json_object_get(m->payload, "access_token"), &who, err, sizeof(err));
 
     if (!why && ch->nb && who.kind == JW_PRINCIPAL_NONE)
         why = "signed out";

@@ -18,8 +18,7 @@
 
 static bool ref_ok(const json_t *v)
 {
-    return !v || json_is_null(v) ||
-           (json_is_string(v) && json_string_length(v) <= JW_RT_MAX_REF);
+    return !v || json_is_null(v) || (json_is_string(v) && json_string_length(v) <= JW_RT_MAX_REF);
 }
 
 const char *jw_rt_parse(const char *data, size_t len, bool array, jw_rt_msg *out, char *err,
@@ -102,55 +101,55 @@ void jw_rt_msg_release(jw_rt_msg *m)
 #define COL(name, pg, type) {#name, pg, JW_RT_##type},
 #define COL_JSON(name, pg, type) ",{\"name\":\"" #name "\",\"type\":\"" pg "\"}"
 
-#define JOB_RUNS(X)                                                                            \
-    X(id, "uuid", UUID)                                                                        \
-    X(user_id, "uuid", UUID)                                                                   \
-    X(job_type, "text", TEXT)                                                                  \
-    X(status, "text", TEXT)                                                                    \
-    X(current_phase, "text", TEXT)                                                             \
-    X(progress_percentage, "int4", INT)                                                        \
-    X(total_transactions, "int4", INT)                                                         \
-    X(completed_transactions, "int4", INT)                                                     \
-    X(transaction_amount, "int4", INT)                                                         \
-    X(transaction_count, "int4", INT)                                                          \
-    X(created_at, "timestamptz", TIMESTAMPTZ)                                                  \
-    X(updated_at, "timestamptz", TIMESTAMPTZ)                                                  \
-    X(completed_at, "timestamptz", TIMESTAMPTZ)                                                \
-    X(error_message, "text", TEXT)                                                             \
-    X(retry_count, "int4", INT)                                                                \
-    X(metadata, "jsonb", JSONB)                                                                \
+#define JOB_RUNS(X)                                                                                \
+    X(id, "uuid", UUID)                                                                            \
+    X(user_id, "uuid", UUID)                                                                       \
+    X(job_type, "text", TEXT)                                                                      \
+    X(status, "text", TEXT)                                                                        \
+    X(current_phase, "text", TEXT)                                                                 \
+    X(progress_percentage, "int4", INT)                                                            \
+    X(total_transactions, "int4", INT)                                                             \
+    X(completed_transactions, "int4", INT)                                                         \
+    X(transaction_amount, "int4", INT)                                                             \
+    X(transaction_count, "int4", INT)                                                              \
+    X(created_at, "timestamptz", TIMESTAMPTZ)                                                      \
+    X(updated_at, "timestamptz", TIMESTAMPTZ)                                                      \
+    X(completed_at, "timestamptz", TIMESTAMPTZ)                                                    \
+    X(error_message, "text", TEXT)                                                                 \
+    X(retry_count, "int4", INT)                                                                    \
+    X(metadata, "jsonb", JSONB)                                                                    \
     X(cancel_requested, "bool", BOOL)
 
-#define JOB_STEPS(X)                                                                           \
-    X(id, "uuid", UUID)                                                                        \
-    X(job_run_id, "uuid", UUID)                                                                \
-    X(step_name, "text", TEXT)                                                                 \
-    X(step_type, "text", TEXT)                                                                 \
-    X(status, "text", TEXT)                                                                    \
-    X(transaction_index, "int4", INT)                                                          \
-    X(started_at, "timestamptz", TIMESTAMPTZ)                                                  \
-    X(completed_at, "timestamptz", TIMESTAMPTZ)                                                \
-    X(timeout_at, "timestamptz", TIMESTAMPTZ)                                                  \
-    X(step_data, "jsonb", JSONB)                                                               \
-    X(error_message, "text", TEXT)                                                             \
-    X(created_at, "timestamptz", TIMESTAMPTZ)                                                  \
-    X(attempt, "int4", INT)                                                                    \
-    X(idempotency_key, "text", TEXT)                                                           \
-    X(next_retry_at, "timestamptz", TIMESTAMPTZ)                                               \
+#define JOB_STEPS(X)                                                                               \
+    X(id, "uuid", UUID)                                                                            \
+    X(job_run_id, "uuid", UUID)                                                                    \
+    X(step_name, "text", TEXT)                                                                     \
+    X(step_type, "text", TEXT)                                                                     \
+    X(status, "text", TEXT)                                                                        \
+    X(transaction_index, "int4", INT)                                                              \
+    X(started_at, "timestamptz", TIMESTAMPTZ)                                                      \
+    X(completed_at, "timestamptz", TIMESTAMPTZ)                                                    \
+    X(timeout_at, "timestamptz", TIMESTAMPTZ)                                                      \
+    X(step_data, "jsonb", JSONB)                                                                   \
+    X(error_message, "text", TEXT)                                                                 \
+    X(created_at, "timestamptz", TIMESTAMPTZ)                                                      \
+    X(attempt, "int4", INT)                                                                        \
+    X(idempotency_key, "text", TEXT)                                                               \
+    X(next_retry_at, "timestamptz", TIMESTAMPTZ)                                                   \
     X(updated_at, "timestamptz", TIMESTAMPTZ)
 
-#define OTP_REQUESTS(X)                                                                        \
-    X(id, "uuid", UUID)                                                                        \
-    X(job_run_id, "uuid", UUID)                                                                \
-    X(job_step_id, "uuid", UUID)                                                               \
-    X(otp_type, "text", TEXT)                                                                  \
-    X(phone_number, "text", TEXT)                                                              \
-    X(requested_at, "timestamptz", TIMESTAMPTZ)                                                \
-    X(received_at, "timestamptz", TIMESTAMPTZ)                                                 \
-    X(verified_at, "timestamptz", TIMESTAMPTZ)                                                 \
-    X(timeout_at, "timestamptz", TIMESTAMPTZ)                                                  \
-    X(attempts_count, "int4", INT)                                                             \
-    X(max_attempts, "int4", INT)                                                               \
+#define OTP_REQUESTS(X)                                                                            \
+    X(id, "uuid", UUID)                                                                            \
+    X(job_run_id, "uuid", UUID)                                                                    \
+    X(job_step_id, "uuid", UUID)                                                                   \
+    X(otp_type, "text", TEXT)                                                                      \
+    X(phone_number, "text", TEXT)                                                                  \
+    X(requested_at, "timestamptz", TIMESTAMPTZ)                                                    \
+    X(received_at, "timestamptz", TIMESTAMPTZ)                                                     \
+    X(verified_at, "timestamptz", TIMESTAMPTZ)                                                     \
+    X(timeout_at, "timestamptz", TIMESTAMPTZ)                                                      \
+    X(attempts_count, "int4", INT)                                                                 \
+    X(max_attempts, "int4", INT)                                                                   \
     X(status, "text", TEXT)
 
 static const jw_rt_column job_runs_cols[] = {JOB_RUNS(COL)};

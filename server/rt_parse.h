@@ -61,7 +61,7 @@ typedef struct jw_rt_column {
 } jw_rt_column;
 
 typedef struct jw_rt_table {
-    const char *name; /* job_runs, job_steps, otp_requests */
+    const char *name;       /* job_runs, job_steps, otp_requests */
     const char *job_column; /* the column holding the job id: id or job_run_id */
     const jw_rt_column *columns;
     size_t ncolumns;

@@ -98,7 +98,7 @@ typedef struct job_entry {
     msg *ring[RING]; /* ring[(first + i) % RING] has seq first_seq + i */
     size_t first, count;
     int64_t first_seq;
-    msg *snap;        /* the snapshot's shared part at snap_seq (snapshot_body), or NULL */
+    msg *snap; /* the snapshot's shared part at snap_seq (snapshot_body), or NULL */
     int64_t snap_seq;
     struct job_entry *idle_prev, *idle_next; /* on the idle list while nsubs == 0 */
 } job_entry;

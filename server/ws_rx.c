@@ -8,8 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-jw_ws_rx_result jw_ws_rx_feed(jw_ws_rx *rx, struct lws *wsi, const void *in, size_t len,
-                              size_t max, const char **data, size_t *n)
+jw_ws_rx_result jw_ws_rx_feed(jw_ws_rx *rx, struct lws *wsi, const void *in, size_t len, size_t max,
+                              const char **data, size_t *n)
 {
     bool first = lws_is_first_fragment(wsi);
     bool done = lws_is_final_fragment(wsi) && !lws_remaining_packet_payload(wsi);

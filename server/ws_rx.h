@@ -34,8 +34,8 @@ typedef enum {
  * message, valid until jw_ws_rx_done; after any result but MORE, call
  * jw_ws_rx_done once the message is handled.
  */
-jw_ws_rx_result jw_ws_rx_feed(jw_ws_rx *rx, struct lws *wsi, const void *in, size_t len,
-                              size_t max, const char **data, size_t *n);
+jw_ws_rx_result jw_ws_rx_feed(jw_ws_rx *rx, struct lws *wsi, const void *in, size_t len, size_t max,
+                              const char **data, size_t *n);
 void jw_ws_rx_done(jw_ws_rx *rx);
 
 #endif

@@ -1564,26 +1564,26 @@ int main(int argc, char **argv)
     printf("%s: mode=%s conns=%d failed=%d closed=%d jobs=%d deliveries=%" PRIu64
            " in %.2f s = %.0f/s (source %" PRIu64 " deltas = %.0f/s) latency ms p50 %.2f p99 %.2f "
            "p99.9 %.2f max %.2f (from commit: p50 %.2f p99 %.2f p99.9 %.2f max %.2f over %" PRIu64
-           "); missing %" PRIu64 " dup %" PRIu64 " tail_missing %" PRIu64
-           " resyncs %" PRIu64 " (skipped %" PRIu64 ") snapshots %" PRIu64 " stray %" PRIu64
-           " errors %" PRIu64 "; msgs %" PRIu64 " in %" PRIu64 " frames (%.1f/frame); "
+           "); missing %" PRIu64 " dup %" PRIu64 " tail_missing %" PRIu64 " resyncs %" PRIu64
+           " (skipped %" PRIu64 ") snapshots %" PRIu64 " stray %" PRIu64 " errors %" PRIu64
+           "; msgs %" PRIu64 " in %" PRIu64 " frames (%.1f/frame); "
            "server RSS kB %ld -> %ld idle (%.2f kB/conn) -> %ld end; cpu s: swarm %.2f server %.2f"
            " over %.1f s%s\n",
            S.label, modes[S.mode], S.nconns, S.nfailed, S.nclosed, S.njobs, S.deliveries, span_s,
            dps, unique, span_s > 0 ? (double)unique / span_s : 0,
            pct_ms(S.deliveries - S.replayed, 0.50), pct_ms(S.deliveries - S.replayed, 0.99),
            pct_ms(S.deliveries - S.replayed, 0.999), (double)S.lat_max / 1000.0, cpct_ms(0.50),
-           cpct_ms(0.99), cpct_ms(0.999), (double)S.clat_max / 1000.0, S.ncommit, S.missing,
-           S.dups, S.tail_missing, S.resyncs, S.resync_skipped, S.snapshots, S.stray, S.errors,
-           S.msgs, S.frames, S.frames ? (double)S.msgs / (double)S.frames : 0, rss0, rss_ready,
-           per_conn, rss_end, cpu_self, cpu_srv, run_s, S.create_failed ? " (job creation FAILED)" : "");
+           cpct_ms(0.99), cpct_ms(0.999), (double)S.clat_max / 1000.0, S.ncommit, S.missing, S.dups,
+           S.tail_missing, S.resyncs, S.resync_skipped, S.snapshots, S.stray, S.errors, S.msgs,
+           S.frames, S.frames ? (double)S.msgs / (double)S.frames : 0, rss0, rss_ready, per_conn,
+           rss_end, cpu_self, cpu_srv, run_s, S.create_failed ? " (job creation FAILED)" : "");
     printf("RESULT label=%s mode=%s conns=%d failed=%d closed=%d close_codes=%d jobs=%d "
            "deliveries=%" PRIu64 " span_s=%.3f deliveries_per_s=%.0f source_deltas=%" PRIu64
            " p50_ms=%.3f p99_ms=%.3f p999_ms=%.3f max_ms=%.3f commit_p50_ms=%.3f commit_p99_ms=%.3f"
            " commit_p999_ms=%.3f commit_max_ms=%.3f commit_n=%" PRIu64 " missing=%" PRIu64
-           " dup=%" PRIu64
-           " tail_missing=%" PRIu64 " resyncs=%" PRIu64 " snapshots=%" PRIu64 " stray=%" PRIu64
-           " errors=%" PRIu64 " msgs=%" PRIu64 " frames=%" PRIu64 " bytes=%" PRIu64
+           " dup=%" PRIu64 " tail_missing=%" PRIu64 " resyncs=%" PRIu64 " snapshots=%" PRIu64
+           " stray=%" PRIu64 " errors=%" PRIu64 " msgs=%" PRIu64 " frames=%" PRIu64
+           " bytes=%" PRIu64
            " rss_before_kb=%ld rss_idle_kb=%ld rss_per_conn_kb=%.3f rss_end_kb=%ld"
            " cpu_swarm_s=%.2f cpu_server_s=%.2f run_s=%.1f create_failed=%d"
            " replayed=%" PRIu64 " churned=%" PRIu64 " reconnects=%" PRIu64 " http_errors=%" PRIu64
