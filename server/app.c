@@ -232,8 +232,11 @@ static void on_read(jw_read *r, void *arg)
 
 void jw_app_drain(jw_app *app)
 {
+    /* Every committed batch of this round first, then one write per connection. */
+    jw_ws_hold(app->ws);
     jw_store_drain(app->store, on_commit, app);
     jw_store_drain_reads(app->store, on_read, app);
+    jw_ws_flush(app->ws);
     if (app->http_provider)
         jw_http_provider_drain(app->http_provider, deliver_reply, app);
 }

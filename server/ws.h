@@ -44,6 +44,14 @@ void jw_ws_free(jw_ws *hub);
 void jw_ws_publish(jw_ws *hub, jw_delta *d);
 /* A database read the hub asked for has its answer (the read is the hub's). */
 void jw_ws_on_read(jw_ws *hub, jw_read *r);
+/*
+ * Between jw_ws_hold and jw_ws_flush (nestable), what is queued for a
+ * connection is not announced to lws but written by the flush, one frame per
+ * connection with everything gathered meanwhile: the app holds the hub while it
+ * publishes a round of committed batches. Loop thread only.
+ */
+void jw_ws_hold(jw_ws *hub);
+void jw_ws_flush(jw_ws *hub);
 /* Shutdown: asks every connection to close with 1001; returns how many are open. */
 size_t jw_ws_close_all(jw_ws *hub);
 void jw_ws_get_stats(const jw_ws *hub, jw_ws_stats *out);
