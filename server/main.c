@@ -9,11 +9,16 @@
  *  3. the lws context and its one vhost, which binds the listen address
  *     (exit 1 when it cannot) and, with a certificate, speaks only TLS there;
  *  4. the store and its db thread, whose wake-ups call lws_cancel_service on
- *     the context created in 3 - valid from then on, even before lws_service
+ *     the context created in 3 - valid from then on, even before the loop
  *     runs, because the wake-up is an eventfd that the loop reads later;
- *  5. lws_service until a signal; then stop the store (joining its thread,
+ *  5. the loop until a signal; then stop the store (joining its thread,
  *     so nothing calls lws_cancel_service any more), destroy the context,
  *     free the store.
+ *
+ * The loop is libuv's (epoll), lws attached to it as a foreign loop: lws'
+ * own loop is poll(), which scans every socket at every wake-up - with a few
+ * hundred connections and a wake-up per commit and timer that scan was 40%
+ * of the process' CPU (scripts/bench-ws lat). service_once() is one turn.
  *
  * Threads: main is the loop thread. The db thread is started with SIGTERM
  * and SIGINT blocked, so the signal handler always runs on the loop thread.
@@ -28,6 +33,7 @@
 #include "jw_store.h"
 
 #include <arpa/inet.h>
+#include <uv.h>
 #include <errno.h>
 #include <libwebsockets.h>
 #include <netinet/in.h>
@@ -231,6 +237,15 @@ static int callback_loop(struct lws *wsi, enum lws_callback_reasons reason, void
     return 0;
 }
 
+static uv_loop_t loop;
+static bool loop_ready;
+
+/* One turn of the loop: waits for I/O or lws' next timer, handles what is ready. */
+static void service_once(void)
+{
+    uv_run(&loop, UV_RUN_ONCE);
+}
+
 static const struct lws_protocols loop_protocol = {
     .name = "jobwire-loop",
     .callback = callback_loop,
@@ -300,8 +315,12 @@ static struct lws_context *create_context(const jw_config *cfg, jw_http_ctx *hct
     protocols[2] = loop_protocol;
     memset(&protocols[3], 0, sizeof(protocols[3]));
 
+    static void *foreign_loops[1];
+
+    foreign_loops[0] = &loop;
     memset(&info, 0, sizeof(info));
-    info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS;
+    info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS | LWS_SERVER_OPTION_LIBUV;
+    info.foreign_loops = foreign_loops;
     if (cfg->tls_cert)
         info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
     info.port = CONTEXT_PORT_NO_LISTEN;
@@ -310,7 +329,8 @@ static struct lws_context *create_context(const jw_config *cfg, jw_http_ctx *hct
     info.max_http_header_data = 8192; /* room for a JWT in a header or ?token= */
     ctx = lws_create_context(&info);
     if (!ctx) {
-        jw_log_error("cannot create the libwebsockets context (see the lws error above)");
+        jw_log_error("cannot create the libwebsockets context (see the lws error above; "
+                     "its libuv glue is the package libwebsockets-evlib-uv)");
         return NULL;
     }
 
@@ -464,6 +484,14 @@ int main(int argc, char **argv)
     hctx.migrations_applied = true;
     hctx.migrations = jw_db_migration_count();
 
+    /* Signals stay ours (installed above): the loop gets no signal handles. */
+    rc = uv_loop_init(&loop);
+    if (rc) {
+        jw_log_error("cannot create the event loop: %s", uv_strerror(rc));
+        status = 1;
+        goto out;
+    }
+    loop_ready = true;
     ctx = create_context(&cfg, &hctx);
     if (!ctx) {
         status = 1;
@@ -497,13 +525,8 @@ int main(int argc, char **argv)
     set_connection_ceiling(&cfg, &hctx);
     log_start(&cfg);
     /* A signal after this check still ends the wait: it cancels the service. */
-    while (!stop_requested) {
-        if (lws_service(ctx, 0) < 0) {
-            jw_log_error("the event loop failed; shutting down");
-            status = 1;
-            break;
-        }
-    }
+    while (!stop_requested)
+        service_once();
     if (stop_requested)
         jw_log_info("stop requested; shutting down");
 
@@ -515,7 +538,7 @@ out:
         jw_rt_stats rst;
 
         do {
-            lws_service(ctx, 0);
+            service_once();
             jw_ws_get_stats(app->ws, &st);
             jw_rt_get_stats(app->rt, &rst);
         } while ((st.connections || rst.connections) && jw_mono_us() < until);
@@ -531,12 +554,19 @@ out:
         int64_t until = jw_mono_us() + 1000000;
 
         while (jw_http_responding(&hctx) && jw_mono_us() < until)
-            lws_service(ctx, 0);
+            service_once();
     }
     jw_app_stop(app);
     signal_context = NULL;
     if (ctx)
         lws_context_destroy(ctx);
+    /* lws closes its handles on the loop, and finishes destroying the context
+     * once they have closed: the loop runs until nothing is left on it. */
+    if (loop_ready) {
+        uv_run(&loop, UV_RUN_DEFAULT);
+        if (uv_loop_close(&loop))
+            jw_log_warn("the event loop still had handles at exit");
+    }
     jw_app_free(app);
     hctx.store = NULL;
     jw_store_free(store);

@@ -87,6 +87,7 @@ typedef struct rconn {
     jw_rt *rt;
     bool array; /* vsn 2.0.0 */
     bool closing;
+    bool close_begun; /* the closing handshake is under way (jw_ws_close_politely) */
     int close_code;
     char close_reason[64];
     jw_principal key_who; /* what the apikey grants, often nothing */
@@ -297,10 +298,9 @@ static int write_some(rconn *c)
     frame *o = c->qhead;
 
     if (!o) {
-        if (c->closing) {
-            lws_close_reason(c->wsi, (enum lws_close_status)c->close_code,
-                             (unsigned char *)c->close_reason, strlen(c->close_reason));
-            return -1;
+        if (c->closing && !c->close_begun) {
+            c->close_begun = true;
+            jw_ws_close_politely(c->wsi, c->close_code, c->close_reason);
         }
         return 0;
     }

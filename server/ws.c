@@ -139,6 +139,7 @@ typedef struct conn {
     bool want_write; /* a WRITEABLE callback was asked for and has not come */
     bool dirty;      /* on the hub's dirty list (dprev, dnext) */
     struct conn *dprev, *dnext;
+    bool close_begun; /* the closing handshake is under way (jw_ws_close_politely) */
     int close_code;
     char close_reason[64];
     jw_principal who;
@@ -501,10 +502,9 @@ static int write_some(conn *c)
     if (!c->qhead && c->resyncs_owed && !c->closing)
         pay_resyncs(c);
     if (!c->qhead) {
-        if (c->closing) {
-            lws_close_reason(c->wsi, (enum lws_close_status)c->close_code,
-                             (unsigned char *)c->close_reason, strlen(c->close_reason));
-            return -1;
+        if (c->closing && !c->close_begun) {
+            c->close_begun = true;
+            jw_ws_close_politely(c->wsi, c->close_code, c->close_reason);
         }
         return 0;
     }

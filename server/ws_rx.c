@@ -46,3 +46,15 @@ void jw_ws_rx_done(jw_ws_rx *rx)
     rx->buf = NULL;
     rx->len = 0;
 }
+
+void jw_ws_close_politely(struct lws *wsi, int code, const char *reason)
+{
+    lws_close_reason(wsi, (enum lws_close_status)code, (unsigned char *)reason, strlen(reason));
+    /*
+     * lws closes a connection whose timeout runs out; with this reason (the
+     * only one) it does so politely, through the closing handshake, instead of
+     * marking the socket unusable. Asynchronously: lws still uses the
+     * connection after the callback returns.
+     */
+    lws_set_timeout(wsi, PENDING_TIMEOUT_HTTP_KEEPALIVE_IDLE, LWS_TO_KILL_ASYNC);
+}
