@@ -165,11 +165,14 @@ static void want_write(conn *c)
 {
     jw_ws *hub = c->hub;
 
-    if (c->dirty)
+    if (c->dirty || c->want_write)
         return;
-    /* Asked again even when asked already: a request lws consumed without calling
-     * back (it never has, but the cost of asking twice is a bit in a pollfd) must
-     * not leave the connection waiting for ever. */
+    /*
+     * Asked once until the callback comes: lws keeps a request until it calls
+     * back. Asking again is not free on libuv: each request restarts the socket's
+     * uv_poll, which drops its readiness already reported in this loop turn, so
+     * a connection asked for at every publish round could starve.
+     */
     if (!hub->hold) {
         c->want_write = true;
         lws_callback_on_writable(c->wsi);
