@@ -88,6 +88,7 @@ typedef struct rconn {
     bool array; /* vsn 2.0.0 */
     bool closing;
     bool close_begun; /* the closing handshake is under way (jw_ws_close_politely) */
+    bool want_write;  /* a WRITEABLE callback was asked for and has not come */
     int close_code;
     char close_reason[64];
     jw_principal key_who; /* what the apikey grants, often nothing */
@@ -137,6 +138,19 @@ static void grow(void *pp, size_t *cap, size_t need, size_t size)
 
 /* ---- output ----------------------------------------------------------------------- */
 
+/*
+ * Asks lws for a WRITEABLE callback, once until it comes: on libuv each request
+ * restarts the socket's uv_poll, dropping readiness already reported in this
+ * loop turn (see want_write in ws.c).
+ */
+static void want_write(rconn *c)
+{
+    if (c->want_write)
+        return;
+    c->want_write = true;
+    lws_callback_on_writable(c->wsi);
+}
+
 static void start_close(rconn *c, int code, const char *reason)
 {
     if (c->closing)
@@ -144,7 +158,7 @@ static void start_close(rconn *c, int code, const char *reason)
     c->closing = true;
     c->close_code = code;
     snprintf(c->close_reason, sizeof(c->close_reason), "%s", reason);
-    lws_callback_on_writable(c->wsi);
+    want_write(c);
 }
 
 static void drop_queue(rconn *c)
@@ -246,7 +260,7 @@ static void push(rconn *c, const char *text, size_t len, bool event)
         c->qhead = o;
     c->qtail = o;
     c->qbytes += len;
-    lws_callback_on_writable(c->wsi);
+    want_write(c);
 }
 
 /* Sends [join_ref, ref, topic, event, payload] (or the vsn 1 object); takes payload. */
@@ -317,7 +331,7 @@ static int write_some(rconn *c)
     c->qbytes -= o->len;
     free(o);
     if (c->qhead || c->closing)
-        lws_callback_on_writable(c->wsi);
+        want_write(c);
     return 0;
 }
 
@@ -1112,7 +1126,11 @@ int jw_rt_callback(struct lws *wsi, enum lws_callback_reasons reason, void **slo
         on_established(wsi, rt, slot);
         return 0;
     case LWS_CALLBACK_RECEIVE: return c ? on_receive(c, wsi, in, len) : -1;
-    case LWS_CALLBACK_SERVER_WRITEABLE: return c ? write_some(c) : 0;
+    case LWS_CALLBACK_SERVER_WRITEABLE:
+        if (!c)
+            return 0;
+        c->want_write = false;
+        return write_some(c);
     case LWS_CALLBACK_CLOSED:
         if (c) {
             on_closed(c);
