@@ -117,8 +117,8 @@ struct jw_ws {
      * 2,000 sends, not a poll() over every descriptor and 2,000 dispatches more.
      */
     int hold;
-    struct conn *dirty_head;
-    jw_buf frame; /* LWS_PRE + the frame being written */
+    struct conn *dirty_head, *dirty_tail; /* in the order they were first given something */
+    jw_buf frame;                         /* LWS_PRE + the frame being written */
     jw_ws_stats stats;
 };
 
@@ -178,12 +178,15 @@ static void want_write(conn *c)
         lws_callback_on_writable(c->wsi);
         return;
     }
+    /* At the tail: the connections given the round's oldest deltas are written first. */
     c->dirty = true;
-    c->dprev = NULL;
-    c->dnext = hub->dirty_head;
-    if (hub->dirty_head)
-        hub->dirty_head->dprev = c;
-    hub->dirty_head = c;
+    c->dnext = NULL;
+    c->dprev = hub->dirty_tail;
+    if (hub->dirty_tail)
+        hub->dirty_tail->dnext = c;
+    else
+        hub->dirty_head = c;
+    hub->dirty_tail = c;
 }
 
 static void dirty_unlink(conn *c)
@@ -196,6 +199,8 @@ static void dirty_unlink(conn *c)
         c->hub->dirty_head = c->dnext;
     if (c->dnext)
         c->dnext->dprev = c->dprev;
+    else
+        c->hub->dirty_tail = c->dprev;
     c->dprev = c->dnext = NULL;
     c->dirty = false;
 }
