@@ -168,8 +168,7 @@ static void *reader(void *arg)
 
 typedef struct {
     int from, to;
-    unsigned char *msg;
-    int64_t t0;
+    const unsigned char *msg; /* the round's message: its time in the first 8 bytes */
 } slice;
 
 static void *send_slice(void *arg)
@@ -255,9 +254,9 @@ int main(int argc, char **argv)
 
         memcpy(msg, &t0, 8);
         for (int w = 0; w < opt.writers; w++) {
-            sl[w] =
-                (slice){w * (int)per,
-                        (w + 1) * (int)per < opt.conns ? (w + 1) * (int)per : opt.conns, msg, t0};
+            int from = w * (int)per, to = from + (int)per < opt.conns ? from + (int)per : opt.conns;
+
+            sl[w] = (slice){from, to, msg};
             if (opt.writers == 1)
                 send_slice(&sl[w]);
             else
