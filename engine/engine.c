@@ -342,6 +342,7 @@ static json_t *step_row(const step *s)
     json_object_set_new(r, "idempotency_key", str_or_null(s->key));
     json_object_set_new(r, "next_retry_at", ts_json(s->next_retry_at));
     json_object_set_new(r, "updated_at", ts_json(s->updated_at));
+    json_object_set_new(r, "outcome_unknown", json_boolean(s->outcome_unknown));
     return r;
 }
 
@@ -375,6 +376,14 @@ static void mark_dirty(job *j)
     }
 }
 
+/*
+ * Appends the change of one row to the job's open batch. Values from outside
+ * (metadata, provider data and messages) are bounded where they enter, so a
+ * row that cannot become a delta is a bug; it stops this job, never the
+ * process: the job is halted (nothing more of it is driven or committed; a
+ * restart resumes it from what was committed), and the caller's change is
+ * refused where it can still be (jw_engine_create_job).
+ */
 static void emit(job *j, jw_table t, const char *row_id, jw_op op, json_t *row)
 {
     char *text = json_dumps(row, JSON_COMPACT);
@@ -387,10 +396,13 @@ static void emit(job *j, jw_table t, const char *row_id, jw_op op, json_t *row)
     d = jw_delta_new(j->id, row_id, j->seq + 1, now_us(j->e), t, op, text, strlen(text), &err);
     free(text);
     if (!d) {
-        /* Our own rows are far below the size limit; this is a bug. */
-        jw_log_error("engine: cannot build a delta job=%s table=%s: %s", j->id, jw_table_name(t),
-                     jw_strerror(err));
-        abort();
+        j->e->stats.rows_refused++;
+        if (!j->halted)
+            jw_log_error("engine: cannot build a delta job=%s table=%s: %s; job halted until "
+                         "restart",
+                         j->id, jw_table_name(t), jw_strerror(err));
+        j->halted = true;
+        return;
     }
     j->seq++;
     if (!j->open)
@@ -1271,7 +1283,7 @@ static void handle_reply(step *s, jw_provider_reply *r)
         break;
     case JW_PROVIDER_PENDING:
         if (s->timeout_at && now_us(e) + (int64_t)r->poll_after_ms * 1000 >= s->timeout_at) {
-            s->outcome_unknown = false;
+            /* A payment still pending may yet complete: its outcome stays unknown. */
             step_attempt_failed(s, false, "still pending at its deadline");
             break;
         }
@@ -1288,7 +1300,7 @@ static void handle_reply(step *s, jw_provider_reply *r)
             otp_set(o, OTP_FAILED);
             otp_answer(o, false, "provider_error", r->message);
         }
-        if (!r->retryable)
+        if (r->refused)
             s->outcome_unknown = false;
         step_attempt_failed(s, r->retryable, "%s", r->message[0] ? r->message : "provider error");
         break;
@@ -1529,6 +1541,11 @@ int jw_engine_create_job(jw_engine *e, const char *user_id, int64_t amount, int 
         snprintf(err, errlen, "metadata must be an object");
         return JW_EINVAL;
     }
+    if (metadata && json_dumpb(metadata, NULL, 0, JSON_COMPACT) > JW_ENGINE_METADATA_MAX) {
+        snprintf(err, errlen, "metadata may take at most %d bytes as compact JSON (got %zu)",
+                 JW_ENGINE_METADATA_MAX, json_dumpb(metadata, NULL, 0, JSON_COMPACT));
+        return JW_ETOOBIG;
+    }
     jw_uuid_new(id);
     j = new_job(e, id, user_id);
     /* PostgreSQL prints uuids in lower case; so do we, so owners compare. */
@@ -1542,8 +1559,14 @@ int jw_engine_create_job(jw_engine *e, const char *user_id, int64_t amount, int 
         json_decref(j->metadata);
         j->metadata = json_deep_copy(metadata);
     }
-    e->stats.jobs_live++;
     emit(j, JW_TABLE_JOB_RUNS, j->id, JW_OP_INSERT, job_row(j));
+    if (j->halted) { /* its first row could not be built: nothing was queued */
+        snprintf(err, errlen, "the job's row could not be stored");
+        jw_map_del(&e->jobs, j->id);
+        free_job(j);
+        return JW_ETOOBIG;
+    }
+    e->stats.jobs_live++;
     queue_done(j, done, arg);
     advance(j);
     flush(e);
@@ -1882,9 +1905,11 @@ static int recover_job(jw_engine *e, const json_t *item, char *err, size_t errle
             s->error = jw_xstrdup(jstr(v, "error_message"));
         snprintf(s->key, sizeof(s->key), "%s",
                  jstr(v, "idempotency_key") ? jstr(v, "idempotency_key") : "");
-        /* An external step that was running may have had its effect. */
-        s->outcome_unknown =
-            def->external_effect && s->key[0] && !step_terminal(s) && s->status != STEP_PENDING;
+        /* An external step that was running may have had its effect; one
+         * that ended without a definite answer says so on its row. */
+        s->outcome_unknown = def->external_effect && s->key[0] &&
+                             (json_is_true(json_object_get(v, "outcome_unknown")) ||
+                              (!step_terminal(s) && s->status != STEP_PENDING));
         if (!step_terminal(s) || s->status == STEP_FAILED || s->status == STEP_CANCELLED)
             if (j->unit < 0 || s->unit < j->unit)
                 j->unit = s->unit;

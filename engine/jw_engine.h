@@ -110,8 +110,11 @@ typedef void (*jw_engine_done_fn)(void *arg, int status, const char *job_id);
 /*
  * Creates and starts a job. Refuses (JW_EINVAL, message in err) a user id
  * that is not a UUID, an amount outside 1..max_amount, a count outside
- * 1..max_transactions. metadata is borrowed (copied). done may be NULL.
+ * 1..max_transactions; and (JW_ETOOBIG) metadata whose compact JSON encoding
+ * (as stored, floats re-encoded by jansson) is over JW_ENGINE_METADATA_MAX
+ * bytes. metadata is borrowed (copied). done may be NULL.
  */
+#define JW_ENGINE_METADATA_MAX (16 * 1024)
 int jw_engine_create_job(jw_engine *e, const char *user_id, int64_t amount, int count,
                          const json_t *metadata, jw_engine_done_fn done, void *arg,
                          char job_id[JW_UUID_LEN + 1], char *err, size_t errlen);
@@ -198,6 +201,7 @@ typedef struct jw_engine_stats {
     uint64_t otp_wrong;     /* codes the provider judged wrong, each one */
     uint64_t otp_exhausted; /* requests failed by max_attempts wrong codes */
     uint64_t otp_expired;   /* requests nobody answered in time */
+    uint64_t rows_refused;  /* rows too large to become a delta: each halted its job */
 } jw_engine_stats;
 void jw_engine_get_stats(jw_engine *e, jw_engine_stats *out);
 

@@ -243,6 +243,13 @@ static int parse_ok(jw_provider_reply *r, const json_t *body, char *err, size_t 
         fail(err, errlen, "reply \"data\" must be an object (got %s)", type_name(data));
         return -1;
     }
+    /* Measured as stored: jansson may write a value back longer than it came
+     * (0.1 becomes 0.10000000000000001). */
+    if (json_dumpb(data, NULL, 0, JSON_COMPACT) > JW_PROVIDER_DATA_MAX) {
+        fail(err, errlen, "reply \"data\" takes %zu bytes as compact JSON (limit %d)",
+             json_dumpb(data, NULL, 0, JSON_COMPACT), JW_PROVIDER_DATA_MAX);
+        return -1;
+    }
     json_decref(r->data);
     r->data = json_deep_copy(data);
     if (!r->data)
@@ -317,6 +324,7 @@ static int parse_error(jw_provider_reply *r, const json_t *body, char *err, size
         return -1;
     }
     r->retryable = json_is_true(retryable);
+    r->refused = !r->retryable;
     if (!json_is_string(msg)) {
         fail(err, errlen, "reply \"message\" must be a string (got %s)",
              msg ? type_name(msg) : "nothing");

@@ -68,8 +68,16 @@ typedef struct jw_provider_reply {
     bool invalid_otp;    /* OTP_REQUIRED: the call's OTP was wrong */
     int poll_after_ms;   /* PENDING */
     bool retryable;      /* ERROR */
-    bool timed_out;      /* ERROR: no reply within the call's deadline (not in the JSON) */
-    char message[256];   /* ERROR: what went wrong, for error_message */
+    /*
+     * ERROR: the provider answered that it did not do the step and will not
+     * (a contract error reply with retryable false). Any other error - a
+     * timeout, a transport failure, a garbled or oversized reply, an HTTP
+     * status - leaves an external step's outcome unknown: its idempotency
+     * key is kept for the next try, a job retry included.
+     */
+    bool refused;
+    bool timed_out;    /* ERROR: no reply within the call's deadline (not in the JSON) */
+    char message[256]; /* ERROR: what went wrong, for error_message */
 } jw_provider_reply;
 
 typedef void (*jw_provider_deliver_fn)(void *arg, jw_provider_reply *reply);
@@ -94,8 +102,10 @@ void jw_provider_reply_free(jw_provider_reply *reply);
 /*
  * Parses a reply body of the contract above. Returns NULL with a message in
  * err for anything malformed: unknown status, wrong types, out-of-range
- * poll_after_ms (0..600000), over-long strings.
+ * poll_after_ms (0..600000), over-long strings, and "data" whose compact JSON
+ * (as the step's row stores it) is over JW_PROVIDER_DATA_MAX bytes.
  */
+#define JW_PROVIDER_DATA_MAX (64 * 1024)
 jw_provider_reply *jw_provider_reply_parse(uint64_t call_id, const json_t *body, char *err,
                                            size_t errlen);
 /* The reply body of the contract above (caller frees with json_decref). */

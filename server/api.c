@@ -103,6 +103,7 @@ static int status_for(int rc)
 {
     switch (rc) {
     case JW_EINVAL: return 400;
+    case JW_ETOOBIG: return 413;
     case JW_ENOTFOUND: return 404;
     case JW_ECONFLICT: return 409;
     case JW_EDBDOWN: return 503;
@@ -114,6 +115,7 @@ static const char *code_for(int rc)
 {
     switch (rc) {
     case JW_EINVAL: return "invalid_field";
+    case JW_ETOOBIG: return "field_too_large";
     case JW_ENOTFOUND: return "not_found";
     case JW_ECONFLICT: return "conflict";
     case JW_EDBDOWN: return "unavailable";

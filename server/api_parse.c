@@ -3,6 +3,7 @@
  * without libwebsockets. See api_parse.h.
  */
 #include "api_parse.h"
+#include "jw_engine.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -269,6 +270,23 @@ static bool get_uuid(const json_t *obj, const char *name, const char **out, jw_h
     return true;
 }
 
+/*
+ * The size a JSON object field is stored at: its compact encoding, as jansson
+ * writes it back (a float such as 0.1 grows to 0.10000000000000001), not the
+ * bytes the client sent. Over the engine's limit: 413, naming the limit.
+ */
+static bool json_field_fits(const json_t *v, const char *name, jw_http_error *err)
+{
+    size_t n = json_dumpb(v, NULL, 0, JSON_COMPACT);
+
+    if (n <= JW_ENGINE_METADATA_MAX)
+        return true;
+    jw_http_error_set(err, 413, "field_too_large",
+                      "%s may take at most %d bytes as compact JSON (got %zu)", name,
+                      JW_ENGINE_METADATA_MAX, n);
+    return false;
+}
+
 static int create_job(jw_api_body *b, jw_http_error *err)
 {
     const json_t *meta = json_object_get(b->doc, "metadata");
@@ -278,6 +296,8 @@ static int create_job(jw_api_body *b, jw_http_error *err)
         jw_http_error_set(err, 400, "invalid_field", "metadata must be a JSON object");
         return -1;
     }
+    if (meta && !json_field_fits(meta, "metadata", err))
+        return -1;
     if (!get_int(b->doc, "transaction_amount", 1, JW_API_AMOUNT_MAX, &amount, err) ||
         !get_int(b->doc, "transaction_count", 1, JW_API_COUNT_MAX, &count, err) ||
         !get_uuid(b->doc, "user_id", &b->user_id, err))
@@ -301,7 +321,8 @@ static int start_payment(jw_api_body *b, jw_http_error *err)
     }
     if (!get_uuid(b->doc, "userId", &b->user_id, err) ||
         !get_int(config, "transactionAmount", 1, JW_API_AMOUNT_MAX, &amount, err) ||
-        !get_int(config, "transactionCount", 1, JW_API_COUNT_MAX, &count, err))
+        !get_int(config, "transactionCount", 1, JW_API_COUNT_MAX, &count, err) ||
+        !json_field_fits(config, "config", err))
         return -1;
     b->amount = amount;
     b->count = (int)count;

@@ -116,6 +116,9 @@ static void write_histograms(jw_buf *b, jw_app *app, const jw_store_stats *db,
                 "OTP requests failed by max_attempts wrong codes.", en->otp_exhausted);
     put_counter(b, "jobwire_otp_expired_total", "OTP requests nobody answered in time.",
                 en->otp_expired);
+    put_counter(b, "jobwire_rows_refused_total",
+                "Rows too large to store; each halted its job (a bug: inputs are bounded).",
+                en->rows_refused);
 
     jw_hist_prom_header(b, "jobwire_step_duration_seconds",
                         "Step runs from in_progress to completed, failed or cancelled "

@@ -136,7 +136,8 @@ void jw_rt_msg_release(jw_rt_msg *m)
     X(attempt, "int4", INT)                                                                        \
     X(idempotency_key, "text", TEXT)                                                               \
     X(next_retry_at, "timestamptz", TIMESTAMPTZ)                                                   \
-    X(updated_at, "timestamptz", TIMESTAMPTZ)
+    X(updated_at, "timestamptz", TIMESTAMPTZ)                                                      \
+    X(outcome_unknown, "bool", BOOL)
 
 #define OTP_REQUESTS(X)                                                                            \
     X(id, "uuid", UUID)                                                                            \

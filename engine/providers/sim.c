@@ -526,6 +526,7 @@ static jw_provider_reply *reply_error(const jw_provider_call *call, bool retryab
     va_list ap;
 
     r->retryable = retryable;
+    r->refused = !retryable; /* the sim knows it did nothing */
     va_start(ap, fmt);
     vsnprintf(r->message, sizeof(r->message), fmt, ap);
     va_end(ap);

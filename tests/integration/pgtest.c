@@ -118,13 +118,14 @@ char *pgtest_job_row(const char *job_id, const char *user_id, const char *status
 
 char *pgtest_step_row(const char *step_id, const char *job_id, const char *name, const char *status)
 {
-    return dump(json_pack(
-        "{s:s, s:s, s:s, s:s, s:s, s:n, s:s, s:n, s:n, s:{}, s:n, s:s, "
-        "s:i, s:s, s:n, s:s}",
-        "id", step_id, "job_run_id", job_id, "step_name", name, "step_type", "validation", "status",
-        status, "transaction_index", "started_at", "2026-11-26T10:00:02Z", "completed_at",
-        "timeout_at", "step_data", "error_message", "created_at", "2026-11-26T10:00:02Z", "attempt",
-        1, "idempotency_key", step_id, "next_retry_at", "updated_at", "2026-11-26T10:00:03Z"));
+    return dump(json_pack("{s:s, s:s, s:s, s:s, s:s, s:n, s:s, s:n, s:n, s:{}, s:n, s:s, "
+                          "s:i, s:s, s:n, s:s, s:b}",
+                          "id", step_id, "job_run_id", job_id, "step_name", name, "step_type",
+                          "validation", "status", status, "transaction_index", "started_at",
+                          "2026-11-26T10:00:02Z", "completed_at", "timeout_at", "step_data",
+                          "error_message", "created_at", "2026-11-26T10:00:02Z", "attempt", 1,
+                          "idempotency_key", step_id, "next_retry_at", "updated_at",
+                          "2026-11-26T10:00:03Z", "outcome_unknown", 0));
 }
 
 char *pgtest_otp_row(const char *otp_id, const char *job_id, const char *step_id,

@@ -233,6 +233,7 @@ static void reply_error(jw_provider_call *c, bool retryable, const char *msg)
     jw_provider_reply *r = jw_provider_reply_new(c->id, JW_PROVIDER_ERROR);
 
     r->retryable = retryable;
+    r->refused = !retryable; /* a contract error reply, as jw_provider_reply_parse makes */
     snprintf(r->message, sizeof(r->message), "%s", msg);
     reply(c, r);
 }
@@ -1582,6 +1583,163 @@ static void test_evicted_failed_job_retried_by_adoption(void **state)
     assert_int_equal(stats().jobs_in_memory, 0);
 }
 
+/* A step's outcome_unknown as its committed row says. */
+static bool step_unknown(const char *id, const char *name, int tx)
+{
+    json_t *s = snap(id);
+    json_t *st = find_step(s, name, tx);
+    bool v;
+
+    assert_non_null(st);
+    assert_true(json_is_boolean(json_object_get(st, "outcome_unknown")));
+    v = json_is_true(json_object_get(st, "outcome_unknown"));
+    json_decref(s);
+    return v;
+}
+
+/* Runs a one-transaction job up to its payment and lets the payment fail. */
+static void fail_payment(const char *id, bool timeouts, char key[JW_IDEMPOTENCY_KEY_MAX])
+{
+    reply_ok(pending_call("gyftr_login"));
+    reply_ok(pending_call("amazon_login"));
+    reply_ok(pending_call("availability_check"));
+    reply_ok(pending_call("generate_payment_link"));
+    snprintf(key, JW_IDEMPOTENCY_KEY_MAX, "%s", pending_call("process_payment")->idempotency_key);
+    if (timeouts) {
+        for (int i = 0; i < 3; i++) {
+            reply_timeout(pending_call("process_payment"));
+            advance_ms(120000);
+        }
+    } else {
+        reply_error(pending_call("process_payment"), false, "card declined");
+    }
+    assert_string_equal(JOB(id, "status"), "failed");
+}
+
+/*
+ * The fact that a payment's outcome is unknown is on its row, so a retry after
+ * a restart (or after the job left memory: the same adoption) asks under the
+ * same key; a payment the provider refused gets a fresh one.
+ */
+static void test_unknown_payment_keeps_key_across_restart(void **state)
+{
+    char id[JW_UUID_LEN + 1], err[256], key[JW_IDEMPOTENCY_KEY_MAX];
+
+    (void)state;
+    create(id, 1);
+    fail_payment(id, true, key);
+    assert_true(step_unknown(id, "process_payment", 1));
+    restart_engine(json_pack("[o]", as_loaded(id)));
+    assert_int_equal(jw_engine_retry(F.e, id, NULL, NULL, err, sizeof(err)), 0);
+    commit_all();
+    assert_string_equal(pending_call("process_payment")->idempotency_key, key);
+    reply_ok(pending_call("process_payment"));
+    assert_false(step_unknown(id, "process_payment", 1));
+    run_ok();
+    assert_string_equal(JOB(id, "status"), "completed");
+    assert_gapless(id);
+}
+
+static void test_refused_payment_new_key_across_restart(void **state)
+{
+    char id[JW_UUID_LEN + 1], err[256], key[JW_IDEMPOTENCY_KEY_MAX];
+
+    (void)state;
+    create(id, 1);
+    fail_payment(id, false, key);
+    assert_false(step_unknown(id, "process_payment", 1));
+    restart_engine(json_pack("[o]", as_loaded(id)));
+    assert_int_equal(jw_engine_retry(F.e, id, NULL, NULL, err, sizeof(err)), 0);
+    commit_all();
+    assert_string_not_equal(pending_call("process_payment")->idempotency_key, key);
+}
+
+/* A payment still pending at its deadline may yet complete: same key on a retry. */
+static void test_pending_payment_at_deadline_stays_unknown(void **state)
+{
+    char id[JW_UUID_LEN + 1], err[256], key[JW_IDEMPOTENCY_KEY_MAX];
+
+    (void)state;
+    create(id, 1);
+    reply_ok(pending_call("gyftr_login"));
+    reply_ok(pending_call("amazon_login"));
+    reply_ok(pending_call("availability_check"));
+    reply_ok(pending_call("generate_payment_link"));
+    snprintf(key, sizeof(key), "%s", pending_call("process_payment")->idempotency_key);
+    for (int i = 0; i < 100 && strcmp(JOB(id, "status"), "failed") != 0; i++) {
+        reply_pending(pending_call("process_payment"), 600000);
+        advance_ms(600000);
+    }
+    assert_string_equal(JOB(id, "status"), "failed");
+    assert_true(step_unknown(id, "process_payment", 1));
+    restart_engine(json_pack("[o]", as_loaded(id)));
+    assert_int_equal(jw_engine_retry(F.e, id, NULL, NULL, err, sizeof(err)), 0);
+    commit_all();
+    assert_string_equal(pending_call("process_payment")->idempotency_key, key);
+}
+
+/*
+ * Metadata is bounded by the size it is stored at: 16,300 times 0.1 is 65 KB
+ * as sent and over 300 KB as jansson writes it back. Refused, nothing queued.
+ */
+static void test_metadata_bounded_as_encoded(void **state)
+{
+    char id[JW_UUID_LEN + 1], err[256];
+    json_t *meta = json_object(), *arr = json_array();
+
+    (void)state;
+    for (int i = 0; i < 16300; i++)
+        json_array_append_new(arr, json_real(0.1));
+    json_object_set_new(meta, "a", arr);
+    assert_int_equal(jw_engine_create_job(F.e, USER, 1, 1, meta, NULL, NULL, id, err, sizeof(err)),
+                     JW_ETOOBIG);
+    assert_non_null(strstr(err, "metadata may take at most 16384 bytes"));
+    assert_int_equal(F.nbatches, 0);
+    assert_int_equal(stats().jobs_in_memory, 0);
+    assert_int_equal(stats().jobs_live, 0);
+    json_array_clear(arr);
+    for (int i = 0; i < 100; i++)
+        json_array_append_new(arr, json_real(0.1));
+    assert_int_equal(jw_engine_create_job(F.e, USER, 1, 1, meta, NULL, NULL, id, err, sizeof(err)),
+                     0);
+    json_decref(meta);
+    commit_all();
+    run_ok();
+    assert_string_equal(JOB(id, "status"), "completed");
+}
+
+/*
+ * A row that cannot become a delta (here a fake provider's data past the
+ * delta limit, which the real reply parser refuses) halts its job; the
+ * engine and its other jobs go on.
+ */
+static void test_unbuildable_row_halts_job_not_process(void **state)
+{
+    char id[JW_UUID_LEN + 1], other[JW_UUID_LEN + 1], err[256];
+    jw_provider_call *c;
+    jw_provider_reply *r;
+    char *big = malloc(300 * 1024);
+
+    (void)state;
+    memset(big, 'x', 300 * 1024 - 1);
+    big[300 * 1024 - 1] = '\0';
+    create(id, 1);
+    reply_ok(pending_call("gyftr_login"));
+    reply_ok(pending_call("amazon_login"));
+    c = pending_call("availability_check");
+    r = jw_provider_reply_new(c->id, JW_PROVIDER_OK);
+    json_object_set_new(r->data, "blob", json_string(big));
+    free(big);
+    reply(c, r);
+    assert_int_equal(stats().rows_refused, 1);
+    assert_int_equal(unanswered(), 0); /* nothing more of it is driven */
+    assert_int_equal(jw_engine_retry(F.e, id, NULL, NULL, err, sizeof(err)), JW_ECONFLICT);
+    create(other, 1);
+    run_ok();
+    assert_string_equal(JOB(other, "status"), "completed");
+    assert_gapless(id);
+}
+
 static void test_create_validates(void **state)
 {
     char id[JW_UUID_LEN + 1], err[256];
@@ -1642,6 +1800,15 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_eviction_waits_for_the_last_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_running_job_stays, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retry_keeps_job_in_memory, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unknown_payment_keeps_key_across_restart, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_refused_payment_new_key_across_restart, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_pending_payment_at_deadline_stays_unknown, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_metadata_bounded_as_encoded, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unbuildable_row_halts_job_not_process, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_evicted_failed_job_retried_by_adoption, setup,
                                         teardown),
     };

@@ -9,6 +9,7 @@
 
 #include <cmocka.h>
 
+#include "jw_buf.h"
 #include "jw_provider.h"
 
 #include <stdio.h>
@@ -183,11 +184,45 @@ static void test_parse_error(void **state)
     assert_int_equal(r->status, JW_PROVIDER_ERROR);
     assert_true(r->retryable);
     assert_string_equal(r->message, "busy");
+    assert_false(r->refused); /* "try again" says nothing of what was done */
     jw_provider_reply_free(r);
     r = parse("{\"status\":\"error\",\"retryable\":false,\"message\":\"no\"}", err, sizeof(err));
     assert_non_null(r);
     assert_false(r->retryable);
+    assert_true(r->refused); /* a definite refusal: a retry may use a new key */
     jw_provider_reply_free(r);
+}
+
+/*
+ * "data" is bounded by the size the step's row stores it at: 0.1 is sent in 3
+ * bytes and written back by jansson in 19, so 8,000 of them (24 KB as sent)
+ * are refused and 3,000 are not.
+ */
+static void test_data_bounded_as_encoded(void **state)
+{
+    char err[256];
+    jw_buf b;
+    jw_provider_reply *r;
+
+    (void)state;
+    for (int n = 8000; n >= 3000; n -= 5000) {
+        jw_buf_init(&b, 64);
+        jw_buf_adds(&b, "{\"status\":\"ok\",\"data\":{\"a\":[0.1");
+        for (int i = 1; i < n; i++)
+            jw_buf_adds(&b, ",0.1");
+        jw_buf_adds(&b, "]}}");
+        assert_true(b.len < JW_PROVIDER_DATA_MAX);
+        r = parse(b.data, err, sizeof(err));
+        if (n == 8000) {
+            assert_null(r);
+            assert_non_null(strstr(err, "\"data\" takes"));
+            assert_non_null(strstr(err, "(limit 65536)"));
+        } else {
+            assert_non_null(r);
+            jw_provider_reply_free(r);
+        }
+        jw_buf_release(&b);
+    }
 }
 
 static void test_refuses_wrong_shapes(void **state)
@@ -382,6 +417,7 @@ int main(void)
         cmocka_unit_test(test_parse_otp_required),
         cmocka_unit_test(test_parse_pending),
         cmocka_unit_test(test_parse_error),
+        cmocka_unit_test(test_data_bounded_as_encoded),
         cmocka_unit_test(test_refuses_wrong_shapes),
         cmocka_unit_test(test_refuses_huge_strings),
         cmocka_unit_test(test_message_truncated_safely),

@@ -451,6 +451,8 @@ static const char *const job_steps_expect[] = {"id",
                                                "timestamptz",
                                                "updated_at",
                                                "timestamptz",
+                                               "outcome_unknown",
+                                               "bool",
                                                NULL};
 static const char *const otp_requests_expect[] = {
     "id",           "uuid",        "job_run_id",  "uuid",           "job_step_id",
