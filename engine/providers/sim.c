@@ -146,10 +146,17 @@ typedef struct key_rec {
     json_t *vouchers; /* wait_for_vouchers' outcome once reached */
 } key_rec;
 
+/*
+ * A step's OTP record. It outlives its code: the issue count must keep
+ * counting after a code is used or expires, so a later code for the step
+ * never comes from the same derivation input.
+ */
 typedef struct otp_rec {
     node n; /* n.key: "<step_id>/<otp_type>" */
     char code[OTP_DIGITS + 1];
+    bool outstanding; /* code sent, not used, not expired; else code is wiped */
     int64_t expires_us;
+    uint64_t issued; /* codes sent for the step by this sim */
 } otp_rec;
 
 typedef struct sms {
@@ -171,7 +178,7 @@ struct jw_sim {
     size_t inbox_next, inbox_count;
     uint64_t sms_seq;
     char phone_hint[16];
-    bool has_code_key; /* codes derived from code_key: they survive a restart */
+    bool has_code_key; /* codes derived from code_key instead of drawn at random */
     unsigned char code_key[32];
 };
 
@@ -611,22 +618,27 @@ static jw_provider_reply *otp_required(jw_sim *sim, const jw_provider_call *call
     return r;
 }
 
-/* Sends a fresh code for the step, replacing any outstanding one. */
 /*
- * With a code key, a step attempt's code is HMAC-SHA256(key, step/type/attempt)
- * reduced to six digits (the 2^32 mod 10^6 bias is below 0.03%, plenty for a
- * simulator): a sim restarted with the same key knows the code the person
- * already received, as a real provider would.
+ * With a code key, a code is HMAC-SHA256(key, "<step_id>/<otp_type>/
+ * <idempotency_key>/<attempt>/<issued>/<now_us>") reduced to six digits (the
+ * 2^32 mod 10^6 bias is below 0.03%, plenty for a simulator). The key ends in
+ * -r<retry_count> and tells job retries apart; issued, the step's issue count,
+ * tells apart every code this sim sends for the step, a retry that kept its key
+ * included; the issue time tells apart the codes of a restarted sim, or of a
+ * record forgotten at the bound, whose issue counts start again at 1. So no
+ * two codes for one step share an input (unless the wall clock is set back).
+ * The input is not enough to accept a code: otp_gate requires the record.
  */
 static void derived_code(const jw_sim *sim, const jw_provider_call *call, const char *otp_type,
-                         char out[OTP_DIGITS + 1])
+                         uint64_t issued, int64_t now_us, char out[OTP_DIGITS + 1])
 {
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int mdlen = 0;
-    char msg[160];
+    char msg[256];
     uint32_t v;
 
-    snprintf(msg, sizeof(msg), "%s/%s/%d", call->step_id, otp_type, call->attempt);
+    snprintf(msg, sizeof(msg), "%s/%s/%s/%d/%" PRIu64 "/%" PRId64, call->step_id, otp_type,
+             call->idempotency_key, call->attempt, issued, now_us);
     HMAC(EVP_sha256(), sim->code_key, sizeof(sim->code_key), (const unsigned char *)msg,
          strlen(msg), md, &mdlen);
     v = (uint32_t)md[0] << 24 | (uint32_t)md[1] << 16 | (uint32_t)md[2] << 8 | md[3];
@@ -640,21 +652,31 @@ void jw_sim_set_code_key(jw_sim *sim, const unsigned char key[32])
     sim->has_code_key = true;
 }
 
+/* The code can no longer be used; the record stays for its issue count. */
+static void retire_code(otp_rec *o)
+{
+    OPENSSL_cleanse(o->code, sizeof(o->code));
+    o->outstanding = false;
+}
+
+/* Sends a fresh code for the step, replacing any outstanding one. */
 static void issue_code(jw_sim *sim, const jw_provider_call *call, const char *otp_type,
                        const char *okey, int64_t now_us)
 {
     otp_rec *o = (otp_rec *)table_find(&sim->otps, okey);
 
     if (o) {
-        table_unlink(&sim->otps, &o->n);
-        drop_otp(&o->n);
+        table_unlink(&sim->otps, &o->n); /* added again below, as the newest */
+    } else {
+        o = jw_xcalloc(1, sizeof(*o));
+        snprintf(o->n.key, sizeof(o->n.key), "%s", okey);
     }
-    o = jw_xcalloc(1, sizeof(*o));
-    snprintf(o->n.key, sizeof(o->n.key), "%s", okey);
+    o->issued++;
     if (sim->has_code_key)
-        derived_code(sim, call, otp_type, o->code);
+        derived_code(sim, call, otp_type, o->issued, now_us, o->code);
     else
         random_code(o->code);
+    o->outstanding = true;
     o->expires_us = now_us + (int64_t)JW_SIM_OTP_TTL_MS * 1000;
     table_add(&sim->otps, &o->n);
     send_sms(sim, call, otp_type, o->code, now_us);
@@ -680,26 +702,14 @@ static jw_provider_reply *otp_gate(jw_sim *sim, const jw_provider_call *call, in
         return otp_required(sim, call, type, false);
     }
     o = (otp_rec *)table_find(&sim->otps, okey);
-    if (o && o->expires_us <= now_us) {
-        table_unlink(&sim->otps, &o->n);
-        drop_otp(&o->n);
-        o = NULL;
-    }
-    if (!o && sim->has_code_key) {
-        /* A restarted sim: the code of this step attempt is known by derivation. */
-        char code[OTP_DIGITS + 1];
-
-        derived_code(sim, call, type, code);
-        given = strnlen(call->otp, JW_OTP_MAX + 1);
-        if (given != OTP_DIGITS || CRYPTO_memcmp(call->otp, code, OTP_DIGITS) != 0) {
-            OPENSSL_cleanse(code, sizeof(code));
-            return otp_required(sim, call, type, true);
-        }
-        OPENSSL_cleanse(code, sizeof(code));
-        return NULL;
-    }
-    if (!o) {
-        /* Not "wrong, try again": that code is gone, so this asks for the new one. */
+    if (o && o->outstanding && o->expires_us <= now_us)
+        retire_code(o);
+    if (!o || !o->outstanding) {
+        /*
+         * Never sent, used, expired, or sent before a restart: only a record
+         * makes a code valid, even one this sim could derive again. Not
+         * "wrong, try again": that code is gone, so this asks for the new one.
+         */
         jw_log_info("sim: an OTP for %s with no outstanding code; sending a new one "
                     "(job=%s step=%s)",
                     type, call->job_id, call->step_id);
@@ -712,8 +722,7 @@ static jw_provider_reply *otp_gate(jw_sim *sim, const jw_provider_call *call, in
                     call->job_id, call->step_id);
         return otp_required(sim, call, type, true);
     }
-    table_unlink(&sim->otps, &o->n);
-    drop_otp(&o->n);
+    retire_code(o);
     return NULL;
 }
 

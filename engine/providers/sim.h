@@ -29,14 +29,16 @@
  *   anything else              error, not retryable, "unknown step '<name>'"
  *
  * OTP mechanics: a call without an OTP to a step that needs one sends a
- * fresh 6-digit code (OpenSSL RAND_bytes, no modulo bias) as a simulated SMS
- * - it replaces any code outstanding for that step - and replies
- * otp_required {otp_type, phone_hint}. A call with the right code proceeds
- * and consumes it. A wrong code replies otp_required with invalid_otp and
- * the same code stays valid. A code given when none is outstanding (never
- * sent, consumed, or older than JW_SIM_OTP_TTL_MS) gets a fresh code and a
- * plain otp_required (not invalid_otp: the old code cannot become right, so
- * the engine must ask for the new one). Codes are compared in constant time.
+ * fresh 6-digit code (OpenSSL RAND_bytes, no modulo bias; derived with a code
+ * key, see jw_sim_set_code_key) as a simulated SMS - it replaces any code
+ * outstanding for that step - and replies otp_required {otp_type,
+ * phone_hint}. A code is accepted only while the sim holds its record, not
+ * used and not expired: a call with that code proceeds and uses it up. A
+ * wrong code replies otp_required with invalid_otp and the same code stays
+ * valid. A code given when none is outstanding (never sent, used, older than
+ * JW_SIM_OTP_TTL_MS, or sent before a restart) gets a fresh code and a plain
+ * otp_required (not invalid_otp: the old code cannot become right, so the
+ * engine must ask for the new one). Codes are compared in constant time.
  *
  * Idempotency: every call with an idempotency key counts as a call for that
  * key. The first successful process_payment with a key records one charge;
@@ -53,8 +55,8 @@
  * Nothing else here logs a code.
  *
  * Bounds: the inbox keeps the last JW_SIM_INBOX_MAX messages; at most
- * JW_SIM_MAX_KEYS idempotency keys and JW_SIM_MAX_OTPS outstanding codes are
- * remembered (the oldest is forgotten first).
+ * JW_SIM_MAX_KEYS idempotency keys and the OTP records of JW_SIM_MAX_OTPS
+ * steps are remembered (the oldest is forgotten first).
  *
  * Threads: a jw_sim and its adapter are used by one thread at a time (the
  * loop thread in the server, the only thread in the sandbox).
@@ -144,8 +146,12 @@ jw_sim *jw_sim_new(const jw_sim_config *cfg);
 void jw_sim_free(jw_sim *sim);
 /*
  * Derive OTP codes from key (32 bytes, copied) instead of drawing them at
- * random, so a sim restarted with the same key verifies codes it sent before
- * the restart. The server passes its secret key in sim mode.
+ * random: HMAC-SHA256 over the step id, OTP type, idempotency key (it differs
+ * between job retries), attempt, the step's issue count in this sim and the
+ * issue time, so no two codes sent for one step come from the same input. A
+ * derived code is still accepted only with its record: a sim restarted with
+ * the same key does not accept codes sent before the restart, it sends a new
+ * one. The server passes a key derived from its secret key in sim mode.
  */
 void jw_sim_set_code_key(jw_sim *sim, const unsigned char key[32]);
 const jw_sim_config *jw_sim_config_of(const jw_sim *sim);

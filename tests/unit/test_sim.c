@@ -795,43 +795,142 @@ static void test_adapter_never_delivers_inside_start(void **state)
     jw_sim_free(sim);
 }
 
-/* With a code key, a restarted sim verifies the code it sent before. */
-static void test_code_key_survives_restart(void **state)
+/* --- codes derived from a code key --------------------------------------- */
+
+static const unsigned char code_key[32] = {9, 8, 7, 6, 5, 4, 3, 2, 1};
+
+static jw_sim *keyed_sim(void)
 {
-    static const unsigned char key[32] = {9, 8, 7, 6, 5, 4, 3, 2, 1};
-    static const unsigned char other[32] = {1, 2, 3};
-    jw_sim *before = sim_with("otp=gyftr_login"), *after, *stranger;
+    jw_sim *sim = sim_with("otp=gyftr_login+payment");
+
+    jw_sim_set_code_key(sim, code_key);
+    return sim;
+}
+
+/*
+ * A call as the engine makes it for step_id, attempt 1 of job retry retry:
+ * key "jw-<step_id>-r<retry>" (engine.c make_key), with otp, handled at now.
+ * The reply is the caller's.
+ */
+static jw_provider_reply *step_call(jw_sim *sim, const char *step_name, const char *step_id,
+                                    int retry, const char *otp, int64_t now)
+{
+    char key[JW_IDEMPOTENCY_KEY_MAX];
+    jw_provider_call *c;
     jw_provider_reply *r;
-    char code[8], wrong[8];
+
+    snprintf(key, sizeof(key), "jw-%s-r%d", step_id, retry);
+    c = mkcall(step_name, step_id, key, 5000, otp);
+    r = jw_sim_handle(sim, c, now);
+    jw_provider_call_free(c);
+    return r;
+}
+
+/* Asserts the reply's status and invalid_otp, and frees it. */
+static void expect(jw_provider_reply *r, jw_provider_status status, bool invalid_otp)
+{
+    assert_int_equal(r->status, status);
+    assert_int_equal(r->invalid_otp, invalid_otp);
+    jw_provider_reply_free(r);
+}
+
+/*
+ * A job retry starts the step's attempts again at 1 under the key of the new
+ * retry: its code is a new one. Both calls at one instant, so the issue time
+ * in the derivation does not tell them apart.
+ */
+static void test_code_new_on_job_retry(void **state)
+{
+    jw_sim *sim = keyed_sim();
+    char first[8], retried[8];
 
     (void)state;
-    jw_sim_set_code_key(before, key);
-    r = call(before, "gyftr_login", STEP, "k1", 0, NULL);
-    assert_int_equal(r->status, JW_PROVIDER_OTP_REQUIRED);
-    jw_provider_reply_free(r);
+    expect(step_call(sim, "gyftr_login", STEP, 0, NULL, T0), JW_PROVIDER_OTP_REQUIRED, false);
+    last_code(sim, STEP, "gyftr_login", first);
+    expect(step_call(sim, "gyftr_login", STEP, 1, NULL, T0), JW_PROVIDER_OTP_REQUIRED, false);
+    last_code(sim, STEP, "gyftr_login", retried);
+    assert_string_not_equal(first, retried);
+    jw_sim_free(sim);
+}
+
+/*
+ * A job retry of a payment whose outcome was unknown keeps its key: the same
+ * call again (key, attempt 1, same instant) still gets a new code, and only
+ * the newest is accepted.
+ */
+static void test_code_new_when_key_kept(void **state)
+{
+    jw_sim *sim = keyed_sim();
+    char first[8], retried[8];
+
+    (void)state;
+    expect(step_call(sim, "process_payment", STEP, 0, NULL, T0), JW_PROVIDER_OTP_REQUIRED, false);
+    last_code(sim, STEP, "payment", first);
+    expect(step_call(sim, "process_payment", STEP, 0, NULL, T0), JW_PROVIDER_OTP_REQUIRED, false);
+    last_code(sim, STEP, "payment", retried);
+    assert_string_not_equal(first, retried);
+    expect(step_call(sim, "process_payment", STEP, 0, first, T0), JW_PROVIDER_OTP_REQUIRED, true);
+    expect(step_call(sim, "process_payment", STEP, 0, retried, T0), JW_PROVIDER_OK, false);
+    jw_sim_free(sim);
+}
+
+/* An expired code is refused although the sim could derive it again; a new one is sent. */
+static void test_code_expired_refused(void **state)
+{
+    jw_sim *sim = keyed_sim();
+    int64_t late = T0 + (int64_t)JW_SIM_OTP_TTL_MS * 1000;
+    char code[8], fresh[8];
+
+    (void)state;
+    expect(step_call(sim, "gyftr_login", STEP, 0, NULL, T0), JW_PROVIDER_OTP_REQUIRED, false);
+    last_code(sim, STEP, "gyftr_login", code);
+    expect(step_call(sim, "gyftr_login", STEP, 0, code, late), JW_PROVIDER_OTP_REQUIRED, false);
+    assert_int_equal(inbox_size(sim), 2);
+    last_code(sim, STEP, "gyftr_login", fresh);
+    assert_string_not_equal(code, fresh);
+    expect(step_call(sim, "gyftr_login", STEP, 0, fresh, late), JW_PROVIDER_OK, false);
+    jw_sim_free(sim);
+}
+
+/* A used code is refused although the sim could derive it again; a new one is sent. */
+static void test_code_used_refused(void **state)
+{
+    jw_sim *sim = keyed_sim();
+    char code[8], fresh[8];
+
+    (void)state;
+    expect(step_call(sim, "gyftr_login", STEP, 0, NULL, T0), JW_PROVIDER_OTP_REQUIRED, false);
+    last_code(sim, STEP, "gyftr_login", code);
+    expect(step_call(sim, "gyftr_login", STEP, 0, code, T0), JW_PROVIDER_OK, false);
+    expect(step_call(sim, "gyftr_login", STEP, 0, code, T0), JW_PROVIDER_OTP_REQUIRED, false);
+    assert_int_equal(inbox_size(sim), 2);
+    last_code(sim, STEP, "gyftr_login", fresh);
+    assert_string_not_equal(code, fresh);
+    jw_sim_free(sim);
+}
+
+/*
+ * A sim restarted with the same key has no record of the code sent before the
+ * restart: it refuses it and sends a new one (the engine shows that as
+ * otp_not_accepted and a new OTP request), never the same code again.
+ */
+static void test_restarted_sim_sends_new_code(void **state)
+{
+    jw_sim *before = keyed_sim(), *after;
+    int64_t later = T0 + 1000000;
+    char code[8], fresh[8];
+
+    (void)state;
+    expect(step_call(before, "gyftr_login", STEP, 0, NULL, T0), JW_PROVIDER_OTP_REQUIRED, false);
     last_code(before, STEP, "gyftr_login", code);
     jw_sim_free(before); /* the process dies */
 
-    after = sim_with("otp=gyftr_login");
-    jw_sim_set_code_key(after, key);
-    snprintf(wrong, sizeof(wrong), "%06d", (atoi(code) + 1) % 1000000);
-    r = call(after, "gyftr_login", STEP, "k1", 0, wrong);
-    assert_int_equal(r->status, JW_PROVIDER_OTP_REQUIRED);
-    assert_true(r->invalid_otp); /* wrong, not "send a new one" */
-    jw_provider_reply_free(r);
-    r = call(after, "gyftr_login", STEP, "k1", 0, code);
-    assert_int_equal(r->status, JW_PROVIDER_OK);
-    jw_provider_reply_free(r);
-    /* Another key, another step or another attempt: another code. */
-    stranger = sim_with("otp=gyftr_login");
-    jw_sim_set_code_key(stranger, other);
-    r = call(stranger, "gyftr_login", STEP, "k1", 0, code);
-    assert_int_equal(r->status, JW_PROVIDER_OTP_REQUIRED);
-    jw_provider_reply_free(r);
-    r = call(after, "gyftr_login", STEP2, "k2", 0, code);
-    assert_int_equal(r->status, JW_PROVIDER_OTP_REQUIRED);
-    jw_provider_reply_free(r);
-    jw_sim_free(stranger);
+    after = keyed_sim();
+    expect(step_call(after, "gyftr_login", STEP, 0, code, later), JW_PROVIDER_OTP_REQUIRED, false);
+    assert_int_equal(inbox_size(after), 1);
+    last_code(after, STEP, "gyftr_login", fresh);
+    assert_string_not_equal(code, fresh);
+    expect(step_call(after, "gyftr_login", STEP, 0, fresh, later), JW_PROVIDER_OK, false);
     jw_sim_free(after);
 }
 
@@ -856,7 +955,11 @@ int main(void)
         cmocka_unit_test(test_call_from_json),
         cmocka_unit_test(test_adapter_delivers_after_latency),
         cmocka_unit_test(test_adapter_never_delivers_inside_start),
-        cmocka_unit_test(test_code_key_survives_restart),
+        cmocka_unit_test(test_code_new_on_job_retry),
+        cmocka_unit_test(test_code_new_when_key_kept),
+        cmocka_unit_test(test_code_expired_refused),
+        cmocka_unit_test(test_code_used_refused),
+        cmocka_unit_test(test_restarted_sim_sends_new_code),
     };
 
     jw_log_set_level(JW_LOG_WARN); /* a thousand SMS lines help nobody */
