@@ -156,6 +156,8 @@ int jw_app_new(jw_app **out, const jw_config *cfg, struct lws_context *ctx, jw_h
     app->timers = jw_timers_new(timers_wake_at, app);
     jw_hist_init(&app->publish_delay, &publish_delay_spec);
     rc = jw_auth_new(cfg->admin_key, cfg->jwt_secret, &app->auth, err, errlen);
+    if (rc == 0)
+        rc = jw_auth_expect(app->auth, cfg->jwt_audience, cfg->jwt_issuer, err, errlen);
     if (rc != 0)
         goto fail;
     rc = start_provider(app, &ports, err, errlen);

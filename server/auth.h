@@ -23,14 +23,23 @@
  *     pin it (see auth.c). "typ", when present, must be "JWT"; a "crit"
  *     header is refused (we implement no extensions). Duplicate keys are
  *     refused.
- *   - Signature: HMAC-SHA256 with the JWT secret, verified by libjwt.
+ *   - Signature: exactly 43 base64url characters (32 bytes; no '=' padding,
+ *     no stray bits in the last character), equal to HMAC-SHA256 of the
+ *     signing input "header.payload" under the JWT secret. auth.c computes
+ *     the HMAC with OpenSSL and compares with CRYPTO_memcmp (constant time);
+ *     libjwt verifies nothing. The payload is parsed only once the signature
+ *     has matched.
  *   - Claims (a JSON object, duplicate keys refused):
  *       exp  required, a number; refused once now >= exp + JW_AUTH_LEEWAY_S.
  *       nbf  optional; refused while now < nbf - JW_AUTH_LEEWAY_S.
  *       iat  optional; refused when iat > now + JW_AUTH_LEEWAY_S (issued in
  *            the future: a clock far off, or a forged token).
+ *       iss  when an issuer is configured (jw_auth_expect): required, a
+ *            string equal to it byte for byte; otherwise ignored.
+ *       aud  when an audience is configured: required, a string equal to it,
+ *            or an array of strings one of which is; otherwise ignored.
  *       sub  required, a UUID string; becomes user_id, in lower case.
- *     Other claims (aud, iss, role, ...) are ignored.
+ *     Other claims (role, ...) are ignored.
  *   The leeway absorbs clock skew between the token issuer and this server.
  *
  * Errors
@@ -41,14 +50,16 @@
  *   answers 401 with it; the caller must not log the token either.
  *
  * Ownership
- *   jw_auth_new copies both secrets; the caller may wipe its own copies.
+ *   jw_auth_new copies both secrets, and jw_auth_expect its strings; the
+ *   caller may wipe its own copies.
  *   jw_auth_free overwrites the copies (OPENSSL_cleanse) before freeing them.
  *   Strings passed in are borrowed for the call only.
  *
  * Threads
- *   A jw_auth is immutable after jw_auth_new, and every function here is
- *   pure apart from allocation: any thread may call them, concurrently, on
- *   the same jw_auth. new and free run on the main thread at start-up and
+ *   A jw_auth is immutable once set up (jw_auth_new, then jw_auth_expect),
+ *   and every other function here is pure apart from allocation: any thread
+ *   may call them, concurrently, on the same jw_auth. new, expect and free
+ *   run on the main thread, at start-up before the jw_auth is shared and at
  *   shutdown.
  */
 #ifndef JW_AUTH_H
@@ -62,6 +73,8 @@
 #define JW_AUTH_MAX_TOKEN 8192
 /* Clock skew tolerated on exp, nbf and iat, in seconds. */
 #define JW_AUTH_LEEWAY_S 30
+/* Longest audience or issuer that jw_auth_expect takes, in bytes. */
+#define JW_AUTH_MAX_CLAIM 256
 
 typedef enum {
     JW_PRINCIPAL_NONE, /* not authenticated (what a failed call leaves in out) */
@@ -81,14 +94,28 @@ typedef struct jw_auth jw_auth;
  * Creates the authenticator. admin_key enables the admin principal,
  * jwt_secret enables user tokens; either may be NULL (dev mode without that
  * secret), and then that kind of credential is always refused. A given
- * secret must have at least JW_MIN_SECRET_LEN (config.h) characters: an
- * empty JWT secret in particular would make libjwt accept unsigned tokens.
+ * secret must have at least JW_MIN_SECRET_LEN (config.h) characters. A JWT
+ * secret shorter than JW_MIN_JWT_SECRET_LEN (32 bytes, the size of an
+ * HS256 key, RFC 7518 3.2) is accepted with a warning in the log: config.c
+ * refuses one outside --dev, so only dev mode gets that far.
  *
  * Returns 0 with *out set (free it with jw_auth_free), or JW_EINVAL with a
  * message in err that names the setting but never shows its value.
  */
 int jw_auth_new(const char *admin_key, const char *jwt_secret, jw_auth **out, char *err,
                 size_t errlen);
+
+/*
+ * Makes user tokens carry an audience and an issuer: when audience is not
+ * NULL a token's aud must name it, when issuer is not NULL its iss must be
+ * it (the rules above); NULL leaves that claim unchecked, as after
+ * jw_auth_new. Each string must be 1..JW_AUTH_MAX_CLAIM bytes without
+ * control characters. Call it on the main thread before a is shared;
+ * calling it again replaces both.
+ *
+ * Returns 0, or JW_EINVAL with a message in err (a is then unchanged).
+ */
+int jw_auth_expect(jw_auth *a, const char *audience, const char *issuer, char *err, size_t errlen);
 
 /* Wipes the secrets and frees a. NULL-safe. */
 void jw_auth_free(jw_auth *a);

@@ -3,6 +3,7 @@
  */
 #include "config.h"
 
+#include "auth.h"
 #include "jw_error.h"
 #include "jw_log.h"
 
@@ -41,13 +42,23 @@ struct setting {
     const char *def_text; /* shown in --help instead of def, e.g. for derived defaults */
     const char *help;
     setting_parser parse;
+    size_t offset; /* parse == NULL: the int field */
+    long min, max;
+    const char *unit;
 };
+
+#define INT_FIELD(field, lo, hi, what)                                                             \
+    .offset = offsetof(jw_config, field), .min = (lo), .max = (hi), .unit = (what)
 
 static int parse_listen(jw_config *c, const char *v, const char *name, char *err, size_t errlen);
 static int parse_database_url(jw_config *c, const char *v, const char *name, char *err,
                               size_t errlen);
 static int parse_admin_key(jw_config *c, const char *v, const char *name, char *err, size_t errlen);
 static int parse_jwt_secret(jw_config *c, const char *v, const char *name, char *err,
+                            size_t errlen);
+static int parse_jwt_audience(jw_config *c, const char *v, const char *name, char *err,
+                              size_t errlen);
+static int parse_jwt_issuer(jw_config *c, const char *v, const char *name, char *err,
                             size_t errlen);
 static int parse_secret_key(jw_config *c, const char *v, const char *name, char *err,
                             size_t errlen);
@@ -125,8 +136,29 @@ static const struct setting settings[] = {
         .env = "JOBWIRE_JWT_SECRET",
         .metavar = "SECRET",
         .def_text = "none; required outside --dev",
-        .help = "HS256 secret that users' JWTs are signed with, at least 16 characters.",
+        .help = "HS256 secret that users' JWTs are signed with, at least 32 characters (with "
+                "--dev 16 are enough, with a warning at start-up). Give the same value to "
+                "whatever issues the tokens. " GENERATE_HINT,
         .parse = parse_jwt_secret,
+    },
+    {
+        .flag = "jwt-audience",
+        .env = "JOBWIRE_JWT_AUDIENCE",
+        .metavar = "AUD",
+        .def_text = "none: aud is not checked",
+        .help = "When set, a user's JWT must have an aud claim equal to AUD (compared exactly), "
+                "or an array of strings one of which is; any other token gets 401. Supabase "
+                "access tokens carry aud authenticated.",
+        .parse = parse_jwt_audience,
+    },
+    {
+        .flag = "jwt-issuer",
+        .env = "JOBWIRE_JWT_ISSUER",
+        .metavar = "ISS",
+        .def_text = "none: iss is not checked",
+        .help = "When set, a user's JWT must have an iss claim equal to ISS (compared exactly), "
+                "e.g. https://PROJECT.supabase.co/auth/v1; any other token gets 401.",
+        .parse = parse_jwt_issuer,
     },
     {
         .flag = "secret-key",
@@ -179,8 +211,8 @@ static const struct setting settings[] = {
         .env = "JOBWIRE_DEV",
         .metavar = NULL,
         .def_text = "off; JOBWIRE_DEV=1 turns it on",
-        .help = "Development mode: the admin key, JWT secret and secret key become optional. "
-                "Never use it in production.",
+        .help = "Development mode: the admin key, JWT secret and secret key become optional, "
+                "and a JWT secret may be as short as 16 characters. Never use it in production.",
         .parse = parse_dev,
     },
     {
@@ -505,6 +537,44 @@ static int parse_admin_key(jw_config *c, const char *v, const char *name, char *
 static int parse_jwt_secret(jw_config *c, const char *v, const char *name, char *err, size_t errlen)
 {
     return parse_secret_text(&c->jwt_secret, v, name, err, errlen);
+}
+
+/* An expected aud or iss: compared byte for byte, so stray spaces would never match. */
+static int parse_claim_text(char **slot, const char *v, const char *name, const char *claim,
+                            char *err, size_t errlen)
+{
+    size_t n = strlen(v);
+
+    if (n == 0)
+        return fail(err, errlen,
+                    "%s is empty; give the exact %s users' tokens carry, or leave it "
+                    "unset to not check %s",
+                    name, claim, claim);
+    if (n > JW_AUTH_MAX_CLAIM)
+        return fail(err, errlen, "%s must be at most %d characters (got %zu)", name,
+                    JW_AUTH_MAX_CLAIM, n);
+    for (size_t i = 0; i < n; i++)
+        if (iscntrl((unsigned char)v[i]))
+            return fail(err, errlen, "%s must not contain control characters (character %zu)", name,
+                        i + 1);
+    if (isspace((unsigned char)v[0]) || isspace((unsigned char)v[n - 1]))
+        return fail(err, errlen,
+                    "%s starts or ends with a space; the token's %s is compared exactly, so "
+                    "remove it",
+                    name, claim);
+    replace_str(slot, v);
+    return 0;
+}
+
+static int parse_jwt_audience(jw_config *c, const char *v, const char *name, char *err,
+                              size_t errlen)
+{
+    return parse_claim_text(&c->jwt_audience, v, name, "aud", err, errlen);
+}
+
+static int parse_jwt_issuer(jw_config *c, const char *v, const char *name, char *err, size_t errlen)
+{
+    return parse_claim_text(&c->jwt_issuer, v, name, "iss", err, errlen);
 }
 
 static int hex_value(char ch)
@@ -979,6 +1049,12 @@ static int check_required(const jw_config *c, char *err, size_t errlen)
                     "(generate each with: openssl rand -hex 32), or pass --dev for local "
                     "development",
                     list, missing > 1 ? "them" : "it");
+    if (strlen(c->jwt_secret) < JW_MIN_JWT_SECRET_LEN)
+        return fail(err, errlen,
+                    "JOBWIRE_JWT_SECRET (--jwt-secret) must be at least %d characters outside "
+                    "--dev, the size of an HS256 key; got %zu. Generate one with: openssl rand "
+                    "-hex 32, and give the same value to whatever issues the tokens",
+                    JW_MIN_JWT_SECRET_LEN, strlen(c->jwt_secret));
     return 0;
 }
 
@@ -1064,6 +1140,8 @@ void jw_config_release(jw_config *c)
     free_secret(&c->database_url);
     free_secret(&c->admin_key);
     free_secret(&c->jwt_secret);
+    free(c->jwt_audience);
+    free(c->jwt_issuer);
     free(c->provider);
     free(c->sim);
     free(c->tls_cert);

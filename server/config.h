@@ -11,8 +11,10 @@
  * Secret values never appear in an error message.
  *
  * Outside dev mode the three secrets (admin key, JWT secret, secret key) are
- * required; in dev mode they are optional, but a value that is given must
- * still be valid.
+ * required, and the JWT secret must have at least JW_MIN_JWT_SECRET_LEN
+ * bytes; in dev mode they are optional, but a value that is given must
+ * still be valid (a JWT secret of JW_MIN_SECRET_LEN bytes or more: auth.c
+ * warns when it is short).
  *
  * Threads: load and release run on the main thread before and after the
  * server runs; in between the struct is read-only and any thread may read it.
@@ -30,7 +32,9 @@
 #endif
 
 #define JW_SECRET_KEY_LEN 32 /* AES-256 */
-#define JW_MIN_SECRET_LEN 16 /* admin key and JWT secret */
+#define JW_MIN_SECRET_LEN 16 /* admin key, and the JWT secret in dev mode */
+/* The JWT secret outside dev mode: an HS256 key as long as its hash (RFC 7518 3.2). */
+#define JW_MIN_JWT_SECRET_LEN 32
 
 /* What the command line asked for. */
 typedef enum jw_config_action {
@@ -53,6 +57,10 @@ typedef struct jw_config {
     char *jwt_secret;
     bool has_secret_key;
     uint8_t secret_key[JW_SECRET_KEY_LEN]; /* decoded from 64 hex chars */
+
+    /* What users' tokens must carry (auth.h); NULL: that claim is not checked. */
+    char *jwt_audience; /* aud: the string, or one element of the array */
+    char *jwt_issuer;   /* iss */
 
     char *provider;      /* "sim" or an http(s) base URL without trailing '/' */
     bool provider_sim;   /* provider is "sim" */

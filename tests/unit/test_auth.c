@@ -1,8 +1,9 @@
 /*
  * Unit tests of server/auth: the admin key, HS256 user tokens and everything
  * that must be refused. Tokens that jw_auth_mint_hs256 cannot make (other
- * algorithms, odd headers, nbf) are built by hand with OpenSSL's HMAC, so
- * each refusal is tested on a token that is otherwise correctly signed.
+ * algorithms, odd headers, nbf, aud, iss) are built by hand with OpenSSL's
+ * HMAC, so each refusal is tested on a token that is otherwise correctly
+ * signed.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -15,6 +16,7 @@
 #include "jw_error.h"
 
 #include <jwt.h>
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <stdio.h>
@@ -22,13 +24,43 @@
 #include <string.h>
 
 #define ADMIN_KEY "admin-key-0123456789abcdef"
-#define SECRET "jwt-secret-0123456789abcdef"
+#define SECRET "jwt-secret-0123456789abcdef-0123456789"
 #define USER "6f1c2a3b-4d5e-4f60-8a7b-9c0d1e2f3a4b"
 #define OTHER "0d9e8f7a-6b5c-4d3e-8f1a-2b3c4d5e6f70"
 #define NOW INT64_C(1767225600) /* 2026-01-01T00:00:00Z */
 #define HOUR 3600
 
 static jw_auth *auth;
+
+/*
+ * CRYPTO_memcmp, interposed: auth.o is linked statically into this program,
+ * so its call binds to this definition rather than libcrypto's. It compares
+ * like the real one (every byte, no early exit), records what it was given,
+ * and can be told to lie: when a lie changes the verdict on a token, this
+ * comparison is what decides it, not some other check (libjwt's strcmp).
+ */
+static struct {
+    int calls;
+    size_t len;
+    unsigned char a[64], b[64];
+    int force; /* 0: compare; 1: answer "equal"; -1: answer "different" */
+} ct;
+
+int CRYPTO_memcmp(const void *in_a, const void *in_b, size_t len)
+{
+    const unsigned char *x = in_a, *y = in_b;
+    unsigned char d = 0;
+
+    ct.calls++;
+    ct.len = len;
+    memcpy(ct.a, x, len < sizeof(ct.a) ? len : sizeof(ct.a));
+    memcpy(ct.b, y, len < sizeof(ct.b) ? len : sizeof(ct.b));
+    for (size_t i = 0; i < len; i++)
+        d |= x[i] ^ y[i];
+    if (ct.force)
+        return ct.force > 0 ? 0 : 1;
+    return d != 0;
+}
 
 static int setup(void **state)
 {
@@ -136,15 +168,15 @@ static void assert_no_token_text(const char *err, const char *token)
     }
 }
 
-/* jw_auth_token and jw_auth_bearer both refuse token with a message containing want. */
-static void assert_refused(const char *token, const char *want)
+/* jw_auth_token and jw_auth_bearer both refuse token (under a) with a message containing want. */
+static void assert_refused_by(const jw_auth *a, const char *token, const char *want)
 {
     jw_principal p;
     char err[256], *header;
 
     p.kind = JW_PRINCIPAL_ADMIN; /* a failed call must reset it */
     err[0] = '\0';
-    assert_int_equal(jw_auth_token(auth, token, NOW, &p, err, sizeof(err)), JW_EAUTH);
+    assert_int_equal(jw_auth_token(a, token, NOW, &p, err, sizeof(err)), JW_EAUTH);
     assert_int_equal(p.kind, JW_PRINCIPAL_NONE);
     assert_string_equal(p.user_id, "");
     assert_contains(err, want);
@@ -155,23 +187,33 @@ static void assert_refused(const char *token, const char *want)
     sprintf(header, "Bearer %s", token);
     p.kind = JW_PRINCIPAL_ADMIN;
     err[0] = '\0';
-    assert_int_equal(jw_auth_bearer(auth, header, NOW, &p, err, sizeof(err)), JW_EAUTH);
+    assert_int_equal(jw_auth_bearer(a, header, NOW, &p, err, sizeof(err)), JW_EAUTH);
     assert_int_equal(p.kind, JW_PRINCIPAL_NONE);
     assert_contains(err, want);
     assert_no_token_text(err, token);
     free(header);
 }
 
-static void assert_user(const char *token, const char *user, int64_t exp)
+static void assert_refused(const char *token, const char *want)
+{
+    assert_refused_by(auth, token, want);
+}
+
+static void assert_user_by(const jw_auth *a, const char *token, const char *user, int64_t exp)
 {
     jw_principal p;
     char err[256] = "";
 
-    if (jw_auth_token(auth, token, NOW, &p, err, sizeof(err)) != 0)
+    if (jw_auth_token(a, token, NOW, &p, err, sizeof(err)) != 0)
         fail_msg("token refused: %s", err);
     assert_int_equal(p.kind, JW_PRINCIPAL_USER);
     assert_string_equal(p.user_id, user);
     assert_int_equal(p.expires_at, exp);
+}
+
+static void assert_user(const char *token, const char *user, int64_t exp)
+{
+    assert_user_by(auth, token, user, exp);
 }
 
 static void test_admin_key_accepted(void **state)
@@ -341,7 +383,7 @@ static void test_bad_signature(void **state)
     free(t);
 
     /* A secret that is a prefix of the real one. */
-    t = jw_auth_mint_hs256("jwt-secret-0123456789abcde", USER, NOW, NOW + HOUR);
+    t = jw_auth_mint_hs256("jwt-secret-0123456789abcdef-012345678", USER, NOW, NOW + HOUR);
     assert_refused(t, "token signature invalid");
     free(t);
 
@@ -361,10 +403,318 @@ static void test_bad_signature(void **state)
     n = strlen(t);
     t[n - 2] = t[n - 2] == 'A' ? 'B' : 'A';
     assert_refused(t, "token signature invalid");
-    /* The signature cut short. */
+    /* The signature cut short: refused on its length, before any HMAC is compared. */
     t[n - 5] = '\0';
-    assert_refused(t, "token signature invalid");
+    assert_refused(t, "token signature is 38 characters; an HS256 signature is 43");
     free(t);
+}
+
+#define HS256_HEADER "{\"alg\":\"HS256\",\"typ\":\"JWT\"}"
+
+/* HMAC-SHA256 under key of "b64url(header).b64url(payload)", as make_token signs. */
+static void signing_mac(const char *header, const char *payload, const char *key,
+                        unsigned char mac[32])
+{
+    char *t = make_token(header, payload, NULL, NULL);
+    unsigned int len = 0;
+
+    t[strlen(t) - 1] = '\0'; /* the '.' before the (empty) signature */
+    assert_non_null(
+        HMAC(EVP_sha256(), key, (int)strlen(key), (const unsigned char *)t, strlen(t), mac, &len));
+    assert_int_equal(len, 32);
+    free(t);
+}
+
+/* b64url(header).b64url(payload).b64url(sig) followed by suffix; malloc'd. */
+static char *token_with_sig(const char *header, const char *payload, const unsigned char *sig,
+                            size_t sig_len, const char *suffix)
+{
+    char *t = make_token(header, payload, NULL, NULL), *s = b64url(sig, sig_len);
+    char *out = malloc(strlen(t) + strlen(s) + strlen(suffix) + 1);
+
+    assert_non_null(out);
+    sprintf(out, "%s%s%s", t, s, suffix);
+    free(t);
+    free(s);
+    return out;
+}
+
+static void test_signature_one_byte_differs(void **state)
+{
+    char *payload = payload_with(NOW + HOUR, ""), *t;
+    unsigned char mac[32], sig[32];
+
+    (void)state;
+    signing_mac(HS256_HEADER, payload, SECRET, mac);
+    t = token_with_sig(HS256_HEADER, payload, mac, 32, "");
+    assert_user(t, USER, NOW + HOUR); /* the control: these helpers sign correctly */
+    free(t);
+    /* Every byte, with its lowest and its highest bit flipped. */
+    for (size_t i = 0; i < 32; i++) {
+        for (int flip = 0x01; flip <= 0x80; flip <<= 7) {
+            memcpy(sig, mac, 32);
+            sig[i] ^= (unsigned char)flip;
+            t = token_with_sig(HS256_HEADER, payload, sig, 32, "");
+            assert_refused(t, "token signature invalid");
+            free(t);
+        }
+    }
+    free(payload);
+}
+
+static int reset_ct(void **state)
+{
+    (void)state;
+    memset(&ct, 0, sizeof(ct));
+    return 0;
+}
+
+static void test_signature_decided_by_crypto_memcmp(void **state)
+{
+    char *payload = payload_with(NOW + HOUR, ""), *forged, *genuine, *t, err[256];
+    unsigned char mac[32], sig[32], big[64];
+    jw_auth *a = NULL;
+    jw_principal p;
+
+    (void)state;
+    /* No admin key: jw_ct_equal, which calls CRYPTO_memcmp too, never runs. */
+    assert_int_equal(jw_auth_new(NULL, SECRET, &a, err, sizeof(err)), 0);
+    signing_mac(HS256_HEADER, payload, SECRET, mac);
+    memcpy(sig, mac, 32);
+    sig[31] ^= 1;
+    forged = token_with_sig(HS256_HEADER, payload, sig, 32, "");
+    genuine = token_with_sig(HS256_HEADER, payload, mac, 32, "");
+
+    /* One comparison of 32 bytes: the HMAC computed here and the token's decoded signature. */
+    memset(&ct, 0, sizeof(ct));
+    assert_int_equal(jw_auth_token(a, forged, NOW, &p, err, sizeof(err)), JW_EAUTH);
+    assert_string_equal(err, "token signature invalid");
+    assert_int_equal(ct.calls, 1);
+    assert_int_equal(ct.len, 32);
+    assert_true((memcmp(ct.a, mac, 32) == 0 && memcmp(ct.b, sig, 32) == 0) ||
+                (memcmp(ct.a, sig, 32) == 0 && memcmp(ct.b, mac, 32) == 0));
+
+    /* Its answer alone decides: told "equal", the forged signature passes... */
+    ct.force = 1;
+    assert_user_by(a, forged, USER, NOW + HOUR);
+    /* ...and told "different", the genuine one fails. */
+    ct.force = -1;
+    assert_refused_by(a, genuine, "token signature invalid");
+    ct.force = 0;
+    assert_user_by(a, genuine, USER, NOW + HOUR);
+
+    /*
+     * A signature of the wrong shape is refused before any comparison, even
+     * one that would answer "equal": truncated, one character more, '='
+     * padded, the length of an HS512 MAC; and so is a refused algorithm.
+     */
+    ct.force = 1;
+    ct.calls = 0;
+    t = token_with_sig(HS256_HEADER, payload, mac, 31, "");
+    assert_refused_by(a, t, "token signature is 42 characters; an HS256 signature is 43");
+    free(t);
+    t = token_with_sig(HS256_HEADER, payload, mac, 32, "A");
+    assert_refused_by(a, t, "token signature is 44 characters; an HS256 signature is 43");
+    free(t);
+    t = token_with_sig(HS256_HEADER, payload, mac, 32, "=");
+    assert_refused_by(a, t, "token signature ends in '=' padding");
+    free(t);
+    memset(big, 0, sizeof(big));
+    t = token_with_sig(HS256_HEADER, payload, big, sizeof(big), "");
+    assert_refused_by(a, t, "token signature is 86 characters; an HS256 signature is 43");
+    free(t);
+    t = token_with_sig("{\"alg\":\"HS384\"}", payload, mac, 32, "");
+    assert_refused_by(a, t, "token algorithm HS384 not accepted");
+    free(t);
+    assert_int_equal(ct.calls, 0);
+    ct.force = 0;
+
+    free(forged);
+    free(genuine);
+    free(payload);
+    jw_auth_free(a);
+}
+
+static void test_signature_strict_base64url(void **state)
+{
+    char *payload = payload_with(NOW + HOUR, ""), *t, *cut;
+    unsigned char mac[32];
+    size_t n;
+
+    (void)state;
+    signing_mac(HS256_HEADER, payload, SECRET, mac);
+
+    /* Padding, one '=' or two, after a correct signature: refused, and said so. */
+    t = token_with_sig(HS256_HEADER, payload, mac, 32, "=");
+    assert_refused(t, "token signature ends in '=' padding; a JWT is base64url without padding");
+    free(t);
+    t = token_with_sig(HS256_HEADER, payload, mac, 32, "==");
+    assert_refused(t, "token signature ends in '=' padding");
+    free(t);
+    /* A signature that is nothing but padding. */
+    t = token_with_sig(HS256_HEADER, payload, mac, 0, "=");
+    assert_refused(t, "token signature ends in '=' padding");
+    free(t);
+
+    /*
+     * The last of 43 characters carries 4 bits of the MAC and 2 unused bits,
+     * which must be 0: the same bytes with those bits set are a second
+     * spelling of the signature, refused.
+     */
+    t = token_with_sig(HS256_HEADER, payload, mac, 32, "");
+    n = strlen(t);
+    assert_user(t, USER, NOW + HOUR);
+    t[n - 1] = (char)(t[n - 1] == 'z' ? '0' : t[n - 1] == '9' ? '-' : t[n - 1] + 1);
+    assert_refused(t, "token signature is not canonical base64url");
+
+    /* Characters outside base64url, in place of a valid one or after it. */
+    t[n - 1] = '+';
+    assert_refused(t, "neither the admin key nor a JWT");
+    t[n - 1] = '/';
+    assert_refused(t, "neither the admin key nor a JWT");
+    t[n - 10] = '=';
+    assert_refused(t, "neither the admin key nor a JWT"); /* '=' inside, not at the end */
+
+    /* Truncated by one character, and cut to one. */
+    free(t);
+    t = token_with_sig(HS256_HEADER, payload, mac, 32, "");
+    n = strlen(t);
+    t[n - 1] = '\0';
+    assert_refused(t, "token signature is 42 characters");
+    cut = strrchr(t, '.');
+    cut[2] = '\0';
+    assert_refused(t, "token signature is 1 characters");
+    free(t);
+    free(payload);
+}
+
+/* A token for USER with the given extra claims (",\"aud\":..."), signed with SECRET. */
+static char *claims_token(const char *extra)
+{
+    char *payload = payload_with(NOW + HOUR, extra);
+    char *t = make_token(HS256_HEADER, payload, EVP_sha256(), SECRET);
+
+    free(payload);
+    return t;
+}
+
+#define AUD "jobwire-api"
+#define ISS "https://issuer.example/auth/v1"
+
+static void test_audience_and_issuer(void **state)
+{
+    static const char *const good[] = {
+        ",\"aud\":\"" AUD "\",\"iss\":\"" ISS "\"",
+        ",\"iss\":\"" ISS "\",\"aud\":[\"other\",\"" AUD "\"]",
+        ",\"iss\":\"" ISS "\",\"aud\":[\"" AUD "\"]",
+        ",\"iss\":\"" ISS "\",\"aud\":[\"" AUD "\",\"" AUD "\"],\"role\":\"authenticated\"",
+    };
+    static const struct {
+        const char *extra, *want;
+    } bad[] = {
+        {",\"iss\":\"" ISS "\"", "token has no aud (this server requires its audience)"},
+        {",\"aud\":\"" AUD "\"", "token has no iss (this server requires its issuer)"},
+        {"", "token has no iss"},
+        {",\"iss\":\"" ISS "\",\"aud\":\"jobwire-ap\"", "token aud does not include the audience"},
+        {",\"iss\":\"" ISS "\",\"aud\":\"Jobwire-API\"", "token aud does not include"},
+        {",\"iss\":\"" ISS "\",\"aud\":\"" AUD " \"", "token aud does not include"},
+        /* A NUL inside: C would see AUD; jansson refuses the payload outright. */
+        {",\"iss\":\"" ISS "\",\"aud\":\"" AUD "\\u0000x\"", "token payload is not a JSON object"},
+        {",\"iss\":\"" ISS "\",\"aud\":[]", "token aud does not include"},
+        {",\"iss\":\"" ISS "\",\"aud\":[\"other\",\"another\"]", "token aud does not include"},
+        {",\"iss\":\"" ISS "\",\"aud\":[\"" AUD "\",1]", "token aud is not a string or an array"},
+        {",\"iss\":\"" ISS "\",\"aud\":[[\"" AUD "\"]]", "token aud is not a string or an array"},
+        {",\"iss\":\"" ISS "\",\"aud\":42", "token aud is not a string or an array"},
+        {",\"iss\":\"" ISS "\",\"aud\":null", "token aud is not a string or an array"},
+        {",\"iss\":\"" ISS "\",\"aud\":{\"" AUD "\":1}", "token aud is not a string or an array"},
+        {",\"aud\":\"" AUD "\",\"iss\":\"" ISS "/\"", "token iss is not the issuer this server"},
+        {",\"aud\":\"" AUD "\",\"iss\":\"https://evil.example/auth/v1\"", "token iss is not the"},
+        {",\"aud\":\"" AUD "\",\"iss\":[\"" ISS "\"]", "token iss is not a string"},
+        {",\"aud\":\"" AUD "\",\"iss\":1", "token iss is not a string"},
+    };
+    jw_auth *a = NULL, *aud_only = NULL, *iss_only = NULL;
+    char err[256], *t;
+    jw_principal p;
+
+    (void)state;
+    assert_int_equal(jw_auth_new(ADMIN_KEY, SECRET, &a, err, sizeof(err)), 0);
+    assert_int_equal(jw_auth_expect(a, AUD, ISS, err, sizeof(err)), 0);
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        t = claims_token(good[i]);
+        assert_user_by(a, t, USER, NOW + HOUR);
+        free(t);
+    }
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        t = claims_token(bad[i].extra);
+        assert_refused_by(a, t, bad[i].want);
+        /* The message names the claim, never its value. */
+        assert_int_equal(jw_auth_token(a, t, NOW, &p, err, sizeof(err)), JW_EAUTH);
+        assert_null(strstr(err, "other"));
+        assert_null(strstr(err, "evil"));
+        assert_null(strstr(err, "jobwire-ap"));
+        assert_null(strstr(err, "Jobwire"));
+        free(t);
+    }
+    /* A token minted without aud or iss (jw-mint-token's) is refused; the admin key still works. */
+    t = user_token(USER);
+    assert_refused_by(a, t, "token has no iss");
+    free(t);
+    assert_int_equal(jw_auth_token(a, ADMIN_KEY, NOW, &p, err, sizeof(err)), 0);
+    assert_int_equal(p.kind, JW_PRINCIPAL_ADMIN);
+
+    /* Only one configured: the other claim is not looked at. */
+    assert_int_equal(jw_auth_new(NULL, SECRET, &aud_only, err, sizeof(err)), 0);
+    assert_int_equal(jw_auth_expect(aud_only, AUD, NULL, err, sizeof(err)), 0);
+    assert_int_equal(jw_auth_new(NULL, SECRET, &iss_only, err, sizeof(err)), 0);
+    assert_int_equal(jw_auth_expect(iss_only, NULL, ISS, err, sizeof(err)), 0);
+    t = claims_token(",\"aud\":\"" AUD "\",\"iss\":1");
+    assert_user_by(aud_only, t, USER, NOW + HOUR);
+    assert_refused_by(iss_only, t, "token iss is not a string");
+    free(t);
+    t = claims_token(",\"aud\":42,\"iss\":\"" ISS "\"");
+    assert_user_by(iss_only, t, USER, NOW + HOUR);
+    assert_refused_by(aud_only, t, "token aud is not a string or an array");
+    free(t);
+
+    /* Unset (the default): neither is checked, whatever the token says. */
+    t = claims_token(",\"aud\":42,\"iss\":[]");
+    assert_user(t, USER, NOW + HOUR);
+    free(t);
+
+    /* Set again to NULL, NULL: back to unchecked. */
+    assert_int_equal(jw_auth_expect(a, NULL, NULL, err, sizeof(err)), 0);
+    t = user_token(USER);
+    assert_user_by(a, t, USER, NOW + HOUR);
+    free(t);
+
+    jw_auth_free(a);
+    jw_auth_free(aud_only);
+    jw_auth_free(iss_only);
+}
+
+static void test_expect_arguments(void **state)
+{
+    char long_aud[JW_AUTH_MAX_CLAIM + 2], err[256], *t;
+    jw_auth *a = NULL;
+
+    (void)state;
+    assert_int_equal(jw_auth_expect(NULL, AUD, NULL, err, sizeof(err)), JW_EINVAL);
+    assert_int_equal(jw_auth_new(NULL, SECRET, &a, err, sizeof(err)), 0);
+    assert_int_equal(jw_auth_expect(a, AUD, ISS, err, sizeof(err)), 0);
+    assert_int_equal(jw_auth_expect(a, "", NULL, err, sizeof(err)), JW_EINVAL);
+    assert_contains(err, "audience");
+    assert_int_equal(jw_auth_expect(a, NULL, "iss\nx", err, sizeof(err)), JW_EINVAL);
+    assert_contains(err, "issuer");
+    memset(long_aud, 'a', sizeof(long_aud) - 1);
+    long_aud[sizeof(long_aud) - 1] = '\0';
+    assert_int_equal(jw_auth_expect(a, long_aud, NULL, err, sizeof(err)), JW_EINVAL);
+    /* A refusal leaves what was set: aud and iss are still required. */
+    t = claims_token(",\"aud\":\"" AUD "\"");
+    assert_refused_by(a, t, "token has no iss");
+    free(t);
+    long_aud[JW_AUTH_MAX_CLAIM] = '\0';
+    assert_int_equal(jw_auth_expect(a, long_aud, NULL, err, sizeof(err)), 0);
+    jw_auth_free(a);
 }
 
 static void test_alg_none(void **state)
@@ -709,6 +1059,11 @@ static void test_new_and_disabled_kinds(void **state)
     assert_int_equal(jw_auth_new(ADMIN_KEY, "", &a, err, sizeof(err)), JW_EINVAL);
     assert_int_equal(jw_auth_new(ADMIN_KEY, "short-secret", &a, err, sizeof(err)), JW_EINVAL);
     assert_null(strstr(err, "short-secret"));
+    /* 16..31 bytes: what --dev allows (config.c refuses it otherwise); a warning is logged. */
+    assert_int_equal(jw_auth_new(ADMIN_KEY, "dev-secret-0123456789", &a, err, sizeof(err)), 0);
+    assert_non_null(a);
+    jw_auth_free(a);
+    a = NULL;
 
     /* No JWT secret: user tokens refused, the admin key works. */
     assert_int_equal(jw_auth_new(ADMIN_KEY, NULL, &a, err, sizeof(err)), 0);
@@ -759,6 +1114,11 @@ int main(void)
         cmocka_unit_test(test_missing_or_bad_exp),
         cmocka_unit_test(test_missing_or_bad_sub),
         cmocka_unit_test(test_bad_signature),
+        cmocka_unit_test(test_signature_one_byte_differs),
+        cmocka_unit_test_teardown(test_signature_decided_by_crypto_memcmp, reset_ct),
+        cmocka_unit_test(test_signature_strict_base64url),
+        cmocka_unit_test(test_audience_and_issuer),
+        cmocka_unit_test(test_expect_arguments),
         cmocka_unit_test(test_alg_none),
         cmocka_unit_test(test_other_hmac_algorithms),
         cmocka_unit_test(test_asymmetric_and_odd_headers),
