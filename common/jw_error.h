@@ -24,7 +24,9 @@
     XX(ECONFIG, "invalid configuration")                                                           \
     XX(EAUTH, "not authenticated")                                                                 \
     XX(EFORBIDDEN, "not allowed")                                                                  \
-    XX(ETIMEOUT, "timed out")
+    XX(ETIMEOUT, "timed out")                                                                      \
+    XX(ELIMIT, "over a limit")                                                                     \
+    XX(ECANCELED, "cancelled")
 
 enum jw_errno {
     JW_OK = 0,

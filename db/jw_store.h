@@ -43,6 +43,7 @@
 #include "jw_hist.h"
 
 #include <jansson.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -56,6 +57,7 @@ typedef struct jw_store_config {
     int64_t events_retention_s; /* journal age past a job's end to delete it; 0: keep */
     int prune_batch;            /* most job_events rows per delete; 0: 1000 */
     int prune_interval_ms;      /* from one retention round to the next; 0: 600000 */
+    int max_reads_queued;       /* reads submitted and not yet answered; 0: 256 */
     /* Called from the db thread after results were posted; may be NULL. */
     void (*wake)(void *arg);
     void *wake_arg;
@@ -71,6 +73,7 @@ typedef struct jw_store_stats {
     uint64_t commits; /* transactions, i.e. groups */
     uint64_t reconnects;
     uint64_t queued_batches; /* submitted, not yet answered */
+    uint64_t reads_queued;   /* reads submitted, not yet answered */
     uint64_t events_pruned;  /* job_events rows deleted by retention */
     uint64_t runs_pruned;    /* finished jobs whose journal retention deleted, each once */
     uint64_t prune_batches;  /* retention delete transactions */
@@ -112,10 +115,14 @@ size_t jw_store_wait(jw_store *s, int timeout_ms, jw_store_done_fn fn, void *arg
 void jw_store_get_stats(jw_store *s, jw_store_stats *out);
 
 /*
- * Reads. The loop thread never blocks on PostgreSQL, so reads are queued to
- * the db thread like batches and answered through jw_store_drain_reads. They
- * run between write groups on the same connection; while PostgreSQL is away
- * they are answered at once with JW_EDBDOWN rather than kept waiting.
+ * Reads. The loop thread never blocks on PostgreSQL, so reads are queued and
+ * answered through jw_store_drain_reads. They run in submission order on a
+ * thread and a connection of their own (db/reads.c), so group commits never
+ * wait behind them; while PostgreSQL is away they are answered at once with
+ * JW_EDBDOWN rather than kept waiting. At most max_reads_queued are
+ * outstanding: past it jw_store_read refuses with JW_ELIMIT. A read cancelled
+ * (jw_read_cancel) before its turn is answered JW_ECANCELED without a query,
+ * and is still handed back through jw_store_drain_reads.
  *
  *  JW_READ_JOB   (job id)  -> {"job":{…},"steps":[…],"otp_requests":[…],"seq":N}
  *  JW_READ_JOBS  (status|NULL, user id|NULL, before job id|NULL, limit)
@@ -139,8 +146,9 @@ typedef struct jw_read {
     jw_read_kind kind;
     int nparams;
     char *params[JW_READ_MAX_PARAMS]; /* owned copies; NULL is SQL NULL */
-    int status;                       /* 0, JW_ENOTFOUND, JW_EDB, JW_EDBDOWN, JW_ECLOSED */
-    char *result;                     /* JSON text when status is 0 */
+    int status;            /* 0, JW_ENOTFOUND, JW_EDB, JW_EDBDOWN, JW_ECLOSED, JW_ECANCELED */
+    atomic_bool cancelled; /* jw_read_cancel: skip it if it has not run yet */
+    char *result;          /* JSON text when status is 0 */
     char *error;
     void *user; /* the submitter's cookie */
     int tag;    /* the submitter's too: which part of it asked */
@@ -149,8 +157,11 @@ typedef struct jw_read {
 /* Params are copied; pass NULL for SQL NULL. Returns NULL for a bad count. */
 jw_read *jw_read_new(jw_read_kind kind, int nparams, const char *const *params);
 void jw_read_free(jw_read *r);
-/* Queues r and takes it; JW_ECLOSED after stop (the caller keeps r). */
+/* Queues r and takes it; JW_ELIMIT when max_reads_queued are outstanding,
+ * JW_ECLOSED after stop (the caller keeps r then). */
 int jw_store_read(jw_store *s, jw_read *r);
+/* Any thread, while r is queued: it will be answered JW_ECANCELED unless it already ran. */
+void jw_read_cancel(jw_read *r);
 typedef void (*jw_store_read_fn)(jw_read *r, void *arg);
 /* Hands every answered read to fn, which owns it. */
 size_t jw_store_drain_reads(jw_store *s, jw_store_read_fn fn, void *arg);

@@ -14,6 +14,7 @@
  * rejected batch by batch. See jw_store.h for the failure rules.
  */
 #include "jw_store.h"
+#include "reads.h"
 
 #include "jw_buf.h"
 #include "jw_error.h"
@@ -32,6 +33,7 @@
 #define DEFAULT_BACKOFF_MIN_MS 100
 #define DEFAULT_BACKOFF_MAX_MS 5000
 #define DEFAULT_PRUNE_BATCH 1000
+#define DEFAULT_MAX_READS_QUEUED 256
 #define DEFAULT_PRUNE_INTERVAL_MS 600000
 /* How often an idle db thread looks for the answer of a retention statement. */
 #define PRUNE_POLL_MS 5
@@ -59,9 +61,9 @@ struct jw_store {
     int prune_batch;
     int64_t prune_interval_us;
 
-    jw_mailbox inbox; /* loop -> db thread */
-    jw_mailbox done;  /* db thread -> loop; its wake is the caller's */
-    jw_mailbox reads_in, reads_done;
+    jw_mailbox inbox;  /* loop -> db thread */
+    jw_mailbox done;   /* db thread -> loop; its wake is the caller's */
+    jw_reader *reader; /* reads: a thread and a connection of their own (reads.c) */
     pthread_t thread;
     bool thread_started;
     atomic_bool stopping;
@@ -309,34 +311,6 @@ static const char sql_prune_delete[] =
     "  RETURNING e.job_run_id, u.last)"
     " SELECT count(*), count(DISTINCT job_run_id) FILTER (WHERE last) FROM d";
 
-/* What a client sees of a job: rows without the store's last_seq. */
-static const char *const read_sql[JW_READ__COUNT] = {
-    [JW_READ_JOB] =
-        "SELECT json_build_object("
-        "  'job', to_jsonb(j) - 'last_seq',"
-        "  'steps', COALESCE((SELECT jsonb_agg(to_jsonb(s) ORDER BY s.created_at, s.id)"
-        "                       FROM job_steps s WHERE s.job_run_id = j.id), '[]'::jsonb),"
-        "  'otp_requests', COALESCE((SELECT jsonb_agg(to_jsonb(o) ORDER BY o.requested_at, o.id)"
-        "                       FROM otp_requests o WHERE o.job_run_id = j.id), '[]'::jsonb),"
-        "  'seq', j.last_seq)::text"
-        " FROM job_runs j WHERE j.id = $1::uuid",
-    [JW_READ_JOBS] =
-        "SELECT COALESCE(json_agg(x.r ORDER BY x.created_at DESC, x.id DESC), '[]')::text"
-        " FROM (SELECT to_jsonb(j) - 'last_seq' AS r, j.created_at, j.id FROM job_runs j"
-        "  WHERE ($1::text IS NULL OR j.status = $1::text)"
-        "    AND ($2::uuid IS NULL OR j.user_id = $2::uuid)"
-        "    AND ($3::uuid IS NULL OR (j.created_at, j.id) <"
-        "         (SELECT b.created_at, b.id FROM job_runs b WHERE b.id = $3::uuid))"
-        "  ORDER BY j.created_at DESC, j.id DESC LIMIT $4::int) x",
-    /* row_data is json: embedded as stored, byte for byte. */
-    [JW_READ_EVENTS] =
-        "SELECT COALESCE(json_agg(json_build_object('type', 'delta', 'job_id', e.job_run_id,"
-        " 'seq', e.seq, 'ts', (extract(epoch FROM e.ts) * 1000000)::bigint,"
-        " 'table', e.table_name, 'op', e.op, 'row', e.row_data) ORDER BY e.seq), '[]')::text"
-        " FROM job_events e"
-        " WHERE e.job_run_id = $1::uuid AND e.seq > $2::bigint AND e.seq <= $3::bigint",
-};
-
 static bool connect_db(jw_store *s)
 {
     static const char *const keys[] = {
@@ -369,17 +343,6 @@ static bool connect_db(jw_store *s)
         goto fail;
     }
     PQclear(res);
-    for (int k = 0; k < JW_READ__COUNT; k++) {
-        char name[32];
-
-        snprintf(name, sizeof(name), "jw_read_%d", k);
-        res = PQprepare(s->conn, name, read_sql[k], 0, NULL);
-        if (!exec_ok(s, res, "preparing a read")) {
-            PQclear(res);
-            goto fail;
-        }
-        PQclear(res);
-    }
     res = PQprepare(s->conn, "jw_committed", sql_committed, 0, NULL);
     if (!exec_ok(s, res, "preparing the commit check")) {
         PQclear(res);
@@ -737,72 +700,6 @@ static int group_committed(jw_store *s, size_t count)
         PQclear(res);
     }
     return answer;
-}
-
-/* ---- reads ---------------------------------------------------------------- */
-
-static void answer_read(jw_read *r, int status, const char *error)
-{
-    r->status = status;
-    free(r->error);
-    r->error = error ? jw_xstrdup(error) : NULL;
-}
-
-static void run_read(jw_store *s, jw_read *r)
-{
-    char name[32], err[512];
-    PGresult *res;
-    bool synced = false;
-
-    snprintf(name, sizeof(name), "jw_read_%d", (int)r->kind);
-    if (!PQsendQueryPrepared(s->conn, name, r->nparams, (const char *const *)r->params, NULL, NULL,
-                             0) ||
-        !PQpipelineSync(s->conn)) {
-        answer_read(r, JW_EDBDOWN, PQerrorMessage(s->conn));
-        disconnect(s);
-        return;
-    }
-    r->status = JW_EDBDOWN;
-    while ((res = PQgetResult(s->conn)) != NULL) {
-        if (PQresultStatus(res) == PGRES_TUPLES_OK) {
-            if (PQntuples(res) > 0 && !PQgetisnull(res, 0, 0)) {
-                r->result = jw_xstrdup(PQgetvalue(res, 0, 0));
-                answer_read(r, 0, NULL);
-            } else {
-                answer_read(r, JW_ENOTFOUND, "not found");
-            }
-        } else {
-            describe_error(res, err, sizeof(err));
-            answer_read(r, PQstatus(s->conn) == CONNECTION_BAD ? JW_EDBDOWN : JW_EDB, err);
-        }
-        PQclear(res);
-    }
-    res = PQgetResult(s->conn);
-    synced = res && PQresultStatus(res) == PGRES_PIPELINE_SYNC;
-    PQclear(res);
-    if (!synced) {
-        if (r->status == 0 || !r->error)
-            answer_read(r, JW_EDBDOWN, PQerrorMessage(s->conn));
-        disconnect(s);
-    }
-}
-
-/* Answers every queued read: from PostgreSQL when connected, else at once. */
-static void serve_reads(jw_store *s)
-{
-    jw_mailbox_node *n = jw_mailbox_take_all(&s->reads_in);
-
-    while (n) {
-        jw_mailbox_node *next = n->next;
-        jw_read *r = jw_container_of(n, jw_read, node);
-
-        if (s->conn)
-            run_read(s, r);
-        else
-            answer_read(r, JW_EDBDOWN, s->stats.last_error);
-        jw_mailbox_post(&s->reads_done, &r->node);
-        n = next;
-    }
 }
 
 /* ---- retention ------------------------------------------------------------ */
@@ -1237,7 +1134,6 @@ static void backoff_wait(jw_store *s)
             break;
         }
         take_inbox(s, jw_mailbox_wait(&s->inbox, (int)((until - now + 999) / 1000)));
-        serve_reads(s); /* refused at once while PostgreSQL is away */
     }
     s->backoff_ms = s->backoff_ms * 2 > s->backoff_max_ms ? s->backoff_max_ms : s->backoff_ms * 2;
 }
@@ -1266,7 +1162,6 @@ static void *store_thread(void *arg)
     char err[1024];
 
     for (;;) {
-        serve_reads(s);
         /* Connect eagerly: readiness should not wait for the first write. */
         if (!s->conn) {
             take_inbox(s, jw_mailbox_take_all(&s->inbox));
@@ -1354,18 +1249,6 @@ static void *store_thread(void *arg)
     }
 
     /* Stopped: whatever could not be written is answered as such. */
-    {
-        jw_mailbox_node *n = jw_mailbox_take_all(&s->reads_in);
-
-        while (n) {
-            jw_mailbox_node *next = n->next;
-            jw_read *r = jw_container_of(n, jw_read, node);
-
-            answer_read(r, JW_ECLOSED, "store stopped");
-            jw_mailbox_post(&s->reads_done, &r->node);
-            n = next;
-        }
-    }
     take_inbox(s, jw_mailbox_take_all(&s->inbox));
     if (s->pending_count)
         answer_front(s, s->pending_count, JW_ECLOSED, "store stopped before this batch committed",
@@ -1402,8 +1285,6 @@ int jw_store_start(jw_store **out, const jw_store_config *cfg)
     s->prune.next_us = jw_mono_us(); /* the first round as soon as the store is idle */
     jw_mailbox_init(&s->inbox, NULL, NULL);
     jw_mailbox_init(&s->done, cfg->wake, cfg->wake_arg);
-    jw_mailbox_init(&s->reads_in, NULL, NULL);
-    jw_mailbox_init(&s->reads_done, cfg->wake, cfg->wake_arg);
     pthread_mutex_init(&s->stats_lock, NULL);
     jw_hist_init(&s->stats.commit_us, &commit_us_spec);
     jw_hist_init(&s->stats.commit_batches, &group_size_spec);
@@ -1423,7 +1304,11 @@ int jw_store_start(jw_store **out, const jw_store_config *cfg)
     jw_buf_init(&s->adv_hi, 256);
     jw_buf_init(&s->adv_n, 256);
 
-    if (pthread_create(&s->thread, NULL, store_thread, s) != 0) {
+    s->reader = jw_reader_start(s->conninfo,
+                                cfg->max_reads_queued ? (size_t)cfg->max_reads_queued
+                                                      : DEFAULT_MAX_READS_QUEUED,
+                                cfg->wake, cfg->wake_arg);
+    if (!s->reader || pthread_create(&s->thread, NULL, store_thread, s) != 0) {
         jw_store_free(s);
         return JW_ENOMEM;
     }
@@ -1499,27 +1384,20 @@ void jw_read_free(jw_read *r)
     free(r);
 }
 
+void jw_read_cancel(jw_read *r)
+{
+    if (r)
+        atomic_store(&r->cancelled, true);
+}
+
 int jw_store_read(jw_store *s, jw_read *r)
 {
-    if (!jw_mailbox_post(&s->reads_in, &r->node))
-        return JW_ECLOSED;
-    jw_mailbox_kick(&s->inbox);
-    return 0;
+    return jw_reader_submit(s->reader, r);
 }
 
 size_t jw_store_drain_reads(jw_store *s, jw_store_read_fn fn, void *arg)
 {
-    jw_mailbox_node *n = jw_mailbox_take_all(&s->reads_done);
-    size_t count = 0;
-
-    while (n) {
-        jw_mailbox_node *next = n->next;
-
-        fn(jw_container_of(n, jw_read, node), arg);
-        count++;
-        n = next;
-    }
-    return count;
+    return jw_reader_drain(s->reader, fn, arg);
 }
 
 void jw_store_get_stats(jw_store *s, jw_store_stats *out)
@@ -1527,6 +1405,7 @@ void jw_store_get_stats(jw_store *s, jw_store_stats *out)
     pthread_mutex_lock(&s->stats_lock);
     *out = s->stats;
     pthread_mutex_unlock(&s->stats_lock);
+    out->reads_queued = jw_reader_queued(s->reader);
 }
 
 void jw_store_stop(jw_store *s, int drain_ms)
@@ -1535,7 +1414,7 @@ void jw_store_stop(jw_store *s, int drain_ms)
         return;
     atomic_store(&s->drain_deadline_us, jw_mono_us() + (int64_t)drain_ms * 1000);
     atomic_store(&s->stopping, true);
-    jw_mailbox_close(&s->reads_in);
+    jw_reader_stop(s->reader);
     jw_mailbox_close(&s->inbox);
     pthread_join(s->thread, NULL);
     s->thread_started = false;
@@ -1554,20 +1433,9 @@ void jw_store_free(jw_store *s)
     jw_store_stop(s, 0);
     hand_over(jw_mailbox_take_all(&s->inbox), free_answer, NULL);
     hand_over(jw_mailbox_take_all(&s->done), free_answer, NULL);
-    {
-        jw_mailbox_node *n = jw_mailbox_take_all(&s->reads_done);
-
-        while (n) {
-            jw_mailbox_node *next = n->next;
-
-            jw_read_free(jw_container_of(n, jw_read, node));
-            n = next;
-        }
-    }
+    jw_reader_free(s->reader);
     jw_mailbox_release(&s->inbox);
     jw_mailbox_release(&s->done);
-    jw_mailbox_release(&s->reads_in);
-    jw_mailbox_release(&s->reads_done);
     pthread_mutex_destroy(&s->stats_lock);
     for (int t = 0; t < JW_TABLE__COUNT; t++)
         jw_buf_release(&s->rows[t]);

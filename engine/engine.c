@@ -208,6 +208,12 @@ typedef struct user_session {
     int64_t created_at, expires_at, last_used_at;
 } user_session;
 
+/* How many running (not finished) jobs one user has; dropped at 0. */
+typedef struct user_live {
+    char user[JW_UUID_LEN + 1];
+    int n;
+} user_live;
+
 typedef struct commit_ctx {
     job *job;
     action *acts;
@@ -218,6 +224,7 @@ struct jw_engine {
     jw_engine_ports p;
     jw_map jobs, otps, calls;
     jw_map sessions; /* "<user>/<type>" -> user_session */
+    jw_map live;     /* user id -> user_live: users with running jobs */
     job *dirty;
     uint64_t next_call;
     jw_engine_stats stats;
@@ -502,6 +509,37 @@ static void flush(jw_engine *e)
 
 /* ---- state changes --------------------------------------------------------- */
 
+/* A job of j's user starts (+1) or stops (-1) running. */
+static void live_add(job *j, int d)
+{
+    jw_engine *e = j->e;
+    user_live *u = jw_map_get(&e->live, j->user);
+
+    e->stats.jobs_live += (uint64_t)(int64_t)d;
+    if (!u) {
+        u = jw_xcalloc(1, sizeof(*u));
+        snprintf(u->user, sizeof(u->user), "%s", j->user);
+        jw_map_put(&e->live, u->user, u);
+    }
+    u->n += d;
+    if (u->n <= 0) {
+        jw_map_del(&e->live, u->user);
+        free(u);
+    }
+}
+
+int jw_engine_user_live_jobs(jw_engine *e, const char *user_id)
+{
+    char lower[JW_UUID_LEN + 1];
+    user_live *u;
+
+    snprintf(lower, sizeof(lower), "%s", user_id ? user_id : "");
+    for (char *c = lower; *c; c++)
+        *c = (char)(*c >= 'A' && *c <= 'F' ? *c + ('a' - 'A') : *c);
+    u = jw_map_get(&e->live, lower);
+    return u ? u->n : 0;
+}
+
 static bool job_set(job *j, job_status to)
 {
     if (j->status != to && !(job_moves[j->status] & B(to))) {
@@ -513,11 +551,11 @@ static bool job_set(job *j, job_status to)
 
     j->status = to;
     if (!was_done && job_terminal(j)) {
-        j->e->stats.jobs_live--;
+        live_add(j, -1);
         j->e->stats.jobs_finished++;
         arm_eviction(j);
     } else if (was_done && !job_terminal(j)) {
-        j->e->stats.jobs_live++; /* a retry */
+        live_add(j, +1); /* a retry */
         jw_timers_cancel(j->e->p.timers, &j->evict);
     }
     touch_job(j);
@@ -1566,7 +1604,7 @@ int jw_engine_create_job(jw_engine *e, const char *user_id, int64_t amount, int 
         free_job(j);
         return JW_ETOOBIG;
     }
-    e->stats.jobs_live++;
+    live_add(j, +1);
     queue_done(j, done, arg);
     advance(j);
     flush(e);
@@ -1749,6 +1787,13 @@ bool jw_engine_has_job(jw_engine *e, const char *job_id)
     return j && j->committed_seq;
 }
 
+bool jw_engine_job_retryable(jw_engine *e, const char *job_id)
+{
+    job *j = job_id ? jw_map_get(&e->jobs, job_id) : NULL;
+
+    return j && j->committed_seq && j->status == JOB_FAILED && !j->halted;
+}
+
 const char *jw_engine_otp_job(jw_engine *e, const char *otp_request_id)
 {
     otp *o = otp_request_id ? jw_map_get(&e->otps, otp_request_id) : NULL;
@@ -1851,7 +1896,7 @@ static int recover_job(jw_engine *e, const json_t *item, char *err, size_t errle
     if (job_terminal(j))
         arm_eviction(j); /* adopted to be retried: leaves again unless it is */
     else
-        e->stats.jobs_live++;
+        live_add(j, +1);
 
     {
         /* The committed view starts as the rows read back; last_seq is the
@@ -2060,6 +2105,7 @@ jw_engine *jw_engine_new(const jw_engine_config *cfg, const jw_engine_ports *por
     jw_map_init(&e->otps);
     jw_map_init(&e->calls);
     jw_map_init(&e->sessions);
+    jw_map_init(&e->live);
     e->hists.nsteps = jw_step_def_count();
     if (e->hists.nsteps > JW_ENGINE_STEP_KINDS) {
         jw_log_error("engine: the workflow has %d step definitions; raise JW_ENGINE_STEP_KINDS "
@@ -2125,5 +2171,8 @@ void jw_engine_free(jw_engine *e)
     for (size_t it = 0; jw_map_next(&e->sessions, &it, &k, &v);)
         free_session(v);
     jw_map_release(&e->sessions);
+    for (size_t it = 0; jw_map_next(&e->live, &it, &k, &v);)
+        free(v);
+    jw_map_release(&e->live);
     free(e);
 }

@@ -119,6 +119,9 @@ int jw_engine_create_job(jw_engine *e, const char *user_id, int64_t amount, int 
                          const json_t *metadata, jw_engine_done_fn done, void *arg,
                          char job_id[JW_UUID_LEN + 1], char *err, size_t errlen);
 
+/* How many of a user's jobs are running (created or retried, not finished). */
+int jw_engine_user_live_jobs(jw_engine *e, const char *user_id);
+
 /*
  * Requests cancellation. The job stops at the next safe point: at once when
  * no payment of the running transaction has been sent; otherwise after that
@@ -184,6 +187,8 @@ const char *jw_engine_step_otp(jw_engine *e, const char *job_id, const char *ste
 int64_t jw_engine_committed_seq(jw_engine *e, const char *job_id);
 /* Whether a job is in memory (committed at least once). */
 bool jw_engine_has_job(jw_engine *e, const char *job_id);
+/* Whether jw_engine_retry would take the job now (in memory, failed, not halted). */
+bool jw_engine_job_retryable(jw_engine *e, const char *job_id);
 /* The job an OTP request belongs to, or NULL. */
 const char *jw_engine_otp_job(jw_engine *e, const char *otp_request_id);
 

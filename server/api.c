@@ -24,6 +24,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* A running-jobs refusal cannot know when one ends: a hint, not a promise. */
+#define LIVE_JOBS_RETRY_AFTER_S 10
+
 /* What an answer waiting for the engine or the store remembers. */
 typedef enum { OP_CREATE, OP_GET, OP_LIST, OP_CANCEL, OP_RETRY, OP_OTP } op_kind;
 
@@ -180,6 +183,55 @@ static void on_otp_result(void *arg, const jw_otp_result *r)
     finish(op);
 }
 
+/* ---- per-user limits (the admin key is not limited) ---------------------------------- */
+
+/*
+ * A user's job creation or retry: past the running-jobs bound, or out of the
+ * per-minute budget, answers 429 (true: answered). A retry makes one job
+ * run again, so it counts as a creation for both.
+ */
+static bool over_job_limits(jw_app *app, jw_http_request *req, const jw_principal *who)
+{
+    int live, after;
+
+    if (who->kind != JW_PRINCIPAL_USER)
+        return false;
+    live = jw_engine_user_live_jobs(app->engine, who->user_id);
+    if (live >= app->cfg->max_live_jobs_per_user) {
+        jw_limits_count_refusal(app->limits, JW_LIMIT_USER_LIVE_JOBS);
+        jw_http_reply_error(req, 429, "too_many_live_jobs",
+                            "you have %d running jobs, the most one user may have "
+                            "(--max-live-jobs-per-user); wait for one to finish",
+                            live);
+        req->resp.retry_after_s = LIVE_JOBS_RETRY_AFTER_S;
+        return true;
+    }
+    if (jw_limits_take(app->limits, JW_LIMIT_USER_JOBS, who->user_id, jw_mono_us(), &after)) {
+        jw_http_reply_error(req, 429, "rate_limited",
+                            "at most %d job creations and retries a minute "
+                            "(--job-rate-per-user); try again in %d s",
+                            app->cfg->job_rate_per_user, after);
+        req->resp.retry_after_s = after;
+        return true;
+    }
+    return false;
+}
+
+static bool over_otp_rate(jw_app *app, jw_http_request *req, const jw_principal *who)
+{
+    int after;
+
+    if (who->kind != JW_PRINCIPAL_USER ||
+        !jw_limits_take(app->limits, JW_LIMIT_USER_OTP, who->user_id, jw_mono_us(), &after))
+        return false;
+    jw_http_reply_error(req, 429, "rate_limited",
+                        "at most %d OTP submissions a minute (--otp-rate-per-user); try again "
+                        "in %d s",
+                        app->cfg->otp_rate_per_user, after);
+    req->resp.retry_after_s = after;
+    return true;
+}
+
 /* ---- routes ------------------------------------------------------------------------ */
 
 static void create_job(jw_app *app, jw_http_request *req, const jw_principal *who,
@@ -205,6 +257,8 @@ static void create_job(jw_app *app, jw_http_request *req, const jw_principal *wh
                             "%s is required when the admin key starts a job", field);
         return;
     }
+    if (over_job_limits(app, req, who))
+        return;
     op = new_op(app, req, OP_CREATE, who);
     op->original = original;
     rc = jw_engine_create_job(app->engine, user_id, body->amount, body->count, body->metadata,
@@ -237,6 +291,24 @@ static void post_start_payment(jw_app *app, jw_http_request *req, const jw_princ
     jw_api_body_release(&body);
 }
 
+/* Hands r to the store; refused (its queue of reads is full, or shutting down): 503. */
+static void submit_read(jw_app *app, jw_http_request *req, api_op *op, jw_read *r)
+{
+    int rc = jw_store_read(app->store, r);
+
+    if (rc == 0)
+        return;
+    jw_read_free(r);
+    if (rc == JW_ELIMIT) {
+        jw_http_reply_error(req, 503, "unavailable",
+                            "too many database reads are queued; try again");
+        req->resp.retry_after_s = 1;
+    } else {
+        jw_http_reply_error(req, 503, "unavailable", "shutting down");
+    }
+    finish(op);
+}
+
 static void read_job(jw_app *app, jw_http_request *req, const jw_principal *who, const char *job_id,
                      op_kind kind)
 {
@@ -245,11 +317,7 @@ static void read_job(jw_app *app, jw_http_request *req, const jw_principal *who,
     api_op *op = new_op(app, req, kind, who);
 
     r->user = op;
-    if (jw_store_read(app->store, r) != 0) {
-        jw_read_free(r);
-        jw_http_reply_error(req, 503, "unavailable", "shutting down");
-        finish(op);
-    }
+    submit_read(app, req, op, r);
 }
 
 static void get_job(jw_app *app, jw_http_request *req, const jw_principal *who, const char *job_id)
@@ -297,11 +365,7 @@ static void list_jobs(jw_app *app, jw_http_request *req, const jw_principal *who
     op = new_op(app, req, OP_LIST, who);
     op->limit = q.limit;
     r->user = op;
-    if (jw_store_read(app->store, r) != 0) {
-        jw_read_free(r);
-        jw_http_reply_error(req, 503, "unavailable", "shutting down");
-        finish(op);
-    }
+    submit_read(app, req, op, r);
 }
 
 static void command(jw_app *app, jw_http_request *req, const jw_principal *who, const char *job_id,
@@ -321,6 +385,9 @@ static void command(jw_app *app, jw_http_request *req, const jw_principal *who, 
         jw_http_reply_error(req, 404, "not_found", "no job %s", job_id);
         return;
     }
+    if (kind == OP_RETRY && jw_engine_job_retryable(app->engine, job_id) &&
+        over_job_limits(app, req, who))
+        return;
     op = new_op(app, req, kind, who);
     rc = kind == OP_CANCEL
              ? jw_engine_cancel(app->engine, job_id, on_job_done, op, err, sizeof(err))
@@ -335,9 +402,12 @@ static void submit_otp(jw_app *app, jw_http_request *req, const jw_principal *wh
                        const char *otp_id, const char *value, bool original)
 {
     char err[256];
-    api_op *op = new_op(app, req, OP_OTP, who);
+    api_op *op;
     int rc;
 
+    if (over_otp_rate(app, req, who))
+        return;
+    op = new_op(app, req, OP_OTP, who);
     op->original = original;
     rc = jw_engine_submit_otp(app->engine, otp_id, value,
                               who->kind == JW_PRINCIPAL_USER ? who->user_id : NULL, on_otp_result,
@@ -467,6 +537,8 @@ void jw_api_on_read(jw_app *app, jw_read *r)
             jw_http_reply_error(req, 409, "conflict", "job %s is %s; %s", job_id, status,
                                 op->kind == OP_CANCEL ? "only a running job can be cancelled"
                                                       : "only a failed job can be retried");
+        } else if (over_job_limits(app, req, &op->who)) {
+            /* answered: 429 */
         } else {
             /* A failed job from before this process: adopt it, then retry. */
             json_t *loaded = json_pack("[{s:O, s:O, s:O, s:O}]", "job", jobrow, "steps",

@@ -176,6 +176,9 @@ int jw_app_new(jw_app **out, const jw_config *cfg, struct lws_context *ctx, jw_h
     ecfg.finished_job_ttl_ms = (int64_t)cfg->finished_job_ttl_s * 1000;
     ecfg.session_key = cfg->has_secret_key ? cfg->secret_key : NULL;
     app->engine = jw_engine_new(&ecfg, &ports);
+    app->limits = jw_limits_new(cfg);
+    http->limits = app->limits;
+    http->admitted_fd = -1;
     app->ws = jw_ws_new(app);
     app->rt = jw_rt_new(app);
     http->app = app;
@@ -268,7 +271,10 @@ void jw_app_free(jw_app *app)
     jw_sim_free(app->sim);
     jw_timers_free(app->timers);
     jw_auth_free(app->auth);
-    if (app->http)
+    if (app->http) {
         app->http->app = NULL;
+        app->http->limits = NULL;
+    }
+    jw_limits_free(app->limits);
     free(app);
 }

@@ -42,6 +42,7 @@ typedef struct jw_app {
     uint64_t published;              /* committed deltas handed to the fan-out */
     jw_ws *ws;                       /* the jobwire.v1 hub */
     jw_rt *rt;                       /* the Supabase Realtime endpoint */
+    jw_limits *limits;               /* per client address and per user (limiter.h) */
     /* Per committed batch, microseconds from its hand-over to the store to
      * its deltas' publication: what a watching client waits. */
     jw_hist publish_delay;

@@ -19,6 +19,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -34,6 +35,11 @@
 typedef int (*setting_parser)(jw_config *c, const char *value, const char *name, char *err,
                               size_t errlen);
 
+/*
+ * A setting is parsed by parse, or, when parse is NULL, is a whole number in
+ * min..max (of unit, for messages) stored as an int at offset in jw_config:
+ * such a setting is one row and no code.
+ */
 struct setting {
     const char *flag;     /* long flag without the dashes */
     const char *env;      /* environment variable */
@@ -99,6 +105,8 @@ static int parse_events_batch(jw_config *c, const char *v, const char *name, cha
                               size_t errlen);
 static int parse_events_interval(jw_config *c, const char *v, const char *name, char *err,
                                  size_t errlen);
+static int parse_int_field(jw_config *c, const struct setting *s, const char *v, const char *name,
+                           char *err, size_t errlen);
 
 /* The one table of settings. Order is --help order and parse order. */
 static const struct setting settings[] = {
@@ -345,6 +353,81 @@ static const struct setting settings[] = {
         .def = "10",
         .help = "How long a connection without ?token= has to send its auth message, 1..300 s.",
         .parse = parse_ws_auth_timeout,
+    },
+    {
+        .flag = "ws-message-rate",
+        .env = "JOBWIRE_WS_MESSAGE_RATE",
+        .metavar = "N",
+        .def = "100",
+        .help = "Client messages one WebSocket connection (either endpoint) may send per "
+                "second, with bursts of twice that, 0..1000000 (0: no limit). Past it every "
+                "message is still answered, but the connection is read no faster: one client "
+                "cannot take the server's loop from the others.",
+        INT_FIELD(ws_message_rate, 0, 1000000, "messages per second"),
+    },
+    {
+        .flag = "max-connections-per-ip",
+        .env = "JOBWIRE_MAX_CONNECTIONS_PER_IP",
+        .metavar = "N",
+        .def = "256",
+        .help = "Connections (HTTP and both WebSocket endpoints) one client address may hold "
+                "open at once, 0..1000000 (0: no limit); past it new ones are closed at "
+                "accept. IPv6 addresses count by their /64. Behind a reverse proxy every "
+                "client has the proxy's address: raise it or set 0 there.",
+        INT_FIELD(max_connections_per_ip, 0, 1000000, "connections"),
+    },
+    {
+        .flag = "connection-rate-per-ip",
+        .env = "JOBWIRE_CONNECTION_RATE_PER_IP",
+        .metavar = "N",
+        .def = "200",
+        .help = "New connections one client address may open per second, 0..1000000 (0: no "
+                "limit), with bursts of up to twice that; past it new ones are closed at "
+                "accept.",
+        INT_FIELD(connection_rate_per_ip, 0, 1000000, "connections per second"),
+    },
+    {
+        .flag = "max-live-jobs-per-user",
+        .env = "JOBWIRE_MAX_LIVE_JOBS_PER_USER",
+        .metavar = "N",
+        .def = "100",
+        .help = "Running (not finished) jobs one user may have at once, 1..100000; a user's "
+                "create or retry past it gets 429 too_many_live_jobs. The admin key is not "
+                "limited.",
+        INT_FIELD(max_live_jobs_per_user, 1, 100000, "jobs"),
+    },
+    {
+        .flag = "job-rate-per-user",
+        .env = "JOBWIRE_JOB_RATE_PER_USER",
+        .metavar = "N",
+        .def = "120",
+        .help = "Job creations and retries one user may make per minute (all of it at once if "
+                "need be), "
+                "1..100000 (a retry runs the logins again, which sends SMS codes); past it 429 "
+                "rate_limited with Retry-After. The admin key is not limited.",
+        INT_FIELD(job_rate_per_user, 1, 100000, "per minute"),
+    },
+    {
+        .flag = "otp-rate-per-user",
+        .env = "JOBWIRE_OTP_RATE_PER_USER",
+        .metavar = "N",
+        .def = "120",
+        .help = "OTP submissions one user may make per minute (all of it at once if need be), "
+                "over HTTP "
+                "and the socket together, 1..100000; past it 429 rate_limited with Retry-After "
+                "(jobwire.v1: "
+                "error rate_limited with retry_after_s). The admin key is not limited.",
+        INT_FIELD(otp_rate_per_user, 1, 100000, "per minute"),
+    },
+    {
+        .flag = "max-ws-per-user",
+        .env = "JOBWIRE_MAX_WS_PER_USER",
+        .metavar = "N",
+        .def = "50",
+        .help = "WebSocket connections (both endpoints) one user may hold open at once, "
+                "1..100000; past it the connection is closed with 4429 (jobwire.v1: error "
+                "too_many_connections first).",
+        INT_FIELD(max_ws_per_user, 1, 100000, "connections"),
     },
     {
         .flag = "events-retention",
@@ -1114,7 +1197,8 @@ int jw_config_load(jw_config *c, int argc, char **argv, char *err, size_t errlen
         }
         if (!value)
             continue;
-        rc = s->parse(c, value, name, err, errlen);
+        rc = s->parse ? s->parse(c, value, name, err, errlen)
+                      : parse_int_field(c, s, value, name, err, errlen);
         if (rc)
             goto fail;
     }
@@ -1286,6 +1370,17 @@ static int parse_range(long *out, const char *v, const char *name, long min, lon
         return fail(err, errlen, "%s must be a whole number of %s %ld..%ld (got \"%s\")", name,
                     unit, min, max, v);
     return 0;
+}
+
+static int parse_int_field(jw_config *c, const struct setting *s, const char *v, const char *name,
+                           char *err, size_t errlen)
+{
+    long n = 0;
+    int rc = parse_range(&n, v, name, s->min, s->max, s->unit, err, errlen);
+
+    if (rc == 0)
+        *(int *)((char *)c + s->offset) = (int)n;
+    return rc;
 }
 
 static int parse_ws_max_frame(jw_config *c, const char *v, const char *name, char *err,

@@ -97,10 +97,21 @@ typedef struct jw_config {
     long ws_max_queue;        /* outbound bytes per connection, 65536..67108864 */
     int ws_slow_close_s;      /* seconds over the queue bound before 4008, 1..600 */
     int ws_auth_timeout_s;    /* seconds for the first auth message, 1..300 */
+    int ws_message_rate;      /* client messages per connection per second; 0: no limit */
 
     /* Client connections (HTTP and both WebSocket endpoints) open at once, 1..1000000;
      * also bounded by the open-file limit (main.c). */
     int max_connections;
+
+    /* Per client address (docs/operations.md, Limits); 0: no limit. */
+    int max_connections_per_ip; /* open at once; IPv6 by /64 */
+    int connection_rate_per_ip; /* new connections per second, bursts of twice that */
+
+    /* Per user, for users' tokens (the admin key is not limited). */
+    int max_live_jobs_per_user; /* running jobs at once */
+    int job_rate_per_user;      /* creations + retries per minute */
+    int otp_rate_per_user;      /* OTP submissions per minute, HTTP and socket together */
+    int max_ws_per_user;        /* WebSocket connections open at once, both endpoints */
 
     /* job_events retention (docs/operations.md) */
     long events_retention_s;         /* age past a job's end; 0 keeps the journal forever */

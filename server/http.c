@@ -13,6 +13,7 @@
 #include "jw_log.h"
 
 #include <inttypes.h>
+#include <openssl/crypto.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,8 +45,9 @@ static const jw_http_route routes[] = {
 
 /* Per-request state. lws allocates it zeroed for every transaction. */
 enum session_state {
-    S_NEW = 0,
+    S_NEW = 0,  /* no body to read (or it was read): the route runs or ran */
     S_BODY,     /* reading the body; route (if any) runs at completion */
+    S_DISPATCH, /* a chunked body is complete: the route runs at the next HTTP_WRITEABLE */
     S_HEADERS,  /* response ready, headers next */
     S_BODY_OUT, /* headers sent, body next */
     S_DONE,
@@ -59,6 +61,9 @@ struct session {
     enum session_state state;
     const jw_http_route *route; /* NULL once the response is already decided */
     size_t content_length;      /* declared by the client */
+    bool chunked;               /* the body comes chunked ... */
+    jw_http_chunked chunks;     /* ... and is decoded by this */
+    size_t body_cap;            /* bytes allocated at req.body for a chunked body */
     size_t sent;                /* body bytes written */
     void *rt;                   /* a /realtime/v1/websocket connection's state (realtime.c) */
 };
@@ -81,6 +86,7 @@ void jw_http_reply(jw_http_request *req, int status, const char *content_type, c
     r->status = status;
     r->content_type = content_type;
     r->allow[0] = '\0';
+    r->retry_after_s = 0;
 }
 
 void jw_http_reply_json(jw_http_request *req, int status, json_t *doc)
@@ -349,7 +355,7 @@ static int on_request(jw_http_ctx *ctx, struct lws *wsi, struct session *s, cons
     jw_http_request *req = &s->req;
     jw_http_framing framing;
     jw_http_error err;
-    char *length_hdr;
+    char *length_hdr, *te_hdr;
     size_t length;
 
     undefer(ctx, s);
@@ -379,10 +385,11 @@ static int on_request(jw_http_ctx *ctx, struct lws *wsi, struct session *s, cons
      * request (http_parse.h, jw_http_frame).
      */
     length_hdr = copy_header(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH);
-    framing = jw_http_frame(req->method, length_hdr,
-                            lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0,
-                            ctx->config->max_body, s->route != NULL, &length, &err);
+    te_hdr = copy_header(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING);
+    framing = jw_http_frame(req->method, length_hdr, te_hdr, ctx->config->max_body,
+                            s->route != NULL, &length, &err);
     free(length_hdr);
+    free(te_hdr);
     switch (framing) {
     case JW_HTTP_REFUSE:
         jw_http_reply_error(req, err.status, err.code, "%s", err.message);
@@ -393,10 +400,106 @@ static int on_request(jw_http_ctx *ctx, struct lws *wsi, struct session *s, cons
         s->content_length = length;
         s->state = S_BODY;
         return 0;
+    case JW_HTTP_READ_CHUNKED:
+        /* lws delivers the body as sent and cannot be told where it ended: close after. */
+        s->chunked = true;
+        jw_http_chunked_init(&s->chunks, ctx->config->max_body);
+        req->resp.close = true;
+        s->state = S_BODY;
+        return 0;
+    case JW_HTTP_EMPTY_BODY:
+        /* lws takes what follows for a body: the connection carries no other request. */
+        req->resp.close = true;
+        break;
     case JW_HTTP_NO_BODY: break;
     }
     dispatch(ctx, wsi, s);
     return 0;
+}
+
+/* Appends n bytes of a chunked body; 0, or -1 past max_body (the decoder stops that first). */
+static int body_append(struct session *s, const char *data, size_t n)
+{
+    jw_http_request *req = &s->req;
+    size_t max = s->chunks.max_body, cap;
+    char *grown;
+
+    if (n > max - req->body_len)
+        return -1;
+    if (req->body_len + n + 1 > s->body_cap) {
+        cap = s->body_cap > max / 2 ? max + 1 : s->body_cap * 2;
+        if (cap < 1024)
+            cap = max < 1024 ? max + 1 : 1024;
+        if (cap < req->body_len + n + 1)
+            cap = req->body_len + n + 1;
+        /* Not realloc: the old copy, which may hold an OTP, is wiped before it is freed. */
+        grown = jw_xmalloc(cap);
+        if (req->body_len)
+            memcpy(grown, req->body, req->body_len);
+        if (req->body)
+            OPENSSL_cleanse(req->body, req->body_len);
+        free(req->body);
+        req->body = grown;
+        s->body_cap = cap;
+    }
+    memcpy(req->body + req->body_len, data, n);
+    req->body_len += n;
+    req->body[req->body_len] = '\0';
+    return 0;
+}
+
+/*
+ * lws 4.1.6 hands a chunked body over as it came, framing and all: it is
+ * decoded here. Once complete, the route runs from the next HTTP_WRITEABLE:
+ * lws re-arms its body timeout after this callback returns, which would cut
+ * a route that answers later (jw_http_defer) short.
+ */
+static int on_chunked_body(struct session *s, const char *in, size_t len)
+{
+    jw_http_request *req = &s->req;
+    jw_http_error err;
+
+    while (len) {
+        const char *data;
+        size_t used, n;
+        jw_http_chunk_step step = jw_http_chunked_read(&s->chunks, in, len, &used, &data, &n, &err);
+
+        in += used;
+        len -= used;
+        switch (step) {
+        case JW_HTTP_CHUNK_MORE: break;
+        case JW_HTTP_CHUNK_DATA:
+            if (body_append(s, data, n))
+                return -1;
+            break;
+        case JW_HTTP_CHUNK_DONE:
+            /* Bytes after the body (a pipelined request) are dropped with the connection. */
+            s->state = S_DISPATCH;
+            lws_callback_on_writable(s->wsi);
+            return 0;
+        case JW_HTTP_CHUNK_ERROR:
+            if (req->body)
+                OPENSSL_cleanse(req->body, req->body_len); /* the route never sees it */
+            jw_http_reply_error(req, err.status, err.code, "%s", err.message);
+            respond_and_close(s->wsi, s);
+            return 0;
+        }
+    }
+    return 0;
+}
+
+/* lws read all the body it was told of. */
+static void on_body_complete(jw_http_ctx *ctx, struct lws *wsi, struct session *s)
+{
+    if (s->chunked) {
+        /* lws' own bound (100 MB) came before the chunked body's end. */
+        jw_http_reply_error(&s->req, 413, "body_too_large",
+                            "chunked request body did not end within the limit of %zu bytes",
+                            s->chunks.max_body);
+        respond_and_close(wsi, s);
+        return;
+    }
+    dispatch(ctx, wsi, s);
 }
 
 static int on_body(jw_http_ctx *ctx, struct session *s, const void *in, size_t len)
@@ -407,6 +510,8 @@ static int on_body(jw_http_ctx *ctx, struct session *s, const void *in, size_t l
         return 0;
     if (!s->route)
         return 0; /* the response is already decided: read and drop the body */
+    if (s->chunked)
+        return on_chunked_body(s, in, len);
     if (req->body_len + len > s->content_length || req->body_len + len > ctx->config->max_body)
         return -1; /* more than announced: lws would have stopped it; drop the connection */
     if (!req->body)
@@ -462,6 +567,14 @@ static int write_headers(struct lws *wsi, struct session *s)
         lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_ALLOW, (const unsigned char *)r->allow,
                                      (int)strlen(r->allow), &p, end))
         return -1;
+    if (r->retry_after_s > 0) {
+        char v[16];
+        int n = snprintf(v, sizeof(v), "%d", r->retry_after_s);
+
+        if (lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_RETRY_AFTER, (const unsigned char *)v,
+                                         n, &p, end))
+            return -1;
+    }
     if (r->close && lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION,
                                                  (const unsigned char *)"close", 5, &p, end))
         return -1;
@@ -478,6 +591,17 @@ static int on_writeable(struct lws *wsi, struct session *s)
     size_t left, n;
     bool final;
 
+    if (s->state == S_DISPATCH) {
+        jw_http_ctx *ctx = lws_context_user(lws_get_context(wsi));
+
+        if (!ctx)
+            return -1;
+        /* The body is complete: no body timeout runs while the route answers. */
+        lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
+        s->state = S_NEW;
+        dispatch(ctx, wsi, s);
+        return 0;
+    }
     if (s->state == S_HEADERS) {
         if (write_headers(wsi, s)) {
             jw_log_warn("http req=%" PRIu64 " could not write response headers; closing", req->id);
@@ -523,21 +647,47 @@ static int on_writeable(struct lws *wsi, struct session *s)
  * it a flood would exhaust them, accept() would fail with EMFILE, and lws
  * would spin on the still-readable listener.
  */
-static int accept_or_refuse(jw_http_ctx *ctx, int fd)
+static int accept_or_refuse(jw_http_ctx *ctx, int fd, const struct lws_filter_network_conn_args *a)
 {
-    int64_t now;
+    int64_t now = jw_mono_us();
+    bool refuse = false;
 
-    if (ctx->fd_ceiling <= 0 || fd < ctx->fd_ceiling)
-        return 0;
-    ctx->refused_connections++;
-    now = jw_mono_us();
-    if (!ctx->refused_logged_us || now - ctx->refused_logged_us >= 10000000) {
-        ctx->refused_logged_us = now;
-        jw_log_warn("connection limit reached: closing new connections (%" PRIu64
-                    " so far; see --max-connections and the open-file limit)",
-                    ctx->refused_connections);
+    ctx->admitted_fd = -1;
+    if (ctx->fd_ceiling > 0 && fd >= ctx->fd_ceiling) {
+        ctx->refused_connections++;
+        if (!ctx->refused_logged_us || now - ctx->refused_logged_us >= 10000000) {
+            ctx->refused_logged_us = now;
+            jw_log_warn("connection limit reached: closing new connections (%" PRIu64
+                        " so far; see --max-connections and the open-file limit)",
+                        ctx->refused_connections);
+        }
+        return -1;
     }
-    return -1;
+    if (!ctx->limits || !a)
+        return 0;
+    jw_limits_ip_check(ctx->limits, (const struct sockaddr *)&a->cli_addr, now, &refuse);
+    if (refuse) {
+        if (!ctx->ip_refused_logged_us || now - ctx->ip_refused_logged_us >= 10000000) {
+            ctx->ip_refused_logged_us = now;
+            jw_log_warn("a client address is over its connection limit: closing its new "
+                        "connections (see --max-connections-per-ip, --connection-rate-per-ip)");
+        }
+        return -1;
+    }
+    ctx->admitted_fd = fd;
+    memcpy(&ctx->admitted_addr, &a->cli_addr, sizeof(ctx->admitted_addr));
+    return 0;
+}
+
+/* The connection just admitted now exists: its address holds one more. */
+static void hold_address(jw_http_ctx *ctx, struct lws *wsi)
+{
+    if (!ctx->limits || ctx->admitted_fd < 0 || lws_get_socket_fd(wsi) != ctx->admitted_fd)
+        return;
+    ctx->admitted_fd = -1;
+    lws_set_opaque_user_data(
+        wsi,
+        jw_limits_ip_hold(ctx->limits, (const struct sockaddr *)&ctx->admitted_addr, jw_mono_us()));
 }
 
 static int callback_http(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
@@ -564,17 +714,31 @@ static int callback_http(struct lws *wsi, enum lws_callback_reasons reason, void
         if (!s || !ctx)
             return -1;
         if (s->state == S_BODY)
-            dispatch(ctx, wsi, s);
+            on_body_complete(ctx, wsi, s);
         return 0;
 
     case LWS_CALLBACK_HTTP_WRITEABLE:
-        if (s && (s->state == S_HEADERS || s->state == S_BODY_OUT))
+        if (s && (s->state == S_DISPATCH || s->state == S_HEADERS || s->state == S_BODY_OUT))
             return on_writeable(wsi, s);
         break;
 
     case LWS_CALLBACK_FILTER_NETWORK_CONNECTION:
         ctx = lws_context_user(lws_get_context(wsi));
-        return ctx ? accept_or_refuse(ctx, (int)(lws_intptr_t)in) : 0;
+        return ctx ? accept_or_refuse(ctx, (int)(lws_intptr_t)in, user) : 0;
+
+    case LWS_CALLBACK_SERVER_NEW_CLIENT_INSTANTIATED:
+        ctx = lws_context_user(lws_get_context(wsi));
+        if (ctx)
+            hold_address(ctx, wsi);
+        return 0;
+
+    case LWS_CALLBACK_WSI_DESTROY:
+        ctx = lws_context_user(lws_get_context(wsi));
+        if (ctx && ctx->limits && lws_get_opaque_user_data(wsi)) {
+            jw_limits_release(ctx->limits, lws_get_opaque_user_data(wsi));
+            lws_set_opaque_user_data(wsi, NULL);
+        }
+        break;
 
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
         /* A WebSocket upgrade without a subprotocol lands here: the Supabase

@@ -15,12 +15,14 @@
  *
  *   Errors are JSON {"error":{"code":"...","message":"..."}}: 404 not_found
  *   for an unknown path, 405 method_not_allowed with an Allow header, 413
- *   body_too_large (refused from Content-Length, before anything is
- *   buffered), 411 length_required for a body without Content-Length
- *   (chunked uploads are not supported), 400 bad_request for a malformed
- *   request. Every response carries X-Content-Type-Options: nosniff (see
- *   jw_http_vhost_headers) and, unless the handler marks it cacheable,
- *   Cache-Control: no-store.
+ *   body_too_large (refused from Content-Length before anything is
+ *   buffered, or as a chunked body passes --max-body), 411 length_required
+ *   for a chunked body on a method without one (GET, HEAD, DELETE,
+ *   OPTIONS), 400 bad_request for a malformed request (both Content-Length
+ *   and Transfer-Encoding, another coding, broken chunk framing). A POST,
+ *   PUT or PATCH with neither header has an empty body (RFC 9112 6.3). Every response carries
+ * X-Content-Type-Options: nosniff (see jw_http_vhost_headers) and, unless the handler marks it
+ * cacheable, Cache-Control: no-store.
  *
  * Adding a route
  *   Write a jw_http_handler and add one row to routes[] in http.c:
@@ -54,6 +56,7 @@
 #include "config.h"
 #include "http_parse.h"
 #include "jw_map.h"
+#include "limiter.h"
 #include "jw_store.h"
 
 #include <jansson.h>
@@ -74,6 +77,16 @@ typedef struct jw_http_ctx {
     size_t responding;       /* responses decided, not yet written (shutdown waits) */
     int fd_ceiling;          /* accepted sockets numbered from here on are closed (main.c) */
     uint64_t refused_connections;
+    /*
+     * Per client address (limiter.h); NULL: none. A connection admitted at
+     * FILTER_NETWORK_CONNECTION is held by its address once lws made it
+     * (SERVER_NEW_CLIENT_INSTANTIATED, same turn, matched by descriptor),
+     * and given back at WSI_DESTROY.
+     */
+    jw_limits *limits;
+    int admitted_fd; /* -1 when none waits */
+    int64_t ip_refused_logged_us;
+    struct sockaddr_storage admitted_addr;
     int64_t refused_logged_us; /* monotonic; refusals are logged at most every 10 s */
 } jw_http_ctx;
 
@@ -87,7 +100,8 @@ typedef struct jw_http_response {
     bool page;                 /* a page or asset: CSP, framing and referrer headers */
     char etag[24];             /* ETag header, "" for none */
     bool close;                /* close the connection after this response */
-    char allow[64]; /* Allow header, "" for none; set after the reply call, which clears it */
+    char allow[64];    /* Allow header, "" for none; set after the reply call, which clears it */
+    int retry_after_s; /* Retry-After header, 0 for none; set after the reply call, as allow */
 } jw_http_response;
 
 /* One request, read-only for handlers except resp (via the reply functions). */

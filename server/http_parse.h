@@ -2,8 +2,9 @@
  * http_parse.h - the pure half of server/http.c: what a client sends before
  * any handler runs, judged without libwebsockets. HTTP methods by name and
  * the Allow header, the body framing a request announces (Content-Length,
- * chunked, --max-body), Content-Type: application/json, and the query string
- * as http.c stores it. No libwebsockets, no state, any thread; unit-tested in
+ * Transfer-Encoding, --max-body) and the chunked body decoder, Content-Type:
+ * application/json, and the query string as http.c stores it. No
+ * libwebsockets, no global state, any thread; unit-tested in
  * tests/unit/test_api_parse.c, fuzzed in tests/fuzz/fuzz_http_api.c.
  *
  * What lws (4.1.6) has done before these run: it percent-decoded the path
@@ -62,25 +63,90 @@ bool jw_http_parse_content_length(const char *value, size_t *out);
 
 /* What to do with a request once its headers are in (jw_http_frame). */
 typedef enum jw_http_framing {
-    JW_HTTP_NO_BODY,   /* dispatch now */
-    JW_HTTP_READ_BODY, /* read *length bytes (0 for an empty POST), then dispatch */
-    JW_HTTP_REFUSE,    /* answer err (400, 411 or 413) and close; the body is not read */
-    JW_HTTP_CLOSE,     /* answer what routing decided (404/405) and close */
+    JW_HTTP_NO_BODY,      /* dispatch now */
+    JW_HTTP_READ_BODY,    /* read *length bytes (0 for an empty POST), then dispatch */
+    JW_HTTP_READ_CHUNKED, /* de-chunk the body (jw_http_chunked_read), dispatch, then close */
+    JW_HTTP_EMPTY_BODY,   /* no body was announced: dispatch now with none, then close */
+    JW_HTTP_REFUSE,       /* answer err (400, 411 or 413) and close; the body is not read */
+    JW_HTTP_CLOSE,        /* answer what routing decided (404/405) and close */
 } jw_http_framing;
 
 /*
- * Decides the framing before a body is read, in this order: a Content-Length
- * that is not a number (400 bad_request), chunked (411 length_required), over
- * max_body (413 body_too_large), then POST, PUT and PATCH without a length
- * (411 when routed, else JW_HTTP_CLOSE: the 404/405 goes out and the
- * connection closes, since lws would otherwise wait for a body). A body is
- * read when one is announced, and for a POST with Content-Length: 0 too.
- * content_length is the header's value, NULL when absent or empty; chunked
- * says a Transfer-Encoding header came; routed says a route accepts the
- * method and path. *length is the announced length (0 without one).
+ * Decides the framing before a body is read (RFC 9112 section 6.3), in this
+ * order: Content-Length and Transfer-Encoding together (400 bad_request: a
+ * request smuggling vector), a Content-Length that is not a number (400), a
+ * Transfer-Encoding but "chunked" alone, in any case, blanks around it
+ * (400: other codings are not supported), then for chunked: unrouted
+ * JW_HTTP_CLOSE, on a method other than POST, PUT and PATCH 411
+ * length_required, else JW_HTTP_READ_CHUNKED; a Content-Length over
+ * max_body (413 body_too_large); POST, PUT and PATCH without a length
+ * (JW_HTTP_EMPTY_BODY: an empty body, as RFC 9112 says; JW_HTTP_CLOSE when
+ * unrouted). A body is read when a length is announced, and for a POST with
+ * Content-Length: 0 too.
+ *
+ * Why chunked and an absent length close the connection: lws 4.1.6 takes
+ * whatever follows the headers of a POST, PUT or PATCH without
+ * Content-Length for a body of up to 100 MB (and nothing for other
+ * methods), delivered as it came; it cannot be told where that body ended,
+ * so the connection cannot carry another request.
+ *
+ * content_length and transfer_encoding are the headers' values, NULL when
+ * absent or empty; routed says a route accepts the method and path.
+ * *length is the announced length (0 without one).
  */
-jw_http_framing jw_http_frame(jw_http_method method, const char *content_length, bool chunked,
-                              size_t max_body, bool routed, size_t *length, jw_http_error *err);
+jw_http_framing jw_http_frame(jw_http_method method, const char *content_length,
+                              const char *transfer_encoding, size_t max_body, bool routed,
+                              size_t *length, jw_http_error *err);
+
+/* The longest chunk-size line (size, extensions, CRLF) taken. */
+#define JW_HTTP_CHUNK_LINE_MAX 1024
+/* The largest trailer section (its lines, with their CRLFs) taken. */
+#define JW_HTTP_CHUNK_TRAILER_MAX 8192
+/* Framing bytes (all but the data) a chunked body may spend beyond max_body. */
+#define JW_HTTP_CHUNK_FRAMING_SLACK 65536
+
+/*
+ * A chunked request body (RFC 9112 section 7.1) decoded as its bytes come,
+ * in pieces of any size. Strict, so that it frames a request as any other
+ * reader would: lines end with CRLF only, a chunk size is hex digits (no
+ * sign, no space, then ';' extensions after optional blanks, or CRLF);
+ * extensions and trailer fields are checked for shape and skipped. Bounded:
+ * the de-chunked body by max_body (413 as soon as a chunk size says it
+ * would pass it, before its data comes), a size line by
+ * JW_HTTP_CHUNK_LINE_MAX, the trailers by JW_HTTP_CHUNK_TRAILER_MAX, all
+ * framing together by max_body + JW_HTTP_CHUNK_FRAMING_SLACK (413).
+ * Caller's storage; no allocation, nothing to release.
+ */
+typedef struct jw_http_chunked {
+    int state;       /* internal */
+    size_t max_body; /* the de-chunked body's limit */
+    size_t body;     /* de-chunked bytes so far */
+    size_t size;     /* the chunk size being read, then its data bytes left */
+    size_t line;     /* bytes of the current size line so far */
+    size_t trailer;  /* bytes of the trailer section so far */
+    size_t framing;  /* bytes that were not data so far */
+} jw_http_chunked;
+
+/* What jw_http_chunked_read found. */
+typedef enum jw_http_chunk_step {
+    JW_HTTP_CHUNK_MORE,  /* all of in was used: call again with the next bytes */
+    JW_HTTP_CHUNK_DATA,  /* *data_len (>= 1) body bytes at *data, inside in; call again */
+    JW_HTTP_CHUNK_DONE,  /* the body ended; bytes of in past *used are not part of it */
+    JW_HTTP_CHUNK_ERROR, /* err is 400 bad_request (malformed) or 413 body_too_large */
+} jw_http_chunk_step;
+
+void jw_http_chunked_init(jw_http_chunked *c, size_t max_body);
+
+/*
+ * Reads in (len bytes) up to the next piece of body data, the end of the
+ * body, an error, or the end of in, whichever comes first. *used says how
+ * many bytes of in were taken (the data piece included); *data and
+ * *data_len are set for JW_HTTP_CHUNK_DATA only. Once DONE or ERROR it
+ * stays so: it takes nothing more and leaves err alone.
+ */
+jw_http_chunk_step jw_http_chunked_read(jw_http_chunked *c, const char *in, size_t len,
+                                        size_t *used, const char **data, size_t *data_len,
+                                        jw_http_error *err);
 
 /*
  * Whether a Content-Type says JSON: "application/json" in any case, alone or

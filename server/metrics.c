@@ -222,6 +222,8 @@ void jw_metrics_handle(jw_http_ctx *ctx, jw_http_request *req)
              (double)db.batches_failed},
             {"jobwire_db_queued_batches", "gauge", "Batches submitted, not yet answered.",
              (double)db.queued_batches},
+            {"jobwire_db_reads_queued", "gauge",
+             "Database reads submitted, not yet answered (at most 256).", (double)db.reads_queued},
             {"jobwire_db_reconnects_total", "counter", "Connections made to PostgreSQL.",
              (double)db.reconnects},
             {"jobwire_db_outage_seconds_total", "counter",
@@ -250,6 +252,9 @@ void jw_metrics_handle(jw_http_ctx *ctx, jw_http_request *req)
              "Times a slow connection's deltas were replaced by a snapshot.", (double)ws.resyncs},
             {"jobwire_ws_slow_closes_total", "counter",
              "Connections closed for staying behind (4008).", (double)ws.slow_closes},
+            {"jobwire_ws_rx_throttled_total", "counter",
+             "Times a jobwire.v1 connection was read no faster: past --ws-message-rate.",
+             (double)ws.rx_throttled},
             {"jobwire_realtime_connections", "gauge",
              "Open Supabase-compatible (/realtime/v1/websocket) connections.",
              (double)rt.connections},
@@ -266,6 +271,9 @@ void jw_metrics_handle(jw_http_ctx *ctx, jw_http_request *req)
              "Channels told to join again (phx_error) after their connection's queue "
              "overflowed.",
              (double)rt.channel_errors},
+            {"jobwire_realtime_rx_throttled_total", "counter",
+             "Times a Supabase-endpoint connection was read no faster: past --ws-message-rate.",
+             (double)rt.rx_throttled},
             {"jobwire_realtime_slow_closes_total", "counter",
              "Supabase-endpoint connections closed with replies alone over the queue bound "
              "(4008).",
@@ -277,6 +285,16 @@ void jw_metrics_handle(jw_http_ctx *ctx, jw_http_request *req)
             jw_buf_addf(&b, "# HELP %s %s\n# TYPE %s %s\n%s %.17g\n", rows[i].name, rows[i].help,
                         rows[i].name, rows[i].type, rows[i].name, rows[i].value);
     }
+    jw_buf_addf(&b, "# HELP jobwire_limit_refusals_total Requests and connections refused by "
+                    "a per-address or per-user limit (docs/operations.md, Limits).\n"
+                    "# TYPE jobwire_limit_refusals_total counter\n");
+    for (int k = 0; k < JW_LIMIT__N; k++)
+        jw_buf_addf(&b, "jobwire_limit_refusals_total{limit=\"%s\"} %" PRIu64 "\n",
+                    jw_limit_name(k), jw_limits_refused(app->limits, k));
+    jw_buf_addf(&b,
+                "# HELP jobwire_limit_keys Client addresses and users the limits keep an "
+                "entry for.\n# TYPE jobwire_limit_keys gauge\njobwire_limit_keys %zu\n",
+                jw_limits_entries(app->limits));
     write_heap(&b);
     write_histograms(&b, app, &db, &en);
     write_process(&b);

@@ -28,8 +28,14 @@
 #define MAX_QUEUE_BYTES ((size_t)rt->app->cfg->ws_max_queue)
 #define MAX_BINDINGS 32 /* postgres_changes entries of one join */
 #define MAX_JOBS 100    /* jobs one channel's filters may name, like an in list */
+/* How long a channel that joined without a user waits for an access_token (see nudge). */
+#define AWAIT_TOKEN_US (1000 * 1000)
+/* Database reads one connection may have out at once: one channel's worth. */
+#define MAX_CONN_READS MAX_JOBS
+#define AUTH_DEADLINE_US ((int64_t)rt->app->cfg->ws_auth_timeout_s * 1000000)
 
-enum { CLOSE_SLOW = 4008 };
+/* 4408: no valid token in time, the code jobwire.v1 closes with in that case. */
+enum { CLOSE_SLOW = 4008, CLOSE_AUTH_TIMEOUT = 4408, CLOSE_TOO_MANY = 4429 };
 enum { EV_INSERT = 1, EV_UPDATE = 2, EV_DELETE = 4, EV_ALL = 7 };
 
 /* ---- state ------------------------------------------------------------------------ */
@@ -71,7 +77,10 @@ typedef struct channel {
     bool wildcard;   /* a binding not pinned to jobs: every job the principal may see */
     bool registered; /* in the hub's lists (from go_live until removed) */
     bool live;       /* answered ok; events flow */
-    bool errored;    /* sent phx_error after an overflow: the client joins again */
+    bool answered;   /* the phx_join got its ok */
+    bool awaiting;   /* answered ok without a user: sees nothing until an access_token */
+    bool errored;    /* sent phx_error (overflow, or a failed read): the client joins again */
+    bool retry;      /* the refusal is the database's: worth joining again */
     int pending;     /* owner reads in flight */
     char refusal[320];
     json_t *docs;               /* job id -> state read from the database, for initial rows */
@@ -91,8 +100,15 @@ typedef struct rconn {
     bool want_write;  /* a WRITEABLE callback was asked for and has not come */
     int close_code;
     char close_reason[64];
+    bool authed;              /* a valid token came in time: the auth deadline is off */
+    bool nudged;              /* a channel waiting for a token was told to join again */
+    jw_limit_hold *user_hold; /* counted as a user's connection (--max-ws-per-user) */
+    jw_ws_budget rx_budget;   /* client messages: --ws-message-rate */
+    jw_read **reads;          /* asked for this connection's joins, not yet answered */
+    size_t nreads, capreads;
     jw_principal key_who; /* what the apikey grants, often nothing */
     unsigned char apikey_hash[SHA256_DIGEST_LENGTH];
+    lws_sorted_usec_list_t auth_sul; /* the auth deadline (--ws-auth-timeout) */
     channel **chans;
     size_t nchans, capchans;
     frame *qhead, *qtail;
@@ -123,6 +139,9 @@ typedef struct rt_op {
     uint64_t serial;
     char job[JW_UUID_LEN + 1];
 } rt_op;
+
+static void cancel_reads(rconn *c, uint64_t serial);
+static void forget_read(rconn *c, const jw_read *r);
 
 static void grow(void *pp, size_t *cap, size_t need, size_t size)
 {
@@ -398,6 +417,8 @@ static void remove_channel(channel *ch)
     rconn *c = ch->c;
     jw_rt *rt = c->rt;
 
+    if (ch->pending)
+        cancel_reads(c, ch->serial); /* a rejoin, a leave or a close: nobody waits for them */
     lws_sul_cancel(&ch->sul);
     unlink_live(rt, ch);
     for (size_t i = 0; i < c->nchans; i++) {
@@ -417,12 +438,46 @@ static void close_channel(channel *ch)
     remove_channel(ch);
 }
 
+/* Whether p's token is past its exp and the leeway, as jw_auth_token would judge it now. */
+static bool token_expired(const jw_principal *p, int64_t now_us)
+{
+    return p->kind == JW_PRINCIPAL_USER && p->expires_at &&
+           now_us / 1000000 >= p->expires_at + JW_AUTH_LEEWAY_S;
+}
+
 static void on_expiry(lws_sorted_usec_list_t *sul)
 {
     channel *ch = lws_container_of(sul, channel, sul);
 
     send_system(ch, "error", "system", "Token has expired");
     close_channel(ch);
+}
+
+/*
+ * A channel answered ok without a user, still without a token AWAIT_TOKEN_US
+ * later. supabase-js with an accessToken callback buffers its phx_join before
+ * the callback answers, and sends the token as an access_token message only if
+ * it answers after the join was answered; when it answered before, the token
+ * is in the channel's next join, never in a message. So the channel is told to
+ * join again (phx_error, once per connection: a client that is really signed
+ * out gets nothing more), and that join carries the token. The app sees
+ * SUBSCRIBED, CHANNEL_ERROR, SUBSCRIBED in that case - realtime-js leaves no
+ * way to fetch the token without a rejoin - and SUBSCRIBED once in the other.
+ */
+static void nudge(lws_sorted_usec_list_t *sul)
+{
+    channel *ch = lws_container_of(sul, channel, sul);
+    rconn *c = ch->c;
+
+    if (!ch->awaiting || ch->errored || c->nudged || c->closing)
+        return;
+    c->nudged = true;
+    ch->errored = true;
+    c->rt->stats.channel_errors++;
+    jw_log_info("realtime conn=%" PRIu64 " %s: no access_token since the join; asking the client "
+                "to join again",
+                c->id, ch->topic);
+    send_phx(c, ch->join_ref, ch->join_ref, ch->topic, "phx_error", json_object());
 }
 
 /* Arms the channel's timer for its principal's token expiry (with the accepted leeway). */
@@ -499,6 +554,7 @@ static void send_event(channel *ch, const int64_t *ids, size_t nids, const jw_bu
 typedef struct delta_ctx {
     jw_delta *d;
     const char *owner;
+    int64_t now_us;
     json_t *row; /* parsed on first need */
     bool bad_row;
     jw_buf data; /* encoded on first need */
@@ -509,7 +565,9 @@ static void deliver(channel *ch, delta_ctx *x)
     int64_t ids[MAX_BINDINGS];
     size_t n = 0;
 
-    if (!ch->live || ch->c->closing || !jw_principal_may_access(&ch->who, x->owner))
+    /* An expired token gets nothing, also in the moment before its timer fires. */
+    if (!ch->live || ch->c->closing || !jw_principal_may_access(&ch->who, x->owner) ||
+        token_expired(&ch->who, x->now_us))
         return;
     for (size_t i = 0; i < ch->nb; i++) {
         const binding *b = &ch->b[i];
@@ -543,6 +601,7 @@ void jw_rt_publish(jw_rt *rt, jw_delta *d)
 
     if ((!j && !rt->nwild) || (int)d->table >= JW_RT_TABLES)
         return;
+    x.now_us = jw_now_us();
     x.owner = jw_engine_job_owner(rt->app->engine, d->job_id);
     jw_buf_init(&x.data, 0);
     for (size_t i = 0; j && i < j->n; i++)
@@ -605,11 +664,23 @@ static void send_initial_rows(channel *ch)
 
 /* ---- joining ---------------------------------------------------------------------- */
 
+/* Answers the phx_join ok: the bindings echoed by index, then the system message. */
+static void answer_ok(channel *ch)
+{
+    json_t *resp = json_pack("{s:O}", "postgres_changes", ch->reply);
+
+    ch->answered = true;
+    send_phx(ch->c, ch->join_ref, ch->join_ref_v, ch->topic, "phx_reply",
+             json_pack("{s:s, s:o}", "status", "ok", "response", resp));
+    if (ch->nb)
+        send_system(ch, "ok", "postgres_changes", "Subscribed to PostgreSQL");
+}
+
+/* Registers the channel's bindings: from now on it gets events (and its initial rows). */
 static void go_live(channel *ch)
 {
     rconn *c = ch->c;
     jw_rt *rt = c->rt;
-    json_t *resp;
 
     ch->live = true;
     ch->registered = true;
@@ -630,23 +701,56 @@ static void go_live(channel *ch)
         }
     }
     watch_expiry(ch);
-    resp = json_pack("{s:O}", "postgres_changes", ch->reply);
-    send_phx(c, ch->join_ref, ch->join_ref_v, ch->topic, "phx_reply",
-             json_pack("{s:s, s:o}", "status", "ok", "response", resp));
-    if (ch->nb)
-        send_system(ch, "ok", "postgres_changes", "Subscribed to PostgreSQL");
+    if (!ch->answered)
+        answer_ok(ch);
     send_initial_rows(ch);
     json_decref(ch->docs);
     ch->docs = NULL;
 }
 
-/* Every owner is known (or a read failed): answer the join. */
+/*
+ * A channel that joined without a user got a token, but it may not see what
+ * its filters name (or the token ran out, or the database failed): it ends
+ * with the reason a join with that token would have got. A failed read is
+ * worth another try: phx_error makes supabase-js join again, with the token.
+ */
+static void refuse_upgrade(channel *ch)
+{
+    rconn *c = ch->c;
+
+    jw_log_info("realtime conn=%" PRIu64 " access_token for %s refused: %s", c->id, ch->topic,
+                ch->refusal);
+    if (ch->retry) {
+        ch->errored = true;
+        c->rt->stats.channel_errors++;
+        send_phx(c, ch->join_ref, ch->join_ref, ch->topic, "phx_error", json_object());
+        return;
+    }
+    send_system(ch, "error", "system", ch->refusal);
+    close_channel(ch);
+}
+
+/*
+ * Every owner is known (or a read failed): answer the join, or start the
+ * delivery of a channel that joined without a user and has one now. Nothing
+ * is sent for a token that ran out meanwhile.
+ */
 static void finish_join(channel *ch)
 {
     rconn *c = ch->c;
 
     if (ch->pending)
         return;
+    if (!ch->refusal[0] && token_expired(&ch->who, jw_now_us())) {
+        char ts[40];
+
+        jw_format_ts(ch->who.expires_at * 1000000, ts, sizeof(ts));
+        snprintf(ch->refusal, sizeof(ch->refusal), "invalid access_token: token expired at %s", ts);
+    }
+    if (ch->refusal[0] && ch->answered) {
+        refuse_upgrade(ch);
+        return;
+    }
     if (ch->refusal[0]) {
         c->rt->stats.joins_refused++;
         jw_log_info("realtime conn=%" PRIu64 " join of %s refused: %s", c->id, ch->topic,
@@ -656,7 +760,13 @@ static void finish_join(channel *ch)
         remove_channel(ch);
         return;
     }
-    go_live(ch);
+    if (ch->awaiting) { /* SUBSCRIBED, and nothing until an access_token brings a user */
+        answer_ok(ch);
+        if (!c->nudged)
+            lws_sul_schedule(lws_get_context(c->wsi), 0, &ch->sul, nudge, AWAIT_TOKEN_US);
+    } else {
+        go_live(ch);
+    }
 }
 
 static void refuse_job(channel *ch, const char *job)
@@ -678,19 +788,24 @@ void jw_rt_on_read(jw_rt *rt, jw_read *r)
 {
     rt_op *op = r->user;
     rconn *c = jw_map_get(&rt->conns, op->conn_key);
-    channel *ch = c ? find_serial(c, op->serial) : NULL;
+    channel *ch;
     json_t *doc = NULL;
     const char *owner;
 
-    if (!ch || ch->registered || c->closing) /* gone, or not the join this read was for */
-        goto out;
+    if (c)
+        forget_read(c, r);
+    ch = c ? find_serial(c, op->serial) : NULL;
+    if (!ch || ch->registered || c->closing || r->status == JW_ECANCELED)
+        goto out; /* gone, or not the join this read was for */
     ch->pending--;
     if (r->status == 0)
         doc = json_loads(r->result, 0, NULL);
     owner = json_string_value(json_object_get(json_object_get(doc, "job"), "user_id"));
     if (r->status != 0 && r->status != JW_ENOTFOUND) {
-        if (!ch->refusal[0])
+        if (!ch->refusal[0]) {
             snprintf(ch->refusal, sizeof(ch->refusal), "the database is unavailable; try again");
+            ch->retry = true;
+        }
     } else if (!owner || !jw_principal_may_access(&ch->who, owner)) {
         refuse_job(ch, op->job);
     } else {
@@ -812,29 +927,148 @@ static bool is_apikey(const rconn *c, const char *token)
 }
 
 /*
+ * What the apikey grants now. An apikey that is a user's token runs out
+ * like an access_token: past its exp (and the leeway) it is refused.
+ */
+static const char *key_principal(rconn *c, jw_principal *who, char *err, size_t errlen)
+{
+    if (token_expired(&c->key_who, jw_now_us())) {
+        char ts[40];
+
+        jw_format_ts(c->key_who.expires_at * 1000000, ts, sizeof(ts));
+        snprintf(err, errlen, "the apikey's token expired at %s", ts);
+        who->kind = JW_PRINCIPAL_NONE;
+        return err;
+    }
+    *who = c->key_who;
+    return NULL;
+}
+
+/*
  * Who a join's (or a refresh's) access_token stands for: a user or the
- * admin, or what the apikey grants when the app sends the apikey itself
- * (supabase-js does so while signed out). NULL, or the refusal.
+ * admin, or what the apikey grants when there is none or the app sends the
+ * apikey itself (supabase-js does so while signed out), often nobody (the
+ * NONE principal). NULL, or the refusal.
  */
 static const char *principal_of(rconn *c, json_t *token, jw_principal *who, char *err,
                                 size_t errlen)
 {
     const char *t;
 
-    if (!token || json_is_null(token)) {
-        *who = c->key_who;
-        return NULL;
-    }
+    if (!token || json_is_null(token))
+        return key_principal(c, who, err, errlen);
     if (!json_is_string(token))
         return "access_token must be a string";
     t = json_string_value(token);
     if (jw_auth_token(c->rt->app->auth, t, jw_now_us() / 1000000, who, err, errlen) == 0)
         return NULL;
-    if (is_apikey(c, t)) {
-        *who = c->key_who;
-        return NULL;
-    }
+    if (is_apikey(c, t))
+        return key_principal(c, who, err, errlen);
     return err;
+}
+
+/*
+ * A valid token came: the connection may stay past the auth deadline, and the
+ * first user it stands for counts it (--max-ws-per-user). False when that user
+ * already holds as many: the connection is closed (4429).
+ */
+static bool authenticated(rconn *c, const jw_principal *who)
+{
+    jw_rt *rt = c->rt;
+
+    if (who->kind == JW_PRINCIPAL_USER && !c->user_hold) {
+        c->user_hold = jw_limits_ws_hold(rt->app->limits, who->user_id, jw_mono_us());
+        if (!c->user_hold) {
+            jw_log_info("realtime conn=%" PRIu64 " closed: the user holds --max-ws-per-user (%d) "
+                        "connections",
+                        c->id, rt->app->cfg->max_ws_per_user);
+            start_close(c, CLOSE_TOO_MANY, "too many connections for this user");
+            return false;
+        }
+    }
+    if (!c->authed) {
+        c->authed = true;
+        lws_sul_cancel(&c->auth_sul);
+    }
+    return true;
+}
+
+/* Cancels the reads asked for channel serial (every one of c's when 0): nobody waits. */
+static void cancel_reads(rconn *c, uint64_t serial)
+{
+    for (size_t i = 0; i < c->nreads; i++) {
+        const rt_op *op = c->reads[i]->user;
+
+        if (!serial || op->serial == serial)
+            jw_read_cancel(c->reads[i]);
+    }
+}
+
+static void forget_read(rconn *c, const jw_read *r)
+{
+    for (size_t i = 0; i < c->nreads; i++) {
+        if (c->reads[i] == r) {
+            c->reads[i] = c->reads[--c->nreads];
+            return;
+        }
+    }
+}
+
+/*
+ * Checks that the jobs the channel's filters name are its principal's: at
+ * once for jobs in memory, otherwise with a read from PostgreSQL each
+ * (jw_rt_on_read). The caller then calls finish_join.
+ */
+static void authorize_jobs(channel *ch)
+{
+    rconn *c = ch->c;
+    jw_rt *rt = c->rt;
+
+    size_t need = 0;
+
+    for (size_t k = 0; k < ch->njobs; k++)
+        need += !jw_engine_job_owner(rt->app->engine, ch->jobs[k].job);
+    if (c->nreads + need > MAX_CONN_READS) {
+        snprintf(ch->refusal, sizeof(ch->refusal),
+                 "this connection has %zu database reads waiting (at most %d); join again once "
+                 "its other joins are answered",
+                 c->nreads, MAX_CONN_READS);
+        return;
+    }
+    for (size_t k = 0; k < ch->njobs && !ch->refusal[0]; k++) {
+        const char *owner = jw_engine_job_owner(rt->app->engine, ch->jobs[k].job);
+        const char *params[1] = {ch->jobs[k].job};
+        rt_op *op;
+        jw_read *r;
+        int rc;
+
+        if (owner) {
+            if (!jw_principal_may_access(&ch->who, owner))
+                refuse_job(ch, ch->jobs[k].job);
+            snprintf(ch->jobs[k].owner, sizeof(ch->jobs[k].owner), "%s", owner);
+            continue;
+        }
+        op = jw_xcalloc(1, sizeof(*op));
+        snprintf(op->conn_key, sizeof(op->conn_key), "%s", c->key);
+        op->serial = ch->serial;
+        snprintf(op->job, sizeof(op->job), "%s", ch->jobs[k].job);
+        r = jw_read_new(JW_READ_JOB, 1, params);
+        r->user = op;
+        r->tag = JW_READ_TAG_RT;
+        rc = jw_store_read(rt->app->store, r);
+        if (rc != 0) {
+            jw_read_free(r);
+            free(op);
+            snprintf(ch->refusal, sizeof(ch->refusal), "%s",
+                     rc == JW_ELIMIT ? "too many database reads are queued; join again later"
+                                     : "shutting down");
+            ch->retry = rc == JW_ELIMIT;
+            break;
+        }
+        grow(&c->reads, &c->capreads, c->nreads + 1, sizeof(*c->reads));
+        c->reads[c->nreads++] = r;
+        ch->pending++;
+    }
 }
 
 static void h_join(rconn *c, const jw_rt_msg *m)
@@ -886,6 +1120,8 @@ static void h_join(rconn *c, const jw_rt_msg *m)
         finish_join(ch);
         return;
     }
+    if (ch->who.kind != JW_PRINCIPAL_NONE && !authenticated(c, &ch->who))
+        return; /* closing: the channel goes with the connection */
     ch->b = jw_xcalloc(json_array_size(changes) + 1, sizeof(*ch->b));
     json_array_foreach(changes, i, entry)
     {
@@ -904,40 +1140,16 @@ static void h_join(rconn *c, const jw_rt_msg *m)
         if (b->initial && !ch->docs)
             ch->docs = json_object();
     }
-    if (ch->nb && ch->who.kind == JW_PRINCIPAL_NONE) {
-        snprintf(ch->refusal, sizeof(ch->refusal),
-                 "postgres_changes on jobwire need a signed-in user's access_token");
-        finish_join(ch);
-        return;
-    }
-    /* Pinned jobs must be the principal's: in memory at once, otherwise from PostgreSQL. */
-    for (size_t k = 0; k < ch->njobs && !ch->refusal[0]; k++) {
-        const char *owner = jw_engine_job_owner(rt->app->engine, ch->jobs[k].job);
-        const char *params[1] = {ch->jobs[k].job};
-        rt_op *op;
-        jw_read *r;
-
-        if (owner) {
-            if (!jw_principal_may_access(&ch->who, owner))
-                refuse_job(ch, ch->jobs[k].job);
-            snprintf(ch->jobs[k].owner, sizeof(ch->jobs[k].owner), "%s", owner);
-            continue;
-        }
-        op = jw_xcalloc(1, sizeof(*op));
-        snprintf(op->conn_key, sizeof(op->conn_key), "%s", c->key);
-        op->serial = ch->serial;
-        snprintf(op->job, sizeof(op->job), "%s", ch->jobs[k].job);
-        r = jw_read_new(JW_READ_JOB, 1, params);
-        r->user = op;
-        r->tag = JW_READ_TAG_RT;
-        if (jw_store_read(rt->app->store, r) != 0) {
-            jw_read_free(r);
-            free(op);
-            snprintf(ch->refusal, sizeof(ch->refusal), "shutting down");
-            break;
-        }
-        ch->pending++;
-    }
+    /*
+     * No user yet: supabase-js joins before its accessToken callback has
+     * answered and sends the token in an access_token message once joined
+     * (h_access_token). Supabase accepts such a join; so does jobwire, with
+     * nothing delivered and no job checked until a user's token comes.
+     */
+    if (ch->nb && ch->who.kind == JW_PRINCIPAL_NONE)
+        ch->awaiting = true;
+    else
+        authorize_jobs(ch);
     finish_join(ch);
 }
 
@@ -947,7 +1159,11 @@ static void h_leave(rconn *c, channel *ch, const jw_rt_msg *m)
     close_channel(ch);
 }
 
-/* A fresh token for a channel: it must still stand for someone who may see its jobs. */
+/*
+ * A fresh token for a channel: it must still stand for someone who may see
+ * its jobs. A channel that joined without a user starts with the first
+ * user's token, checked as a join with it would be (finish_join).
+ */
 static void h_access_token(rconn *c, channel *ch, const jw_rt_msg *m)
 {
     jw_principal who;
@@ -955,6 +1171,17 @@ static void h_access_token(rconn *c, channel *ch, const jw_rt_msg *m)
     const char *why =
         principal_of(c, json_object_get(m->payload, "access_token"), &who, err, sizeof(err));
 
+    if (!why && who.kind != JW_PRINCIPAL_NONE && !authenticated(c, &who))
+        return;
+    if (!why && ch->awaiting) {
+        if (who.kind == JW_PRINCIPAL_NONE) /* still signed out: still nothing */
+            return;
+        ch->awaiting = false;
+        ch->who = who;
+        authorize_jobs(ch);
+        finish_join(ch);
+        return;
+    }
     if (!why && ch->nb && who.kind == JW_PRINCIPAL_NONE)
         why = "signed out";
     for (size_t k = 0; !why && k < ch->njobs; k++)
@@ -1035,9 +1262,11 @@ int jw_rt_accept_upgrade(struct lws *wsi)
         return -1;
     /* supabase-js always sends one; Supabase refuses a connection without it. */
     key = lws_get_urlarg_by_name(wsi, "apikey=", buf, sizeof(buf));
-    OPENSSL_cleanse(buf, sizeof(buf));
-    if (!key)
+    if (!key || !*key) {
+        OPENSSL_cleanse(buf, sizeof(buf));
         return -1;
+    }
+    OPENSSL_cleanse(buf, sizeof(buf));
     vsn = lws_get_urlarg_by_name(wsi, "vsn=", buf, sizeof(buf));
     if (vsn && strcmp(vsn, "1.0.0") != 0 && strcmp(vsn, "2.0.0") != 0)
         return -1;
@@ -1046,6 +1275,23 @@ int jw_rt_accept_upgrade(struct lws *wsi)
         return -1;
     }
     return 0;
+}
+
+/*
+ * The auth deadline: a connection that has presented no valid token (its
+ * apikey, or a phx_join's or access_token message's access_token) within
+ * --ws-auth-timeout of the upgrade is closed, heartbeats or not. Otherwise
+ * anyone could hold sockets until --max-connections turns users away.
+ */
+static void on_auth_deadline(lws_sorted_usec_list_t *sul)
+{
+    rconn *c = lws_container_of(sul, rconn, auth_sul);
+
+    if (c->authed)
+        return;
+    jw_log_info("realtime conn=%" PRIu64 " closed: no valid token within %d s", c->id,
+                c->rt->app->cfg->ws_auth_timeout_s);
+    start_close(c, CLOSE_AUTH_TIMEOUT, "no valid access_token in time");
 }
 
 static void on_established(struct lws *wsi, jw_rt *rt, void **slot)
@@ -1072,15 +1318,25 @@ static void on_established(struct lws *wsi, jw_rt *rt, void **slot)
     jw_map_put(&rt->conns, c->key, c);
     rt->stats.connections++;
     *slot = c;
+    jw_ws_budget_init(&c->rx_budget, wsi, rt->app->cfg->ws_message_rate);
+    if (c->key_who.kind != JW_PRINCIPAL_NONE)
+        authenticated(c, &c->key_who);
+    else
+        lws_sul_schedule(lws_get_context(wsi), 0, &c->auth_sul, on_auth_deadline, AUTH_DEADLINE_US);
 }
 
 static void on_closed(rconn *c)
 {
     jw_rt *rt = c->rt;
 
+    lws_sul_cancel(&c->auth_sul);
+    jw_ws_budget_release(&c->rx_budget);
     while (c->nchans)
         remove_channel(c->chans[c->nchans - 1]);
     free(c->chans);
+    cancel_reads(c, 0);
+    free(c->reads);
+    jw_limits_release(rt->app->limits, c->user_hold);
     drop_queue(c);
     jw_ws_rx_done(&c->rx);
     jw_map_del(&rt->conns, c->key);
@@ -1107,6 +1363,8 @@ static int on_receive(rconn *c, struct lws *wsi, const void *in, size_t len)
         if (!c->closing)
             handle_message(c, data, n);
         OPENSSL_cleanse((void *)data, n); /* it may hold an access token */
+        if (jw_ws_budget_spend(&c->rx_budget, wsi, rt->app->cfg->ws_message_rate))
+            rt->stats.rx_throttled++;
         break;
     }
     jw_ws_rx_done(&c->rx);

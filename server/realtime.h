@@ -11,6 +11,16 @@
  * by every channel it goes to; a channel adds only its topic and binding
  * ids around it.
  *
+ * Who sees what: a channel's principal is its join's access_token (a user's
+ * JWT or the admin key), else what the apikey grants (the same, or nobody).
+ * A user sees only their own jobs. A join without a user is answered ok and
+ * gets nothing until an access_token message brings a user's token; then its
+ * jobs are checked as a join with that token would check them. A token's exp
+ * (an apikey's included) closes the channel, and nothing is sent for a token
+ * already past it. A connection that presents no valid token (apikey, join
+ * or access_token) within --ws-auth-timeout is closed with 4408; heartbeats
+ * do not extend that deadline.
+ *
  * Connections are libwebsockets connections of the http protocol (the client
  * sends no subprotocol): http.c hands their WebSocket callbacks here with a
  * slot in its per-session data, where this module keeps its own state.
@@ -39,6 +49,7 @@ typedef struct jw_rt_stats {
     uint64_t bytes_sent;
     uint64_t channel_errors; /* phx_error sent: events shed over the queue bound */
     uint64_t slow_closes;    /* connections closed with only replies over the bound */
+    uint64_t rx_throttled;   /* times a connection's reading paused: --ws-message-rate */
 } jw_rt_stats;
 
 jw_rt *jw_rt_new(struct jw_app *app);

@@ -38,8 +38,9 @@
 #define OUT_FRAME 65536    /* messages gathered into one frame, unless one is bigger */
 #define MAX_JOBS_IDLE 1024 /* jobs kept with a ring but no subscriber (~45 KB each, full) */
 #define MAX_DB_REPLAY 2000 /* deltas replayed from job_events; past it, a snapshot */
+#define MAX_CONN_READS 8   /* reads one connection may have queued at the store at once */
 
-enum { CLOSE_SLOW = 4008, CLOSE_AUTH = 4401, CLOSE_AUTH_TIMEOUT = 4408 };
+enum { CLOSE_SLOW = 4008, CLOSE_AUTH = 4401, CLOSE_AUTH_TIMEOUT = 4408, CLOSE_TOO_MANY = 4429 };
 
 /* ---- shared messages ---------------------------------------------------------- */
 
@@ -143,13 +144,22 @@ typedef struct conn {
     int close_code;
     char close_reason[64];
     jw_principal who;
+    jw_limit_hold *user_hold;   /* a user's connection counted (--max-ws-per-user) */
     lws_sorted_usec_list_t sul; /* auth deadline, then token expiry */
+    jw_ws_budget rx_budget;     /* client messages: --ws-message-rate */
     job_entry **subs;
     size_t nsubs, capsubs;
     qent *qhead, *qtail;
     size_t qbytes;
     int64_t over_since;  /* since when deltas are being dropped for this connection */
     size_t resyncs_owed; /* subscribers of this connection with resync set */
+    /* Database reads handed to the store for this connection and not yet
+     * answered (at most MAX_CONN_READS; cancelled if it closes), and the ones
+     * waiting their turn, oldest first. */
+    jw_read **reads;
+    size_t nreads, capreads;
+    jw_read **unsent;
+    size_t nunsent, capunsent;
     jw_ws_rx rx;
 } conn;
 
@@ -290,11 +300,21 @@ static void qent_free(qent *e)
     free(e);
 }
 
-/* Queues pre (may be NULL) and m as one message; takes references of its own. */
+static bool make_room(conn *c, size_t len);
+
+/*
+ * Queues pre (may be NULL) and m as one message; takes references of its own.
+ * Deltas are bounded by their caller (push_delta), resync snapshots (job set)
+ * by the connection's subscriptions; replies (job NULL) must first find room
+ * (make_room), or are not queued.
+ */
 static void push(conn *c, msg *pre, msg *m, job_entry *job, bool delta)
 {
-    qent *e = jw_xmalloc(sizeof(*e));
+    qent *e;
 
+    if (!delta && !job && !make_room(c, (pre ? pre->len : 0) + m->len + 1))
+        return;
+    e = jw_xmalloc(sizeof(*e));
     if (pre)
         pre->refs++;
     m->refs++;
@@ -331,6 +351,25 @@ static void send_error(conn *c, json_t *ref, const char *code, const char *fmt, 
     vsnprintf(text, sizeof(text), fmt, ap);
     va_end(ap);
     doc = json_pack("{s:s, s:s, s:s}", "type", "error", "code", code, "message", text);
+    if (ref)
+        json_object_set(doc, "ref", ref);
+    send_msg(c, msg_json(doc));
+}
+
+/* error rate_limited, with retry_after_s: when the next one will be taken. */
+static void send_rate_limited(conn *c, json_t *ref, int retry_after_s, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void send_rate_limited(conn *c, json_t *ref, int retry_after_s, const char *fmt, ...)
+{
+    char text[256];
+    va_list ap;
+    json_t *doc;
+
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof(text), fmt, ap);
+    va_end(ap);
+    doc = json_pack("{s:s, s:s, s:s, s:i}", "type", "error", "code", "rate_limited", "message",
+                    text, "retry_after_s", retry_after_s);
     if (ref)
         json_object_set(doc, "ref", ref);
     send_msg(c, msg_json(doc));
@@ -421,10 +460,11 @@ static subscriber *find_sub(job_entry *j, const conn *c)
     return NULL;
 }
 
-/* Drops what is queued for job j on c (its deltas and any snapshot of it). */
-static void drop_queued(conn *c, job_entry *j)
+/* Drops what is queued for job j on c (its deltas and any snapshot of it); how many. */
+static size_t drop_queued(conn *c, job_entry *j)
 {
     qent **pp = &c->qhead, *last = NULL;
+    size_t n = 0;
 
     while (*pp) {
         qent *e = *pp;
@@ -433,12 +473,26 @@ static void drop_queued(conn *c, job_entry *j)
             *pp = e->next;
             c->qbytes -= qent_len(e) + 1;
             qent_free(e);
+            n++;
             continue;
         }
         last = e;
         pp = &e->next;
     }
     c->qtail = last;
+    return n;
+}
+
+static void drop_queue(conn *c)
+{
+    while (c->qhead) {
+        qent *e = c->qhead;
+
+        c->qhead = e->next;
+        qent_free(e);
+    }
+    c->qtail = NULL;
+    c->qbytes = 0;
 }
 
 /*
@@ -448,17 +502,49 @@ static void drop_queued(conn *c, job_entry *j)
  * dropped at no cost: the snapshot will include them. A connection that keeps
  * dropping for too long is closed.
  */
-static void overflow(conn *c, job_entry *j, subscriber *sub)
+static void owe_snapshot(conn *c, subscriber *sub)
 {
     int64_t now = jw_mono_us();
 
-    drop_queued(c, j);
     sub->resync = true;
     c->resyncs_owed++;
     c->hub->stats.resyncs++;
     if (!c->over_since)
         c->over_since = now;
     want_write(c);
+}
+
+static void overflow(conn *c, job_entry *j, subscriber *sub)
+{
+    drop_queued(c, j);
+    owe_snapshot(c, sub);
+}
+
+/*
+ * Whether len more bytes of a reply (an ack, a pong, an error, an OTP verdict,
+ * a snapshot) fit under the queue bound. A reply is not dropped on its own:
+ * the connection's queued deltas go first, each of their jobs owing a
+ * snapshot instead (as on overflow); a client whose replies alone pass the
+ * bound sends without reading, and is closed (4008).
+ */
+static bool make_room(conn *c, size_t len)
+{
+    if (c->qbytes + len <= MAX_QUEUE_BYTES)
+        return true;
+    for (size_t i = 0; i < c->nsubs; i++) {
+        subscriber *sub = find_sub(c->subs[i], c);
+
+        if (sub && !sub->resync && drop_queued(c, c->subs[i]))
+            owe_snapshot(c, sub);
+    }
+    if (c->qbytes + len <= MAX_QUEUE_BYTES)
+        return true;
+    c->hub->stats.slow_closes++;
+    jw_log_warn("ws conn=%" PRIu64 " closed: more than %zu bytes of replies queued", c->id,
+                MAX_QUEUE_BYTES);
+    drop_queue(c);
+    start_close(c, CLOSE_SLOW, "slow consumer");
+    return false;
 }
 
 static void push_delta(conn *c, subscriber *sub, msg *m, job_entry *j)
@@ -707,6 +793,14 @@ static bool authenticate(conn *c, const char *token, json_t *ref)
         start_close(c, CLOSE_AUTH, "unauthorized");
         return false;
     }
+    if (c->who.kind == JW_PRINCIPAL_USER && !c->user_hold &&
+        !(c->user_hold = jw_limits_ws_hold(hub->app->limits, c->who.user_id, jw_mono_us()))) {
+        send_error(c, ref, "too_many_connections",
+                   "a user may hold at most %d WebSocket connections (--max-ws-per-user)",
+                   hub->app->cfg->max_ws_per_user);
+        start_close(c, CLOSE_TOO_MANY, "too many connections");
+        return false;
+    }
     c->authed = true;
     /* From now on the timer watches the token's expiry. */
     if (c->who.kind == JW_PRINCIPAL_USER && c->who.expires_at) {
@@ -761,18 +855,110 @@ static void send_snapshot(conn *c, job_entry *j, const char *job_id, json_t *ref
     queue_snapshot(c, j, job_id, ref, NULL, NULL);
 }
 
+/*
+ * A read was refused by the store (its queue is full, or it is shutting down):
+ * the subscription that waited for it is withdrawn and its subscribe answered
+ * with the error.
+ */
+static void read_refused(conn *c, jw_read *r, int rc)
+{
+    ws_op *op = r->user;
+    job_entry *j = job_get(c->hub, op->job, false);
+
+    if (j && find_sub(j, c))
+        remove_sub(c, j);
+    if (rc == JW_ELIMIT)
+        send_error(c, op->ref, "busy",
+                   "too many database reads are queued; subscribe to job %s again later", op->job);
+    else
+        send_error(c, op->ref, "unavailable", "shutting down");
+    jw_read_free(r);
+    free_op(op);
+}
+
+/*
+ * Hands c's waiting reads to the store while fewer than MAX_CONN_READS of its
+ * own are there: one client cannot fill the store's queue, and its subscribes
+ * are still all answered, in order. A read the store refuses for a full queue
+ * waits for c's next answer when c has some out; otherwise it is refused.
+ */
+static void send_reads(conn *c)
+{
+    while (c->nunsent && c->nreads < MAX_CONN_READS) {
+        jw_read *r = c->unsent[0];
+        int rc = jw_store_read(c->hub->app->store, r);
+
+        if (rc == JW_ELIMIT && c->nreads)
+            return;
+        memmove(c->unsent, c->unsent + 1, --c->nunsent * sizeof(*c->unsent));
+        if (rc != 0) {
+            read_refused(c, r, rc);
+            continue;
+        }
+        if (c->nreads == c->capreads) {
+            c->capreads = c->capreads ? c->capreads * 2 : MAX_CONN_READS;
+            c->reads = jw_xrealloc(c->reads, c->capreads * sizeof(*c->reads));
+        }
+        c->reads[c->nreads++] = r;
+    }
+}
+
+/* Asks PostgreSQL for op's job, after c's reads already asked for. */
 static void read_for(conn *c, jw_read_kind kind, int n, const char **params, ws_op *op)
 {
     jw_read *r = jw_read_new(kind, n, params);
 
     r->user = op;
     r->tag = JW_READ_TAG_WS;
-    if (jw_store_read(c->hub->app->store, r) != 0) {
-        /* Shutting down: the subscription stays without its answer. */
+    if (c->nunsent == c->capunsent) {
+        c->capunsent = c->capunsent ? c->capunsent * 2 : 8;
+        c->unsent = jw_xrealloc(c->unsent, c->capunsent * sizeof(*c->unsent));
+    }
+    c->unsent[c->nunsent++] = r;
+    send_reads(c);
+}
+
+/* r was answered: it is no longer c's to cancel. */
+static void forget_read(conn *c, const jw_read *r)
+{
+    for (size_t i = 0; i < c->nreads; i++) {
+        if (c->reads[i] == r) {
+            c->reads[i] = c->reads[--c->nreads];
+            return;
+        }
+    }
+}
+
+/*
+ * Nobody waits for c's reads of job any more (of every job when job is NULL):
+ * those at the store are cancelled (answered without a query); those not sent
+ * yet are dropped, their subscribes answered "unsubscribed" unless c closes.
+ */
+static void cancel_reads(conn *c, const char *job)
+{
+    size_t kept = 0;
+
+    for (size_t i = 0; i < c->nreads; i++) {
+        const ws_op *op = c->reads[i]->user;
+
+        if (!job || strcmp(op->job, job) == 0)
+            jw_read_cancel(c->reads[i]);
+    }
+    for (size_t i = 0; i < c->nunsent; i++) {
+        jw_read *r = c->unsent[i];
+        ws_op *op = r->user;
+
+        if (job && strcmp(op->job, job) != 0) {
+            c->unsent[kept++] = r;
+            continue;
+        }
+        if (job && op->ref)
+            send_error(c, op->ref, "unsubscribed",
+                       "unsubscribed from job %s before this subscribe was answered", op->job);
         jw_read_free(r);
         free_op(op);
-        send_error(c, NULL, "unavailable", "shutting down");
     }
+    c->nunsent = kept;
 }
 
 /*
@@ -976,8 +1162,19 @@ static void on_replay_read(jw_ws *hub, ws_op *op, jw_read *r)
 void jw_ws_on_read(jw_ws *hub, jw_read *r)
 {
     ws_op *op = r->user;
+    conn *c = find_conn(hub, op->conn_key);
 
-    if (op->kind == OP_REPLAY)
+    if (c) {
+        forget_read(c, r);
+        send_reads(c);
+    }
+    if (r->status == JW_ECANCELED) {
+        /* Its subscription was withdrawn (or its connection closed): the
+         * subscribe still gets its one answer. */
+        if (c && !c->closing && op->ref)
+            send_error(c, op->ref, "unsubscribed",
+                       "unsubscribed from job %s before this subscribe was answered", op->job);
+    } else if (op->kind == OP_REPLAY)
         on_replay_read(hub, op, r);
     else
         on_subscribe_read(hub, op, r);
@@ -1057,6 +1254,7 @@ static void h_unsubscribe(conn *c, json_t *m, json_t *ref)
         send_error(c, ref, "not_subscribed", "not subscribed to job %s", job);
         return;
     }
+    cancel_reads(c, job); /* a subscribe still waiting on PostgreSQL needs no answer from it */
     send_ack(c, ref);
 }
 
@@ -1101,6 +1299,18 @@ static void h_otp_submit(conn *c, json_t *m, json_t *ref)
     if (!json_is_string(value)) {
         send_error(c, ref, "invalid_otp", "value must be a string of 4 to 10 digits");
         return;
+    }
+    if (c->who.kind == JW_PRINCIPAL_USER) {
+        int after;
+
+        if (jw_limits_take(c->hub->app->limits, JW_LIMIT_USER_OTP, c->who.user_id, jw_mono_us(),
+                           &after)) {
+            send_rate_limited(c, ref, after,
+                              "at most %d OTP submissions a minute (--otp-rate-per-user); try "
+                              "again in %d s",
+                              c->hub->app->cfg->otp_rate_per_user, after);
+            return;
+        }
     }
     snprintf(otp_id, sizeof(otp_id), "%s", json_string_value(id));
     for (char *p = otp_id; *p; p++)
@@ -1224,6 +1434,7 @@ static void on_established(conn *c, struct lws *wsi, jw_ws *hub)
     jw_map_put(&hub->conns, c->key, c);
     c->registered = true;
     hub->stats.connections++;
+    jw_ws_budget_init(&c->rx_budget, wsi, hub_cfg(c)->ws_message_rate);
     token = lws_get_urlarg_by_name(wsi, "token=", buf, sizeof(buf));
     if (token) {
         authenticate(c, token, NULL);
@@ -1240,16 +1451,19 @@ static void on_closed(conn *c)
     if (!c->registered)
         return;
     lws_sul_schedule(lws_get_context(c->wsi), 0, &c->sul, on_sul, LWS_SET_TIMER_USEC_CANCEL);
+    jw_ws_budget_release(&c->rx_budget);
     dirty_unlink(c);
     while (c->nsubs)
         remove_sub(c, c->subs[c->nsubs - 1]);
     free(c->subs);
-    while (c->qhead) {
-        qent *e = c->qhead;
-
-        c->qhead = e->next;
-        qent_free(e);
-    }
+    drop_queue(c);
+    cancel_reads(c, NULL);
+    free(c->reads);
+    free(c->unsent);
+    c->reads = c->unsent = NULL;
+    c->nreads = c->capreads = c->nunsent = c->capunsent = 0;
+    jw_limits_release(hub->app->limits, c->user_hold);
+    c->user_hold = NULL;
     jw_ws_rx_done(&c->rx);
     jw_map_del(&hub->conns, c->key);
     hub->stats.connections--;
@@ -1276,6 +1490,8 @@ static int on_receive(conn *c, struct lws *wsi, const void *in, size_t len)
         if (!c->closing)
             handle_message(c, data, n);
         OPENSSL_cleanse((void *)data, n); /* it may hold a code or a token */
+        if (jw_ws_budget_spend(&c->rx_budget, wsi, hub_cfg(c)->ws_message_rate))
+            c->hub->stats.rx_throttled++;
         break;
     }
     jw_ws_rx_done(&c->rx);

@@ -3,6 +3,8 @@
  */
 #include "ws_rx.h"
 
+#include "jw_util.h"
+
 #include "jw_log.h"
 
 #include <stdlib.h>
@@ -57,4 +59,49 @@ void jw_ws_close_politely(struct lws *wsi, int code, const char *reason)
      * connection after the callback returns.
      */
     lws_set_timeout(wsi, PENDING_TIMEOUT_HTTP_KEEPALIVE_IDLE, LWS_TO_KILL_ASYNC);
+}
+
+void jw_ws_budget_init(jw_ws_budget *b, struct lws *wsi, int rate)
+{
+    memset(b, 0, sizeof(*b));
+    b->wsi = wsi;
+    b->tokens = 2.0 * rate;
+    b->last_us = jw_mono_us();
+}
+
+static void budget_resume(lws_sorted_usec_list_t *sul)
+{
+    jw_ws_budget *b = lws_container_of(sul, jw_ws_budget, sul);
+
+    b->paused = false;
+    lws_rx_flow_control(b->wsi, 1);
+}
+
+bool jw_ws_budget_spend(jw_ws_budget *b, struct lws *wsi, int rate)
+{
+    int64_t now;
+
+    if (rate <= 0)
+        return false;
+    now = jw_mono_us();
+    b->tokens += (double)(now - b->last_us) / 1e6 * rate;
+    if (b->tokens > 2.0 * rate)
+        b->tokens = 2.0 * rate;
+    b->last_us = now;
+    b->tokens -= 1.0;
+    if (b->tokens >= 0 || b->paused)
+        return false;
+    b->paused = true;
+    lws_rx_flow_control(wsi, 0);
+    lws_sul_schedule(lws_get_context(wsi), 0, &b->sul, budget_resume,
+                     (lws_usec_t)(-b->tokens / rate * 1e6) + 1);
+    return true;
+}
+
+void jw_ws_budget_release(jw_ws_budget *b)
+{
+    if (b->wsi)
+        lws_sul_schedule(lws_get_context(b->wsi), 0, &b->sul, budget_resume,
+                         LWS_SET_TIMER_USEC_CANCEL);
+    b->paused = false;
 }

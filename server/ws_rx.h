@@ -14,6 +14,7 @@
 #include <libwebsockets.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct jw_ws_rx {
     char *buf;    /* the gathered text, when the message came in several chunks */
@@ -47,5 +48,27 @@ void jw_ws_rx_done(jw_ws_rx *rx);
  * second close drops the close frame: clients saw 1006 instead of the code.
  */
 void jw_ws_close_politely(struct lws *wsi, int code, const char *reason);
+
+/*
+ * What a connection's client messages may cost the loop: a token bucket of
+ * twice `rate` messages, refilled at `rate` a second (--ws-message-rate; 0:
+ * no bound). A message past it is still handled - nothing a client sent is
+ * dropped - but the connection is not read again (lws rx flow control) until
+ * the bucket is back above zero, so a flooding client waits on its own socket
+ * while the others are served.
+ */
+typedef struct jw_ws_budget {
+    struct lws *wsi;
+    double tokens;
+    int64_t last_us;
+    bool paused;
+    lws_sorted_usec_list_t sul; /* resumes reading */
+} jw_ws_budget;
+
+void jw_ws_budget_init(jw_ws_budget *b, struct lws *wsi, int rate);
+/* Spends one message; true when reading was just paused (count it). */
+bool jw_ws_budget_spend(jw_ws_budget *b, struct lws *wsi, int rate);
+/* The connection is closing: cancels the resume. */
+void jw_ws_budget_release(jw_ws_budget *b);
 
 #endif

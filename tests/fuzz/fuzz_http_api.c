@@ -6,9 +6,13 @@
  * The first input byte picks what the rest is (seeds start with a digit):
  *   byte % 8 == 0  "METHOD /path[?query]": the route and its id; the query,
  *                  split at '&' as lws does, as GET /api/jobs's filters
- *   byte % 8 == 1  "METHOD flags content-length": the framing decision
- *                  (flags: '1' chunked, '2' routed, '3' both; '-' for no
- *                  Content-Length)
+ *   byte % 8 == 1  "METHOD flags rest", flags a digit: bit 1 routed;
+ *                  without bit 4, the framing decision for rest =
+ *                  "content-length[\ntransfer-encoding]" ('-' for no
+ *                  Content-Length; bit 1 sends Transfer-Encoding, "chunked"
+ *                  unless given after the newline); with bit 4, rest is a
+ *                  chunked body, de-chunked whole, a byte at a time and in
+ *                  pieces of 3 with a --max-body of 4096
  *   byte % 8 2..5  the body of POST /api/jobs, start-payment, /api/otp/{id},
  *                  otp-received: the Content-Type up to the first newline
  *                  (empty: none), then the body; framed with Content-Length
@@ -31,9 +35,17 @@
  *    malformed_json, unknown_field, missing_field, invalid_field), 413
  *    body_too_large or 415 unsupported_media_type (only when the
  *    Content-Type is not JSON), leaves nothing behind, and has no Allow;
- *  - framing refuses with 400 bad_request, 411 length_required or 413
- *    body_too_large, reads a body only when a length was given within the
- *    limit, and closes without an answer of its own only when unrouted;
+ *  - framing refuses with 400 bad_request (a bad Content-Length, both
+ *    headers, a transfer coding but chunked), 411 length_required (chunked
+ *    on a method lws reads no such body for) or 413 body_too_large; reads a
+ *    body only when a length was given within the limit, de-chunks only a
+ *    routed POST, PUT or PATCH with Transfer-Encoding: chunked alone, takes
+ *    an empty body only for those methods without either header, and closes
+ *    without an answer of its own only when unrouted;
+ *  - a chunked body decodes the same whatever pieces it comes in; the body
+ *    is at most --max-body, each data piece lies within the bytes given,
+ *    every call makes progress; a refusal is 400 bad_request or 413
+ *    body_too_large;
  *  - every refusal has a message a JSON string can carry (UTF-8, not empty);
  *    for the OTP routes it does not quote the body where the JSON broke.
  */
@@ -44,6 +56,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define CHECK(x)                                                                                   \
     do {                                                                                           \
@@ -250,53 +263,161 @@ static void fuzz_path(const char *in, size_t len)
 
 /* ---- framing ---------------------------------------------------------------------------- */
 
+#define BODY_METHODS (JW_HTTP_POST | JW_HTTP_PUT | JW_HTTP_PATCH)
+
+struct dechunked {
+    jw_http_chunk_step end; /* DONE, ERROR, or MORE when the bytes ran out */
+    char body[MAX_BODY];
+    size_t body_len, used;
+    jw_http_error err;
+};
+
+/* De-chunks in (len bytes) fed in pieces of at most piece bytes. */
+static void dechunk(const char *in, size_t len, size_t piece, struct dechunked *r)
+{
+    jw_http_chunked c;
+    size_t off = 0;
+
+    memset(r, 0, sizeof(*r));
+    r->end = JW_HTTP_CHUNK_MORE;
+    jw_http_chunked_init(&c, MAX_BODY);
+    while (off < len) {
+        size_t n = len - off < piece ? len - off : piece;
+
+        while (n) {
+            const char *data = NULL;
+            size_t used = 7, dlen = 7;
+            jw_http_chunk_step step =
+                jw_http_chunked_read(&c, in + off, n, &used, &data, &dlen, &r->err);
+
+            CHECK(used <= n);
+            if (step == JW_HTTP_CHUNK_DATA) {
+                CHECK(used >= 1 && dlen >= 1 && dlen <= used);
+                CHECK(data >= in + off && data + dlen == in + off + used);
+                CHECK(r->body_len + dlen <= MAX_BODY);
+                memcpy(r->body + r->body_len, data, dlen);
+                r->body_len += dlen;
+            } else {
+                CHECK(!data && dlen == 0);
+            }
+            off += used;
+            n -= used;
+            if (step == JW_HTTP_CHUNK_MORE) {
+                CHECK(n == 0);
+            } else if (step != JW_HTTP_CHUNK_DATA) {
+                r->end = step;
+                r->used = off;
+                /* It stays ended, and takes nothing more. */
+                CHECK(jw_http_chunked_read(&c, in + off, len - off, &used, &data, &dlen, &r->err) ==
+                          step &&
+                      used == 0);
+                return;
+            }
+        }
+    }
+    r->used = off;
+}
+
+static void fuzz_chunked(const char *in, size_t len)
+{
+    static struct dechunked whole, bytes, threes;
+
+    dechunk(in, len, len ? len : 1, &whole);
+    dechunk(in, len, 1, &bytes);
+    dechunk(in, len, 3, &threes);
+    for (int i = 0; i < 2; i++) {
+        const struct dechunked *o = i ? &threes : &bytes;
+
+        CHECK(o->end == whole.end && o->used == whole.used && o->body_len == whole.body_len);
+        CHECK(memcmp(o->body, whole.body, whole.body_len) == 0);
+        if (whole.end == JW_HTTP_CHUNK_ERROR)
+            CHECK(o->err.status == whole.err.status &&
+                  strcmp(o->err.message, whole.err.message) == 0);
+    }
+    if (whole.end == JW_HTTP_CHUNK_ERROR) {
+        check_message(&whole.err);
+        CHECK(whole.err.allow[0] == '\0');
+        CHECK((whole.err.status == 400 && strcmp(whole.err.code, "bad_request") == 0) ||
+              (whole.err.status == 413 && strcmp(whole.err.code, "body_too_large") == 0));
+    }
+}
+
+/* Transfer-Encoding te is "chunked" alone, in any case, blanks around it. */
+static bool says_chunked(const char *te)
+{
+    size_t n = strlen(te), lead = strspn(te, " \t");
+
+    while (n > lead && (te[n - 1] == ' ' || te[n - 1] == '\t'))
+        n--;
+    return n - lead == 7 && strncasecmp(te + lead, "chunked", 7) == 0;
+}
+
 static void fuzz_framing(const char *in, size_t len)
 {
-    const char *p = in, *end = in + len;
+    const char *p = in, *end = in + len, *nl;
     jw_http_method method = take_method(&p, end);
     jw_http_error err = {0};
-    bool chunked, routed, has_length;
+    bool has_te, te_chunked, routed, cl_sent, cl_ok, body_method;
     size_t length = 0, parsed = 0;
     jw_http_framing f;
-    char *cl;
+    char *cl, *te = NULL;
 
     if (!method || end - p < 2)
         return;
-    chunked = *p & 1;
+    has_te = *p & 1;
     routed = *p & 2;
+    if (*p & 4) {
+        fuzz_chunked(p + 2, (size_t)(end - p - 2));
+        return;
+    }
     p += 2;
-    has_length = !(end - p == 1 && *p == '-');
-    cl = strndup(p, (size_t)(end - p));
+    nl = memchr(p, '\n', (size_t)(end - p));
+    cl = strndup(p, (size_t)((nl ? nl : end) - p));
     CHECK(cl);
-    f = jw_http_frame(method, has_length ? cl : NULL, chunked, MAX_BODY, routed, &length, &err);
-    has_length = has_length && jw_http_parse_content_length(cl, &parsed);
-    if (has_length) {
+    if (has_te) {
+        te = nl ? strndup(nl + 1, (size_t)(end - nl - 1)) : strdup("chunked");
+        CHECK(te);
+    }
+    cl_sent = strcmp(cl, "-") != 0;
+    te_chunked = te && says_chunked(te);
+    body_method = method & BODY_METHODS;
+    f = jw_http_frame(method, cl_sent ? cl : NULL, te, MAX_BODY, routed, &length, &err);
+    cl_ok = cl_sent && jw_http_parse_content_length(cl, &parsed);
+    if (cl_ok) {
         char back[32];
         const char *digits = cl + strspn(cl, "0");
 
         snprintf(back, sizeof(back), "%zu", parsed);
         CHECK(strcmp(back, *digits ? digits : "0") == 0);
     }
+    /* Both headers, or a bad length, or a coding but chunked: 400 before anything else. */
+    if ((cl_sent && te) || (cl_sent && !cl_ok) || (te && !te_chunked))
+        CHECK(f == JW_HTTP_REFUSE && err.status == 400);
     switch (f) {
     case JW_HTTP_REFUSE:
         check_message(&err);
         CHECK(err.allow[0] == '\0');
         if (err.status == 400)
-            CHECK(strcmp(err.code, "bad_request") == 0 && !has_length);
+            CHECK(strcmp(err.code, "bad_request") == 0 &&
+                  ((cl_sent && te) || (cl_sent && !cl_ok) || (te && !te_chunked)));
         else if (err.status == 411)
-            CHECK(strcmp(err.code, "length_required") == 0);
+            CHECK(strcmp(err.code, "length_required") == 0 && te_chunked && !cl_sent && routed &&
+                  !body_method);
         else if (err.status == 413)
-            CHECK(strcmp(err.code, "body_too_large") == 0 && has_length && parsed > MAX_BODY);
+            CHECK(strcmp(err.code, "body_too_large") == 0 && cl_ok && parsed > MAX_BODY && !te);
         else
             CHECK(!"framing refused with another status");
         break;
-    case JW_HTTP_READ_BODY:
-        CHECK(has_length && length == parsed && length <= MAX_BODY && !chunked);
+    case JW_HTTP_READ_BODY: CHECK(cl_ok && length == parsed && length <= MAX_BODY && !te); break;
+    case JW_HTTP_READ_CHUNKED:
+        CHECK(te_chunked && !cl_sent && routed && body_method && length == 0);
         break;
-    case JW_HTTP_NO_BODY: CHECK(length == 0 && !chunked); break;
-    case JW_HTTP_CLOSE: CHECK(!routed && !chunked); break;
+    case JW_HTTP_EMPTY_BODY: CHECK(!te && !cl_sent && routed && body_method && length == 0); break;
+    case JW_HTTP_NO_BODY: CHECK(length == 0 && !te); break;
+    case JW_HTTP_CLOSE: CHECK(!routed && !cl_sent && (te_chunked || (!te && body_method))); break;
     default: CHECK(!"an unknown framing");
     }
+    free(te);
     free(cl);
 }
 
@@ -419,8 +540,7 @@ static void check_body(jw_api_route route, const char *content_type, const char 
     int rc;
 
     snprintf(cl, sizeof(cl), "%zu", len);
-    if (jw_http_frame(JW_HTTP_POST, cl, false, MAX_BODY, true, &length, &err) !=
-        JW_HTTP_READ_BODY) {
+    if (jw_http_frame(JW_HTTP_POST, cl, NULL, MAX_BODY, true, &length, &err) != JW_HTTP_READ_BODY) {
         CHECK(len > MAX_BODY && err.status == 413);
         check_refused(&err, content_type);
         return;

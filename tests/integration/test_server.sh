@@ -243,8 +243,24 @@ request POST /healthz --data-binary @"$WORK/big"
 check "a body over --max-body (65536) is 413" [ "$STATUS" = 413 ]
 check "413 body has code body_too_large" contains "$BODY" '"code":"body_too_large"'
 
+# Chunked request bodies are read (they used to be 411), de-chunked and held to
+# --max-body; they are read only for a route, and the connection closes after them.
 request POST /healthz -H 'Transfer-Encoding: chunked' --data-binary 'abc'
-check "a chunked request body is 411" [ "$STATUS" = 411 ]
+check "a chunked POST to a GET-only route is 405, not 411 (got $STATUS)" [ "$STATUS" = 405 ]
+check "... and closes the connection" contains "$HEADERS" "connection: close"
+request POST /api/jobs -H 'Transfer-Encoding: chunked' --data-binary @"$WORK/big"
+check "a chunked body over --max-body (65536) is 413 (got $STATUS)" [ "$STATUS" = 413 ]
+check "... body_too_large naming the limit" \
+  contains "$BODY" '"code":"body_too_large","message":"chunked request body exceeds the limit of 65536 bytes'
+check "... and closes the connection" contains "$HEADERS" "connection: close"
+request POST /api/jobs -H 'Transfer-Encoding: gzip, chunked' --data-binary 'abc'
+check "a transfer coding other than chunked is 400 (got $STATUS)" \
+  contains "$STATUS $BODY" '400 {"error":{"code":"bad_request","message":"Transfer-Encoding must be chunked'
+# RFC 9112 section 6.3: both headers are how requests are smuggled past a proxy.
+request POST /healthz -H 'Transfer-Encoding: chunked' -H 'Content-Length: 3' --data-binary 'abc'
+check "Content-Length with Transfer-Encoding is 400, routed or not (got $STATUS)" \
+  contains "$STATUS $BODY" '400 {"error":{"code":"bad_request","message":"a request must not carry both Content-Length and Transfer-Encoding'
+check "... and closes the connection" contains "$HEADERS" "connection: close"
 
 # Two requests on one connection: the second must not connect again.
 connects=$(curl -sS --max-time 10 -o /dev/null -o /dev/null -w '%{num_connects} ' \

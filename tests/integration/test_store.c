@@ -738,6 +738,76 @@ static void test_reads(void **state)
     jw_store_free(s);
 }
 
+/* Drains answered reads into rs until it holds want or timeout_ms passed. */
+static void wait_reads(jw_store *s, struct reads *rs, size_t want, int timeout_ms)
+{
+    int64_t deadline = jw_mono_us() + (int64_t)timeout_ms * 1000;
+
+    while (rs->n < want && jw_mono_us() < deadline)
+        jw_store_drain_reads(s, collect_read, rs);
+}
+
+/*
+ * Reads run on a connection of their own: a read stuck behind a lock (here on
+ * otp_requests, which a job read scans and a job_runs write never touches)
+ * does not hold back a group commit. The queue of outstanding reads is
+ * bounded, and a cancelled read is answered without a query.
+ */
+static void test_reads_apart_bounded_cancellable(void **state)
+{
+    jw_store_config cfg = {.conninfo = conninfo, .max_reads_queued = 3};
+    jw_store *s = NULL;
+    PGconn *locker = pgtest_connect(conninfo);
+    char job[JW_UUID_LEN + 1], job2[JW_UUID_LEN + 1];
+    const char *p[1];
+    struct reads rs = {0};
+    jw_read *r[4];
+    jw_batch *ans[1];
+
+    (void)state;
+    assert_int_equal(jw_store_start(&s, &cfg), 0);
+    assert_int_equal(commit_one(s, new_job_batch(job), NULL, 0), 0);
+    PQclear(pgtest_exec(locker, "BEGIN", 0, NULL));
+    PQclear(pgtest_exec(locker, "LOCK TABLE otp_requests IN ACCESS EXCLUSIVE MODE", 0, NULL));
+    p[0] = job;
+    for (int i = 0; i < 4; i++)
+        r[i] = jw_read_new(JW_READ_JOB, 1, p);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(jw_store_read(s, r[i]), 0);
+    /* r[0] waits on the lock, r[1] and r[2] behind it: the queue is full. */
+    assert_int_equal(jw_store_read(s, r[3]), JW_ELIMIT);
+    jw_read_free(r[3]);
+    jw_read_cancel(r[2]);
+    /* A commit goes through while the reads wait. */
+    assert_int_equal(jw_store_submit(s, new_job_batch(job2)), 0);
+    assert_int_equal(pgtest_collect(s, ans, 1, 10000), 1);
+    assert_int_equal(ans[0]->status, 0);
+    jw_batch_free(ans[0]);
+    wait_reads(s, &rs, 1, 200);
+    assert_int_equal(rs.n, 0); /* still held by the lock */
+    PQclear(pgtest_exec(locker, "COMMIT", 0, NULL));
+    wait_reads(s, &rs, 3, 10000);
+    assert_int_equal(rs.n, 3);
+    for (int i = 0; i < 3; i++)
+        assert_ptr_equal(rs.got[i], r[i]); /* in order */
+    assert_int_equal(r[0]->status, 0);
+    assert_int_equal(r[1]->status, 0);
+    assert_int_equal(r[2]->status, JW_ECANCELED);
+    assert_null(r[2]->result);
+    for (int i = 0; i < 3; i++)
+        jw_read_free(r[i]);
+    /* Room again once answered. */
+    r[0] = jw_read_new(JW_READ_JOB, 1, p);
+    assert_int_equal(jw_store_read(s, r[0]), 0);
+    rs.n = 0;
+    wait_reads(s, &rs, 1, 10000);
+    assert_int_equal(rs.n, 1);
+    jw_read_free(r[0]);
+    PQfinish(locker);
+    jw_store_stop(s, 1000);
+    jw_store_free(s);
+}
+
 static void test_connects_eagerly(void **state)
 {
     jw_store *s = start_store(0);
@@ -818,6 +888,7 @@ int main(void)
         cmocka_unit_test(test_quiet_rows),
         cmocka_unit_test(test_load_active),
         cmocka_unit_test(test_reads),
+        cmocka_unit_test(test_reads_apart_bounded_cancellable),
         cmocka_unit_test(test_connects_eagerly),
         cmocka_unit_test(test_unreachable_database),
     };

@@ -193,7 +193,8 @@ static void test_messages_are_utf8(void **state)
 struct frame_case {
     jw_http_method method;
     const char *length; /* the Content-Length header, NULL when absent */
-    bool chunked, routed;
+    const char *te;     /* the Transfer-Encoding header, NULL when absent */
+    bool routed;
     jw_http_framing want;
     size_t want_length;
     int status; /* for JW_HTTP_REFUSE */
@@ -201,40 +202,61 @@ struct frame_case {
 };
 
 static const struct frame_case frames[] = {
-    {JW_HTTP_GET, NULL, false, true, JW_HTTP_NO_BODY, 0, 0, NULL, NULL},
-    {JW_HTTP_HEAD, NULL, false, false, JW_HTTP_NO_BODY, 0, 0, NULL, NULL},
-    {JW_HTTP_DELETE, NULL, false, true, JW_HTTP_NO_BODY, 0, 0, NULL, NULL},
-    {JW_HTTP_GET, "0", false, true, JW_HTTP_NO_BODY, 0, 0, NULL, NULL},
+    {JW_HTTP_GET, NULL, NULL, true, JW_HTTP_NO_BODY, 0, 0, NULL, NULL},
+    {JW_HTTP_HEAD, NULL, NULL, false, JW_HTTP_NO_BODY, 0, 0, NULL, NULL},
+    {JW_HTTP_DELETE, NULL, NULL, true, JW_HTTP_NO_BODY, 0, 0, NULL, NULL},
+    {JW_HTTP_GET, "0", NULL, true, JW_HTTP_NO_BODY, 0, 0, NULL, NULL},
     /* A body announced on any method is read (and ignored by GET routes). */
-    {JW_HTTP_GET, "5", false, true, JW_HTTP_READ_BODY, 5, 0, NULL, NULL},
-    {JW_HTTP_POST, "17", false, true, JW_HTTP_READ_BODY, 17, 0, NULL, NULL},
+    {JW_HTTP_GET, "5", NULL, true, JW_HTTP_READ_BODY, 5, 0, NULL, NULL},
+    {JW_HTTP_POST, "17", NULL, true, JW_HTTP_READ_BODY, 17, 0, NULL, NULL},
     /* An empty POST is still read: lws completes it. A PUT of 0 bytes is not. */
-    {JW_HTTP_POST, "0", false, true, JW_HTTP_READ_BODY, 0, 0, NULL, NULL},
-    {JW_HTTP_PUT, "0", false, true, JW_HTTP_NO_BODY, 0, 0, NULL, NULL},
-    {JW_HTTP_POST, "000", false, true, JW_HTTP_READ_BODY, 0, 0, NULL, NULL},
-    {JW_HTTP_POST, "1024", false, true, JW_HTTP_READ_BODY, 1024, 0, NULL, NULL},
-    {JW_HTTP_POST, "1025", false, true, JW_HTTP_REFUSE, 1025, 413, "body_too_large",
+    {JW_HTTP_POST, "0", NULL, true, JW_HTTP_READ_BODY, 0, 0, NULL, NULL},
+    {JW_HTTP_PUT, "0", NULL, true, JW_HTTP_NO_BODY, 0, 0, NULL, NULL},
+    {JW_HTTP_POST, "000", NULL, true, JW_HTTP_READ_BODY, 0, 0, NULL, NULL},
+    {JW_HTTP_POST, "1024", NULL, true, JW_HTTP_READ_BODY, 1024, 0, NULL, NULL},
+    {JW_HTTP_POST, "1025", NULL, true, JW_HTTP_REFUSE, 1025, 413, "body_too_large",
      "request body of 1025 bytes exceeds the limit of 1024 bytes"},
-    {JW_HTTP_GET, "999999", false, false, JW_HTTP_REFUSE, 999999, 413, "body_too_large", NULL},
-    {JW_HTTP_POST, NULL, false, true, JW_HTTP_REFUSE, 0, 411, "length_required",
-     "POST needs a Content-Length header (use 0 for an empty body)"},
-    {JW_HTTP_PATCH, NULL, false, true, JW_HTTP_REFUSE, 0, 411, "length_required",
-     "PATCH needs a Content-Length header (use 0 for an empty body)"},
-    {JW_HTTP_PUT, NULL, false, false, JW_HTTP_CLOSE, 0, 0, NULL, NULL},
-    {JW_HTTP_POST, NULL, false, false, JW_HTTP_CLOSE, 0, 0, NULL, NULL},
-    {JW_HTTP_POST, "12", true, true, JW_HTTP_REFUSE, 12, 411, "length_required",
-     "chunked request bodies are not supported; send Content-Length"},
-    {JW_HTTP_GET, NULL, true, false, JW_HTTP_REFUSE, 0, 411, "length_required", NULL},
-    /* A bad length is judged first, before chunked. */
-    {JW_HTTP_POST, "abc", true, true, JW_HTTP_REFUSE, 0, 400, "bad_request",
+    {JW_HTTP_GET, "999999", NULL, false, JW_HTTP_REFUSE, 999999, 413, "body_too_large", NULL},
+    /* Neither header: an empty body (RFC 9112 section 6.3), then the connection closes. */
+    {JW_HTTP_POST, NULL, NULL, true, JW_HTTP_EMPTY_BODY, 0, 0, NULL, NULL},
+    {JW_HTTP_PATCH, NULL, NULL, true, JW_HTTP_EMPTY_BODY, 0, 0, NULL, NULL},
+    {JW_HTTP_PUT, NULL, NULL, true, JW_HTTP_EMPTY_BODY, 0, 0, NULL, NULL},
+    {JW_HTTP_PUT, NULL, NULL, false, JW_HTTP_CLOSE, 0, 0, NULL, NULL},
+    {JW_HTTP_POST, NULL, NULL, false, JW_HTTP_CLOSE, 0, 0, NULL, NULL},
+    /* Chunked, in any case and with blanks around it, on the methods lws reads it for. */
+    {JW_HTTP_POST, NULL, "chunked", true, JW_HTTP_READ_CHUNKED, 0, 0, NULL, NULL},
+    {JW_HTTP_PUT, NULL, " Chunked\t", true, JW_HTTP_READ_CHUNKED, 0, 0, NULL, NULL},
+    {JW_HTTP_PATCH, NULL, "CHUNKED", true, JW_HTTP_READ_CHUNKED, 0, 0, NULL, NULL},
+    {JW_HTTP_POST, NULL, "chunked", false, JW_HTTP_CLOSE, 0, 0, NULL, NULL},
+    {JW_HTTP_DELETE, NULL, "chunked", true, JW_HTTP_REFUSE, 0, 411, "length_required",
+     "a DELETE body needs a Content-Length header (chunked bodies are taken on POST, PUT and "
+     "PATCH)"},
+    {JW_HTTP_GET, NULL, "chunked", true, JW_HTTP_REFUSE, 0, 411, "length_required", NULL},
+    {JW_HTTP_GET, NULL, "chunked", false, JW_HTTP_CLOSE, 0, 0, NULL, NULL},
+    /* Both headers: refused whatever they say (request smuggling), routed or not. */
+    {JW_HTTP_POST, "12", "chunked", true, JW_HTTP_REFUSE, 0, 400, "bad_request",
+     "a request must not carry both Content-Length and Transfer-Encoding (RFC 9112 section "
+     "6.3); send one of them"},
+    {JW_HTTP_POST, "0", "chunked", false, JW_HTTP_REFUSE, 0, 400, "bad_request", NULL},
+    {JW_HTTP_GET, "abc", "identity", true, JW_HTTP_REFUSE, 0, 400, "bad_request",
+     "a request must not carry both Content-Length and Transfer-Encoding (RFC 9112 section "
+     "6.3); send one of them"},
+    /* Only chunked alone: another coding, or chunked twice, is refused. */
+    {JW_HTTP_POST, NULL, "gzip, chunked", true, JW_HTTP_REFUSE, 0, 400, "bad_request",
+     "Transfer-Encoding must be chunked (got \"gzip, chunked\"); other transfer codings are not "
+     "supported, send chunked or Content-Length"},
+    {JW_HTTP_POST, NULL, "chunked, chunked", true, JW_HTTP_REFUSE, 0, 400, "bad_request", NULL},
+    {JW_HTTP_POST, NULL, "chunkedx", true, JW_HTTP_REFUSE, 0, 400, "bad_request", NULL},
+    {JW_HTTP_POST, NULL, "identity", false, JW_HTTP_REFUSE, 0, 400, "bad_request", NULL},
+    {JW_HTTP_POST, "abc", NULL, true, JW_HTTP_REFUSE, 0, 400, "bad_request",
      "Content-Length must be a number of bytes"},
-    {JW_HTTP_POST, "-1", false, true, JW_HTTP_REFUSE, 0, 400, "bad_request", NULL},
-    {JW_HTTP_POST, "+5", false, true, JW_HTTP_REFUSE, 0, 400, "bad_request", NULL},
-    {JW_HTTP_POST, " 5", false, true, JW_HTTP_REFUSE, 0, 400, "bad_request", NULL},
-    {JW_HTTP_POST, "5 ", false, true, JW_HTTP_REFUSE, 0, 400, "bad_request", NULL},
-    {JW_HTTP_POST, "0x10", false, true, JW_HTTP_REFUSE, 0, 400, "bad_request", NULL},
-    {JW_HTTP_POST, "", false, true, JW_HTTP_REFUSE, 0, 400, "bad_request", NULL},
-    {JW_HTTP_POST, "99999999999999999999999", false, true, JW_HTTP_REFUSE, 0, 400, "bad_request",
+    {JW_HTTP_POST, "-1", NULL, true, JW_HTTP_REFUSE, 0, 400, "bad_request", NULL},
+    {JW_HTTP_POST, "+5", NULL, true, JW_HTTP_REFUSE, 0, 400, "bad_request", NULL},
+    {JW_HTTP_POST, " 5", NULL, true, JW_HTTP_REFUSE, 0, 400, "bad_request", NULL},
+    {JW_HTTP_POST, "5 ", NULL, true, JW_HTTP_REFUSE, 0, 400, "bad_request", NULL},
+    {JW_HTTP_POST, "0x10", NULL, true, JW_HTTP_REFUSE, 0, 400, "bad_request", NULL},
+    {JW_HTTP_POST, "", NULL, true, JW_HTTP_REFUSE, 0, 400, "bad_request", NULL},
+    {JW_HTTP_POST, "99999999999999999999999", NULL, true, JW_HTTP_REFUSE, 0, 400, "bad_request",
      NULL},
 };
 
@@ -248,10 +270,10 @@ static void test_framing(void **state)
         char input[96];
         jw_http_framing got;
 
-        snprintf(input, sizeof(input), "%s length=%s%s%s", jw_http_method_name(c->method),
-                 c->length ? c->length : "(none)", c->chunked ? " chunked" : "",
+        snprintf(input, sizeof(input), "%s length=%s te=%s%s", jw_http_method_name(c->method),
+                 c->length ? c->length : "(none)", c->te ? c->te : "(none)",
                  c->routed ? " routed" : "");
-        got = jw_http_frame(c->method, c->length, c->chunked, 1024, c->routed, &length, &err);
+        got = jw_http_frame(c->method, c->length, c->te, 1024, c->routed, &length, &err);
         if (got != c->want)
             fail_msg("%s: framing %d, expected %d", input, got, c->want);
         if (got != JW_HTTP_REFUSE || c->status != 400)
@@ -259,6 +281,214 @@ static void test_framing(void **state)
         if (got == JW_HTTP_REFUSE)
             expect_err(&err, c->status, c->code, c->message, input);
     }
+}
+
+/* ---- chunked bodies ---------------------------------------------------------------------- */
+
+struct chunked_result {
+    jw_http_chunk_step end; /* DONE, ERROR, or MORE when the input ran out first */
+    char body[256];
+    size_t body_len;
+    size_t used; /* bytes of the input taken when it ended */
+    jw_http_error err;
+};
+
+/* Decodes in (len bytes), fed in pieces of at most piece bytes, with max_body. */
+static void dechunk(const char *in, size_t len, size_t piece, size_t max_body,
+                    struct chunked_result *r)
+{
+    jw_http_chunked c;
+    size_t off = 0;
+
+    memset(r, 0, sizeof(*r));
+    r->end = JW_HTTP_CHUNK_MORE;
+    jw_http_chunked_init(&c, max_body);
+    while (off < len) {
+        size_t n = len - off < piece ? len - off : piece;
+
+        while (n) {
+            const char *data = NULL;
+            size_t used = 0, dlen = 0;
+            jw_http_chunk_step step =
+                jw_http_chunked_read(&c, in + off, n, &used, &data, &dlen, &r->err);
+
+            assert_true(used <= n);
+            off += used;
+            n -= used;
+            if (step == JW_HTTP_CHUNK_DATA) {
+                assert_true(dlen >= 1 && data >= in && data + dlen <= in + off);
+                assert_true(r->body_len + dlen < sizeof(r->body));
+                memcpy(r->body + r->body_len, data, dlen);
+                r->body_len += dlen;
+            } else if (step == JW_HTTP_CHUNK_MORE) {
+                assert_int_equal(n, 0);
+            } else {
+                r->end = step;
+                r->used = off;
+                return;
+            }
+        }
+    }
+    r->used = off;
+}
+
+struct chunked_case {
+    const char *in;
+    size_t in_len;
+    jw_http_chunk_step end;
+    const char *body; /* for DONE */
+    size_t body_len;
+    size_t used; /* for DONE: where the body ended */
+    int status;  /* for ERROR */
+    const char *message;
+};
+
+/* A string literal and its length, NULs inside counted. */
+#define BYTES(s) s, sizeof(s) - 1
+#define FIX "; send a valid chunked body, or use Content-Length"
+
+static const struct chunked_case chunked_cases[] = {
+    {BYTES("5\r\nhello\r\n0\r\n\r\n"), JW_HTTP_CHUNK_DONE, BYTES("hello"), 15, 0, NULL},
+    {BYTES("0\r\n\r\n"), JW_HTTP_CHUNK_DONE, BYTES(""), 5, 0, NULL},
+    {BYTES("000\r\n\r\n"), JW_HTTP_CHUNK_DONE, BYTES(""), 7, 0, NULL},
+    {BYTES("3\r\nabc\r\nA\r\n0123456789\r\n0\r\n\r\n"), JW_HTTP_CHUNK_DONE, BYTES("abc0123456789"),
+     28, 0, NULL},
+    {BYTES("0a\r\n0123456789\r\n0\r\n\r\n"), JW_HTTP_CHUNK_DONE, BYTES("0123456789"), 21, 0, NULL},
+    /* Extensions (after blanks too) and trailer fields are skipped. */
+    {BYTES("2;name=value\r\nhi\r\n0;last\r\n\r\n"), JW_HTTP_CHUNK_DONE, BYTES("hi"), 28, 0, NULL},
+    {BYTES("2 \t;x=\"q; r\"\r\nhi\r\n0\r\n\r\n"), JW_HTTP_CHUNK_DONE, BYTES("hi"), 23, 0, NULL},
+    {BYTES("2\r\nhi\r\n0\r\nX-Sum: 1\r\nEmpty:\r\n\r\n"), JW_HTTP_CHUNK_DONE, BYTES("hi"), 30, 0,
+     NULL},
+    /* Data may hold CR, LF and NUL; what follows the body is not taken. */
+    {BYTES("3\r\n\r\n\0\r\n0\r\n\r\nGET / HTTP/1.1\r\n"), JW_HTTP_CHUNK_DONE, BYTES("\r\n\0"), 13,
+     0, NULL},
+    /* Incomplete: more is needed. */
+    {BYTES("5\r\nhel"), JW_HTTP_CHUNK_MORE, NULL, 0, 0, 0, NULL},
+    {BYTES("5\r\nhello\r\n0\r\n"), JW_HTTP_CHUNK_MORE, NULL, 0, 0, 0, NULL},
+    {BYTES("5\r\nhello\r\n0\r\nX: 1\r\n"), JW_HTTP_CHUNK_MORE, NULL, 0, 0, 0, NULL},
+    {BYTES(""), JW_HTTP_CHUNK_MORE, NULL, 0, 0, 0, NULL},
+    /* Malformed. */
+    {BYTES("x\r\n"), JW_HTTP_CHUNK_ERROR, NULL, 0, 0, 400,
+     "malformed chunked body: a chunk size must start with a hex digit (byte 0x78)" FIX},
+    {BYTES("\r\n"), JW_HTTP_CHUNK_ERROR, NULL, 0, 0, 400, NULL},
+    {BYTES("-1\r\n"), JW_HTTP_CHUNK_ERROR, NULL, 0, 0, 400, NULL},
+    {BYTES(" 5\r\nhello\r\n0\r\n\r\n"), JW_HTTP_CHUNK_ERROR, NULL, 0, 0, 400, NULL},
+    {BYTES("0x5\r\nhello\r\n0\r\n\r\n"), JW_HTTP_CHUNK_ERROR, NULL, 0, 0, 400,
+     "malformed chunked body: a chunk size must be hex digits, then ';' or CRLF (byte 0x78)" FIX},
+    {BYTES("5 \r\nhello\r\n0\r\n\r\n"), JW_HTTP_CHUNK_ERROR, NULL, 0, 0, 400,
+     "malformed chunked body: only a ';' extension may follow a chunk size (byte 0x0d)" FIX},
+    /* A bare LF or CR is refused, never guessed at. */
+    {BYTES("5\nhello\r\n0\r\n\r\n"), JW_HTTP_CHUNK_ERROR, NULL, 0, 0, 400, NULL},
+    {BYTES("5\r\rhello\r\n0\r\n\r\n"), JW_HTTP_CHUNK_ERROR, NULL, 0, 0, 400,
+     "malformed chunked body: a chunk size line must end with CRLF (byte 0x0d)" FIX},
+    {BYTES("5\r\nhello\n0\r\n\r\n"), JW_HTTP_CHUNK_ERROR, NULL, 0, 0, 400, NULL},
+    /* More data than the size said. */
+    {BYTES("3\r\nhello\r\n0\r\n\r\n"), JW_HTTP_CHUNK_ERROR, NULL, 0, 0, 400,
+     "malformed chunked body: a chunk's data must be followed by CRLF (byte 0x6c)" FIX},
+    {BYTES("2;a\x01\r\nhi\r\n0\r\n\r\n"), JW_HTTP_CHUNK_ERROR, NULL, 0, 0, 400, NULL},
+    {BYTES("0\r\n: no name\r\n\r\n"), JW_HTTP_CHUNK_ERROR, NULL, 0, 0, 400, NULL},
+    {BYTES("0\r\n folded\r\n\r\n"), JW_HTTP_CHUNK_ERROR, NULL, 0, 0, 400, NULL},
+    {BYTES("0\r\nNo-Colon\r\n\r\n"), JW_HTTP_CHUNK_ERROR, NULL, 0, 0, 400, NULL},
+    {BYTES("0\r\nX: a\rb\r\n\r\n"), JW_HTTP_CHUNK_ERROR, NULL, 0, 0, 400, NULL},
+    {BYTES("0\r\n\rx"), JW_HTTP_CHUNK_ERROR, NULL, 0, 0, 400,
+     "malformed chunked body: a chunked body must end with CRLF (byte 0x78)" FIX},
+    /* Over max_body (64 here): refused at the size, before its data comes. */
+    {BYTES("41\r\n"), JW_HTTP_CHUNK_ERROR, NULL, 0, 0, 413,
+     "chunked request body exceeds the limit of 64 bytes (0 received, the next chunk is larger "
+     "than what is left)"},
+    {BYTES("40\r\n"), JW_HTTP_CHUNK_MORE, NULL, 0, 0, 0, NULL},
+    {BYTES("20\r\n0123456789abcdef0123456789abcdef\r\n21\r\n"), JW_HTTP_CHUNK_ERROR, NULL, 0, 0,
+     413,
+     "chunked request body exceeds the limit of 64 bytes (32 received, the next chunk is larger "
+     "than what is left)"},
+    /* A size of any number of digits does not wrap. */
+    {BYTES("10000000000000000000000000000001\r\n"), JW_HTTP_CHUNK_ERROR, NULL, 0, 0, 413, NULL},
+    {BYTES("ffffffffffffffffffffffffffffffff\r\n"), JW_HTTP_CHUNK_ERROR, NULL, 0, 0, 413, NULL},
+};
+
+static void test_chunked(void **state)
+{
+    static const size_t pieces[] = {1, 2, 3, 7, 4096};
+
+    (void)state;
+    for (size_t i = 0; i < N(chunked_cases); i++) {
+        const struct chunked_case *c = &chunked_cases[i];
+
+        /* The same answer whatever pieces the bytes come in. */
+        for (size_t p = 0; p < N(pieces); p++) {
+            struct chunked_result r;
+
+            dechunk(c->in, c->in_len, pieces[p], 64, &r);
+            if (r.end != c->end)
+                fail_msg("chunked case %zu (pieces of %zu): ended with %d, expected %d (%s)", i,
+                         pieces[p], r.end, c->end, r.err.message);
+            if (c->end == JW_HTTP_CHUNK_DONE) {
+                assert_int_equal(r.body_len, c->body_len);
+                assert_memory_equal(r.body, c->body, c->body_len);
+                assert_int_equal(r.used, c->used);
+            } else if (c->end == JW_HTTP_CHUNK_ERROR) {
+                char input[48];
+
+                snprintf(input, sizeof(input), "chunked case %zu", i);
+                expect_err(&r.err, c->status, c->status == 400 ? "bad_request" : "body_too_large",
+                           c->message, input);
+            }
+        }
+    }
+}
+
+/* The bounds on what is not data: a size line, the trailers, all framing together. */
+static void test_chunked_bounds(void **state)
+{
+    static char in[80000];
+    struct chunked_result r;
+    size_t n;
+
+    (void)state;
+    /* A size line of 1024 bytes is taken, one of 1025 is not. */
+    n = (size_t)snprintf(in, sizeof(in), "1;%01020d\r\nx\r\n0\r\n\r\n", 0);
+    dechunk(in, n, 4096, 64, &r);
+    assert_int_equal(r.end, JW_HTTP_CHUNK_DONE);
+    n = (size_t)snprintf(in, sizeof(in), "1;%01021d\r\nx\r\n0\r\n\r\n", 0);
+    dechunk(in, n, 4096, 64, &r);
+    assert_int_equal(r.end, JW_HTTP_CHUNK_ERROR);
+    expect_err(&r.err, 400, "bad_request",
+               "malformed chunked body: a chunk size line is over 1024 bytes (byte 0x0a)" FIX,
+               "a size line of 1025 bytes");
+    /* Leading zeros count toward it too. */
+    memset(in, '0', 2000);
+    memcpy(in + 2000, "\r\n\r\n", 4);
+    dechunk(in, 2004, 4096, 64, &r);
+    assert_int_equal(r.end, JW_HTTP_CHUNK_ERROR);
+    assert_int_equal(r.err.status, 400);
+
+    /* Trailers: 8192 bytes are taken (the final CRLF counted), 8193 are not. */
+    n = (size_t)snprintf(in, sizeof(in), "0\r\nX: %08185d\r\n\r\n", 0);
+    assert_int_equal(n, 3 + 8192);
+    dechunk(in, n, 4096, 64, &r);
+    assert_int_equal(r.end, JW_HTTP_CHUNK_DONE);
+    n = (size_t)snprintf(in, sizeof(in), "0\r\nX: %08186d\r\n\r\n", 0);
+    dechunk(in, n, 4096, 64, &r);
+    assert_int_equal(r.end, JW_HTTP_CHUNK_ERROR);
+    expect_err(&r.err, 400, "bad_request",
+               "malformed chunked body: the trailer section is over 8192 bytes (byte 0x0a)" FIX,
+               "a trailer section of 8193 bytes");
+
+    /*
+     * All framing: with a max_body of 1024, 1024 + 65536 bytes. One-byte
+     * chunks with long extensions spend 1006 framing bytes per data byte:
+     * the 67th chunk passes it, long before the body reaches 1024 bytes.
+     */
+    n = 0;
+    while (n + 1100 < sizeof(in))
+        n += (size_t)snprintf(in + n, sizeof(in) - n, "1;%01000d\r\nx\r\n", 0);
+    dechunk(in, n, 4096, 1024, &r);
+    assert_int_equal(r.end, JW_HTTP_CHUNK_ERROR);
+    assert_int_equal(r.body_len, 66);
+    expect_err(&r.err, 413, "body_too_large",
+               "chunked request body spends over 66560 bytes on chunk framing; send larger "
+               "chunks, or use Content-Length",
+               "too much framing");
 }
 
 static void test_content_length(void **state)
@@ -962,6 +1192,8 @@ int main(void)
         cmocka_unit_test(test_utf8_prefix),
         cmocka_unit_test(test_messages_are_utf8),
         cmocka_unit_test(test_framing),
+        cmocka_unit_test(test_chunked),
+        cmocka_unit_test(test_chunked_bounds),
         cmocka_unit_test(test_content_length),
         cmocka_unit_test(test_is_json),
         cmocka_unit_test(test_query_get),

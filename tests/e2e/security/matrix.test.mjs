@@ -161,7 +161,9 @@ const WS = [
 const openB = []; // B's sockets, kept open to the end: nothing of A's job may reach them
 
 before(async () => {
-  server = new Server({ name: 'sec_matrix', sim: 'latency_ms=5,voucher_polls=1,poll_after_ms=10' });
+  // Two users act on every route in a few seconds: past the per-user budgets (quotas.test.mjs
+  // tests those).
+  server = new Server({ name: 'sec_matrix', sim: 'latency_ms=5,voucher_polls=1,poll_after_ms=10', args: ['--job-rate-per-user', '100000', '--otp-rate-per-user', '100000', '--max-live-jobs-per-user', '1000'] });
   await server.start();
   A = server.user();
   B = server.user();

@@ -18,7 +18,9 @@ import { Client, Server, nextOtp, uuid, wrongCode } from './lib.mjs';
 
 let server;
 before(async () => {
-  server = new Server({ name: 'sec_otp', sim: 'latency_ms=20,voucher_polls=1,poll_after_ms=10' });
+  // The attempt limit per OTP request is what is tested here, not the per-user budget of
+  // submissions (quotas.test.mjs), which would stop the guesses first.
+  server = new Server({ name: 'sec_otp', sim: 'latency_ms=20,voucher_polls=1,poll_after_ms=10', args: ['--otp-rate-per-user', '100000', '--job-rate-per-user', '100000'] });
   await server.start();
 });
 after(async () => {

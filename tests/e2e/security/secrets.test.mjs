@@ -40,7 +40,12 @@ let B;
 let badTokens;
 
 before(async () => {
-  server = new Server({ name: 'sec_secrets', sim: 'latency_ms=5,voucher_polls=1,poll_after_ms=10', args: ['--log-level', 'debug'] });
+  server = new Server({
+    name: 'sec_secrets',
+    sim: 'latency_ms=5,voucher_polls=1,poll_after_ms=10',
+    // Many jobs and codes in seconds: past the per-user budgets (quotas.test.mjs tests those).
+    args: ['--log-level', 'debug', '--otp-rate-per-user', '100000', '--job-rate-per-user', '100000', '--max-live-jobs-per-user', '1000'],
+  });
   recordHttp(server, http);
   await server.start();
   A = server.user();

@@ -26,6 +26,24 @@ after(async () => {
   await server.stop();
 });
 
+// The complete lines a stream has carried so far, however its chunks were cut: a chunk
+// may hold several lines, or end in the middle of one (kept until its newline comes).
+function lines(stream) {
+  const got = [];
+  let partial = '';
+  stream.setEncoding('utf8');
+  stream.on('data', (d) => {
+    const parts = (partial + d).split('\n');
+    partial = parts.pop();
+    got.push(...parts);
+  });
+  stream.on('end', () => {
+    if (partial) got.push(partial);
+    partial = '';
+  });
+  return got;
+}
+
 function example() {
   const text = fs.readFileSync(guide, 'utf8');
   const m = /<!-- example: job-progress\.mjs -->\s*```js\n([\s\S]*?)```\s*<!-- end example -->/.exec(text);
@@ -43,14 +61,28 @@ test("the migration guide's example follows a job to its end", async () => {
     env: { ...process.env, JOBWIRE_URL: server.base, JOBWIRE_TOKEN: u.token, JOB_ID: id },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  let out = '';
+  const out = lines(child.stdout);
   let err = '';
-  child.stdout.on('data', (d) => (out += d));
   child.stderr.on('data', (d) => (err += d));
-  const exited = new Promise((resolve) => child.on('exit', (code) => resolve(code)));
+  // 'close', not 'exit': the output has been read to its end only then.
+  let ended = false;
+  const exited = new Promise((resolve) =>
+    child.on('close', (code) => {
+      ended = true;
+      resolve(code);
+    }),
+  );
+  const shown = () => `stdout:\n${out.join('\n')}\nstderr:\n${err}`;
   try {
-    await until(() => /^SUBSCRIBED/m.test(out) || child.exitCode !== null, { what: `SUBSCRIBED from the example (stderr: ${err})` });
-    assert.match(out, /^job validating 0%$/m, 'the initial row comes first');
+    // SUBSCRIBED, then the job's current row as its first job line: each waited for as a
+    // whole line, in this order, whatever chunks the pipe delivered them in.
+    await until(() => out.some((l) => l.startsWith('SUBSCRIBED')) || ended, { what: 'SUBSCRIBED from the example' });
+    const subscribed = out.findIndex((l) => l.startsWith('SUBSCRIBED'));
+    assert.ok(subscribed >= 0, `the example printed SUBSCRIBED; ${shown()}`);
+    const firstJob = () => out.findIndex((l) => l.startsWith('job '));
+    await until(() => firstJob() >= 0 || ended, { what: 'the first job line' });
+    assert.ok(firstJob() > subscribed, `a job line after SUBSCRIBED; ${shown()}`);
+    assert.equal(out[firstJob()], 'job validating 0%', 'the initial row comes first');
     await server.driveHttp(id, u.token, (j) => j.job.status === 'completed', { timeout: 90_000 });
     let timer;
     const code = await Promise.race([exited, new Promise((resolve) => (timer = setTimeout(() => resolve('did not exit within 30 s'), 30_000)))]);
@@ -59,10 +91,9 @@ test("the migration guide's example follows a job to its end", async () => {
   } finally {
     if (child.exitCode === null) child.kill('SIGKILL');
   }
-  const lines = out.trim().split('\n');
-  assert.equal(lines.filter((l) => l.startsWith('job ')).at(-1), 'job completed 100%', out);
+  assert.equal(out.filter((l) => l.startsWith('job ')).at(-1), 'job completed 100%', shown());
   for (const want of ['OTP wanted: payment', 'step process_payment completed', 'step redeem_amazon_vouchers completed']) {
-    assert.ok(lines.includes(want), `"${want}" in:\n${out}`);
+    assert.ok(out.includes(want), `"${want}" in:\n${shown()}`);
   }
-  assert.equal(lines.filter((l) => l === 'step process_payment completed').length, 2, 'two transactions');
+  assert.equal(out.filter((l) => l === 'step process_payment completed').length, 2, 'two transactions');
 });

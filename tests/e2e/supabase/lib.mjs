@@ -54,13 +54,31 @@ export class Recorder {
   text() {
     return this.frames.map((f) => f.text).join('\n');
   }
+
+  // A heartbeat of its own on the newest socket, answered after everything the server
+  // queued for that connection before it: once it is answered, whatever was going to
+  // arrive on that socket has arrived. supabase-js ignores a reply to a ref it did not make.
+  async roundTrip({ timeout = 10_000 } = {}) {
+    const ws = this.sockets.at(-1);
+    const ref = `probe-${++probes}`;
+    ws.send(JSON.stringify([null, ref, 'phoenix', 'heartbeat', {}]));
+    await until(() => this.received().some((m) => m.ref === ref && m.event === 'phx_reply') || ws.closeInfo, {
+      timeout,
+      what: `the reply to heartbeat ${ref}`,
+    });
+    assert.ok(!ws.closeInfo, `the socket closed before heartbeat ${ref} was answered: ${JSON.stringify(ws.closeInfo)}`);
+  }
 }
 
-// A supabase-js client for server signed in as token (null: signed out, the apikey only).
-// apikey defaults to a made-up anon key: jobwire grants it nothing.
+let probes = 0;
+
+// A supabase-js client for server signed in as token (null: signed out, the apikey only;
+// a function: the app's own accessToken callback). apikey defaults to a made-up anon key:
+// jobwire grants it nothing.
 export function supabase(server, token, { apikey = 'anon-key-not-a-secret', recorder = new Recorder(), realtime = {} } = {}) {
   const options = { realtime: { transport: recorder.transport(), ...realtime } };
-  if (token) options.accessToken = async () => token;
+  if (typeof token === 'function') options.accessToken = token;
+  else if (token) options.accessToken = async () => token;
   const client = createClient(server.base, apikey, options);
   client.recorder = recorder;
   return client;
@@ -167,6 +185,18 @@ export class RawPhx {
 
   async reply(ref, opts) {
     return this.waitFor((m) => m.event === 'phx_reply' && m.ref === ref, { what: `the reply to ref ${ref}`, ...opts });
+  }
+
+  // A heartbeat answered: everything the server queued for this connection before it
+  // has arrived (it answers in order), so what is missing now is not coming.
+  async roundTrip(opts) {
+    const reply = await this.reply(this.send('phoenix', 'heartbeat', {}), opts);
+    assert.equal(reply.payload.status, 'ok');
+  }
+
+  // The messages of one topic.
+  on(topic) {
+    return this.received.filter((m) => m.topic === topic);
   }
 
   async waitClosed({ timeout = 10_000 } = {}) {

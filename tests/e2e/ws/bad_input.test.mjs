@@ -21,7 +21,12 @@ let main; // the connection the cases use (re-opened if a case kills it, so one 
 let other; // a second connection, subscribed to job, that must not notice anything
 
 before(async () => {
-  server = new Server({ name: 'bad_input', sim: 'latency_ms=10,voucher_polls=1,poll_after_ms=10' });
+  // Test 8 starts 101 jobs for one user in seconds: past the per-user defaults.
+  server = new Server({
+    name: 'bad_input',
+    sim: 'latency_ms=10,voucher_polls=1,poll_after_ms=10',
+    args: ['--max-live-jobs-per-user', '200', '--job-rate-per-user', '1000'],
+  });
   await server.start();
   user = server.user();
   job = (await server.createJob(user.token, { count: 1 })).job_id;

@@ -37,7 +37,7 @@ export const ERROR_CODES = new Set([
   'bad_json', 'bad_message', 'unknown_type', 'binary_not_supported', 'frame_too_large',
   'auth_required', 'unauthorized', 'token_expired', 'not_found', 'invalid_job_id',
   'invalid_since', 'too_many_subscriptions', 'not_subscribed', 'invalid_otp',
-  'otp_not_waiting', 'unavailable',
+  'otp_not_waiting', 'unavailable', 'busy', 'rate_limited', 'too_many_connections', 'unsubscribed',
 ]);
 export const SERVER_TYPES = new Set(['hello', 'snapshot', 'delta', 'otp.result', 'ack', 'error', 'pong']);
 
@@ -168,7 +168,10 @@ const SCRUB = [
   'JOBWIRE_MAX_BODY', 'JOBWIRE_SIM', 'JOBWIRE_OTP_TIMEOUT_LOGIN', 'JOBWIRE_OTP_TIMEOUT_PAYMENT',
   'JOBWIRE_PROVIDER_TIMEOUT', 'JOBWIRE_RETRY_SCALE', 'JOBWIRE_TLS_CERT', 'JOBWIRE_TLS_KEY',
   'JOBWIRE_EVENTS_RETENTION', 'JOBWIRE_EVENTS_RETENTION_BATCH', 'JOBWIRE_EVENTS_RETENTION_INTERVAL',
-  'JOBWIRE_MAX_CONNECTIONS', 'JOBWIRE_FINISHED_JOB_TTL',
+  'JOBWIRE_MAX_CONNECTIONS', 'JOBWIRE_FINISHED_JOB_TTL', 'JOBWIRE_MAX_CONNECTIONS_PER_IP',
+  'JOBWIRE_CONNECTION_RATE_PER_IP', 'JOBWIRE_MAX_LIVE_JOBS_PER_USER', 'JOBWIRE_JOB_RATE_PER_USER',
+  'JOBWIRE_OTP_RATE_PER_USER', 'JOBWIRE_MAX_WS_PER_USER', 'JOBWIRE_WS_MESSAGE_RATE',
+  'JOBWIRE_JWT_AUDIENCE', 'JOBWIRE_JWT_ISSUER',
 ];
 
 export class Server {
@@ -474,7 +477,7 @@ export class UpgradeRefused extends Error {
 
 export class Client {
   // opts: token (sent as ?token=), origin, protocol (default jobwire.v1; null: none),
-  // path (default /ws), headers, label.
+  // path (default /ws), headers, label, localAddress (a loopback source address).
   constructor(server, ws, label) {
     this.server = server;
     this.ws = ws;
@@ -512,6 +515,7 @@ export class Client {
       headers,
     };
     if (origin) wsOpts.origin = origin;
+    if (opts.localAddress) wsOpts.localAddress = opts.localAddress; // a loopback source address
     const ws = new WebSocket(Client.url(server, opts), protocol === null ? [] : [protocol], wsOpts);
     const client = new Client(server, ws, label);
     return new Promise((resolve) => {
