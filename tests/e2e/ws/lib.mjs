@@ -31,6 +31,9 @@ import WebSocket from 'ws';
 export { sleep };
 
 export const PROTOCOL = 'jobwire.v1';
+// True in scripts/test's sanitized pass: ASan keeps freed memory in quarantine (256 MB by
+// default) and adds shadow memory, so the server's RSS says nothing about its own use.
+export const SANITIZED = !!process.env.ASAN_OPTIONS;
 export const TERMINAL = new Set(['completed', 'failed', 'cancelled']);
 // docs/protocol.md "Errors": the only codes an `error` message may carry.
 export const ERROR_CODES = new Set([
