@@ -104,6 +104,7 @@ typedef struct rconn {
     bool nudged;              /* a channel waiting for a token was told to join again */
     jw_limit_hold *user_hold; /* counted as a user's connection (--max-ws-per-user) */
     jw_ws_budget rx_budget;   /* client messages: --ws-message-rate */
+    size_t reads_asked;       /* by the message being handled: it costs one each */
     jw_read **reads;          /* asked for this connection's joins, not yet answered */
     size_t nreads, capreads;
     jw_principal key_who; /* what the apikey grants, often nothing */
@@ -1067,6 +1068,7 @@ static void authorize_jobs(channel *ch)
         }
         grow(&c->reads, &c->capreads, c->nreads + 1, sizeof(*c->reads));
         c->reads[c->nreads++] = r;
+        c->reads_asked++;
         ch->pending++;
     }
 }
@@ -1363,8 +1365,12 @@ static int on_receive(rconn *c, struct lws *wsi, const void *in, size_t len)
         if (!c->closing)
             handle_message(c, data, n);
         OPENSSL_cleanse((void *)data, n); /* it may hold an access token */
-        if (jw_ws_budget_spend(&c->rx_budget, wsi, rt->app->cfg->ws_message_rate))
+        /* A join naming finished jobs costs a read each: a rejoin loop over 100
+         * of them is read as slowly as 100 messages would be. */
+        if (jw_ws_budget_spend(&c->rx_budget, wsi, rt->app->cfg->ws_message_rate,
+                               1.0 + (double)c->reads_asked))
             rt->stats.rx_throttled++;
+        c->reads_asked = 0;
         break;
     }
     jw_ws_rx_done(&c->rx);

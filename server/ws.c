@@ -1490,7 +1490,7 @@ static int on_receive(conn *c, struct lws *wsi, const void *in, size_t len)
         if (!c->closing)
             handle_message(c, data, n);
         OPENSSL_cleanse((void *)data, n); /* it may hold a code or a token */
-        if (jw_ws_budget_spend(&c->rx_budget, wsi, hub_cfg(c)->ws_message_rate))
+        if (jw_ws_budget_spend(&c->rx_budget, wsi, hub_cfg(c)->ws_message_rate, 1.0))
             c->hub->stats.rx_throttled++;
         break;
     }

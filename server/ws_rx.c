@@ -77,7 +77,7 @@ static void budget_resume(lws_sorted_usec_list_t *sul)
     lws_rx_flow_control(b->wsi, 1);
 }
 
-bool jw_ws_budget_spend(jw_ws_budget *b, struct lws *wsi, int rate)
+bool jw_ws_budget_spend(jw_ws_budget *b, struct lws *wsi, int rate, double cost)
 {
     int64_t now;
 
@@ -88,7 +88,7 @@ bool jw_ws_budget_spend(jw_ws_budget *b, struct lws *wsi, int rate)
     if (b->tokens > 2.0 * rate)
         b->tokens = 2.0 * rate;
     b->last_us = now;
-    b->tokens -= 1.0;
+    b->tokens -= cost;
     if (b->tokens >= 0 || b->paused)
         return false;
     b->paused = true;

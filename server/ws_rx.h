@@ -66,8 +66,12 @@ typedef struct jw_ws_budget {
 } jw_ws_budget;
 
 void jw_ws_budget_init(jw_ws_budget *b, struct lws *wsi, int rate);
-/* Spends one message; true when reading was just paused (count it). */
-bool jw_ws_budget_spend(jw_ws_budget *b, struct lws *wsi, int rate);
+/*
+ * Spends what one message cost: 1, plus what it made the server do beyond
+ * answering (a Supabase join's database reads: one each). True when reading
+ * was just paused (count it).
+ */
+bool jw_ws_budget_spend(jw_ws_budget *b, struct lws *wsi, int rate, double cost);
 /* The connection is closing: cancels the resume. */
 void jw_ws_budget_release(jw_ws_budget *b);
 
