@@ -4,6 +4,8 @@
  */
 #include "http_parse.h"
 
+#include "jw_util.h"
+
 #include <errno.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -260,17 +262,6 @@ void jw_http_chunked_init(jw_http_chunked *c, size_t max_body)
     c->max_body = max_body;
 }
 
-static int hex_value(unsigned char ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
-}
-
 /* A field-name character (RFC 9110 tchar). */
 static bool is_tchar(unsigned char ch)
 {
@@ -318,7 +309,7 @@ static jw_http_chunk_step chunk_byte(jw_http_chunked *c, unsigned char ch, jw_ht
 
     switch (c->state) {
     case CK_SIZE:
-        d = hex_value(ch);
+        d = jw_hex_digit((char)ch);
         if (d >= 0) {
             size_t left = c->max_body - c->body;
 

@@ -339,21 +339,34 @@ static void send_msg(conn *c, msg *m)
     msg_unref(m);
 }
 
+static void vsend_error(conn *c, json_t *ref, const char *code, int retry_after_s, const char *fmt,
+                        va_list ap) __attribute__((format(printf, 5, 0)));
+
+/* Queues {"type":"error","code":…,"message":…[,"ref":…][,"retry_after_s":N]}. */
+static void vsend_error(conn *c, json_t *ref, const char *code, int retry_after_s, const char *fmt,
+                        va_list ap)
+{
+    char text[256];
+    json_t *doc;
+
+    vsnprintf(text, sizeof(text), fmt, ap);
+    doc = json_pack("{s:s, s:s, s:s}", "type", "error", "code", code, "message", text);
+    if (ref)
+        json_object_set(doc, "ref", ref);
+    if (retry_after_s > 0)
+        json_object_set_new(doc, "retry_after_s", json_integer(retry_after_s));
+    send_msg(c, msg_json(doc));
+}
+
 static void send_error(conn *c, json_t *ref, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 static void send_error(conn *c, json_t *ref, const char *code, const char *fmt, ...)
 {
-    char text[256];
     va_list ap;
-    json_t *doc;
 
     va_start(ap, fmt);
-    vsnprintf(text, sizeof(text), fmt, ap);
+    vsend_error(c, ref, code, 0, fmt, ap);
     va_end(ap);
-    doc = json_pack("{s:s, s:s, s:s}", "type", "error", "code", code, "message", text);
-    if (ref)
-        json_object_set(doc, "ref", ref);
-    send_msg(c, msg_json(doc));
 }
 
 /* error rate_limited, with retry_after_s: when the next one will be taken. */
@@ -361,18 +374,11 @@ static void send_rate_limited(conn *c, json_t *ref, int retry_after_s, const cha
     __attribute__((format(printf, 4, 5)));
 static void send_rate_limited(conn *c, json_t *ref, int retry_after_s, const char *fmt, ...)
 {
-    char text[256];
     va_list ap;
-    json_t *doc;
 
     va_start(ap, fmt);
-    vsnprintf(text, sizeof(text), fmt, ap);
+    vsend_error(c, ref, "rate_limited", retry_after_s, fmt, ap);
     va_end(ap);
-    doc = json_pack("{s:s, s:s, s:s, s:i}", "type", "error", "code", "rate_limited", "message",
-                    text, "retry_after_s", retry_after_s);
-    if (ref)
-        json_object_set(doc, "ref", ref);
-    send_msg(c, msg_json(doc));
 }
 
 /*
