@@ -5,6 +5,7 @@
 
 #include "ws_parse.h"
 #include "ws_rx.h"
+#include "wsconn.h"
 
 #include "app.h"
 #include "jw_buf.h"
@@ -35,51 +36,11 @@
  */
 #define RX_CHUNK 1024
 #define RING 64
-#define OUT_FRAME 65536    /* messages gathered into one frame, unless one is bigger */
 #define MAX_JOBS_IDLE 1024 /* jobs kept with a ring but no subscriber (~45 KB each, full) */
 #define MAX_DB_REPLAY 2000 /* deltas replayed from job_events; past it, a snapshot */
 #define MAX_CONN_READS 8   /* reads one connection may have queued at the store at once */
 
 enum { CLOSE_SLOW = 4008, CLOSE_AUTH = 4401, CLOSE_AUTH_TIMEOUT = 4408, CLOSE_TOO_MANY = 4429 };
-
-/* ---- shared messages ---------------------------------------------------------- */
-
-/* One encoded server message, shared by every queue it is in. Loop thread only. */
-typedef struct msg {
-    int refs;
-    size_t len;
-    char data[];
-} msg;
-
-static msg *msg_new(const char *p, size_t n)
-{
-    msg *m = jw_xmalloc(sizeof(*m) + n + 1);
-
-    m->refs = 1;
-    m->len = n;
-    memcpy(m->data, p, n);
-    m->data[n] = '\0';
-    return m;
-}
-
-static msg *msg_json(json_t *doc)
-{
-    char *text = json_dumps(doc, JSON_COMPACT);
-    msg *m;
-
-    json_decref(doc);
-    if (!text)
-        jw_oom("message");
-    m = msg_new(text, strlen(text));
-    free(text);
-    return m;
-}
-
-static void msg_unref(msg *m)
-{
-    if (m && --m->refs == 0)
-        free(m);
-}
 
 /* ---- the hub ------------------------------------------------------------------- */
 
@@ -96,61 +57,38 @@ typedef struct job_entry {
     char id[JW_UUID_LEN + 1];
     subscriber *subs;
     size_t nsubs, capsubs;
-    msg *ring[RING]; /* ring[(first + i) % RING] has seq first_seq + i */
+    jw_wsmsg *ring[RING]; /* ring[(first + i) % RING] has seq first_seq + i */
     size_t first, count;
     int64_t first_seq;
-    msg *snap; /* the snapshot's shared part at snap_seq (snapshot_body), or NULL */
+    jw_wsmsg *snap; /* the snapshot's shared part at snap_seq (snapshot_body), or NULL */
     int64_t snap_seq;
     struct job_entry *idle_prev, *idle_next; /* on the idle list while nsubs == 0 */
 } job_entry;
 
 struct jw_ws {
     jw_app *app;
-    jw_map jobs;  /* job id -> job_entry */
-    jw_map conns; /* "id" -> conn */
-    uint64_t next_id;
+    jw_map jobs; /* job id -> job_entry */
     job_entry *idle_head, *idle_tail;
     size_t idle_count;
-    /*
-     * While held (jw_ws_hold), connections given something to send wait on the
-     * dirty list; jw_ws_flush then writes each one's frame at once instead of
-     * asking lws for a WRITEABLE callback: a publish round to 2,000 sockets costs
-     * 2,000 sends, not a poll() over every descriptor and 2,000 dispatches more.
-     */
-    int hold;
-    struct conn *dirty_head, *dirty_tail; /* in the order they were first given something */
-    jw_buf frame;                         /* LWS_PRE + the frame being written */
-    jw_ws_stats stats;
+    /* Its connections' output: queues, writes, the publish round's hold (wsconn.h). */
+    jw_wsconns conns;
+    jw_ws_stats stats; /* what the connections' own counters do not hold */
 };
 
-typedef struct qent {
-    struct qent *next;
-    msg *pre; /* sent just before m, in the same message (a snapshot's own head), or NULL */
-    msg *m;
-    job_entry *job; /* set for a job's deltas and snapshots: a resync drops them */
-    bool delta;
-} qent;
-
+/*
+ * A connection. Its queue (base) holds replies, and deltas and snapshots
+ * tagged with their job_entry (a resync drops them); deltas are counted.
+ */
 typedef struct conn {
-    uint64_t id;
-    char key[24];
-    struct lws *wsi;
+    jw_wsconn base; /* first: lws' per-session data is a conn */
     jw_ws *hub;
-    bool registered, authed, closing;
-    bool want_write; /* a WRITEABLE callback was asked for and has not come */
-    bool dirty;      /* on the hub's dirty list (dprev, dnext) */
-    struct conn *dprev, *dnext;
-    bool close_begun; /* the closing handshake is under way (jw_ws_close_politely) */
-    int close_code;
-    char close_reason[64];
+    bool authed;
     jw_principal who;
     jw_limit_hold *user_hold;   /* a user's connection counted (--max-ws-per-user) */
     lws_sorted_usec_list_t sul; /* auth deadline, then token expiry */
     jw_ws_budget rx_budget;     /* client messages: --ws-message-rate */
     job_entry **subs;
     size_t nsubs, capsubs;
-    qent *qhead, *qtail;
-    size_t qbytes;
     int64_t over_since;  /* since when deltas are being dropped for this connection */
     size_t resyncs_owed; /* subscribers of this connection with resync set */
     /* Database reads handed to the store for this connection and not yet
@@ -170,49 +108,9 @@ static const jw_config *hub_cfg(const conn *c)
     return c->hub->app->cfg;
 }
 
-/* c has something to send: now (a WRITEABLE callback), or at jw_ws_flush when held. */
-static void want_write(conn *c)
+static conn *conn_of(jw_wsconn *b)
 {
-    jw_ws *hub = c->hub;
-
-    if (c->dirty || c->want_write)
-        return;
-    /*
-     * Asked once until the callback comes: lws keeps a request until it calls
-     * back. Asking again is not free on libuv: each request restarts the socket's
-     * uv_poll, which drops its readiness already reported in this loop turn, so
-     * a connection asked for at every publish round could starve.
-     */
-    if (!hub->hold) {
-        c->want_write = true;
-        lws_callback_on_writable(c->wsi);
-        return;
-    }
-    /* At the tail: the connections given the round's oldest deltas are written first. */
-    c->dirty = true;
-    c->dnext = NULL;
-    c->dprev = hub->dirty_tail;
-    if (hub->dirty_tail)
-        hub->dirty_tail->dnext = c;
-    else
-        hub->dirty_head = c;
-    hub->dirty_tail = c;
-}
-
-static void dirty_unlink(conn *c)
-{
-    if (!c->dirty)
-        return;
-    if (c->dprev)
-        c->dprev->dnext = c->dnext;
-    else
-        c->hub->dirty_head = c->dnext;
-    if (c->dnext)
-        c->dnext->dprev = c->dprev;
-    else
-        c->hub->dirty_tail = c->dprev;
-    c->dprev = c->dnext = NULL;
-    c->dirty = false;
+    return lws_container_of(b, conn, base);
 }
 
 static void idle_unlink(jw_ws *hub, job_entry *j)
@@ -233,9 +131,9 @@ static void idle_unlink(jw_ws *hub, job_entry *j)
 
 static void free_job_entry(job_entry *j)
 {
-    msg_unref(j->snap);
+    jw_wsmsg_unref(j->snap);
     for (size_t i = 0; i < j->count; i++)
-        msg_unref(j->ring[(j->first + i) % RING]);
+        jw_wsmsg_unref(j->ring[(j->first + i) % RING]);
     free(j->subs);
     free(j);
 }
@@ -244,7 +142,7 @@ static void free_job_entry(job_entry *j)
 static void idle_push(jw_ws *hub, job_entry *j)
 {
     /* Nobody to share a snapshot with any more. */
-    msg_unref(j->snap);
+    jw_wsmsg_unref(j->snap);
     j->snap = NULL;
     j->idle_next = NULL;
     j->idle_prev = hub->idle_tail;
@@ -280,63 +178,17 @@ static job_entry *job_get(jw_ws *hub, const char *id, bool create)
 
 static void start_close(conn *c, int code, const char *reason)
 {
-    if (c->closing)
-        return;
-    c->closing = true;
-    c->close_code = code;
-    snprintf(c->close_reason, sizeof(c->close_reason), "%s", reason);
-    want_write(c);
+    jw_wsconn_close(&c->base, code, reason);
 }
 
-static size_t qent_len(const qent *e)
+static void push_snapshot(conn *c, jw_wsmsg *head, jw_wsmsg *body, job_entry *job);
+
+/* Queues a reply, if it finds room (jw_wsconn_make_room); takes m. */
+static void send_msg(conn *c, jw_wsmsg *m)
 {
-    return (e->pre ? e->pre->len : 0) + e->m->len;
-}
-
-static void qent_free(qent *e)
-{
-    msg_unref(e->pre);
-    msg_unref(e->m);
-    free(e);
-}
-
-static bool make_room(conn *c, size_t len);
-
-/*
- * Queues pre (may be NULL) and m as one message; takes references of its own.
- * Deltas are bounded by their caller (push_delta), resync snapshots (job set)
- * by the connection's subscriptions; replies (job NULL) must first find room
- * (make_room), or are not queued.
- */
-static void push(conn *c, msg *pre, msg *m, job_entry *job, bool delta)
-{
-    qent *e;
-
-    if (!delta && !job && !make_room(c, (pre ? pre->len : 0) + m->len + 1))
-        return;
-    e = jw_xmalloc(sizeof(*e));
-    if (pre)
-        pre->refs++;
-    m->refs++;
-    e->pre = pre;
-    e->m = m;
-    e->job = job;
-    e->delta = delta;
-    e->next = NULL;
-    if (c->qtail)
-        c->qtail->next = e;
-    else
-        c->qhead = e;
-    c->qtail = e;
-    c->qbytes += qent_len(e) + 1;
-    want_write(c);
-}
-
-static void send_msg(conn *c, msg *m)
-{
-    if (!c->closing)
-        push(c, NULL, m, NULL, false);
-    msg_unref(m);
+    if (!c->base.closing && jw_wsconn_make_room(&c->base, m->len))
+        jw_wsconn_push(&c->base, NULL, m, NULL, false);
+    jw_wsmsg_unref(m);
 }
 
 static void vsend_error(conn *c, json_t *ref, const char *code, int retry_after_s, const char *fmt,
@@ -355,7 +207,7 @@ static void vsend_error(conn *c, json_t *ref, const char *code, int retry_after_
         json_object_set(doc, "ref", ref);
     if (retry_after_s > 0)
         json_object_set_new(doc, "retry_after_s", json_integer(retry_after_s));
-    send_msg(c, msg_json(doc));
+    send_msg(c, jw_wsmsg_json(doc));
 }
 
 static void send_error(conn *c, json_t *ref, const char *code, const char *fmt, ...)
@@ -388,12 +240,12 @@ static void send_rate_limited(conn *c, json_t *ref, int retry_after_s, const cha
  * committed seq and shared by every subscriber that needs it meanwhile (a
  * crowd subscribing to one job costs one encoding, not one each).
  */
-static msg *snapshot_body(jw_app *app, job_entry *j, const char *job_id)
+static jw_wsmsg *snapshot_body(jw_app *app, job_entry *j, const char *job_id)
 {
     int64_t seq = jw_engine_committed_seq(app->engine, job_id);
     json_t *snap;
     char *text;
-    msg *m;
+    jw_wsmsg *m;
 
     if (j && j->snap && j->snap_seq == seq) {
         j->snap->refs++;
@@ -405,10 +257,10 @@ static msg *snapshot_body(jw_app *app, job_entry *j, const char *job_id)
     json_decref(snap);
     if (!text || text[0] != '{')
         jw_oom("snapshot");
-    m = msg_new(text + 1, strlen(text + 1)); /* without its opening brace */
+    m = jw_wsmsg_new(text + 1, strlen(text + 1)); /* without its opening brace */
     free(text);
     if (j && j->nsubs) {
-        msg_unref(j->snap);
+        jw_wsmsg_unref(j->snap);
         j->snap = m;
         j->snap_seq = seq;
         m->refs++;
@@ -416,10 +268,10 @@ static msg *snapshot_body(jw_app *app, job_entry *j, const char *job_id)
     return m;
 }
 
-static msg *snapshot_head(const char *job_id, json_t *ref, const char *reason)
+static jw_wsmsg *snapshot_head(const char *job_id, json_t *ref, const char *reason)
 {
     jw_buf b;
-    msg *m;
+    jw_wsmsg *m;
 
     jw_buf_init(&b, 128);
     jw_buf_addf(&b, "{\"type\":\"snapshot\",\"job_id\":\"%s\",", job_id);
@@ -433,7 +285,7 @@ static msg *snapshot_head(const char *job_id, json_t *ref, const char *reason)
     }
     if (reason)
         jw_buf_addf(&b, "\"reason\":\"%s\",", reason);
-    m = msg_new(b.data, b.len);
+    m = jw_wsmsg_new(b.data, b.len);
     jw_buf_release(&b);
     return m;
 }
@@ -443,18 +295,30 @@ static msg *snapshot_head(const char *job_id, json_t *ref, const char *reason)
  * resync (reason); queued under job when it should go with the job's other
  * messages on a resync. False when the job is not in memory.
  */
+/*
+ * Queues a snapshot's head and body as one message: as a reply (job NULL),
+ * within the bound; as a resync (tagged with its job), bounded by the
+ * connection's subscriptions.
+ */
+static void push_snapshot(conn *c, jw_wsmsg *head, jw_wsmsg *body, job_entry *job)
+{
+    if (!job && !jw_wsconn_make_room(&c->base, head->len + body->len))
+        return;
+    jw_wsconn_push(&c->base, head, body, job, false);
+}
+
 static bool queue_snapshot(conn *c, job_entry *j, const char *job_id, json_t *ref,
                            const char *reason, job_entry *job)
 {
-    msg *body = snapshot_body(c->hub->app, j, job_id), *head;
+    jw_wsmsg *body = snapshot_body(c->hub->app, j, job_id), *head;
 
     if (!body)
         return false;
     head = snapshot_head(job_id, ref, reason);
-    if (!c->closing)
-        push(c, head, body, job, false);
-    msg_unref(head);
-    msg_unref(body);
+    if (!c->base.closing)
+        push_snapshot(c, head, body, job);
+    jw_wsmsg_unref(head);
+    jw_wsmsg_unref(body);
     return true;
 }
 
@@ -466,45 +330,10 @@ static subscriber *find_sub(job_entry *j, const conn *c)
     return NULL;
 }
 
-/* Drops what is queued for job j on c (its deltas and any snapshot of it); how many. */
-static size_t drop_queued(conn *c, job_entry *j)
-{
-    qent **pp = &c->qhead, *last = NULL;
-    size_t n = 0;
-
-    while (*pp) {
-        qent *e = *pp;
-
-        if (e->job == j) {
-            *pp = e->next;
-            c->qbytes -= qent_len(e) + 1;
-            qent_free(e);
-            n++;
-            continue;
-        }
-        last = e;
-        pp = &e->next;
-    }
-    c->qtail = last;
-    return n;
-}
-
-static void drop_queue(conn *c)
-{
-    while (c->qhead) {
-        qent *e = c->qhead;
-
-        c->qhead = e->next;
-        qent_free(e);
-    }
-    c->qtail = NULL;
-    c->qbytes = 0;
-}
-
 /*
  * A delta does not fit under the queue bound: drop this job's queued
  * messages and owe the connection one snapshot of the job instead, built when
- * the connection can take it (write_some). Until then the job's deltas are
+ * the connection can take it (pay_resyncs). Until then the job's deltas are
  * dropped at no cost: the snapshot will include them. A connection that keeps
  * dropping for too long is closed.
  */
@@ -517,65 +346,64 @@ static void owe_snapshot(conn *c, subscriber *sub)
     c->hub->stats.resyncs++;
     if (!c->over_since)
         c->over_since = now;
-    want_write(c);
+    jw_wsconn_want_write(&c->base);
 }
 
 static void overflow(conn *c, job_entry *j, subscriber *sub)
 {
-    drop_queued(c, j);
+    jw_wsconn_drop_tag(&c->base, j);
     owe_snapshot(c, sub);
 }
 
 /*
- * Whether len more bytes of a reply (an ack, a pong, an error, an OTP verdict,
- * a snapshot) fit under the queue bound. A reply is not dropped on its own:
- * the connection's queued deltas go first, each of their jobs owing a
- * snapshot instead (as on overflow); a client whose replies alone pass the
- * bound sends without reading, and is closed (4008).
+ * Room for a reply (an ack, a pong, an error, an OTP verdict, a snapshot) over
+ * the queue bound (the shed hook of jw_wsconn_make_room): a reply is not
+ * dropped on its own; the connection's queued deltas go first, each of their
+ * jobs owing a snapshot instead (as on overflow). A client whose replies
+ * alone pass the bound sends without reading, and is closed (4008).
  */
-static bool make_room(conn *c, size_t len)
+static void shed(jw_wsconn *b)
 {
-    if (c->qbytes + len <= MAX_QUEUE_BYTES)
-        return true;
+    conn *c = conn_of(b);
+
     for (size_t i = 0; i < c->nsubs; i++) {
         subscriber *sub = find_sub(c->subs[i], c);
 
-        if (sub && !sub->resync && drop_queued(c, c->subs[i]))
+        if (sub && !sub->resync && jw_wsconn_drop_tag(b, c->subs[i]))
             owe_snapshot(c, sub);
     }
-    if (c->qbytes + len <= MAX_QUEUE_BYTES)
-        return true;
-    c->hub->stats.slow_closes++;
-    jw_log_warn("ws conn=%" PRIu64 " closed: more than %zu bytes of replies queued", c->id,
-                MAX_QUEUE_BYTES);
-    drop_queue(c);
-    start_close(c, CLOSE_SLOW, "slow consumer");
-    return false;
 }
 
-static void push_delta(conn *c, subscriber *sub, msg *m, job_entry *j)
+static void push_delta(conn *c, subscriber *sub, jw_wsmsg *m, job_entry *j)
 {
-    if (c->closing || sub->replaying || sub->resync) {
+    if (c->base.closing || sub->replaying || sub->resync) {
         if (sub->resync && c->over_since && jw_mono_us() - c->over_since > MAX_OVER_US) {
-            c->hub->stats.slow_closes++;
-            jw_log_warn("ws conn=%" PRIu64 " closed: behind for over %" PRId64 " s", c->id,
-                        MAX_OVER_US / 1000000);
-            start_close(c, CLOSE_SLOW, "slow consumer");
+            char why[64];
+
+            snprintf(why, sizeof(why), "behind for over %" PRId64 " s", MAX_OVER_US / 1000000);
+            jw_wsconn_slow_close(&c->base, why);
         }
         return;
     }
-    if (c->qbytes + m->len + 1 > MAX_QUEUE_BYTES) {
+    if (!jw_wsconn_fits(&c->base, m->len)) {
         overflow(c, j, sub);
         return;
     }
-    push(c, NULL, m, j, true);
+    jw_wsconn_push(&c->base, NULL, m, j, true);
 }
 
 static void resync_from_db(conn *c, job_entry *j, subscriber *sub);
 
-/* Builds the snapshots this connection is owed, now that it can take them. */
-static void pay_resyncs(conn *c)
+static bool owes_resyncs(const jw_wsconn *b)
 {
+    return ((const conn *)(const void *)b)->resyncs_owed > 0; /* base is first */
+}
+
+/* Builds the snapshots this connection is owed, now that its queue is empty. */
+static void pay_resyncs(jw_wsconn *b)
+{
+    conn *c = conn_of(b);
+
     for (size_t i = 0; i < c->nsubs && c->resyncs_owed; i++) {
         job_entry *j = c->subs[i];
         subscriber *sub = find_sub(j, c);
@@ -589,55 +417,6 @@ static void pay_resyncs(conn *c)
     }
     if (!c->resyncs_owed)
         c->over_since = 0;
-}
-
-static int write_some(conn *c)
-{
-    jw_ws *hub = c->hub;
-    size_t len = 0, n = 0;
-    qent *e;
-    int wrote;
-
-    /* Only once what is queued has gone: the owed snapshots are the newest state. */
-    if (!c->qhead && c->resyncs_owed && !c->closing)
-        pay_resyncs(c);
-    if (!c->qhead) {
-        if (c->closing && !c->close_begun) {
-            c->close_begun = true;
-            jw_ws_close_politely(c->wsi, c->close_code, c->close_reason);
-        }
-        return 0;
-    }
-    jw_buf_reset(&hub->frame);
-    jw_buf_grow(&hub->frame, LWS_PRE);
-    hub->frame.len = LWS_PRE;
-    for (e = c->qhead; e && (n == 0 || len + qent_len(e) + 1 <= OUT_FRAME); e = e->next) {
-        if (n)
-            jw_buf_addch(&hub->frame, '\n');
-        if (e->pre)
-            jw_buf_add(&hub->frame, e->pre->data, e->pre->len);
-        jw_buf_add(&hub->frame, e->m->data, e->m->len);
-        len = hub->frame.len - LWS_PRE;
-        n++;
-    }
-    wrote = lws_write(c->wsi, (unsigned char *)hub->frame.data + LWS_PRE, len, LWS_WRITE_TEXT);
-    if (wrote < (int)len)
-        return -1;
-    hub->stats.frames_sent++;
-    hub->stats.bytes_sent += len;
-    while (n--) {
-        e = c->qhead;
-        c->qhead = e->next;
-        c->qbytes -= qent_len(e) + 1;
-        if (e->delta)
-            hub->stats.deltas_sent++;
-        qent_free(e);
-    }
-    if (!c->qhead)
-        c->qtail = NULL;
-    if (c->qhead || c->closing || c->resyncs_owed)
-        want_write(c);
-    return 0;
 }
 
 /* ---- subscriptions ------------------------------------------------------------ */
@@ -692,7 +471,7 @@ static bool remove_sub(conn *c, job_entry *j)
         }
     }
     /* What is still queued for it is no longer wanted. */
-    drop_queued(c, j);
+    jw_wsconn_drop_tag(&c->base, j);
     if (j->nsubs == 0)
         idle_push(hub, j);
     hub->stats.subscriptions--;
@@ -705,7 +484,7 @@ void jw_ws_publish(jw_ws *hub, jw_delta *d)
 {
     job_entry *j = job_get(hub, d->job_id, true);
     jw_buf b;
-    msg *m;
+    jw_wsmsg *m;
 
     jw_buf_init(&b, d->row_len + 256);
     jw_buf_addf(&b, "{\"type\":\"delta\",\"job_id\":\"%s\",\"seq\":%" PRId64 ",\"ts\":%" PRId64,
@@ -716,13 +495,13 @@ void jw_ws_publish(jw_ws *hub, jw_delta *d)
                 jw_op_name(d->op));
     jw_buf_add(&b, d->row, d->row_len);
     jw_buf_addch(&b, '}');
-    m = msg_new(b.data, b.len);
+    m = jw_wsmsg_new(b.data, b.len);
     jw_buf_release(&b);
 
     /* The ring holds the last RING deltas, contiguous in seq. */
     if (j->count && d->seq != j->first_seq + (int64_t)j->count) {
         for (size_t i = 0; i < j->count; i++)
-            msg_unref(j->ring[(j->first + i) % RING]);
+            jw_wsmsg_unref(j->ring[(j->first + i) % RING]);
         j->count = 0;
     }
     if (!j->count) {
@@ -730,7 +509,7 @@ void jw_ws_publish(jw_ws *hub, jw_delta *d)
         j->first_seq = d->seq;
     }
     if (j->count == RING) {
-        msg_unref(j->ring[j->first]);
+        jw_wsmsg_unref(j->ring[j->first]);
         j->first = (j->first + 1) % RING;
         j->first_seq++;
         j->count--;
@@ -741,7 +520,7 @@ void jw_ws_publish(jw_ws *hub, jw_delta *d)
 
     for (size_t i = 0; i < j->nsubs; i++)
         push_delta(j->subs[i].c, &j->subs[i], m, j);
-    msg_unref(m);
+    jw_wsmsg_unref(m);
 }
 
 /* ---- client messages ---------------------------------------------------------- */
@@ -762,7 +541,9 @@ static void free_op(ws_op *op);
 
 static conn *find_conn(jw_ws *hub, const char *key)
 {
-    return jw_map_get(&hub->conns, key);
+    jw_wsconn *b = jw_wsconn_find(&hub->conns, key);
+
+    return b ? conn_of(b) : NULL;
 }
 
 static void send_ack(conn *c, json_t *ref)
@@ -771,7 +552,7 @@ static void send_ack(conn *c, json_t *ref)
 
     if (ref)
         json_object_set(doc, "ref", ref);
-    send_msg(c, msg_json(doc));
+    send_msg(c, jw_wsmsg_json(doc));
 }
 
 static void hello(conn *c)
@@ -783,7 +564,7 @@ static void hello(conn *c)
         (json_int_t)MAX_SUBS, "max_queue_bytes", (json_int_t)MAX_QUEUE_BYTES, "replay_window",
         (json_int_t)RING);
 
-    send_msg(c, msg_json(doc));
+    send_msg(c, jw_wsmsg_json(doc));
 }
 
 static void on_sul(lws_sorted_usec_list_t *sul);
@@ -813,9 +594,9 @@ static bool authenticate(conn *c, const char *token, json_t *ref)
         /* The same leeway the token was accepted with. */
         int64_t us = (c->who.expires_at + JW_AUTH_LEEWAY_S) * 1000000 - jw_now_us();
 
-        lws_sul_schedule(lws_get_context(c->wsi), 0, &c->sul, on_sul, us > 0 ? us : 1);
+        lws_sul_schedule(lws_get_context(c->base.wsi), 0, &c->sul, on_sul, us > 0 ? us : 1);
     } else {
-        lws_sul_schedule(lws_get_context(c->wsi), 0, &c->sul, on_sul, LWS_SET_TIMER_USEC_CANCEL);
+        lws_sul_schedule(lws_get_context(c->base.wsi), 0, &c->sul, on_sul, LWS_SET_TIMER_USEC_CANCEL);
     }
     hello(c);
     return true;
@@ -848,7 +629,7 @@ static bool replay(conn *c, subscriber *sub, job_entry *j, int64_t since, int64_
     if (!replay_covers(j, since, current))
         return false;
     for (int64_t s = since + 1; s <= current; s++) {
-        msg *m = j->ring[(j->first + (size_t)(s - j->first_seq)) % RING];
+        jw_wsmsg *m = j->ring[(j->first + (size_t)(s - j->first_seq)) % RING];
 
         push_delta(c, sub, m, j);
     }
@@ -1072,7 +853,7 @@ static void on_subscribe_read(jw_ws *hub, ws_op *op, jw_read *r)
     job_entry *j = job_get(hub, op->job, false);
     json_t *doc = NULL, *owner;
 
-    if (!c || c->closing || !waiting_sub(hub, c, op))
+    if (!c || c->base.closing || !waiting_sub(hub, c, op))
         return;
     /* It may have come into memory meanwhile (a retry): take it from there. */
     if (jw_engine_job_owner(hub->app->engine, op->job)) {
@@ -1099,17 +880,17 @@ static void on_subscribe_read(jw_ws *hub, ws_op *op, jw_read *r)
     {
         /* The same layout as a snapshot from memory, only not shared. */
         char *text = json_dumps(doc, JSON_COMPACT);
-        msg *head = snapshot_head(op->job, op->ref, op->reason), *body;
+        jw_wsmsg *head = snapshot_head(op->job, op->ref, op->reason), *body;
 
         json_decref(doc);
         if (!text || text[0] != '{')
             jw_oom("snapshot");
-        body = msg_new(text + 1, strlen(text + 1));
+        body = jw_wsmsg_new(text + 1, strlen(text + 1));
         free(text);
-        if (!c->closing)
-            push(c, head, body, op->reason ? job_get(hub, op->job, false) : NULL, false);
-        msg_unref(head);
-        msg_unref(body);
+        if (!c->base.closing)
+            push_snapshot(c, head, body, op->reason ? job_get(hub, op->job, false) : NULL);
+        jw_wsmsg_unref(head);
+        jw_wsmsg_unref(body);
     }
 }
 
@@ -1133,7 +914,7 @@ static void on_replay_read(jw_ws *hub, ws_op *op, jw_read *r)
     job_entry *j;
     size_t i;
 
-    if (!c || c->closing || !(sub = waiting_sub(hub, c, op)))
+    if (!c || c->base.closing || !(sub = waiting_sub(hub, c, op)))
         return;
     j = job_get(hub, op->job, false);
     if (r->status == 0)
@@ -1155,10 +936,10 @@ static void on_replay_read(jw_ws *hub, ws_op *op, jw_read *r)
     }
     json_array_foreach(events, i, ev)
     {
-        msg *m = msg_json(json_incref(ev));
+        jw_wsmsg *m = jw_wsmsg_json(json_incref(ev));
 
         push_delta(c, sub, m, j);
-        msg_unref(m);
+        jw_wsmsg_unref(m);
     }
     json_decref(events);
     replay(c, sub, j, op->upto, current);
@@ -1177,7 +958,7 @@ void jw_ws_on_read(jw_ws *hub, jw_read *r)
     if (r->status == JW_ECANCELED) {
         /* Its subscription was withdrawn (or its connection closed): the
          * subscribe still gets its one answer. */
-        if (c && !c->closing && op->ref)
+        if (c && !c->base.closing && op->ref)
             send_error(c, op->ref, "unsubscribed",
                        "unsubscribed from job %s before this subscribe was answered", op->job);
     } else if (op->kind == OP_REPLAY)
@@ -1193,7 +974,7 @@ static ws_op *new_op(conn *c, json_t *ref)
     ws_op *op = jw_xcalloc(1, sizeof(*op));
 
     op->hub = c->hub;
-    snprintf(op->conn_key, sizeof(op->conn_key), "%s", c->key);
+    snprintf(op->conn_key, sizeof(op->conn_key), "%s", c->base.key);
     op->ref = json_incref(ref);
     op->since = -1;
     return op;
@@ -1269,7 +1050,7 @@ static void on_otp_result(void *arg, const jw_otp_result *r)
     ws_op *op = arg;
     conn *c = find_conn(op->hub, op->conn_key);
 
-    if (c && !c->closing) {
+    if (c && !c->base.closing) {
         json_t *doc = json_pack("{s:s, s:b, s:i}", "type", "otp.result", "ok", r->ok,
                                 "attempts_left", r->attempts_left);
 
@@ -1278,7 +1059,7 @@ static void on_otp_result(void *arg, const jw_otp_result *r)
             json_object_set_new(doc, "error", json_string(r->error ? r->error : "rejected"));
             json_object_set_new(doc, "message", json_string(r->message ? r->message : ""));
         }
-        send_msg(c, msg_json(doc));
+        send_msg(c, jw_wsmsg_json(doc));
     }
     free_op(op);
 }
@@ -1342,7 +1123,7 @@ static void h_ping(conn *c, json_t *m, json_t *ref)
     (void)m;
     if (ref)
         json_object_set(doc, "ref", ref);
-    send_msg(c, msg_json(doc));
+    send_msg(c, jw_wsmsg_json(doc));
 }
 
 static void h_auth(conn *c, json_t *m, json_t *ref)
@@ -1433,13 +1214,8 @@ static void on_established(conn *c, struct lws *wsi, jw_ws *hub)
     char buf[JW_AUTH_MAX_TOKEN + 16];
     const char *token;
 
-    c->wsi = wsi;
+    jw_wsconn_open(&hub->conns, &c->base, wsi);
     c->hub = hub;
-    c->id = ++hub->next_id;
-    snprintf(c->key, sizeof(c->key), "%" PRIu64, c->id);
-    jw_map_put(&hub->conns, c->key, c);
-    c->registered = true;
-    hub->stats.connections++;
     jw_ws_budget_init(&c->rx_budget, wsi, hub_cfg(c)->ws_message_rate);
     token = lws_get_urlarg_by_name(wsi, "token=", buf, sizeof(buf));
     if (token) {
@@ -1454,15 +1230,14 @@ static void on_closed(conn *c)
 {
     jw_ws *hub = c->hub;
 
-    if (!c->registered)
+    if (!c->base.open)
         return;
-    lws_sul_schedule(lws_get_context(c->wsi), 0, &c->sul, on_sul, LWS_SET_TIMER_USEC_CANCEL);
+    lws_sul_schedule(lws_get_context(c->base.wsi), 0, &c->sul, on_sul, LWS_SET_TIMER_USEC_CANCEL);
     jw_ws_budget_release(&c->rx_budget);
-    dirty_unlink(c);
     while (c->nsubs)
         remove_sub(c, c->subs[c->nsubs - 1]);
     free(c->subs);
-    drop_queue(c);
+    jw_wsconn_drop_all(&c->base);
     cancel_reads(c, NULL);
     free(c->reads);
     free(c->unsent);
@@ -1471,9 +1246,7 @@ static void on_closed(conn *c)
     jw_limits_release(hub->app->limits, c->user_hold);
     c->user_hold = NULL;
     jw_ws_rx_done(&c->rx);
-    jw_map_del(&hub->conns, c->key);
-    hub->stats.connections--;
-    c->registered = false;
+    jw_wsconn_closed(&c->base);
 }
 
 /* A client message, once whole (ws_rx.h gathers it, bounded). */
@@ -1493,7 +1266,7 @@ static int on_receive(conn *c, struct lws *wsi, const void *in, size_t len)
         send_error(c, NULL, "binary_not_supported", "send text frames of JSON");
         break;
     case JW_WS_RX_TEXT:
-        if (!c->closing)
+        if (!c->base.closing)
             handle_message(c, data, n);
         OPENSSL_cleanse((void *)data, n); /* it may hold a code or a token */
         if (jw_ws_budget_spend(&c->rx_budget, wsi, hub_cfg(c)->ws_message_rate, 1.0))
@@ -1531,14 +1304,10 @@ static int callback_ws(struct lws *wsi, enum lws_callback_reasons reason, void *
         on_established(c, wsi, hub);
         return 0;
     case LWS_CALLBACK_RECEIVE:
-        if (!c || !c->registered)
+        if (!c || !c->base.open)
             return -1;
         return on_receive(c, wsi, in, len);
-    case LWS_CALLBACK_SERVER_WRITEABLE:
-        if (!c || !c->registered)
-            return 0;
-        c->want_write = false;
-        return write_some(c);
+    case LWS_CALLBACK_SERVER_WRITEABLE: return c ? jw_wsconn_on_writable(&c->base) : 0;
     case LWS_CALLBACK_CLOSED:
         if (c)
             on_closed(c);
@@ -1554,7 +1323,7 @@ const struct lws_protocols jw_ws_protocol = {
     .rx_buffer_size = RX_CHUNK,
     /* Without it lws cuts every send() to rx_buffer_size: a 64 KiB frame would leave
      * in 64 pieces, each a syscall and a trip through lws' own buffer list. */
-    .tx_packet_size = 4 * OUT_FRAME,
+    .tx_packet_size = 4 * JW_WSCONN_FRAME,
 };
 
 /* ---- life cycle ------------------------------------------------------------------- */
@@ -1565,50 +1334,38 @@ jw_ws *jw_ws_new(jw_app *app)
 
     hub->app = app;
     jw_map_init(&hub->jobs);
-    jw_map_init(&hub->conns);
-    jw_buf_init(&hub->frame, LWS_PRE + OUT_FRAME + 1);
+    jw_wsconns_init(&hub->conns, "ws", true, (size_t)app->cfg->ws_max_queue);
+    hub->conns.shed = shed;
+    hub->conns.owes = owes_resyncs;
+    hub->conns.pay = pay_resyncs;
     return hub;
 }
 
 void jw_ws_hold(jw_ws *hub)
 {
-    hub->hold++;
+    jw_wsconns_hold(&hub->conns);
 }
 
 void jw_ws_flush(jw_ws *hub)
 {
-    conn *c;
-
-    if (hub->hold > 0 && --hub->hold > 0)
-        return;
-    while ((c = hub->dirty_head)) {
-        dirty_unlink(c);
-        /* Behind a pending callback, lws' own leftovers, or a close: the callback
-         * writes it, in order. */
-        if (c->closing || c->want_write || lws_partial_buffered(c->wsi)) {
-            want_write(c);
-            continue;
-        }
-        /* The socket took everything so far: it very likely takes this too, and
-         * what it does not, lws keeps and sends before anything else. */
-        if (write_some(c) < 0)
-            lws_set_timeout(c->wsi, PENDING_TIMEOUT_KILLED_BY_PARENT, LWS_TO_KILL_ASYNC);
-    }
+    jw_wsconns_flush(&hub->conns);
 }
 
 size_t jw_ws_close_all(jw_ws *hub)
 {
-    const char *k;
-    void *v;
-
-    for (size_t it = 0; jw_map_next(&hub->conns, &it, &k, &v);)
-        start_close(v, LWS_CLOSE_STATUS_GOINGAWAY, "server shutting down");
-    return hub->conns.count;
+    return jw_wsconns_close_all(&hub->conns, LWS_CLOSE_STATUS_GOINGAWAY, "server shutting down");
 }
 
 void jw_ws_get_stats(const jw_ws *hub, jw_ws_stats *out)
 {
+    const jw_wsconns_stats *cs = &hub->conns.stats;
+
     *out = hub->stats;
+    out->connections = cs->connections;
+    out->deltas_sent = cs->counted;
+    out->frames_sent = cs->frames;
+    out->bytes_sent = cs->bytes;
+    out->slow_closes = cs->slow_closes;
 }
 
 void jw_ws_free(jw_ws *hub)
@@ -1621,7 +1378,6 @@ void jw_ws_free(jw_ws *hub)
     for (size_t it = 0; jw_map_next(&hub->jobs, &it, &k, &v);)
         free_job_entry(v);
     jw_map_release(&hub->jobs);
-    jw_map_release(&hub->conns);
-    jw_buf_release(&hub->frame);
+    jw_wsconns_release(&hub->conns);
     free(hub);
 }

@@ -1,0 +1,414 @@
+/*
+ * wsconn.c - a WebSocket connection's output: queue, bound, writes, close
+ * (see wsconn.h).
+ */
+#include "wsconn.h"
+
+#include "ws_rx.h"
+
+#include "jw_log.h"
+#include "jw_util.h"
+
+#include <inttypes.h>
+#include <libwebsockets.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- messages ----------------------------------------------------------------------- */
+
+jw_wsmsg *jw_wsmsg_new(const char *p, size_t n)
+{
+    jw_wsmsg *m = jw_xmalloc(sizeof(*m) + n + 1);
+
+    m->refs = 1;
+    m->len = n;
+    memcpy(m->data, p, n);
+    m->data[n] = '\0';
+    return m;
+}
+
+jw_wsmsg *jw_wsmsg_json(json_t *doc)
+{
+    char *text = json_dumps(doc, JSON_COMPACT);
+    jw_wsmsg *m;
+
+    json_decref(doc);
+    if (!text)
+        jw_oom("message");
+    m = jw_wsmsg_new(text, strlen(text));
+    free(text);
+    return m;
+}
+
+void jw_wsmsg_unref(jw_wsmsg *m)
+{
+    if (m && --m->refs == 0)
+        free(m);
+}
+
+/* ---- the lws side ------------------------------------------------------------------- */
+
+static void lws_ask_writable(struct lws *wsi)
+{
+    lws_callback_on_writable(wsi);
+}
+
+static int lws_write_text(struct lws *wsi, unsigned char *p, size_t len)
+{
+    return lws_write(wsi, p, len, LWS_WRITE_TEXT) < (int)len ? -1 : 0;
+}
+
+static bool lws_backed_up(struct lws *wsi)
+{
+    return lws_partial_buffered(wsi) != 0;
+}
+
+static void lws_kill(struct lws *wsi)
+{
+    lws_set_timeout(wsi, PENDING_TIMEOUT_KILLED_BY_PARENT, LWS_TO_KILL_ASYNC);
+}
+
+const jw_wsconn_io jw_wsconn_lws_io = {
+    .ask_writable = lws_ask_writable,
+    .write = lws_write_text,
+    .backed_up = lws_backed_up,
+    .close = jw_ws_close_politely,
+    .kill = lws_kill,
+};
+
+/* ---- the set ------------------------------------------------------------------------ */
+
+void jw_wsconns_init(jw_wsconns *s, const char *name, bool gather, size_t max_queue)
+{
+    memset(s, 0, sizeof(*s));
+    s->name = name;
+    s->io = &jw_wsconn_lws_io;
+    s->gather = gather;
+    s->max_queue = max_queue;
+    jw_map_init(&s->conns);
+    jw_buf_init(&s->frame, LWS_PRE + JW_WSCONN_FRAME + 1);
+}
+
+void jw_wsconns_release(jw_wsconns *s)
+{
+    jw_map_release(&s->conns);
+    jw_buf_release(&s->frame);
+}
+
+static void dirty_unlink(jw_wsconn *c)
+{
+    jw_wsconns *s = c->set;
+
+    if (!c->dirty)
+        return;
+    if (c->dprev)
+        c->dprev->dnext = c->dnext;
+    else
+        s->dirty_head = c->dnext;
+    if (c->dnext)
+        c->dnext->dprev = c->dprev;
+    else
+        s->dirty_tail = c->dprev;
+    c->dprev = c->dnext = NULL;
+    c->dirty = false;
+}
+
+void jw_wsconn_open(jw_wsconns *s, jw_wsconn *c, struct lws *wsi)
+{
+    memset(c, 0, sizeof(*c));
+    c->set = s;
+    c->wsi = wsi;
+    c->id = ++s->next_id;
+    snprintf(c->key, sizeof(c->key), "%" PRIu64, c->id);
+    jw_map_put(&s->conns, c->key, c);
+    c->open = true;
+    s->stats.connections++;
+}
+
+void jw_wsconn_closed(jw_wsconn *c)
+{
+    if (!c->open)
+        return;
+    dirty_unlink(c);
+    jw_wsconn_drop_all(c);
+    jw_map_del(&c->set->conns, c->key);
+    c->set->stats.connections--;
+    c->open = false;
+}
+
+jw_wsconn *jw_wsconn_find(jw_wsconns *s, const char *key)
+{
+    return jw_map_get(&s->conns, key);
+}
+
+/* ---- the queue ---------------------------------------------------------------------- */
+
+/* What a message of len bytes costs under the bound: a gathered one, its separator too. */
+static size_t cost(const jw_wsconns *s, size_t len)
+{
+    return len + (s->gather ? 1 : 0);
+}
+
+static size_t entry_len(const jw_wsq *e)
+{
+    return (e->pre ? e->pre->len : 0) + e->m->len;
+}
+
+static void entry_free(jw_wsq *e)
+{
+    jw_wsmsg_unref(e->pre);
+    jw_wsmsg_unref(e->m);
+    free(e);
+}
+
+/* c has something to send: now (a WRITEABLE callback), or at the flush when held. */
+void jw_wsconn_want_write(jw_wsconn *c)
+{
+    jw_wsconns *s = c->set;
+
+    if (c->dirty || c->want_write)
+        return;
+    if (!s->hold) {
+        c->want_write = true;
+        s->io->ask_writable(c->wsi);
+        return;
+    }
+    /* At the tail: the connections given the round's oldest messages are written first. */
+    c->dirty = true;
+    c->dnext = NULL;
+    c->dprev = s->dirty_tail;
+    if (s->dirty_tail)
+        s->dirty_tail->dnext = c;
+    else
+        s->dirty_head = c;
+    s->dirty_tail = c;
+}
+
+void jw_wsconn_push(jw_wsconn *c, jw_wsmsg *pre, jw_wsmsg *m, const void *tag, bool counted)
+{
+    jw_wsq *e = jw_xmalloc(sizeof(*e));
+
+    if (pre)
+        pre->refs++;
+    m->refs++;
+    e->pre = pre;
+    e->m = m;
+    e->tag = tag;
+    e->counted = counted;
+    e->next = NULL;
+    if (c->qtail)
+        c->qtail->next = e;
+    else
+        c->qhead = e;
+    c->qtail = e;
+    c->qbytes += cost(c->set, entry_len(e));
+    c->qcounted += counted;
+    jw_wsconn_want_write(c);
+}
+
+bool jw_wsconn_fits(const jw_wsconn *c, size_t len)
+{
+    return c->qbytes + cost(c->set, len) <= c->set->max_queue;
+}
+
+/* Drops the counted entries, or those tagged tag; how many. */
+static size_t drop_where(jw_wsconn *c, bool counted_only, const void *tag)
+{
+    jw_wsq **pp = &c->qhead, *last = NULL;
+    size_t n = 0;
+
+    while (*pp) {
+        jw_wsq *e = *pp;
+
+        if (counted_only ? e->counted : e->tag == tag) {
+            *pp = e->next;
+            c->qbytes -= cost(c->set, entry_len(e));
+            c->qcounted -= e->counted;
+            entry_free(e);
+            n++;
+            continue;
+        }
+        last = e;
+        pp = &e->next;
+    }
+    c->qtail = last;
+    return n;
+}
+
+size_t jw_wsconn_drop_tag(jw_wsconn *c, const void *tag)
+{
+    return drop_where(c, false, tag);
+}
+
+size_t jw_wsconn_drop_counted(jw_wsconn *c)
+{
+    return drop_where(c, true, NULL);
+}
+
+void jw_wsconn_drop_all(jw_wsconn *c)
+{
+    while (c->qhead) {
+        jw_wsq *e = c->qhead;
+
+        c->qhead = e->next;
+        entry_free(e);
+    }
+    c->qtail = NULL;
+    c->qbytes = 0;
+    c->qcounted = 0;
+}
+
+void jw_wsconn_slow_close(jw_wsconn *c, const char *why)
+{
+    c->set->stats.slow_closes++;
+    jw_log_warn("%s conn=%" PRIu64 " closed: %s", c->set->name, c->id, why);
+    jw_wsconn_close(c, 4008, "slow consumer");
+}
+
+bool jw_wsconn_make_room(jw_wsconn *c, size_t len)
+{
+    char why[96];
+
+    if (jw_wsconn_fits(c, len))
+        return true;
+    if (c->set->shed)
+        c->set->shed(c);
+    if (jw_wsconn_fits(c, len))
+        return true;
+    snprintf(why, sizeof(why), "more than %zu bytes of replies queued", c->set->max_queue);
+    jw_wsconn_drop_all(c);
+    jw_wsconn_slow_close(c, why);
+    return false;
+}
+
+void jw_wsconn_close(jw_wsconn *c, int code, const char *reason)
+{
+    if (c->closing)
+        return;
+    c->closing = true;
+    c->close_code = code;
+    snprintf(c->close_reason, sizeof(c->close_reason), "%s", reason);
+    jw_wsconn_want_write(c);
+}
+
+/* ---- writing ------------------------------------------------------------------------ */
+
+static bool owes(const jw_wsconn *c)
+{
+    return c->set->owes && c->set->owes(c);
+}
+
+/* Writes one frame: gathered messages, or one. */
+static int write_frame(jw_wsconn *c)
+{
+    jw_wsconns *s = c->set;
+    jw_buf *f = &s->frame;
+    size_t len = 0, n = 0;
+    jw_wsq *e;
+
+    jw_buf_reset(f);
+    jw_buf_grow(f, LWS_PRE);
+    f->len = LWS_PRE;
+    for (e = c->qhead; e && (n == 0 || (s->gather && len + entry_len(e) + 1 <= JW_WSCONN_FRAME));
+         e = e->next) {
+        if (n)
+            jw_buf_addch(f, '\n');
+        if (e->pre)
+            jw_buf_add(f, e->pre->data, e->pre->len);
+        jw_buf_add(f, e->m->data, e->m->len);
+        len = f->len - LWS_PRE;
+        n++;
+    }
+    if (s->io->write(c->wsi, (unsigned char *)f->data + LWS_PRE, len) < 0)
+        return -1;
+    s->stats.frames++;
+    s->stats.bytes += len;
+    while (n--) {
+        e = c->qhead;
+        c->qhead = e->next;
+        c->qbytes -= cost(s, entry_len(e));
+        c->qcounted -= e->counted;
+        s->stats.counted += e->counted;
+        entry_free(e);
+    }
+    if (!c->qhead)
+        c->qtail = NULL;
+    return (int)len;
+}
+
+/*
+ * Writes what is queued: one gathered frame, or one message per frame up to
+ * JW_WSCONN_FRAME bytes while lws holds nothing back. What remains (or a
+ * close, or something owed) asks for the next callback.
+ */
+static int write_some(jw_wsconn *c)
+{
+    jw_wsconns *s = c->set;
+    size_t sent = 0;
+
+    /* Only once what is queued has gone: what is owed is the newest state. */
+    if (!c->qhead && !c->closing && owes(c))
+        s->pay(c);
+    if (!c->qhead) {
+        if (c->closing && !c->close_begun) {
+            c->close_begun = true;
+            s->io->close(c->wsi, c->close_code, c->close_reason);
+        }
+        return 0;
+    }
+    do {
+        int n = write_frame(c);
+
+        if (n < 0)
+            return -1;
+        sent += (size_t)n;
+    } while (!s->gather && c->qhead && sent < JW_WSCONN_FRAME && !s->io->backed_up(c->wsi));
+    if (c->qhead || c->closing || owes(c))
+        jw_wsconn_want_write(c);
+    return 0;
+}
+
+int jw_wsconn_on_writable(jw_wsconn *c)
+{
+    if (!c->open)
+        return 0;
+    c->want_write = false;
+    return write_some(c);
+}
+
+void jw_wsconns_hold(jw_wsconns *s)
+{
+    s->hold++;
+}
+
+void jw_wsconns_flush(jw_wsconns *s)
+{
+    jw_wsconn *c;
+
+    if (s->hold > 0 && --s->hold > 0)
+        return;
+    while ((c = s->dirty_head)) {
+        dirty_unlink(c);
+        /* Behind a pending callback, lws' own leftovers, or a close: the callback
+         * writes it, in order. */
+        if (c->closing || c->want_write || s->io->backed_up(c->wsi)) {
+            jw_wsconn_want_write(c);
+            continue;
+        }
+        /* The socket took everything so far: it very likely takes this too, and
+         * what it does not, lws keeps and sends before anything else. */
+        if (write_some(c) < 0)
+            s->io->kill(c->wsi);
+    }
+}
+
+size_t jw_wsconns_close_all(jw_wsconns *s, int code, const char *reason)
+{
+    const char *k;
+    void *v;
+
+    for (size_t it = 0; jw_map_next(&s->conns, &it, &k, &v);)
+        jw_wsconn_close(v, code, reason);
+    return s->conns.count;
+}

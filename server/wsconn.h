@@ -1,0 +1,181 @@
+/*
+ * wsconn.h - what every server WebSocket connection does with its output,
+ * shared by the jobwire.v1 endpoint (ws.c) and the Supabase endpoint
+ * (realtime.c).
+ *
+ * What it does
+ *   A connection has one output queue of encoded messages (jw_wsmsg,
+ *   reference-counted: a delta encoded once sits in every subscriber's queue).
+ *   The queue is bounded in bytes (max_queue); the endpoint decides what may be
+ *   shed when a message does not fit (jw_wsconn_make_room calls its shed hook).
+ *   Output leaves in one of two shapes: gathered (jobwire.v1: up to 64 KiB of
+ *   messages per frame, newline-separated) or one message per frame (Phoenix).
+ *
+ *   Writes happen in two ways. Normally a connection with something queued
+ *   asks lws for a WRITEABLE callback, once until it comes (on libuv each
+ *   request restarts the socket's uv_poll and drops readiness already
+ *   reported: asking at every publish round can starve a socket). Between
+ *   jw_wsconns_hold and jw_wsconns_flush (a publish round), connections given
+ *   something wait on a dirty list instead, and the flush writes each one at
+ *   once, in the order they were first given something: a round to 2,000
+ *   sockets costs 2,000 sends, not 2,000 callbacks.
+ *
+ *   Closing is polite: jw_wsconn_close marks the connection, what is queued
+ *   still leaves, then the closing handshake starts with the code and reason.
+ *
+ * Ownership
+ *   The endpoint embeds a jw_wsconn in its own connection struct and gives it
+ *   to jw_wsconn_open at ESTABLISHED and jw_wsconn_closed at CLOSED. The set
+ *   (jw_wsconns) is the endpoint's: its connections by key, the dirty list,
+ *   the frame buffer and the counters.
+ *
+ * Threads
+ *   Loop thread only.
+ */
+#ifndef JW_WSCONN_H
+#define JW_WSCONN_H
+
+#include "jw_buf.h"
+#include "jw_map.h"
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct lws;
+
+/* One encoded server message, shared by every queue it is in. */
+typedef struct jw_wsmsg {
+    int refs;
+    size_t len;
+    char data[]; /* NUL-terminated for convenience */
+} jw_wsmsg;
+
+/* A message of n bytes, one reference. */
+jw_wsmsg *jw_wsmsg_new(const char *p, size_t n);
+/* doc encoded compactly; takes doc. */
+jw_wsmsg *jw_wsmsg_json(json_t *doc);
+/* NULL is ignored. */
+void jw_wsmsg_unref(jw_wsmsg *m);
+
+/* A queued message: pre (may be NULL) then m, leaving as one message. */
+typedef struct jw_wsq {
+    struct jw_wsq *next;
+    jw_wsmsg *pre, *m;
+    const void *tag; /* the endpoint's: what jw_wsconn_drop_tag matches (a job) */
+    bool counted;    /* a stream message (a delta, an event), counted and sheddable */
+} jw_wsq;
+
+/*
+ * The socket side; jw_wsconn_lws_io by default. Unit tests give a fake.
+ * write gets len bytes at p with LWS_PRE bytes of room before p, and
+ * returns 0 when the socket (or lws' own buffer) took them all.
+ */
+typedef struct jw_wsconn_io {
+    void (*ask_writable)(struct lws *wsi);
+    int (*write)(struct lws *wsi, unsigned char *p, size_t len);
+    bool (*backed_up)(struct lws *wsi); /* lws still holds bytes of an earlier write */
+    void (*close)(struct lws *wsi, int code, const char *reason);
+    void (*kill)(struct lws *wsi); /* a direct write failed: drop the connection */
+} jw_wsconn_io;
+
+extern const jw_wsconn_io jw_wsconn_lws_io;
+
+typedef struct jw_wsconn jw_wsconn;
+
+typedef struct jw_wsconns_stats {
+    uint64_t connections; /* open now */
+    uint64_t counted;     /* counted messages handed to sockets */
+    uint64_t frames;
+    uint64_t bytes;
+    uint64_t slow_closes; /* closed with 4008 */
+} jw_wsconns_stats;
+
+typedef struct jw_wsconns {
+    const char *name; /* "ws", "realtime": log lines */
+    const jw_wsconn_io *io;
+    bool gather;
+    size_t max_queue; /* bytes; a gathered message also costs its separator */
+    /*
+     * Hooks, each may be NULL. shed: drop what may go to make room for a
+     * reply. owes / pay: the connection is
+     * owed messages built only once its queue is empty (jobwire.v1's resync
+     * snapshots); pay queues them.
+     */
+    void (*shed)(jw_wsconn *c);
+    bool (*owes)(const jw_wsconn *c);
+    void (*pay)(jw_wsconn *c);
+    jw_map conns; /* key -> jw_wsconn */
+    uint64_t next_id;
+    int hold;
+    jw_wsconn *dirty_head, *dirty_tail;
+    jw_buf frame; /* LWS_PRE + the frame being written */
+    jw_wsconns_stats stats;
+} jw_wsconns;
+
+struct jw_wsconn {
+    jw_wsconns *set;
+    struct lws *wsi;
+    uint64_t id;
+    char key[24];
+    bool open;        /* between jw_wsconn_open and jw_wsconn_closed */
+    bool closing;     /* jw_wsconn_close was called */
+    bool close_begun; /* the closing handshake is under way */
+    bool want_write;  /* a WRITEABLE callback was asked for and has not come */
+    bool dirty;       /* on the set's dirty list */
+    jw_wsconn *dprev, *dnext;
+    int close_code;
+    char close_reason[64];
+    jw_wsq *qhead, *qtail;
+    size_t qbytes;
+    size_t qcounted; /* queued counted messages */
+};
+
+#define JW_WSCONN_FRAME 65536 /* bytes gathered into one frame, unless one message is bigger */
+
+void jw_wsconns_init(jw_wsconns *s, const char *name, bool gather, size_t max_queue);
+void jw_wsconns_release(jw_wsconns *s);
+
+/* ESTABLISHED: numbers c, registers it under c->key. c is zeroed first. */
+void jw_wsconn_open(jw_wsconns *s, jw_wsconn *c, struct lws *wsi);
+/* CLOSED: drops its queue and leaves the set. Safe on a connection never opened. */
+void jw_wsconn_closed(jw_wsconn *c);
+jw_wsconn *jw_wsconn_find(jw_wsconns *s, const char *key);
+
+/*
+ * Queues pre (may be NULL) and m as one message, taking references of its
+ * own, without looking at the bound: callers bound it (jw_wsconn_fits,
+ * jw_wsconn_make_room).
+ */
+void jw_wsconn_push(jw_wsconn *c, jw_wsmsg *pre, jw_wsmsg *m, const void *tag, bool counted);
+/* Whether len more bytes fit under the bound. */
+bool jw_wsconn_fits(const jw_wsconn *c, size_t len);
+/*
+ * Whether len more bytes of a reply fit, once the shed hook dropped what it
+ * may. A client whose replies alone pass the bound sends without reading: its
+ * queue goes and it is closed with 4008 (false).
+ */
+bool jw_wsconn_make_room(jw_wsconn *c, size_t len);
+/* Drops the queued messages tagged tag; how many. */
+size_t jw_wsconn_drop_tag(jw_wsconn *c, const void *tag);
+/* Drops the queued counted messages; how many. */
+size_t jw_wsconn_drop_counted(jw_wsconn *c);
+void jw_wsconn_drop_all(jw_wsconn *c);
+/* Closes with 4008 after what is queued, counted as a slow close; why goes to the log. */
+void jw_wsconn_slow_close(jw_wsconn *c, const char *why);
+
+/* Closes after what is queued has left; the first call's code and reason win. */
+void jw_wsconn_close(jw_wsconn *c, int code, const char *reason);
+/* The connection owes something (its owes hook): ask to be written. */
+void jw_wsconn_want_write(jw_wsconn *c);
+/* SERVER_WRITEABLE: writes what the socket takes; -1 tells lws to drop it. */
+int jw_wsconn_on_writable(jw_wsconn *c);
+
+/* A publish round (nestable): see the header comment. */
+void jw_wsconns_hold(jw_wsconns *s);
+void jw_wsconns_flush(jw_wsconns *s);
+/* Shutdown: closes every connection with code and reason; how many are open. */
+size_t jw_wsconns_close_all(jw_wsconns *s, int code, const char *reason);
+
+#endif
