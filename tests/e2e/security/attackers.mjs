@@ -3,14 +3,26 @@
 //
 //   node attackers.mjs <json config>
 // config: {base, wsBase, port, token, finished: [job ids], ms, skip: [names]}. Runs every
-// attack until its stdin closes (at most ms milliseconds), each from a loopback address of its own, then prints one
-// line of JSON: what each attack sent and what it met.
+// attack until its stdin closes (at most ms milliseconds), each from a loopback address of its own.
+// Prints {"ready":true} on a line once every attack is under way (its socket open; the
+// connection flood at the per-address limit), then, at the end, one line of JSON: what
+// each attack sent and what it met.
 import http from 'node:http';
 import net from 'node:net';
 import WebSocket from 'ws';
 
 const cfg = JSON.parse(process.argv[2]);
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// One promise per attack, resolved once it is under way.
+const underWay = [];
+function whenUnderWay() {
+  let resolve;
+  underWay.push(new Promise((r) => {
+    resolve = r;
+  }));
+  return resolve;
+}
 
 // A WebSocket from a loopback source address; resolves once open (jobwire.v1: once hello came).
 function openWs(path, query, from, protocol = 'jobwire.v1') {
@@ -43,7 +55,7 @@ function rawConnect(port, from) {
 }
 
 // Opens connections from one address until one is refused; holds the rest until stop.
-async function connectionFlood(stop) {
+async function connectionFlood(stop, going) {
   const held = [];
   let refused = 0;
   while (!stop.done && refused === 0 && held.length < 1000) {
@@ -51,6 +63,7 @@ async function connectionFlood(stop) {
     if (r.refused) refused++;
     else held.push(r.sock);
   }
+  going();
   while (!stop.done) await sleep(50);
   held.forEach((s) => s.destroy());
   return { held: held.length, refused };
@@ -61,8 +74,9 @@ const drained = (ws) => ws.bufferedAmount < 256 * 1024;
 
 // Pings without reading: the server reads it no faster than --ws-message-rate, and its
 // replies stay under the queue bound.
-async function pingFlood(stop) {
+async function pingFlood(stop, going) {
   const ws = await openWs('/ws', { token: cfg.token }, '127.0.0.10');
+  going();
   ws._socket.pause();
   const ping = JSON.stringify({ type: 'ping', ref: 'x'.repeat(200) });
   let sent = 0;
@@ -79,8 +93,9 @@ async function pingFlood(stop) {
 
 // Subscribe/unsubscribe pairs over the attacker's finished, evicted jobs (each subscribe
 // a database read): answered no faster than --ws-message-rate, reads bounded (busy).
-async function subscribeLoop(stop, jobs) {
+async function subscribeLoop(stop, jobs, going) {
   const ws = await openWs('/ws', { token: cfg.token }, '127.0.0.11');
+  going();
   let busy = 0;
   let answers = 0;
   let n = 0;
@@ -107,8 +122,9 @@ async function subscribeLoop(stop, jobs) {
 }
 
 // Supabase channels naming 100 finished jobs each, joined again and again.
-async function joinFlood(stop, jobs) {
+async function joinFlood(stop, jobs, going) {
   const ws = await openWs('/realtime/v1/websocket', { apikey: cfg.token, vsn: '1.0.0' }, '127.0.0.12', null);
+  going();
   const replies = { ok: 0, error: 0 };
   let closed = null;
   ws.on('message', (data) => {
@@ -168,12 +184,13 @@ const idle = async () => {
   return {};
 };
 const running = Promise.all([
-  skip.has('flood') ? idle() : connectionFlood(stop),
-  skip.has('ping') ? idle() : pingFlood(stop),
-  skip.has('sub') ? idle() : subscribeLoop(stop, cfg.finished.slice(0, 40)),
-  skip.has('join') ? idle() : joinFlood(stop, cfg.finished),
+  skip.has('flood') ? idle() : connectionFlood(stop, whenUnderWay()),
+  skip.has('ping') ? idle() : pingFlood(stop, whenUnderWay()),
+  skip.has('sub') ? idle() : subscribeLoop(stop, cfg.finished.slice(0, 40), whenUnderWay()),
+  skip.has('join') ? idle() : joinFlood(stop, cfg.finished, whenUnderWay()),
   skip.has('burst') ? idle() : jobBurst(stop),
 ]);
+Promise.all(underWay).then(() => process.stdout.write('{"ready":true}\n'));
 // Until ms passed or our stdin closes (the test's honest job is done), whichever is first.
 await Promise.race([sleep(cfg.ms), new Promise((resolve) => {
   process.stdin.on('end', resolve);

@@ -98,16 +98,22 @@ test('attackers end in limits while an honest job streams whole', { timeout: 300
     base: server.base, wsBase: server.wsBase, port: server.port, token: attacker.token, finished, ms: ATTACK_MS, skip,
   })], { stdio: ['pipe', 'pipe', 'inherit'] });
   let out = '';
+  let underWay;
+  const ready = new Promise((resolve) => {
+    underWay = resolve;
+  });
   child.stdout.on('data', (d) => {
     out += d;
+    if (out.startsWith('{"ready":true}\n')) underWay(true);
   });
   const exited = new Promise((resolve) => child.on('exit', resolve));
-  await sleep(300); // the attacks are under way before the honest job starts
+  // Every attack is under way (the connection flood at its limit) before the honest job starts.
+  assert.equal(await Promise.race([ready, exited.then(() => false)]), true, 'the attacks got under way');
   const loud = await honestRun('under-attack');
   child.stdin.end(); // the attacks stop once the honest job is done
   assert.equal(await exited, 0, 'the attackers ran');
   clearInterval(sampler);
-  const { flood, pings, subs, joins, burst } = JSON.parse(out);
+  const { flood, pings, subs, joins, burst } = JSON.parse(out.trim().split('\n').pop());
 
   const m = (await server.api('GET', '/metrics', { token: server.adminKey })).text;
   const figures = {
