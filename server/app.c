@@ -239,9 +239,11 @@ void jw_app_drain(jw_app *app)
 {
     /* Every committed batch of this round first, then one write per connection. */
     jw_ws_hold(app->ws);
+    jw_rt_hold(app->rt);
     jw_store_drain(app->store, on_commit, app);
     jw_store_drain_reads(app->store, on_read, app);
     jw_ws_flush(app->ws);
+    jw_rt_flush(app->rt);
     if (app->http_provider)
         jw_http_provider_drain(app->http_provider, deliver_reply, app);
 }

@@ -6,6 +6,7 @@
 
 #include "rt_parse.h"
 #include "ws_rx.h"
+#include "wsconn.h"
 
 #include "app.h"
 #include "jw_buf.h"
@@ -25,7 +26,6 @@
 
 #define MAX_CLIENT_FRAME ((size_t)rt->app->cfg->ws_max_frame)
 #define MAX_CHANNELS ((size_t)rt->app->cfg->ws_max_subscriptions)
-#define MAX_QUEUE_BYTES ((size_t)rt->app->cfg->ws_max_queue)
 #define MAX_BINDINGS 32 /* postgres_changes entries of one join */
 #define MAX_JOBS 100    /* jobs one channel's filters may name, like an in list */
 /* How long a channel that joined without a user waits for an access_token (see nudge). */
@@ -35,18 +35,10 @@
 #define AUTH_DEADLINE_US ((int64_t)rt->app->cfg->ws_auth_timeout_s * 1000000)
 
 /* 4408: no valid token in time, the code jobwire.v1 closes with in that case. */
-enum { CLOSE_SLOW = 4008, CLOSE_AUTH_TIMEOUT = 4408, CLOSE_TOO_MANY = 4429 };
+enum { CLOSE_AUTH_TIMEOUT = 4408, CLOSE_TOO_MANY = 4429 };
 enum { EV_INSERT = 1, EV_UPDATE = 2, EV_DELETE = 4, EV_ALL = 7 };
 
 /* ---- state ------------------------------------------------------------------------ */
-
-/* One queued frame: LWS_PRE bytes of room, then len bytes of text. */
-typedef struct frame {
-    struct frame *next;
-    size_t len;
-    bool event;
-    unsigned char data[];
-} frame;
 
 typedef struct binding {
     int64_t id;
@@ -89,17 +81,14 @@ typedef struct channel {
     lws_sorted_usec_list_t sul; /* the token's expiry */
 } channel;
 
+/*
+ * A connection. Its queue (base) holds one Phoenix message per frame; events
+ * are counted, and shed together when the queue passes its bound (overflow).
+ */
 typedef struct rconn {
-    uint64_t id;
-    char key[24];
-    struct lws *wsi;
+    jw_wsconn base;
     jw_rt *rt;
-    bool array; /* vsn 2.0.0 */
-    bool closing;
-    bool close_begun; /* the closing handshake is under way (jw_ws_close_politely) */
-    bool want_write;  /* a WRITEABLE callback was asked for and has not come */
-    int close_code;
-    char close_reason[64];
+    bool array;               /* vsn 2.0.0 */
     bool authed;              /* a valid token came in time: the auth deadline is off */
     bool nudged;              /* a channel waiting for a token was told to join again */
     jw_limit_hold *user_hold; /* counted as a user's connection (--max-ws-per-user) */
@@ -112,9 +101,6 @@ typedef struct rconn {
     lws_sorted_usec_list_t auth_sul; /* the auth deadline (--ws-auth-timeout) */
     channel **chans;
     size_t nchans, capchans;
-    frame *qhead, *qtail;
-    size_t qbytes;
-    size_t qevents; /* queued frames that are events */
     jw_ws_rx rx;
 } rconn;
 
@@ -126,11 +112,12 @@ typedef struct rt_job {
 
 struct jw_rt {
     jw_app *app;
-    jw_map jobs;  /* job id -> rt_job: live channels pinned to it */
-    jw_map conns; /* key -> rconn */
+    jw_map jobs; /* job id -> rt_job: live channels pinned to it */
+    /* Its connections' output: queues, writes, the publish round's hold (wsconn.h). */
+    jw_wsconns conns;
     channel **wild;
     size_t nwild, capwild;
-    uint64_t next_id, next_serial;
+    uint64_t next_serial;
     int64_t next_binding;
     jw_rt_stats stats;
 };
@@ -158,40 +145,14 @@ static void grow(void *pp, size_t *cap, size_t need, size_t size)
 
 /* ---- output ----------------------------------------------------------------------- */
 
-/*
- * Asks lws for a WRITEABLE callback, once until it comes: on libuv each request
- * restarts the socket's uv_poll, dropping readiness already reported in this
- * loop turn (see want_write in ws.c).
- */
-static void want_write(rconn *c)
+static rconn *rconn_of(jw_wsconn *b)
 {
-    if (c->want_write)
-        return;
-    c->want_write = true;
-    lws_callback_on_writable(c->wsi);
+    return lws_container_of(b, rconn, base);
 }
 
 static void start_close(rconn *c, int code, const char *reason)
 {
-    if (c->closing)
-        return;
-    c->closing = true;
-    c->close_code = code;
-    snprintf(c->close_reason, sizeof(c->close_reason), "%s", reason);
-    want_write(c);
-}
-
-static void drop_queue(rconn *c)
-{
-    while (c->qhead) {
-        frame *o = c->qhead;
-
-        c->qhead = o->next;
-        free(o);
-    }
-    c->qtail = NULL;
-    c->qbytes = 0;
-    c->qevents = 0;
+    jw_wsconn_close(&c->base, code, reason);
 }
 
 static void send_phx(rconn *c, json_t *join_ref, json_t *ref, const char *topic, const char *event,
@@ -205,27 +166,16 @@ static void send_phx(rconn *c, json_t *join_ref, json_t *ref, const char *topic,
  * stops and gets phx_error; the connection stays. The channels stay
  * registered (this runs while the hub walks them) but take no events.
  */
-static void overflow(rconn *c)
+static void overflow(jw_wsconn *b)
 {
-    frame **pp = &c->qhead, *last = NULL;
+    rconn *c = rconn_of(b);
 
-    while (*pp) {
-        frame *o = *pp;
-
-        if (o->event) {
-            *pp = o->next;
-            c->qbytes -= o->len;
-            free(o);
-            continue;
-        }
-        last = o;
-        pp = &o->next;
-    }
-    c->qtail = last;
-    c->qevents = 0;
+    if (!b->qcounted)
+        return;
+    jw_wsconn_drop_counted(b);
     jw_log_info("realtime conn=%" PRIu64 ": over %zu bytes queued; its channels are told "
                 "to join again (phx_error)",
-                c->id, (size_t)c->rt->app->cfg->ws_max_queue);
+                c->base.id, (size_t)c->rt->app->cfg->ws_max_queue);
     for (size_t i = 0; i < c->nchans; i++) {
         channel *ch = c->chans[i];
 
@@ -238,49 +188,26 @@ static void overflow(rconn *c)
     }
 }
 
-/* Whether len more bytes may be queued; sheds the queued events first. */
-static bool make_room(rconn *c, size_t len, bool event)
-{
-    jw_rt *rt = c->rt;
-
-    if (c->qbytes + len <= MAX_QUEUE_BYTES)
-        return true;
-    if (c->qevents) {
-        overflow(c);
-        if (event)
-            return false; /* its channel was just told to join again */
-    }
-    if (c->qbytes + len <= MAX_QUEUE_BYTES)
-        return true;
-    /* Replies alone over the bound: a client that sends but does not read. */
-    rt->stats.slow_closes++;
-    jw_log_warn("realtime conn=%" PRIu64 " closed: more than %zu bytes of replies queued", c->id,
-                MAX_QUEUE_BYTES);
-    drop_queue(c);
-    start_close(c, CLOSE_SLOW, "slow consumer");
-    return false;
-}
-
-/* Queues one frame, within the connection's bound (make_room). */
+/*
+ * Queues one message within the connection's bound: an event that does not
+ * fit sheds the queued events (overflow) and is dropped with them; a reply
+ * makes room the same way (jw_wsconn_make_room).
+ */
 static void push(rconn *c, const char *text, size_t len, bool event)
 {
-    frame *o;
+    jw_wsmsg *m;
 
-    if (c->closing || !make_room(c, len, event))
+    if (c->base.closing)
         return;
-    o = jw_xmalloc(sizeof(*o) + LWS_PRE + len);
-    o->next = NULL;
-    o->len = len;
-    o->event = event;
-    c->qevents += event;
-    memcpy(o->data + LWS_PRE, text, len);
-    if (c->qtail)
-        c->qtail->next = o;
-    else
-        c->qhead = o;
-    c->qtail = o;
-    c->qbytes += len;
-    want_write(c);
+    if (event && c->base.qcounted && !jw_wsconn_fits(&c->base, len)) {
+        overflow(&c->base); /* its channel was just told to join again */
+        return;
+    }
+    if (!jw_wsconn_make_room(&c->base, len))
+        return;
+    m = jw_wsmsg_new(text, len);
+    jw_wsconn_push(&c->base, NULL, m, NULL, event);
+    jw_wsmsg_unref(m);
 }
 
 /* Sends [join_ref, ref, topic, event, payload] (or the vsn 1 object); takes payload. */
@@ -325,34 +252,6 @@ static void send_system(channel *ch, const char *status, const char *extension, 
     send_phx(ch->c, ch->join_ref, NULL, ch->topic, "system",
              json_pack("{s:s, s:s, s:s, s:s}", "message", text, "status", status, "extension",
                        extension, "channel", channel_name(ch->topic)));
-}
-
-static int write_some(rconn *c)
-{
-    frame *o = c->qhead;
-
-    if (!o) {
-        if (c->closing && !c->close_begun) {
-            c->close_begun = true;
-            jw_ws_close_politely(c->wsi, c->close_code, c->close_reason);
-        }
-        return 0;
-    }
-    if (lws_write(c->wsi, o->data + LWS_PRE, o->len, LWS_WRITE_TEXT) < (int)o->len)
-        return -1;
-    c->rt->stats.bytes_sent += o->len;
-    if (o->event) {
-        c->rt->stats.events_sent++;
-        c->qevents--;
-    }
-    c->qhead = o->next;
-    if (!c->qhead)
-        c->qtail = NULL;
-    c->qbytes -= o->len;
-    free(o);
-    if (c->qhead || c->closing)
-        want_write(c);
-    return 0;
 }
 
 /* ---- channels --------------------------------------------------------------------- */
@@ -470,21 +369,21 @@ static void nudge(lws_sorted_usec_list_t *sul)
     channel *ch = lws_container_of(sul, channel, sul);
     rconn *c = ch->c;
 
-    if (!ch->awaiting || ch->errored || c->nudged || c->closing)
+    if (!ch->awaiting || ch->errored || c->nudged || c->base.closing)
         return;
     c->nudged = true;
     ch->errored = true;
     c->rt->stats.channel_errors++;
     jw_log_info("realtime conn=%" PRIu64 " %s: no access_token since the join; asking the client "
                 "to join again",
-                c->id, ch->topic);
+                c->base.id, ch->topic);
     send_phx(c, ch->join_ref, ch->join_ref, ch->topic, "phx_error", json_object());
 }
 
 /* Arms the channel's timer for its principal's token expiry (with the accepted leeway). */
 static void watch_expiry(channel *ch)
 {
-    struct lws_context *ctx = lws_get_context(ch->c->wsi);
+    struct lws_context *ctx = lws_get_context(ch->c->base.wsi);
 
     if (ch->who.kind == JW_PRINCIPAL_USER && ch->who.expires_at) {
         int64_t us = (ch->who.expires_at + JW_AUTH_LEEWAY_S) * 1000000 - jw_now_us();
@@ -567,7 +466,7 @@ static void deliver(channel *ch, delta_ctx *x)
     size_t n = 0;
 
     /* An expired token gets nothing, also in the moment before its timer fires. */
-    if (!ch->live || ch->c->closing || !jw_principal_may_access(&ch->who, x->owner) ||
+    if (!ch->live || ch->c->base.closing || !jw_principal_may_access(&ch->who, x->owner) ||
         token_expired(&ch->who, x->now_us))
         return;
     for (size_t i = 0; i < ch->nb; i++) {
@@ -719,7 +618,7 @@ static void refuse_upgrade(channel *ch)
 {
     rconn *c = ch->c;
 
-    jw_log_info("realtime conn=%" PRIu64 " access_token for %s refused: %s", c->id, ch->topic,
+    jw_log_info("realtime conn=%" PRIu64 " access_token for %s refused: %s", c->base.id, ch->topic,
                 ch->refusal);
     if (ch->retry) {
         ch->errored = true;
@@ -754,7 +653,7 @@ static void finish_join(channel *ch)
     }
     if (ch->refusal[0]) {
         c->rt->stats.joins_refused++;
-        jw_log_info("realtime conn=%" PRIu64 " join of %s refused: %s", c->id, ch->topic,
+        jw_log_info("realtime conn=%" PRIu64 " join of %s refused: %s", c->base.id, ch->topic,
                     ch->refusal);
         send_phx(c, ch->join_ref, ch->join_ref_v, ch->topic, "phx_reply",
                  json_pack("{s:s, s:{s:s}}", "status", "error", "response", "reason", ch->refusal));
@@ -764,7 +663,7 @@ static void finish_join(channel *ch)
     if (ch->awaiting) { /* SUBSCRIBED, and nothing until an access_token brings a user */
         answer_ok(ch);
         if (!c->nudged)
-            lws_sul_schedule(lws_get_context(c->wsi), 0, &ch->sul, nudge, AWAIT_TOKEN_US);
+            lws_sul_schedule(lws_get_context(c->base.wsi), 0, &ch->sul, nudge, AWAIT_TOKEN_US);
     } else {
         go_live(ch);
     }
@@ -788,7 +687,8 @@ static channel *find_serial(rconn *c, uint64_t serial)
 void jw_rt_on_read(jw_rt *rt, jw_read *r)
 {
     rt_op *op = r->user;
-    rconn *c = jw_map_get(&rt->conns, op->conn_key);
+    jw_wsconn *b = jw_wsconn_find(&rt->conns, op->conn_key);
+    rconn *c = b ? rconn_of(b) : NULL;
     channel *ch;
     json_t *doc = NULL;
     const char *owner;
@@ -796,7 +696,7 @@ void jw_rt_on_read(jw_rt *rt, jw_read *r)
     if (c)
         forget_read(c, r);
     ch = c ? find_serial(c, op->serial) : NULL;
-    if (!ch || ch->registered || c->closing || r->status == JW_ECANCELED)
+    if (!ch || ch->registered || c->base.closing || r->status == JW_ECANCELED)
         goto out; /* gone, or not the join this read was for */
     ch->pending--;
     if (r->status == 0)
@@ -982,7 +882,7 @@ static bool authenticated(rconn *c, const jw_principal *who)
         if (!c->user_hold) {
             jw_log_info("realtime conn=%" PRIu64 " closed: the user holds --max-ws-per-user (%d) "
                         "connections",
-                        c->id, rt->app->cfg->max_ws_per_user);
+                        c->base.id, rt->app->cfg->max_ws_per_user);
             start_close(c, CLOSE_TOO_MANY, "too many connections for this user");
             return false;
         }
@@ -1050,7 +950,7 @@ static void authorize_jobs(channel *ch)
             continue;
         }
         op = jw_xcalloc(1, sizeof(*op));
-        snprintf(op->conn_key, sizeof(op->conn_key), "%s", c->key);
+        snprintf(op->conn_key, sizeof(op->conn_key), "%s", c->base.key);
         op->serial = ch->serial;
         snprintf(op->job, sizeof(op->job), "%s", ch->jobs[k].job);
         r = jw_read_new(JW_READ_JOB, 1, params);
@@ -1211,7 +1111,7 @@ static void handle_message(rconn *c, const char *data, size_t len)
 
     if (why) {
         /* Nothing to address an answer to: Phoenix closes such a socket too. */
-        jw_log_info("realtime conn=%" PRIu64 " closed: %s (%s)", c->id, why, err);
+        jw_log_info("realtime conn=%" PRIu64 " closed: %s (%s)", c->base.id, why, err);
         start_close(c, LWS_CLOSE_STATUS_INVALID_PAYLOAD, why);
         goto out;
     }
@@ -1291,7 +1191,7 @@ static void on_auth_deadline(lws_sorted_usec_list_t *sul)
 
     if (c->authed)
         return;
-    jw_log_info("realtime conn=%" PRIu64 " closed: no valid token within %d s", c->id,
+    jw_log_info("realtime conn=%" PRIu64 " closed: no valid token within %d s", c->base.id,
                 c->rt->app->cfg->ws_auth_timeout_s);
     start_close(c, CLOSE_AUTH_TIMEOUT, "no valid access_token in time");
 }
@@ -1302,10 +1202,8 @@ static void on_established(struct lws *wsi, jw_rt *rt, void **slot)
     char buf[JW_AUTH_MAX_TOKEN + 16], err[256];
     const char *key, *vsn;
 
-    c->wsi = wsi;
+    jw_wsconn_open(&rt->conns, &c->base, wsi);
     c->rt = rt;
-    c->id = ++rt->next_id;
-    snprintf(c->key, sizeof(c->key), "%" PRIu64, c->id);
     vsn = lws_get_urlarg_by_name(wsi, "vsn=", buf, sizeof(buf));
     c->array = vsn && strcmp(vsn, "2.0.0") == 0;
     key = lws_get_urlarg_by_name(wsi, "apikey=", buf, sizeof(buf));
@@ -1317,8 +1215,6 @@ static void on_established(struct lws *wsi, jw_rt *rt, void **slot)
             c->key_who.kind = JW_PRINCIPAL_NONE;
     }
     OPENSSL_cleanse(buf, sizeof(buf));
-    jw_map_put(&rt->conns, c->key, c);
-    rt->stats.connections++;
     *slot = c;
     jw_ws_budget_init(&c->rx_budget, wsi, rt->app->cfg->ws_message_rate);
     if (c->key_who.kind != JW_PRINCIPAL_NONE)
@@ -1339,10 +1235,8 @@ static void on_closed(rconn *c)
     cancel_reads(c, 0);
     free(c->reads);
     jw_limits_release(rt->app->limits, c->user_hold);
-    drop_queue(c);
     jw_ws_rx_done(&c->rx);
-    jw_map_del(&rt->conns, c->key);
-    rt->stats.connections--;
+    jw_wsconn_closed(&c->base);
     free(c);
 }
 
@@ -1362,7 +1256,7 @@ static int on_receive(rconn *c, struct lws *wsi, const void *in, size_t len)
         start_close(c, LWS_CLOSE_STATUS_UNACCEPTABLE_OPCODE, "text frames only");
         break;
     case JW_WS_RX_TEXT:
-        if (!c->closing)
+        if (!c->base.closing)
             handle_message(c, data, n);
         OPENSSL_cleanse((void *)data, n); /* it may hold an access token */
         /* A join naming finished jobs costs a read each: a rejoin loop over 100
@@ -1390,11 +1284,7 @@ int jw_rt_callback(struct lws *wsi, enum lws_callback_reasons reason, void **slo
         on_established(wsi, rt, slot);
         return 0;
     case LWS_CALLBACK_RECEIVE: return c ? on_receive(c, wsi, in, len) : -1;
-    case LWS_CALLBACK_SERVER_WRITEABLE:
-        if (!c)
-            return 0;
-        c->want_write = false;
-        return write_some(c);
+    case LWS_CALLBACK_SERVER_WRITEABLE: return c ? jw_wsconn_on_writable(&c->base) : 0;
     case LWS_CALLBACK_CLOSED:
         if (c) {
             on_closed(c);
@@ -1413,23 +1303,35 @@ jw_rt *jw_rt_new(jw_app *app)
 
     rt->app = app;
     jw_map_init(&rt->jobs);
-    jw_map_init(&rt->conns);
+    jw_wsconns_init(&rt->conns, "realtime", false, (size_t)app->cfg->ws_max_queue);
+    rt->conns.shed = overflow;
     return rt;
+}
+
+void jw_rt_hold(jw_rt *rt)
+{
+    jw_wsconns_hold(&rt->conns);
+}
+
+void jw_rt_flush(jw_rt *rt)
+{
+    jw_wsconns_flush(&rt->conns);
 }
 
 size_t jw_rt_close_all(jw_rt *rt)
 {
-    const char *k;
-    void *v;
-
-    for (size_t it = 0; jw_map_next(&rt->conns, &it, &k, &v);)
-        start_close(v, LWS_CLOSE_STATUS_GOINGAWAY, "server shutting down");
-    return rt->conns.count;
+    return jw_wsconns_close_all(&rt->conns, LWS_CLOSE_STATUS_GOINGAWAY, "server shutting down");
 }
 
 void jw_rt_get_stats(const jw_rt *rt, jw_rt_stats *out)
 {
+    const jw_wsconns_stats *cs = &rt->conns.stats;
+
     *out = rt->stats;
+    out->connections = cs->connections;
+    out->events_sent = cs->counted;
+    out->bytes_sent = cs->bytes;
+    out->slow_closes = cs->slow_closes;
 }
 
 void jw_rt_free(jw_rt *rt)
@@ -1444,7 +1346,7 @@ void jw_rt_free(jw_rt *rt)
         free(v);
     }
     jw_map_release(&rt->jobs);
-    jw_map_release(&rt->conns);
+    jw_wsconns_release(&rt->conns);
     free(rt->wild);
     free(rt);
 }

@@ -59,6 +59,13 @@ void jw_rt_free(jw_rt *rt);
 void jw_rt_publish(jw_rt *rt, jw_delta *d);
 /* A database read this module asked for has its answer; takes r. */
 void jw_rt_on_read(jw_rt *rt, jw_read *r);
+/*
+ * A publish round: between jw_rt_hold and jw_rt_flush (nestable), what is
+ * queued for a connection is written by the flush (wsconn.h), not announced
+ * to lws one connection at a time.
+ */
+void jw_rt_hold(jw_rt *rt);
+void jw_rt_flush(jw_rt *rt);
 /* Shutdown: asks every connection to close with 1001; returns how many are open. */
 size_t jw_rt_close_all(jw_rt *rt);
 void jw_rt_get_stats(const jw_rt *rt, jw_rt_stats *out);
