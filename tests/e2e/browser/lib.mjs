@@ -1,11 +1,11 @@
 // lib.mjs - helpers for the browser tests of the web page (tests/e2e/browser/*.test.mjs).
 //
 // The page is served by jobwire itself (web-client/ is embedded in the binary), so every
-// test drives the real binary on 127.0.0.1 with a fresh database, through the harness of
-// the WebSocket tests (../ws/lib.mjs: Server, tokens, the sim inbox), and a real headless
+// test drives the real binary on 127.0.0.1 with a fresh database, through the e2e harness
+// (../lib/index.mjs: Server, tokens, the sim inbox), and a real headless
 // Chromium (Debian's /usr/bin/chromium) through playwright-core.
 //
-// Environment (besides ../ws/lib.mjs's JOBWIRE_BIN, JW_MINT, DATABASE_URL):
+// Environment (besides the harness's JOBWIRE_BIN, JW_MINT, DATABASE_URL):
 //   JW_CHROMIUM   the Chromium binary (default /usr/bin/chromium)
 //   JW_ARTIFACTS  where screenshots go (default <repo>/build/e2e-artifacts/browser)
 //
@@ -19,7 +19,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 
-export * from '../ws/lib.mjs';
+export * from '../lib/index.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const REPO = path.resolve(here, '../../..');

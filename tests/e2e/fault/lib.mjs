@@ -1,20 +1,20 @@
 // lib.mjs - helpers for the fault tests (tests/e2e/fault/*.test.mjs), on top of the
-// WebSocket harness (../ws/lib.mjs: Server, Client, JobView, diffState, ...).
+// e2e harness (../lib/index.mjs: Server, Client, JobView, diffState, ...).
 //
-// Environment (besides ../ws/lib.mjs's JOBWIRE_BIN, JW_MINT, DATABASE_URL):
+// Environment (besides the harness's JOBWIRE_BIN, JW_MINT, DATABASE_URL):
 //   JW_PG_SCRIPT  scripts/pg, to stop and start the throwaway cluster (pg_outage only)
 //   JW_PG_DIR     that cluster's folder (scripts/test sets both)
 //   JW_FAULT_SEED the seed of the pseudo-random kill points (kill_loop; printed)
 //
-// Conventions as in ../ws/lib.mjs: every wait is bounded and says what it waited for,
+// Conventions as in ../lib/: every wait is bounded and says what it waited for,
 // no assertion depends on how fast something happened, only processes started here are
 // ever stopped, by PID.
 
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { JobView } from '../ws/lib.mjs';
+import { JobView } from '../lib/index.mjs';
 
-export * from '../ws/lib.mjs';
+export * from '../lib/index.mjs';
 
 // --- a seeded pseudo-random generator (mulberry32): the same seed, the same kill points -----
 
@@ -81,8 +81,8 @@ export function hostPort(url) {
 
 // --- HTTP with an explicit guard ---------------------------------------------------------
 
-// One request with a long failure guard (ws/lib.mjs's api() gives up after 20 s, shorter
-// than an outage). Resolves {status, text, json} or {error} (no answer within the guard,
+// One request with a long failure guard (lib/server.mjs's api() gives up after 20 s,
+// shorter than an outage). Resolves {status, text, json} or {error} (no answer within the guard,
 // connection refused or closed).
 export async function http(server, method, p, { token, body, guardMs = 120_000 } = {}) {
   const headers = {};

@@ -64,7 +64,7 @@ after(async () => {
   if (server) await server.stop();
 });
 
-// Committed deltas of many jobs at once (ws/lib.mjs journal() in one query):
+// Committed deltas of many jobs at once (lib/db.mjs journal() in one query):
 // Map job_id -> [{seq, ts, table, op, row}] in seq order.
 function journals(ids) {
   const list = ids.map((id) => {

@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { after, before, test } from 'node:test';
-import { Server, freshDb } from '../ws/lib.mjs';
+import { Server, freshDb } from '../lib/index.mjs';
 
 // A loopback TCP proxy to PostgreSQL; cut() drops every connection and refuses new ones.
 class Proxy {

@@ -139,7 +139,7 @@ test('attackers end in limits while an honest job streams whole', { timeout: 300
   // slowly (throttled), and joins past the connection's reads waiting are refused.
   if (ran('join')) assert.ok(metric(m, 'jobwire_realtime_rx_throttled_total') >= 1, `join flood throttled (${JSON.stringify(joins)})`);
   if (ran('burst')) assert.ok(burst[429] >= 1, `job burst refused with 429 (${JSON.stringify(burst)})`);
-  // Not under ASan (lib.mjs, SANITIZED): its quarantine, not jobwire, would be measured.
+  // Not under ASan (lib/util.mjs, SANITIZED): its quarantine, not jobwire, would be measured.
   if (!SANITIZED) assert.ok(rssPeak - rss0 < 64 * 1024, `RSS grew ${((rssPeak - rss0) / 1024).toFixed(1)} MB (< 64 MB)`);
   assert.ok(server.running, 'the server is still running');
 });

@@ -1,5 +1,5 @@
 // lib.mjs - helpers of the security suites (tests/e2e/security/*.test.mjs), on top of the
-// WebSocket harness (../ws/lib.mjs: Server, Client, psql, ...), which it re-exports.
+// e2e harness (../lib/index.mjs: Server, Client, psql, ...), which it re-exports.
 //
 //   - forged tokens: HS256 JWTs signed here with node's crypto (so a test can set any
 //     header or claim), unsigned `alg: none` tokens, real RS256 tokens, broken shapes;
@@ -8,9 +8,9 @@
 //   - the database as text (every row of every table), for the secret search.
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
-import { TERMINAL, psql, sleep } from '../ws/lib.mjs';
+import { TERMINAL, psql, sleep } from '../lib/index.mjs';
 
-export * from '../ws/lib.mjs';
+export * from '../lib/index.mjs';
 
 // --- tokens ---------------------------------------------------------------------------
 

@@ -9,7 +9,7 @@
 
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { Server, sleep } from '../ws/lib.mjs';
+import { Server, sleep } from '../lib/index.mjs';
 import { RawPhx, subscribe, supabase, until } from './lib.mjs';
 
 const server = new Server({ name: 'sb_auth' });

@@ -4,7 +4,7 @@
 
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { Server, containsCode, journal } from '../ws/lib.mjs';
+import { Server, containsCode, journal } from '../lib/index.mjs';
 import { assertSameChanges, journalRows, subscribe, supabase, until } from './lib.mjs';
 
 const server = new Server({ name: 'sb_changes' });

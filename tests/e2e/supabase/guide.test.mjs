@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, test } from 'node:test';
-import { Server } from '../ws/lib.mjs';
+import { Server } from '../lib/index.mjs';
 import { until } from './lib.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));

@@ -7,7 +7,7 @@
 
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { Server, diffState, driveOtpsOverSocket, settle } from '../ws/lib.mjs';
+import { Server, diffState, driveOtpsOverSocket, settle } from '../lib/index.mjs';
 import { subscribe, supabase, until } from './lib.mjs';
 
 const server = new Server({ name: 'sb_hook' });

@@ -1,6 +1,6 @@
 // lib.mjs - the harness of the Supabase-compatibility tests (tests/e2e/supabase/*.test.mjs).
 //
-// The server side is tests/e2e/ws/lib.mjs's Server (the real binary, a fresh database).
+// The server side is tests/e2e/lib/server.mjs's Server (the real binary, a fresh database).
 // The client side is the real @supabase/supabase-js from npm, used the way an app uses
 // it; the only things a test adds are a WebSocket transport (Node 20 has no global
 // WebSocket; the npm `ws` package, wrapped to record every frame both ways) and the
@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import './quiet.mjs';
 import { createClient } from '@supabase/supabase-js';
 import WebSocket from 'ws';
-import { sleep } from '../ws/lib.mjs';
+import { sleep } from '../lib/index.mjs';
 
 // Every frame of every socket a recording transport opened: {dir: 'in'|'out', text}.
 export class Recorder {

@@ -5,7 +5,7 @@
 
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { Server } from '../ws/lib.mjs';
+import { Server } from '../lib/index.mjs';
 import { RawPhx, until } from './lib.mjs';
 
 const ORIGIN = 'https://app.example';

@@ -5,7 +5,7 @@
 
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { Server, journal, sleep } from '../ws/lib.mjs';
+import { Server, journal, sleep } from '../lib/index.mjs';
 import { journalRows, subscribe, supabase, until } from './lib.mjs';
 
 const server = new Server({

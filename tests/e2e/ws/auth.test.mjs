@@ -7,7 +7,7 @@
 //   - a token whose exp passes while connected -> error token_expired + close 4401.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { Client, PROTOCOL, Server, assertCleanStream, uuid } from './lib.mjs';
+import { Client, PROTOCOL, Server, assertCleanStream, uuid } from '../lib/index.mjs';
 
 let server;
 let user;

@@ -4,7 +4,7 @@
 // both for any job.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { Client, Server, assertCleanStream, newRef, settle, uuid } from './lib.mjs';
+import { Client, Server, assertCleanStream, newRef, settle, uuid } from '../lib/index.mjs';
 
 let server;
 let userA;

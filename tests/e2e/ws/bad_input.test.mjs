@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import {
   Client, ERROR_CODES, JobView, Server, assertCleanStream, diffState, pool, uuid,
-} from './lib.mjs';
+} from '../lib/index.mjs';
 
 let server;
 let user; // owns job, the job every case may name

@@ -13,7 +13,7 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { after, before, test } from 'node:test';
-import { Client, Server, TERMINAL, assertCleanStream, diffState, env, journal, newRef, sleep } from './lib.mjs';
+import { Client, Server, TERMINAL, assertCleanStream, diffState, env, journal, newRef, sleep } from '../lib/index.mjs';
 
 let server;
 before(async () => {

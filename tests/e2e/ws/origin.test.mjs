@@ -4,7 +4,7 @@
 // Origin is allowed. The check holds even with a good token.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { Server } from './lib.mjs';
+import { Server } from '../lib/index.mjs';
 
 let server; // default origins: the listen address
 let custom; // --origins https://app.example.com,http://127.0.0.1:3000

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import {
   Client, Server, TERMINAL, assertCleanStream, diffJournal, diffState, journal, settle,
-} from './lib.mjs';
+} from '../lib/index.mjs';
 
 let server;
 let user;

@@ -15,7 +15,7 @@ import { after, before, test } from 'node:test';
 import {
   Client, JobView, Server, assertCleanStream, diffJournal, diffKnownRows, diffState, driveOtpsOverSocket,
   journal, newRef, pool, settle,
-} from './lib.mjs';
+} from '../lib/index.mjs';
 
 let server;
 let limited; // --ws-max-subscriptions 3, no OTPs

@@ -10,7 +10,7 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { after, before, test } from 'node:test';
-import { Client, Server, diffState, env, psql, sleep } from './lib.mjs';
+import { Client, Server, diffState, env, psql, sleep } from '../lib/index.mjs';
 
 const BATCH = 40;
 const RING = 64; // deltas of a job kept in memory for resumes (server/ws.c)

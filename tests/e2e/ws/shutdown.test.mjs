@@ -2,7 +2,7 @@
 // 1001 (going away), subscribed or not yet authenticated, and the process exits.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { Client, Server } from './lib.mjs';
+import { Client, Server } from '../lib/index.mjs';
 
 let server;
 before(async () => {

@@ -12,7 +12,7 @@ import { performance } from 'node:perf_hooks';
 import { after, before, test } from 'node:test';
 import {
   Client, JobView, Server, TERMINAL, assertCleanStream, diffState, pool, settle, sleep,
-} from './lib.mjs';
+} from '../lib/index.mjs';
 
 const JOBS = 50;
 const TX = Number(process.env.JW_E2E_SLOW_TX || 20);

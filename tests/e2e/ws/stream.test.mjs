@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import {
   Client, Server, assertCleanStream, containsCode, diffJournal, diffState, driveOtpsOverSocket, journal, settle,
-} from './lib.mjs';
+} from '../lib/index.mjs';
 
 let server;
 // What test 1 saw, for test 7.

@@ -15,7 +15,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import https from 'node:https';
 import WebSocket from 'ws';
-import { Client, PROTOCOL, assertCleanStream, diffState, driveOtpsOverSocket, settle } from './lib.mjs';
+import { Client, PROTOCOL, assertCleanStream, diffState, driveOtpsOverSocket, settle } from '../lib/index.mjs';
 
 function need(name) {
   const v = process.env[name];
@@ -75,7 +75,8 @@ function api(method, path, { auth = token, body } = {}) {
   });
 }
 
-// What lib.mjs's helpers (driveOtpsOverSocket, settle) ask of a server, over HTTPS.
+// What the harness's helpers (lib/drive.mjs: driveOtpsOverSocket, settle) ask of a server,
+// over HTTPS.
 const server = {
   adminKey,
   async getJob(id, auth = adminKey) {
