@@ -20,6 +20,7 @@
 #ifndef JW_DELTA_H
 #define JW_DELTA_H
 
+#include "jw_buf.h"
 #include "jw_mailbox.h"
 #include "jw_util.h"
 
@@ -69,6 +70,15 @@ jw_delta *jw_delta_new(const char *job_id, const char *row_id, int64_t seq, int6
 jw_delta *jw_delta_ref(jw_delta *d);
 /* NULL-safe. */
 void jw_delta_unref(jw_delta *d);
+
+/*
+ * Appends d's jobwire.v1 text (docs/protocol.md) to out:
+ *   {"type":"delta","job_id":"…","seq":N,"ts":N,"cts":N,"table":"…","op":"…","row":{…}}
+ * "cts" only when commit_us is set; the row as it is, byte for byte. This is the
+ * one encoder of deltas on the wire: one sent as it commits and the same change
+ * replayed from the journal are the same bytes.
+ */
+void jw_delta_encode(const jw_delta *d, jw_buf *out);
 
 const char *jw_table_name(jw_table t);
 /* Returns the table or -1. */

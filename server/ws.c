@@ -708,14 +708,7 @@ void jw_ws_publish(jw_ws *hub, jw_delta *d)
     msg *m;
 
     jw_buf_init(&b, d->row_len + 256);
-    jw_buf_addf(&b, "{\"type\":\"delta\",\"job_id\":\"%s\",\"seq\":%" PRId64 ",\"ts\":%" PRId64,
-                d->job_id, d->seq, d->ts_us);
-    if (d->commit_us)
-        jw_buf_addf(&b, ",\"cts\":%" PRId64, d->commit_us);
-    jw_buf_addf(&b, ",\"table\":\"%s\",\"op\":\"%s\",\"row\":", jw_table_name(d->table),
-                jw_op_name(d->op));
-    jw_buf_add(&b, d->row, d->row_len);
-    jw_buf_addch(&b, '}');
+    jw_delta_encode(d, &b);
     m = msg_new(b.data, b.len);
     jw_buf_release(&b);
 
