@@ -173,9 +173,11 @@ out:
     return ok;
 }
 
+/* $7, the group's commit stamp, is every row's cts. */
 static const char sql_events[] =
-    "INSERT INTO job_events (job_run_id, seq, ts, table_name, op, row_data) "
-    "SELECT j, s, timestamptz 'epoch' + t * interval '1 microsecond', tb, op, r "
+    "INSERT INTO job_events (job_run_id, seq, ts, cts, table_name, op, row_data) "
+    "SELECT j, s, timestamptz 'epoch' + t * interval '1 microsecond', "
+    "timestamptz 'epoch' + $7::int8 * interval '1 microsecond', tb, op, r "
     "FROM ROWS FROM (unnest($1::uuid[]), unnest($2::int8[]), unnest($3::int8[]), "
     "unnest($4::text[]), unnest($5::text[]), json_array_elements($6::json)) "
     "AS u(j, s, t, tb, op, r)";
@@ -184,7 +186,8 @@ static const char sql_advance[] =
     "SELECT jw_advance_seq($1::uuid[], $2::int8[], $3::int8[], $4::int8[])";
 
 static const char sql_committed[] =
-    "SELECT 1 FROM job_events WHERE job_run_id = $1::uuid AND seq = $2::int8";
+    "SELECT (extract(epoch FROM cts) * 1000000)::int8 FROM job_events "
+    "WHERE job_run_id = $1::uuid AND seq = $2::int8";
 
 bool store__connect(jw_store *s)
 {
@@ -487,11 +490,19 @@ enum write_result store__write_group(jw_store *s, size_t count, char *err, size_
     enum write_result wr = WRITE_OK;
     size_t ndeltas, sent = 0;
     PGresult *res;
-    char name[64];
+    char name[64], cts[24];
 
     err[0] = '\0';
     if (!build_group(s, count, &ndeltas, err, errlen))
         return WRITE_REJECTED;
+    /*
+     * The commit stamp: journaled with the deltas (job_events.cts), answered
+     * as the batches' committed_us, so a delta replayed from the journal
+     * carries the cts it was published with. It has to be known before the
+     * COMMIT, so it is taken as the transaction leaves.
+     */
+    s->group_cts = jw_now_us();
+    snprintf(cts, sizeof(cts), "%lld", (long long)s->group_cts);
 
     for (size_t i = 0; i < sizeof(upsert_order) / sizeof(upsert_order[0]); i++) {
         jw_buf *rows = &s->rows[upsert_order[i]];
@@ -505,11 +516,16 @@ enum write_result store__write_group(jw_store *s, size_t count, char *err, size_
         sent++;
     }
     if (s->ev_rows.len) {
-        const char *ev[6] = {s->ev_job.data,   s->ev_seq.data, s->ev_ts.data,
-                             s->ev_table.data, s->ev_op.data,  s->ev_rows.data};
+        const char *ev[7] = {s->ev_job.data,
+                             s->ev_seq.data,
+                             s->ev_ts.data,
+                             s->ev_table.data,
+                             s->ev_op.data,
+                             s->ev_rows.data,
+                             cts};
         const char *adv[4] = {s->adv_job.data, s->adv_lo.data, s->adv_hi.data, s->adv_n.data};
 
-        if (!PQsendQueryPrepared(s->conn, "jw_events", 6, ev, NULL, NULL, 0))
+        if (!PQsendQueryPrepared(s->conn, "jw_events", 7, ev, NULL, NULL, 0))
             goto lost;
         sent++;
         if (!PQsendQueryPrepared(s->conn, "jw_advance", 4, adv, NULL, NULL, 0))
@@ -541,6 +557,7 @@ lost:
  * After a lost connection: did the group at the front commit? Its deltas were
  * one transaction, so one journaled delta answers for all. Returns 1 yes,
  * 0 no (or nothing to check: upserts alone are safe to repeat), -1 unknown.
+ * On yes, group_cts is the stamp the journal holds for the group.
  */
 int store__group_committed(jw_store *s, size_t count)
 {
@@ -566,8 +583,11 @@ int store__group_committed(jw_store *s, size_t count)
     if (PQsendQueryPrepared(s->conn, "jw_committed", 2, params, NULL, NULL, 0) &&
         PQpipelineSync(s->conn)) {
         while ((res = PQgetResult(s->conn)) != NULL) {
-            if (PQresultStatus(res) == PGRES_TUPLES_OK)
+            if (PQresultStatus(res) == PGRES_TUPLES_OK) {
                 answer = PQntuples(res) > 0;
+                if (answer && !PQgetisnull(res, 0, 0))
+                    s->group_cts = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+            }
             PQclear(res);
         }
         res = PQgetResult(s->conn);

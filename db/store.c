@@ -69,14 +69,16 @@ void store__set_error(jw_store *s, const char *fmt, ...)
 
 /*
  * Detaches the first count batches, answers them with status/error. A
- * commit (status 0) took commit_us; it goes into the histograms.
+ * commit (status 0) took commit_us; it goes into the histograms. Its
+ * batches' committed_us is the group's commit stamp (group_cts), the cts
+ * journaled with their deltas.
  */
 static void answer_front(jw_store *s, size_t count, int status, const char *error,
                          int64_t commit_us)
 {
     jw_mailbox_node *first = s->pending_head, *last = NULL, *n = first;
     uint64_t deltas = 0;
-    int64_t now = jw_mono_us(), wall = status == 0 ? jw_now_us() : 0;
+    int64_t now = jw_mono_us(), wall = status == 0 ? s->group_cts : 0;
 
     for (size_t i = 0; i < count; i++) {
         jw_batch *b = jw_container_of(n, jw_batch, node);

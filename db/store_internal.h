@@ -64,6 +64,7 @@ struct jw_store {
     size_t split_chunk;     /* how many of them the next transaction tries */
     int backoff_ms;
     int64_t unknown_since_us; /* when the unknown group's write began (commit_us) */
+    int64_t group_cts;        /* the commit stamp of the group last written (wall clock) */
     jw_buf rows[JW_TABLE__COUNT];
     jw_buf ev_job, ev_seq, ev_ts, ev_table, ev_op, ev_rows;
     jw_buf adv_job, adv_lo, adv_hi, adv_n;

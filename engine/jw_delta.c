@@ -60,6 +60,7 @@ jw_delta *jw_delta_new(const char *job_id, const char *row_id, int64_t seq, int6
     snprintf(d->row_id, sizeof(d->row_id), "%s", row_id);
     d->seq = seq;
     d->ts_us = ts_us;
+    d->commit_us = 0;
     d->table = table;
     d->op = op;
     d->row_len = row_len;

@@ -31,6 +31,7 @@ static void test_new_copies_row(void **state)
     assert_string_equal(d->job_id, JOB);
     assert_int_equal(d->seq, 3);
     assert_int_equal(d->ts_us, 42);
+    assert_int_equal(d->commit_us, 0); /* not committed yet: no cts on the wire */
     jw_delta_unref(d);
 }
 
