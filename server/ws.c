@@ -1121,39 +1121,41 @@ static void on_replay_read(jw_ws *hub, ws_op *op, jw_read *r)
 {
     conn *c = find_conn(hub, op->conn_key);
     int64_t current = jw_engine_committed_seq(hub->app->engine, op->job), expect = op->since + 1;
-    json_t *events = NULL, *ev;
+    jw_delta **events = NULL;
     subscriber *sub;
     job_entry *j;
-    size_t i;
+    size_t i, n = 0;
+    int rc = JW_EINVAL;
 
     if (!c || c->closing || !(sub = waiting_sub(hub, c, op)))
         return;
     j = job_get(hub, op->job, false);
     if (r->status == 0)
-        events = json_loads(r->result, 0, NULL);
-    json_array_foreach(events, i, ev)
-    {
-        if (json_integer_value(json_object_get(ev, "seq")) != expect)
-            break;
+        rc = jw_store_read_deltas(r, &events, &n);
+    for (i = 0; i < n && events[i]->seq == expect; i++)
         expect++;
-    }
-    if (!events || expect != op->upto + 1 || current < op->upto ||
+    if (rc != 0 || expect != op->upto + 1 || current < op->upto ||
         !replay_covers(j, op->upto, current)) {
-        json_decref(events);
+        jw_store_free_deltas(events, n);
         if (current < 0) /* it finished and left memory during the read */
             subscribe_from_db(c, sub, op->job, op->since, op->ref, NULL);
         else
             send_snapshot(c, j, op->job, op->ref);
         return;
     }
-    json_array_foreach(events, i, ev)
-    {
-        msg *m = msg_json(json_incref(ev));
+    /* Encoded like the live ones (jw_ws_publish): the same bytes, cts included. */
+    for (i = 0; i < n; i++) {
+        jw_buf b;
+        msg *m;
 
+        jw_buf_init(&b, events[i]->row_len + 256);
+        jw_delta_encode(events[i], &b);
+        m = msg_new(b.data, b.len);
+        jw_buf_release(&b);
         push_delta(c, sub, m, j);
         msg_unref(m);
     }
-    json_decref(events);
+    jw_store_free_deltas(events, n);
     replay(c, sub, j, op->upto, current);
     send_ack(c, op->ref);
 }
