@@ -8,7 +8,10 @@
  * latest row of each id, one insert of all deltas into job_events, and one
  * call that advances each job's last_seq and refuses gaps - all pipelined in
  * one round trip. When it commits, every batch of the group is posted back
- * with status 0, in submission order, and the wake callback runs.
+ * with status 0, in submission order, and the wake callback runs. The group
+ * is stamped with the wall clock as it is sent: each journaled delta keeps
+ * the stamp (job_events.cts), and the batches are answered with it
+ * (committed_us), so a delta's cts is the same live and replayed.
  *
  * Failures:
  *  - PostgreSQL unreachable or the connection lost: nothing is dropped. The
@@ -128,8 +131,10 @@ void jw_store_get_stats(jw_store *s, jw_store_stats *out);
  *  JW_READ_JOBS  (status|NULL, user id|NULL, before job id|NULL, limit)
  *                -> [{job row}, …] newest first; "before" pages past a job
  *  JW_READ_EVENTS (job id, after seq, up to seq)
- *                -> [{"type":"delta","job_id","seq","ts","table","op","row"}, …]
- *                   in seq order: the journal as jobwire.v1 deltas
+ *                -> [{"seq","ts","cts","table","op","row_id","row"}, …] in seq
+ *                   order: the journal's rows, "row" the row's text as stored
+ *                   (a string), "cts" null for rows journaled before it was kept
+ *                   (migration 003). jw_store_read_deltas makes them deltas.
  * A job that does not exist answers JW_ENOTFOUND.
  */
 typedef enum jw_read_kind {
@@ -165,6 +170,18 @@ void jw_read_cancel(jw_read *r);
 typedef void (*jw_store_read_fn)(jw_read *r, void *arg);
 /* Hands every answered read to fn, which owns it. */
 size_t jw_store_drain_reads(jw_store *s, jw_store_read_fn fn, void *arg);
+
+/*
+ * The deltas of an answered JW_READ_EVENTS read (status 0), in its order,
+ * each as it was committed: ts, commit_us from the row's cts (0 when it has
+ * none), the row's text byte for byte - so jw_delta_encode gives what was
+ * published live. On 0, *out is an array of *n deltas, the caller's to free
+ * with jw_store_free_deltas. JW_EINVAL (and nothing to free) when r is not
+ * such an answer or a row does not make a delta.
+ */
+int jw_store_read_deltas(const jw_read *r, jw_delta ***out, size_t *n);
+/* Drops the deltas' references and frees the array; NULL-safe. */
+void jw_store_free_deltas(jw_delta **ds, size_t n);
 
 /*
  * Stops accepting batches, commits what is queued if it can within drain_ms,

@@ -63,11 +63,14 @@ static const char *const read_sql[JW_READ__COUNT] = {
         "         (SELECT b.created_at, b.id FROM job_runs b WHERE b.id = $3::uuid"
         "            AND ($2::uuid IS NULL OR b.user_id = $2::uuid)))"
         "  ORDER BY j.created_at DESC, j.id DESC LIMIT $4::int) x",
-    /* row_data is json: embedded as stored, byte for byte. */
+    /* The journal's rows; the row as a string holding row_data's text as stored, byte for
+     * byte, for jw_store_read_deltas. */
     [JW_READ_EVENTS] =
-        "SELECT COALESCE(json_agg(json_build_object('type', 'delta', 'job_id', e.job_run_id,"
-        " 'seq', e.seq, 'ts', (extract(epoch FROM e.ts) * 1000000)::bigint,"
-        " 'table', e.table_name, 'op', e.op, 'row', e.row_data) ORDER BY e.seq), '[]')::text"
+        "SELECT COALESCE(json_agg(json_build_object('seq', e.seq,"
+        " 'ts', (extract(epoch FROM e.ts) * 1000000)::bigint,"
+        " 'cts', (extract(epoch FROM e.cts) * 1000000)::bigint, 'table', e.table_name,"
+        " 'op', e.op, 'row_id', e.row_data->>'id', 'row', e.row_data::text) ORDER BY e.seq),"
+        " '[]')::text"
         " FROM job_events e"
         " WHERE e.job_run_id = $1::uuid AND e.seq > $2::bigint AND e.seq <= $3::bigint",
 };

@@ -3,6 +3,7 @@
 #include "jw_error.h"
 #include "jw_log.h"
 
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,6 +60,7 @@ jw_delta *jw_delta_new(const char *job_id, const char *row_id, int64_t seq, int6
     snprintf(d->row_id, sizeof(d->row_id), "%s", row_id);
     d->seq = seq;
     d->ts_us = ts_us;
+    d->commit_us = 0;
     d->table = table;
     d->op = op;
     d->row_len = row_len;
@@ -84,6 +86,18 @@ void jw_delta_unref(jw_delta *d)
         free(d->row);
         free(d);
     }
+}
+
+void jw_delta_encode(const jw_delta *d, jw_buf *out)
+{
+    jw_buf_addf(out, "{\"type\":\"delta\",\"job_id\":\"%s\",\"seq\":%" PRId64 ",\"ts\":%" PRId64,
+                d->job_id, d->seq, d->ts_us);
+    if (d->commit_us)
+        jw_buf_addf(out, ",\"cts\":%" PRId64, d->commit_us);
+    jw_buf_addf(out, ",\"table\":\"%s\",\"op\":\"%s\",\"row\":", jw_table_name(d->table),
+                jw_op_name(d->op));
+    jw_buf_add(out, d->row, d->row_len);
+    jw_buf_addch(out, '}');
 }
 
 jw_batch *jw_batch_new(void)

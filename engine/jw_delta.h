@@ -20,6 +20,7 @@
 #ifndef JW_DELTA_H
 #define JW_DELTA_H
 
+#include "jw_buf.h"
 #include "jw_mailbox.h"
 #include "jw_util.h"
 
@@ -47,9 +48,11 @@ typedef struct jw_delta {
     int64_t seq;                  /* 0: quiet write, see above */
     int64_t ts_us;                /* wall clock at the change */
     /*
-     * Wall clock when its batch committed; 0 until then. The one field written
-     * after the delta is built: once, by the engine on the loop thread, between
-     * the store's answer and publishing, when no other thread holds the delta.
+     * Its group commit's stamp (the store's wall clock as the transaction was
+     * sent, journaled with it as job_events.cts); 0 until it committed. The
+     * one field written after the delta is built: once, by the engine on the
+     * loop thread, between the store's answer and publishing, when no other
+     * thread holds the delta - or by whoever rebuilds it from the journal.
      */
     int64_t commit_us;
     jw_table table;
@@ -70,6 +73,15 @@ jw_delta *jw_delta_ref(jw_delta *d);
 /* NULL-safe. */
 void jw_delta_unref(jw_delta *d);
 
+/*
+ * Appends d's jobwire.v1 text (docs/protocol.md) to out:
+ *   {"type":"delta","job_id":"…","seq":N,"ts":N,"cts":N,"table":"…","op":"…","row":{…}}
+ * "cts" only when commit_us is set; the row as it is, byte for byte. This is the
+ * one encoder of deltas on the wire: one sent as it commits and the same change
+ * replayed from the journal are the same bytes.
+ */
+void jw_delta_encode(const jw_delta *d, jw_buf *out);
+
 const char *jw_table_name(jw_table t);
 /* Returns the table or -1. */
 int jw_table_from_name(const char *name);
@@ -83,7 +95,8 @@ typedef struct jw_batch {
     char *error;          /* after a failure: what PostgreSQL or the store said */
     int64_t queued_us;    /* monotonic, set by the store on submit */
     int64_t done_us;      /* monotonic, set by the store when it answers */
-    int64_t committed_us; /* wall clock, set by the store with a success answer; else 0 */
+    int64_t committed_us; /* the group's commit stamp (job_events.cts), set with a success
+                             answer; else 0 */
     void *user;           /* the submitter's cookie, untouched by the store */
 } jw_batch;
 

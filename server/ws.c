@@ -480,23 +480,23 @@ static bool remove_sub(conn *c, job_entry *j)
 
 /* ---- publishing ------------------------------------------------------------------ */
 
-void jw_ws_publish(jw_ws *hub, jw_delta *d)
+/* A delta's jobwire.v1 message: the same bytes live and replayed (jw_delta_encode). */
+static jw_wsmsg *delta_msg(const jw_delta *d)
 {
-    job_entry *j = job_get(hub, d->job_id, true);
     jw_buf b;
     jw_wsmsg *m;
 
     jw_buf_init(&b, d->row_len + 256);
-    jw_buf_addf(&b, "{\"type\":\"delta\",\"job_id\":\"%s\",\"seq\":%" PRId64 ",\"ts\":%" PRId64,
-                d->job_id, d->seq, d->ts_us);
-    if (d->commit_us)
-        jw_buf_addf(&b, ",\"cts\":%" PRId64, d->commit_us);
-    jw_buf_addf(&b, ",\"table\":\"%s\",\"op\":\"%s\",\"row\":", jw_table_name(d->table),
-                jw_op_name(d->op));
-    jw_buf_add(&b, d->row, d->row_len);
-    jw_buf_addch(&b, '}');
+    jw_delta_encode(d, &b);
     m = jw_wsmsg_new(b.data, b.len);
     jw_buf_release(&b);
+    return m;
+}
+
+void jw_ws_publish(jw_ws *hub, jw_delta *d)
+{
+    job_entry *j = job_get(hub, d->job_id, true);
+    jw_wsmsg *m = delta_msg(d);
 
     /* The ring holds the last RING deltas, contiguous in seq. */
     if (j->count && d->seq != j->first_seq + (int64_t)j->count) {
@@ -909,39 +909,36 @@ static void on_replay_read(jw_ws *hub, ws_op *op, jw_read *r)
 {
     conn *c = find_conn(hub, op->conn_key);
     int64_t current = jw_engine_committed_seq(hub->app->engine, op->job), expect = op->since + 1;
-    json_t *events = NULL, *ev;
+    jw_delta **events = NULL;
     subscriber *sub;
     job_entry *j;
-    size_t i;
+    size_t i, n = 0;
+    int rc = JW_EINVAL;
 
     if (!c || c->base.closing || !(sub = waiting_sub(hub, c, op)))
         return;
     j = job_get(hub, op->job, false);
     if (r->status == 0)
-        events = json_loads(r->result, 0, NULL);
-    json_array_foreach(events, i, ev)
-    {
-        if (json_integer_value(json_object_get(ev, "seq")) != expect)
-            break;
+        rc = jw_store_read_deltas(r, &events, &n);
+    for (i = 0; i < n && events[i]->seq == expect; i++)
         expect++;
-    }
-    if (!events || expect != op->upto + 1 || current < op->upto ||
+    if (rc != 0 || expect != op->upto + 1 || current < op->upto ||
         !replay_covers(j, op->upto, current)) {
-        json_decref(events);
+        jw_store_free_deltas(events, n);
         if (current < 0) /* it finished and left memory during the read */
             subscribe_from_db(c, sub, op->job, op->since, op->ref, NULL);
         else
             send_snapshot(c, j, op->job, op->ref);
         return;
     }
-    json_array_foreach(events, i, ev)
-    {
-        jw_wsmsg *m = jw_wsmsg_json(json_incref(ev));
+    /* Encoded like the live ones (jw_ws_publish): the same bytes, cts included. */
+    for (i = 0; i < n; i++) {
+        jw_wsmsg *m = delta_msg(events[i]);
 
         push_delta(c, sub, m, j);
         jw_wsmsg_unref(m);
     }
-    json_decref(events);
+    jw_store_free_deltas(events, n);
     replay(c, sub, j, op->upto, current);
     send_ack(c, op->ref);
 }

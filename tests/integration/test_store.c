@@ -1,7 +1,8 @@
 /*
  * The store against a real PostgreSQL: migrations, group commit, read-back,
  * refusals (duplicate seq, gap, bad values) and how they are isolated, order,
- * recovery load, and an unreachable database.
+ * recovery load, replayed deltas byte for byte the live ones, and an
+ * unreachable database.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -10,6 +11,7 @@
 
 #include <cmocka.h>
 
+#include "jw_buf.h"
 #include "jw_error.h"
 #include "jw_log.h"
 #include "pgtest.h"
@@ -738,6 +740,97 @@ static void test_reads(void **state)
     jw_store_free(s);
 }
 
+/* The jobwire.v1 text of d, as the fan-out sends it (free it). */
+static char *encoded(const jw_delta *d)
+{
+    jw_buf b;
+
+    jw_buf_init(&b, 256);
+    jw_delta_encode(d, &b);
+    return jw_buf_detach(&b, NULL);
+}
+
+/*
+ * A delta replayed from the journal (JW_READ_EVENTS, jw_store_read_deltas,
+ * jw_delta_encode) is the bytes of the live one (the answered batch's
+ * committed_us as its cts, encoded as the fan-out publishes it), cts
+ * included. The step row is written with a space, a number and escapes no
+ * JSON re-encoder keeps. A row journaled before cts was kept replays
+ * without it.
+ */
+static void test_replay_bytes_are_live_bytes(void **state)
+{
+    char job[JW_UUID_LEN + 1], step[JW_UUID_LEN + 1], *row, *odd, *live[2], *again;
+    const char *p[3] = {job, "0", "2"};
+    jw_store *s = start_store(0);
+    jw_batch *b = new_job_batch(job), *ans[1];
+    jw_delta **ds;
+    jw_read *r;
+    size_t n;
+
+    (void)state;
+    jw_uuid_new(step);
+    row = pgtest_step_row(step, job, "gyftr_login", "pending");
+    assert_int_equal(row[0], '{');
+    assert_true(asprintf(&odd, "{ \"note\":1.50,\"text\":\"\\u00e9\\/\",%s", row + 1) > 0);
+    jw_batch_add(b, pgtest_delta(job, step, 2, JW_TABLE_JOB_STEPS, JW_OP_INSERT, odd));
+    free(row);
+    free(odd);
+    assert_int_equal(jw_store_submit(s, b), 0);
+    assert_int_equal(pgtest_collect(s, ans, 1, 10000), 1);
+    assert_int_equal(ans[0]->status, 0);
+    assert_true(ans[0]->committed_us > 0);
+    for (size_t i = 0; i < 2; i++) {
+        /* What the engine does before publishing. */
+        ans[0]->deltas[i]->commit_us = ans[0]->committed_us;
+        live[i] = encoded(ans[0]->deltas[i]);
+    }
+    assert_non_null(strstr(live[1], "\"row\":{ \"note\":1.50,\"text\":\"\\u00e9\\/\","));
+
+    r = read_one(s, JW_READ_EVENTS, 3, p);
+    assert_int_equal(r->status, 0);
+    assert_int_equal(jw_store_read_deltas(r, &ds, &n), 0);
+    assert_int_equal(n, 2);
+    for (size_t i = 0; i < 2; i++) {
+        again = encoded(ds[i]);
+        assert_string_equal(again, live[i]);
+        free(again);
+    }
+    jw_store_free_deltas(ds, n);
+    jw_read_free(r);
+
+    /* As if seq 2 had been journaled before migration 003. */
+    PQclear(pgtest_exec(db, "UPDATE job_events SET cts = NULL WHERE job_run_id = $1 AND seq = 2", 1,
+                        p));
+    r = read_one(s, JW_READ_EVENTS, 3, p);
+    assert_int_equal(jw_store_read_deltas(r, &ds, &n), 0);
+    assert_int_equal(n, 2);
+    assert_int_equal(ds[1]->commit_us, 0);
+    again = encoded(ds[1]);
+    ans[0]->deltas[1]->commit_us = 0;
+    free(live[1]);
+    live[1] = encoded(ans[0]->deltas[1]);
+    assert_string_equal(again, live[1]);
+    assert_null(strstr(again, "\"cts\""));
+    free(again);
+    jw_store_free_deltas(ds, n);
+    jw_read_free(r);
+
+    /* Not a journal answer: refused, nothing handed out. */
+    r = jw_read_new(JW_READ_EVENTS, 3, p);
+    r->result = jw_xstrdup("[{\"seq\":1}]");
+    assert_int_equal(jw_store_read_deltas(r, &ds, &n), JW_EINVAL);
+    assert_null(ds);
+    assert_int_equal(n, 0);
+    jw_read_free(r);
+
+    for (size_t i = 0; i < 2; i++)
+        free(live[i]);
+    jw_batch_free(ans[0]);
+    jw_store_stop(s, 1000);
+    jw_store_free(s);
+}
+
 /* Drains answered reads into rs until it holds want or timeout_ms passed. */
 static void wait_reads(jw_store *s, struct reads *rs, size_t want, int timeout_ms)
 {
@@ -888,6 +981,7 @@ int main(void)
         cmocka_unit_test(test_quiet_rows),
         cmocka_unit_test(test_load_active),
         cmocka_unit_test(test_reads),
+        cmocka_unit_test(test_replay_bytes_are_live_bytes),
         cmocka_unit_test(test_reads_apart_bounded_cancellable),
         cmocka_unit_test(test_connects_eagerly),
         cmocka_unit_test(test_unreachable_database),

@@ -1,4 +1,4 @@
-/* Unit tests of engine/jw_delta: validation at the boundary, sharing, batches. */
+/* Unit tests of engine/jw_delta: validation at the boundary, sharing, batches, the wire text. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -31,6 +31,7 @@ static void test_new_copies_row(void **state)
     assert_string_equal(d->job_id, JOB);
     assert_int_equal(d->seq, 3);
     assert_int_equal(d->ts_us, 42);
+    assert_int_equal(d->commit_us, 0); /* not committed yet: no cts on the wire */
     jw_delta_unref(d);
 }
 
@@ -104,6 +105,31 @@ static void test_table_names(void **state)
     assert_string_equal(jw_op_name(JW_OP_UPDATE), "UPDATE");
 }
 
+/* The wire text: fields in protocol order, cts only once committed, the row verbatim. */
+static void test_encode(void **state)
+{
+    /* Spacing, key order and number forms a re-encoder would change. */
+    const char row[] = "{\"id\":\"" ROW "\", \"amount\":1.50,\"b\":\"\\u00e9/\"}";
+    jw_delta *d = jw_delta_new(JOB, ROW, 7, 1700000000123456, JW_TABLE_OTP_REQUESTS, JW_OP_INSERT,
+                               row, strlen(row), NULL);
+    jw_buf b;
+
+    (void)state;
+    jw_buf_init(&b, 64);
+    jw_delta_encode(d, &b);
+    assert_string_equal(b.data, "{\"type\":\"delta\",\"job_id\":\"" JOB "\",\"seq\":7,"
+                                "\"ts\":1700000000123456,\"table\":\"otp_requests\","
+                                "\"op\":\"INSERT\",\"row\":{\"id\":\"" ROW "\", "
+                                "\"amount\":1.50,\"b\":\"\\u00e9/\"}}");
+    jw_buf_reset(&b);
+    d->commit_us = 1700000000125012;
+    jw_delta_encode(d, &b);
+    assert_non_null(strstr(b.data, "\"ts\":1700000000123456,\"cts\":1700000000125012,"
+                                   "\"table\":"));
+    jw_buf_release(&b);
+    jw_delta_unref(d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -111,6 +137,7 @@ int main(void)
         cmocka_unit_test(test_new_refuses_bad_input),
         cmocka_unit_test(test_refcount_and_batch),
         cmocka_unit_test(test_table_names),
+        cmocka_unit_test(test_encode),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

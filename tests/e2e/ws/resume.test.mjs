@@ -9,7 +9,8 @@
 //   3d  since 0 on a young job: every delta from seq 1, and they alone rebuild the job;
 //   3e  both sides of the 64-delta ring on a running job (memory, then the journal);
 //   3f  subscribe (journal replay) then unsubscribe at once: the unsubscribe wins;
-//   3g  subscriptions whose replay is still being read count toward the limit.
+//   3g  subscriptions whose replay is still being read count toward the limit;
+//   3h  a delta replayed from the journal is the live delta, byte for byte, cts included.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import {
@@ -225,5 +226,47 @@ test('3g. subscriptions whose journal replay is still being read count toward th
   const un = await c.request({ type: 'unsubscribe', job_id: refused });
   assert.equal(un.type, 'error');
   assert.equal(un.code, 'not_subscribed', 'the refused job is not subscribed');
+  await c.closeAndWait();
+});
+
+// The text of each delta of jobId a client received, by seq: the line as it came in its frame.
+function rawDeltas(c, jobId) {
+  const out = new Map();
+  for (const f of c.frames) {
+    if (f.text === undefined) continue;
+    for (const line of f.text.split('\n')) {
+      if (!line) continue;
+      const m = JSON.parse(line);
+      if (m.type === 'delta' && m.job_id === jobId) out.set(m.seq, line);
+    }
+  }
+  return out;
+}
+
+test('3h. a delta replayed from the journal is the delta sent live, byte for byte, cts included', { timeout: 120_000 }, async () => {
+  const u = limited.user();
+  const live = await Client.open(limited, u.token, { label: 'live' });
+  const { job_id: id } = await limited.createJob(u.token, { count: 10 });
+  const snap = await live.subscribe(id);
+  assert.equal(snap.type, 'snapshot');
+  const S = snap.seq;
+  await limited.waitJob(id, (j) => j.job.status === 'completed', { what: 'completed' });
+  const committed = await settle(limited, live, id, { token: u.token, timeout: 60_000 });
+  const N = committed.seq;
+  assert.ok(N - S > 64, `precondition: the replay reaches past the 64 deltas in memory, so it is read from job_events (seq ${S} -> ${N})`);
+  const sent = rawDeltas(live, id);
+  assert.deepEqual([...sent.keys()], range(S + 1, N), 'the live client got every delta after its snapshot');
+
+  const c = await Client.open(limited, u.token, { label: 'replayed' });
+  c.view(id, JobView.at(id, S, { partial: true }));
+  await c.subscribe(id, { since: S, ref: 'bytes' });
+  await c.waitRef('bytes', { timeout: 20_000 });
+  assert.deepEqual(shape(c, id, 'bytes'), [...range(S + 1, N), 'ack'], 'deltas S+1..N (all from the journal: the job is done), then the ack');
+  const replayed = rawDeltas(c, id);
+  const differ = range(S + 1, N).filter((seq) => replayed.get(seq) !== sent.get(seq));
+  assert.deepEqual(differ.map((seq) => ({ seq, live: sent.get(seq), replayed: replayed.get(seq) })).slice(0, 2), [],
+    `${differ.length} of ${N - S} replayed deltas differ from the live ones`);
+  for (const seq of range(S + 1, N)) assert.match(sent.get(seq), /"ts":\d+,"cts":\d+,"table":/, `delta ${seq} carries cts`);
+  await live.closeAndWait();
   await c.closeAndWait();
 });

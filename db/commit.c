@@ -1,0 +1,599 @@
+/*
+ * commit.c - one group commit: the db thread's main connection, and the
+ * transaction that writes a group of batches on it.
+ *
+ * A group is written as one pipelined implicit transaction:
+ *
+ *   upsert <table> from jsonb_populate_recordset($1)      one per table touched
+ *   insert into job_events from unnest(...)               all journaled deltas
+ *   select jw_advance_seq(jobs, first, last, count)       gap check + last_seq
+ *   Sync                                                  commit
+ *
+ * The parameters are built in buffers of the store that live as long as it
+ * does. Everything here runs on the db thread (store.c decides which group
+ * to write, and what its outcome means).
+ */
+#include "store_internal.h"
+
+#include "jw_error.h"
+#include "jw_log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Tables rows are upserted into, in foreign-key order. */
+static const jw_table upsert_order[] = {
+    JW_TABLE_JOB_RUNS,
+    JW_TABLE_JOB_STEPS,
+    JW_TABLE_OTP_REQUESTS,
+    JW_TABLE_AUTH_SESSIONS,
+};
+
+/* ---- small helpers ------------------------------------------------------ */
+
+static uint64_t hash_str(const char *p, size_t n, uint64_t h)
+{
+    /* FNV-1a: ids are random UUIDs, so a simple hash spreads them well. */
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)p[i];
+        h *= 1099511628211ULL;
+    }
+    return h;
+}
+
+static size_t pow2_at_least(size_t n)
+{
+    size_t c = 16;
+
+    while (c < n)
+        c *= 2;
+    return c;
+}
+
+void store__commit_init(jw_store *s)
+{
+    for (int t = 0; t < JW_TABLE__COUNT; t++)
+        jw_buf_init(&s->rows[t], 4096);
+    jw_buf_init(&s->ev_job, 1024);
+    jw_buf_init(&s->ev_seq, 256);
+    jw_buf_init(&s->ev_ts, 512);
+    jw_buf_init(&s->ev_table, 512);
+    jw_buf_init(&s->ev_op, 256);
+    jw_buf_init(&s->ev_rows, 8192);
+    jw_buf_init(&s->adv_job, 1024);
+    jw_buf_init(&s->adv_lo, 256);
+    jw_buf_init(&s->adv_hi, 256);
+    jw_buf_init(&s->adv_n, 256);
+}
+
+void store__commit_release(jw_store *s)
+{
+    for (int t = 0; t < JW_TABLE__COUNT; t++)
+        jw_buf_release(&s->rows[t]);
+    jw_buf_release(&s->ev_job);
+    jw_buf_release(&s->ev_seq);
+    jw_buf_release(&s->ev_ts);
+    jw_buf_release(&s->ev_table);
+    jw_buf_release(&s->ev_op);
+    jw_buf_release(&s->ev_rows);
+    jw_buf_release(&s->adv_job);
+    jw_buf_release(&s->adv_lo);
+    jw_buf_release(&s->adv_hi);
+    jw_buf_release(&s->adv_n);
+    free(s->seen);
+    free(s->jobs);
+}
+
+/* ---- connection --------------------------------------------------------- */
+
+void store__disconnect(jw_store *s)
+{
+    if (s->conn) {
+        PQfinish(s->conn);
+        s->conn = NULL;
+    }
+    pthread_mutex_lock(&s->stats_lock);
+    if (s->stats.connected) {
+        s->stats.connected = false;
+        s->stats.outage_started_us = jw_mono_us();
+    }
+    pthread_mutex_unlock(&s->stats_lock);
+}
+
+static bool exec_ok(jw_store *s, PGresult *res, const char *what)
+{
+    ExecStatusType st = PQresultStatus(res);
+
+    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)
+        return true;
+    jw_log_error("db: %s failed: %s", what, PQresultErrorMessage(res));
+    store__set_error(s, "%s", PQresultErrorMessage(res));
+    return false;
+}
+
+/*
+ * Builds and prepares the upsert of one table from its catalog columns, so a
+ * migration that adds a column needs no change here. The store owns
+ * job_runs.last_seq (jw_advance_seq moves it), so rows never overwrite it.
+ */
+static bool prepare_upsert(jw_store *s, jw_table t)
+{
+    const char *table = jw_table_name(t);
+    const char *params[1] = {table};
+    jw_buf cols, sets, sql;
+    char name[64];
+    PGresult *res;
+    bool ok = false;
+    int n;
+
+    res = PQexecParams(s->conn,
+                       "SELECT attname FROM pg_attribute WHERE attrelid = $1::regclass "
+                       "AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+                       1, NULL, params, NULL, NULL, 0);
+    if (!exec_ok(s, res, "reading table columns (is the schema migrated?)")) {
+        PQclear(res);
+        return false;
+    }
+    jw_buf_init(&cols, 256);
+    jw_buf_init(&sets, 256);
+    jw_buf_init(&sql, 512);
+    n = PQntuples(res);
+    for (int i = 0; i < n; i++) {
+        const char *col = PQgetvalue(res, i, 0);
+        char *q;
+
+        if (t == JW_TABLE_JOB_RUNS && strcmp(col, "last_seq") == 0)
+            continue;
+        q = PQescapeIdentifier(s->conn, col, strlen(col));
+        if (!q)
+            jw_oom("identifier");
+        jw_buf_addf(&cols, "%s%s", cols.len ? ", " : "", q);
+        if (strcmp(col, "id") != 0)
+            jw_buf_addf(&sets, "%s%s = EXCLUDED.%s", sets.len ? ", " : "", q, q);
+        PQfreemem(q);
+    }
+    PQclear(res);
+    if (!sets.len) {
+        store__set_error(s, "table %s has no columns", table);
+        goto out;
+    }
+    jw_buf_addf(&sql,
+                "INSERT INTO %s (%s) SELECT %s FROM jsonb_populate_recordset(NULL::%s, $1::jsonb) "
+                "ON CONFLICT (id) DO UPDATE SET %s",
+                table, cols.data, cols.data, table, sets.data);
+    snprintf(name, sizeof(name), "jw_up_%s", table);
+    res = PQprepare(s->conn, name, sql.data, 1, NULL);
+    ok = exec_ok(s, res, "preparing an upsert");
+    PQclear(res);
+out:
+    jw_buf_release(&cols);
+    jw_buf_release(&sets);
+    jw_buf_release(&sql);
+    return ok;
+}
+
+/* $7, the group's commit stamp, is every row's cts. */
+static const char sql_events[] =
+    "INSERT INTO job_events (job_run_id, seq, ts, cts, table_name, op, row_data) "
+    "SELECT j, s, timestamptz 'epoch' + t * interval '1 microsecond', "
+    "timestamptz 'epoch' + $7::int8 * interval '1 microsecond', tb, op, r "
+    "FROM ROWS FROM (unnest($1::uuid[]), unnest($2::int8[]), unnest($3::int8[]), "
+    "unnest($4::text[]), unnest($5::text[]), json_array_elements($6::json)) "
+    "AS u(j, s, t, tb, op, r)";
+
+static const char sql_advance[] =
+    "SELECT jw_advance_seq($1::uuid[], $2::int8[], $3::int8[], $4::int8[])";
+
+static const char sql_committed[] =
+    "SELECT (extract(epoch FROM cts) * 1000000)::int8 FROM job_events "
+    "WHERE job_run_id = $1::uuid AND seq = $2::int8";
+
+bool store__connect(jw_store *s)
+{
+    static const char *const keys[] = {
+        "connect_timeout",  "keepalives",       "keepalives_idle", "keepalives_interval",
+        "keepalives_count", "application_name", "dbname",          NULL,
+    };
+    const char *vals[] = {"5", "1", "10", "5", "3", "jobwire-store", s->conninfo, NULL};
+    PGresult *res;
+
+    /* Our defaults first; the caller's connection string overrides them. */
+    s->conn = PQconnectdbParams(keys, vals, 1);
+    if (!s->conn)
+        jw_oom("libpq connection");
+    if (PQstatus(s->conn) != CONNECTION_OK) {
+        store__set_error(s, "cannot connect: %s", PQerrorMessage(s->conn));
+        goto fail;
+    }
+    for (size_t i = 0; i < sizeof(upsert_order) / sizeof(upsert_order[0]); i++)
+        if (!prepare_upsert(s, upsert_order[i]))
+            goto fail;
+    res = PQprepare(s->conn, "jw_events", sql_events, 0, NULL);
+    if (!exec_ok(s, res, "preparing the events insert")) {
+        PQclear(res);
+        goto fail;
+    }
+    PQclear(res);
+    res = PQprepare(s->conn, "jw_advance", sql_advance, 0, NULL);
+    if (!exec_ok(s, res, "preparing the seq check")) {
+        PQclear(res);
+        goto fail;
+    }
+    PQclear(res);
+    res = PQprepare(s->conn, "jw_committed", sql_committed, 0, NULL);
+    if (!exec_ok(s, res, "preparing the commit check")) {
+        PQclear(res);
+        goto fail;
+    }
+    PQclear(res);
+    if (PQenterPipelineMode(s->conn) != 1) {
+        store__set_error(s, "cannot enter pipeline mode: %s", PQerrorMessage(s->conn));
+        goto fail;
+    }
+
+    pthread_mutex_lock(&s->stats_lock);
+    if (s->stats.outage_started_us)
+        s->stats.outage_total_us += jw_mono_us() - s->stats.outage_started_us;
+    s->stats.outage_started_us = 0;
+    s->stats.connected = true;
+    s->stats.reconnects++;
+    pthread_mutex_unlock(&s->stats_lock);
+    s->backoff_ms = s->backoff_min_ms;
+    jw_log_info("db: connected (backend pid %d)", PQbackendPID(s->conn));
+    return true;
+
+fail:
+    jw_log_warn("db: not connected: %s", s->stats.last_error);
+    PQfinish(s->conn);
+    s->conn = NULL;
+    return false;
+}
+/* ---- building one group's statements ----------------------------------- */
+
+/* Appends a JSON string array element for an already safe token (no escaping). */
+void store__add_array_item(jw_buf *b, const char *item, size_t len)
+{
+    jw_buf_addch(b, b->len ? ',' : '{');
+    jw_buf_add(b, item, len);
+}
+
+void store__close_array(jw_buf *b)
+{
+    if (!b->len)
+        jw_buf_addch(b, '{');
+    jw_buf_addch(b, '}');
+}
+
+static void reset_buffers(jw_store *s)
+{
+    for (int t = 0; t < JW_TABLE__COUNT; t++)
+        jw_buf_reset(&s->rows[t]);
+    jw_buf_reset(&s->ev_job);
+    jw_buf_reset(&s->ev_seq);
+    jw_buf_reset(&s->ev_ts);
+    jw_buf_reset(&s->ev_table);
+    jw_buf_reset(&s->ev_op);
+    jw_buf_reset(&s->ev_rows);
+    jw_buf_reset(&s->adv_job);
+    jw_buf_reset(&s->adv_lo);
+    jw_buf_reset(&s->adv_hi);
+    jw_buf_reset(&s->adv_n);
+}
+
+/* Marks (table,row_id) seen; returns true when it already was. */
+static bool seen_before(jw_store *s, const jw_delta *d)
+{
+    size_t mask = s->seen_cap - 1;
+    size_t i = hash_str(d->row_id, JW_UUID_LEN, 14695981039346656037ULL + d->table) & mask;
+
+    while (s->seen[i]) {
+        if (s->seen[i]->table == d->table &&
+            memcmp(s->seen[i]->row_id, d->row_id, JW_UUID_LEN) == 0)
+            return true;
+        i = (i + 1) & mask;
+    }
+    s->seen[i] = d;
+    return false;
+}
+
+static struct job_range *job_slot(jw_store *s, const char *job_id)
+{
+    size_t mask = s->jobs_cap - 1;
+    size_t i = hash_str(job_id, JW_UUID_LEN, 14695981039346656037ULL) & mask;
+
+    while (s->jobs[i].job_id && memcmp(s->jobs[i].job_id, job_id, JW_UUID_LEN) != 0)
+        i = (i + 1) & mask;
+    return &s->jobs[i];
+}
+
+/*
+ * Fills the parameter buffers for the first `count` batches of the FIFO.
+ * Returns false with a message when the group is malformed in a way we can
+ * tell without asking PostgreSQL (seqs out of order within the group).
+ */
+static bool build_group(jw_store *s, size_t count, size_t *ndeltas, char *err, size_t errlen)
+{
+    jw_mailbox_node *n;
+    size_t total = 0, i;
+    char num[32];
+
+    reset_buffers(s);
+    n = s->pending_head;
+    for (i = 0; i < count; i++, n = n->next)
+        total += jw_container_of(n, jw_batch, node)->count;
+    *ndeltas = total;
+
+    if (s->seen_cap < 2 * total) {
+        s->seen_cap = pow2_at_least(2 * total);
+        free(s->seen);
+        s->seen = jw_xmalloc(s->seen_cap * sizeof(*s->seen));
+        free(s->jobs);
+        s->jobs_cap = s->seen_cap;
+        s->jobs = jw_xmalloc(s->jobs_cap * sizeof(*s->jobs));
+    }
+    memset(s->seen, 0, s->seen_cap * sizeof(*s->seen));
+    memset(s->jobs, 0, s->jobs_cap * sizeof(*s->jobs));
+
+    /* Journal in submission order; check each job's seqs run +1 at a time. */
+    n = s->pending_head;
+    for (i = 0; i < count; i++, n = n->next) {
+        jw_batch *b = jw_container_of(n, jw_batch, node);
+
+        for (size_t k = 0; k < b->count; k++) {
+            const jw_delta *d = b->deltas[k];
+            struct job_range *r;
+
+            if (d->seq == 0)
+                continue;
+            r = job_slot(s, d->job_id);
+            if (!r->job_id) {
+                r->job_id = d->job_id;
+                r->first = d->seq;
+            } else if (d->seq != r->last + 1) {
+                snprintf(err, errlen, "job %s: seq %lld follows seq %lld in the same group",
+                         d->job_id, (long long)d->seq, (long long)r->last);
+                return false;
+            }
+            r->last = d->seq;
+            r->n++;
+            store__add_array_item(&s->ev_job, d->job_id, JW_UUID_LEN);
+            store__add_array_item(&s->ev_seq, num,
+                                  (size_t)snprintf(num, sizeof(num), "%lld", (long long)d->seq));
+            store__add_array_item(&s->ev_ts, num,
+                                  (size_t)snprintf(num, sizeof(num), "%lld", (long long)d->ts_us));
+            store__add_array_item(&s->ev_table, jw_table_name(d->table),
+                                  strlen(jw_table_name(d->table)));
+            store__add_array_item(&s->ev_op, jw_op_name(d->op), strlen(jw_op_name(d->op)));
+            jw_buf_addch(&s->ev_rows, s->ev_rows.len ? ',' : '[');
+            jw_buf_add(&s->ev_rows, d->row, d->row_len);
+        }
+    }
+
+    /* Upsert only the newest row of each id: walk the group backwards. */
+    {
+        jw_batch **order = jw_xmalloc(count * sizeof(*order));
+
+        n = s->pending_head;
+        for (i = 0; i < count; i++, n = n->next)
+            order[i] = jw_container_of(n, jw_batch, node);
+        for (i = count; i-- > 0;) {
+            jw_batch *b = order[i];
+
+            for (size_t k = b->count; k-- > 0;) {
+                const jw_delta *d = b->deltas[k];
+                jw_buf *rows = &s->rows[d->table];
+
+                if (seen_before(s, d))
+                    continue;
+                jw_buf_addch(rows, rows->len ? ',' : '[');
+                jw_buf_add(rows, d->row, d->row_len);
+            }
+        }
+        free(order);
+    }
+
+    for (i = 0; i < s->jobs_cap; i++) {
+        const struct job_range *r = &s->jobs[i];
+
+        if (!r->job_id)
+            continue;
+        store__add_array_item(&s->adv_job, r->job_id, JW_UUID_LEN);
+        store__add_array_item(&s->adv_lo, num,
+                              (size_t)snprintf(num, sizeof(num), "%lld", (long long)r->first));
+        store__add_array_item(&s->adv_hi, num,
+                              (size_t)snprintf(num, sizeof(num), "%lld", (long long)r->last));
+        store__add_array_item(&s->adv_n, num,
+                              (size_t)snprintf(num, sizeof(num), "%lld", (long long)r->n));
+    }
+    for (int t = 0; t < JW_TABLE__COUNT; t++)
+        if (s->rows[t].len)
+            jw_buf_addch(&s->rows[t], ']');
+    if (s->ev_rows.len) {
+        jw_buf_addch(&s->ev_rows, ']');
+        store__close_array(&s->ev_job);
+        store__close_array(&s->ev_seq);
+        store__close_array(&s->ev_ts);
+        store__close_array(&s->ev_table);
+        store__close_array(&s->ev_op);
+        store__close_array(&s->adv_job);
+        store__close_array(&s->adv_lo);
+        store__close_array(&s->adv_hi);
+        store__close_array(&s->adv_n);
+    }
+    return true;
+}
+
+/* ---- writing ------------------------------------------------------------ */
+
+/* "primary message (detail)" without libpq's "ERROR:" prefix and newlines. */
+void store__describe_error(const PGresult *res, char *err, size_t errlen)
+{
+    const char *primary = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+    const char *detail = PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL);
+    const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+
+    if (!primary) {
+        snprintf(err, errlen, "%s", PQresultErrorMessage(res));
+        return;
+    }
+    snprintf(err, errlen, "%s%s%s%s [SQLSTATE %s]", primary, detail ? " (" : "",
+             detail ? detail : "", detail ? ")" : "", state ? state : "?");
+}
+
+/* Transient server conditions: the same write may succeed later. */
+static bool sqlstate_transient(const char *state)
+{
+    if (!state)
+        return true;                        /* no SQLSTATE: a client-side (connection) failure */
+    return strncmp(state, "08", 2) == 0 ||  /* connection exception */
+           strncmp(state, "57P", 3) == 0 || /* operator intervention: shutdown */
+           strncmp(state, "53", 2) == 0 ||  /* insufficient resources */
+           strncmp(state, "40", 2) == 0;    /* serialization failure, deadlock */
+}
+
+/*
+ * Reads one query's results in the pipeline. Records the first error in err
+ * and classifies it in *res. Returns false if the connection broke.
+ */
+static bool read_query(jw_store *s, enum write_result *wr, char *err, size_t errlen)
+{
+    PGresult *res;
+    bool got_any = false;
+
+    while ((res = PQgetResult(s->conn)) != NULL) {
+        ExecStatusType st = PQresultStatus(res);
+
+        got_any = true;
+        if (st == PGRES_FATAL_ERROR && *wr == WRITE_OK) {
+            const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+
+            *wr = sqlstate_transient(state) || PQstatus(s->conn) == CONNECTION_BAD ? WRITE_LOST
+                                                                                   : WRITE_REJECTED;
+            store__describe_error(res, err, errlen);
+        }
+        PQclear(res);
+    }
+    if (!got_any || PQstatus(s->conn) == CONNECTION_BAD) {
+        if (*wr == WRITE_OK || PQstatus(s->conn) == CONNECTION_BAD) {
+            *wr = WRITE_LOST;
+            if (!*err)
+                snprintf(err, errlen, "%s", PQerrorMessage(s->conn));
+        }
+        return false;
+    }
+    return true;
+}
+
+enum write_result store__write_group(jw_store *s, size_t count, char *err, size_t errlen)
+{
+    enum write_result wr = WRITE_OK;
+    size_t ndeltas, sent = 0;
+    PGresult *res;
+    char name[64], cts[24];
+
+    err[0] = '\0';
+    if (!build_group(s, count, &ndeltas, err, errlen))
+        return WRITE_REJECTED;
+    /*
+     * The commit stamp: journaled with the deltas (job_events.cts), answered
+     * as the batches' committed_us, so a delta replayed from the journal
+     * carries the cts it was published with. It has to be known before the
+     * COMMIT, so it is taken as the transaction leaves.
+     */
+    s->group_cts = jw_now_us();
+    snprintf(cts, sizeof(cts), "%lld", (long long)s->group_cts);
+
+    for (size_t i = 0; i < sizeof(upsert_order) / sizeof(upsert_order[0]); i++) {
+        jw_buf *rows = &s->rows[upsert_order[i]];
+        const char *params[1] = {rows->data};
+
+        if (!rows->len)
+            continue;
+        snprintf(name, sizeof(name), "jw_up_%s", jw_table_name(upsert_order[i]));
+        if (!PQsendQueryPrepared(s->conn, name, 1, params, NULL, NULL, 0))
+            goto lost;
+        sent++;
+    }
+    if (s->ev_rows.len) {
+        const char *ev[7] = {s->ev_job.data,
+                             s->ev_seq.data,
+                             s->ev_ts.data,
+                             s->ev_table.data,
+                             s->ev_op.data,
+                             s->ev_rows.data,
+                             cts};
+        const char *adv[4] = {s->adv_job.data, s->adv_lo.data, s->adv_hi.data, s->adv_n.data};
+
+        if (!PQsendQueryPrepared(s->conn, "jw_events", 7, ev, NULL, NULL, 0))
+            goto lost;
+        sent++;
+        if (!PQsendQueryPrepared(s->conn, "jw_advance", 4, adv, NULL, NULL, 0))
+            goto lost;
+        sent++;
+    }
+    if (!PQpipelineSync(s->conn))
+        goto lost;
+
+    for (size_t i = 0; i < sent; i++)
+        if (!read_query(s, &wr, err, errlen))
+            return WRITE_LOST;
+    res = PQgetResult(s->conn);
+    if (!res || PQresultStatus(res) != PGRES_PIPELINE_SYNC) {
+        PQclear(res);
+        if (!*err)
+            snprintf(err, errlen, "%s", PQerrorMessage(s->conn));
+        return WRITE_LOST;
+    }
+    PQclear(res);
+    return wr;
+
+lost:
+    snprintf(err, errlen, "%s", PQerrorMessage(s->conn));
+    return WRITE_LOST;
+}
+
+/*
+ * After a lost connection: did the group at the front commit? Its deltas were
+ * one transaction, so one journaled delta answers for all. Returns 1 yes,
+ * 0 no (or nothing to check: upserts alone are safe to repeat), -1 unknown.
+ * On yes, group_cts is the stamp the journal holds for the group.
+ */
+int store__group_committed(jw_store *s, size_t count)
+{
+    jw_mailbox_node *n = s->pending_head;
+    const jw_delta *probe = NULL;
+    char seq[32];
+    const char *params[2];
+    PGresult *res;
+    int answer = -1;
+
+    for (size_t i = 0; i < count && !probe; i++, n = n->next) {
+        jw_batch *b = jw_container_of(n, jw_batch, node);
+
+        for (size_t k = 0; k < b->count && !probe; k++)
+            if (b->deltas[k]->seq > 0)
+                probe = b->deltas[k];
+    }
+    if (!probe)
+        return 0;
+    snprintf(seq, sizeof(seq), "%lld", (long long)probe->seq);
+    params[0] = probe->job_id;
+    params[1] = seq;
+    if (PQsendQueryPrepared(s->conn, "jw_committed", 2, params, NULL, NULL, 0) &&
+        PQpipelineSync(s->conn)) {
+        while ((res = PQgetResult(s->conn)) != NULL) {
+            if (PQresultStatus(res) == PGRES_TUPLES_OK) {
+                answer = PQntuples(res) > 0;
+                if (answer && !PQgetisnull(res, 0, 0))
+                    s->group_cts = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+            }
+            PQclear(res);
+        }
+        res = PQgetResult(s->conn);
+        if (!res || PQresultStatus(res) != PGRES_PIPELINE_SYNC)
+            answer = -1;
+        PQclear(res);
+    }
+    return answer;
+}
