@@ -20,7 +20,7 @@
 #include "jw_engine.h"
 #include "jw_store.h"
 #include "jw_timers.h"
-#include "providers/http.h"
+#include "providers/http_provider.h"
 #include "providers/sim.h"
 #include "realtime.h"
 #include "ws.h"
