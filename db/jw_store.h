@@ -156,7 +156,14 @@ typedef struct jw_read {
     char *result;          /* JSON text when status is 0 */
     char *error;
     void *user; /* the submitter's cookie */
-    int tag;    /* the submitter's too: which part of it asked */
+    /*
+     * The submitter's completion: whoever drains the answered reads
+     * (jw_store_drain_reads) calls done(r, done_arg), which owns r from
+     * then on. Set before jw_store_read; a cancelled read comes back
+     * through it too, with status JW_ECANCELED.
+     */
+    void (*done)(struct jw_read *r, void *arg);
+    void *done_arg;
 } jw_read;
 
 /* Params are copied; pass NULL for SQL NULL. Returns NULL for a bad count. */

@@ -13,7 +13,6 @@
 #include "api.h"
 
 #include "api_parse.h"
-#include "app.h"
 #include "jw_error.h"
 #include "jw_log.h"
 #include "wipe.h"
@@ -31,7 +30,7 @@
 typedef enum { OP_CREATE, OP_GET, OP_LIST, OP_CANCEL, OP_RETRY, OP_OTP } op_kind;
 
 typedef struct api_op {
-    jw_app *app;
+    jw_api *api;
     uint64_t req;
     op_kind kind;
     bool original; /* answer in the original design's shape */
@@ -39,12 +38,12 @@ typedef struct api_op {
     int limit;
 } api_op;
 
-static api_op *new_op(jw_app *app, jw_http_request *req, op_kind kind, const jw_principal *who)
+static api_op *new_op(jw_api *api, jw_http_request *req, op_kind kind, const jw_principal *who)
 {
     api_op *op = jw_xcalloc(1, sizeof(*op));
 
-    op->app = app;
-    op->req = jw_http_defer(app->http, req);
+    op->api = api;
+    op->req = jw_http_defer(api->http, req);
     op->kind = kind;
     op->who = *who;
     return op;
@@ -53,7 +52,7 @@ static api_op *new_op(jw_app *app, jw_http_request *req, op_kind kind, const jw_
 /* The waiting request, or NULL when its client left (op is freed then). */
 static jw_http_request *resume(api_op *op)
 {
-    jw_http_request *req = jw_http_resume(op->app->http, op->req);
+    jw_http_request *req = jw_http_resume(op->api->http, op->req);
 
     if (!req)
         free(op);
@@ -62,17 +61,17 @@ static jw_http_request *resume(api_op *op)
 
 static void finish(api_op *op)
 {
-    jw_http_finish(op->app->http, op->req);
+    jw_http_finish(op->api->http, op->req);
     free(op);
 }
 
 /* ---- input -------------------------------------------------------------------- */
 
-static bool authenticate(jw_app *app, jw_http_request *req, jw_principal *who)
+static bool authenticate(jw_api *api, jw_http_request *req, jw_principal *who)
 {
     char err[256];
 
-    if (jw_auth_bearer(app->auth, req->authorization, jw_now_us() / 1000000, who, err,
+    if (jw_auth_bearer(api->sv->auth, req->authorization, jw_now_us() / 1000000, who, err,
                        sizeof(err)) != 0) {
         jw_http_reply_error(req, 401, "unauthorized", "%s", err);
         return false;
@@ -126,7 +125,7 @@ static const char *code_for(int rc)
     }
 }
 
-static void reply_snapshot(jw_app *app, jw_http_request *req, int status, const char *job_id,
+static void reply_snapshot(jw_api *api, jw_http_request *req, int status, const char *job_id,
                            bool original)
 {
     json_t *snap;
@@ -137,7 +136,7 @@ static void reply_snapshot(jw_app *app, jw_http_request *req, int status, const 
             json_pack("{s:s, s:s}", "jobId", job_id, "message", "Job started successfully"));
         return;
     }
-    snap = jw_engine_snapshot(app->engine, job_id);
+    snap = jw_engine_snapshot(api->sv->engine, job_id);
     if (!snap) {
         jw_http_reply_error(req, 404, "not_found", "no job %s", job_id);
         return;
@@ -157,7 +156,7 @@ static void on_job_done(void *arg, int status, const char *job_id)
         jw_http_reply_error(req, 503, "unavailable", "the change could not be stored: %s",
                             jw_strerror(status));
     else
-        reply_snapshot(op->app, req, op->kind == OP_CREATE ? 201 : 200, job_id, op->original);
+        reply_snapshot(op->api, req, op->kind == OP_CREATE ? 201 : 200, job_id, op->original);
     finish(op);
 }
 
@@ -190,15 +189,15 @@ static void on_otp_result(void *arg, const jw_otp_result *r)
  * per-minute budget, answers 429 (true: answered). A retry makes one job
  * run again, so it counts as a creation for both.
  */
-static bool over_job_limits(jw_app *app, jw_http_request *req, const jw_principal *who)
+static bool over_job_limits(jw_api *api, jw_http_request *req, const jw_principal *who)
 {
     int live, after;
 
     if (who->kind != JW_PRINCIPAL_USER)
         return false;
-    live = jw_engine_user_live_jobs(app->engine, who->user_id);
-    if (live >= app->cfg->max_live_jobs_per_user) {
-        jw_limits_count_refusal(app->limits, JW_LIMIT_USER_LIVE_JOBS);
+    live = jw_engine_user_live_jobs(api->sv->engine, who->user_id);
+    if (live >= api->sv->cfg->max_live_jobs_per_user) {
+        jw_limits_count_refusal(api->sv->limits, JW_LIMIT_USER_LIVE_JOBS);
         jw_http_reply_error(req, 429, "too_many_live_jobs",
                             "you have %d running jobs, the most one user may have "
                             "(--max-live-jobs-per-user); wait for one to finish",
@@ -206,35 +205,35 @@ static bool over_job_limits(jw_app *app, jw_http_request *req, const jw_principa
         req->resp.retry_after_s = LIVE_JOBS_RETRY_AFTER_S;
         return true;
     }
-    if (jw_limits_take(app->limits, JW_LIMIT_USER_JOBS, who->user_id, jw_mono_us(), &after)) {
+    if (jw_limits_take(api->sv->limits, JW_LIMIT_USER_JOBS, who->user_id, jw_mono_us(), &after)) {
         jw_http_reply_error(req, 429, "rate_limited",
                             "at most %d job creations and retries a minute "
                             "(--job-rate-per-user); try again in %d s",
-                            app->cfg->job_rate_per_user, after);
+                            api->sv->cfg->job_rate_per_user, after);
         req->resp.retry_after_s = after;
         return true;
     }
     return false;
 }
 
-static bool over_otp_rate(jw_app *app, jw_http_request *req, const jw_principal *who)
+static bool over_otp_rate(jw_api *api, jw_http_request *req, const jw_principal *who)
 {
     int after;
 
     if (who->kind != JW_PRINCIPAL_USER ||
-        !jw_limits_take(app->limits, JW_LIMIT_USER_OTP, who->user_id, jw_mono_us(), &after))
+        !jw_limits_take(api->sv->limits, JW_LIMIT_USER_OTP, who->user_id, jw_mono_us(), &after))
         return false;
     jw_http_reply_error(req, 429, "rate_limited",
                         "at most %d OTP submissions a minute (--otp-rate-per-user); try again "
                         "in %d s",
-                        app->cfg->otp_rate_per_user, after);
+                        api->sv->cfg->otp_rate_per_user, after);
     req->resp.retry_after_s = after;
     return true;
 }
 
 /* ---- routes ------------------------------------------------------------------------ */
 
-static void create_job(jw_app *app, jw_http_request *req, const jw_principal *who,
+static void create_job(jw_api *api, jw_http_request *req, const jw_principal *who,
                        const jw_api_body *body, bool original)
 {
     const char *user_id = body->user_id;
@@ -257,11 +256,11 @@ static void create_job(jw_app *app, jw_http_request *req, const jw_principal *wh
                             "%s is required when the admin key starts a job", field);
         return;
     }
-    if (over_job_limits(app, req, who))
+    if (over_job_limits(api, req, who))
         return;
-    op = new_op(app, req, OP_CREATE, who);
+    op = new_op(api, req, OP_CREATE, who);
     op->original = original;
-    rc = jw_engine_create_job(app->engine, user_id, body->amount, body->count, body->metadata,
+    rc = jw_engine_create_job(api->sv->engine, user_id, body->amount, body->count, body->metadata,
                               on_job_done, op, job_id, err, sizeof(err));
     if (rc != 0) {
         /* Refused before anything was queued: answer now. */
@@ -270,31 +269,38 @@ static void create_job(jw_app *app, jw_http_request *req, const jw_principal *wh
     }
 }
 
-static void post_jobs(jw_app *app, jw_http_request *req, const jw_principal *who, const char *id)
+static void post_jobs(jw_api *api, jw_http_request *req, const jw_principal *who, const char *id)
 {
     jw_api_body body;
 
     (void)id;
     if (parse_body(req, JW_API_CREATE_JOB, &body))
-        create_job(app, req, who, &body, false);
+        create_job(api, req, who, &body, false);
     jw_api_body_release(&body);
 }
 
-static void post_start_payment(jw_app *app, jw_http_request *req, const jw_principal *who,
+static void post_start_payment(jw_api *api, jw_http_request *req, const jw_principal *who,
                                const char *id)
 {
     jw_api_body body;
 
     (void)id;
     if (parse_body(req, JW_API_START_PAYMENT, &body))
-        create_job(app, req, who, &body, true);
+        create_job(api, req, who, &body, true);
     jw_api_body_release(&body);
 }
 
-/* Hands r to the store; refused (its queue of reads is full, or shutting down): 503. */
-static void submit_read(jw_app *app, jw_http_request *req, api_op *op, jw_read *r)
+static void on_read(jw_read *r, void *arg);
+
+/* Hands r to the store, to be answered at on_read; refused (its queue of reads is full, or
+ * shutting down): 503. */
+static void submit_read(jw_api *api, jw_http_request *req, api_op *op, jw_read *r)
 {
-    int rc = jw_store_read(app->store, r);
+    int rc;
+
+    r->done = on_read;
+    r->done_arg = api;
+    rc = jw_store_read(api->sv->store, r);
 
     if (rc == 0)
         return;
@@ -309,33 +315,33 @@ static void submit_read(jw_app *app, jw_http_request *req, api_op *op, jw_read *
     finish(op);
 }
 
-static void read_job(jw_app *app, jw_http_request *req, const jw_principal *who, const char *job_id,
+static void read_job(jw_api *api, jw_http_request *req, const jw_principal *who, const char *job_id,
                      op_kind kind)
 {
     const char *params[1] = {job_id};
     jw_read *r = jw_read_new(JW_READ_JOB, 1, params);
-    api_op *op = new_op(app, req, kind, who);
+    api_op *op = new_op(api, req, kind, who);
 
     r->user = op;
-    submit_read(app, req, op, r);
+    submit_read(api, req, op, r);
 }
 
-static void get_job(jw_app *app, jw_http_request *req, const jw_principal *who, const char *job_id)
+static void get_job(jw_api *api, jw_http_request *req, const jw_principal *who, const char *job_id)
 {
-    const char *owner = jw_engine_job_owner(app->engine, job_id);
+    const char *owner = jw_engine_job_owner(api->sv->engine, job_id);
 
     if (!owner) {
-        read_job(app, req, who, job_id, OP_GET); /* finished, or unknown */
+        read_job(api, req, who, job_id, OP_GET); /* finished, or unknown */
         return;
     }
     if (!jw_principal_may_access(who, owner)) {
         jw_http_reply_error(req, 404, "not_found", "no job %s", job_id);
         return;
     }
-    reply_snapshot(app, req, 200, job_id, false);
+    reply_snapshot(api, req, 200, job_id, false);
 }
 
-static void list_jobs(jw_app *app, jw_http_request *req, const jw_principal *who, const char *id)
+static void list_jobs(jw_api *api, jw_http_request *req, const jw_principal *who, const char *id)
 {
     jw_api_list_query q;
     jw_http_error err;
@@ -362,54 +368,54 @@ static void list_jobs(jw_app *app, jw_http_request *req, const jw_principal *who
     params[2] = q.before;
     params[3] = limit_buf;
     r = jw_read_new(JW_READ_JOBS, 4, params);
-    op = new_op(app, req, OP_LIST, who);
+    op = new_op(api, req, OP_LIST, who);
     op->limit = q.limit;
     r->user = op;
-    submit_read(app, req, op, r);
+    submit_read(api, req, op, r);
 }
 
-static void command(jw_app *app, jw_http_request *req, const jw_principal *who, const char *job_id,
+static void command(jw_api *api, jw_http_request *req, const jw_principal *who, const char *job_id,
                     op_kind kind)
 {
-    const char *owner = jw_engine_job_owner(app->engine, job_id);
+    const char *owner = jw_engine_job_owner(api->sv->engine, job_id);
     char err[256];
     api_op *op;
     int rc;
 
     if (!owner) {
         /* Not running here: finished (or unknown). The read decides. */
-        read_job(app, req, who, job_id, kind);
+        read_job(api, req, who, job_id, kind);
         return;
     }
     if (!jw_principal_may_access(who, owner)) {
         jw_http_reply_error(req, 404, "not_found", "no job %s", job_id);
         return;
     }
-    if (kind == OP_RETRY && jw_engine_job_retryable(app->engine, job_id) &&
-        over_job_limits(app, req, who))
+    if (kind == OP_RETRY && jw_engine_job_retryable(api->sv->engine, job_id) &&
+        over_job_limits(api, req, who))
         return;
-    op = new_op(app, req, kind, who);
+    op = new_op(api, req, kind, who);
     rc = kind == OP_CANCEL
-             ? jw_engine_cancel(app->engine, job_id, on_job_done, op, err, sizeof(err))
-             : jw_engine_retry(app->engine, job_id, on_job_done, op, err, sizeof(err));
+             ? jw_engine_cancel(api->sv->engine, job_id, on_job_done, op, err, sizeof(err))
+             : jw_engine_retry(api->sv->engine, job_id, on_job_done, op, err, sizeof(err));
     if (rc != 0) {
         jw_http_reply_error(req, status_for(rc), code_for(rc), "%s", err);
         finish(op);
     }
 }
 
-static void submit_otp(jw_app *app, jw_http_request *req, const jw_principal *who,
+static void submit_otp(jw_api *api, jw_http_request *req, const jw_principal *who,
                        const char *otp_id, const char *value, bool original)
 {
     char err[256];
     api_op *op;
     int rc;
 
-    if (over_otp_rate(app, req, who))
+    if (over_otp_rate(api, req, who))
         return;
-    op = new_op(app, req, OP_OTP, who);
+    op = new_op(api, req, OP_OTP, who);
     op->original = original;
-    rc = jw_engine_submit_otp(app->engine, otp_id, value,
+    rc = jw_engine_submit_otp(api->sv->engine, otp_id, value,
                               who->kind == JW_PRINCIPAL_USER ? who->user_id : NULL, on_otp_result,
                               op, err, sizeof(err));
     if (rc != 0) {
@@ -425,19 +431,19 @@ static void wipe_body(jw_http_request *req)
         OPENSSL_cleanse(req->body, req->body_len);
 }
 
-static void post_otp(jw_app *app, jw_http_request *req, const jw_principal *who, const char *otp_id)
+static void post_otp(jw_api *api, jw_http_request *req, const jw_principal *who, const char *otp_id)
 {
     jw_api_body body;
     bool ok = parse_body(req, JW_API_SUBMIT_OTP, &body);
 
     wipe_body(req);
     if (ok)
-        submit_otp(app, req, who, otp_id, body.otp, false);
+        submit_otp(api, req, who, otp_id, body.otp, false);
     jw_wipe_json_string(json_object_get(body.doc, "otp")); /* the parsed copy of the code */
     jw_api_body_release(&body);
 }
 
-static void post_otp_received(jw_app *app, jw_http_request *req, const jw_principal *who,
+static void post_otp_received(jw_api *api, jw_http_request *req, const jw_principal *who,
                               const char *id)
 {
     jw_api_body body;
@@ -446,12 +452,12 @@ static void post_otp_received(jw_app *app, jw_http_request *req, const jw_princi
     (void)id;
     wipe_body(req);
     if (ok)
-        submit_otp(app, req, who, body.otp_id, body.otp, true);
+        submit_otp(api, req, who, body.otp_id, body.otp, true);
     jw_wipe_json_string(json_object_get(body.doc, "otpValue")); /* the parsed copy of the code */
     jw_api_body_release(&body);
 }
 
-static void get_inbox(jw_app *app, jw_http_request *req, const jw_principal *who, const char *id)
+static void get_inbox(jw_api *api, jw_http_request *req, const jw_principal *who, const char *id)
 {
     json_t *msgs, *m;
     size_t i;
@@ -461,15 +467,15 @@ static void get_inbox(jw_app *app, jw_http_request *req, const jw_principal *who
         jw_http_reply_error(req, 403, "forbidden", "the sim inbox needs the admin key");
         return;
     }
-    if (!app->sim) {
+    if (!api->sim_inbox) {
         jw_http_reply_error(req, 404, "not_found", "the sim inbox exists only in sim mode");
         return;
     }
-    msgs = jw_sim_inbox_json(app->sim);
+    msgs = api->sim_inbox(api->sim_inbox_arg);
     json_array_foreach(msgs, i, m)
     {
         const char *otp =
-            jw_engine_step_otp(app->engine, json_string_value(json_object_get(m, "job_id")),
+            jw_engine_step_otp(api->sv->engine, json_string_value(json_object_get(m, "job_id")),
                                json_string_value(json_object_get(m, "step_id")));
 
         json_object_set_new(m, "otp_request_id", otp ? json_string(otp) : json_null());
@@ -492,8 +498,10 @@ static bool read_failed(jw_http_request *req, const jw_read *r, const char *what
     return true;
 }
 
-void jw_api_on_read(jw_app *app, jw_read *r)
+/* A read of ours has its answer (jw_read.done); takes r. */
+static void on_read(jw_read *r, void *arg)
 {
+    jw_api *api = arg;
     api_op *op = r->user;
     jw_http_request *req = resume(op);
     const char *job_id = r->nparams ? r->params[0] : NULL;
@@ -530,14 +538,14 @@ void jw_api_on_read(jw_app *app, jw_read *r)
         } else if (op->kind == OP_GET) {
             json_object_set_new(doc, "job_id", json_string(job_id));
             jw_http_reply_json(req, 200, json_incref(doc));
-        } else if (jw_engine_has_job(app->engine, job_id)) {
+        } else if (jw_engine_has_job(api->sv->engine, job_id)) {
             /* It came back into memory meanwhile (another request): try again. */
             jw_http_reply_error(req, 409, "conflict", "job %s changed; try again", job_id);
         } else if (op->kind == OP_CANCEL || strcmp(status, "failed") != 0) {
             jw_http_reply_error(req, 409, "conflict", "job %s is %s; %s", job_id, status,
                                 op->kind == OP_CANCEL ? "only a running job can be cancelled"
                                                       : "only a failed job can be retried");
-        } else if (over_job_limits(app, req, &op->who)) {
+        } else if (over_job_limits(api, req, &op->who)) {
             /* answered: 429 */
         } else {
             /* A failed job from before this process: adopt it, then retry. */
@@ -546,13 +554,13 @@ void jw_api_on_read(jw_app *app, jw_read *r)
                                        json_object_get(doc, "otp_requests"), "last_seq",
                                        json_object_get(doc, "seq"));
             char err[256];
-            int rc = jw_engine_recover(app->engine, loaded, err, sizeof(err));
+            int rc = jw_engine_recover(api->sv->engine, loaded, err, sizeof(err));
 
             json_decref(loaded);
             if (rc < 0) {
                 jw_http_reply_error(req, 500, "internal", "cannot load job %s: %s", job_id, err);
             } else {
-                rc = jw_engine_retry(app->engine, job_id, on_job_done, op, err, sizeof(err));
+                rc = jw_engine_retry(api->sv->engine, job_id, on_job_done, op, err, sizeof(err));
                 if (rc == 0) {
                     json_decref(doc);
                     jw_read_free(r);
@@ -569,18 +577,18 @@ void jw_api_on_read(jw_app *app, jw_read *r)
 
 /* ---- dispatch ----------------------------------------------------------------------- */
 
-static void cancel_job(jw_app *app, jw_http_request *req, const jw_principal *who, const char *id)
+static void cancel_job(jw_api *api, jw_http_request *req, const jw_principal *who, const char *id)
 {
-    command(app, req, who, id, OP_CANCEL);
+    command(api, req, who, id, OP_CANCEL);
 }
 
-static void retry_job(jw_app *app, jw_http_request *req, const jw_principal *who, const char *id)
+static void retry_job(jw_api *api, jw_http_request *req, const jw_principal *who, const char *id)
 {
-    command(app, req, who, id, OP_RETRY);
+    command(api, req, who, id, OP_RETRY);
 }
 
 /* One handler per route (api_parse.h); id is the path's id, lower case, or "". */
-typedef void (*api_handler)(jw_app *app, jw_http_request *req, const jw_principal *who,
+typedef void (*api_handler)(jw_api *api, jw_http_request *req, const jw_principal *who,
                             const char *id);
 
 static const api_handler handlers[JW_API_ROUTES] = {
@@ -595,23 +603,20 @@ static const api_handler handlers[JW_API_ROUTES] = {
     [JW_API_RETRY_JOB] = retry_job,
 };
 
-void jw_api_handle(jw_http_ctx *ctx, jw_http_request *req)
+void jw_api_handle(void *arg, jw_http_ctx *ctx, jw_http_request *req)
 {
-    jw_app *app = ctx->app;
+    jw_api *api = arg;
     jw_principal who;
     jw_api_match m;
     jw_http_error err;
 
-    if (!app) {
-        jw_http_reply_error(req, 503, "unavailable", "starting up");
-        return;
-    }
+    (void)ctx; /* the same as api->http */
     /* Authentication first, on every path: unknown routes included (docs/api.md). */
-    if (!authenticate(app, req, &who))
+    if (!authenticate(api, req, &who))
         return;
     if (jw_api_match_route(req->method, req->path, &m, &err) != 0) {
         reply_refusal(req, &err);
         return;
     }
-    handlers[m.route](app, req, &who, m.id);
+    handlers[m.route](api, req, &who, m.id);
 }

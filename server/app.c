@@ -1,10 +1,26 @@
 /*
- * app.c - the engine's ports, implemented on the loop thread (see app.h).
+ * app.c - the composition root: builds every part, wires each to the narrow
+ * interface it needs, and implements the engine's ports on the loop thread
+ * (see app.h).
  */
 #include "app.h"
 
+#include "api.h"
+#include "auth.h"
+#include "limiter.h"
+#include "metrics.h"
+#include "pages.h"
+#include "realtime.h"
+#include "services.h"
+#include "ws.h"
+
+#include "jw_engine.h"
 #include "jw_error.h"
+#include "jw_hist.h"
 #include "jw_log.h"
+#include "jw_timers.h"
+#include "providers/http_provider.h"
+#include "providers/sim.h"
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -15,6 +31,27 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+struct jw_app {
+    const jw_config *cfg;
+    struct lws_context *ctx;
+    jw_http_ctx *http;
+    jw_services sv; /* the store, engine, auth and limits, lent to the parts below */
+    jw_timers *timers;
+    lws_sorted_usec_list_t sul;      /* the one native timer, armed for timers' earliest */
+    jw_sim *sim;                     /* sim mode only */
+    jw_sim_provider *sim_port;       /* sim mode only */
+    jw_http_provider *http_provider; /* http mode only */
+    uint64_t published;              /* committed deltas handed to the fan-out */
+    jw_ws *ws;                       /* the jobwire.v1 hub */
+    jw_rt *rt;                       /* the Supabase Realtime endpoint */
+    jw_api api;
+    jw_metrics metrics;
+    jw_http_route routes[6]; /* the HTTP side's table (build_routes) */
+    /* Per committed batch, microseconds from its hand-over to the store to
+     * its deltas' publication: what a watching client waits. */
+    jw_hist publish_delay;
+};
 
 /* Microseconds, like the store's commit latency plus the trip back: 0.1 ms .. 10 s. */
 static const jw_hist_spec publish_delay_spec = {
@@ -45,12 +82,12 @@ static uint64_t port_random(void *ctx)
 static void port_submit(void *ctx, jw_batch *b)
 {
     jw_app *app = ctx;
-    int rc = jw_store_submit(app->store, b);
+    int rc = jw_store_submit(app->sv.store, b);
 
     if (rc != 0) {
         /* Shutting down: answer it ourselves so the engine sees the refusal. */
         b->status = rc;
-        jw_engine_on_commit(app->engine, b);
+        jw_engine_on_commit(app->sv.engine, b);
     }
 }
 
@@ -88,12 +125,130 @@ static void deliver_reply(void *arg, jw_provider_reply *r)
 {
     jw_app *app = arg;
 
-    jw_engine_on_reply(app->engine, r);
+    jw_engine_on_reply(app->sv.engine, r);
 }
 
 static void wake_loop(void *arg)
 {
     lws_cancel_service(arg);
+}
+
+/* ---- wiring ------------------------------------------------------------------- */
+
+static json_t *sim_inbox(void *arg)
+{
+    return jw_sim_inbox_json(arg);
+}
+
+/* The HTTP side's upgrade hooks: the Supabase endpoint takes upgrades without a subprotocol. */
+static int rt_accept(void *rt, struct lws *wsi)
+{
+    return jw_rt_accept_upgrade(rt, wsi);
+}
+
+static int rt_callback(void *rt, struct lws *wsi, enum lws_callback_reasons reason, void **slot,
+                       void *in, size_t len)
+{
+    return jw_rt_callback(rt, wsi, reason, slot, in, len);
+}
+
+/* The route table. Adding a route is adding a row; the zeroed row ends it. */
+static void build_routes(jw_app *app)
+{
+    const jw_http_route routes[] = {
+        {.method = JW_HTTP_GET, .path = "/healthz", .handler = jw_page_healthz},
+        {.method = JW_HTTP_GET, .path = "/readyz", .handler = jw_page_readyz},
+        {.method = JW_HTTP_GET,
+         .path = "/metrics",
+         .handler = jw_metrics_handle,
+         .arg = &app->metrics},
+        /* The API checks methods itself, so its 405s name the right Allow. */
+        {.method = JW_HTTP_GET | JW_HTTP_HEAD | JW_HTTP_POST | JW_HTTP_PUT | JW_HTTP_PATCH |
+                   JW_HTTP_DELETE | JW_HTTP_OPTIONS,
+         .prefix = "/api/",
+         .handler = jw_api_handle,
+         .arg = &app->api},
+        /* Last: the web page's files, embedded from web-client/. */
+        {.method = JW_HTTP_GET | JW_HTTP_HEAD, .prefix = "/", .handler = jw_page_static},
+        {0},
+    };
+
+    _Static_assert(sizeof(routes) == sizeof(app->routes), "app->routes holds the table");
+    memcpy(app->routes, routes, sizeof(routes));
+}
+
+/* Hands every part its narrow interface; the parts exist. */
+static void wire(jw_app *app)
+{
+    app->api = (jw_api){.sv = &app->sv, .http = app->http};
+    if (app->sim) {
+        app->api.sim_inbox = sim_inbox;
+        app->api.sim_inbox_arg = app->sim;
+    }
+    app->metrics = (jw_metrics){
+        .sv = &app->sv,
+        .ws = app->ws,
+        .rt = app->rt,
+        .published = &app->published,
+        .publish_delay = &app->publish_delay,
+    };
+    build_routes(app);
+    app->http->routes = app->routes;
+    app->http->upgrade =
+        (jw_http_upgrade){.accept = rt_accept, .callback = rt_callback, .arg = app->rt};
+    app->http->limits = app->sv.limits;
+    app->http->admitted_fd = -1;
+}
+
+/* Drains the loop's mailboxes whenever another thread wakes it. */
+static int callback_loop(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                         size_t len)
+{
+    jw_app **slot;
+
+    (void)user;
+    (void)in;
+    (void)len;
+    if (reason != LWS_CALLBACK_EVENT_WAIT_CANCELLED)
+        return 0;
+    /* The app bound itself to the vhost (jw_app_new); wake-ups before that wait. */
+    slot = lws_protocol_vh_priv_get(lws_get_vhost(wsi), lws_get_protocol(wsi));
+    if (slot && *slot)
+        jw_app_drain(*slot);
+    return 0;
+}
+
+#define LOOP_PROTOCOL "jobwire-loop"
+
+static const struct lws_protocols loop_protocol = {
+    .name = LOOP_PROTOCOL,
+    .callback = callback_loop,
+};
+
+/* protocols[0] takes plain HTTP; lws keeps a pointer, hence static storage. */
+static struct lws_protocols protocols[4];
+
+const struct lws_protocols *jw_app_protocols(void)
+{
+    protocols[0] = jw_http_protocol;
+    protocols[1] = jw_ws_protocol;
+    protocols[2] = loop_protocol;
+    memset(&protocols[3], 0, sizeof(protocols[3]));
+    return protocols;
+}
+
+/* Makes the vhost's wake-ups drain this app, and its jobwire.v1 connections the hub's. */
+static int bind_vhost(jw_app *app, struct lws_vhost *vh, char *err, size_t errlen)
+{
+    const struct lws_protocols *p = lws_vhost_name_to_protocol(vh, LOOP_PROTOCOL);
+    jw_app **slot = p ? lws_protocol_vh_priv_zalloc(vh, p, sizeof(*slot)) : NULL;
+
+    if (!slot || jw_ws_bind(app->ws, vh) != 0) {
+        snprintf(err, errlen, "the vhost lacks jobwire's protocols (see jw_app_protocols)");
+        return JW_EINVAL;
+    }
+    *slot = app;
+    return 0;
 }
 
 /* ---- life cycle ---------------------------------------------------------------- */
@@ -140,8 +295,8 @@ static int start_provider(jw_app *app, jw_engine_ports *p, char *err, size_t err
     return 0;
 }
 
-int jw_app_new(jw_app **out, const jw_config *cfg, struct lws_context *ctx, jw_http_ctx *http,
-               jw_store *store, char *err, size_t errlen)
+int jw_app_new(jw_app **out, const jw_config *cfg, struct lws_context *ctx, struct lws_vhost *vh,
+               jw_http_ctx *http, jw_store *store, char *err, size_t errlen)
 {
     jw_app *app = jw_xcalloc(1, sizeof(*app));
     jw_engine_ports ports = {0};
@@ -152,12 +307,13 @@ int jw_app_new(jw_app **out, const jw_config *cfg, struct lws_context *ctx, jw_h
     app->cfg = cfg;
     app->ctx = ctx;
     app->http = http;
-    app->store = store;
+    app->sv.cfg = cfg;
+    app->sv.store = store;
     app->timers = jw_timers_new(timers_wake_at, app);
     jw_hist_init(&app->publish_delay, &publish_delay_spec);
-    rc = jw_auth_new(cfg->admin_key, cfg->jwt_secret, &app->auth, err, errlen);
+    rc = jw_auth_new(cfg->admin_key, cfg->jwt_secret, &app->sv.auth, err, errlen);
     if (rc == 0)
-        rc = jw_auth_expect(app->auth, cfg->jwt_audience, cfg->jwt_issuer, err, errlen);
+        rc = jw_auth_expect(app->sv.auth, cfg->jwt_audience, cfg->jwt_issuer, err, errlen);
     if (rc != 0)
         goto fail;
     rc = start_provider(app, &ports, err, errlen);
@@ -175,13 +331,14 @@ int jw_app_new(jw_app **out, const jw_config *cfg, struct lws_context *ctx, jw_h
     ecfg.retry_delay_scale = cfg->retry_scale;
     ecfg.finished_job_ttl_ms = (int64_t)cfg->finished_job_ttl_s * 1000;
     ecfg.session_key = cfg->has_secret_key ? cfg->secret_key : NULL;
-    app->engine = jw_engine_new(&ecfg, &ports);
-    app->limits = jw_limits_new(cfg);
-    http->limits = app->limits;
-    http->admitted_fd = -1;
-    app->ws = jw_ws_new(app);
-    app->rt = jw_rt_new(app);
-    http->app = app;
+    app->sv.engine = jw_engine_new(&ecfg, &ports);
+    app->sv.limits = jw_limits_new(cfg);
+    app->ws = jw_ws_new(&app->sv);
+    app->rt = jw_rt_new(&app->sv);
+    rc = bind_vhost(app, vh, err, errlen);
+    if (rc != 0)
+        goto fail;
+    wire(app);
     *out = app;
     return 0;
 fail:
@@ -196,13 +353,13 @@ int jw_app_recover(jw_app *app, char *err, size_t errlen)
 
     if (rc != 0)
         return rc;
-    rc = jw_engine_load_sessions(app->engine, loaded);
+    rc = jw_engine_load_sessions(app->sv.engine, loaded);
     json_decref(loaded);
     jw_log_info("loaded %d reusable login sessions", rc);
     rc = jw_db_load_active(app->cfg->database_url, &loaded, err, errlen);
     if (rc != 0)
         return rc;
-    rc = jw_engine_recover(app->engine, loaded, err, errlen);
+    rc = jw_engine_recover(app->sv.engine, loaded, err, errlen);
     json_decref(loaded);
     if (rc < 0)
         return rc;
@@ -220,19 +377,17 @@ static void on_commit(jw_batch *b, void *arg)
 
         jw_hist_observe(&app->publish_delay, waited > 0 ? (uint64_t)waited : 0);
     }
-    jw_engine_on_commit(app->engine, b);
+    jw_engine_on_commit(app->sv.engine, b);
 }
 
+/* Each read goes back to whoever asked, through the completion it carries. */
 static void on_read(jw_read *r, void *arg)
 {
-    jw_app *app = arg;
-
-    if (r->tag == JW_READ_TAG_WS)
-        jw_ws_on_read(app->ws, r);
-    else if (r->tag == JW_READ_TAG_RT)
-        jw_rt_on_read(app->rt, r);
+    (void)arg;
+    if (r->done)
+        r->done(r, r->done_arg);
     else
-        jw_api_on_read(app, r);
+        jw_read_free(r); /* nobody asked for the answer */
 }
 
 void jw_app_drain(jw_app *app)
@@ -240,12 +395,27 @@ void jw_app_drain(jw_app *app)
     /* Every committed batch of this round first, then one write per connection. */
     jw_ws_hold(app->ws);
     jw_rt_hold(app->rt);
-    jw_store_drain(app->store, on_commit, app);
-    jw_store_drain_reads(app->store, on_read, app);
+    jw_store_drain(app->sv.store, on_commit, app);
+    jw_store_drain_reads(app->sv.store, on_read, NULL);
     jw_ws_flush(app->ws);
     jw_rt_flush(app->rt);
     if (app->http_provider)
         jw_http_provider_drain(app->http_provider, deliver_reply, app);
+}
+
+size_t jw_app_close_connections(jw_app *app)
+{
+    return jw_ws_close_all(app->ws) + jw_rt_close_all(app->rt);
+}
+
+size_t jw_app_connections(const jw_app *app)
+{
+    jw_ws_stats ws;
+    jw_rt_stats rt;
+
+    jw_ws_get_stats(app->ws, &ws);
+    jw_rt_get_stats(app->rt, &rt);
+    return ws.connections + rt.connections;
 }
 
 void jw_app_stop(jw_app *app)
@@ -267,16 +437,17 @@ void jw_app_free(jw_app *app)
         return;
     jw_sim_provider_free(app->sim_port);
     jw_http_provider_free(app->http_provider);
-    jw_engine_free(app->engine);
+    jw_engine_free(app->sv.engine);
     jw_ws_free(app->ws);
     jw_rt_free(app->rt);
     jw_sim_free(app->sim);
     jw_timers_free(app->timers);
-    jw_auth_free(app->auth);
-    if (app->http) {
-        app->http->app = NULL;
+    jw_auth_free(app->sv.auth);
+    if (app->http && app->http->routes == app->routes) {
+        app->http->routes = NULL;
+        app->http->upgrade = (jw_http_upgrade){0};
         app->http->limits = NULL;
     }
-    jw_limits_free(app->limits);
+    jw_limits_free(app->sv.limits);
     free(app);
 }

@@ -33,7 +33,6 @@
  */
 #include "auth.h"
 
-#include "config.h"
 #include "jw_crypto.h"
 #include "jw_error.h"
 #include "jw_log.h"

@@ -75,6 +75,10 @@
 #define JW_AUTH_LEEWAY_S 30
 /* Longest audience or issuer that jw_auth_expect takes, in bytes. */
 #define JW_AUTH_MAX_CLAIM 256
+/* Shortest admin key, and JWT secret in dev mode (config.c checks both too). */
+#define JW_MIN_SECRET_LEN 16
+/* The JWT secret outside dev mode: an HS256 key as long as its hash (RFC 7518 3.2). */
+#define JW_MIN_JWT_SECRET_LEN 32
 
 typedef enum {
     JW_PRINCIPAL_NONE, /* not authenticated (what a failed call leaves in out) */
@@ -94,7 +98,7 @@ typedef struct jw_auth jw_auth;
  * Creates the authenticator. admin_key enables the admin principal,
  * jwt_secret enables user tokens; either may be NULL (dev mode without that
  * secret), and then that kind of credential is always refused. A given
- * secret must have at least JW_MIN_SECRET_LEN (config.h) characters. A JWT
+ * secret must have at least JW_MIN_SECRET_LEN characters. A JWT
  * secret shorter than JW_MIN_JWT_SECRET_LEN (32 bytes, the size of an
  * HS256 key, RFC 7518 3.2) is accepted with a warning in the log: config.c
  * refuses one outside --dev, so only dev mode gets that far.

@@ -32,9 +32,7 @@
 #endif
 
 #define JW_SECRET_KEY_LEN 32 /* AES-256 */
-#define JW_MIN_SECRET_LEN 16 /* admin key, and the JWT secret in dev mode */
-/* The JWT secret outside dev mode: an HS256 key as long as its hash (RFC 7518 3.2). */
-#define JW_MIN_JWT_SECRET_LEN 32
+/* JW_MIN_SECRET_LEN and JW_MIN_JWT_SECRET_LEN are auth.h's: auth judges secrets. */
 
 /* What the command line asked for. */
 typedef enum jw_config_action {

@@ -4,11 +4,6 @@
  */
 #include "http.h"
 
-#include "api.h"
-#include "metrics.h"
-#include "realtime.h"
-#include "web_assets.h"
-
 #include "jw_error.h"
 #include "jw_log.h"
 
@@ -23,25 +18,6 @@
 #define BODY_CHUNK 16384
 /* Room for the status line and our headers; lws adds its vhost headers too. */
 #define HEADER_ROOM 2048
-
-static void handle_healthz(jw_http_ctx *ctx, jw_http_request *req);
-static void handle_readyz(jw_http_ctx *ctx, jw_http_request *req);
-static void handle_static(jw_http_ctx *ctx, jw_http_request *req);
-
-/* The routes. Adding one is adding a row; the zeroed row ends the table. */
-static const jw_http_route routes[] = {
-    {.method = JW_HTTP_GET, .path = "/healthz", .handler = handle_healthz},
-    {.method = JW_HTTP_GET, .path = "/readyz", .handler = handle_readyz},
-    {.method = JW_HTTP_GET, .path = "/metrics", .handler = jw_metrics_handle},
-    /* The API checks methods itself, so its 405s name the right Allow. */
-    {.method = JW_HTTP_GET | JW_HTTP_HEAD | JW_HTTP_POST | JW_HTTP_PUT | JW_HTTP_PATCH |
-               JW_HTTP_DELETE | JW_HTTP_OPTIONS,
-     .prefix = "/api/",
-     .handler = jw_api_handle},
-    /* Last: the web page's files, embedded from web-client/. */
-    {.method = JW_HTTP_GET | JW_HTTP_HEAD, .prefix = "/", .handler = handle_static},
-    {0},
-};
 
 /* Per-request state. lws allocates it zeroed for every transaction. */
 enum session_state {
@@ -65,7 +41,7 @@ struct session {
     jw_http_chunked chunks;     /* ... and is decoded by this */
     size_t body_cap;            /* bytes allocated at req.body for a chunked body */
     size_t sent;                /* body bytes written */
-    void *rt;                   /* a /realtime/v1/websocket connection's state (realtime.c) */
+    void *upgraded;             /* an upgraded connection's state (ctx->upgrade's slot) */
 };
 
 /* --- responses ----------------------------------------------------------- */
@@ -224,12 +200,12 @@ static bool route_path_matches(const jw_http_route *r, const char *path)
 }
 
 /* The matching route, or NULL with a 404/405 response already set. */
-static const jw_http_route *find_route(jw_http_request *req)
+static const jw_http_route *find_route(const jw_http_route *routes, jw_http_request *req)
 {
     char allow[sizeof(req->resp.allow)];
     unsigned allowed = 0;
 
-    for (const jw_http_route *r = routes; r->handler; r++) {
+    for (const jw_http_route *r = routes; r && r->handler; r++) {
         unsigned accepts = r->method;
 
         if (!route_path_matches(r, req->path))
@@ -339,7 +315,7 @@ size_t jw_http_deferred_count(const jw_http_ctx *ctx)
 static void dispatch(jw_http_ctx *ctx, struct lws *wsi, struct session *s)
 {
     if (s->route) {
-        s->route->handler(ctx, &s->req);
+        s->route->handler(s->route->arg, ctx, &s->req);
         if (s->deferred)
             return; /* answered later through jw_http_finish */
         if (!s->req.resp.status)
@@ -378,7 +354,7 @@ static int on_request(jw_http_ctx *ctx, struct lws *wsi, struct session *s, cons
     req->authorization = copy_header(wsi, WSI_TOKEN_HTTP_AUTHORIZATION);
     req->content_type = copy_header(wsi, WSI_TOKEN_HTTP_CONTENT_TYPE);
     req->if_none_match = copy_header(wsi, WSI_TOKEN_HTTP_IF_NONE_MATCH);
-    s->route = find_route(req);
+    s->route = find_route(ctx->routes, req);
 
     /*
      * Framing first: it decides whether the connection can carry another
@@ -741,15 +717,23 @@ static int callback_http(struct lws *wsi, enum lws_callback_reasons reason, void
         break;
 
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
-        /* A WebSocket upgrade without a subprotocol lands here: the Supabase
-         * endpoint takes its own path, anything else is refused rather than
-         * left holding a socket nobody answers. */
-        return jw_rt_accept_upgrade(wsi);
+        /* A WebSocket upgrade without a subprotocol lands here: the upgrade
+         * hook (the Supabase endpoint) takes its own path, anything else is
+         * refused rather than left holding a socket nobody answers. */
+        ctx = lws_context_user(lws_get_context(wsi));
+        if (!ctx || !ctx->upgrade.accept)
+            return -1;
+        return ctx->upgrade.accept(ctx->upgrade.arg, wsi);
 
     case LWS_CALLBACK_ESTABLISHED:
     case LWS_CALLBACK_RECEIVE:
     case LWS_CALLBACK_SERVER_WRITEABLE:
-    case LWS_CALLBACK_CLOSED: return jw_rt_callback(wsi, reason, s ? &s->rt : NULL, in, len);
+    case LWS_CALLBACK_CLOSED:
+        ctx = lws_context_user(lws_get_context(wsi));
+        if (!ctx || !ctx->upgrade.callback) /* no hook took an upgrade: nothing to serve */
+            return reason == LWS_CALLBACK_ESTABLISHED || reason == LWS_CALLBACK_RECEIVE ? -1 : 0;
+        return ctx->upgrade.callback(ctx->upgrade.arg, wsi, reason, s ? &s->upgraded : NULL, in,
+                                     len);
 
     case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
     case LWS_CALLBACK_CLOSED_HTTP:
@@ -787,121 +771,4 @@ static const struct lws_protocol_vhost_options vhost_headers[] = {
 const struct lws_protocol_vhost_options *jw_http_vhost_headers(void)
 {
     return &vhost_headers[2];
-}
-
-/* --- handlers ------------------------------------------------------------ */
-
-/* The process is up and its loop turns: nothing else is checked. */
-static void handle_healthz(jw_http_ctx *ctx, jw_http_request *req)
-{
-    (void)ctx;
-    jw_http_reply_json(req, 200, json_pack("{s:s}", "status", "ok"));
-}
-
-/* Ready when the database is reachable and the schema is current. */
-static void handle_readyz(jw_http_ctx *ctx, jw_http_request *req)
-{
-    jw_store_stats st;
-    char reason[sizeof(st.last_error) + 64];
-
-    if (!ctx->store || !ctx->migrations_applied) {
-        jw_http_reply_json(
-            req, 503,
-            json_pack("{s:s,s:s,s:s}", "status", "not_ready", "database", "down", "reason",
-                      ctx->store ? "database migrations not applied" : "store not started"));
-        return;
-    }
-    jw_store_get_stats(ctx->store, &st);
-    if (!st.connected) {
-        /* last_error is redacted by the store: no password reaches the client. */
-        snprintf(reason, sizeof(reason), "database unreachable%s%s", st.last_error[0] ? ": " : "",
-                 st.last_error);
-        jw_http_reply_json(req, 503,
-                           json_pack("{s:s,s:s,s:s}", "status", "not_ready", "database", "down",
-                                     "reason", reason));
-        return;
-    }
-    jw_http_reply_json(req, 200,
-                       json_pack("{s:s,s:s,s:i}", "status", "ready", "database", "up", "migrations",
-                                 ctx->migrations));
-}
-
-/* --- the web page --------------------------------------------------------- */
-
-static const char *content_type_of(const char *name)
-{
-    static const struct {
-        const char *ext, *type;
-    } types[] = {
-        {".html", "text/html; charset=utf-8"},
-        {".js", "text/javascript; charset=utf-8"},
-        {".mjs", "text/javascript; charset=utf-8"},
-        {".css", "text/css; charset=utf-8"},
-        {".json", "application/json"},
-        {".svg", "image/svg+xml"},
-        {".png", "image/png"},
-        {".ico", "image/x-icon"},
-        {".txt", "text/plain; charset=utf-8"},
-        {".ts", "text/plain; charset=utf-8"},
-        {".md", "text/plain; charset=utf-8"},
-        {NULL, NULL},
-    };
-    size_t n = strlen(name);
-
-    for (int i = 0; types[i].ext; i++) {
-        size_t e = strlen(types[i].ext);
-
-        if (n > e && strcmp(name + n - e, types[i].ext) == 0)
-            return types[i].type;
-    }
-    return "application/octet-stream";
-}
-
-static void etag_of(const struct jw_web_asset *a, char out[24])
-{
-    uint64_t h = 14695981039346656037ULL;
-
-    for (size_t i = 0; i < a->len; i++) {
-        h ^= a->data[i];
-        h *= 1099511628211ULL;
-    }
-    snprintf(out, 24, "\"%016" PRIx64 "\"", h);
-}
-
-/*
- * GET / is index.html; GET /<name> a top-level file of web-client/. The page
- * revalidates on every load (no-cache + ETag), so a new build is picked up at
- * once; the rest may be cached for five minutes.
- */
-static void handle_static(jw_http_ctx *ctx, jw_http_request *req)
-{
-    const char *name = strcmp(req->path, "/") == 0 ? "index.html" : req->path + 1;
-    const struct jw_web_asset *a = NULL;
-    jw_http_response *r = &req->resp;
-
-    (void)ctx;
-    for (int i = 0; jw_web_assets[i].name && !a; i++)
-        if (strcmp(jw_web_assets[i].name, name) == 0)
-            a = &jw_web_assets[i];
-    if (!a) {
-        jw_http_reply_error(req, 404, "not_found", "no route %s", req->path);
-        return;
-    }
-    if (req->if_none_match) {
-        char tag[24];
-
-        etag_of(a, tag);
-        if (strstr(req->if_none_match, tag)) {
-            jw_http_reply(req, 304, content_type_of(name), "", 0);
-            snprintf(r->etag, sizeof(r->etag), "%s", tag);
-            r->cacheable = true;
-            r->page = true;
-            return;
-        }
-    }
-    jw_http_reply(req, 200, content_type_of(name), a->data, a->len);
-    etag_of(a, r->etag);
-    r->cacheable = true;
-    r->cache_control = strcmp(name, "index.html") == 0 ? "no-cache" : "public, max-age=300";
-    r->page = true;
 }

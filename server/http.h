@@ -6,7 +6,7 @@
  *   Every HTTP request on the vhost lands in jw_http_protocol. The module
  *   copies what handlers need (method, path, query, a few headers) while lws
  *   still holds the headers, reads the body into a buffer bounded by
- *   config->max_body, looks the path up in the route table in http.c, calls
+ *   config->max_body, looks the path up in the route table it was given, calls
  *   the handler, and writes the handler's response from
  *   LWS_CALLBACK_HTTP_WRITEABLE: headers first, then the body in chunks, the
  *   last with LWS_WRITE_HTTP_FINAL, then lws_http_transaction_completed() so
@@ -24,18 +24,23 @@
  * X-Content-Type-Options: nosniff (see jw_http_vhost_headers) and, unless the handler marks it
  * cacheable, Cache-Control: no-store.
  *
- * Adding a route
- *   Write a jw_http_handler and add one row to routes[] in http.c:
- *       {.method = JW_HTTP_POST, .prefix = "/api/jobs/", .handler = api_job_action},
+ * Routes and upgrades are given, not known
+ *   This module includes no handler. The composition root (app.c) gives the
+ *   ctx its route table (ctx->routes) and the hooks that take a WebSocket
+ *   upgrade made on this protocol (ctx->upgrade, the Supabase endpoint).
+ *   Adding a route is adding a row to the table app.c builds:
+ *       {.method = JW_HTTP_POST, .prefix = "/api/jobs/", .handler = h, .arg = state},
  *   Rows are tried in order; the first whose path (exact) or prefix matches
  *   and whose method matches wins. A path that matches rows of other methods
  *   only gets 405 with those methods in Allow. A GET row also answers HEAD.
+ *   Without a table every request is a 404; without upgrade hooks every
+ *   upgrade on this protocol is refused.
  *
  * Growing the protocols array
- *   jw_http_protocol must be the first entry of the vhost's protocols: lws
- *   hands every HTTP request that no mount claims to protocols[0]. Other
- *   protocols (the /ws WebSocket protocol, the loop's wake-up protocol) go
- *   after it, then the zeroed terminator.
+ *   jw_http_protocol must be the first entry of the vhost's protocols (app.c,
+ *   jw_app_protocols): lws hands every HTTP request that no mount claims to
+ *   protocols[0]. Other protocols (the /ws WebSocket protocol, the loop's
+ *   wake-up protocol) go after it, then the zeroed terminator.
  *
  * Threads
  *   Everything here runs on the loop thread, inside lws_service(): the
@@ -46,7 +51,8 @@
  * Ownership
  *   The server owns the jw_http_ctx and passes it as the lws context user
  *   pointer (info.user); it must outlive the lws context. The ctx borrows the
- *   config and the store. A jw_http_request lives in lws' per-session memory
+ *   config, the store, the limits, the route table and the upgrade hooks'
+ *   state. A jw_http_request lives in lws' per-session memory
  *   for one request only: handlers get it borrowed and must not keep it or
  *   any pointer into it after they return.
  */
@@ -65,30 +71,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Shared by the server and every handler; loop thread only after start-up. */
-typedef struct jw_http_ctx {
-    const jw_config *config; /* borrowed */
-    jw_store *store;         /* borrowed; NULL until the store is started */
-    bool migrations_applied; /* set by main once jw_db_migrate succeeded */
-    int migrations;          /* migrations this binary carries (and applied) */
-    uint64_t requests;       /* requests seen; the last one's id */
-    void *app;               /* the server's jw_app, for the API handlers */
-    jw_map deferred;         /* request id -> session waiting for an answer */
-    size_t responding;       /* responses decided, not yet written (shutdown waits) */
-    int fd_ceiling;          /* accepted sockets numbered from here on are closed (main.c) */
-    uint64_t refused_connections;
-    /*
-     * Per client address (limiter.h); NULL: none. A connection admitted at
-     * FILTER_NETWORK_CONNECTION is held by its address once lws made it
-     * (SERVER_NEW_CLIENT_INSTANTIATED, same turn, matched by descriptor),
-     * and given back at WSI_DESTROY.
-     */
-    jw_limits *limits;
-    int admitted_fd; /* -1 when none waits */
-    int64_t ip_refused_logged_us;
-    struct sockaddr_storage admitted_addr;
-    int64_t refused_logged_us; /* monotonic; refusals are logged at most every 10 s */
-} jw_http_ctx;
+typedef struct jw_http_ctx jw_http_ctx;
 
 typedef struct jw_http_response {
     int status;               /* 0 until a reply function ran */
@@ -122,16 +105,59 @@ typedef struct jw_http_request {
 
 /*
  * A handler answers with exactly one reply call (a later call replaces the
- * earlier response). If it makes none, the client gets a 500.
+ * earlier response). If it makes none, the client gets a 500. arg is its
+ * route's arg: the handler's own state, given by whoever built the table.
  */
-typedef void (*jw_http_handler)(jw_http_ctx *ctx, jw_http_request *req);
+typedef void (*jw_http_handler)(void *arg, jw_http_ctx *ctx, jw_http_request *req);
 
 typedef struct jw_http_route {
     unsigned method;    /* JW_HTTP_* bits */
     const char *path;   /* exact path, or NULL when prefix is used */
     const char *prefix; /* matches every path that starts with it */
     jw_http_handler handler;
+    void *arg; /* borrowed; handed to handler */
 } jw_http_route;
+
+/*
+ * A WebSocket upgrade that lands on this protocol (no subprotocol named; lws
+ * keeps such a connection on protocols[0]). accept answers
+ * LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION: 0 takes the upgrade, nonzero
+ * refuses it. callback then gets the connection's ESTABLISHED, RECEIVE,
+ * SERVER_WRITEABLE and CLOSED, with slot: one pointer of per-connection
+ * state that the hook owns (NULL at first), and returns what lws expects.
+ */
+typedef struct jw_http_upgrade {
+    int (*accept)(void *arg, struct lws *wsi);
+    int (*callback)(void *arg, struct lws *wsi, enum lws_callback_reasons reason, void **slot,
+                    void *in, size_t len);
+    void *arg; /* borrowed; handed to both */
+} jw_http_upgrade;
+
+/* Shared by the server and every handler; loop thread only after start-up. */
+struct jw_http_ctx {
+    const jw_config *config;     /* borrowed */
+    jw_store *store;             /* borrowed; NULL until the store is started */
+    bool migrations_applied;     /* set by main once jw_db_migrate succeeded */
+    int migrations;              /* migrations this binary carries (and applied) */
+    uint64_t requests;           /* requests seen; the last one's id */
+    const jw_http_route *routes; /* borrowed; ends with a zeroed row; NULL: none */
+    jw_http_upgrade upgrade;     /* zeroed: upgrades on this protocol are refused */
+    jw_map deferred;             /* request id -> session waiting for an answer */
+    size_t responding;           /* responses decided, not yet written (shutdown waits) */
+    int fd_ceiling;              /* accepted sockets numbered from here on are closed (main.c) */
+    uint64_t refused_connections;
+    /*
+     * Per client address (limiter.h); NULL: none. A connection admitted at
+     * FILTER_NETWORK_CONNECTION is held by its address once lws made it
+     * (SERVER_NEW_CLIENT_INSTANTIATED, same turn, matched by descriptor),
+     * and given back at WSI_DESTROY.
+     */
+    jw_limits *limits;
+    int admitted_fd; /* -1 when none waits */
+    int64_t ip_refused_logged_us;
+    struct sockaddr_storage admitted_addr;
+    int64_t refused_logged_us; /* monotonic; refusals are logged at most every 10 s */
+};
 
 /* The HTTP protocol; copy it into protocols[0] of the vhost. */
 extern const struct lws_protocols jw_http_protocol;

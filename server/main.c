@@ -24,7 +24,6 @@
  * and SIGINT blocked, so the signal handler always runs on the loop thread.
  */
 #include "app.h"
-#include "ws.h"
 #include "config.h"
 #include "http.h"
 
@@ -220,23 +219,6 @@ static void wake_loop(void *arg)
     lws_cancel_service(arg);
 }
 
-/* Drains the loop's mailboxes whenever another thread wakes it. */
-static int callback_loop(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
-                         size_t len)
-{
-    jw_http_ctx *hctx;
-
-    (void)user;
-    (void)in;
-    (void)len;
-    if (reason != LWS_CALLBACK_EVENT_WAIT_CANCELLED)
-        return 0;
-    hctx = lws_context_user(lws_get_context(wsi));
-    if (hctx && hctx->app)
-        jw_app_drain(hctx->app);
-    return 0;
-}
-
 static uv_loop_t loop;
 static bool loop_ready;
 
@@ -258,14 +240,6 @@ static void destroy_context(struct lws_context *ctx)
     uv_run(&loop, UV_RUN_DEFAULT);
     lws_context_destroy(ctx);
 }
-
-static const struct lws_protocols loop_protocol = {
-    .name = "jobwire-loop",
-    .callback = callback_loop,
-};
-
-/* protocols[0] takes plain HTTP; lws keeps a pointer, hence static storage. */
-static struct lws_protocols protocols[4];
 
 static const uint32_t idle_backoff[] = {1000};
 static const lws_retry_bo_t idle_policy = {
@@ -317,16 +291,13 @@ static void set_connection_ceiling(const jw_config *cfg, jw_http_ctx *hctx)
                     ceiling - base, cfg->max_connections, limit);
 }
 
-static struct lws_context *create_context(const jw_config *cfg, jw_http_ctx *hctx)
+/* The context and its one vhost (*vh), which serves app.c's protocols. */
+static struct lws_context *create_context(const jw_config *cfg, jw_http_ctx *hctx,
+                                          struct lws_vhost **vh)
 {
     struct lws_context_creation_info info;
     struct lws_context *ctx;
     char where[96];
-
-    protocols[0] = jw_http_protocol;
-    protocols[1] = jw_ws_protocol;
-    protocols[2] = loop_protocol;
-    memset(&protocols[3], 0, sizeof(protocols[3]));
 
     static void *foreign_loops[1];
 
@@ -352,7 +323,7 @@ static struct lws_context *create_context(const jw_config *cfg, jw_http_ctx *hct
     info.port = cfg->listen_port;
     /* iface holds an IP literal, so lws binds that address only. */
     info.iface = cfg->listen_host;
-    info.protocols = protocols;
+    info.protocols = jw_app_protocols();
     info.headers = jw_http_vhost_headers();
     info.keepalive_timeout = 30;
     /* WebSocket liveness: ping after 30 s of silence, hang up after 60 s. */
@@ -385,7 +356,8 @@ static struct lws_context *create_context(const jw_config *cfg, jw_http_ctx *hct
          */
         info.alpn = "http/1.1";
     }
-    if (!lws_create_vhost(ctx, &info)) {
+    *vh = lws_create_vhost(ctx, &info);
+    if (!*vh) {
         const char *why = bind_problem(cfg);
 
         /* The address binds: then it was TLS, e.g. a file replaced since config.c read it. */
@@ -451,6 +423,7 @@ int main(int argc, char **argv)
 {
     jw_http_ctx hctx;
     struct lws_context *ctx = NULL;
+    struct lws_vhost *vh = NULL;
     jw_store *store = NULL;
     jw_app *app = NULL;
     jw_config cfg;
@@ -505,7 +478,7 @@ int main(int argc, char **argv)
         goto out;
     }
     loop_ready = true;
-    ctx = create_context(&cfg, &hctx);
+    ctx = create_context(&cfg, &hctx, &vh);
     if (!ctx) {
         status = 1;
         goto out;
@@ -520,7 +493,7 @@ int main(int argc, char **argv)
     }
     hctx.store = store;
 
-    rc = jw_app_new(&app, &cfg, ctx, &hctx, store, err, sizeof(err));
+    rc = jw_app_new(&app, &cfg, ctx, vh, &hctx, store, err, sizeof(err));
     if (rc) {
         jw_log_error("cannot start: %s", err);
         status = 1;
@@ -545,16 +518,12 @@ int main(int argc, char **argv)
 
 out:
     /* WebSocket clients are told first: close 1001, given a second to go. */
-    if (app && ctx && jw_ws_close_all(app->ws) + jw_rt_close_all(app->rt)) {
+    if (app && ctx && jw_app_close_connections(app)) {
         int64_t until = jw_mono_us() + 1000000;
-        jw_ws_stats st;
-        jw_rt_stats rst;
 
-        do {
+        do
             service_once();
-            jw_ws_get_stats(app->ws, &st);
-            jw_rt_get_stats(app->rt, &rst);
-        } while ((st.connections || rst.connections) && jw_mono_us() < until);
+        while (jw_app_connections(app) && jw_mono_us() < until);
     }
     /* Commit what is queued, let the engine take the answers, then stop it. */
     if (store)

@@ -5,9 +5,8 @@
  */
 #include "metrics.h"
 
-#include "app.h"
 #include "jw_buf.h"
-#include "jw_hist.h"
+#include "jw_error.h"
 #include "jw_log.h"
 
 #include <dirent.h>
@@ -100,10 +99,10 @@ static void write_process(jw_buf *b)
           (double)open_fds());
 }
 
-static void write_histograms(jw_buf *b, jw_app *app, const jw_store_stats *db,
+static void write_histograms(jw_buf *b, const jw_metrics *m, const jw_store_stats *db,
                              const jw_engine_stats *en)
 {
-    const jw_engine_hists *eh = jw_engine_get_hists(app->engine);
+    const jw_engine_hists *eh = jw_engine_get_hists(m->sv->engine);
     char labels[160];
 
     put_counter(b, "jobwire_otp_requests_total", "OTP requests created (a code sent to the user).",
@@ -154,12 +153,12 @@ static void write_histograms(jw_buf *b, jw_app *app, const jw_store_stats *db,
     jw_hist_prom_header(b, "jobwire_publish_delay_seconds",
                         "Committed batches, from their hand-over to the store to their deltas' "
                         "publication to subscribers.");
-    jw_hist_prom(b, "jobwire_publish_delay_seconds", "", &app->publish_delay);
+    jw_hist_prom(b, "jobwire_publish_delay_seconds", "", m->publish_delay);
 }
 
-void jw_metrics_handle(jw_http_ctx *ctx, jw_http_request *req)
+void jw_metrics_handle(void *arg, jw_http_ctx *ctx, jw_http_request *req)
 {
-    jw_app *app = ctx->app;
+    const jw_metrics *m = arg;
     jw_principal who;
     jw_store_stats db;
     jw_engine_stats en;
@@ -168,11 +167,7 @@ void jw_metrics_handle(jw_http_ctx *ctx, jw_http_request *req)
     char err[256];
     jw_buf b;
 
-    if (!app) {
-        jw_http_reply_error(req, 503, "unavailable", "starting up");
-        return;
-    }
-    if (jw_auth_bearer(app->auth, req->authorization, jw_now_us() / 1000000, &who, err,
+    if (jw_auth_bearer(m->sv->auth, req->authorization, jw_now_us() / 1000000, &who, err,
                        sizeof(err)) != 0) {
         jw_http_reply_error(req, 401, "unauthorized", "%s", err);
         return;
@@ -181,10 +176,10 @@ void jw_metrics_handle(jw_http_ctx *ctx, jw_http_request *req)
         jw_http_reply_error(req, 403, "forbidden", "/metrics needs the admin key");
         return;
     }
-    jw_store_get_stats(app->store, &db);
-    jw_engine_get_stats(app->engine, &en);
-    jw_ws_get_stats(app->ws, &ws);
-    jw_rt_get_stats(app->rt, &rt);
+    jw_store_get_stats(m->sv->store, &db);
+    jw_engine_get_stats(m->sv->engine, &en);
+    jw_ws_get_stats(m->ws, &ws);
+    jw_rt_get_stats(m->rt, &rt);
     {
         const struct {
             const char *name, *type, *help;
@@ -207,7 +202,7 @@ void jw_metrics_handle(jw_http_ctx *ctx, jw_http_request *req)
             {"jobwire_deltas_total", "counter", "Changes (deltas) the engine emitted.",
              (double)en.deltas},
             {"jobwire_deltas_published_total", "counter", "Committed deltas handed to the fan-out.",
-             (double)app->published},
+             (double)*m->published},
             {"jobwire_provider_calls_total", "counter", "Provider calls started.",
              (double)en.provider_calls},
             {"jobwire_db_connected", "gauge", "1 while the store is connected to PostgreSQL.",
@@ -290,13 +285,13 @@ void jw_metrics_handle(jw_http_ctx *ctx, jw_http_request *req)
                     "# TYPE jobwire_limit_refusals_total counter\n");
     for (int k = 0; k < JW_LIMIT__N; k++)
         jw_buf_addf(&b, "jobwire_limit_refusals_total{limit=\"%s\"} %" PRIu64 "\n",
-                    jw_limit_name(k), jw_limits_refused(app->limits, k));
+                    jw_limit_name(k), jw_limits_refused(m->sv->limits, k));
     jw_buf_addf(&b,
                 "# HELP jobwire_limit_keys Client addresses and users the limits keep an "
                 "entry for.\n# TYPE jobwire_limit_keys gauge\njobwire_limit_keys %zu\n",
-                jw_limits_entries(app->limits));
+                jw_limits_entries(m->sv->limits));
     write_heap(&b);
-    write_histograms(&b, app, &db, &en);
+    write_histograms(&b, m, &db, &en);
     write_process(&b);
     jw_http_reply(req, 200, "text/plain; version=0.0.4; charset=utf-8", b.data, b.len);
     jw_buf_release(&b);

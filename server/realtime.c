@@ -8,7 +8,8 @@
 #include "ws_rx.h"
 #include "wsconn.h"
 
-#include "app.h"
+#include "services.h"
+#include "ws.h"
 #include "jw_buf.h"
 #include "jw_error.h"
 #include "jw_log.h"
@@ -111,7 +112,7 @@ typedef struct rt_job {
 } rt_job;
 
 struct jw_rt {
-    jw_app *app;
+    const jw_services *app;
     jw_map jobs; /* job id -> rt_job: live channels pinned to it */
     /* Its connections' output: queues, writes, the publish round's hold (wsconn.h). */
     jw_wsconns conns;
@@ -915,6 +916,12 @@ static void forget_read(rconn *c, const jw_read *r)
     }
 }
 
+/* jw_read.done: the store answered one of the endpoint's reads. */
+static void read_done(jw_read *r, void *rt)
+{
+    jw_rt_on_read(rt, r);
+}
+
 /*
  * Checks that the jobs the channel's filters name are its principal's: at
  * once for jobs in memory, otherwise with a read from PostgreSQL each
@@ -955,7 +962,8 @@ static void authorize_jobs(channel *ch)
         snprintf(op->job, sizeof(op->job), "%s", ch->jobs[k].job);
         r = jw_read_new(JW_READ_JOB, 1, params);
         r->user = op;
-        r->tag = JW_READ_TAG_RT;
+        r->done = read_done;
+        r->done_arg = rt;
         rc = jw_store_read(rt->app->store, r);
         if (rc != 0) {
             jw_read_free(r);
@@ -1145,17 +1153,8 @@ out:
 
 /* ---- lws glue --------------------------------------------------------------------- */
 
-static jw_rt *rt_of(struct lws *wsi)
+int jw_rt_accept_upgrade(jw_rt *rt, struct lws *wsi)
 {
-    jw_http_ctx *ctx = lws_context_user(lws_get_context(wsi));
-    jw_app *app = ctx ? ctx->app : NULL;
-
-    return app ? app->rt : NULL;
-}
-
-int jw_rt_accept_upgrade(struct lws *wsi)
-{
-    jw_rt *rt = rt_of(wsi);
     char uri[sizeof(JW_RT_PATH) + 1], buf[JW_AUTH_MAX_TOKEN + 16];
     const char *vsn, *key;
 
@@ -1271,15 +1270,14 @@ static int on_receive(rconn *c, struct lws *wsi, const void *in, size_t len)
     return 0;
 }
 
-int jw_rt_callback(struct lws *wsi, enum lws_callback_reasons reason, void **slot, void *in,
-                   size_t len)
+int jw_rt_callback(jw_rt *rt, struct lws *wsi, enum lws_callback_reasons reason, void **slot,
+                   void *in, size_t len)
 {
     rconn *c = slot ? *slot : NULL;
-    jw_rt *rt;
 
     switch (reason) {
     case LWS_CALLBACK_ESTABLISHED:
-        if (!slot || !(rt = rt_of(wsi)))
+        if (!slot || !rt)
             return -1;
         on_established(wsi, rt, slot);
         return 0;
@@ -1297,7 +1295,7 @@ int jw_rt_callback(struct lws *wsi, enum lws_callback_reasons reason, void **slo
 
 /* ---- life cycle ------------------------------------------------------------------- */
 
-jw_rt *jw_rt_new(jw_app *app)
+jw_rt *jw_rt_new(const jw_services *app)
 {
     jw_rt *rt = jw_xcalloc(1, sizeof(*rt));
 

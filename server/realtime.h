@@ -22,10 +22,12 @@
  * do not extend that deadline.
  *
  * Connections are libwebsockets connections of the http protocol (the client
- * sends no subprotocol): http.c hands their WebSocket callbacks here with a
- * slot in its per-session data, where this module keeps its own state.
+ * sends no subprotocol): http.c hands their WebSocket callbacks to the
+ * upgrade hooks app.c gave it (jw_http_upgrade), which call the two functions
+ * at the end of this file, with a slot in http.c's per-session data where this
+ * module keeps its own state.
  *
- * Loop thread only. The hub borrows the app.
+ * Loop thread only. The endpoint borrows the services (services.h).
  */
 #ifndef JW_REALTIME_H
 #define JW_REALTIME_H
@@ -36,7 +38,7 @@
 #include <libwebsockets.h>
 #include <stdint.h>
 
-struct jw_app;
+struct jw_services;
 typedef struct jw_rt jw_rt;
 
 #define JW_RT_PATH "/realtime/v1/websocket"
@@ -52,12 +54,13 @@ typedef struct jw_rt_stats {
     uint64_t rx_throttled;   /* times a connection's reading paused: --ws-message-rate */
 } jw_rt_stats;
 
-jw_rt *jw_rt_new(struct jw_app *app);
+jw_rt *jw_rt_new(const struct jw_services *sv);
 void jw_rt_free(jw_rt *rt);
 
 /* A committed delta, in seq order per job (the engine's publish port). */
 void jw_rt_publish(jw_rt *rt, jw_delta *d);
-/* A database read this module asked for has its answer; takes r. */
+/* A database read this module asked for has its answer; takes r (realtime.c sets the reads'
+ * done to call this). */
 void jw_rt_on_read(jw_rt *rt, jw_read *r);
 /*
  * A publish round: between jw_rt_hold and jw_rt_flush (nestable), what is
@@ -75,13 +78,13 @@ void jw_rt_get_stats(const jw_rt *rt, jw_rt_stats *out);
  * subprotocol: 0 to accept it (the path is JW_RT_PATH, an apikey is given,
  * vsn is 1.0.0 or 2.0.0, the Origin is allowed), -1 to refuse.
  */
-int jw_rt_accept_upgrade(struct lws *wsi);
+int jw_rt_accept_upgrade(jw_rt *rt, struct lws *wsi);
 /*
  * The WebSocket callbacks of such a connection (ESTABLISHED, RECEIVE,
  * SERVER_WRITEABLE, CLOSED). slot is a pointer-sized field of the caller's
  * per-session data, NULL before ESTABLISHED, that this module owns.
  */
-int jw_rt_callback(struct lws *wsi, enum lws_callback_reasons reason, void **slot, void *in,
-                   size_t len);
+int jw_rt_callback(jw_rt *rt, struct lws *wsi, enum lws_callback_reasons reason, void **slot,
+                   void *in, size_t len);
 
 #endif

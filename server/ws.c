@@ -7,7 +7,7 @@
 #include "ws_rx.h"
 #include "wsconn.h"
 
-#include "app.h"
+#include "services.h"
 #include "jw_buf.h"
 #include "jw_error.h"
 #include "jw_log.h"
@@ -66,7 +66,7 @@ typedef struct job_entry {
 } job_entry;
 
 struct jw_ws {
-    jw_app *app;
+    const jw_services *app;
     jw_map jobs; /* job id -> job_entry */
     job_entry *idle_head, *idle_tail;
     size_t idle_count;
@@ -240,7 +240,7 @@ static void send_rate_limited(conn *c, json_t *ref, int retry_after_s, const cha
  * committed seq and shared by every subscriber that needs it meanwhile (a
  * crowd subscribing to one job costs one encoding, not one each).
  */
-static jw_wsmsg *snapshot_body(jw_app *app, job_entry *j, const char *job_id)
+static jw_wsmsg *snapshot_body(const jw_services *app, job_entry *j, const char *job_id)
 {
     int64_t seq = jw_engine_committed_seq(app->engine, job_id);
     json_t *snap;
@@ -690,13 +690,20 @@ static void send_reads(conn *c)
     }
 }
 
+/* jw_read.done: the store answered one of the hub's reads. */
+static void read_done(jw_read *r, void *hub)
+{
+    jw_ws_on_read(hub, r);
+}
+
 /* Asks PostgreSQL for op's job, after c's reads already asked for. */
 static void read_for(conn *c, jw_read_kind kind, int n, const char **params, ws_op *op)
 {
     jw_read *r = jw_read_new(kind, n, params);
 
     r->user = op;
-    r->tag = JW_READ_TAG_WS;
+    r->done = read_done;
+    r->done_arg = c->hub;
     if (c->nunsent == c->capunsent) {
         c->capunsent = c->capunsent ? c->capunsent * 2 : 8;
         c->unsent = jw_xrealloc(c->unsent, c->capunsent * sizeof(*c->unsent));
@@ -1183,12 +1190,23 @@ out:
 
 /* ---- lws glue -------------------------------------------------------------------- */
 
+/* The hub jw_ws_bind gave the connection's vhost, or NULL before that. */
 static jw_ws *hub_of(struct lws *wsi)
 {
-    jw_http_ctx *ctx = lws_context_user(lws_get_context(wsi));
-    jw_app *app = ctx ? ctx->app : NULL;
+    jw_ws **slot = lws_protocol_vh_priv_get(lws_get_vhost(wsi), lws_get_protocol(wsi));
 
-    return app ? app->ws : NULL;
+    return slot ? *slot : NULL;
+}
+
+int jw_ws_bind(jw_ws *hub, struct lws_vhost *vh)
+{
+    const struct lws_protocols *p = lws_vhost_name_to_protocol(vh, JW_WS_PROTOCOL);
+    jw_ws **slot = p ? lws_protocol_vh_priv_zalloc(vh, p, sizeof(*slot)) : NULL;
+
+    if (!slot)
+        return JW_EINVAL;
+    *slot = hub;
+    return 0;
 }
 
 bool jw_ws_origin_allowed(struct lws *wsi, const jw_config *cfg)
@@ -1325,7 +1343,7 @@ const struct lws_protocols jw_ws_protocol = {
 
 /* ---- life cycle ------------------------------------------------------------------- */
 
-jw_ws *jw_ws_new(jw_app *app)
+jw_ws *jw_ws_new(const jw_services *app)
 {
     jw_ws *hub = jw_xcalloc(1, sizeof(*hub));
 

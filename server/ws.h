@@ -8,8 +8,8 @@
  * are bounded in bytes: past the bound a job's queued deltas are replaced by
  * one fresh snapshot, and a connection over its bound for too long is closed.
  *
- * Loop thread only. The hub borrows the app; connections are lws-owned and
- * leave the hub when lws closes them.
+ * Loop thread only. The hub borrows the services (services.h); connections
+ * are lws-owned and leave the hub when lws closes them.
  */
 #ifndef JW_WS_H
 #define JW_WS_H
@@ -20,7 +20,7 @@
 #include <libwebsockets.h>
 #include <stdint.h>
 
-struct jw_app;
+struct jw_services;
 typedef struct jw_ws jw_ws;
 
 #define JW_WS_PROTOCOL "jobwire.v1"
@@ -38,12 +38,19 @@ typedef struct jw_ws_stats {
 
 extern const struct lws_protocols jw_ws_protocol;
 
-jw_ws *jw_ws_new(struct jw_app *app);
+jw_ws *jw_ws_new(const struct jw_services *sv);
+/*
+ * Makes vh's connections of jw_ws_protocol this hub's (lws' per-vhost protocol
+ * storage); until then they are refused. Call it once the vhost exists.
+ * Returns 0, or JW_EINVAL when vh has no jobwire.v1 protocol.
+ */
+int jw_ws_bind(jw_ws *hub, struct lws_vhost *vh);
 void jw_ws_free(jw_ws *hub);
 
 /* The engine's publish port lands here: a committed delta, in seq order per job. */
 void jw_ws_publish(jw_ws *hub, jw_delta *d);
-/* A database read the hub asked for has its answer (the read is the hub's). */
+/* A database read the hub asked for has its answer (the read is the hub's; ws.c sets the
+ * reads' done to call this). */
 void jw_ws_on_read(jw_ws *hub, jw_read *r);
 /*
  * Between jw_ws_hold and jw_ws_flush (nestable), what is queued for a

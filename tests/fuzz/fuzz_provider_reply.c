@@ -1,6 +1,6 @@
 /*
  * fuzz_provider_reply.c - a provider's reply body, as the http provider reads
- * it (engine/providers/http.c make_reply): json_loadb with duplicate keys
+ * it (engine/providers/http_provider.c make_reply): json_loadb with duplicate keys
  * refused, then jw_provider_reply_parse.
  *
  * Oracles besides the sanitizers: a refusal leaves a message in err; an

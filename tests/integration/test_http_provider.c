@@ -19,7 +19,7 @@
 
 #include "jw_log.h"
 #include "jw_util.h"
-#include "providers/http.h"
+#include "providers/http_provider.h"
 
 #include <curl/curl.h>
 #include <errno.h>

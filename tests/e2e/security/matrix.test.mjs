@@ -1,6 +1,6 @@
 // The authorization matrix (docs/api.md "Authentication", docs/protocol.md
 // "Authorization"): four principals - anonymous (no credential), user A, user B, the
-// admin key - against every HTTP route of server/http.c's route table (the /api/ routes
+// admin key - against every HTTP route of the table server/app.c builds (the /api/ routes
 // of server/api.c spelled out) and every jobwire.v1 client message, aimed at A's job and
 // A's OTP requests. The expected answer of every cell is written in the tables below; the
 // tests walk the tables. Then every way a token can be wrong, on HTTP and on both ways
@@ -102,7 +102,7 @@ const BODY = { transaction_amount: 1500, transaction_count: 1 };
 const CONFIG = { transactionAmount: 1500, transactionCount: 1 };
 
 const HTTP = [
-  // server/http.c: /healthz, /readyz - anyone
+  // server/pages.c: /healthz, /readyz - anyone
   { name: 'GET /healthz', m: 'GET', path: () => '/healthz', want: { anon: '200', A: '200', B: '200', admin: '200' } },
   { name: 'HEAD /healthz', m: 'HEAD', path: () => '/healthz', want: { anon: '200', A: '200', B: '200', admin: '200' } },
   { name: 'GET /readyz', m: 'GET', path: () => '/readyz', want: { anon: '200', A: '200', B: '200', admin: '200' } },

@@ -1,5 +1,5 @@
 /*
- * http.h - the http provider: performs steps by POSTing the contract's
+ * http_provider.h - the http provider: performs steps by POSTing the contract's
  * request (jw_provider.h) to <base_url>/steps/<step_name> with libcurl.
  *
  * Threads: the provider owns one thread of its own, which owns a CURLM and
@@ -34,8 +34,8 @@
  * transport error, and duration. Never the body, the OTP or the URL's
  * credentials.
  */
-#ifndef JW_PROVIDERS_HTTP_H
-#define JW_PROVIDERS_HTTP_H
+#ifndef JW_PROVIDERS_HTTP_PROVIDER_H
+#define JW_PROVIDERS_HTTP_PROVIDER_H
 
 #include "jw_provider.h"
 

@@ -1,8 +1,8 @@
 /*
- * http.c - the http provider: a curl thread, two mailboxes, and the mapping
- * from HTTP outcomes to contract replies. See http.h.
+ * http_provider.c - the http provider: a curl thread, two mailboxes, and the mapping
+ * from HTTP outcomes to contract replies. See http_provider.h.
  */
-#include "http.h"
+#include "http_provider.h"
 
 #include "jw_buf.h"
 #include "jw_error.h"
