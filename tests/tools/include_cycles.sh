@@ -3,7 +3,8 @@
 #
 # Usage: include_cycles.sh [--list] [DIR]      (DIR defaults to server/ of this checkout)
 #
-# A module X is the pair X.c + X.h in DIR (either may be missing). There is an
+# A module X is the pair X.c + X.h in DIR (either may be missing), with X_internal.h
+# and every file including it (its pieces: ws_hub.c is ws). There is an
 # edge X -> Y when X.c or X.h has a quoted #include of Y.h and DIR/Y.h exists;
 # includes of other directories' headers (engine/, db/, common/, <system>) are
 # not edges. Any cycle among the edges is printed ("cycle: a -> b -> a") and
@@ -30,10 +31,14 @@ edges() {
     [[ -e $f ]] || continue
     mod=$(basename "$f")
     mod=${mod%.*}
+    mod=${mod%_internal} # X_internal.h is module X's private half,
+    # and a file that includes it is one of X's pieces (ws_hub.c is ws).
+    inner=$(sed -n 's/^[[:space:]]*#[[:space:]]*include[[:space:]]*"\([^"/]*\)_internal\.h".*/\1/p' "$f" | head -n 1)
+    [[ -z $inner ]] || mod=$inner
     # Quoted includes only; a path with a directory names another tree.
     sed -n 's/^[[:space:]]*#[[:space:]]*include[[:space:]]*"\([^"/]*\)\.h".*/\1/p' "$f" |
       while read -r dep; do
-        [[ $dep != "$mod" && -e "$dir/$dep.h" ]] && echo "$mod $dep"
+        if [[ ${dep%_internal} != "$mod" && -e "$dir/$dep.h" ]]; then echo "$mod ${dep%_internal}"; fi
       done
   done | sort -u
 }
@@ -44,7 +49,10 @@ if ((list)); then
   for f in "$dir"/*.c "$dir"/*.h; do
     [[ -e $f ]] || continue
     b=$(basename "$f")
-    echo "${b%.*}"
+    b=${b%.*}
+    inner=$(sed -n 's/^[[:space:]]*#[[:space:]]*include[[:space:]]*"\([^"/]*\)_internal\.h".*/\1/p' "$f" | head -n 1)
+    [[ -z $inner ]] || b=$inner
+    echo "${b%_internal}"
   done | sort -u | while read -r m; do
     deps=$(awk -v m="$m" '$1 == m { printf "%s%s", sep, $2; sep = " " }' <<<"$graph")
     echo "$m: $deps"

@@ -19,7 +19,7 @@
 /* ---- a fake socket ------------------------------------------------------------------ */
 
 typedef struct sock {
-    int asks;     /* ask_writable calls */
+    int asks; /* ask_writable calls */
     int kills;
     int closes;
     int close_code;
@@ -231,9 +231,9 @@ static void test_bound_and_slow_close(void **state)
     set_up(&set, true, 20);
     set.shed = shed_counted;
     jw_wsconn_open(&set, &c, W(&s));
-    put(&c, "1234567", NULL, true); /* 8 */
-    put(&c, "reply", NULL, false);  /* 14 */
-    assert_true(jw_wsconn_fits(&c, 5));   /* 14 + 6 = 20 */
+    put(&c, "1234567", NULL, true);      /* 8 */
+    put(&c, "reply", NULL, false);       /* 14 */
+    assert_true(jw_wsconn_fits(&c, 5));  /* 14 + 6 = 20 */
     assert_false(jw_wsconn_fits(&c, 6)); /* 21 */
     /* Room for 9 more: the counted message goes, the reply stays. */
     assert_true(jw_wsconn_make_room(&c, 9));

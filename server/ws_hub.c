@@ -1,0 +1,361 @@
+/*
+ * ws_hub.c - the jobwire.v1 hub's jobs: each job's subscribers and ring of
+ * recent deltas, its shared snapshot, publishing a committed delta to every
+ * subscriber's queue, and what happens when a queue passes its bound (a
+ * job's deltas give way to one snapshot, built once the queue has drained).
+ */
+#include "ws_internal.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void idle_unlink(jw_ws *hub, job_entry *j)
+{
+    if (!j->idle_prev && hub->idle_head != j)
+        return;
+    if (j->idle_prev)
+        j->idle_prev->idle_next = j->idle_next;
+    else
+        hub->idle_head = j->idle_next;
+    if (j->idle_next)
+        j->idle_next->idle_prev = j->idle_prev;
+    else
+        hub->idle_tail = j->idle_prev;
+    j->idle_prev = j->idle_next = NULL;
+    hub->idle_count--;
+}
+
+void ws_free_job_entry(job_entry *j)
+{
+    jw_wsmsg_unref(j->snap);
+    for (size_t i = 0; i < j->count; i++)
+        jw_wsmsg_unref(j->ring[(j->first + i) % RING]);
+    free(j->subs);
+    free(j);
+}
+
+/* Jobs nobody watches keep their ring for resumes, up to a bound. */
+static void idle_push(jw_ws *hub, job_entry *j)
+{
+    /* Nobody to share a snapshot with any more. */
+    jw_wsmsg_unref(j->snap);
+    j->snap = NULL;
+    j->idle_next = NULL;
+    j->idle_prev = hub->idle_tail;
+    if (hub->idle_tail)
+        hub->idle_tail->idle_next = j;
+    else
+        hub->idle_head = j;
+    hub->idle_tail = j;
+    hub->idle_count++;
+    while (hub->idle_count > MAX_JOBS_IDLE) {
+        job_entry *old = hub->idle_head;
+
+        idle_unlink(hub, old);
+        jw_map_del(&hub->jobs, old->id);
+        ws_free_job_entry(old);
+    }
+}
+
+job_entry *ws_job_get(jw_ws *hub, const char *id, bool create)
+{
+    job_entry *j = jw_map_get(&hub->jobs, id);
+
+    if (j || !create)
+        return j;
+    j = jw_xcalloc(1, sizeof(*j));
+    snprintf(j->id, sizeof(j->id), "%s", id);
+    jw_map_put(&hub->jobs, j->id, j);
+    idle_push(hub, j);
+    return j;
+}
+
+/*
+ * A snapshot leaves as two parts in one message: a small head of its own,
+ * {"type":"snapshot","job_id":…,"ref":…,"reason":…, and the job's committed
+ * state, "job":…,"steps":…,"otp_requests":…,"seq":N}, encoded once per
+ * committed seq and shared by every subscriber that needs it meanwhile (a
+ * crowd subscribing to one job costs one encoding, not one each).
+ */
+jw_wsmsg *ws_snapshot_body(const jw_services *sv, job_entry *j, const char *job_id)
+{
+    int64_t seq = jw_engine_committed_seq(sv->engine, job_id);
+    json_t *snap;
+    char *text;
+    jw_wsmsg *m;
+
+    if (j && j->snap && j->snap_seq == seq) {
+        j->snap->refs++;
+        return j->snap;
+    }
+    if (!(snap = jw_engine_snapshot(sv->engine, job_id)))
+        return NULL;
+    text = json_dumps(snap, JSON_COMPACT);
+    json_decref(snap);
+    if (!text || text[0] != '{')
+        jw_oom("snapshot");
+    m = jw_wsmsg_new(text + 1, strlen(text + 1)); /* without its opening brace */
+    free(text);
+    if (j && j->nsubs) {
+        jw_wsmsg_unref(j->snap);
+        j->snap = m;
+        j->snap_seq = seq;
+        m->refs++;
+    }
+    return m;
+}
+
+jw_wsmsg *ws_snapshot_head(const char *job_id, json_t *ref, const char *reason)
+{
+    jw_buf b;
+    jw_wsmsg *m;
+
+    jw_buf_init(&b, 128);
+    jw_buf_addf(&b, "{\"type\":\"snapshot\",\"job_id\":\"%s\",", job_id);
+    if (ref) {
+        char *r = json_dumps(ref, JSON_ENCODE_ANY | JSON_COMPACT);
+
+        if (!r)
+            jw_oom("ref");
+        jw_buf_addf(&b, "\"ref\":%s,", r);
+        free(r);
+    }
+    if (reason)
+        jw_buf_addf(&b, "\"reason\":\"%s\",", reason);
+    m = jw_wsmsg_new(b.data, b.len);
+    jw_buf_release(&b);
+    return m;
+}
+
+/*
+ * Queues the snapshot of a job in memory on c, as an answer (ref) or a
+ * resync (reason); queued under job when it should go with the job's other
+ * messages on a resync. False when the job is not in memory.
+ */
+/*
+ * Queues a snapshot's head and body as one message: as a reply (job NULL),
+ * within the bound; as a resync (tagged with its job), bounded by the
+ * connection's subscriptions.
+ */
+void ws_push_snapshot(conn *c, jw_wsmsg *head, jw_wsmsg *body, job_entry *job)
+{
+    if (!job && !jw_wsconn_make_room(&c->base, head->len + body->len))
+        return;
+    jw_wsconn_push(&c->base, head, body, job, false);
+}
+
+bool ws_queue_snapshot(conn *c, job_entry *j, const char *job_id, json_t *ref, const char *reason,
+                       job_entry *job)
+{
+    jw_wsmsg *body = ws_snapshot_body(c->hub->sv, j, job_id), *head;
+
+    if (!body)
+        return false;
+    head = ws_snapshot_head(job_id, ref, reason);
+    if (!c->base.closing)
+        ws_push_snapshot(c, head, body, job);
+    jw_wsmsg_unref(head);
+    jw_wsmsg_unref(body);
+    return true;
+}
+
+subscriber *ws_find_sub(job_entry *j, const conn *c)
+{
+    for (size_t i = 0; i < j->nsubs; i++)
+        if (j->subs[i].c == c)
+            return &j->subs[i];
+    return NULL;
+}
+
+/*
+ * A delta does not fit under the queue bound: drop this job's queued
+ * messages and owe the connection one snapshot of the job instead, built when
+ * the connection can take it (pay_resyncs). Until then the job's deltas are
+ * dropped at no cost: the snapshot will include them. A connection that keeps
+ * dropping for too long is closed.
+ */
+static void owe_snapshot(conn *c, subscriber *sub)
+{
+    int64_t now = jw_mono_us();
+
+    sub->resync = true;
+    c->resyncs_owed++;
+    c->hub->stats.resyncs++;
+    if (!c->over_since)
+        c->over_since = now;
+    jw_wsconn_want_write(&c->base);
+}
+
+static void overflow(conn *c, job_entry *j, subscriber *sub)
+{
+    jw_wsconn_drop_tag(&c->base, j);
+    owe_snapshot(c, sub);
+}
+
+/*
+ * Room for a reply (an ack, a pong, an error, an OTP verdict, a snapshot) over
+ * the queue bound (the shed hook of jw_wsconn_make_room): a reply is not
+ * dropped on its own; the connection's queued deltas go first, each of their
+ * jobs owing a snapshot instead (as on overflow). A client whose replies
+ * alone pass the bound sends without reading, and is closed (4008).
+ */
+void ws_shed(jw_wsconn *b)
+{
+    conn *c = conn_of(b);
+
+    for (size_t i = 0; i < c->nsubs; i++) {
+        subscriber *sub = ws_find_sub(c->subs[i], c);
+
+        if (sub && !sub->resync && jw_wsconn_drop_tag(b, c->subs[i]))
+            owe_snapshot(c, sub);
+    }
+}
+
+void ws_push_delta(conn *c, subscriber *sub, jw_wsmsg *m, job_entry *j)
+{
+    if (c->base.closing || sub->replaying || sub->resync) {
+        if (sub->resync && c->over_since && jw_mono_us() - c->over_since > MAX_OVER_US) {
+            char why[64];
+
+            snprintf(why, sizeof(why), "behind for over %" PRId64 " s", MAX_OVER_US / 1000000);
+            jw_wsconn_slow_close(&c->base, why);
+        }
+        return;
+    }
+    if (!jw_wsconn_fits(&c->base, m->len)) {
+        overflow(c, j, sub);
+        return;
+    }
+    jw_wsconn_push(&c->base, NULL, m, j, true);
+}
+
+bool ws_owes_resyncs(const jw_wsconn *b)
+{
+    return ((const conn *)(const void *)b)->resyncs_owed > 0; /* base is first */
+}
+
+/* Builds the snapshots this connection is owed, now that its queue is empty. */
+void ws_pay_resyncs(jw_wsconn *b)
+{
+    conn *c = conn_of(b);
+
+    for (size_t i = 0; i < c->nsubs && c->resyncs_owed; i++) {
+        job_entry *j = c->subs[i];
+        subscriber *sub = ws_find_sub(j, c);
+
+        if (!sub || !sub->resync)
+            continue;
+        sub->resync = false;
+        c->resyncs_owed--;
+        if (!ws_queue_snapshot(c, j, j->id, NULL, "resync", j))
+            ws_resync_from_db(c, j, sub); /* it finished and left memory meanwhile */
+    }
+    if (!c->resyncs_owed)
+        c->over_since = 0;
+}
+
+/* ---- subscriptions ------------------------------------------------------------ */
+
+bool ws_subscribed(const conn *c, const job_entry *j)
+{
+    for (size_t i = 0; i < c->nsubs; i++)
+        if (c->subs[i] == j)
+            return true;
+    return false;
+}
+
+subscriber *ws_add_sub(conn *c, job_entry *j)
+{
+    jw_ws *hub = c->hub;
+    subscriber *sub = ws_find_sub(j, c);
+
+    if (sub)
+        return sub;
+    if (c->nsubs == c->capsubs) {
+        c->capsubs = c->capsubs ? c->capsubs * 2 : 4;
+        c->subs = jw_xrealloc(c->subs, c->capsubs * sizeof(*c->subs));
+    }
+    c->subs[c->nsubs++] = j;
+    if (j->nsubs == 0)
+        idle_unlink(hub, j);
+    if (j->nsubs == j->capsubs) {
+        j->capsubs = j->capsubs ? j->capsubs * 2 : 4;
+        j->subs = jw_xrealloc(j->subs, j->capsubs * sizeof(*j->subs));
+    }
+    sub = &j->subs[j->nsubs++];
+    memset(sub, 0, sizeof(*sub));
+    sub->c = c;
+    hub->stats.subscriptions++;
+    return sub;
+}
+
+bool ws_remove_sub(conn *c, job_entry *j)
+{
+    jw_ws *hub = c->hub;
+    subscriber *sub = ws_find_sub(j, c);
+
+    if (!sub)
+        return false;
+    if (sub->resync)
+        c->resyncs_owed--;
+    *sub = j->subs[--j->nsubs];
+    for (size_t i = 0; i < c->nsubs; i++) {
+        if (c->subs[i] == j) {
+            c->subs[i] = c->subs[--c->nsubs];
+            break;
+        }
+    }
+    /* What is still queued for it is no longer wanted. */
+    jw_wsconn_drop_tag(&c->base, j);
+    if (j->nsubs == 0)
+        idle_push(hub, j);
+    hub->stats.subscriptions--;
+    return true;
+}
+
+/* ---- publishing ------------------------------------------------------------------ */
+
+/* A delta's jobwire.v1 message: the same bytes live and replayed (jw_delta_encode). */
+jw_wsmsg *ws_delta_msg(const jw_delta *d)
+{
+    jw_buf b;
+    jw_wsmsg *m;
+
+    jw_buf_init(&b, d->row_len + 256);
+    jw_delta_encode(d, &b);
+    m = jw_wsmsg_new(b.data, b.len);
+    jw_buf_release(&b);
+    return m;
+}
+
+void jw_ws_publish(jw_ws *hub, jw_delta *d)
+{
+    job_entry *j = ws_job_get(hub, d->job_id, true);
+    jw_wsmsg *m = ws_delta_msg(d);
+
+    /* The ring holds the last RING deltas, contiguous in seq. */
+    if (j->count && d->seq != j->first_seq + (int64_t)j->count) {
+        for (size_t i = 0; i < j->count; i++)
+            jw_wsmsg_unref(j->ring[(j->first + i) % RING]);
+        j->count = 0;
+    }
+    if (!j->count) {
+        j->first = 0;
+        j->first_seq = d->seq;
+    }
+    if (j->count == RING) {
+        jw_wsmsg_unref(j->ring[j->first]);
+        j->first = (j->first + 1) % RING;
+        j->first_seq++;
+        j->count--;
+    }
+    m->refs++;
+    j->ring[(j->first + j->count) % RING] = m;
+    j->count++;
+
+    for (size_t i = 0; i < j->nsubs; i++)
+        ws_push_delta(j->subs[i].c, &j->subs[i], m, j);
+    jw_wsmsg_unref(m);
+}
