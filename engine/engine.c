@@ -168,6 +168,7 @@ void engine__flush(jw_engine *e)
     while (e->dirty) {
         job *j = e->dirty;
         commit_ctx *ctx;
+        jw_batch *b;
 
         e->dirty = j->next_dirty;
         /* One job row per event however many fields changed; emitted while
@@ -189,11 +190,18 @@ void engine__flush(jw_engine *e)
         ctx->job = j;
         ctx->acts = j->acts;
         j->acts = j->acts_tail = NULL;
-        j->open->user = ctx;
+        /*
+         * The job lets go of its batch before the store has it: a store may
+         * answer inside submit (app.c's port does when it refuses), and then
+         * on_commit runs, frees the batch and flushes here before submit
+         * returns. Rows its actions emit meanwhile go into a new batch.
+         */
+        b = j->open;
+        j->open = NULL;
+        b->user = ctx;
         j->inflight++;
         e->stats.batches_inflight++;
-        e->p.submit(e->p.ctx, j->open);
-        j->open = NULL;
+        e->p.submit(e->p.ctx, b);
     }
 }
 

@@ -33,6 +33,10 @@ static struct fake {
     jw_batch *batches[MAX_BATCHES];
     size_t nbatches;
     bool refuse_next;
+    /* The store answers inside submit, as the server's port does when the
+     * store refuses a batch (shutting down); refusing: with an error. */
+    bool store_inline, store_refusing;
+    int refuse_starts;                  /* the provider refuses this many calls in start() */
     jw_provider_call *calls[MAX_CALLS]; /* every call, answered or not */
     bool answered[MAX_CALLS];
     size_t ncalls;
@@ -67,6 +71,16 @@ static void fake_submit(void *ctx, jw_batch *b)
             F.all_rows[F.rows_len++] = '\n';
         }
     }
+    if (F.store_inline) {
+        if (F.store_refusing) {
+            b->status = JW_ECLOSED;
+            b->error = strdup("refused inside submit by the test");
+        } else {
+            b->committed_us = F.now;
+        }
+        jw_engine_on_commit(F.e, b);
+        return;
+    }
     F.batches[F.nbatches++] = b;
 }
 
@@ -80,6 +94,11 @@ static void fake_publish(void *ctx, jw_delta *d)
 static int fake_start(void *ctx, jw_provider_call *c)
 {
     (void)ctx;
+    if (F.refuse_starts > 0) {
+        F.refuse_starts--;
+        jw_provider_call_free(c);
+        return JW_ECLOSED;
+    }
     assert_true(F.ncalls < MAX_CALLS);
     F.answered[F.ncalls] = false;
     F.calls[F.ncalls++] = c;
@@ -1183,6 +1202,79 @@ static void test_refused_batch_halts_job(void **state)
     assert_non_null(strstr(err, "halted"));
 }
 
+/*
+ * A store that answers inside submit: on_commit runs inside the engine's
+ * flush. Its actions may change the job again (here: the provider refuses
+ * both logins' calls at once, so each step goes to retrying), and those rows
+ * must go into a new batch, not into the one being committed and freed.
+ */
+static void test_commit_inside_submit(void **state)
+{
+    char id[JW_UUID_LEN + 1];
+    json_t *s;
+
+    (void)state;
+    F.store_inline = true;
+    F.refuse_starts = 2;
+    create(id, 1);
+    assert_string_equal(STEP(id, "gyftr_login", 0), "retrying");
+    assert_string_equal(STEP(id, "amazon_login", 0), "retrying");
+    assert_int_equal(unanswered(), 0);
+    /* Every row committed and was published, in order. */
+    assert_gapless(id);
+    assert_int_equal(F.pub[F.npub - 1]->seq, jw_engine_committed_seq(F.e, id));
+    advance_ms(2000);
+    assert_non_null(pending_call("gyftr_login"));
+    assert_non_null(pending_call("amazon_login"));
+    run_ok();
+    assert_string_equal(JOB(id, "status"), "completed");
+    assert_gapless(id);
+    s = snap(id);
+    assert_int_equal(json_integer_value(json_object_get(s, "seq")), F.pub[F.npub - 1]->seq);
+    json_decref(s);
+}
+
+struct done_answer {
+    int calls;
+    int status;
+};
+
+static void on_done(void *arg, int status, const char *job_id)
+{
+    struct done_answer *a = arg;
+
+    (void)job_id;
+    a->calls++;
+    a->status = status;
+}
+
+/* The server's port at shutdown: the store refuses inside submit. */
+static void test_refusal_inside_submit(void **state)
+{
+    char id[JW_UUID_LEN + 1], err[256];
+    struct done_answer done = {0};
+    size_t npub;
+    int64_t seq;
+
+    (void)state;
+    create(id, 1);
+    seq = jw_engine_committed_seq(F.e, id);
+    npub = F.npub;
+    F.store_inline = F.store_refusing = true;
+    assert_int_equal(jw_engine_cancel(F.e, id, on_done, &done, err, sizeof(err)), 0);
+    /* Told at once, with the store's error; nothing of the batch was published. */
+    assert_int_equal(done.calls, 1);
+    assert_int_equal(done.status, JW_ECLOSED);
+    assert_int_equal(F.npub, npub);
+    assert_int_equal(jw_engine_committed_seq(F.e, id), seq);
+    assert_string_equal(JOB(id, "status"), "validating");
+    /* Halted: a late reply changes nothing, no command is taken. */
+    reply_ok(pending_call("gyftr_login"));
+    assert_int_equal(F.npub, npub);
+    assert_int_equal(jw_engine_retry(F.e, id, NULL, NULL, err, sizeof(err)), JW_ECONFLICT);
+    assert_non_null(strstr(err, "halted"));
+}
+
 static const uint8_t KEY[32] = {1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15, 16,
                                 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32};
 
@@ -1792,6 +1884,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_recovery_asks_again_for_typed_otp, setup, teardown),
         cmocka_unit_test_setup_teardown(test_adopted_failed_job_counts_live_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refused_batch_halts_job, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_commit_inside_submit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_refusal_inside_submit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_login_reused_until_expiry, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sessions_survive_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(test_create_validates, setup, teardown),
