@@ -420,10 +420,7 @@ static bool start_step(step *s)
         make_key(s);
     s->attempt++;
     if (us) {
-        char type[16];
-
-        engine__login_type(s->def, type, sizeof(type));
-        json_object_set(s->job->sessions, type, us->session);
+        json_object_set(s->job->sessions, s->def->session, us->session);
         json_object_set_new(s->data, "reused_session", json_true());
         json_object_set_new(s->data, "session_id", json_string(us->id));
         us->last_used_at = now_us(e);
@@ -701,11 +698,10 @@ void engine__step_attempt_failed(step *s, bool retryable, const char *fmt, ...)
     engine__advance(s->job);
 }
 
-static int64_t otp_timeout_ms(jw_engine *e, const char *type)
+/* The step's OTP class says which wait applies (workflow.h). */
+static int64_t otp_timeout_ms(jw_engine *e, const jw_step_def *def)
 {
-    return strcmp(type, "payment") == 0 || strcmp(type, "process_payment") == 0
-               ? e->cfg.otp_timeout_payment_ms
-               : e->cfg.otp_timeout_login_ms;
+    return def->otp == JW_OTP_PAYMENT ? e->cfg.otp_timeout_payment_ms : e->cfg.otp_timeout_login_ms;
 }
 
 static void request_otp(step *s, const jw_provider_reply *r)
@@ -723,7 +719,7 @@ static void request_otp(step *s, const jw_provider_reply *r)
     o->status = OTP_REQUESTED;
     o->max_attempts = e->cfg.otp_max_attempts;
     o->requested_at = now;
-    o->timeout_at = now + otp_timeout_ms(e, o->type) * 1000;
+    o->timeout_at = now + otp_timeout_ms(e, s->def) * 1000;
     if (j->notps == j->capotps) {
         j->capotps = j->capotps ? j->capotps * 2 : 4;
         j->otps = jw_xrealloc(j->otps, j->capotps * sizeof(*j->otps));
@@ -748,12 +744,9 @@ static void step_completed(step *s, json_t *data)
     if (s->def->login) {
         json_t *session = json_object_get(data, "session");
 
-        /* gyftr_login -> "gyftr": the session later steps present. */
-        if (json_is_object(session)) {
-            char type[16];
-
-            engine__login_type(s->def, type, sizeof(type));
-            json_object_set(j->sessions, type, session);
+        /* Kept under the step's session name: the session later steps present. */
+        if (json_is_object(session) && s->def->session) {
+            json_object_set(j->sessions, s->def->session, session);
             engine__keep_session(j, s->def, session);
         }
         /* Tokens are not journaled: memory, and sealed in auth_sessions. */

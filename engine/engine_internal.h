@@ -167,9 +167,9 @@ typedef struct user_session {
     char key[JW_UUID_LEN + 24]; /* "<user>/<type>", the map key */
     char id[JW_UUID_LEN + 1];   /* its auth_sessions row */
     char user[JW_UUID_LEN + 1];
-    char type[16];    /* gyftr, amazon */
-    json_t *session;  /* what the provider returned: memory only */
-    char *sealed_hex; /* the same, sealed, as bytea text; NULL without a key */
+    char type[JW_STEP_SESSION_MAX]; /* the login's session name: gyftr, amazon */
+    json_t *session;                /* what the provider returned: memory only */
+    char *sealed_hex;               /* the same, sealed, as bytea text; NULL without a key */
     int64_t created_at, expires_at, last_used_at;
 } user_session;
 
@@ -253,7 +253,6 @@ int64_t engine__parse_ts(const json_t *v);
 
 /* ---- sessions.c ------------------------------------------------------------------ */
 
-void engine__login_type(const jw_step_def *def, char *out, size_t n);
 void engine__emit_session(job *j, const user_session *us);
 void engine__free_session(user_session *us);
 void engine__keep_session(job *j, const jw_step_def *def, json_t *session);

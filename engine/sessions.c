@@ -16,14 +16,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* gyftr_login -> "gyftr" */
-void engine__login_type(const jw_step_def *def, char *out, size_t n)
-{
-    const char *us = strchr(def->name, '_');
-
-    snprintf(out, n, "%.*s", (int)(us ? us - def->name : 0), def->name);
-}
-
 static user_session *find_session(jw_engine *e, const char *user, const char *type)
 {
     char key[JW_UUID_LEN + 24];
@@ -111,10 +103,9 @@ void engine__keep_session(job *j, const jw_step_def *def, json_t *session)
     jw_engine *e = j->e;
     json_t *ttl = json_object_get(session, "expires_in");
     int64_t ttl_s = json_is_integer(ttl) ? json_integer_value(ttl) : 3600;
+    const char *type = def->session;
     user_session *us;
-    char type[16];
 
-    engine__login_type(def, type, sizeof(type));
     if (ttl_s < 0)
         ttl_s = 0;
     if (ttl_s > 30 * 24 * 3600)
@@ -141,11 +132,11 @@ void engine__keep_session(job *j, const jw_step_def *def, json_t *session)
 /* A valid session of this login's type for the job's user, or NULL. */
 user_session *engine__reusable_session(job *j, const jw_step_def *def)
 {
-    char type[16];
     user_session *us;
 
-    engine__login_type(def, type, sizeof(type));
-    us = find_session(j->e, j->user, type);
+    if (!def->session)
+        return NULL;
+    us = find_session(j->e, j->user, def->session);
     if (!us || us->expires_at <= now_us(j->e) + j->e->cfg.session_margin_ms * 1000)
         return NULL;
     return us;
@@ -156,13 +147,11 @@ void engine__attach_sessions(job *j)
 {
     for (const jw_step_def *d = jw_validation_steps; d->name; d++) {
         user_session *us;
-        char type[16];
 
         if (!d->login || !(us = engine__reusable_session(j, d)))
             continue;
-        engine__login_type(d, type, sizeof(type));
-        if (!json_object_get(j->sessions, type))
-            json_object_set(j->sessions, type, us->session);
+        if (!json_object_get(j->sessions, d->session))
+            json_object_set(j->sessions, d->session, us->session);
     }
 }
 
