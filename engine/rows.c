@@ -7,6 +7,8 @@
  */
 #include "engine_internal.h"
 
+#include "jw_schema.h"
+
 #include "jw_log.h"
 #include "jw_util.h"
 
@@ -33,69 +35,72 @@ json_t *engine__str_or_null(const char *s)
 
 json_t *engine__job_row(const job *j)
 {
-    json_t *r = json_object();
+    json_t *v[JW_JOB_RUNS__N] = {
+        [JW_JOB_RUNS_id] = json_string(j->id),
+        [JW_JOB_RUNS_user_id] = json_string(j->user),
+        [JW_JOB_RUNS_job_type] = json_string("payment_automation"),
+        [JW_JOB_RUNS_status] = json_string(engine__job_names[j->status]),
+        [JW_JOB_RUNS_current_phase] = engine__str_or_null(j->phase),
+        [JW_JOB_RUNS_progress_percentage] = json_integer(j->progress),
+        [JW_JOB_RUNS_total_transactions] = json_integer(j->count),
+        [JW_JOB_RUNS_completed_transactions] = json_integer(j->completed_tx),
+        [JW_JOB_RUNS_transaction_amount] = json_integer(j->amount),
+        [JW_JOB_RUNS_transaction_count] = json_integer(j->count),
+        [JW_JOB_RUNS_created_at] = engine__ts_json(j->created_at),
+        [JW_JOB_RUNS_updated_at] = engine__ts_json(j->updated_at),
+        [JW_JOB_RUNS_completed_at] = engine__ts_json(j->completed_at),
+        [JW_JOB_RUNS_error_message] = engine__str_or_null(j->error),
+        [JW_JOB_RUNS_retry_count] = json_integer(j->retry_count),
+        [JW_JOB_RUNS_metadata] = json_deep_copy(j->metadata),
+        [JW_JOB_RUNS_cancel_requested] = json_boolean(j->cancel_requested),
+    };
 
-    json_object_set_new(r, "id", json_string(j->id));
-    json_object_set_new(r, "user_id", json_string(j->user));
-    json_object_set_new(r, "job_type", json_string("payment_automation"));
-    json_object_set_new(r, "status", json_string(engine__job_names[j->status]));
-    json_object_set_new(r, "current_phase", engine__str_or_null(j->phase));
-    json_object_set_new(r, "progress_percentage", json_integer(j->progress));
-    json_object_set_new(r, "total_transactions", json_integer(j->count));
-    json_object_set_new(r, "completed_transactions", json_integer(j->completed_tx));
-    json_object_set_new(r, "transaction_amount", json_integer(j->amount));
-    json_object_set_new(r, "transaction_count", json_integer(j->count));
-    json_object_set_new(r, "created_at", engine__ts_json(j->created_at));
-    json_object_set_new(r, "updated_at", engine__ts_json(j->updated_at));
-    json_object_set_new(r, "completed_at", engine__ts_json(j->completed_at));
-    json_object_set_new(r, "error_message", engine__str_or_null(j->error));
-    json_object_set_new(r, "retry_count", json_integer(j->retry_count));
-    json_object_set_new(r, "metadata", json_deep_copy(j->metadata));
-    json_object_set_new(r, "cancel_requested", json_boolean(j->cancel_requested));
-    return r;
+    return jw_schema_row(&jw_schema_tables[JW_TABLE_JOB_RUNS], v);
 }
 
 json_t *engine__step_row(const step *s)
 {
-    json_t *r = json_object();
+    json_t *v[JW_JOB_STEPS__N] = {
+        [JW_JOB_STEPS_id] = json_string(s->id),
+        [JW_JOB_STEPS_job_run_id] = json_string(s->job->id),
+        [JW_JOB_STEPS_step_name] = json_string(s->def->name),
+        [JW_JOB_STEPS_step_type] = json_string(s->def->type),
+        [JW_JOB_STEPS_status] = json_string(engine__step_names[s->status]),
+        [JW_JOB_STEPS_transaction_index] = s->unit ? json_integer(s->unit) : json_null(),
+        [JW_JOB_STEPS_started_at] = engine__ts_json(s->started_at),
+        [JW_JOB_STEPS_completed_at] = engine__ts_json(s->completed_at),
+        [JW_JOB_STEPS_timeout_at] = engine__ts_json(s->timeout_at),
+        [JW_JOB_STEPS_step_data] = json_deep_copy(s->data),
+        [JW_JOB_STEPS_error_message] = engine__str_or_null(s->error),
+        [JW_JOB_STEPS_created_at] = engine__ts_json(s->created_at),
+        [JW_JOB_STEPS_attempt] = json_integer(s->attempt),
+        [JW_JOB_STEPS_idempotency_key] = engine__str_or_null(s->key),
+        [JW_JOB_STEPS_next_retry_at] = engine__ts_json(s->next_retry_at),
+        [JW_JOB_STEPS_updated_at] = engine__ts_json(s->updated_at),
+        [JW_JOB_STEPS_outcome_unknown] = json_boolean(s->outcome_unknown),
+    };
 
-    json_object_set_new(r, "id", json_string(s->id));
-    json_object_set_new(r, "job_run_id", json_string(s->job->id));
-    json_object_set_new(r, "step_name", json_string(s->def->name));
-    json_object_set_new(r, "step_type", json_string(s->def->type));
-    json_object_set_new(r, "status", json_string(engine__step_names[s->status]));
-    json_object_set_new(r, "transaction_index", s->unit ? json_integer(s->unit) : json_null());
-    json_object_set_new(r, "started_at", engine__ts_json(s->started_at));
-    json_object_set_new(r, "completed_at", engine__ts_json(s->completed_at));
-    json_object_set_new(r, "timeout_at", engine__ts_json(s->timeout_at));
-    json_object_set_new(r, "step_data", json_deep_copy(s->data));
-    json_object_set_new(r, "error_message", engine__str_or_null(s->error));
-    json_object_set_new(r, "created_at", engine__ts_json(s->created_at));
-    json_object_set_new(r, "attempt", json_integer(s->attempt));
-    json_object_set_new(r, "idempotency_key", engine__str_or_null(s->key));
-    json_object_set_new(r, "next_retry_at", engine__ts_json(s->next_retry_at));
-    json_object_set_new(r, "updated_at", engine__ts_json(s->updated_at));
-    json_object_set_new(r, "outcome_unknown", json_boolean(s->outcome_unknown));
-    return r;
+    return jw_schema_row(&jw_schema_tables[JW_TABLE_JOB_STEPS], v);
 }
 
 json_t *engine__otp_row(const otp *o)
 {
-    json_t *r = json_object();
+    json_t *v[JW_OTP_REQUESTS__N] = {
+        [JW_OTP_REQUESTS_id] = json_string(o->id),
+        [JW_OTP_REQUESTS_job_run_id] = json_string(o->job->id),
+        [JW_OTP_REQUESTS_job_step_id] = json_string(o->step->id),
+        [JW_OTP_REQUESTS_otp_type] = json_string(o->type),
+        [JW_OTP_REQUESTS_phone_number] = engine__str_or_null(o->phone),
+        [JW_OTP_REQUESTS_requested_at] = engine__ts_json(o->requested_at),
+        [JW_OTP_REQUESTS_received_at] = engine__ts_json(o->received_at),
+        [JW_OTP_REQUESTS_verified_at] = engine__ts_json(o->verified_at),
+        [JW_OTP_REQUESTS_timeout_at] = engine__ts_json(o->timeout_at),
+        [JW_OTP_REQUESTS_attempts_count] = json_integer(o->attempts),
+        [JW_OTP_REQUESTS_max_attempts] = json_integer(o->max_attempts),
+        [JW_OTP_REQUESTS_status] = json_string(engine__otp_names[o->status]),
+    };
 
-    json_object_set_new(r, "id", json_string(o->id));
-    json_object_set_new(r, "job_run_id", json_string(o->job->id));
-    json_object_set_new(r, "job_step_id", json_string(o->step->id));
-    json_object_set_new(r, "otp_type", json_string(o->type));
-    json_object_set_new(r, "phone_number", engine__str_or_null(o->phone));
-    json_object_set_new(r, "requested_at", engine__ts_json(o->requested_at));
-    json_object_set_new(r, "received_at", engine__ts_json(o->received_at));
-    json_object_set_new(r, "verified_at", engine__ts_json(o->verified_at));
-    json_object_set_new(r, "timeout_at", engine__ts_json(o->timeout_at));
-    json_object_set_new(r, "attempts_count", json_integer(o->attempts));
-    json_object_set_new(r, "max_attempts", json_integer(o->max_attempts));
-    json_object_set_new(r, "status", json_string(engine__otp_names[o->status]));
-    return r;
+    return jw_schema_row(&jw_schema_tables[JW_TABLE_OTP_REQUESTS], v);
 }
 
 void engine__view_put(job *j, jw_delta *d)

@@ -8,6 +8,8 @@
  */
 #include "engine_internal.h"
 
+#include "jw_schema.h"
+
 #include "jw_buf.h"
 #include "jw_crypto.h"
 #include "jw_log.h"
@@ -32,19 +34,20 @@ static void aad_of(const user_session *us, char *aad, size_t n)
 
 static json_t *session_row(const user_session *us)
 {
-    json_t *r = json_object();
+    json_t *v[JW_AUTH_SESSIONS__N] = {
+        [JW_AUTH_SESSIONS_id] = json_string(us->id),
+        [JW_AUTH_SESSIONS_user_id] = json_string(us->user),
+        [JW_AUTH_SESSIONS_session_type] = json_string(us->type),
+        [JW_AUTH_SESSIONS_auth_token_enc] = engine__str_or_null(us->sealed_hex),
+        [JW_AUTH_SESSIONS_browser_context_id] = json_null(),
+        [JW_AUTH_SESSIONS_session_data] = json_object(),
+        [JW_AUTH_SESSIONS_created_at] = engine__ts_json(us->created_at),
+        [JW_AUTH_SESSIONS_expires_at] = engine__ts_json(us->expires_at),
+        [JW_AUTH_SESSIONS_last_used_at] = engine__ts_json(us->last_used_at),
+        [JW_AUTH_SESSIONS_is_active] = json_true(),
+    };
 
-    json_object_set_new(r, "id", json_string(us->id));
-    json_object_set_new(r, "user_id", json_string(us->user));
-    json_object_set_new(r, "session_type", json_string(us->type));
-    json_object_set_new(r, "auth_token_enc", engine__str_or_null(us->sealed_hex));
-    json_object_set_new(r, "browser_context_id", json_null());
-    json_object_set_new(r, "session_data", json_object());
-    json_object_set_new(r, "created_at", engine__ts_json(us->created_at));
-    json_object_set_new(r, "expires_at", engine__ts_json(us->expires_at));
-    json_object_set_new(r, "last_used_at", engine__ts_json(us->last_used_at));
-    json_object_set_new(r, "is_active", json_true());
-    return r;
+    return jw_schema_row(&jw_schema_tables[JW_TABLE_AUTH_SESSIONS], v);
 }
 
 /* auth_sessions belong to a user, not a job: a quiet write, not journaled. */

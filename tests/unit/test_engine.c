@@ -13,6 +13,7 @@
 #include "jw_engine.h"
 #include "jw_error.h"
 #include "jw_log.h"
+#include "jw_schema.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -1304,6 +1305,74 @@ static json_t *session_rows(void)
     return rows;
 }
 
+/* A row's columns are its table's in jw_schema.h, all and in order, each of its type. */
+static void assert_row_fits(jw_table t, const char *text, size_t len)
+{
+    const jw_schema_table *st = &jw_schema_tables[t];
+    json_t *r = json_loadb(text, len, JSON_REJECT_DUPLICATES, NULL), *v;
+    const char *key;
+    size_t i = 0;
+
+    assert_non_null(r);
+    assert_int_equal(json_object_size(r), st->ncolumns);
+    json_object_foreach(r, key, v)
+    {
+        assert_string_equal(key, st->columns[i].name);
+        if (!jw_schema_fits(st->columns[i].type, v))
+            fail_msg("%s.%s does not fit its type: %.*s", st->name, key, (int)len, text);
+        i++;
+    }
+    json_decref(r);
+}
+
+/* Every row the engine writes, with codes, sessions, an error and a retry. */
+static void test_rows_follow_schema(void **state)
+{
+    char id[JW_UUID_LEN + 1], otp_id[JW_UUID_LEN + 1], err[256];
+    struct otp_answer ans = {0};
+    json_t *rows, *row;
+    size_t i, seen[JW_TABLE__COUNT] = {0};
+
+    (void)state;
+    with_session_key();
+    create(id, 2);
+    reply_otp(pending_call("gyftr_login"), "gyftr_login", false);
+    latest_otp_id(id, otp_id);
+    assert_int_equal(
+        jw_engine_submit_otp(F.e, otp_id, "123456", NULL, on_otp, &ans, err, sizeof(err)), 0);
+    commit_all();
+    reply_ok(pending_call("gyftr_login"));
+    reply_error(pending_call("amazon_login"), true, "upstream busy");
+    advance_ms(2000);
+    reply_ok(pending_call("amazon_login"));
+    reply_ok(pending_call("availability_check"));
+    reply_ok(pending_call("generate_payment_link"));
+    reply_otp(pending_call("process_payment"), "payment", false);
+    latest_otp_id(id, otp_id);
+    assert_int_equal(
+        jw_engine_submit_otp(F.e, otp_id, "654321", NULL, on_otp, &ans, err, sizeof(err)), 0);
+    commit_all();
+    run_ok();
+    assert_string_equal(JOB(id, "status"), "completed");
+    assert_int_equal(ans.calls, 2);
+    for (i = 0; i < F.npub; i++) {
+        assert_row_fits(F.pub[i]->table, F.pub[i]->row, F.pub[i]->row_len);
+        seen[F.pub[i]->table]++;
+    }
+    rows = session_rows();
+    json_array_foreach(rows, i, row)
+    {
+        char *text = json_dumps(row, JSON_COMPACT);
+
+        assert_row_fits(JW_TABLE_AUTH_SESSIONS, text, strlen(text));
+        seen[JW_TABLE_AUTH_SESSIONS]++;
+        free(text);
+    }
+    json_decref(rows);
+    for (int t = 0; t < JW_TABLE__COUNT; t++)
+        assert_true(seen[t] > 0);
+}
+
 static void test_login_reused_until_expiry(void **state)
 {
     char a[JW_UUID_LEN + 1], b[JW_UUID_LEN + 1], c[JW_UUID_LEN + 1], d[JW_UUID_LEN + 1];
@@ -1885,6 +1954,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_adopted_failed_job_counts_live_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refused_batch_halts_job, setup, teardown),
         cmocka_unit_test_setup_teardown(test_commit_inside_submit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rows_follow_schema, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refusal_inside_submit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_login_reused_until_expiry, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sessions_survive_restart, setup, teardown),
