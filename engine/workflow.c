@@ -17,8 +17,18 @@
     }
 
 const jw_step_def jw_validation_steps[] = {
-    {.name = "gyftr_login", .type = "validation", .login = true, .retry = LOGIN_RETRY},
-    {.name = "amazon_login", .type = "validation", .login = true, .retry = LOGIN_RETRY},
+    {.name = "gyftr_login",
+     .type = "validation",
+     .login = true,
+     .otp = JW_OTP_LOGIN,
+     .session = "gyftr",
+     .retry = LOGIN_RETRY},
+    {.name = "amazon_login",
+     .type = "validation",
+     .login = true,
+     .otp = JW_OTP_LOGIN,
+     .session = "amazon",
+     .retry = LOGIN_RETRY},
     {.name = "availability_check",
      .type = "validation",
      .deps = 1u << 0 | 1u << 1,
@@ -32,6 +42,7 @@ const jw_step_def jw_transaction_steps[] = {
      .type = "payment",
      .deps = 1u << 0,
      .external_effect = true,
+     .otp = JW_OTP_PAYMENT,
      .retry = PAYMENT_RETRY},
     {.name = "wait_for_vouchers",
      .type = "redemption",

@@ -20,6 +20,21 @@ typedef struct jw_retry_policy {
     double jitter;      /* +/- this fraction, at random */
 } jw_retry_policy;
 
+/*
+ * How long an OTP request of a step waits for the code: which of the engine's
+ * configured timeouts applies (jw_engine_config.otp_timeout_*_ms).
+ */
+typedef enum jw_otp_class {
+    /* The step does not ask for codes; should a provider ask anyway, the
+     * request waits as long as a login's. */
+    JW_OTP_NONE,
+    JW_OTP_LOGIN,   /* a person reads an SMS to log in: otp_timeout_login_ms */
+    JW_OTP_PAYMENT, /* a bank confirms a payment: otp_timeout_payment_ms */
+} jw_otp_class;
+
+/* A session name's room, its NUL included (auth_sessions.session_type). */
+#define JW_STEP_SESSION_MAX 16
+
 typedef struct jw_step_def {
     const char *name;     /* step_name */
     const char *type;     /* step_type: validation, payment, redemption */
@@ -27,6 +42,13 @@ typedef struct jw_step_def {
     bool external_effect; /* moves money: reconciled, never abandoned */
     bool polls;           /* "pending" replies are polled until the deadline */
     bool login;           /* failing it cancels the unit's other steps at once */
+    jw_otp_class otp;     /* the wait of its OTP requests */
+    /*
+     * A login's provider session: the name it is kept under for the user's
+     * later jobs (auth_sessions.session_type) and presented to later steps
+     * (the call's "session" object). Set exactly on logins; NULL otherwise.
+     */
+    const char *session;
     jw_retry_policy retry;
 } jw_step_def;
 

@@ -5,6 +5,7 @@
 #include "rt_parse.h"
 
 #include "jw_log.h"
+#include "jw_schema.h"
 #include "jw_util.h"
 
 #include <errno.h>
@@ -94,76 +95,25 @@ void jw_rt_msg_release(jw_rt_msg *m)
 /* ---- the tables ------------------------------------------------------------------ */
 
 /*
- * Each table's columns, as the rows the engine writes hold them, once as an
- * array and once as the "columns" JSON of an event (",{…},{…}" + 1 skips the
- * first comma).
+ * Each table's columns, as the rows the engine writes hold them (the one
+ * description in engine/jw_schema.h), once as an array and once as the
+ * "columns" JSON of an event (",{…},{…}" + 1 skips the first comma).
  */
-#define COL(name, pg, type) {#name, pg, JW_RT_##type},
-#define COL_JSON(name, pg, type) ",{\"name\":\"" #name "\",\"type\":\"" pg "\"}"
+#define COL(name, type) {#name, JW_SCHEMA_PG_##type, JW_RT_##type},
+#define COL_JSON(name, type) ",{\"name\":\"" #name "\",\"type\":\"" JW_SCHEMA_PG_##type "\"}"
 
-#define JOB_RUNS(X)                                                                                \
-    X(id, "uuid", UUID)                                                                            \
-    X(user_id, "uuid", UUID)                                                                       \
-    X(job_type, "text", TEXT)                                                                      \
-    X(status, "text", TEXT)                                                                        \
-    X(current_phase, "text", TEXT)                                                                 \
-    X(progress_percentage, "int4", INT)                                                            \
-    X(total_transactions, "int4", INT)                                                             \
-    X(completed_transactions, "int4", INT)                                                         \
-    X(transaction_amount, "int4", INT)                                                             \
-    X(transaction_count, "int4", INT)                                                              \
-    X(created_at, "timestamptz", TIMESTAMPTZ)                                                      \
-    X(updated_at, "timestamptz", TIMESTAMPTZ)                                                      \
-    X(completed_at, "timestamptz", TIMESTAMPTZ)                                                    \
-    X(error_message, "text", TEXT)                                                                 \
-    X(retry_count, "int4", INT)                                                                    \
-    X(metadata, "jsonb", JSONB)                                                                    \
-    X(cancel_requested, "bool", BOOL)
-
-#define JOB_STEPS(X)                                                                               \
-    X(id, "uuid", UUID)                                                                            \
-    X(job_run_id, "uuid", UUID)                                                                    \
-    X(step_name, "text", TEXT)                                                                     \
-    X(step_type, "text", TEXT)                                                                     \
-    X(status, "text", TEXT)                                                                        \
-    X(transaction_index, "int4", INT)                                                              \
-    X(started_at, "timestamptz", TIMESTAMPTZ)                                                      \
-    X(completed_at, "timestamptz", TIMESTAMPTZ)                                                    \
-    X(timeout_at, "timestamptz", TIMESTAMPTZ)                                                      \
-    X(step_data, "jsonb", JSONB)                                                                   \
-    X(error_message, "text", TEXT)                                                                 \
-    X(created_at, "timestamptz", TIMESTAMPTZ)                                                      \
-    X(attempt, "int4", INT)                                                                        \
-    X(idempotency_key, "text", TEXT)                                                               \
-    X(next_retry_at, "timestamptz", TIMESTAMPTZ)                                                   \
-    X(updated_at, "timestamptz", TIMESTAMPTZ)                                                      \
-    X(outcome_unknown, "bool", BOOL)
-
-#define OTP_REQUESTS(X)                                                                            \
-    X(id, "uuid", UUID)                                                                            \
-    X(job_run_id, "uuid", UUID)                                                                    \
-    X(job_step_id, "uuid", UUID)                                                                   \
-    X(otp_type, "text", TEXT)                                                                      \
-    X(phone_number, "text", TEXT)                                                                  \
-    X(requested_at, "timestamptz", TIMESTAMPTZ)                                                    \
-    X(received_at, "timestamptz", TIMESTAMPTZ)                                                     \
-    X(verified_at, "timestamptz", TIMESTAMPTZ)                                                     \
-    X(timeout_at, "timestamptz", TIMESTAMPTZ)                                                      \
-    X(attempts_count, "int4", INT)                                                                 \
-    X(max_attempts, "int4", INT)                                                                   \
-    X(status, "text", TEXT)
-
-static const jw_rt_column job_runs_cols[] = {JOB_RUNS(COL)};
-static const jw_rt_column job_steps_cols[] = {JOB_STEPS(COL)};
-static const jw_rt_column otp_requests_cols[] = {OTP_REQUESTS(COL)};
+static const jw_rt_column job_runs_cols[] = {JW_SCHEMA_JOB_RUNS(COL)};
+static const jw_rt_column job_steps_cols[] = {JW_SCHEMA_JOB_STEPS(COL)};
+static const jw_rt_column otp_requests_cols[] = {JW_SCHEMA_OTP_REQUESTS(COL)};
 
 #define N(a) (sizeof(a) / sizeof((a)[0]))
 
 const jw_rt_table jw_rt_tables[JW_RT_TABLES] = {
-    {"job_runs", "id", job_runs_cols, N(job_runs_cols), &(JOB_RUNS(COL_JSON))[1]},
-    {"job_steps", "job_run_id", job_steps_cols, N(job_steps_cols), &(JOB_STEPS(COL_JSON))[1]},
+    {"job_runs", "id", job_runs_cols, N(job_runs_cols), &(JW_SCHEMA_JOB_RUNS(COL_JSON))[1]},
+    {"job_steps", "job_run_id", job_steps_cols, N(job_steps_cols),
+     &(JW_SCHEMA_JOB_STEPS(COL_JSON))[1]},
     {"otp_requests", "job_run_id", otp_requests_cols, N(otp_requests_cols),
-     &(OTP_REQUESTS(COL_JSON))[1]},
+     &(JW_SCHEMA_OTP_REQUESTS(COL_JSON))[1]},
 };
 
 int jw_rt_table_find(const char *name)

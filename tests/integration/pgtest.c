@@ -2,6 +2,7 @@
 
 #include "jw_buf.h"
 #include "jw_log.h"
+#include "jw_schema.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -93,6 +94,17 @@ int64_t pgtest_int(PGconn *c, const char *sql, int nparams, const char *const *p
     return v;
 }
 
+/* A row of table t from one value per column; a missing or ill-typed one stops the test. */
+static json_t *row_of(jw_table t, json_t *const *values)
+{
+    const jw_schema_table *st = &jw_schema_tables[t];
+
+    for (size_t i = 0; i < st->ncolumns; i++)
+        if (!jw_schema_fits(st->columns[i].type, values[i]))
+            die("a test row's value does not fit its column", st->columns[i].name);
+    return jw_schema_row(st, values);
+}
+
 static char *dump(json_t *o)
 {
     char *s = json_dumps(o, JSON_COMPACT);
@@ -103,39 +115,76 @@ static char *dump(json_t *o)
     return s;
 }
 
+/* Rows with every column of jw_schema.h, in its order, as the engine writes them. */
 char *pgtest_job_row(const char *job_id, const char *user_id, const char *status, int progress)
 {
-    return dump(json_pack("{s:s, s:s, s:s, s:s, s:s, s:i, s:i, s:i, s:i, s:i, s:s, s:s, s:n, "
-                          "s:n, s:i, s:{s:s}, s:b}",
-                          "id", job_id, "user_id", user_id, "job_type", "payment_automation",
-                          "status", status, "current_phase", "validation", "progress_percentage",
-                          progress, "total_transactions", 4, "completed_transactions", 0,
-                          "transaction_amount", 1500, "transaction_count", 4, "created_at",
-                          "2026-11-26T10:00:00.000001Z", "updated_at", "2026-11-26T10:00:01Z",
-                          "completed_at", "error_message", "retry_count", 0, "metadata", "source",
-                          "test", "cancel_requested", 0));
+    json_t *v[JW_JOB_RUNS__N] = {
+        [JW_JOB_RUNS_id] = json_string(job_id),
+        [JW_JOB_RUNS_user_id] = json_string(user_id),
+        [JW_JOB_RUNS_job_type] = json_string("payment_automation"),
+        [JW_JOB_RUNS_status] = json_string(status),
+        [JW_JOB_RUNS_current_phase] = json_string("validation"),
+        [JW_JOB_RUNS_progress_percentage] = json_integer(progress),
+        [JW_JOB_RUNS_total_transactions] = json_integer(4),
+        [JW_JOB_RUNS_completed_transactions] = json_integer(0),
+        [JW_JOB_RUNS_transaction_amount] = json_integer(1500),
+        [JW_JOB_RUNS_transaction_count] = json_integer(4),
+        [JW_JOB_RUNS_created_at] = json_string("2026-11-26T10:00:00.000001Z"),
+        [JW_JOB_RUNS_updated_at] = json_string("2026-11-26T10:00:01Z"),
+        [JW_JOB_RUNS_completed_at] = json_null(),
+        [JW_JOB_RUNS_error_message] = json_null(),
+        [JW_JOB_RUNS_retry_count] = json_integer(0),
+        [JW_JOB_RUNS_metadata] = json_pack("{s:s}", "source", "test"),
+        [JW_JOB_RUNS_cancel_requested] = json_false(),
+    };
+
+    return dump(row_of(JW_TABLE_JOB_RUNS, v));
 }
 
 char *pgtest_step_row(const char *step_id, const char *job_id, const char *name, const char *status)
 {
-    return dump(json_pack("{s:s, s:s, s:s, s:s, s:s, s:n, s:s, s:n, s:n, s:{}, s:n, s:s, "
-                          "s:i, s:s, s:n, s:s, s:b}",
-                          "id", step_id, "job_run_id", job_id, "step_name", name, "step_type",
-                          "validation", "status", status, "transaction_index", "started_at",
-                          "2026-11-26T10:00:02Z", "completed_at", "timeout_at", "step_data",
-                          "error_message", "created_at", "2026-11-26T10:00:02Z", "attempt", 1,
-                          "idempotency_key", step_id, "next_retry_at", "updated_at",
-                          "2026-11-26T10:00:03Z", "outcome_unknown", 0));
+    json_t *v[JW_JOB_STEPS__N] = {
+        [JW_JOB_STEPS_id] = json_string(step_id),
+        [JW_JOB_STEPS_job_run_id] = json_string(job_id),
+        [JW_JOB_STEPS_step_name] = json_string(name),
+        [JW_JOB_STEPS_step_type] = json_string("validation"),
+        [JW_JOB_STEPS_status] = json_string(status),
+        [JW_JOB_STEPS_transaction_index] = json_null(),
+        [JW_JOB_STEPS_started_at] = json_string("2026-11-26T10:00:02Z"),
+        [JW_JOB_STEPS_completed_at] = json_null(),
+        [JW_JOB_STEPS_timeout_at] = json_null(),
+        [JW_JOB_STEPS_step_data] = json_object(),
+        [JW_JOB_STEPS_error_message] = json_null(),
+        [JW_JOB_STEPS_created_at] = json_string("2026-11-26T10:00:02Z"),
+        [JW_JOB_STEPS_attempt] = json_integer(1),
+        [JW_JOB_STEPS_idempotency_key] = json_string(step_id),
+        [JW_JOB_STEPS_next_retry_at] = json_null(),
+        [JW_JOB_STEPS_updated_at] = json_string("2026-11-26T10:00:03Z"),
+        [JW_JOB_STEPS_outcome_unknown] = json_false(),
+    };
+
+    return dump(row_of(JW_TABLE_JOB_STEPS, v));
 }
 
 char *pgtest_otp_row(const char *otp_id, const char *job_id, const char *step_id,
                      const char *status)
 {
-    return dump(json_pack(
-        "{s:s, s:s, s:s, s:s, s:s, s:s, s:n, s:n, s:s, s:i, s:i, s:s}", "id", otp_id, "job_run_id",
-        job_id, "job_step_id", step_id, "otp_type", "gyftr_login", "phone_number", "******1234",
-        "requested_at", "2026-11-26T10:00:04Z", "received_at", "verified_at", "timeout_at",
-        "2026-11-26T10:05:04Z", "attempts_count", 0, "max_attempts", 3, "status", status));
+    json_t *v[JW_OTP_REQUESTS__N] = {
+        [JW_OTP_REQUESTS_id] = json_string(otp_id),
+        [JW_OTP_REQUESTS_job_run_id] = json_string(job_id),
+        [JW_OTP_REQUESTS_job_step_id] = json_string(step_id),
+        [JW_OTP_REQUESTS_otp_type] = json_string("gyftr_login"),
+        [JW_OTP_REQUESTS_phone_number] = json_string("******1234"),
+        [JW_OTP_REQUESTS_requested_at] = json_string("2026-11-26T10:00:04Z"),
+        [JW_OTP_REQUESTS_received_at] = json_null(),
+        [JW_OTP_REQUESTS_verified_at] = json_null(),
+        [JW_OTP_REQUESTS_timeout_at] = json_string("2026-11-26T10:05:04Z"),
+        [JW_OTP_REQUESTS_attempts_count] = json_integer(0),
+        [JW_OTP_REQUESTS_max_attempts] = json_integer(3),
+        [JW_OTP_REQUESTS_status] = json_string(status),
+    };
+
+    return dump(row_of(JW_TABLE_OTP_REQUESTS, v));
 }
 
 jw_delta *pgtest_delta(const char *job_id, const char *row_id, int64_t seq, jw_table t, jw_op op,

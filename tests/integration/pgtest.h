@@ -25,7 +25,8 @@ PGresult *pgtest_exec(PGconn *c, const char *sql, int nparams, const char *const
 /* First column of the first row as an integer (sql must return one row). */
 int64_t pgtest_int(PGconn *c, const char *sql, int nparams, const char *const *params);
 
-/* Row builders: full rows as the engine will write them (JSON text; free). */
+/* Row builders: full rows as the engine will write them, every column of
+ * jw_schema.h in its order (JSON text; free). */
 char *pgtest_job_row(const char *job_id, const char *user_id, const char *status, int progress);
 char *pgtest_step_row(const char *step_id, const char *job_id, const char *name,
                       const char *status);

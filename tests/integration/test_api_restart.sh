@@ -18,7 +18,7 @@
 #   1. while the Amazon login OTP waits for the person (the Gyftr one answered);
 #   2. while wait_for_vouchers of transaction 1 polls, its payment done.
 #
-# The OTP across a restart. engine.c recover_job re-arms an OTP request that
+# The OTP across a restart. engine/recover.c recover_job re-arms an OTP request that
 # was 'requested' with its remaining time: the job waits for the same
 # otp_request_id. The person holds the code the first process's sim sent. The
 # sim provider lives inside jobwire, and it accepts only a code it has

@@ -13,6 +13,7 @@
 #include "jw_engine.h"
 #include "jw_error.h"
 #include "jw_log.h"
+#include "jw_schema.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +34,10 @@ static struct fake {
     jw_batch *batches[MAX_BATCHES];
     size_t nbatches;
     bool refuse_next;
+    /* The store answers inside submit, as the server's port does when the
+     * store refuses a batch (shutting down); refusing: with an error. */
+    bool store_inline, store_refusing;
+    int refuse_starts;                  /* the provider refuses this many calls in start() */
     jw_provider_call *calls[MAX_CALLS]; /* every call, answered or not */
     bool answered[MAX_CALLS];
     size_t ncalls;
@@ -67,6 +72,16 @@ static void fake_submit(void *ctx, jw_batch *b)
             F.all_rows[F.rows_len++] = '\n';
         }
     }
+    if (F.store_inline) {
+        if (F.store_refusing) {
+            b->status = JW_ECLOSED;
+            b->error = strdup("refused inside submit by the test");
+        } else {
+            b->committed_us = F.now;
+        }
+        jw_engine_on_commit(F.e, b);
+        return;
+    }
     F.batches[F.nbatches++] = b;
 }
 
@@ -80,6 +95,11 @@ static void fake_publish(void *ctx, jw_delta *d)
 static int fake_start(void *ctx, jw_provider_call *c)
 {
     (void)ctx;
+    if (F.refuse_starts > 0) {
+        F.refuse_starts--;
+        jw_provider_call_free(c);
+        return JW_ECLOSED;
+    }
     assert_true(F.ncalls < MAX_CALLS);
     F.answered[F.ncalls] = false;
     F.calls[F.ncalls++] = c;
@@ -1183,6 +1203,79 @@ static void test_refused_batch_halts_job(void **state)
     assert_non_null(strstr(err, "halted"));
 }
 
+/*
+ * A store that answers inside submit: on_commit runs inside the engine's
+ * flush. Its actions may change the job again (here: the provider refuses
+ * both logins' calls at once, so each step goes to retrying), and those rows
+ * must go into a new batch, not into the one being committed and freed.
+ */
+static void test_commit_inside_submit(void **state)
+{
+    char id[JW_UUID_LEN + 1];
+    json_t *s;
+
+    (void)state;
+    F.store_inline = true;
+    F.refuse_starts = 2;
+    create(id, 1);
+    assert_string_equal(STEP(id, "gyftr_login", 0), "retrying");
+    assert_string_equal(STEP(id, "amazon_login", 0), "retrying");
+    assert_int_equal(unanswered(), 0);
+    /* Every row committed and was published, in order. */
+    assert_gapless(id);
+    assert_int_equal(F.pub[F.npub - 1]->seq, jw_engine_committed_seq(F.e, id));
+    advance_ms(2000);
+    assert_non_null(pending_call("gyftr_login"));
+    assert_non_null(pending_call("amazon_login"));
+    run_ok();
+    assert_string_equal(JOB(id, "status"), "completed");
+    assert_gapless(id);
+    s = snap(id);
+    assert_int_equal(json_integer_value(json_object_get(s, "seq")), F.pub[F.npub - 1]->seq);
+    json_decref(s);
+}
+
+struct done_answer {
+    int calls;
+    int status;
+};
+
+static void on_done(void *arg, int status, const char *job_id)
+{
+    struct done_answer *a = arg;
+
+    (void)job_id;
+    a->calls++;
+    a->status = status;
+}
+
+/* The server's port at shutdown: the store refuses inside submit. */
+static void test_refusal_inside_submit(void **state)
+{
+    char id[JW_UUID_LEN + 1], err[256];
+    struct done_answer done = {0};
+    size_t npub;
+    int64_t seq;
+
+    (void)state;
+    create(id, 1);
+    seq = jw_engine_committed_seq(F.e, id);
+    npub = F.npub;
+    F.store_inline = F.store_refusing = true;
+    assert_int_equal(jw_engine_cancel(F.e, id, on_done, &done, err, sizeof(err)), 0);
+    /* Told at once, with the store's error; nothing of the batch was published. */
+    assert_int_equal(done.calls, 1);
+    assert_int_equal(done.status, JW_ECLOSED);
+    assert_int_equal(F.npub, npub);
+    assert_int_equal(jw_engine_committed_seq(F.e, id), seq);
+    assert_string_equal(JOB(id, "status"), "validating");
+    /* Halted: a late reply changes nothing, no command is taken. */
+    reply_ok(pending_call("gyftr_login"));
+    assert_int_equal(F.npub, npub);
+    assert_int_equal(jw_engine_retry(F.e, id, NULL, NULL, err, sizeof(err)), JW_ECONFLICT);
+    assert_non_null(strstr(err, "halted"));
+}
+
 static const uint8_t KEY[32] = {1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15, 16,
                                 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32};
 
@@ -1210,6 +1303,74 @@ static json_t *session_rows(void)
             json_decref(r);
     }
     return rows;
+}
+
+/* A row's columns are its table's in jw_schema.h, all and in order, each of its type. */
+static void assert_row_fits(jw_table t, const char *text, size_t len)
+{
+    const jw_schema_table *st = &jw_schema_tables[t];
+    json_t *r = json_loadb(text, len, JSON_REJECT_DUPLICATES, NULL), *v;
+    const char *key;
+    size_t i = 0;
+
+    assert_non_null(r);
+    assert_int_equal(json_object_size(r), st->ncolumns);
+    json_object_foreach(r, key, v)
+    {
+        assert_string_equal(key, st->columns[i].name);
+        if (!jw_schema_fits(st->columns[i].type, v))
+            fail_msg("%s.%s does not fit its type: %.*s", st->name, key, (int)len, text);
+        i++;
+    }
+    json_decref(r);
+}
+
+/* Every row the engine writes, with codes, sessions, an error and a retry. */
+static void test_rows_follow_schema(void **state)
+{
+    char id[JW_UUID_LEN + 1], otp_id[JW_UUID_LEN + 1], err[256];
+    struct otp_answer ans = {0};
+    json_t *rows, *row;
+    size_t i, seen[JW_TABLE__COUNT] = {0};
+
+    (void)state;
+    with_session_key();
+    create(id, 2);
+    reply_otp(pending_call("gyftr_login"), "gyftr_login", false);
+    latest_otp_id(id, otp_id);
+    assert_int_equal(
+        jw_engine_submit_otp(F.e, otp_id, "123456", NULL, on_otp, &ans, err, sizeof(err)), 0);
+    commit_all();
+    reply_ok(pending_call("gyftr_login"));
+    reply_error(pending_call("amazon_login"), true, "upstream busy");
+    advance_ms(2000);
+    reply_ok(pending_call("amazon_login"));
+    reply_ok(pending_call("availability_check"));
+    reply_ok(pending_call("generate_payment_link"));
+    reply_otp(pending_call("process_payment"), "payment", false);
+    latest_otp_id(id, otp_id);
+    assert_int_equal(
+        jw_engine_submit_otp(F.e, otp_id, "654321", NULL, on_otp, &ans, err, sizeof(err)), 0);
+    commit_all();
+    run_ok();
+    assert_string_equal(JOB(id, "status"), "completed");
+    assert_int_equal(ans.calls, 2);
+    for (i = 0; i < F.npub; i++) {
+        assert_row_fits(F.pub[i]->table, F.pub[i]->row, F.pub[i]->row_len);
+        seen[F.pub[i]->table]++;
+    }
+    rows = session_rows();
+    json_array_foreach(rows, i, row)
+    {
+        char *text = json_dumps(row, JSON_COMPACT);
+
+        assert_row_fits(JW_TABLE_AUTH_SESSIONS, text, strlen(text));
+        seen[JW_TABLE_AUTH_SESSIONS]++;
+        free(text);
+    }
+    json_decref(rows);
+    for (int t = 0; t < JW_TABLE__COUNT; t++)
+        assert_true(seen[t] > 0);
 }
 
 static void test_login_reused_until_expiry(void **state)
@@ -1792,6 +1953,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_recovery_asks_again_for_typed_otp, setup, teardown),
         cmocka_unit_test_setup_teardown(test_adopted_failed_job_counts_live_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refused_batch_halts_job, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_commit_inside_submit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rows_follow_schema, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_refusal_inside_submit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_login_reused_until_expiry, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sessions_survive_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(test_create_validates, setup, teardown),

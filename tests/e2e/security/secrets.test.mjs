@@ -217,7 +217,7 @@ function storedSessions() {
 }
 
 // docs/operations.md: AES-256-GCM under JOBWIRE_SECRET_KEY, nonce (12) || ciphertext || tag
-// (16), the associated data "auth_sessions/<id>/<user>/<type>" (engine/engine.c aad_of).
+// (16), the associated data "auth_sessions/<id>/<user>/<type>" (engine/sessions.c aad_of).
 function open_(sealed, keyHex, aad) {
   const d = crypto.createDecipheriv('aes-256-gcm', Buffer.from(keyHex, 'hex'), sealed.subarray(0, 12));
   d.setAAD(Buffer.from(aad));
