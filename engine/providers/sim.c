@@ -300,24 +300,8 @@ void jw_sim_config_init(jw_sim_config *cfg)
     memcpy(cfg->phone_last4, "4821", 5);
 }
 
-static int spec_fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int spec_fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    int n = 0;
-
-    if (err && errlen) {
-        n = snprintf(err, errlen, "sim spec: ");
-        if (n < 0 || (size_t)n >= errlen)
-            n = 0;
-        va_start(ap, fmt);
-        vsnprintf(err + n, errlen - (size_t)n, fmt, ap);
-        va_end(ap);
-    }
-    return JW_ECONFIG;
-}
+/* Every spec error starts with "sim spec: "; fmt must be a string literal. */
+#define spec_fail(err, errlen, ...) jw_errorf(err, errlen, JW_ECONFIG, "sim spec: " __VA_ARGS__)
 
 /* A whole decimal integer in lo..hi. */
 static bool parse_int(const char *v, long long lo, long long hi, long long *out)
@@ -981,21 +965,6 @@ int jw_sim_charges_for_transaction(const jw_sim *sim, const char *job_id, int tr
 
 /* --- the request side, for the sandbox ----------------------------------- */
 
-static int req_fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int req_fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err && errlen) {
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return JW_EINVAL;
-}
-
 static int req_uuid(const json_t *body, const char *key, bool required, char *out, char *err,
                     size_t errlen)
 {
@@ -1006,7 +975,7 @@ static int req_uuid(const json_t *body, const char *key, bool required, char *ou
         return 0;
     if (!json_is_string(v) || json_string_length(v) != JW_UUID_LEN ||
         !jw_uuid_valid(json_string_value(v)))
-        return req_fail(err, errlen, "request \"%s\" must be a UUID string", key);
+        return jw_errorf(err, errlen, JW_EINVAL, "request \"%s\" must be a UUID string", key);
     memcpy(out, json_string_value(v), JW_UUID_LEN + 1);
     return 0;
 }
@@ -1017,8 +986,8 @@ static int req_int(const json_t *body, const char *key, json_int_t lo, json_int_
     const json_t *v = json_object_get(body, key);
 
     if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi)
-        return req_fail(err, errlen, "request \"%s\" must be an integer %lld..%lld", key,
-                        (long long)lo, (long long)hi);
+        return jw_errorf(err, errlen, JW_EINVAL, "request \"%s\" must be an integer %lld..%lld",
+                         key, (long long)lo, (long long)hi);
     *out = json_integer_value(v);
     return 0;
 }
@@ -1033,20 +1002,20 @@ int jw_sim_call_from_json(const json_t *body, const char *step_name, jw_provider
 
     *out = NULL;
     if (!json_is_object(body)) {
-        req_fail(err, errlen, "the request body must be a JSON object");
+        jw_errorf(err, errlen, JW_EINVAL, "the request body must be a JSON object");
         goto out;
     }
     if (!step_name || !*step_name || strlen(step_name) >= JW_STEP_NAME_MAX ||
         strspn(step_name, "abcdefghijklmnopqrstuvwxyz0123456789_") != strlen(step_name)) {
-        req_fail(err, errlen, "the step name must be 1..%d characters of a-z 0-9 _",
-                 JW_STEP_NAME_MAX - 1);
+        jw_errorf(err, errlen, JW_EINVAL, "the step name must be 1..%d characters of a-z 0-9 _",
+                  JW_STEP_NAME_MAX - 1);
         goto out;
     }
     memcpy(c->step_name, step_name, strlen(step_name) + 1);
     v = json_object_get(body, "step_name");
     if (v && (!json_is_string(v) || strcmp(json_string_value(v), step_name) != 0)) {
-        req_fail(err, errlen, "request \"step_name\" must equal the step in the URL (%s)",
-                 step_name);
+        jw_errorf(err, errlen, JW_EINVAL,
+                  "request \"step_name\" must equal the step in the URL (%s)", step_name);
         goto out;
     }
     if (req_uuid(body, "job_id", true, c->job_id, err, errlen) ||
@@ -1065,15 +1034,16 @@ int jw_sim_call_from_json(const json_t *body, const char *step_name, jw_provider
     v = json_object_get(body, "idempotency_key");
     if (!json_is_string(v) || json_string_length(v) >= JW_IDEMPOTENCY_KEY_MAX ||
         strlen(json_string_value(v)) != json_string_length(v)) {
-        req_fail(err, errlen, "request \"idempotency_key\" must be a string of at most %d bytes",
-                 JW_IDEMPOTENCY_KEY_MAX - 1);
+        jw_errorf(err, errlen, JW_EINVAL,
+                  "request \"idempotency_key\" must be a string of at most %d bytes",
+                  JW_IDEMPOTENCY_KEY_MAX - 1);
         goto out;
     }
     memcpy(c->idempotency_key, json_string_value(v), json_string_length(v) + 1);
     v = json_object_get(body, "session");
     if (v && !json_is_null(v)) {
         if (!json_is_object(v)) {
-            req_fail(err, errlen, "request \"session\" must be an object or null");
+            jw_errorf(err, errlen, JW_EINVAL, "request \"session\" must be an object or null");
             goto out;
         }
         c->session = json_deep_copy(v);
@@ -1085,7 +1055,8 @@ int jw_sim_call_from_json(const json_t *body, const char *step_name, jw_provider
         size_t n = json_is_string(v) ? json_string_length(v) : 0;
 
         if (n == 0 || n > JW_OTP_MAX || strspn(json_string_value(v), "0123456789") != n) {
-            req_fail(err, errlen, "request \"otp\" must be a string of 1..%d digits", JW_OTP_MAX);
+            jw_errorf(err, errlen, JW_EINVAL, "request \"otp\" must be a string of 1..%d digits",
+                      JW_OTP_MAX);
             goto out;
         }
         c->otp = jw_xstrdup(json_string_value(v));
