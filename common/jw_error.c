@@ -1,6 +1,8 @@
 #include "jw_error.h"
 
+#include <stdarg.h>
 #include <stddef.h>
+#include <stdio.h>
 
 struct err_entry {
     const char *name;
@@ -38,4 +40,21 @@ const char *jw_err_name(int err)
     if (err == 0)
         return "OK";
     return e ? e->name : "EUNKNOWN";
+}
+
+int jw_verrorf(char *err, size_t errlen, int code, const char *fmt, va_list ap)
+{
+    if (err && errlen)
+        vsnprintf(err, errlen, fmt, ap);
+    return code;
+}
+
+int jw_errorf(char *err, size_t errlen, int code, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    code = jw_verrorf(err, errlen, code, fmt, ap);
+    va_end(ap);
+    return code;
 }

@@ -10,6 +10,9 @@
 #ifndef JW_ERROR_H
 #define JW_ERROR_H
 
+#include <stdarg.h>
+#include <stddef.h>
+
 #define JW_ERRNO_MAP(XX)                                                                           \
     XX(EINVAL, "invalid argument")                                                                 \
     XX(ENOMEM, "out of memory")                                                                    \
@@ -42,5 +45,16 @@ const char *jw_strerror(int err);
 
 /* The symbolic name of a code, e.g. "EDBDOWN" ("OK" for 0). */
 const char *jw_err_name(int err);
+
+/*
+ * Formats a message for a person into the caller's err[errlen] (truncated to
+ * fit, always terminated) and returns code, so a check reads
+ * `return jw_errorf(err, errlen, JW_ECONFIG, "%s must be ...", name);`.
+ * err may be NULL or errlen 0: nothing is written, code is still returned.
+ */
+int jw_errorf(char *err, size_t errlen, int code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+int jw_verrorf(char *err, size_t errlen, int code, const char *fmt, va_list ap)
+    __attribute__((format(printf, 4, 0)));
 
 #endif

@@ -8,10 +8,10 @@
  */
 #include "jw_provider.h"
 
+#include "jw_error.h"
 #include "jw_log.h"
 
 #include <openssl/crypto.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -110,20 +110,6 @@ void jw_provider_reply_free(jw_provider_reply *reply)
 
 /* --- parsing ------------------------------------------------------------- */
 
-static void fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (!err || !errlen)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 /*
  * Copies at most QUOTE_MAX bytes of a peer's string for an error message,
  * printable ASCII only, so a hostile value can neither forge log lines nor
@@ -175,24 +161,26 @@ static int get_string(const json_t *body, const char *key, bool optional, char *
     if (!v) {
         if (optional)
             return 0;
-        fail(err, errlen, "reply has no \"%s\" (a string is required)", key);
+        jw_errorf(err, errlen, JW_EINVAL, "reply has no \"%s\" (a string is required)", key);
         return -1;
     }
     if (!json_is_string(v)) {
-        fail(err, errlen, "reply \"%s\" must be a string (got %s)", key, type_name(v));
+        jw_errorf(err, errlen, JW_EINVAL, "reply \"%s\" must be a string (got %s)", key,
+                  type_name(v));
         return -1;
     }
     s = json_string_value(v);
     len = json_string_length(v);
     if (len >= outlen) {
-        fail(err, errlen, "reply \"%s\" is %zu bytes (limit %zu)", key, len, outlen - 1);
+        jw_errorf(err, errlen, JW_EINVAL, "reply \"%s\" is %zu bytes (limit %zu)", key, len,
+                  outlen - 1);
         return -1;
     }
     for (size_t i = 0; i < len; i++) {
         if (!allowed((unsigned char)s[i])) {
             quote(q, s, len);
-            fail(err, errlen, "reply \"%s\" \"%s\" has a character outside %s", key, q,
-                 allowed_what);
+            jw_errorf(err, errlen, JW_EINVAL, "reply \"%s\" \"%s\" has a character outside %s", key,
+                      q, allowed_what);
             return -1;
         }
     }
@@ -240,14 +228,16 @@ static int parse_ok(jw_provider_reply *r, const json_t *body, char *err, size_t 
     if (!data)
         return 0; /* reply_new made the empty object */
     if (!json_is_object(data)) {
-        fail(err, errlen, "reply \"data\" must be an object (got %s)", type_name(data));
+        jw_errorf(err, errlen, JW_EINVAL, "reply \"data\" must be an object (got %s)",
+                  type_name(data));
         return -1;
     }
     /* Measured as stored: jansson may write a value back longer than it came
      * (0.1 becomes 0.10000000000000001). */
     if (json_dumpb(data, NULL, 0, JSON_COMPACT) > JW_PROVIDER_DATA_MAX) {
-        fail(err, errlen, "reply \"data\" takes %zu bytes as compact JSON (limit %d)",
-             json_dumpb(data, NULL, 0, JSON_COMPACT), JW_PROVIDER_DATA_MAX);
+        jw_errorf(err, errlen, JW_EINVAL,
+                  "reply \"data\" takes %zu bytes as compact JSON (limit %d)",
+                  json_dumpb(data, NULL, 0, JSON_COMPACT), JW_PROVIDER_DATA_MAX);
         return -1;
     }
     json_decref(r->data);
@@ -265,7 +255,7 @@ static int parse_otp_required(jw_provider_reply *r, const json_t *body, char *er
                    "a-z, 0-9 and _", err, errlen) < 0)
         return -1;
     if (!r->otp_type[0]) {
-        fail(err, errlen, "reply \"otp_type\" must not be empty");
+        jw_errorf(err, errlen, JW_EINVAL, "reply \"otp_type\" must not be empty");
         return -1;
     }
     if (get_string(body, "phone_hint", true, r->phone_hint, sizeof(r->phone_hint), is_printable,
@@ -275,12 +265,14 @@ static int parse_otp_required(jw_provider_reply *r, const json_t *body, char *er
         char q[QUOTE_MAX + 4];
 
         if (!json_is_string(reason)) {
-            fail(err, errlen, "reply \"reason\" must be a string (got %s)", type_name(reason));
+            jw_errorf(err, errlen, JW_EINVAL, "reply \"reason\" must be a string (got %s)",
+                      type_name(reason));
             return -1;
         }
         if (strcmp(json_string_value(reason), "invalid_otp") != 0) {
             quote(q, json_string_value(reason), json_string_length(reason));
-            fail(err, errlen, "reply \"reason\" \"%s\" is unknown (expected \"invalid_otp\")", q);
+            jw_errorf(err, errlen, JW_EINVAL,
+                      "reply \"reason\" \"%s\" is unknown (expected \"invalid_otp\")", q);
             return -1;
         }
         r->invalid_otp = true;
@@ -294,19 +286,21 @@ static int parse_pending(jw_provider_reply *r, const json_t *body, char *err, si
     json_int_t ms;
 
     if (!v) {
-        fail(err, errlen, "reply has no \"poll_after_ms\" (an integer 0..%d is required)",
-             POLL_AFTER_MAX_MS);
+        jw_errorf(err, errlen, JW_EINVAL,
+                  "reply has no \"poll_after_ms\" (an integer 0..%d is required)",
+                  POLL_AFTER_MAX_MS);
         return -1;
     }
     if (!json_is_integer(v)) {
-        fail(err, errlen, "reply \"poll_after_ms\" must be an integer 0..%d (got %s)",
-             POLL_AFTER_MAX_MS, type_name(v));
+        jw_errorf(err, errlen, JW_EINVAL,
+                  "reply \"poll_after_ms\" must be an integer 0..%d (got %s)", POLL_AFTER_MAX_MS,
+                  type_name(v));
         return -1;
     }
     ms = json_integer_value(v);
     if (ms < 0 || ms > POLL_AFTER_MAX_MS) {
-        fail(err, errlen, "reply \"poll_after_ms\" must be 0..%d (got %lld)", POLL_AFTER_MAX_MS,
-             (long long)ms);
+        jw_errorf(err, errlen, JW_EINVAL, "reply \"poll_after_ms\" must be 0..%d (got %lld)",
+                  POLL_AFTER_MAX_MS, (long long)ms);
         return -1;
     }
     r->poll_after_ms = (int)ms;
@@ -319,20 +313,20 @@ static int parse_error(jw_provider_reply *r, const json_t *body, char *err, size
     const json_t *msg = json_object_get(body, "message");
 
     if (!json_is_boolean(retryable)) {
-        fail(err, errlen, "reply \"retryable\" must be true or false (got %s)",
-             retryable ? type_name(retryable) : "nothing");
+        jw_errorf(err, errlen, JW_EINVAL, "reply \"retryable\" must be true or false (got %s)",
+                  retryable ? type_name(retryable) : "nothing");
         return -1;
     }
     r->retryable = json_is_true(retryable);
     r->refused = !r->retryable;
     if (!json_is_string(msg)) {
-        fail(err, errlen, "reply \"message\" must be a string (got %s)",
-             msg ? type_name(msg) : "nothing");
+        jw_errorf(err, errlen, JW_EINVAL, "reply \"message\" must be a string (got %s)",
+                  msg ? type_name(msg) : "nothing");
         return -1;
     }
     if (json_string_length(msg) > MESSAGE_MAX) {
-        fail(err, errlen, "reply \"message\" is %zu bytes (limit %d)", json_string_length(msg),
-             MESSAGE_MAX);
+        jw_errorf(err, errlen, JW_EINVAL, "reply \"message\" is %zu bytes (limit %d)",
+                  json_string_length(msg), MESSAGE_MAX);
         return -1;
     }
     copy_message(r->message, sizeof(r->message), json_string_value(msg), json_string_length(msg));
@@ -362,14 +356,14 @@ jw_provider_reply *jw_provider_reply_parse(uint64_t call_id, const json_t *body,
     if (err && errlen)
         err[0] = '\0';
     if (!json_is_object(body)) {
-        fail(err, errlen, "reply must be a JSON object (got %s)",
-             body ? type_name(body) : "nothing");
+        jw_errorf(err, errlen, JW_EINVAL, "reply must be a JSON object (got %s)",
+                  body ? type_name(body) : "nothing");
         return NULL;
     }
     st = json_object_get(body, "status");
     if (!json_is_string(st)) {
-        fail(err, errlen, "reply \"status\" must be a string (got %s)",
-             st ? type_name(st) : "nothing");
+        jw_errorf(err, errlen, JW_EINVAL, "reply \"status\" must be a string (got %s)",
+                  st ? type_name(st) : "nothing");
         return NULL;
     }
     name = json_string_value(st);
@@ -385,8 +379,9 @@ jw_provider_reply *jw_provider_reply_parse(uint64_t call_id, const json_t *body,
         return r;
     }
     quote(q, name, json_string_length(st));
-    fail(err, errlen,
-         "reply \"status\" \"%s\" is unknown (expected ok, otp_required, pending or error)", q);
+    jw_errorf(err, errlen, JW_EINVAL,
+              "reply \"status\" \"%s\" is unknown (expected ok, otp_required, pending or error)",
+              q);
     return NULL;
 }
 

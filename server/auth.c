@@ -47,7 +47,6 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,21 +72,6 @@ struct jw_auth {
     char *issuer;   /* NULL: iss is not checked */
 };
 
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err && errlen > 0) {
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return JW_EAUTH;
-}
-
 static char *copy_secret(const char *s, size_t *len)
 {
     *len = strlen(s);
@@ -105,17 +89,19 @@ int jw_auth_new(const char *admin_key, const char *jwt_secret, jw_auth **out, ch
     jw_auth *a;
 
     if (!out) {
-        fail(err, errlen, "jw_auth_new: out is NULL");
+        jw_errorf(err, errlen, JW_EAUTH, "jw_auth_new: out is NULL");
         return JW_EINVAL;
     }
     *out = NULL;
     if (admin_key && strlen(admin_key) < JW_MIN_SECRET_LEN) {
-        fail(err, errlen, "the admin key must be at least %d characters", JW_MIN_SECRET_LEN);
+        jw_errorf(err, errlen, JW_EAUTH, "the admin key must be at least %d characters",
+                  JW_MIN_SECRET_LEN);
         return JW_EINVAL;
     }
     /* libjwt takes an int key length. */
     if (jwt_secret && (strlen(jwt_secret) < JW_MIN_SECRET_LEN || strlen(jwt_secret) > INT_MAX)) {
-        fail(err, errlen, "the JWT secret must be at least %d characters", JW_MIN_SECRET_LEN);
+        jw_errorf(err, errlen, JW_EAUTH, "the JWT secret must be at least %d characters",
+                  JW_MIN_SECRET_LEN);
         return JW_EINVAL;
     }
     a = jw_xcalloc(1, sizeof(*a));
@@ -149,12 +135,13 @@ static bool claim_text_valid(const char *v)
 int jw_auth_expect(jw_auth *a, const char *audience, const char *issuer, char *err, size_t errlen)
 {
     if (!a) {
-        fail(err, errlen, "jw_auth_expect: a is NULL");
+        jw_errorf(err, errlen, JW_EAUTH, "jw_auth_expect: a is NULL");
         return JW_EINVAL;
     }
     if ((audience && !claim_text_valid(audience)) || (issuer && !claim_text_valid(issuer))) {
-        fail(err, errlen, "the JWT %s must be 1..%d characters without control characters",
-             audience && !claim_text_valid(audience) ? "audience" : "issuer", JW_AUTH_MAX_CLAIM);
+        jw_errorf(
+            err, errlen, JW_EAUTH, "the JWT %s must be 1..%d characters without control characters",
+            audience && !claim_text_valid(audience) ? "audience" : "issuer", JW_AUTH_MAX_CLAIM);
         return JW_EINVAL;
     }
     free(a->audience);
@@ -315,18 +302,19 @@ static int check_header(const json_t *header, char *err, size_t errlen)
     const json_t *typ = json_object_get(header, "typ");
 
     if (!alg)
-        return fail(err, errlen, "token header has no alg (HS256 required)");
+        return jw_errorf(err, errlen, JW_EAUTH, "token header has no alg (HS256 required)");
     if (!json_is_string(alg))
-        return fail(err, errlen, "token algorithm is not a string (HS256 required)");
+        return jw_errorf(err, errlen, JW_EAUTH, "token algorithm is not a string (HS256 required)");
     if (strcmp(json_string_value(alg), "HS256") != 0)
-        return fail(err, errlen, "token algorithm %s not accepted (HS256 only)",
-                    quotable(json_string_value(alg)));
+        return jw_errorf(err, errlen, JW_EAUTH, "token algorithm %s not accepted (HS256 only)",
+                         quotable(json_string_value(alg)));
     /* libjwt refuses any typ but JWT too, with nothing but EINVAL to say why. */
     if (typ && !(json_is_string(typ) && strcasecmp(json_string_value(typ), "JWT") == 0))
-        return fail(err, errlen, "token typ %s not accepted (JWT only)",
-                    json_is_string(typ) ? quotable(json_string_value(typ)) : "(not a string)");
+        return jw_errorf(err, errlen, JW_EAUTH, "token typ %s not accepted (JWT only)",
+                         json_is_string(typ) ? quotable(json_string_value(typ)) : "(not a string)");
     if (json_object_get(header, "crit"))
-        return fail(err, errlen, "token header lists crit extensions, which are not supported");
+        return jw_errorf(err, errlen, JW_EAUTH,
+                         "token header lists crit extensions, which are not supported");
     return 0;
 }
 
@@ -355,30 +343,35 @@ static int check_aud_iss(const jw_auth *a, const json_t *claims, char *err, size
 
     if (a->issuer) {
         if (!iss)
-            return fail(err, errlen, "token has no iss (this server requires its issuer)");
+            return jw_errorf(err, errlen, JW_EAUTH,
+                             "token has no iss (this server requires its issuer)");
         if (!json_is_string(iss))
-            return fail(err, errlen, "token iss is not a string");
+            return jw_errorf(err, errlen, JW_EAUTH, "token iss is not a string");
         if (!string_is(iss, a->issuer))
-            return fail(err, errlen, "token iss is not the issuer this server accepts");
+            return jw_errorf(err, errlen, JW_EAUTH,
+                             "token iss is not the issuer this server accepts");
     }
     if (!a->audience)
         return 0;
     if (!aud)
-        return fail(err, errlen, "token has no aud (this server requires its audience)");
+        return jw_errorf(err, errlen, JW_EAUTH,
+                         "token has no aud (this server requires its audience)");
     if (json_is_string(aud)) {
         found = string_is(aud, a->audience);
     } else if (json_is_array(aud)) {
         json_array_foreach(aud, i, v)
         {
             if (!json_is_string(v))
-                return fail(err, errlen, "token aud is not a string or an array of strings");
+                return jw_errorf(err, errlen, JW_EAUTH,
+                                 "token aud is not a string or an array of strings");
             found = found || string_is(v, a->audience);
         }
     } else {
-        return fail(err, errlen, "token aud is not a string or an array of strings");
+        return jw_errorf(err, errlen, JW_EAUTH, "token aud is not a string or an array of strings");
     }
     if (!found)
-        return fail(err, errlen, "token aud does not include the audience this server accepts");
+        return jw_errorf(err, errlen, JW_EAUTH,
+                         "token aud does not include the audience this server accepts");
     return 0;
 }
 
@@ -392,26 +385,30 @@ static int check_claims(const jw_auth *a, const json_t *claims, int64_t now_s, j
 
     r = time_claim(claims, "exp", &exp);
     if (r == 0)
-        return fail(err, errlen, "token has no exp (an expiry time is required)");
+        return jw_errorf(err, errlen, JW_EAUTH, "token has no exp (an expiry time is required)");
     if (r < 0)
-        return fail(err, errlen, "token exp is not a time in seconds since the epoch");
+        return jw_errorf(err, errlen, JW_EAUTH,
+                         "token exp is not a time in seconds since the epoch");
     if (now_s >= exp + JW_AUTH_LEEWAY_S) {
         format_time(exp, when);
-        return fail(err, errlen, "token expired at %s", when);
+        return jw_errorf(err, errlen, JW_EAUTH, "token expired at %s", when);
     }
     r = time_claim(claims, "nbf", &nbf);
     if (r < 0)
-        return fail(err, errlen, "token nbf is not a time in seconds since the epoch");
+        return jw_errorf(err, errlen, JW_EAUTH,
+                         "token nbf is not a time in seconds since the epoch");
     if (r > 0 && nbf - JW_AUTH_LEEWAY_S > now_s) {
         format_time(nbf, when);
-        return fail(err, errlen, "token not valid before %s", when);
+        return jw_errorf(err, errlen, JW_EAUTH, "token not valid before %s", when);
     }
     r = time_claim(claims, "iat", &iat);
     if (r < 0)
-        return fail(err, errlen, "token iat is not a time in seconds since the epoch");
+        return jw_errorf(err, errlen, JW_EAUTH,
+                         "token iat is not a time in seconds since the epoch");
     if (r > 0 && iat - JW_AUTH_LEEWAY_S > now_s) {
         format_time(iat, when);
-        return fail(err, errlen, "token issued in the future (iat %s); check the clocks", when);
+        return jw_errorf(err, errlen, JW_EAUTH,
+                         "token issued in the future (iat %s); check the clocks", when);
     }
     r = check_aud_iss(a, claims, err, errlen);
     if (r)
@@ -419,9 +416,9 @@ static int check_claims(const jw_auth *a, const json_t *claims, int64_t now_s, j
 
     sub = json_object_get(claims, "sub");
     if (!sub)
-        return fail(err, errlen, "token has no sub (the user id is required)");
+        return jw_errorf(err, errlen, JW_EAUTH, "token has no sub (the user id is required)");
     if (!json_is_string(sub) || !jw_uuid_valid(json_string_value(sub)))
-        return fail(err, errlen, "token sub is not a UUID");
+        return jw_errorf(err, errlen, JW_EAUTH, "token sub is not a UUID");
 
     out->kind = JW_PRINCIPAL_USER;
     for (int i = 0; i < JW_UUID_LEN; i++)
@@ -445,27 +442,28 @@ static int check_signature(const jw_auth *a, const char *input, size_t input_len
     int ret;
 
     if (sig_len == 0 && pad == 0)
-        return fail(err, errlen, "token has no signature");
+        return jw_errorf(err, errlen, JW_EAUTH, "token has no signature");
     if (pad)
-        return fail(err, errlen,
-                    "token signature ends in '=' padding; a JWT is base64url without padding");
+        return jw_errorf(err, errlen, JW_EAUTH,
+                         "token signature ends in '=' padding; a JWT is base64url without padding");
     if (sig_len != HS256_B64_LEN)
-        return fail(err, errlen,
-                    "token signature is %zu characters; an HS256 signature is %d (%d bytes in "
-                    "base64url)",
-                    sig_len, HS256_B64_LEN, HS256_LEN);
+        return jw_errorf(err, errlen, JW_EAUTH,
+                         "token signature is %zu characters; an HS256 signature is %d (%d bytes in "
+                         "base64url)",
+                         sig_len, HS256_B64_LEN, HS256_LEN);
     if (!b64url_decode(sig, sig_len, given))
-        return fail(err, errlen,
-                    "token signature is not canonical base64url (its last character has stray "
-                    "bits)");
+        return jw_errorf(err, errlen, JW_EAUTH,
+                         "token signature is not canonical base64url (its last character has stray "
+                         "bits)");
     if (!HMAC(EVP_sha256(), a->jwt_secret, (int)a->jwt_len, (const unsigned char *)input, input_len,
               mac, &mac_len) ||
         mac_len != HS256_LEN) {
         jw_log_error("auth: HMAC-SHA256 failed; the token is refused");
-        return fail(err, errlen, "token signature could not be checked");
+        return jw_errorf(err, errlen, JW_EAUTH, "token signature could not be checked");
     }
-    ret = CRYPTO_memcmp(mac, given, HS256_LEN) == 0 ? 0
-                                                    : fail(err, errlen, "token signature invalid");
+    ret = CRYPTO_memcmp(mac, given, HS256_LEN) == 0
+              ? 0
+              : jw_errorf(err, errlen, JW_EAUTH, "token signature invalid");
     OPENSSL_cleanse(mac, sizeof(mac));
     return ret;
 }
@@ -500,16 +498,17 @@ static int verify_jwt(const jw_auth *a, const char *token, size_t n, int64_t now
         }
     }
     if (!shaped || !dot2 || dot1 == token || dot2 == dot1 + 1)
-        return fail(err, errlen,
-                    "token is neither the admin key nor a JWT (three base64url parts "
-                    "separated by '.')");
+        return jw_errorf(err, errlen, JW_EAUTH,
+                         "token is neither the admin key nor a JWT (three base64url parts "
+                         "separated by '.')");
     if (!a->jwt_secret)
-        return fail(err, errlen, "user tokens are not accepted: no JWT secret is configured");
+        return jw_errorf(err, errlen, JW_EAUTH,
+                         "user tokens are not accepted: no JWT secret is configured");
 
     /* The algorithm is pinned before any signature work. */
     header = decode_part(token, (size_t)(dot1 - token));
     if (!header) {
-        ret = fail(err, errlen, "token header " NOT_AN_OBJECT);
+        ret = jw_errorf(err, errlen, JW_EAUTH, "token header " NOT_AN_OBJECT);
         goto out;
     }
     ret = check_header(header, err, errlen);
@@ -523,7 +522,7 @@ static int verify_jwt(const jw_auth *a, const char *token, size_t n, int64_t now
     /* Only bytes the HMAC vouched for reach the JSON parser from here on. */
     claims = decode_part(dot1 + 1, (size_t)(dot2 - dot1 - 1));
     if (!claims) {
-        ret = fail(err, errlen, "token payload " NOT_AN_OBJECT);
+        ret = jw_errorf(err, errlen, JW_EAUTH, "token payload " NOT_AN_OBJECT);
         goto out;
     }
     ret = check_claims(a, claims, now_s, out, err, errlen);
@@ -541,17 +540,17 @@ int jw_auth_token(const jw_auth *a, const char *token, int64_t now_s, jw_princip
     if (out)
         principal_clear(out);
     if (!a || !out) {
-        fail(err, errlen, "jw_auth_token: NULL argument");
+        jw_errorf(err, errlen, JW_EAUTH, "jw_auth_token: NULL argument");
         return JW_EINVAL;
     }
     if (!token)
-        return fail(err, errlen, "no token given");
+        return jw_errorf(err, errlen, JW_EAUTH, "no token given");
     /* The bound comes first: nothing below reads past it. */
     n = strnlen(token, JW_AUTH_MAX_TOKEN + 1);
     if (n > JW_AUTH_MAX_TOKEN)
-        return fail(err, errlen, "token is longer than %d bytes", JW_AUTH_MAX_TOKEN);
+        return jw_errorf(err, errlen, JW_EAUTH, "token is longer than %d bytes", JW_AUTH_MAX_TOKEN);
     if (n == 0)
-        return fail(err, errlen, "token is empty");
+        return jw_errorf(err, errlen, JW_EAUTH, "token is empty");
 
     if (a->admin_key && jw_ct_equal(token, n, a->admin_key, a->admin_len)) {
         out->kind = JW_PRINCIPAL_ADMIN;
@@ -577,19 +576,20 @@ int jw_auth_bearer(const jw_auth *a, const char *authorization_header, int64_t n
     if (out)
         principal_clear(out);
     if (!a || !out) {
-        fail(err, errlen, "jw_auth_bearer: NULL argument");
+        jw_errorf(err, errlen, JW_EAUTH, "jw_auth_bearer: NULL argument");
         return JW_EINVAL;
     }
     if (!p)
-        return fail(err, errlen, "no Authorization header: " HEADER_HINT);
+        return jw_errorf(err, errlen, JW_EAUTH, "no Authorization header: " HEADER_HINT);
     if (strnlen(p, MAX_HEADER + 1) > MAX_HEADER)
-        return fail(err, errlen, "Authorization header too long: token is longer than %d bytes",
-                    JW_AUTH_MAX_TOKEN);
+        return jw_errorf(err, errlen, JW_EAUTH,
+                         "Authorization header too long: token is longer than %d bytes",
+                         JW_AUTH_MAX_TOKEN);
 
     while (is_ows(*p))
         p++;
     if (strncasecmp(p, "Bearer", 6) != 0 || !is_ows(p[6]))
-        return fail(err, errlen, "malformed Authorization header: " HEADER_HINT);
+        return jw_errorf(err, errlen, JW_EAUTH, "malformed Authorization header: " HEADER_HINT);
     p += 6;
     while (is_ows(*p))
         p++;
@@ -601,7 +601,7 @@ int jw_auth_bearer(const jw_auth *a, const char *authorization_header, int64_t n
     while (is_ows(*p))
         p++;
     if (len == 0 || *p)
-        return fail(err, errlen, "malformed Authorization header: " HEADER_HINT);
+        return jw_errorf(err, errlen, JW_EAUTH, "malformed Authorization header: " HEADER_HINT);
 
     /* A NUL-terminated copy for jw_auth_token; it is a credential, so it is wiped after. */
     copy = jw_xmalloc(len + 1);

@@ -3,8 +3,9 @@
  *
  * Every setting is a long flag and an environment variable; a flag wins over
  * the variable, the variable over the default. The settings are one table in
- * config.c (flag, variable, default, help text, parser): adding a setting is
- * adding a field below and a row there. `jobwire --help` prints the table.
+ * config_settings.c (flag, variable, default, help text, and the value's
+ * kind, range and unit, or its parser): adding a setting is adding a field
+ * below and a row there. `jobwire --help` prints the table.
  *
  * Validation happens here, once, at start-up, and every error names the
  * setting as the operator spelled it (flag or variable) and says what to do.

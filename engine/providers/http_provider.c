@@ -61,21 +61,6 @@ struct jw_http_provider {
     http_req *active;  /* curl thread only */
 };
 
-static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err && errlen) {
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return code;
-}
-
 static void req_free(http_req *req)
 {
     if (!req)
@@ -512,20 +497,21 @@ static int check_url(const char *url, char *err, size_t errlen)
     int rc = JW_ECONFIG;
 
     if (len == 0 || len > JW_HTTP_URL_MAX) {
-        rc = fail(err, errlen, JW_ECONFIG, "provider URL must be 1..%d bytes (got %zu)",
-                  JW_HTTP_URL_MAX, len);
+        rc = jw_errorf(err, errlen, JW_ECONFIG, "provider URL must be 1..%d bytes (got %zu)",
+                       JW_HTTP_URL_MAX, len);
         goto out;
     }
     for (size_t i = 0; i < len; i++) {
         if ((unsigned char)url[i] <= 0x20 || url[i] == 0x7f) {
-            rc = fail(err, errlen, JW_ECONFIG,
-                      "provider URL must not contain spaces or control characters");
+            rc = jw_errorf(err, errlen, JW_ECONFIG,
+                           "provider URL must not contain spaces or control characters");
             goto out;
         }
     }
     if (strncasecmp(url, "http://", 7) != 0 && strncasecmp(url, "https://", 8) != 0) {
-        rc = fail(err, errlen, JW_ECONFIG,
-                  "provider URL must start with http:// or https://, e.g. http://127.0.0.1:9090");
+        rc = jw_errorf(
+            err, errlen, JW_ECONFIG,
+            "provider URL must start with http:// or https://, e.g. http://127.0.0.1:9090");
         goto out;
     }
     u = curl_url();
@@ -533,26 +519,28 @@ static int check_url(const char *url, char *err, size_t errlen)
         jw_oom("a URL handle");
     uc = curl_url_set(u, CURLUPART_URL, url, 0);
     if (uc != CURLUE_OK) {
-        rc = fail(err, errlen, JW_ECONFIG,
-                  "provider URL is not a valid URL (%s); expected e.g. http://127.0.0.1:9090",
-                  curl_url_strerror(uc));
+        rc = jw_errorf(err, errlen, JW_ECONFIG,
+                       "provider URL is not a valid URL (%s); expected e.g. http://127.0.0.1:9090",
+                       curl_url_strerror(uc));
         goto out;
     }
     if (curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
         (strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0)) {
-        rc = fail(err, errlen, JW_ECONFIG,
-                  "provider URL must start with http:// or https://, e.g. http://127.0.0.1:9090");
+        rc = jw_errorf(
+            err, errlen, JW_ECONFIG,
+            "provider URL must start with http:// or https://, e.g. http://127.0.0.1:9090");
         goto out;
     }
     if (curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK || !*host) {
-        rc = fail(err, errlen, JW_ECONFIG, "provider URL has no host, e.g. http://127.0.0.1:9090");
+        rc = jw_errorf(err, errlen, JW_ECONFIG,
+                       "provider URL has no host, e.g. http://127.0.0.1:9090");
         goto out;
     }
     if (curl_url_get(u, CURLUPART_QUERY, &query, 0) == CURLUE_OK ||
         curl_url_get(u, CURLUPART_FRAGMENT, &fragment, 0) == CURLUE_OK) {
-        rc = fail(err, errlen, JW_ECONFIG,
-                  "provider URL must not have a query or fragment: steps are posted to "
-                  "<url>/steps/<name>");
+        rc = jw_errorf(err, errlen, JW_ECONFIG,
+                       "provider URL must not have a query or fragment: steps are posted to "
+                       "<url>/steps/<name>");
         goto out;
     }
     rc = 0;
@@ -575,18 +563,18 @@ jw_http_provider *jw_http_provider_new(const char *base_url, int default_timeout
     int rc;
 
     if (!base_url) {
-        fail(err, errlen, JW_ECONFIG, "provider URL is missing");
+        jw_errorf(err, errlen, JW_ECONFIG, "provider URL is missing");
         return NULL;
     }
     if (check_url(base_url, err, errlen))
         return NULL;
     if (default_timeout_ms < 1 || default_timeout_ms > JW_HTTP_TIMEOUT_MAX_MS) {
-        fail(err, errlen, JW_ECONFIG, "provider timeout must be 1..%d ms (got %d)",
-             JW_HTTP_TIMEOUT_MAX_MS, default_timeout_ms);
+        jw_errorf(err, errlen, JW_ECONFIG, "provider timeout must be 1..%d ms (got %d)",
+                  JW_HTTP_TIMEOUT_MAX_MS, default_timeout_ms);
         return NULL;
     }
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-        fail(err, errlen, JW_EIO, "libcurl failed to initialise");
+        jw_errorf(err, errlen, JW_EIO, "libcurl failed to initialise");
         return NULL;
     }
     p = jw_xcalloc(1, sizeof(*p));
@@ -609,7 +597,8 @@ jw_http_provider *jw_http_provider_new(const char *base_url, int default_timeout
     rc = pthread_create(&p->thread, NULL, curl_thread, p);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (rc != 0) {
-        fail(err, errlen, JW_EIO, "could not start the http provider thread: %s", strerror(rc));
+        jw_errorf(err, errlen, JW_EIO, "could not start the http provider thread: %s",
+                  strerror(rc));
         jw_http_provider_free(p);
         return NULL;
     }

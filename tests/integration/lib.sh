@@ -1,10 +1,14 @@
 # shellcheck shell=bash disable=SC2034,SC2016  # globals are read by the scripts; jq filters use $vars
-# lib.sh - helpers shared by the job API integration tests (test_api.sh,
-# test_api_restart.sh): starting and stopping jobwire, a fresh database per
-# script, curl wrappers that record every response, JSON through jq, minted
+# lib.sh - helpers shared by every shell suite in tests/integration: results
+# (pass, fail, check, check_eq, verdict, jw_summary), free ports, a fresh
+# database per script, SQL; and for the job API suites (test_api.sh,
+# test_api_restart.sh, test_money_once.sh, test_tls.sh) starting and stopping
+# jobwire, curl wrappers that record every response, JSON through jq, minted
 # user tokens, and a driver that answers a job's OTP prompts from the sim inbox.
 #
-# Source it, then call jw_init NAME JOBWIRE MINT. Needs bash 4+, curl, jq, psql, ss.
+# Source it. The job API suites then call jw_init NAME JOBWIRE MINT; the
+# others keep their own set-up and use the helpers above. Needs bash 4+, curl,
+# jq, psql, ss.
 #
 # Conventions
 #   - Every server listens on 127.0.0.1 only and is killed by its PID (EXIT trap).
@@ -77,6 +81,9 @@ random_uuid() {
 
 # --- results --------------------------------------------------------------------
 
+PASSED=0
+FAILED=0
+
 pass() {
   PASSED=$((PASSED + 1))
   echo "ok - $1"
@@ -97,6 +104,11 @@ check() {
   local desc=$1
   shift
   if "$@"; then pass "$desc"; else fail "$desc" "status=${STATUS-} body=$(printf '%.600s' "${BODY-}")"; fi
+}
+
+# check_eq DESCRIPTION EXPECTED ACTUAL: passes when ACTUAL is EXPECTED (as strings).
+check_eq() {
+  if [[ $3 == "$2" ]]; then pass "$1"; else fail "$1 (expected '$2', got '$3')"; fi
 }
 
 # jw_summary: the last line, and the exit status.

@@ -20,8 +20,9 @@ ADMIN=crash-test-admin-key-0123456789
 TMP=$(mktemp -d /tmp/jw-crash.XXXXXX)
 JW_PID=
 SB_PID=
-passed=0
-failed=0
+HERE=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$HERE/lib.sh"
 
 cleanup() {
   [[ -n $JW_PID ]] && kill -9 "$JW_PID" 2>/dev/null || true
@@ -31,25 +32,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-pass() { passed=$((passed + 1)); echo "ok - $*"; }
-fail() { failed=$((failed + 1)); echo "not ok - $*"; }
-check() { # check DESCRIPTION EXPECTED ACTUAL
-  if [[ $2 == "$3" ]]; then pass "$1"; else fail "$1 (expected '$2', got '$3')"; fi
-}
-
-free_port() {
-  local p
-  for p in $(shuf -i 20000-39999 -n 50); do
-    if ! ss -Hltn "sport = :$p" | grep -q .; then echo "$p"; return; fi
-  done
-  echo "no free port" >&2; exit 1
-}
-
 # A database of our own: ctest runs test programs side by side.
-DB=jw_test_crash
-psql "$DATABASE_URL" -qX -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB" >/dev/null
-URL=${DATABASE_URL%/*}/$DB
-sql() { psql "$URL" -AtX -c "$1"; }
+URL=$(jw_fresh_db jw_test_crash)
 
 SB_PORT=$(free_port)
 # Latency long enough that kills land while calls are in flight.
@@ -59,7 +43,7 @@ SB_PID=$!
 
 JW_PORT=$(free_port)
 BASE=http://127.0.0.1:$JW_PORT
-start_jobwire() {
+relaunch_jobwire() { # on JW_PORT again: the clients keep their URL
   "$JOBWIRE" --listen "127.0.0.1:$JW_PORT" --database-url "$URL" --admin-key "$ADMIN" \
     --jwt-secret crash-test-jwt-secret-0123456789 --secret-key "$(printf '%064d' 7)" \
     --provider "http://127.0.0.1:$SB_PORT" --provider-timeout 2000 --retry-scale 0.01 \
@@ -77,7 +61,7 @@ start_jobwire() {
 }
 
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$SB_PORT/healthz" >/dev/null 2>&1 && break; sleep 0.05; done
-start_jobwire
+relaunch_jobwire
 
 create_job() {
   local user count
@@ -98,37 +82,37 @@ for k in $(seq 1 "$KILLS"); do
   sleep "0.$((RANDOM % 5 + 1))$((RANDOM % 10))"
   kill -9 "$JW_PID"
   wait "$JW_PID" 2>/dev/null || true
-  start_jobwire
+  relaunch_jobwire
 done
-check "jobwire was killed and restarted $KILLS times" "$((KILLS + 1))" "$(grep -c 'listening on' "$TMP/jobwire.log")"
+check_eq "jobwire was killed and restarted $KILLS times" "$((KILLS + 1))" "$(grep -c 'listening on' "$TMP/jobwire.log")"
 
 # A create answered only after its commit may have been cut by a kill: count what exists.
-njobs=$(sql "SELECT count(*) FROM job_runs")
+njobs=$(sql "$URL" "SELECT count(*) FROM job_runs")
 if ((njobs >= JOBS - KILLS && njobs <= JOBS)); then pass "$njobs of $JOBS created jobs were committed"; else fail "job count $njobs"; fi
 
 deadline=$((SECONDS + 180))
-while (($(sql "SELECT count(*) FROM job_runs WHERE status NOT IN ('completed','failed','cancelled')") > 0)); do
+while (($(sql "$URL" "SELECT count(*) FROM job_runs WHERE status NOT IN ('completed','failed','cancelled')") > 0)); do
   if ((SECONDS > deadline)); then break; fi
   sleep 0.5
 done
-check "every job reached a terminal state" 0 \
-  "$(sql "SELECT count(*) FROM job_runs WHERE status NOT IN ('completed','failed','cancelled')")"
-check "every job completed (no failure was injected)" "$njobs" \
-  "$(sql "SELECT count(*) FROM job_runs WHERE status = 'completed' AND completed_transactions = transaction_count AND progress_percentage = 100")"
+check_eq "every job reached a terminal state" 0 \
+  "$(sql "$URL" "SELECT count(*) FROM job_runs WHERE status NOT IN ('completed','failed','cancelled')")"
+check_eq "every job completed (no failure was injected)" "$njobs" \
+  "$(sql "$URL" "SELECT count(*) FROM job_runs WHERE status = 'completed' AND completed_transactions = transaction_count AND progress_percentage = 100")"
 
 # Charges, as the provider saw them.
 charges=$(curl -sf "http://127.0.0.1:$SB_PORT/charges")
-check "no idempotency key was charged twice" 0 \
+check_eq "no idempotency key was charged twice" 0 \
   "$(jq '[.[] | select(.charges > 1)] | length' <<<"$charges")"
-transactions=$(sql "SELECT coalesce(sum(transaction_count), 0) FROM job_runs")
-check "every transaction was charged exactly once" "$transactions" \
+transactions=$(sql "$URL" "SELECT coalesce(sum(transaction_count), 0) FROM job_runs")
+check_eq "every transaction was charged exactly once" "$transactions" \
   "$(jq '[.[] | select(.step_name == "process_payment" and .charges == 1)] | length' <<<"$charges")"
-check "one payment key per transaction (no new key for a retried payment)" "$transactions" \
+check_eq "one payment key per transaction (no new key for a retried payment)" "$transactions" \
   "$(jq '[.[] | select(.step_name == "process_payment")] | length' <<<"$charges")"
-check "the sandbox saw calls repeated after kills (the test did crash mid-call)" yes \
+check_eq "the sandbox saw calls repeated after kills (the test did crash mid-call)" yes \
   "$(jq 'if ([.[] | select(.calls > 1)] | length) > 0 then "yes" else "no" end' -r <<<"$charges")"
 
-check "every job's seq is 1..last_seq without gap or duplicate" 0 "$(sql "
+check_eq "every job's seq is 1..last_seq without gap or duplicate" 0 "$(sql "$URL" "
   SELECT count(*) FROM job_runs j
    WHERE (SELECT count(*) FROM job_events e WHERE e.job_run_id = j.id) <> j.last_seq
       OR (SELECT count(DISTINCT seq) FROM job_events e WHERE e.job_run_id = j.id) <> j.last_seq
@@ -137,7 +121,7 @@ check "every job's seq is 1..last_seq without gap or duplicate" 0 "$(sql "
 
 # The replay: each row's newest event, read back as the table's row type.
 replay() { # TABLE
-  sql "
+  sql "$URL" "
   WITH newest AS (
     SELECT DISTINCT ON (e.row_data->>'id') e.row_data::jsonb AS r
       FROM job_events e WHERE e.table_name = '$1'
@@ -146,11 +130,10 @@ replay() { # TABLE
        - (SELECT count(*) FROM newest n JOIN $1 t ON t.id = (n.r->>'id')::uuid
            WHERE jsonb_populate_record(t, n.r) IS NOT DISTINCT FROM t)"
 }
-check "job_runs rows equal the replay of their events" 0 "$(replay job_runs)"
-check "job_steps rows equal the replay of their events" 0 "$(replay job_steps)"
-check "otp_requests rows equal the replay of their events" 0 "$(replay otp_requests)"
-check "no OTP or session token reached a row" 0 \
-  "$(sql "SELECT count(*) FROM job_events WHERE row_data::text LIKE '%\"token\"%'")"
+check_eq "job_runs rows equal the replay of their events" 0 "$(replay job_runs)"
+check_eq "job_steps rows equal the replay of their events" 0 "$(replay job_steps)"
+check_eq "otp_requests rows equal the replay of their events" 0 "$(replay otp_requests)"
+check_eq "no OTP or session token reached a row" 0 \
+  "$(sql "$URL" "SELECT count(*) FROM job_events WHERE row_data::text LIKE '%\"token\"%'")"
 
-echo "$passed passed, $failed failed"
-((failed == 0))
+jw_summary

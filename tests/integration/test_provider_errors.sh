@@ -27,8 +27,9 @@ USER_ID=0f0f0f0f-1111-4222-8333-444455556666
 PROM_CHECK=$(cd "$(dirname "$0")" && pwd)/prom_check.awk
 TMP=$(mktemp -d /tmp/jw-perr.XXXXXX)
 PIDS=()
-passed=0
-failed=0
+HERE=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$HERE/lib.sh"
 
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -36,18 +37,6 @@ cleanup() {
   rm -rf "$TMP"
 }
 trap cleanup EXIT
-
-pass() { passed=$((passed + 1)); echo "ok - $*"; }
-fail() { failed=$((failed + 1)); echo "not ok - $*"; }
-check() { if [[ $2 == "$3" ]]; then pass "$1"; else fail "$1 (expected '$2', got '$3')"; fi; }
-
-free_port() {
-  local p
-  for p in $(shuf -i 20000-39999 -n 50); do
-    if ! ss -Hltn "sport = :$p" | grep -q .; then echo "$p"; return; fi
-  done
-  echo "no free port" >&2; exit 1
-}
 
 wait_http() { # URL
   local deadline=$((SECONDS + 20))
@@ -59,9 +48,8 @@ wait_http() { # URL
 
 # start_pair NAME SIM_SPEC: a sandbox and a jobwire using it, on their own database.
 start_pair() {
-  local name=$1 spec=$2 db=jw_test_perr_$1
-  psql "$DATABASE_URL" -qX -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db" >/dev/null
-  URL=${DATABASE_URL%/*}/$db
+  local name=$1 spec=$2
+  URL=$(jw_fresh_db "jw_test_perr_$1")
   SB_PORT=$(free_port)
   "$SANDBOX" --listen "127.0.0.1:$SB_PORT" --sim "$spec" 2>"$TMP/sandbox-$name.log" &
   PIDS+=($!)
@@ -126,18 +114,18 @@ fault '{"step":"generate_payment_link","mode":"reset","count":2}'
 fault '{"step":"process_payment","mode":"timeout","count":1,"delay_ms":1500}'
 job=$(new_job 1)
 snap=$(wait_done "$job")
-check "retryable faults: the job completes" completed "$(jq -r .job.status <<<"$snap")"
-check "two HTTP 500s: availability_check succeeded on attempt 3" 3 "$(step "$snap" availability_check 0 attempt)"
-check "resets: generate_payment_link completed" completed "$(step "$snap" generate_payment_link 1 status)"
-check "...after the sandbox really reset both connections" 0 \
+check_eq "retryable faults: the job completes" completed "$(jq -r .job.status <<<"$snap")"
+check_eq "two HTTP 500s: availability_check succeeded on attempt 3" 3 "$(step "$snap" availability_check 0 attempt)"
+check_eq "resets: generate_payment_link completed" completed "$(step "$snap" generate_payment_link 1 status)"
+check_eq "...after the sandbox really reset both connections" 0 \
   "$(curl -sf "$SB/faults" | jq '[.faults[] | select(.step == "generate_payment_link")] | length')"
-check "a timeout: process_payment succeeded on attempt 2" 2 "$(step "$snap" process_payment 1 attempt)"
+check_eq "a timeout: process_payment succeeded on attempt 2" 2 "$(step "$snap" process_payment 1 attempt)"
 key=$(step "$snap" process_payment 1 idempotency_key)
 charges=$(curl -sf "$SB/charges")
-check "the timed-out payment was retried under the same key and charged once" 1 \
+check_eq "the timed-out payment was retried under the same key and charged once" 1 \
   "$(jq -r --arg k "$key" '.[$k].charges' <<<"$charges")"
-check "...though the provider saw it twice" 2 "$(jq -r --arg k "$key" '.[$k].calls' <<<"$charges")"
-check "the job's error_message is clear after success" null "$(jq -r .job.error_message <<<"$snap")"
+check_eq "...though the provider saw it twice" 2 "$(jq -r --arg k "$key" '.[$k].calls' <<<"$charges")"
+check_eq "the job's error_message is clear after success" null "$(jq -r .job.error_message <<<"$snap")"
 grep -q "HTTP 500" "$TMP/jobwire-retry.log" && pass "the retry was logged with its cause" ||
   fail "no log line names HTTP 500"
 
@@ -145,8 +133,8 @@ grep -q "HTTP 500" "$TMP/jobwire-retry.log" && pass "the retry was logged with i
 fault '{"step":"availability_check","mode":"http_500","count":5}'
 job=$(new_job 1)
 snap=$(wait_done "$job")
-check "retries exhausted: the job fails" failed "$(jq -r .job.status <<<"$snap")"
-check "...after the policy's 4 attempts" 4 "$(step "$snap" availability_check 0 attempt)"
+check_eq "retries exhausted: the job fails" failed "$(jq -r .job.status <<<"$snap")"
+check_eq "...after the policy's 4 attempts" 4 "$(step "$snap" availability_check 0 attempt)"
 jq -r .job.error_message <<<"$snap" | grep -q "gave up after 4 attempts" &&
   pass "...and says so" || fail "error_message: $(jq -r .job.error_message <<<"$snap")"
 curl -sf -X DELETE "$SB/faults" >/dev/null
@@ -168,23 +156,23 @@ fi
 m=$(metrics_of)
 prom_ok "$m" "retry: /metrics is well-formed"
 H=jobwire_provider_call_duration_seconds
-check "retry: one commit-latency observation per commit" "$(sample "$m" jobwire_db_commits_total)" \
+check_eq "retry: one commit-latency observation per commit" "$(sample "$m" jobwire_db_commits_total)" \
   "$(sample "$m" jobwire_db_commit_duration_seconds_count)"
-check "retry: commit group sizes add up to the batches committed" \
+check_eq "retry: commit group sizes add up to the batches committed" \
   "$(sample "$m" jobwire_db_batches_committed_total)" "$(sample "$m" jobwire_db_commit_batches_sum)"
-check "retry: ...and to the deltas committed" "$(sample "$m" jobwire_db_deltas_committed_total)" \
+check_eq "retry: ...and to the deltas committed" "$(sample "$m" jobwire_db_deltas_committed_total)" \
   "$(sample "$m" jobwire_db_commit_deltas_sum)"
-check "retry: one publish-delay observation per committed batch" \
+check_eq "retry: one publish-delay observation per committed batch" \
   "$(sample "$m" jobwire_db_batches_committed_total)" "$(sample "$m" jobwire_publish_delay_seconds_count)"
-check "retry: gyftr_login's duration observed once per job (2)" 2 \
+check_eq "retry: gyftr_login's duration observed once per job (2)" 2 \
   "$(sum_of "$m" '^jobwire_step_duration_seconds_count[{]step="gyftr_login",')"
-check "retry: every provider call's reply was timed" "$(sample "$m" jobwire_provider_calls_total)" \
+check_eq "retry: every provider call's reply was timed" "$(sample "$m" jobwire_provider_calls_total)" \
   "$(sum_of "$m" "^${H}_count[{]")"
-check "retry: the HTTP 500s are retryable availability_check replies (2 + 4)" 6 \
+check_eq "retry: the HTTP 500s are retryable availability_check replies (2 + 4)" 6 \
   "$(sample "$m" "${H}_count{operation=\"availability_check\",result=\"retryable\"}")"
-check "retry: the held payment is a timeout" 1 \
+check_eq "retry: the held payment is a timeout" 1 \
   "$(sample "$m" "${H}_count{operation=\"process_payment\",result=\"timeout\"}")"
-check "retry: ...of at least the 500 ms deadline (none by le=0.25)" 0 \
+check_eq "retry: ...of at least the 500 ms deadline (none by le=0.25)" 0 \
   "$(sample "$m" "${H}_bucket{operation=\"process_payment\",result=\"timeout\",le=\"0.25\"}")"
 
 # --- a non-retryable error ----------------------------------------------------
@@ -192,13 +180,13 @@ check "retry: ...of at least the 500 ms deadline (none by le=0.25)" 0 \
 start_pair fatal "latency_ms=40,otp=none,voucher_polls=0,fail_rate=1,fail_steps=redeem_amazon_vouchers,fail_retryable=0"
 job=$(new_job 2)
 snap=$(wait_done "$job")
-check "non-retryable: the job fails" failed "$(jq -r .job.status <<<"$snap")"
-check "...at once: redeem_amazon_vouchers ran one attempt" 1 "$(step "$snap" redeem_amazon_vouchers 1 attempt)"
-check "...the transaction before it is not counted as finished" 0 "$(jq -r .job.completed_transactions <<<"$snap")"
-check "...the failed step says why" failed "$(step "$snap" redeem_amazon_vouchers 1 status)"
+check_eq "non-retryable: the job fails" failed "$(jq -r .job.status <<<"$snap")"
+check_eq "...at once: redeem_amazon_vouchers ran one attempt" 1 "$(step "$snap" redeem_amazon_vouchers 1 attempt)"
+check_eq "...the transaction before it is not counted as finished" 0 "$(jq -r .job.completed_transactions <<<"$snap")"
+check_eq "...the failed step says why" failed "$(step "$snap" redeem_amazon_vouchers 1 status)"
 jq -r .job.error_message <<<"$snap" | grep -q "redeem_amazon_vouchers failed: simulated failure" &&
   pass "...and so does the job" || fail "error_message: $(jq -r .job.error_message <<<"$snap")"
-check "...no later transaction started" 0 \
+check_eq "...no later transaction started" 0 \
   "$(jq '[.steps[] | select(.transaction_index == 2)] | length' <<<"$snap")"
 
 # --- metrics, after that traffic ---------------------------------------------
@@ -209,27 +197,26 @@ grep -q '^# TYPE jobwire_db_commits_total counter$' <<<"$metrics" &&
 awk -v v="$(value jobwire_db_deltas_committed_total)" 'BEGIN { exit !(v > 0) }' &&
   pass "/metrics counts committed deltas ($(value jobwire_db_deltas_committed_total))" ||
   fail "jobwire_db_deltas_committed_total = '$(value jobwire_db_deltas_committed_total)'"
-check "/metrics: published deltas = the journal's (job_events)" \
+check_eq "/metrics: published deltas = the journal's (job_events)" \
   "$(psql "$URL" -AtX -c 'SELECT count(*) FROM job_events')" "$(value jobwire_deltas_published_total)"
-check "/metrics reports the job that failed" 1 "$(value jobwire_jobs_finished_total)"
+check_eq "/metrics reports the job that failed" 1 "$(value jobwire_jobs_finished_total)"
 prom_ok "$metrics" "fatal: /metrics is well-formed"
 H=jobwire_provider_call_duration_seconds
-check "fatal: one commit-latency observation per commit" "$(value jobwire_db_commits_total)" \
+check_eq "fatal: one commit-latency observation per commit" "$(value jobwire_db_commits_total)" \
   "$(value jobwire_db_commit_duration_seconds_count)"
-check "fatal: gyftr_login's duration observed once, for the one job" 1 \
+check_eq "fatal: gyftr_login's duration observed once, for the one job" 1 \
   "$(sum_of "$metrics" '^jobwire_step_duration_seconds_count[{]step="gyftr_login",')"
-check "fatal: redeem_amazon_vouchers observed as failed" 1 \
+check_eq "fatal: redeem_amazon_vouchers observed as failed" 1 \
   "$(value 'jobwire_step_duration_seconds_count{step="redeem_amazon_vouchers",outcome="failed"}')"
-check "fatal: ...after a fatal provider reply" 1 \
+check_eq "fatal: ...after a fatal provider reply" 1 \
   "$(value "${H}_count{operation=\"redeem_amazon_vouchers\",result=\"fatal\"}")"
-check "fatal: six ok replies (logins, availability, link, payment, vouchers)" 6 \
+check_eq "fatal: six ok replies (logins, availability, link, payment, vouchers)" 6 \
   "$(sum_of "$metrics" "^${H}_count[{].*result=\"ok\"")"
-check "fatal: no ok reply faster than the sim's 40 ms (le=0.025)" 0 \
+check_eq "fatal: no ok reply faster than the sim's 40 ms (le=0.025)" 0 \
   "$(sum_of "$metrics" "^${H}_bucket[{].*result=\"ok\",le=\"0.025\"")"
-check "fatal: no completed step faster than its 40 ms call (le=0.025)" 0 \
+check_eq "fatal: no completed step faster than its 40 ms call (le=0.025)" 0 \
   "$(sum_of "$metrics" '^jobwire_step_duration_seconds_bucket[{].*outcome="completed",le="0.025"')"
-check "/metrics without the admin key is 401" 401 \
+check_eq "/metrics without the admin key is 401" 401 \
   "$(curl -s -o /dev/null -w '%{http_code}' "$BASE/metrics")"
 
-echo "$passed passed, $failed failed"
-((failed == 0))
+jw_summary

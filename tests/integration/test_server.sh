@@ -18,10 +18,12 @@ unset JOBWIRE_LISTEN JOBWIRE_ADMIN_KEY JOBWIRE_JWT_SECRET JOBWIRE_SECRET_KEY JOB
   JOBWIRE_ORIGINS JOBWIRE_DEV JOBWIRE_LOG_LEVEL JOBWIRE_DB_MAX_GROUP JOBWIRE_MAX_BODY \
   JOBWIRE_TLS_CERT JOBWIRE_TLS_KEY
 
+HERE=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$HERE/lib.sh"
+
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/jw-test-server.XXXXXX")
 PIDS=()
-PASSED=0
-FAILED=0
 
 cleanup() {
   local pid
@@ -34,48 +36,6 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
-
-pass() {
-  PASSED=$((PASSED + 1))
-  echo "ok - $1"
-}
-
-fail() {
-  FAILED=$((FAILED + 1))
-  echo "not ok - $1"
-  if [[ -n ${2-} ]]; then
-    printf '%s\n' "$2" | head -20 | sed 's/^/#   /'
-  fi
-}
-
-# check DESCRIPTION COMMAND...: passes when the command succeeds.
-check() {
-  local desc=$1
-  shift
-  if "$@"; then pass "$desc"; else fail "$desc"; fi
-}
-
-# verdict DESCRIPTION: passes when the command just before it succeeded.
-verdict() {
-  local rc=$?
-  if ((rc == 0)); then pass "$1"; else fail "$1"; fi
-}
-
-contains() { [[ $1 == *"$2"* ]]; }
-
-random_hex() { od -An -tx1 -N"$1" /dev/urandom | tr -d ' \n'; }
-
-free_port() {
-  local p
-  for _ in $(seq 1 200); do
-    p=$((20000 + RANDOM % 40000))
-    if [[ -z $(ss -Hltn "sport = :$p") ]]; then
-      echo "$p"
-      return 0
-    fi
-  done
-  return 1
-}
 
 # The password in a libpq URI (user:password@) or key=value string, if any.
 db_password() {
@@ -398,5 +358,4 @@ fi
 ! grep -qF "$DOWN_PW" "$DOWN_LOG"
 verdict "the retry log does not hold the database password"
 
-echo "$PASSED passed, $FAILED failed"
-((FAILED == 0))
+jw_summary

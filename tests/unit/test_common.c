@@ -28,6 +28,22 @@ static void test_error_names(void **state)
     assert_string_equal(jw_strerror(12345), "unknown error");
 }
 
+/* jw_errorf: formats into the caller's buffer, truncates, returns the code it was given. */
+static void test_errorf(void **state)
+{
+    char err[16] = "untouched";
+
+    (void)state;
+    assert_int_equal(jw_errorf(err, sizeof(err), JW_ECONFIG, "%s must be %d", "--x", 5),
+                     JW_ECONFIG);
+    assert_string_equal(err, "--x must be 5");
+    assert_int_equal(jw_errorf(err, sizeof(err), JW_EAUTH, "%s", "0123456789abcdefghij"), JW_EAUTH);
+    assert_string_equal(err, "0123456789abcde"); /* cut to fit, terminated */
+    assert_int_equal(jw_errorf(NULL, 0, JW_EINVAL, "ignored %d", 1), JW_EINVAL);
+    assert_int_equal(jw_errorf(err, 0, -7, "ignored"), -7);
+    assert_string_equal(err, "0123456789abcde"); /* errlen 0: nothing written */
+}
+
 static void test_buf(void **state)
 {
     jw_buf b;
@@ -217,6 +233,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_error_names),
+        cmocka_unit_test(test_errorf),
         cmocka_unit_test(test_buf),
         cmocka_unit_test(test_mailbox_fifo_and_chain),
         cmocka_unit_test(test_mailbox_wait_and_close),
