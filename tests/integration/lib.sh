@@ -158,10 +158,15 @@ sql() {
 
 # --- jobwire ----------------------------------------------------------------------
 
+# free_port: a port no socket listens on, below the kernel's ephemeral range
+# (ip_local_port_range, 32768 and up here): a port in that range can be handed to
+# any outgoing connection (psql, curl, a test's clients) between our check and the
+# server's bind, or while a test restarts a server on the same port.
 free_port() {
-  local p
+  local p lo=20000 hi=32767
+  read -r eph _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null && ((eph > lo + 1000)) && hi=$((eph - 1))
   for _ in $(seq 1 200); do
-    p=$((20000 + RANDOM % 40000))
+    p=$((lo + RANDOM % (hi - lo + 1)))
     if [[ -z $(ss -Hltn "sport = :$p") ]]; then
       echo "$p"
       return 0

@@ -59,16 +59,35 @@ export function work() {
 
 // --- ports ------------------------------------------------------------------------
 
-export function freePort() {
-  return new Promise((resolve, reject) => {
+// A port nothing listens on, below the kernel's ephemeral range (32768 and up here):
+// a port from that range (what listen(0) gives) can be handed to any outgoing
+// connection between this check and the server's bind, or while a test restarts a
+// server on the same port.
+function ephemeralFloor() {
+  try {
+    return Number(fs.readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]) || 32768;
+  } catch {
+    return 32768;
+  }
+}
+
+function tryListen(port) {
+  return new Promise((resolve) => {
     const srv = net.createServer();
     srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
+    srv.once('error', () => resolve(false));
+    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
   });
+}
+
+export async function freePort() {
+  const lo = 20000;
+  const hi = Math.max(lo + 1000, ephemeralFloor() - 1);
+  for (let i = 0; i < 200; i++) {
+    const port = lo + Math.floor(Math.random() * (hi - lo + 1));
+    if (await tryListen(port)) return port;
+  }
+  throw new Error(`no free port in ${lo}..${hi}`);
 }
 
 // --- jobwire ----------------------------------------------------------------------
