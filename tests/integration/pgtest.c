@@ -21,6 +21,15 @@ static void ignore_notice(void *arg, const char *message)
     (void)message;
 }
 
+char *pgtest_migrated_db(const char *name)
+{
+    char *conninfo = pgtest_fresh_db(name), err[512];
+
+    if (jw_db_migrate(conninfo, err, sizeof(err)) != 0)
+        die("migrate", err);
+    return conninfo;
+}
+
 PGconn *pgtest_connect(const char *conninfo)
 {
     PGconn *c = PQconnectdb(conninfo);

@@ -16,6 +16,9 @@
  * connection string (free it). Aborts the test program when it cannot. */
 char *pgtest_fresh_db(const char *name);
 
+/* pgtest_fresh_db, then the migrations applied; aborts when they fail. */
+char *pgtest_migrated_db(const char *name);
+
 /* A connection to conninfo, or abort. */
 PGconn *pgtest_connect(const char *conninfo);
 

@@ -35,15 +35,9 @@ static PGconn *db;
 
 static int setup_db(void **state)
 {
-    char err[512];
-
     (void)state;
     jw_log_set_level(JW_LOG_WARN);
-    conninfo = pgtest_fresh_db("jw_test_retention");
-    if (jw_db_migrate(conninfo, err, sizeof(err)) != 0) {
-        fprintf(stderr, "migrate: %s\n", err);
-        return -1;
-    }
+    conninfo = pgtest_migrated_db("jw_test_retention");
     db = pgtest_connect(conninfo);
     /* Test-only: one row per DELETE statement on job_events, with its row count. */
     PQclear(pgtest_exec(db, "CREATE TABLE prune_log (n bigint NOT NULL)", 0, NULL));

@@ -25,15 +25,9 @@ static PGconn *db;
 
 static int setup_db(void **state)
 {
-    char err[512];
-
     (void)state;
     jw_log_set_level(JW_LOG_WARN);
-    conninfo = pgtest_fresh_db("jw_test_store");
-    if (jw_db_migrate(conninfo, err, sizeof(err)) != 0) {
-        fprintf(stderr, "migrate: %s\n", err);
-        return -1;
-    }
+    conninfo = pgtest_migrated_db("jw_test_store");
     db = pgtest_connect(conninfo);
     return 0;
 }
