@@ -67,7 +67,9 @@ for (const vsn of ['2.0.0', '1.0.0', null]) {
     assert.deepEqual((await c.reply(hb)).payload, { status: 'ok', response: {} });
 
     // A change: the job's OTPs answered over HTTP move it on.
-    const j = await server.getJob(jobId);
+    // Each pass answers one OTP; the next is asked for a step later, so wait for it.
+    const j = await server.waitJob(jobId, (x) => x.otp_requests.some((o) => o.status === 'requested'),
+      { what: 'an OTP asked for' });
     const otp = j.otp_requests.find((o) => o.status === 'requested');
     const code = await server.waitCode(otp.id);
     const r = await server.api('POST', `/api/otp/${otp.id}`, { token: user.token, body: { otp: code.code } });
