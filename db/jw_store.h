@@ -157,12 +157,18 @@ void jw_store_node_state(jw_store *s, int64_t *trusted_until_us, bool *dead);
  *                   order: the journal's rows, "row" the row's text as stored
  *                   (a string), "cts" null for rows journaled before it was kept
  *                   (migration 003). jw_store_read_deltas makes them deltas.
+ *  JW_READ_JOB_CLAIM (job id, node id, user id|NULL) -> JW_READ_JOB's answer
+ *                plus "lease_epoch": a failed job (of that user, when given)
+ *                is claimed for the node first (epoch + 1; a retry adopts it
+ *                under that epoch); null when it was not (not failed, or
+ *                another user's).
  * A job that does not exist answers JW_ENOTFOUND.
  */
 typedef enum jw_read_kind {
     JW_READ_JOB,
     JW_READ_JOBS,
     JW_READ_EVENTS,
+    JW_READ_JOB_CLAIM,
     JW_READ__COUNT
 } jw_read_kind;
 
