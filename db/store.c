@@ -303,6 +303,10 @@ static void *store_thread(void *arg)
             s->unknown_batches = 0;
         }
 
+        /* A heartbeat due goes first: a node declared dead writes nothing. */
+        maybe_heartbeat(s);
+        if (atomic_load(&s->node_dead) || !s->conn)
+            continue;
         store__prune_poll(s);
 
         size_t count = group_size(s);
