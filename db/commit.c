@@ -557,8 +557,8 @@ enum write_result store__write_group(jw_store *s, size_t count, char *err, size_
                              s->ev_op.data,
                              s->ev_rows.data,
                              cts};
-        const char *adv[6] = {s->node_id,       s->adv_job.data, s->adv_epoch.data,
-                              s->adv_lo.data,   s->adv_hi.data,  s->adv_n.data};
+        const char *adv[6] = {s->node_id,     s->adv_job.data, s->adv_epoch.data,
+                              s->adv_lo.data, s->adv_hi.data,  s->adv_n.data};
 
         if (!PQsendQueryPrepared(s->conn, "jw_events", 7, ev, NULL, NULL, 0))
             goto lost;

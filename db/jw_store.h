@@ -95,7 +95,7 @@ typedef struct jw_store_stats {
     uint64_t prune_batches;  /* retention delete transactions */
     uint64_t prune_rounds;   /* retention rounds finished */
     char last_error[256];    /* last connection or database error, redacted */
-    int64_t heartbeat_sent_us; /* monotonic send time of the last good heartbeat; 0: none */
+    int64_t heartbeat_us;    /* monotonic send time of the last good heartbeat; 0: none */
     /*
      * One observation per committed group (so each count equals commits):
      * commit_us, microseconds from building the group's first write to
@@ -244,8 +244,8 @@ int jw_db_migration_count(void);
  * A node id seen before gets the next incarnation and is alive again.
  * Returns 0 (*incarnation set), JW_EDBDOWN or JW_EDB.
  */
-int jw_db_node_register(const char *conninfo, const char *node_id, int64_t *incarnation,
-                        char *err, size_t errlen);
+int jw_db_node_register(const char *conninfo, const char *node_id, int64_t *incarnation, char *err,
+                        size_t errlen);
 
 /*
  * Clean shutdown, once nothing more is committed: hands this node's leases
@@ -253,8 +253,8 @@ int jw_db_node_register(const char *conninfo, const char *node_id, int64_t *inca
  * node or the next start claims them at once. Does nothing when this
  * incarnation was already declared dead. Blocking. 0, JW_EDBDOWN or JW_EDB.
  */
-int jw_db_node_release(const char *conninfo, const char *node_id, int64_t incarnation,
-                       char *err, size_t errlen);
+int jw_db_node_release(const char *conninfo, const char *node_id, int64_t incarnation, char *err,
+                       size_t errlen);
 
 /*
  * Claims and loads the unfinished jobs this node may run, for recovery at

@@ -39,8 +39,8 @@ static int failed(PGconn *conn, PGresult *res, const char *what, char *err, size
     return JW_EDB;
 }
 
-int jw_db_node_register(const char *conninfo, const char *node_id, int64_t *incarnation,
-                        char *err, size_t errlen)
+int jw_db_node_register(const char *conninfo, const char *node_id, int64_t *incarnation, char *err,
+                        size_t errlen)
 {
     const char *params[1] = {node_id};
     PGconn *conn = connect_short(conninfo, err, errlen);
@@ -62,8 +62,8 @@ int jw_db_node_register(const char *conninfo, const char *node_id, int64_t *inca
     return 0;
 }
 
-int jw_db_node_release(const char *conninfo, const char *node_id, int64_t incarnation,
-                       char *err, size_t errlen)
+int jw_db_node_release(const char *conninfo, const char *node_id, int64_t incarnation, char *err,
+                       size_t errlen)
 {
     char inc[32];
     const char *params[2] = {node_id, inc};

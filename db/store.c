@@ -192,7 +192,7 @@ static void maybe_heartbeat(jw_store *s)
     int rc;
 
     if (!s->incarnation || !s->conn || s->unknown_batches || atomic_load(&s->node_dead) ||
-        sent < s->next_heartbeat_us)
+        sent < s->next_beat_us)
         return;
     rc = store__heartbeat(s);
     if (rc < 0) {
@@ -200,7 +200,7 @@ static void maybe_heartbeat(jw_store *s)
         store__disconnect(s);
         return;
     }
-    s->next_heartbeat_us = sent + s->node_ttl_us / 3;
+    s->next_beat_us = sent + s->node_ttl_us / 3;
     if (rc == 0) {
         jw_log_error("db: node %s (incarnation %lld) was declared dead; committing nothing more",
                      s->node_id, (long long)s->incarnation);
@@ -217,7 +217,7 @@ static int idle_wait_ms(jw_store *s)
     int ms = store__idle_wait_ms(s);
 
     if (s->incarnation && !atomic_load(&s->node_dead)) {
-        int64_t left = (s->next_heartbeat_us - jw_mono_us() + 999) / 1000;
+        int64_t left = (s->next_beat_us - jw_mono_us() + 999) / 1000;
 
         if (left < ms)
             ms = left > 0 ? (int)left : 0;
@@ -461,7 +461,7 @@ void jw_store_get_stats(jw_store *s, jw_store_stats *out)
     *out = s->stats;
     pthread_mutex_unlock(&s->stats_lock);
     out->reads_queued = jw_reader_queued(s->reader);
-    out->heartbeat_sent_us = atomic_load(&s->heartbeat_sent_us);
+    out->heartbeat_us = atomic_load(&s->heartbeat_sent_us);
 }
 
 void jw_store_node_state(jw_store *s, int64_t *trusted_until_us, bool *dead)

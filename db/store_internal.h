@@ -78,7 +78,7 @@ struct jw_store {
     int64_t unknown_since_us; /* when the unknown group's write began (commit_us) */
     int64_t group_cts;        /* the commit stamp of the group last written (wall clock) */
     bool lease_lost;          /* the last rejected write was refused for a lost lease */
-    int64_t next_heartbeat_us; /* monotonic */
+    int64_t next_beat_us;     /* monotonic */
     jw_buf rows[JW_TABLE__COUNT];
     jw_buf ev_job, ev_seq, ev_ts, ev_table, ev_op, ev_rows;
     jw_buf adv_job, adv_epoch, adv_lo, adv_hi, adv_n;

@@ -51,9 +51,9 @@ struct jw_app {
     jw_provider provider;
     jw_provider_call **held;
     size_t nheld, capheld;
-    uint64_t published;              /* committed deltas handed to the fan-out */
-    jw_ws *ws;                       /* the jobwire.v1 hub */
-    jw_rt *rt;                       /* the Supabase Realtime endpoint */
+    uint64_t published; /* committed deltas handed to the fan-out */
+    jw_ws *ws;          /* the jobwire.v1 hub */
+    jw_rt *rt;          /* the Supabase Realtime endpoint */
     jw_api api;
     jw_metrics metrics;
     jw_http_route routes[6]; /* the HTTP side's table (build_routes) */

@@ -547,8 +547,8 @@ out:
         jw_app_drain(app);
     /* Nothing more commits: hand the leases back, so another node (or the
      * next start) takes the unfinished jobs at once. */
-    if (incarnation && jw_db_node_release(cfg.database_url, cfg.node_id, incarnation, err,
-                                          sizeof(err)) != 0) {
+    if (incarnation &&
+        jw_db_node_release(cfg.database_url, cfg.node_id, incarnation, err, sizeof(err)) != 0) {
         one_line(err);
         jw_log_warn("node %s: cannot hand the leases back (%s); they go after --node-ttl",
                     cfg.node_id, err);

@@ -210,7 +210,7 @@ void jw_metrics_handle(void *arg, jw_http_ctx *ctx, jw_http_request *req)
             {"jobwire_node_heartbeat_age_seconds", "gauge",
              "Seconds since this node's last good heartbeat was sent (-1: none yet); its "
              "leases are trusted while this stays under --node-ttl less one second.",
-             db.heartbeat_sent_us ? (double)(jw_mono_us() - db.heartbeat_sent_us) / 1e6 : -1},
+             db.heartbeat_us ? (double)(jw_mono_us() - db.heartbeat_us) / 1e6 : -1},
             {"jobwire_leases_lost_total", "counter",
              "Jobs stopped on this node because another node took their lease.",
              (double)en.leases_lost},

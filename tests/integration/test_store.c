@@ -630,15 +630,15 @@ static void test_load_active(void **state)
         assert_int_equal(
             jw_db_load_active(conninfo, "local", 10000, &jobs, &others, err, sizeof(err)), 0);
         mine = NULL;
-        json_array_foreach(jobs, i, it) if (strcmp(json_string_value(json_object_get(
-                                                       json_object_get(it, "job"), "id")),
-                                                   active) == 0) mine = it;
+        json_array_foreach(
+            jobs, i,
+            it) if (strcmp(json_string_value(json_object_get(json_object_get(it, "job"), "id")),
+                           active) == 0) mine = it;
         assert_non_null(mine);
         assert_int_equal(json_integer_value(json_object_get(mine, "lease_epoch")), 2);
         json_decref(jobs);
-        assert_int_equal(pgtest_int(db, "SELECT count(*) FROM jw_nodes WHERE id = 'live' AND dead",
-                                    0, NULL),
-                         1);
+        assert_int_equal(
+            pgtest_int(db, "SELECT count(*) FROM jw_nodes WHERE id = 'live' AND dead", 0, NULL), 1);
     }
     jw_store_stop(s, 1000);
     jw_store_free(s);
@@ -1159,9 +1159,9 @@ static void test_unreachable_database(void **state)
 
     assert_int_equal(jw_db_migrate(cfg.conninfo, err, sizeof(err)), JW_EDBDOWN);
     assert_non_null(strstr(err, "cannot connect"));
-    assert_int_equal(jw_db_load_active(cfg.conninfo, "local", 10000, &jobs, &others, err,
-                                       sizeof(err)),
-                     JW_EDBDOWN);
+    assert_int_equal(
+        jw_db_load_active(cfg.conninfo, "local", 10000, &jobs, &others, err, sizeof(err)),
+        JW_EDBDOWN);
     assert_null(jobs);
 }
 

@@ -34,8 +34,8 @@ static struct fake {
     jw_batch *batches[MAX_BATCHES];
     size_t nbatches;
     bool refuse_next;
-    int refuse_status; /* what refuse_next answers; 0: JW_EDB */
-    size_t submitted;  /* batches handed to the store, ever */
+    int refuse_status;  /* what refuse_next answers; 0: JW_EDB */
+    size_t submitted;   /* batches handed to the store, ever */
     int64_t last_epoch; /* the lease epoch of the last batch submitted */
     /* The store answers inside submit, as the server's port does when the
      * store refuses a batch (shutting down); refusing: with an error. */
