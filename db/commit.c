@@ -6,7 +6,8 @@
  *
  *   upsert <table> from jsonb_populate_recordset($1)      one per table touched
  *   insert into job_events from unnest(...)               all journaled deltas
- *   select jw_advance_seq(jobs, first, last, count)       gap check + last_seq
+ *   select jw_advance_seq_fenced(node, jobs, epochs,      lease fence, gap check
+ *                                first, last, count)     and last_seq
  *   Sync                                                  commit
  *
  * The parameters are built in buffers of the store that live as long as it
@@ -62,6 +63,7 @@ void store__commit_init(jw_store *s)
     jw_buf_init(&s->ev_op, 256);
     jw_buf_init(&s->ev_rows, 8192);
     jw_buf_init(&s->adv_job, 1024);
+    jw_buf_init(&s->adv_epoch, 256);
     jw_buf_init(&s->adv_lo, 256);
     jw_buf_init(&s->adv_hi, 256);
     jw_buf_init(&s->adv_n, 256);
@@ -78,6 +80,7 @@ void store__commit_release(jw_store *s)
     jw_buf_release(&s->ev_op);
     jw_buf_release(&s->ev_rows);
     jw_buf_release(&s->adv_job);
+    jw_buf_release(&s->adv_epoch);
     jw_buf_release(&s->adv_lo);
     jw_buf_release(&s->adv_hi);
     jw_buf_release(&s->adv_n);
@@ -115,8 +118,16 @@ static bool exec_ok(jw_store *s, PGresult *res, const char *what)
 /*
  * Builds and prepares the upsert of one table from its catalog columns, so a
  * migration that adds a column needs no change here. The store owns
- * job_runs.last_seq (jw_advance_seq moves it), so rows never overwrite it.
+ * job_runs.last_seq and the job's lease (owner_node, lease_epoch: the fenced
+ * advance moves them), so rows never write them, on INSERT or UPDATE.
  */
+static bool store_column(jw_table t, const char *col)
+{
+    return t == JW_TABLE_JOB_RUNS &&
+           (strcmp(col, "last_seq") == 0 || strcmp(col, "owner_node") == 0 ||
+            strcmp(col, "lease_epoch") == 0);
+}
+
 static bool prepare_upsert(jw_store *s, jw_table t)
 {
     const char *table = jw_table_name(t);
@@ -143,7 +154,7 @@ static bool prepare_upsert(jw_store *s, jw_table t)
         const char *col = PQgetvalue(res, i, 0);
         char *q;
 
-        if (t == JW_TABLE_JOB_RUNS && strcmp(col, "last_seq") == 0)
+        if (store_column(t, col))
             continue;
         q = PQescapeIdentifier(s->conn, col, strlen(col));
         if (!q)
@@ -182,12 +193,18 @@ static const char sql_events[] =
     "unnest($4::text[]), unnest($5::text[]), json_array_elements($6::json)) "
     "AS u(j, s, t, tb, op, r)";
 
-static const char sql_advance[] =
-    "SELECT jw_advance_seq($1::uuid[], $2::int8[], $3::int8[], $4::int8[])";
+static const char sql_advance[] = "SELECT jw_advance_seq_fenced($1::text, $2::uuid[], $3::int8[], "
+                                  "$4::int8[], $5::int8[], $6::int8[])";
 
+/* Another node's commit of the same seq (a job taken over) is not ours. */
 static const char sql_committed[] =
-    "SELECT (extract(epoch FROM cts) * 1000000)::int8 FROM job_events "
-    "WHERE job_run_id = $1::uuid AND seq = $2::int8";
+    "SELECT (extract(epoch FROM e.cts) * 1000000)::int8 FROM job_events e "
+    "JOIN job_runs r ON r.id = e.job_run_id "
+    "WHERE e.job_run_id = $1::uuid AND e.seq = $2::int8 "
+    "AND r.owner_node = $3::text AND r.lease_epoch = $4::int8";
+
+static const char sql_heartbeat[] = "UPDATE jw_nodes SET heartbeat_at = now() "
+                                    "WHERE id = $1::text AND incarnation = $2::int8 AND NOT dead";
 
 bool store__connect(jw_store *s)
 {
@@ -223,6 +240,12 @@ bool store__connect(jw_store *s)
     PQclear(res);
     res = PQprepare(s->conn, "jw_committed", sql_committed, 0, NULL);
     if (!exec_ok(s, res, "preparing the commit check")) {
+        PQclear(res);
+        goto fail;
+    }
+    PQclear(res);
+    res = PQprepare(s->conn, "jw_heartbeat", sql_heartbeat, 0, NULL);
+    if (!exec_ok(s, res, "preparing the heartbeat")) {
         PQclear(res);
         goto fail;
     }
@@ -276,6 +299,7 @@ static void reset_buffers(jw_store *s)
     jw_buf_reset(&s->ev_op);
     jw_buf_reset(&s->ev_rows);
     jw_buf_reset(&s->adv_job);
+    jw_buf_reset(&s->adv_epoch);
     jw_buf_reset(&s->adv_lo);
     jw_buf_reset(&s->adv_hi);
     jw_buf_reset(&s->adv_n);
@@ -350,6 +374,11 @@ static bool build_group(jw_store *s, size_t count, size_t *ndeltas, char *err, s
             if (!r->job_id) {
                 r->job_id = d->job_id;
                 r->first = d->seq;
+                r->epoch = b->lease_epoch;
+            } else if (b->lease_epoch != r->epoch) {
+                snprintf(err, errlen, "job %s: batches of lease epochs %lld and %lld in one group",
+                         d->job_id, (long long)r->epoch, (long long)b->lease_epoch);
+                return false;
             } else if (d->seq != r->last + 1) {
                 snprintf(err, errlen, "job %s: seq %lld follows seq %lld in the same group",
                          d->job_id, (long long)d->seq, (long long)r->last);
@@ -399,6 +428,8 @@ static bool build_group(jw_store *s, size_t count, size_t *ndeltas, char *err, s
         if (!r->job_id)
             continue;
         store__add_array_item(&s->adv_job, r->job_id, JW_UUID_LEN);
+        store__add_array_item(&s->adv_epoch, num,
+                              (size_t)snprintf(num, sizeof(num), "%lld", (long long)r->epoch));
         store__add_array_item(&s->adv_lo, num,
                               (size_t)snprintf(num, sizeof(num), "%lld", (long long)r->first));
         store__add_array_item(&s->adv_hi, num,
@@ -417,6 +448,7 @@ static bool build_group(jw_store *s, size_t count, size_t *ndeltas, char *err, s
         store__close_array(&s->ev_table);
         store__close_array(&s->ev_op);
         store__close_array(&s->adv_job);
+        store__close_array(&s->adv_epoch);
         store__close_array(&s->adv_lo);
         store__close_array(&s->adv_hi);
         store__close_array(&s->adv_n);
@@ -470,6 +502,7 @@ static bool read_query(jw_store *s, enum write_result *wr, char *err, size_t err
 
             *wr = sqlstate_transient(state) || PQstatus(s->conn) == CONNECTION_BAD ? WRITE_LOST
                                                                                    : WRITE_REJECTED;
+            s->lease_lost = state && strcmp(state, JW_SQLSTATE_LEASE_LOST) == 0;
             store__describe_error(res, err, errlen);
         }
         PQclear(res);
@@ -493,6 +526,7 @@ enum write_result store__write_group(jw_store *s, size_t count, char *err, size_
     char name[64], cts[24];
 
     err[0] = '\0';
+    s->lease_lost = false;
     if (!build_group(s, count, &ndeltas, err, errlen))
         return WRITE_REJECTED;
     /*
@@ -523,12 +557,13 @@ enum write_result store__write_group(jw_store *s, size_t count, char *err, size_
                              s->ev_op.data,
                              s->ev_rows.data,
                              cts};
-        const char *adv[4] = {s->adv_job.data, s->adv_lo.data, s->adv_hi.data, s->adv_n.data};
+        const char *adv[6] = {s->node_id,     s->adv_job.data, s->adv_epoch.data,
+                              s->adv_lo.data, s->adv_hi.data,  s->adv_n.data};
 
         if (!PQsendQueryPrepared(s->conn, "jw_events", 7, ev, NULL, NULL, 0))
             goto lost;
         sent++;
-        if (!PQsendQueryPrepared(s->conn, "jw_advance", 4, adv, NULL, NULL, 0))
+        if (!PQsendQueryPrepared(s->conn, "jw_advance", 6, adv, NULL, NULL, 0))
             goto lost;
         sent++;
     }
@@ -563,8 +598,9 @@ int store__group_committed(jw_store *s, size_t count)
 {
     jw_mailbox_node *n = s->pending_head;
     const jw_delta *probe = NULL;
-    char seq[32];
-    const char *params[2];
+    int64_t epoch = 0;
+    char seq[32], ep[32];
+    const char *params[4];
     PGresult *res;
     int answer = -1;
 
@@ -572,15 +608,20 @@ int store__group_committed(jw_store *s, size_t count)
         jw_batch *b = jw_container_of(n, jw_batch, node);
 
         for (size_t k = 0; k < b->count && !probe; k++)
-            if (b->deltas[k]->seq > 0)
+            if (b->deltas[k]->seq > 0) {
                 probe = b->deltas[k];
+                epoch = b->lease_epoch;
+            }
     }
     if (!probe)
         return 0;
     snprintf(seq, sizeof(seq), "%lld", (long long)probe->seq);
+    snprintf(ep, sizeof(ep), "%lld", (long long)epoch);
     params[0] = probe->job_id;
     params[1] = seq;
-    if (PQsendQueryPrepared(s->conn, "jw_committed", 2, params, NULL, NULL, 0) &&
+    params[2] = s->node_id;
+    params[3] = ep;
+    if (PQsendQueryPrepared(s->conn, "jw_committed", 4, params, NULL, NULL, 0) &&
         PQpipelineSync(s->conn)) {
         while ((res = PQgetResult(s->conn)) != NULL) {
             if (PQresultStatus(res) == PGRES_TUPLES_OK) {
@@ -588,6 +629,31 @@ int store__group_committed(jw_store *s, size_t count)
                 if (answer && !PQgetisnull(res, 0, 0))
                     s->group_cts = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
             }
+            PQclear(res);
+        }
+        res = PQgetResult(s->conn);
+        if (!res || PQresultStatus(res) != PGRES_PIPELINE_SYNC)
+            answer = -1;
+        PQclear(res);
+    }
+    return answer;
+}
+
+int store__heartbeat(jw_store *s)
+{
+    char inc[32];
+    const char *params[2] = {s->node_id, inc};
+    PGresult *res;
+    int answer = -1;
+
+    snprintf(inc, sizeof(inc), "%lld", (long long)s->incarnation);
+    if (PQsendQueryPrepared(s->conn, "jw_heartbeat", 2, params, NULL, NULL, 0) &&
+        PQpipelineSync(s->conn)) {
+        while ((res = PQgetResult(s->conn)) != NULL) {
+            if (PQresultStatus(res) == PGRES_COMMAND_OK)
+                answer = strcmp(PQcmdTuples(res), "0") != 0;
+            else
+                store__set_error(s, "heartbeat: %s", PQresultErrorMessage(res));
             PQclear(res);
         }
         res = PQgetResult(s->conn);

@@ -24,6 +24,16 @@
  *    posted back with status JW_EDB and PostgreSQL's message in ->error. A
  *    rejected batch is never retried again.
  *
+ * Nodes and leases (db/migrations/004_node_leases.sql): the store commits as
+ * node node_id. Every group is fenced: a batch advances its job only while
+ * this node holds the job's lease at the batch's lease_epoch (a brand-new
+ * job's first batch takes the lease). A batch refused for a lost lease is
+ * answered JW_ECONFLICT with PostgreSQL's message; nothing of it commits,
+ * while other jobs' batches of its group do. With node_incarnation > 0 the
+ * db thread renews the node's heartbeat row every node_ttl_ms / 3 between
+ * groups; jw_store_node_state says how long the leases may be trusted, or
+ * that the node was declared dead (then the store writes nothing more).
+ *
  * Retention: with events_retention_s > 0 the db thread deletes the journal
  * (job_events) of jobs finished (completed, failed, cancelled) longer ago
  * than that, judged by job_runs.updated_at; the job rows stay. It works in
@@ -61,6 +71,9 @@ typedef struct jw_store_config {
     int prune_batch;            /* most job_events rows per delete; 0: 1000 */
     int prune_interval_ms;      /* from one retention round to the next; 0: 600000 */
     int max_reads_queued;       /* reads submitted and not yet answered; 0: 256 */
+    const char *node_id;        /* this node (copied); NULL: "local" */
+    int64_t node_incarnation;   /* from jw_db_node_register; 0: no heartbeat */
+    int node_ttl_ms;            /* heartbeat TTL; 0: 10000 */
     /* Called from the db thread after results were posted; may be NULL. */
     void (*wake)(void *arg);
     void *wake_arg;
@@ -82,6 +95,7 @@ typedef struct jw_store_stats {
     uint64_t prune_batches;  /* retention delete transactions */
     uint64_t prune_rounds;   /* retention rounds finished */
     char last_error[256];    /* last connection or database error, redacted */
+    int64_t heartbeat_us;    /* monotonic send time of the last good heartbeat; 0: none */
     /*
      * One observation per committed group (so each count equals commits):
      * commit_us, microseconds from building the group's first write to
@@ -118,6 +132,14 @@ size_t jw_store_wait(jw_store *s, int timeout_ms, jw_store_done_fn fn, void *arg
 void jw_store_get_stats(jw_store *s, jw_store_stats *out);
 
 /*
+ * This node's lease state, any thread: *trusted_until_us, monotonic, the
+ * last good heartbeat's send time + TTL - 1 s (0: none yet; INT64_MAX
+ * without a heartbeat); *dead once a heartbeat found the node declared dead
+ * (paused or cut off past its TTL: another node may hold its jobs).
+ */
+void jw_store_node_state(jw_store *s, int64_t *trusted_until_us, bool *dead);
+
+/*
  * Reads. The loop thread never blocks on PostgreSQL, so reads are queued and
  * answered through jw_store_drain_reads. They run in submission order on a
  * thread and a connection of their own (db/reads.c), so group commits never
@@ -135,12 +157,18 @@ void jw_store_get_stats(jw_store *s, jw_store_stats *out);
  *                   order: the journal's rows, "row" the row's text as stored
  *                   (a string), "cts" null for rows journaled before it was kept
  *                   (migration 003). jw_store_read_deltas makes them deltas.
+ *  JW_READ_JOB_CLAIM (job id, node id, user id|NULL) -> JW_READ_JOB's answer
+ *                plus "lease_epoch": a failed job (of that user, when given)
+ *                is claimed for the node first (epoch + 1; a retry adopts it
+ *                under that epoch); null when it was not (not failed, or
+ *                another user's).
  * A job that does not exist answers JW_ENOTFOUND.
  */
 typedef enum jw_read_kind {
     JW_READ_JOB,
     JW_READ_JOBS,
     JW_READ_EVENTS,
+    JW_READ_JOB_CLAIM,
     JW_READ__COUNT
 } jw_read_kind;
 
@@ -212,14 +240,36 @@ int jw_db_migrate(const char *conninfo, char *err, size_t errlen);
 int jw_db_migration_count(void);
 
 /*
- * Loads every job that is not finished, for recovery at start-up. Blocking.
+ * Registers node_id at start-up, before recovery (db/nodes.c). Blocking.
+ * A node id seen before gets the next incarnation and is alive again.
+ * Returns 0 (*incarnation set), JW_EDBDOWN or JW_EDB.
+ */
+int jw_db_node_register(const char *conninfo, const char *node_id, int64_t *incarnation, char *err,
+                        size_t errlen);
+
+/*
+ * Clean shutdown, once nothing more is committed: hands this node's leases
+ * of unfinished jobs back (owner_node = NULL) and marks it dead, so another
+ * node or the next start claims them at once. Does nothing when this
+ * incarnation was already declared dead. Blocking. 0, JW_EDBDOWN or JW_EDB.
+ */
+int jw_db_node_release(const char *conninfo, const char *node_id, int64_t incarnation, char *err,
+                       size_t errlen);
+
+/*
+ * Claims and loads the unfinished jobs this node may run, for recovery at
+ * start-up. Blocking. In one transaction it marks dead the other nodes whose
+ * heartbeat is older than ttl_ms, then takes (lease_epoch + 1) every
+ * unfinished job owned by nobody, by this node or by a dead node (FOR UPDATE
+ * SKIP LOCKED); jobs of live nodes are left to them (*others counts them).
  * *out becomes a JSON array of objects
  *   {"job": {...job_runs row...}, "steps": [...], "otp_requests": [...],
- *    "last_seq": N}
+ *    "last_seq": N, "lease_epoch": E}
  * with steps and OTP requests in creation order. Returns 0, JW_EDBDOWN or
  * JW_EDB (message in err).
  */
-int jw_db_load_active(const char *conninfo, json_t **out, char *err, size_t errlen);
+int jw_db_load_active(const char *conninfo, const char *node_id, int ttl_ms, json_t **out,
+                      int64_t *others, char *err, size_t errlen);
 
 /*
  * Loads the auth_sessions rows still usable (active, not expired) for login

@@ -6,8 +6,8 @@
  * writes it as one pipelined implicit transaction (commit.c). A group leaves
  * the FIFO only when its outcome is known: committed, or rejected batch by
  * batch. See jw_store.h for the failure rules. Between groups the thread
- * moves retention along (retention.c); reads have a thread of their own
- * (reads.c, store_read.c).
+ * moves retention along (retention.c) and renews this node's heartbeat
+ * (every ttl/3); reads have a thread of their own (reads.c, store_read.c).
  */
 #include "store_internal.h"
 
@@ -181,6 +181,50 @@ static void backoff_wait(jw_store *s)
     s->backoff_ms = s->backoff_ms * 2 > s->backoff_max_ms ? s->backoff_max_ms : s->backoff_ms * 2;
 }
 
+/*
+ * Renews the node's heartbeat when it is due. Told to the loop through
+ * heartbeat_sent_us (the monotonic time it was sent: leases are trusted
+ * until then + ttl - 1 s) or node_dead, and a wake-up.
+ */
+static void maybe_heartbeat(jw_store *s)
+{
+    int64_t sent = jw_mono_us();
+    int rc;
+
+    if (!s->incarnation || !s->conn || s->unknown_batches || atomic_load(&s->node_dead) ||
+        sent < s->next_beat_us)
+        return;
+    rc = store__heartbeat(s);
+    if (rc < 0) {
+        jw_log_warn("db: heartbeat failed: %s", s->stats.last_error);
+        store__disconnect(s);
+        return;
+    }
+    s->next_beat_us = sent + s->node_ttl_us / 3;
+    if (rc == 0) {
+        jw_log_error("db: node %s (incarnation %lld) was declared dead; committing nothing more",
+                     s->node_id, (long long)s->incarnation);
+        atomic_store(&s->node_dead, true);
+    } else {
+        atomic_store(&s->heartbeat_sent_us, sent);
+    }
+    if (s->wake)
+        s->wake(s->wake_arg);
+}
+
+static int idle_wait_ms(jw_store *s)
+{
+    int ms = store__idle_wait_ms(s);
+
+    if (s->incarnation && !atomic_load(&s->node_dead)) {
+        int64_t left = (s->next_beat_us - jw_mono_us() + 999) / 1000;
+
+        if (left < ms)
+            ms = left > 0 ? (int)left : 0;
+    }
+    return ms;
+}
+
 static bool drain_expired(jw_store *s)
 {
     return atomic_load(&s->stopping) && jw_mono_us() >= atomic_load(&s->drain_deadline_us);
@@ -205,6 +249,13 @@ static void *store_thread(void *arg)
     char err[1024];
 
     for (;;) {
+        /* Declared dead: another node may hold our jobs; write nothing more. */
+        if (atomic_load(&s->node_dead)) {
+            take_inbox(s, jw_mailbox_wait(&s->inbox, 100));
+            if (jw_mailbox_is_closed(&s->inbox))
+                break;
+            continue;
+        }
         /* Connect eagerly: readiness should not wait for the first write. */
         if (!s->conn) {
             take_inbox(s, jw_mailbox_take_all(&s->inbox));
@@ -218,8 +269,11 @@ static void *store_thread(void *arg)
                 continue;
             }
         }
+        maybe_heartbeat(s);
+        if (!s->conn)
+            continue;
         if (!s->pending_head) {
-            take_inbox(s, jw_mailbox_wait(&s->inbox, store__idle_wait_ms(s)));
+            take_inbox(s, jw_mailbox_wait(&s->inbox, idle_wait_ms(s)));
             if (!s->pending_head) {
                 if (jw_mailbox_is_closed(&s->inbox))
                     break;
@@ -249,6 +303,10 @@ static void *store_thread(void *arg)
             s->unknown_batches = 0;
         }
 
+        /* A heartbeat due goes first: a node declared dead writes nothing. */
+        maybe_heartbeat(s);
+        if (atomic_load(&s->node_dead) || !s->conn)
+            continue;
         store__prune_poll(s);
 
         size_t count = group_size(s);
@@ -273,7 +331,8 @@ static void *store_thread(void *arg)
             }
             store__set_error(s, "batch rejected: %s", err);
             jw_log_warn("db: %s", s->stats.last_error);
-            answer_front(s, 1, JW_EDB, err, 0);
+            /* Lost lease: another node drives the job now (JW_ECONFLICT). */
+            answer_front(s, 1, s->lease_lost ? JW_ECONFLICT : JW_EDB, err, 0);
             if (s->split_left) {
                 s->split_left--;
                 s->split_chunk = s->split_left;
@@ -314,6 +373,11 @@ int jw_store_start(jw_store **out, const jw_store_config *cfg)
         return JW_EINVAL;
     s = jw_xcalloc(1, sizeof(*s));
     s->conninfo = jw_xstrdup(cfg->conninfo);
+    s->node_id = jw_xstrdup(cfg->node_id && cfg->node_id[0] ? cfg->node_id : "local");
+    s->incarnation = cfg->node_incarnation;
+    s->node_ttl_us = (int64_t)(cfg->node_ttl_ms > 0 ? cfg->node_ttl_ms : 10000) * 1000;
+    s->wake = cfg->wake;
+    s->wake_arg = cfg->wake_arg;
     s->max_group = cfg->max_group_deltas ? cfg->max_group_deltas : DEFAULT_MAX_GROUP;
     s->backoff_min_ms = cfg->backoff_min_ms ? cfg->backoff_min_ms : DEFAULT_BACKOFF_MIN_MS;
     s->backoff_max_ms = cfg->backoff_max_ms ? cfg->backoff_max_ms : DEFAULT_BACKOFF_MAX_MS;
@@ -397,6 +461,18 @@ void jw_store_get_stats(jw_store *s, jw_store_stats *out)
     *out = s->stats;
     pthread_mutex_unlock(&s->stats_lock);
     out->reads_queued = jw_reader_queued(s->reader);
+    out->heartbeat_us = atomic_load(&s->heartbeat_sent_us);
+}
+
+void jw_store_node_state(jw_store *s, int64_t *trusted_until_us, bool *dead)
+{
+    int64_t sent = atomic_load(&s->heartbeat_sent_us);
+
+    *dead = atomic_load(&s->node_dead);
+    if (!s->incarnation)
+        *trusted_until_us = INT64_MAX;
+    else
+        *trusted_until_us = sent ? sent + s->node_ttl_us - 1000000 : 0;
 }
 
 void jw_store_stop(jw_store *s, int drain_ms)
@@ -431,5 +507,6 @@ void jw_store_free(jw_store *s)
     store__commit_release(s);
     free(s->prune.jobs);
     free(s->conninfo);
+    free(s->node_id);
     free(s);
 }

@@ -29,6 +29,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* What the fenced advance raises when a job's lease moved to another node. */
+#define JW_SQLSTATE_LEASE_LOST "23J01"
+
 enum write_result {
     WRITE_OK,
     WRITE_REJECTED, /* PostgreSQL refused the data; retrying cannot help */
@@ -55,6 +58,15 @@ struct jw_store {
     pthread_mutex_t stats_lock;
     jw_store_stats stats;
 
+    /* This node (jw_db_node_register); its heartbeat runs every ttl/3. */
+    char *node_id;
+    int64_t incarnation; /* 0: no heartbeat (tests) */
+    void (*wake)(void *arg);
+    void *wake_arg;
+    int64_t node_ttl_us;
+    _Atomic int64_t heartbeat_sent_us; /* monotonic send time of the last good one */
+    atomic_bool node_dead;             /* a heartbeat found this node declared dead */
+
     /* Everything below belongs to the db thread. */
     PGconn *conn;
     jw_mailbox_node *pending_head, *pending_tail;
@@ -65,15 +77,17 @@ struct jw_store {
     int backoff_ms;
     int64_t unknown_since_us; /* when the unknown group's write began (commit_us) */
     int64_t group_cts;        /* the commit stamp of the group last written (wall clock) */
+    bool lease_lost;          /* the last rejected write was refused for a lost lease */
+    int64_t next_beat_us;     /* monotonic */
     jw_buf rows[JW_TABLE__COUNT];
     jw_buf ev_job, ev_seq, ev_ts, ev_table, ev_op, ev_rows;
-    jw_buf adv_job, adv_lo, adv_hi, adv_n;
+    jw_buf adv_job, adv_epoch, adv_lo, adv_hi, adv_n;
     /* Open-addressing scratch tables, sized per group. */
     const jw_delta **seen;
     size_t seen_cap;
     struct job_range {
         const char *job_id;
-        int64_t first, last, n;
+        int64_t first, last, n, epoch;
     } * jobs;
     size_t jobs_cap;
     /* Retention: its own connection, and the round under way (see prune_poll). */
@@ -116,6 +130,9 @@ void store__disconnect(jw_store *s);
 enum write_result store__write_group(jw_store *s, size_t count, char *err, size_t errlen);
 /* After a lost connection: 1 the front group committed, 0 it did not, -1 unknown. */
 int store__group_committed(jw_store *s, size_t count);
+/* Renews this node's heartbeat row: 1 renewed, 0 this node was declared dead,
+ * -1 unknown (connection trouble). */
+int store__heartbeat(jw_store *s);
 /* "primary message (detail) [SQLSTATE x]" of a failed result. */
 void store__describe_error(const PGresult *res, char *err, size_t errlen);
 /* Array literals for parameters: {a,b,c}, items already safe tokens. */

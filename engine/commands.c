@@ -98,6 +98,7 @@ job *engine__new_job(jw_engine *e, const char *id, const char *user)
     job *j = jw_xcalloc(1, sizeof(*j));
 
     j->e = e;
+    j->lease_epoch = 1; /* created here; recovery sets the epoch it claimed */
     snprintf(j->id, sizeof(j->id), "%s", id);
     snprintf(j->user, sizeof(j->user), "%s", user);
     j->sessions = json_object();

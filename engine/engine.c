@@ -178,6 +178,16 @@ void engine__flush(jw_engine *e)
             engine__emit(j, JW_TABLE_JOB_RUNS, j->id, JW_OP_UPDATE, engine__job_row(j));
         }
         j->queued = false;
+        if (j->lease_lost) {
+            /* Another node drives the job: nothing of it may commit here. */
+            action *acts = j->acts;
+
+            j->acts = j->acts_tail = NULL;
+            jw_batch_free(j->open);
+            j->open = NULL;
+            run_actions(j, acts, JW_ECONFLICT);
+            continue;
+        }
         if (!j->open) {
             /* Actions with nothing to wait for (cannot happen today). */
             action *acts = j->acts;
@@ -199,6 +209,7 @@ void engine__flush(jw_engine *e)
         b = j->open;
         j->open = NULL;
         b->user = ctx;
+        b->lease_epoch = j->lease_epoch;
         j->inflight++;
         e->stats.batches_inflight++;
         e->p.submit(e->p.ctx, b);
@@ -947,6 +958,15 @@ void jw_engine_on_commit(jw_engine *e, jw_batch *b)
             j->committed_seq = b->deltas[i]->seq;
             b->deltas[i]->commit_us = b->committed_us;
             e->p.publish(e->p.ctx, b->deltas[i]);
+        }
+    } else if (b->status == JW_ECONFLICT) {
+        /* The store's fence: another node took the job's lease. Stop at once;
+         * the calls this batch would have started are never started. */
+        if (!j->lease_lost) {
+            j->lease_lost = true;
+            j->halted = true;
+            e->stats.leases_lost++;
+            jw_log_warn("job %s: ownership lost (another node holds its lease)", j->id);
         }
     } else if (!j->halted) {
         /* Memory is now ahead of PostgreSQL: stop driving the job. A restart

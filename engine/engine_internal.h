@@ -155,6 +155,10 @@ struct job {
     job *next_dirty;
     int inflight;
     bool halted; /* a batch was refused: stop driving the job */
+    /* The lease this node drives the job under: 1 when created here, the
+     * claimed epoch when recovered. Every batch carries it (the store's fence). */
+    int64_t lease_epoch;
+    bool lease_lost; /* another node holds the lease now: halted, nothing more submitted */
 
     view_row *view;
     size_t nview, capview;

@@ -91,6 +91,13 @@ typedef struct jw_batch {
     jw_mailbox_node node; /* owned by whichever mailbox holds the batch */
     jw_delta **deltas;
     size_t count, cap;
+    /*
+     * The lease epoch under which the submitter drives the batch's job: the
+     * store commits the batch only while its node holds the job's lease at
+     * this epoch (db/migrations/004_node_leases.sql), else answers it
+     * JW_ECONFLICT ("lease lost").
+     */
+    int64_t lease_epoch;
     int status;           /* after commit: 0 or a JW_E* code */
     char *error;          /* after a failure: what PostgreSQL or the store said */
     int64_t queued_us;    /* monotonic, set by the store on submit */

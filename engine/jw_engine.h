@@ -82,7 +82,9 @@ jw_engine *jw_engine_new(const jw_engine_config *cfg, const jw_engine_ports *por
 void jw_engine_free(jw_engine *e);
 
 /*
- * Rebuilds and resumes the unfinished jobs read by jw_db_load_active: OTP
+ * Rebuilds and resumes the unfinished jobs read by jw_db_load_active, each
+ * under the lease epoch it was claimed with (an item's "lease_epoch"; 1 when
+ * absent): OTP
  * waits re-armed with their remaining time (or expired), retry timers
  * re-armed, calls that were in flight re-issued with the same idempotency
  * key, an OTP that was typed but not yet verified asked for again (its value
@@ -166,7 +168,13 @@ int jw_engine_submit_otp(jw_engine *e, const char *otp_request_id, const char *v
 
 /* ---- events from the ports ------------------------------------------- */
 
-/* The store's answer for a batch the engine submitted; takes ownership. */
+/*
+ * The store's answer for a batch the engine submitted; takes ownership.
+ * JW_ECONFLICT means the job's lease was lost (another node drives it now):
+ * the job stops here at once - nothing more of it is submitted, no provider
+ * call of it starts - logged at warn and counted (leases_lost). Any other
+ * error halts the job until a restart.
+ */
 void jw_engine_on_commit(jw_engine *e, jw_batch *b);
 /* A provider's reply; takes ownership. Replies to unknown calls are dropped. */
 void jw_engine_on_reply(jw_engine *e, jw_provider_reply *r);
@@ -187,6 +195,8 @@ const char *jw_engine_step_otp(jw_engine *e, const char *job_id, const char *ste
 int64_t jw_engine_committed_seq(jw_engine *e, const char *job_id);
 /* Whether a job is in memory (committed at least once). */
 bool jw_engine_has_job(jw_engine *e, const char *job_id);
+/* Whether the job is in memory and driven here (not halted, its lease not lost). */
+bool jw_engine_job_driven(jw_engine *e, const char *job_id);
 /* Whether jw_engine_retry would take the job now (in memory, failed, not halted). */
 bool jw_engine_job_retryable(jw_engine *e, const char *job_id);
 /* The job an OTP request belongs to, or NULL. */
@@ -207,6 +217,7 @@ typedef struct jw_engine_stats {
     uint64_t otp_exhausted; /* requests failed by max_attempts wrong codes */
     uint64_t otp_expired;   /* requests nobody answered in time */
     uint64_t rows_refused;  /* rows too large to become a delta: each halted its job */
+    uint64_t leases_lost;   /* jobs stopped here because another node took their lease */
 } jw_engine_stats;
 void jw_engine_get_stats(jw_engine *e, jw_engine_stats *out);
 

@@ -120,8 +120,14 @@ typedef enum jw_col_type {
     X(last_used_at, TIMESTAMPTZ)                                                                   \
     X(is_active, BOOL)
 
-/* Columns the rows do not carry: the store's own bookkeeping (job_runs.last_seq). */
-#define JW_SCHEMA_JOB_RUNS_STORE(X) X(last_seq, BIGINT)
+/*
+ * Columns the rows do not carry: the store's own bookkeeping - last_seq, and
+ * the job's lease (owner_node, lease_epoch: db/migrations/004_node_leases.sql).
+ */
+#define JW_SCHEMA_JOB_RUNS_STORE(X)                                                                \
+    X(last_seq, BIGINT)                                                                            \
+    X(owner_node, TEXT)                                                                            \
+    X(lease_epoch, BIGINT)
 
 /* Column indices, e.g. JW_JOB_RUNS_status; JW_JOB_RUNS__N counts them. */
 #define JW_SCHEMA__IDX_JOB_RUNS(n, t) JW_JOB_RUNS_##n,

@@ -78,6 +78,8 @@ static int recover_job(jw_engine *e, const json_t *item, char *err, size_t errle
     }
     j->cancel_requested = json_is_true(json_object_get(row, RUN(cancel_requested)));
     j->seq = j->committed_seq = json_integer_value(json_object_get(item, "last_seq"));
+    if (json_is_integer(json_object_get(item, "lease_epoch")))
+        j->lease_epoch = json_integer_value(json_object_get(item, "lease_epoch"));
     if (job_terminal(j))
         engine__arm_eviction(j); /* adopted to be retried: leaves again unless it is */
     else

@@ -178,6 +178,13 @@ bool jw_engine_has_job(jw_engine *e, const char *job_id)
     return j && j->committed_seq;
 }
 
+bool jw_engine_job_driven(jw_engine *e, const char *job_id)
+{
+    job *j = job_id ? jw_map_get(&e->jobs, job_id) : NULL;
+
+    return j && !j->halted;
+}
+
 bool jw_engine_job_retryable(jw_engine *e, const char *job_id)
 {
     job *j = job_id ? jw_map_get(&e->jobs, job_id) : NULL;

@@ -318,8 +318,11 @@ static void submit_read(jw_api *api, jw_http_request *req, api_op *op, jw_read *
 static void read_job(jw_api *api, jw_http_request *req, const jw_principal *who, const char *job_id,
                      op_kind kind)
 {
-    const char *params[1] = {job_id};
-    jw_read *r = jw_read_new(JW_READ_JOB, 1, params);
+    /* A retry claims the failed job's lease for this node as it reads it. */
+    const char *params[3] = {job_id, api->sv->cfg->node_id,
+                             who->kind == JW_PRINCIPAL_USER ? who->user_id : NULL};
+    jw_read *r = kind == OP_RETRY ? jw_read_new(JW_READ_JOB_CLAIM, 3, params)
+                                  : jw_read_new(JW_READ_JOB, 1, params);
     api_op *op = new_op(api, req, kind, who);
 
     r->user = op;
@@ -545,14 +548,19 @@ static void on_read(jw_read *r, void *arg)
             jw_http_reply_error(req, 409, "conflict", "job %s is %s; %s", job_id, status,
                                 op->kind == OP_CANCEL ? "only a running job can be cancelled"
                                                       : "only a failed job can be retried");
+        } else if (!json_is_integer(json_object_get(doc, "lease_epoch"))) {
+            /* Not claimed: it stopped being failed as we read it. */
+            jw_http_reply_error(req, 409, "conflict", "job %s changed; try again", job_id);
         } else if (over_job_limits(api, req, &op->who)) {
             /* answered: 429 */
         } else {
-            /* A failed job from before this process: adopt it, then retry. */
-            json_t *loaded = json_pack("[{s:O, s:O, s:O, s:O}]", "job", jobrow, "steps",
+            /* A failed job from before this process: adopt it (its lease claimed by the
+             * read), then retry. */
+            json_t *loaded = json_pack("[{s:O, s:O, s:O, s:O, s:O}]", "job", jobrow, "steps",
                                        json_object_get(doc, "steps"), "otp_requests",
                                        json_object_get(doc, "otp_requests"), "last_seq",
-                                       json_object_get(doc, "seq"));
+                                       json_object_get(doc, "seq"), "lease_epoch",
+                                       json_object_get(doc, "lease_epoch"));
             char err[256];
             int rc = jw_engine_recover(api->sv->engine, loaded, err, sizeof(err));
 

@@ -31,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 struct jw_app {
     const jw_config *cfg;
@@ -42,9 +43,17 @@ struct jw_app {
     jw_sim *sim;                     /* sim mode only */
     jw_sim_provider *sim_port;       /* sim mode only */
     jw_http_provider *http_provider; /* http mode only */
-    uint64_t published;              /* committed deltas handed to the fan-out */
-    jw_ws *ws;                       /* the jobwire.v1 hub */
-    jw_rt *rt;                       /* the Supabase Realtime endpoint */
+    /*
+     * The provider behind the engine's port. Calls started while this node's
+     * leases are not trusted (no heartbeat within --node-ttl less a second)
+     * wait in held, and start at the next good heartbeat.
+     */
+    jw_provider provider;
+    jw_provider_call **held;
+    size_t nheld, capheld;
+    uint64_t published; /* committed deltas handed to the fan-out */
+    jw_ws *ws;          /* the jobwire.v1 hub */
+    jw_rt *rt;          /* the Supabase Realtime endpoint */
     jw_api api;
     jw_metrics metrics;
     jw_http_route routes[6]; /* the HTTP side's table (build_routes) */
@@ -131,6 +140,69 @@ static void deliver_reply(void *arg, jw_provider_reply *r)
 static void wake_loop(void *arg)
 {
     lws_cancel_service(arg);
+}
+
+static bool leases_trusted(jw_app *app)
+{
+    int64_t until;
+    bool dead;
+
+    jw_store_node_state(app->sv.store, &until, &dead);
+    return !dead && jw_mono_us() < until;
+}
+
+/* The engine's provider port: the provider's, unless the leases are not trusted. */
+static int port_provider_start(void *ctx, jw_provider_call *call)
+{
+    jw_app *app = ctx;
+
+    if (!app->nheld && leases_trusted(app))
+        return app->provider.start(app->provider.ctx, call);
+    if (app->nheld == app->capheld) {
+        app->capheld = app->capheld ? app->capheld * 2 : 16;
+        app->held = jw_xrealloc(app->held, app->capheld * sizeof(*app->held));
+    }
+    app->held[app->nheld++] = call;
+    return 0;
+}
+
+/*
+ * After each store round: a node declared dead exits at once (another node
+ * may hold its jobs: nothing more of them may be committed or called); held
+ * calls start once the leases are trusted again - those of jobs still driven
+ * here (a job whose lease was lost meanwhile calls nobody).
+ */
+static void check_node(jw_app *app)
+{
+    int64_t until;
+    bool dead;
+
+    jw_store_node_state(app->sv.store, &until, &dead);
+    if (dead) {
+        jw_log_error("this node was declared dead (paused or cut off past --node-ttl); exiting "
+                     "without committing");
+        fflush(stderr);
+        _exit(1);
+    }
+    if (!app->nheld || jw_mono_us() >= until)
+        return;
+    for (size_t i = 0; i < app->nheld; i++) {
+        jw_provider_call *c = app->held[i];
+        uint64_t id = c->id;
+
+        if (!jw_engine_job_driven(app->sv.engine, c->job_id)) {
+            jw_provider_call_free(c);
+            continue;
+        }
+        if (app->provider.start(app->provider.ctx, c) != 0) {
+            jw_provider_reply *r = jw_provider_reply_new(id, JW_PROVIDER_ERROR);
+
+            r->retryable = true;
+            snprintf(r->message, sizeof(r->message), "provider refused the call");
+            jw_engine_on_reply(app->sv.engine, r);
+        }
+    }
+    app->nheld = 0;
 }
 
 /* ---- wiring ------------------------------------------------------------------- */
@@ -319,6 +391,10 @@ int jw_app_new(jw_app **out, const jw_config *cfg, struct lws_context *ctx, stru
     rc = start_provider(app, &ports, err, errlen);
     if (rc != 0)
         goto fail;
+    app->provider = ports.provider;
+    ports.provider.ctx = app;
+    ports.provider.start = port_provider_start;
+    ports.provider.destroy = NULL; /* jw_app_stop frees the provider itself */
     ports.ctx = app;
     ports.now_us = port_now;
     ports.random = port_random;
@@ -349,6 +425,7 @@ fail:
 int jw_app_recover(jw_app *app, char *err, size_t errlen)
 {
     json_t *loaded = NULL;
+    int64_t others = 0;
     int rc = jw_db_load_sessions(app->cfg->database_url, &loaded, err, errlen);
 
     if (rc != 0)
@@ -356,7 +433,9 @@ int jw_app_recover(jw_app *app, char *err, size_t errlen)
     rc = jw_engine_load_sessions(app->sv.engine, loaded);
     json_decref(loaded);
     jw_log_info("loaded %d reusable login sessions", rc);
-    rc = jw_db_load_active(app->cfg->database_url, &loaded, err, errlen);
+    /* The claim commits before any call of those jobs is re-issued. */
+    rc = jw_db_load_active(app->cfg->database_url, app->cfg->node_id, app->cfg->node_ttl_s * 1000,
+                           &loaded, &others, err, errlen);
     if (rc != 0)
         return rc;
     rc = jw_engine_recover(app->sv.engine, loaded, err, errlen);
@@ -364,6 +443,9 @@ int jw_app_recover(jw_app *app, char *err, size_t errlen)
     if (rc < 0)
         return rc;
     jw_log_info("recovered %d unfinished jobs", rc);
+    if (others)
+        jw_log_info("recovery: %lld unfinished jobs belong to live nodes; left to them",
+                    (long long)others);
     return 0;
 }
 
@@ -396,6 +478,7 @@ void jw_app_drain(jw_app *app)
     jw_ws_hold(app->ws);
     jw_rt_hold(app->rt);
     jw_store_drain(app->sv.store, on_commit, app);
+    check_node(app);
     jw_store_drain_reads(app->sv.store, on_read, NULL);
     jw_ws_flush(app->ws);
     jw_rt_flush(app->rt);
@@ -449,5 +532,8 @@ void jw_app_free(jw_app *app)
         app->http->limits = NULL;
     }
     jw_limits_free(app->sv.limits);
+    for (size_t i = 0; i < app->nheld; i++)
+        jw_provider_call_free(app->held[i]);
+    free(app->held);
     free(app);
 }

@@ -23,6 +23,7 @@
 #include <openssl/crypto.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* getopt_long values: settings are OPT_BASE + index. */
 enum { OPT_HELP = 'h', OPT_VERSION = 1, OPT_BASE = 1000 };
@@ -289,6 +290,19 @@ static void derive_origins(jw_config *c)
     c->origin_count = 1;
 }
 
+/* The default node id: this host and port, the same on every restart. */
+static void derive_node_id(jw_config *c)
+{
+    char host[256], id[320];
+
+    if (gethostname(host, sizeof(host)) != 0)
+        snprintf(host, sizeof(host), "localhost");
+    host[sizeof(host) - 1] = '\0';
+    snprintf(id, sizeof(id), "%s:%d", host, c->listen_port);
+    free(c->node_id);
+    c->node_id = jw_xstrdup(id);
+}
+
 static int check_required(const jw_config *c, char *err, size_t errlen)
 {
     const struct {
@@ -400,6 +414,8 @@ int jw_config_load(jw_config *c, int argc, char **argv, char *err, size_t errlen
         goto fail;
     if (!c->origins)
         derive_origins(c);
+    if (!c->node_id || !*c->node_id)
+        derive_node_id(c);
     rc = check_required(c, err, errlen);
     if (rc)
         goto fail;
@@ -420,6 +436,7 @@ void jw_config_release(jw_config *c)
     free(c->jwt_issuer);
     free(c->provider);
     free(c->sim);
+    free(c->node_id);
     free(c->tls_cert);
     free(c->tls_key);
     config__free_origins(c);

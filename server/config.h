@@ -113,6 +113,11 @@ typedef struct jw_config {
     int max_ws_per_user;        /* WebSocket connections open at once, both endpoints */
 
     /* job_events retention (docs/operations.md) */
+    /* Several nodes on one database (docs/operations.md): this node's id, and
+     * how long its heartbeat vouches for it, 2..600 s. */
+    char *node_id; /* default "<hostname>:<listen port>": a restart finds its own jobs */
+    int node_ttl_s;
+
     long events_retention_s;         /* age past a job's end; 0 keeps the journal forever */
     int events_retention_batch;      /* most rows one delete takes, 1..100000 */
     int events_retention_interval_s; /* from one retention round to the next, 1..86400 */

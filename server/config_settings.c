@@ -415,6 +415,32 @@ const struct config__setting config__settings[] = {
                      "a duration from 1 s to 1d: seconds, or a whole number with s, m, h or "
                      "d, e.g. 10m"),
     },
+    {
+        .flag = "node-id",
+        .env = "JOBWIRE_NODE_ID",
+        .metavar = "ID",
+        .def = "",
+        .def_text = "HOSTNAME:PORT, the host's name and the listen port",
+        .help = "This process's name among the jobwire nodes sharing the database, at most "
+                "200 characters. Each job is owned by one node at a time; a node started again "
+                "under the same id takes its unfinished jobs back at once. Give each node its "
+                "own id.",
+        .kind = CONFIG_STRING,
+        CONFIG_FIELD(node_id),
+        .hi = 200,
+    },
+    {
+        .flag = "node-ttl",
+        .env = "JOBWIRE_NODE_TTL",
+        .metavar = "DURATION",
+        .def = "10s",
+        .help = "How long a node's heartbeat vouches for it, 2s..10m (sent every third of it). "
+                "A node silent longer is dead: the next node to start takes its jobs over; a "
+                "node that finds itself declared dead exits at once.",
+        DURATION_ROW(node_ttl_s, 2, 600,
+                     "a duration from 2s to 10m: seconds, or a whole number with s or m, e.g. "
+                     "10s"),
+    },
 };
 
 static int parse_listen(jw_config *c, const char *v, const char *name, char *err, size_t errlen)

@@ -373,10 +373,14 @@ static struct lws_context *create_context(const jw_config *cfg, jw_http_ctx *hct
     return ctx;
 }
 
-static int start_store(const jw_config *cfg, struct lws_context *ctx, jw_store **out)
+static int start_store(const jw_config *cfg, struct lws_context *ctx, int64_t incarnation,
+                       jw_store **out)
 {
     jw_store_config scfg = {
         .conninfo = cfg->database_url,
+        .node_id = cfg->node_id,
+        .node_incarnation = incarnation,
+        .node_ttl_ms = cfg->node_ttl_s * 1000,
         .max_group_deltas = cfg->db_max_group,
         .events_retention_s = cfg->events_retention_s,
         .prune_batch = cfg->events_retention_batch,
@@ -426,6 +430,7 @@ int main(int argc, char **argv)
     struct lws_vhost *vh = NULL;
     jw_store *store = NULL;
     jw_app *app = NULL;
+    int64_t incarnation = 0;
     jw_config cfg;
     char err[1024];
     int rc, status = 0;
@@ -485,7 +490,17 @@ int main(int argc, char **argv)
     }
     signal_context = ctx;
 
-    rc = start_store(&cfg, ctx, &store);
+    /* This process as a node: before recovery claims the jobs it may run. */
+    rc = jw_db_node_register(cfg.database_url, cfg.node_id, &incarnation, err, sizeof(err));
+    if (rc) {
+        one_line(err);
+        jw_log_error("cannot register node %s: %s", cfg.node_id, err);
+        status = 1;
+        goto out;
+    }
+    jw_log_info("node %s (incarnation %lld), ttl %d s", cfg.node_id, (long long)incarnation,
+                cfg.node_ttl_s);
+    rc = start_store(&cfg, ctx, incarnation, &store);
     if (rc) {
         jw_log_error("cannot start the database store: %s", jw_strerror(rc));
         status = 1;
@@ -530,6 +545,14 @@ out:
         jw_store_stop(store, STORE_DRAIN_MS);
     if (app)
         jw_app_drain(app);
+    /* Nothing more commits: hand the leases back, so another node (or the
+     * next start) takes the unfinished jobs at once. */
+    if (incarnation &&
+        jw_db_node_release(cfg.database_url, cfg.node_id, incarnation, err, sizeof(err)) != 0) {
+        one_line(err);
+        jw_log_warn("node %s: cannot hand the leases back (%s); they go after --node-ttl",
+                    cfg.node_id, err);
+    }
     /* The drain answered the requests that waited on the store (201, or 503 when
      * PostgreSQL was away): write them out, given up to a second. */
     if (ctx) {

@@ -207,6 +207,13 @@ void jw_metrics_handle(void *arg, jw_http_ctx *ctx, jw_http_request *req)
              (double)en.provider_calls},
             {"jobwire_db_connected", "gauge", "1 while the store is connected to PostgreSQL.",
              db.connected ? 1 : 0},
+            {"jobwire_node_heartbeat_age_seconds", "gauge",
+             "Seconds since this node's last good heartbeat was sent (-1: none yet); its "
+             "leases are trusted while this stays under --node-ttl less one second.",
+             db.heartbeat_us ? (double)(jw_mono_us() - db.heartbeat_us) / 1e6 : -1},
+            {"jobwire_leases_lost_total", "counter",
+             "Jobs stopped on this node because another node took their lease.",
+             (double)en.leases_lost},
             {"jobwire_db_commits_total", "counter", "Group-commit transactions.",
              (double)db.commits},
             {"jobwire_db_batches_committed_total", "counter", "Batches committed.",

@@ -39,7 +39,8 @@ jw_init() {
     JOBWIRE_EVENTS_RETENTION_BATCH JOBWIRE_EVENTS_RETENTION_INTERVAL JOBWIRE_MAX_CONNECTIONS \
     JOBWIRE_FINISHED_JOB_TTL JOBWIRE_MAX_CONNECTIONS_PER_IP JOBWIRE_CONNECTION_RATE_PER_IP \
     JOBWIRE_MAX_LIVE_JOBS_PER_USER JOBWIRE_JOB_RATE_PER_USER JOBWIRE_OTP_RATE_PER_USER \
-    JOBWIRE_MAX_WS_PER_USER JOBWIRE_WS_MESSAGE_RATE JOBWIRE_JWT_AUDIENCE JOBWIRE_JWT_ISSUER
+    JOBWIRE_MAX_WS_PER_USER JOBWIRE_WS_MESSAGE_RATE JOBWIRE_JWT_AUDIENCE JOBWIRE_JWT_ISSUER \
+    JOBWIRE_NODE_ID JOBWIRE_NODE_TTL
   WORK=$(mktemp -d "${TMPDIR:-/tmp}/jw-$JW_TEST_NAME.XXXXXX")
   mkdir -p "$WORK/resp"
   : >"$WORK/resp/index"
@@ -178,6 +179,9 @@ free_port() {
 # start_jobwire DB_URL LOG ARGS...: starts jobwire on a free 127.0.0.1 port
 # with the script's secrets; waits up to 30 s for /healthz and /readyz. Sets
 # SERVER_PID, PORT, BASE. Returns 1 (log tail in START_ERROR) if it did not come up.
+# Every start is the same node (--node-id, the test's name; ARGS may name
+# another): a restart on a new port takes its jobs back, as one on the same
+# port does with the default id.
 start_jobwire() {
   local url=$1 log=$2 deadline port
   shift 2
@@ -185,7 +189,8 @@ start_jobwire() {
   for _ in 1 2 3; do
     port=$(free_port) || return 1
     DATABASE_URL=$url "$BIN" --listen "127.0.0.1:$port" --admin-key "$ADMIN_KEY" \
-      --jwt-secret "$JWT_SECRET" --secret-key "$SECRET_KEY" "$@" >>"$log" 2>&1 &
+      --jwt-secret "$JWT_SECRET" --secret-key "$SECRET_KEY" --node-id "$JW_TEST_NAME" "$@" \
+      >>"$log" 2>&1 &
     SERVER_PID=$!
     PIDS+=("$SERVER_PID")
     PORT=$port

@@ -1,8 +1,8 @@
 /*
  * The store against a real PostgreSQL: migrations, group commit, read-back,
  * refusals (duplicate seq, gap, bad values) and how they are isolated, order,
- * recovery load, replayed deltas byte for byte the live ones, and an
- * unreachable database.
+ * recovery load and its lease claim, the lease fence, replayed deltas byte
+ * for byte the live ones, and an unreachable database.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -15,6 +15,7 @@
 #include "jw_error.h"
 #include "jw_log.h"
 #include "pgtest.h"
+#include "store_internal.h" /* the commit probe, tested on a connection of its own */
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -556,6 +557,7 @@ static void test_load_active(void **state)
     jw_store *s = start_store(0);
     jw_batch *b = new_job_batch(active);
     json_t *jobs = NULL, *mine = NULL;
+    int64_t others = 0;
     size_t i;
     json_t *it;
     char *row;
@@ -570,7 +572,9 @@ static void test_load_active(void **state)
     jw_batch_add(b, job_update(done, 2, "completed", 100));
     assert_int_equal(commit_one(s, b, NULL, 0), 0);
 
-    assert_int_equal(jw_db_load_active(conninfo, &jobs, err, sizeof(err)), 0);
+    /* As node "local" (the store's default): it claims the job, epoch 0 -> 1. */
+    assert_int_equal(jw_db_load_active(conninfo, "local", 10000, &jobs, &others, err, sizeof(err)),
+                     0);
     json_array_foreach(jobs, i, it)
     {
         const char *id = json_string_value(json_object_get(json_object_get(it, "job"), "id"));
@@ -586,9 +590,207 @@ static void test_load_active(void **state)
                             json_array_get(json_object_get(mine, "steps"), 0), "step_name")),
                         "amazon_login");
     assert_int_equal(json_array_size(json_object_get(mine, "otp_requests")), 0);
+    assert_int_equal(json_integer_value(json_object_get(mine, "lease_epoch")), 1);
     json_decref(jobs);
+
+    /* The claim fences the epoch it replaced: a batch under epoch 0 is refused... */
+    b = jw_batch_new();
+    jw_batch_add(b, job_update(active, 3, "validating", 5));
+    assert_int_equal(commit_one(s, b, err, sizeof(err)), JW_ECONFLICT);
+    assert_non_null(strstr(err, "lease lost"));
+    assert_int_equal(last_seq_of(active), 2);
+    /* ...and one under the claimed epoch commits. */
+    b = jw_batch_new();
+    b->lease_epoch = 1;
+    jw_batch_add(b, job_update(active, 3, "validating", 5));
+    assert_int_equal(commit_one(s, b, NULL, 0), 0);
+    assert_int_equal(last_seq_of(active), 3);
+
+    /* A job of a live other node is left to it; one of a dead node is taken. */
+    {
+        const char *p[1] = {active};
+
+        PQclear(pgtest_exec(db,
+                            "INSERT INTO jw_nodes (id, incarnation) VALUES ('live', 1), "
+                            "('gone', 1) ON CONFLICT (id) DO UPDATE SET heartbeat_at = now(), "
+                            "dead = false",
+                            0, NULL));
+        PQclear(pgtest_exec(db, "UPDATE job_runs SET owner_node = 'live' WHERE id = $1", 1, p));
+        assert_int_equal(
+            jw_db_load_active(conninfo, "local", 10000, &jobs, &others, err, sizeof(err)), 0);
+        json_array_foreach(jobs, i, it) assert_string_not_equal(
+            json_string_value(json_object_get(json_object_get(it, "job"), "id")), active);
+        assert_true(others >= 1);
+        json_decref(jobs);
+        /* 'live' stops beating: past the TTL it is marked dead and its job claimed. */
+        PQclear(pgtest_exec(db,
+                            "UPDATE jw_nodes SET heartbeat_at = now() - interval '1 hour' "
+                            "WHERE id = 'live'",
+                            0, NULL));
+        assert_int_equal(
+            jw_db_load_active(conninfo, "local", 10000, &jobs, &others, err, sizeof(err)), 0);
+        mine = NULL;
+        json_array_foreach(
+            jobs, i,
+            it) if (strcmp(json_string_value(json_object_get(json_object_get(it, "job"), "id")),
+                           active) == 0) mine = it;
+        assert_non_null(mine);
+        assert_int_equal(json_integer_value(json_object_get(mine, "lease_epoch")), 2);
+        json_decref(jobs);
+        assert_int_equal(
+            pgtest_int(db, "SELECT count(*) FROM jw_nodes WHERE id = 'live' AND dead", 0, NULL), 1);
+    }
     jw_store_stop(s, 1000);
     jw_store_free(s);
+}
+
+/*
+ * The fence: another node takes a job over (owner and epoch move); this
+ * node's next batch of it is refused as a lost lease and nothing of it is
+ * committed, while the other jobs' batches of the same group commit.
+ */
+static void test_lease_fence(void **state)
+{
+    enum { N = 40, TAKEN = 17 };
+    char jobs[N][JW_UUID_LEN + 1];
+    jw_batch *sent[N], *ans[N];
+    jw_store *s = start_store(0);
+    const char *p[1];
+
+    (void)state;
+    for (int i = 0; i < N; i++) {
+        sent[i] = new_job_batch(jobs[i]);
+        sent[i]->lease_epoch = 1;
+        assert_int_equal(jw_store_submit(s, sent[i]), 0);
+    }
+    assert_int_equal(pgtest_collect(s, ans, N, 20000), N);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(ans[i]->status, 0);
+        jw_batch_free(ans[i]);
+    }
+    p[0] = jobs[TAKEN];
+    /* The creating node took each new job's lease with its first batch. */
+    assert_int_equal(pgtest_int(db,
+                                "SELECT count(*) FROM job_runs WHERE id = $1 AND "
+                                "owner_node = 'local' AND lease_epoch = 1",
+                                1, p),
+                     1);
+    /* Another node takes one job over, as recovery's claim does. */
+    PQclear(pgtest_exec(db,
+                        "UPDATE job_runs SET owner_node = 'other', lease_epoch = lease_epoch + 1 "
+                        "WHERE id = $1",
+                        1, p));
+    for (int i = 0; i < N; i++) {
+        sent[i] = jw_batch_new();
+        sent[i]->lease_epoch = 1;
+        jw_batch_add(sent[i], job_update(jobs[i], 2, "validating", 5));
+        assert_int_equal(jw_store_submit(s, sent[i]), 0);
+    }
+    assert_int_equal(pgtest_collect(s, ans, N, 20000), N);
+    for (int i = 0; i < N; i++) {
+        assert_ptr_equal(ans[i], sent[i]);
+        if (i == TAKEN) {
+            assert_int_equal(ans[i]->status, JW_ECONFLICT);
+            assert_non_null(strstr(ans[i]->error, "lease lost"));
+            assert_non_null(strstr(ans[i]->error, jobs[i]));
+            assert_int_equal(last_seq_of(jobs[i]), 1);
+            assert_int_equal(events_of(jobs[i]), 1);
+        } else {
+            assert_int_equal(ans[i]->status, 0);
+            assert_int_equal(last_seq_of(jobs[i]), 2);
+        }
+        jw_batch_free(ans[i]);
+    }
+    /* The row upsert of the refused batch rolled back with it; the lease stays moved. */
+    assert_int_equal(pgtest_int(db,
+                                "SELECT count(*) FROM job_runs WHERE id = $1 AND status = "
+                                "'initiated' AND owner_node = 'other' AND lease_epoch = 2",
+                                1, p),
+                     1);
+    /* The same node under a wrong epoch is refused too; a gap is still a gap. */
+    {
+        char err[512];
+        jw_batch *b = jw_batch_new();
+
+        b->lease_epoch = 9;
+        jw_batch_add(b, job_update(jobs[0], 3, "validating", 6));
+        assert_int_equal(commit_one(s, b, err, sizeof(err)), JW_ECONFLICT);
+        b = jw_batch_new();
+        b->lease_epoch = 1;
+        jw_batch_add(b, job_update(jobs[0], 5, "validating", 6));
+        assert_int_equal(commit_one(s, b, err, sizeof(err)), JW_EDB);
+        assert_non_null(strstr(err, "seq gap"));
+        assert_int_equal(last_seq_of(jobs[0]), 2);
+    }
+    jw_store_stop(s, 1000);
+    jw_store_free(s);
+}
+
+/*
+ * After a lost connection the store asks whether its group committed. A
+ * journaled delta of the same job and seq committed by another node (which
+ * took the job over) is not this node's commit.
+ */
+static void test_group_committed_probe_is_ours_only(void **state)
+{
+    static char local[] = "local";
+    char job[JW_UUID_LEN + 1];
+    jw_store *s = calloc(1, sizeof(*s));
+    jw_batch *b;
+    const char *p[1];
+
+    (void)state;
+    assert_non_null(s);
+    pthread_mutex_init(&s->stats_lock, NULL);
+    s->conninfo = conninfo;
+    s->node_id = local;
+    s->backoff_min_ms = 100;
+    assert_true(store__connect(s));
+
+    /* Job committed by us at seq 1 under epoch 1: the probe of it says yes. */
+    b = new_job_batch(job);
+    b->lease_epoch = 1;
+    {
+        jw_store *real = start_store(0);
+
+        assert_int_equal(commit_one(real, b, NULL, 0), 0);
+        jw_store_stop(real, 1000);
+        jw_store_free(real);
+    }
+    /* The same batch again (job id, seq 1), as the unknown group at the front. */
+    b = jw_batch_new();
+    b->lease_epoch = 1;
+    {
+        char *row = pgtest_job_row(job, "00000000-0000-4000-8000-000000000001", "initiated", 0);
+
+        jw_batch_add(b, pgtest_delta(job, job, 1, JW_TABLE_JOB_RUNS, JW_OP_INSERT, row));
+        free(row);
+    }
+    s->pending_head = &b->node;
+    assert_int_equal(store__group_committed(s, 1), 1);
+
+    /* Another node takes the job over and journals seq 2 itself. */
+    p[0] = job;
+    PQclear(pgtest_exec(db,
+                        "UPDATE job_runs SET owner_node = 'other', lease_epoch = 2, last_seq = 2 "
+                        "WHERE id = $1",
+                        1, p));
+    PQclear(pgtest_exec(db,
+                        "INSERT INTO job_events (job_run_id, seq, ts, table_name, op, row_data) "
+                        "VALUES ($1, 2, now(), 'job_runs', 'UPDATE', '{}')",
+                        1, p));
+    /* Our batch of seq 2 (epoch 1), whose commit outcome we lost: not ours. */
+    jw_batch_free(b);
+    b = jw_batch_new();
+    b->lease_epoch = 1;
+    jw_batch_add(b, job_update(job, 2, "validating", 5));
+    s->pending_head = &b->node;
+    assert_int_equal(store__group_committed(s, 1), 0);
+
+    jw_batch_free(b);
+    PQfinish(s->conn);
+    pthread_mutex_destroy(&s->stats_lock);
+    free(s);
 }
 
 struct reads {
@@ -924,6 +1126,7 @@ static void test_unreachable_database(void **state)
     jw_batch *ans[1], *b;
     jw_store_stats st;
     json_t *jobs = NULL;
+    int64_t others = 0;
 
     (void)state;
     assert_int_equal(jw_store_start(&s, &cfg), 0);
@@ -956,7 +1159,9 @@ static void test_unreachable_database(void **state)
 
     assert_int_equal(jw_db_migrate(cfg.conninfo, err, sizeof(err)), JW_EDBDOWN);
     assert_non_null(strstr(err, "cannot connect"));
-    assert_int_equal(jw_db_load_active(cfg.conninfo, &jobs, err, sizeof(err)), JW_EDBDOWN);
+    assert_int_equal(
+        jw_db_load_active(cfg.conninfo, "local", 10000, &jobs, &others, err, sizeof(err)),
+        JW_EDBDOWN);
     assert_null(jobs);
 }
 
@@ -974,6 +1179,8 @@ int main(void)
         cmocka_unit_test(test_bad_values),
         cmocka_unit_test(test_quiet_rows),
         cmocka_unit_test(test_load_active),
+        cmocka_unit_test(test_lease_fence),
+        cmocka_unit_test(test_group_committed_probe_is_ours_only),
         cmocka_unit_test(test_reads),
         cmocka_unit_test(test_replay_bytes_are_live_bytes),
         cmocka_unit_test(test_reads_apart_bounded_cancellable),

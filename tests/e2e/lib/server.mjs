@@ -103,7 +103,7 @@ const SCRUB = [
   'JOBWIRE_MAX_CONNECTIONS', 'JOBWIRE_FINISHED_JOB_TTL', 'JOBWIRE_MAX_CONNECTIONS_PER_IP',
   'JOBWIRE_CONNECTION_RATE_PER_IP', 'JOBWIRE_MAX_LIVE_JOBS_PER_USER', 'JOBWIRE_JOB_RATE_PER_USER',
   'JOBWIRE_OTP_RATE_PER_USER', 'JOBWIRE_MAX_WS_PER_USER', 'JOBWIRE_WS_MESSAGE_RATE',
-  'JOBWIRE_JWT_AUDIENCE', 'JOBWIRE_JWT_ISSUER',
+  'JOBWIRE_JWT_AUDIENCE', 'JOBWIRE_JWT_ISSUER', 'JOBWIRE_NODE_ID', 'JOBWIRE_NODE_TTL',
 ];
 
 export class Server {
@@ -172,6 +172,8 @@ export class Server {
         '--jwt-secret', this.jwtSecret,
         '--secret-key', this.secretKey,
         '--retry-scale', '0.01',
+        // One Server is one node: a restart on another port takes its jobs back.
+        '--node-id', `e2e-${this.name}`,
         ...(this.sim !== null ? ['--sim', this.sim] : []),
         ...this.args,
       ];

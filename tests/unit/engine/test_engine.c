@@ -34,6 +34,9 @@ static struct fake {
     jw_batch *batches[MAX_BATCHES];
     size_t nbatches;
     bool refuse_next;
+    int refuse_status;  /* what refuse_next answers; 0: JW_EDB */
+    size_t submitted;   /* batches handed to the store, ever */
+    int64_t last_epoch; /* the lease epoch of the last batch submitted */
     /* The store answers inside submit, as the server's port does when the
      * store refuses a batch (shutting down); refusing: with an error. */
     bool store_inline, store_refusing;
@@ -63,6 +66,8 @@ static void fake_submit(void *ctx, jw_batch *b)
 {
     (void)ctx;
     assert_true(F.nbatches < MAX_BATCHES);
+    F.submitted++;
+    F.last_epoch = b->lease_epoch;
     for (size_t i = 0; i < b->count; i++) {
         size_t n = b->deltas[i]->row_len;
 
@@ -120,7 +125,7 @@ static void commit_all(void)
         memmove(F.batches, F.batches + 1, --F.nbatches * sizeof(*F.batches));
         if (F.refuse_next) {
             F.refuse_next = false;
-            b->status = JW_EDB;
+            b->status = F.refuse_status ? F.refuse_status : JW_EDB;
             b->error = strdup("refused by the test");
         }
         jw_engine_on_commit(F.e, b);
@@ -1204,6 +1209,58 @@ static void test_refused_batch_halts_job(void **state)
 }
 
 /*
+ * The store's fence refused a batch: another node holds the job's lease.
+ * The job stops here at once: nothing more of it is submitted, no provider
+ * call of it starts (not even the one the refused batch was to start), and
+ * it is counted.
+ */
+static void test_lost_lease_stops_job(void **state)
+{
+    char id[JW_UUID_LEN + 1], err[256];
+    jw_engine_stats st;
+    size_t submitted, calls;
+
+    (void)state;
+    create(id, 1);
+    /* A job created here drives under epoch 1. */
+    assert_int_equal(F.last_epoch, 1);
+    F.refuse_next = true;
+    F.refuse_status = JW_ECONFLICT;
+    calls = F.ncalls;
+    reply_ok(pending_call("gyftr_login"));
+    submitted = F.submitted;
+    jw_engine_get_stats(F.e, &st);
+    assert_int_equal(st.leases_lost, 1);
+    /* The other login's reply, a timer, a command: nothing is submitted. */
+    reply_ok(pending_call("amazon_login"));
+    advance_ms(60 * 60 * 1000);
+    assert_int_equal(jw_engine_cancel(F.e, id, NULL, NULL, err, sizeof(err)), JW_ECONFLICT);
+    assert_int_equal(F.submitted, submitted);
+    assert_int_equal(F.ncalls, calls);
+    assert_null(pending_call("availability_check"));
+    assert_false(jw_engine_job_driven(F.e, id));
+    jw_engine_get_stats(F.e, &st);
+    assert_int_equal(st.leases_lost, 1);
+}
+
+/* A recovered job drives under the epoch its claim took. */
+static void test_recovered_job_uses_claimed_epoch(void **state)
+{
+    char id[JW_UUID_LEN + 1];
+    json_t *loaded = json_array(), *item;
+
+    (void)state;
+    create(id, 1);
+    item = as_loaded(id);
+    json_object_set_new(item, "lease_epoch", json_integer(7));
+    json_array_append_new(loaded, item);
+    restart_engine(loaded);
+    assert_true(jw_engine_job_driven(F.e, id));
+    reply_ok(pending_call("gyftr_login"));
+    assert_int_equal(F.last_epoch, 7);
+}
+
+/*
  * A store that answers inside submit: on_commit runs inside the engine's
  * flush. Its actions may change the job again (here: the provider refuses
  * both logins' calls at once, so each step goes to retrying), and those rows
@@ -1953,6 +2010,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_recovery_asks_again_for_typed_otp, setup, teardown),
         cmocka_unit_test_setup_teardown(test_adopted_failed_job_counts_live_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refused_batch_halts_job, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lost_lease_stops_job, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_recovered_job_uses_claimed_epoch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_commit_inside_submit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rows_follow_schema, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refusal_inside_submit, setup, teardown),

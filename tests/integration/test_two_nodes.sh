@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# Two jobwire nodes on one PostgreSQL can never both advance a job (issue 14,
+# first slice: node leases), with the real http provider, jobwire-sandbox
+# (payments slow enough to be in flight) and PostgreSQL:
+#
+#   1. node A (--node-id a --node-ttl 3s) runs 10 jobs; node B (--node-id b)
+#      starts meanwhile: it claims none of them (its log says they belong to a
+#      live node) and A's jobs keep advancing on A;
+#   2. A is paused (SIGSTOP) past its TTL; B, started again, marks A dead,
+#      claims A's jobs and finishes them;
+#   3. A, woken (SIGCONT), exits 1 with the "declared dead" line and commits
+#      nothing after waking; every journal is gapless and every transaction
+#      was charged exactly once (the sandbox's /charges).
+#
+# Usage: test_two_nodes.sh JOBWIRE JW_MINT_TOKEN SANDBOX  (DATABASE_URL: a PostgreSQL server)
+# shellcheck disable=SC2016
+set -uo pipefail
+
+HERE=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$HERE/lib.sh"
+jw_init test-two-nodes "${1-}" "${2-}"
+SANDBOX=${3-}
+[[ -n $SANDBOX && -x $SANDBOX ]] || bail "jobwire-sandbox is executable: '$SANDBOX'"
+
+ADMIN_KEY="admin-$(random_hex 16)"
+JWT_SECRET="jwt-$(random_hex 16)"
+SECRET_KEY=$(random_hex 32)
+USER_A=$(random_uuid)
+TOKEN_A=$(mint "$JWT_SECRET" "$USER_A" 3600)
+JOBS=10
+TX=6 # transactions per job: enough work to be mid-way when a is paused
+
+sb_port=$(free_port) || bail "a free port for the sandbox"
+"$SANDBOX" --listen "127.0.0.1:$sb_port" \
+  --sim "latency_ms=250,otp=none,voucher_polls=1,poll_after_ms=100" 2>>"$WORK/sandbox.log" &
+PIDS+=("$!")
+SB=http://127.0.0.1:$sb_port
+deadline=$((SECONDS + 20))
+until curl -sf "$SB/healthz" >/dev/null 2>&1; do
+  ((SECONDS < deadline)) || bail "the sandbox answers /healthz" "$(tail -5 "$WORK/sandbox.log")"
+  sleep 0.05
+done
+
+DB=$(jw_fresh_db jw_test_two_nodes) || bail "create database jw_test_two_nodes"
+ARGS=(--provider "$SB" --provider-timeout 5000 --retry-scale 0.01 --node-ttl 3s)
+
+# progress: the sum of last_seq over every job (it grows while someone drives them).
+progress() { sql "$DB" "SELECT coalesce(sum(last_seq), 0) FROM job_runs"; }
+unfinished() { sql "$DB" "SELECT count(*) FROM job_runs WHERE status NOT IN ('completed','failed','cancelled')"; }
+# wait_until SECONDS CMD...: polls CMD every 0.1 s, bounded.
+wait_until() {
+  local until=$((SECONDS + $1))
+  shift
+  until "$@"; do
+    ((SECONDS < until)) || return 1
+    sleep 0.1
+  done
+}
+
+# --- 1. A runs the jobs; B starting meanwhile leaves them alone ----------------
+start_jobwire "$DB" "$WORK/a.log" "${ARGS[@]}" --node-id a || bail "node a starts" "$START_ERROR"
+A_PID=$SERVER_PID
+A_BASE=$BASE
+for _ in $(seq "$JOBS"); do
+  api POST /api/jobs "$TOKEN_A" '{"transaction_amount":300,"transaction_count":'"$TX"'}'
+  [[ $STATUS == 201 ]] || bail "POST /api/jobs on a" "status=$STATUS body=$BODY"
+done
+check_eq "node a owns its $JOBS jobs" "$JOBS" "$(sql "$DB" "SELECT count(*) FROM job_runs WHERE owner_node = 'a'")"
+
+start_jobwire "$DB" "$WORK/b.log" "${ARGS[@]}" --node-id b || bail "node b starts" "$START_ERROR"
+B_PID=$SERVER_PID
+check "node b claims none of a's jobs (its log: 'recovered 0 unfinished jobs')" \
+  grep -q "recovered 0 unfinished jobs" "$WORK/b.log"
+check "...and says they belong to a live node" \
+  grep -qE "recovery: [0-9]+ unfinished jobs belong to live nodes; left to them" "$WORK/b.log"
+check_eq "every job is still a's" "$JOBS" "$(sql "$DB" "SELECT count(*) FROM job_runs WHERE owner_node = 'a'")"
+before=$(progress)
+advanced() { (($(progress) > before)); }
+check "a's jobs keep advancing on a while b runs" wait_until 20 advanced
+stop_jobwire "$B_PID" >/dev/null
+check_eq "b's clean stop hands back nothing of a's" "$JOBS" \
+  "$(sql "$DB" "SELECT count(*) FROM job_runs WHERE owner_node = 'a'")"
+
+# --- 2. A paused past its TTL; B takes its jobs over -----------------------------
+left=$(unfinished)
+((left > 0)) || bail "some of a's jobs are still running when a is paused" "all finished already"
+kill -STOP "$A_PID"
+pass "a paused (SIGSTOP) with $left jobs unfinished"
+sleep 4.5 # past a's 3 s TTL
+start_jobwire "$DB" "$WORK/b.log" "${ARGS[@]}" --node-id b || bail "node b starts again" "$START_ERROR"
+B_PID=$SERVER_PID
+check "b marks a dead" test "$(sql "$DB" "SELECT dead FROM jw_nodes WHERE id = 'a'")" = t
+check "b claimed every unfinished job of a (its log)" grep -q "recovered $left unfinished jobs" "$WORK/b.log"
+all_done() { [[ $(unfinished) == 0 ]]; }
+check "b finishes them (within 120 s)" wait_until 120 all_done
+check_eq "every job completed" "$JOBS" "$(sql "$DB" "SELECT count(*) FROM job_runs WHERE status = 'completed'")"
+journals() { sql "$DB" "SELECT job_run_id || ':' || count(*) || ':' || max(seq) FROM job_events GROUP BY job_run_id ORDER BY 1"; }
+journal=$(journals)
+check_eq "the journal has every job" "$JOBS" "$(wc -l <<<"$journal")"
+
+# --- 3. A wakes up: it exits and commits nothing ----------------------------------
+kill -CONT "$A_PID"
+a_gone() { ! kill -0 "$A_PID" 2>/dev/null; }
+check "a exits within 10 s of waking" wait_until 10 a_gone
+wait "$A_PID" 2>/dev/null
+a_status=$?
+check_eq "...with status 1" 1 "$a_status"
+check "...saying it was declared dead" grep -q "this node was declared dead (paused or cut off past --node-ttl); exiting without committing" "$WORK/a.log"
+check_eq "a committed nothing after it woke (every job's journal as before)" "$journal" "$(journals)"
+check_eq "every journal is gapless: seq 1..last_seq, no duplicate" 0 "$(sql "$DB" "
+  SELECT count(*) FROM job_runs j
+   WHERE (SELECT count(*) FROM job_events e WHERE e.job_run_id = j.id) <> j.last_seq
+      OR (SELECT count(DISTINCT seq) FROM job_events e WHERE e.job_run_id = j.id) <> j.last_seq
+      OR (SELECT min(seq) FROM job_events e WHERE e.job_run_id = j.id) <> 1
+      OR (SELECT max(seq) FROM job_events e WHERE e.job_run_id = j.id) <> j.last_seq")"
+charges=$(curl -sf "$SB/charges")
+check_eq "no key was charged twice" 0 "$(jq '[.[] | select(.charges > 1)] | length' <<<"$charges")"
+check_eq "each of the $((JOBS * TX)) transactions was charged exactly once" "$((JOBS * TX))" \
+  "$(jq '[.[] | select(.step_name == "process_payment" and .charges == 1)] | length' <<<"$charges")"
+check_eq "...under one key each" "$((JOBS * TX))" \
+  "$(jq '[.[] | select(.step_name == "process_payment")] | length' <<<"$charges")"
+# Informational: payments a had sent and b sent again (the pause caught them in flight).
+echo "# payments sent twice under one key (a's in flight, re-sent by b): $(jq '[.[] | select(.step_name == "process_payment" and .calls > 1)] | length' <<<"$charges")"
+stop_jobwire "$B_PID" >/dev/null
+check_eq "b's clean stop hands its leases back and marks it dead" t \
+  "$(sql "$DB" "SELECT dead FROM jw_nodes WHERE id = 'b'")"
+check "no jobwire process aborted" bash -c "! grep -qiE 'abort|core dumped' '$WORK/a.log' '$WORK/b.log'"
+jw_summary
