@@ -290,17 +290,19 @@ static void derive_origins(jw_config *c)
     c->origin_count = 1;
 }
 
-/* The default node id: this host and port, the same on every restart. */
+/*
+ * The default node id: one name for every process started without one, so a
+ * lone node restarted anywhere (another host name, another port, a new
+ * container) takes its jobs back at once, and a second process started
+ * without an id is the same node: the newer one takes the jobs, the older
+ * one is fenced and exits. A cluster gives each node its own id.
+ */
+#define DEFAULT_NODE_ID "jobwire"
+
 static void derive_node_id(jw_config *c)
 {
-    char host[256], id[320];
-
-    if (gethostname(host, sizeof(host)) != 0)
-        snprintf(host, sizeof(host), "localhost");
-    host[sizeof(host) - 1] = '\0';
-    snprintf(id, sizeof(id), "%s:%d", host, c->listen_port);
     free(c->node_id);
-    c->node_id = jw_xstrdup(id);
+    c->node_id = jw_xstrdup(DEFAULT_NODE_ID);
 }
 
 static int check_required(const jw_config *c, char *err, size_t errlen)

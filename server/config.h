@@ -115,7 +115,7 @@ typedef struct jw_config {
     /* job_events retention (docs/operations.md) */
     /* Several nodes on one database (docs/operations.md): this node's id, and
      * how long its heartbeat vouches for it, 2..600 s. */
-    char *node_id; /* default "<hostname>:<listen port>": a restart finds its own jobs */
+    char *node_id; /* default "jobwire": a restart anywhere finds its own jobs */
     int node_ttl_s;
 
     long events_retention_s;         /* age past a job's end; 0 keeps the journal forever */

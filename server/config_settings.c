@@ -420,11 +420,12 @@ const struct config__setting config__settings[] = {
         .env = "JOBWIRE_NODE_ID",
         .metavar = "ID",
         .def = "",
-        .def_text = "HOSTNAME:PORT, the host's name and the listen port",
+        .def_text = "jobwire",
         .help = "This process's name among the jobwire nodes sharing the database, at most "
                 "200 characters. Each job is owned by one node at a time; a node started again "
-                "under the same id takes its unfinished jobs back at once. Give each node its "
-                "own id.",
+                "under the same id takes its unfinished jobs back at once, and of two processes "
+                "under one id the newer takes the jobs and the older exits. Give each node of a "
+                "cluster its own id.",
         .kind = CONFIG_STRING,
         CONFIG_FIELD(node_id),
         .hi = 200,

@@ -49,6 +49,8 @@ BEGIN
       FROM unnest(jobs, epochs, lo, hi, n) AS u(j, e, lo, hi, n)
       LEFT JOIN job_runs r ON r.id = u.j
      WHERE r.id IS NULL OR r.last_seq <> u.hi
+        OR NOT ((r.owner_node IS NOT DISTINCT FROM node AND r.lease_epoch = u.e)
+                OR (r.owner_node IS NULL AND r.lease_epoch = 0 AND u.lo = 1))
      ORDER BY (r.id IS NULL) DESC,
               NOT ((r.owner_node IS NOT DISTINCT FROM node AND r.lease_epoch = u.e)
                    OR (r.owner_node IS NULL AND r.lease_epoch = 0 AND u.lo = 1)) DESC

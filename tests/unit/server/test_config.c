@@ -562,6 +562,26 @@ static void test_audience_issuer_default_unset(void **state)
     jw_config_release(&c);
 }
 
+/* Without --node-id every process is the same node, wherever it runs; --node-id names one. */
+static void test_node_id(void **state)
+{
+    jw_config c;
+    char err[1024];
+
+    (void)state;
+    assert_int_equal(load(&c, err, sizeof(err), DB, "--dev", "--listen", "127.0.0.1:18080", NULL),
+                     0);
+    assert_string_equal(c.node_id, "jobwire");
+    assert_int_equal(c.node_ttl_s, 10);
+    jw_config_release(&c);
+    assert_int_equal(load(&c, err, sizeof(err), DB, "--dev", "--node-id", "b", "--node-ttl", "3s",
+                          NULL),
+                     0);
+    assert_string_equal(c.node_id, "b");
+    assert_int_equal(c.node_ttl_s, 3);
+    jw_config_release(&c);
+}
+
 static void test_audience_issuer_set(void **state)
 {
     jw_config c;
@@ -655,6 +675,7 @@ int main(void)
         cmocka_unit_test_setup(test_jwt_secret_32_outside_dev, clean_env),
         cmocka_unit_test_setup(test_jwt_secret_short_in_dev, clean_env),
         cmocka_unit_test_setup(test_audience_issuer_default_unset, clean_env),
+        cmocka_unit_test_setup(test_node_id, clean_env),
         cmocka_unit_test_setup(test_audience_issuer_set, clean_env),
         cmocka_unit_test_setup(test_audience_issuer_refused, clean_env),
         cmocka_unit_test(test_help),
