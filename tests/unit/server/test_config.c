@@ -574,9 +574,8 @@ static void test_node_id(void **state)
     assert_string_equal(c.node_id, "jobwire");
     assert_int_equal(c.node_ttl_s, 10);
     jw_config_release(&c);
-    assert_int_equal(load(&c, err, sizeof(err), DB, "--dev", "--node-id", "b", "--node-ttl", "3s",
-                          NULL),
-                     0);
+    assert_int_equal(
+        load(&c, err, sizeof(err), DB, "--dev", "--node-id", "b", "--node-ttl", "3s", NULL), 0);
     assert_string_equal(c.node_id, "b");
     assert_int_equal(c.node_ttl_s, 3);
     jw_config_release(&c);
