@@ -206,6 +206,16 @@ static const char sql_committed[] =
 static const char sql_heartbeat[] = "UPDATE jw_nodes SET heartbeat_at = now() "
                                     "WHERE id = $1::text AND incarnation = $2::int8 AND NOT dead";
 
+/* The statements prepared on every (re)connection, besides the upserts. */
+static const struct {
+    const char *name, *sql, *what;
+} statements[] = {
+    {"jw_events", sql_events, "preparing the events insert"},
+    {"jw_advance", sql_advance, "preparing the seq check"},
+    {"jw_committed", sql_committed, "preparing the commit check"},
+    {"jw_heartbeat", sql_heartbeat, "preparing the heartbeat"},
+};
+
 bool store__connect(jw_store *s)
 {
     static const char *const keys[] = {
@@ -226,30 +236,15 @@ bool store__connect(jw_store *s)
     for (size_t i = 0; i < sizeof(upsert_order) / sizeof(upsert_order[0]); i++)
         if (!prepare_upsert(s, upsert_order[i]))
             goto fail;
-    res = PQprepare(s->conn, "jw_events", sql_events, 0, NULL);
-    if (!exec_ok(s, res, "preparing the events insert")) {
+    for (size_t i = 0; i < sizeof(statements) / sizeof(statements[0]); i++) {
+        bool ok;
+
+        res = PQprepare(s->conn, statements[i].name, statements[i].sql, 0, NULL);
+        ok = exec_ok(s, res, statements[i].what);
         PQclear(res);
-        goto fail;
+        if (!ok)
+            goto fail;
     }
-    PQclear(res);
-    res = PQprepare(s->conn, "jw_advance", sql_advance, 0, NULL);
-    if (!exec_ok(s, res, "preparing the seq check")) {
-        PQclear(res);
-        goto fail;
-    }
-    PQclear(res);
-    res = PQprepare(s->conn, "jw_committed", sql_committed, 0, NULL);
-    if (!exec_ok(s, res, "preparing the commit check")) {
-        PQclear(res);
-        goto fail;
-    }
-    PQclear(res);
-    res = PQprepare(s->conn, "jw_heartbeat", sql_heartbeat, 0, NULL);
-    if (!exec_ok(s, res, "preparing the heartbeat")) {
-        PQclear(res);
-        goto fail;
-    }
-    PQclear(res);
     if (PQenterPipelineMode(s->conn) != 1) {
         store__set_error(s, "cannot enter pipeline mode: %s", PQerrorMessage(s->conn));
         goto fail;
