@@ -584,6 +584,31 @@ lost:
 }
 
 /*
+ * One prepared statement on its own in the pipeline: its result (the
+ * caller clears it), or NULL when the connection failed on the way.
+ */
+static PGresult *run_one(jw_store *s, const char *name, int n, const char *const *params)
+{
+    PGresult *res, *first = NULL;
+
+    if (!PQsendQueryPrepared(s->conn, name, n, params, NULL, NULL, 0) || !PQpipelineSync(s->conn))
+        return NULL;
+    while ((res = PQgetResult(s->conn)) != NULL) {
+        if (!first)
+            first = res;
+        else
+            PQclear(res);
+    }
+    res = PQgetResult(s->conn);
+    if (!first || !res || PQresultStatus(res) != PGRES_PIPELINE_SYNC) {
+        PQclear(first);
+        first = NULL;
+    }
+    PQclear(res);
+    return first;
+}
+
+/*
  * After a lost connection: did the group at the front commit? Its deltas were
  * one transaction, so one journaled delta answers for all. Returns 1 yes,
  * 0 no (or nothing to check: upserts alone are safe to repeat), -1 unknown.
@@ -616,21 +641,14 @@ int store__group_committed(jw_store *s, size_t count)
     params[1] = seq;
     params[2] = s->node_id;
     params[3] = ep;
-    if (PQsendQueryPrepared(s->conn, "jw_committed", 4, params, NULL, NULL, 0) &&
-        PQpipelineSync(s->conn)) {
-        while ((res = PQgetResult(s->conn)) != NULL) {
-            if (PQresultStatus(res) == PGRES_TUPLES_OK) {
-                answer = PQntuples(res) > 0;
-                if (answer && !PQgetisnull(res, 0, 0))
-                    s->group_cts = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
-            }
-            PQclear(res);
-        }
-        res = PQgetResult(s->conn);
-        if (!res || PQresultStatus(res) != PGRES_PIPELINE_SYNC)
-            answer = -1;
-        PQclear(res);
+    if ((res = run_one(s, "jw_committed", 4, params)) == NULL)
+        return -1;
+    if (PQresultStatus(res) == PGRES_TUPLES_OK) {
+        answer = PQntuples(res) > 0;
+        if (answer && !PQgetisnull(res, 0, 0))
+            s->group_cts = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
     }
+    PQclear(res);
     return answer;
 }
 
@@ -642,19 +660,12 @@ int store__heartbeat(jw_store *s)
     int answer = -1;
 
     snprintf(inc, sizeof(inc), "%lld", (long long)s->incarnation);
-    if (PQsendQueryPrepared(s->conn, "jw_heartbeat", 2, params, NULL, NULL, 0) &&
-        PQpipelineSync(s->conn)) {
-        while ((res = PQgetResult(s->conn)) != NULL) {
-            if (PQresultStatus(res) == PGRES_COMMAND_OK)
-                answer = strcmp(PQcmdTuples(res), "0") != 0;
-            else
-                store__set_error(s, "heartbeat: %s", PQresultErrorMessage(res));
-            PQclear(res);
-        }
-        res = PQgetResult(s->conn);
-        if (!res || PQresultStatus(res) != PGRES_PIPELINE_SYNC)
-            answer = -1;
-        PQclear(res);
-    }
+    if ((res = run_one(s, "jw_heartbeat", 2, params)) == NULL)
+        return -1;
+    if (PQresultStatus(res) == PGRES_COMMAND_OK)
+        answer = strcmp(PQcmdTuples(res), "0") != 0;
+    else
+        store__set_error(s, "heartbeat: %s", PQresultErrorMessage(res));
+    PQclear(res);
     return answer;
 }
