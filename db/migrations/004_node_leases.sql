@@ -72,3 +72,6 @@ BEGIN
     END IF;
 END
 $$;
+
+-- Nothing may advance a job unfenced any more.
+DROP FUNCTION jw_advance_seq(uuid[], bigint[], bigint[], bigint[]);
