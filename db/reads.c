@@ -42,29 +42,23 @@ struct jw_reader {
 };
 
 /* What a client sees of a job: rows without the store's own columns (last_seq, the lease). */
+#define JOB_STATE                                                                                  \
+    "  'job', to_jsonb(j) - 'last_seq' - 'owner_node' - 'lease_epoch',"                            \
+    "  'steps', COALESCE((SELECT jsonb_agg(to_jsonb(s) ORDER BY s.created_at, s.id)"               \
+    "                       FROM job_steps s WHERE s.job_run_id = j.id), '[]'::jsonb),"            \
+    "  'otp_requests', COALESCE((SELECT jsonb_agg(to_jsonb(o) ORDER BY o.requested_at, o.id)"      \
+    "                       FROM otp_requests o WHERE o.job_run_id = j.id), '[]'::jsonb),"
+
 static const char *const read_sql[JW_READ__COUNT] = {
-    [JW_READ_JOB] =
-        "SELECT json_build_object("
-        "  'job', to_jsonb(j) - 'last_seq' - 'owner_node' - 'lease_epoch',"
-        "  'steps', COALESCE((SELECT jsonb_agg(to_jsonb(s) ORDER BY s.created_at, s.id)"
-        "                       FROM job_steps s WHERE s.job_run_id = j.id), '[]'::jsonb),"
-        "  'otp_requests', COALESCE((SELECT jsonb_agg(to_jsonb(o) ORDER BY o.requested_at, o.id)"
-        "                       FROM otp_requests o WHERE o.job_run_id = j.id), '[]'::jsonb),"
-        "  'seq', j.last_seq)::text"
-        " FROM job_runs j WHERE j.id = $1::uuid",
+    [JW_READ_JOB] = "SELECT json_build_object(" JOB_STATE "  'seq', j.last_seq)::text"
+                    " FROM job_runs j WHERE j.id = $1::uuid",
     /* JW_READ_JOB after claiming a failed job (see jw_store.h); the outer
      * query sees the rows as before the claim, the epoch is the claim's. */
     [JW_READ_JOB_CLAIM] =
         "WITH c AS (UPDATE job_runs SET owner_node = $2::text, lease_epoch = lease_epoch + 1"
         "  WHERE id = $1::uuid AND status = 'failed' AND ($3::uuid IS NULL OR user_id = $3::uuid)"
         "  RETURNING lease_epoch)"
-        "SELECT json_build_object("
-        "  'job', to_jsonb(j) - 'last_seq' - 'owner_node' - 'lease_epoch',"
-        "  'steps', COALESCE((SELECT jsonb_agg(to_jsonb(s) ORDER BY s.created_at, s.id)"
-        "                       FROM job_steps s WHERE s.job_run_id = j.id), '[]'::jsonb),"
-        "  'otp_requests', COALESCE((SELECT jsonb_agg(to_jsonb(o) ORDER BY o.requested_at, o.id)"
-        "                       FROM otp_requests o WHERE o.job_run_id = j.id), '[]'::jsonb),"
-        "  'seq', j.last_seq,"
+        "SELECT json_build_object(" JOB_STATE "  'seq', j.last_seq,"
         "  'lease_epoch', (SELECT lease_epoch FROM c))::text"
         " FROM job_runs j WHERE j.id = $1::uuid",
     [JW_READ_JOBS] =
