@@ -2,7 +2,7 @@
  * load.c - claims and reads back the unfinished jobs at start-up, for
  * recovery, and the login sessions worth reusing.
  */
-#include "jw_store.h"
+#include "claim.h"
 
 #include "jw_error.h"
 #include "jw_log.h"
@@ -13,26 +13,35 @@
 #include <string.h>
 
 /*
- * Recovery's claim (jw_store.h): other nodes past their TTL are marked dead
- * first, in the same transaction, so the claim below sees them dead.
+ * The claim (db/claim.h): first this node must still be alive (given its
+ * incarnation) - its row is read FOR SHARE, so a concurrent "mark dead" of it waits for this
+ * transaction, and a node declared dead claims nothing. Then the other nodes
+ * past their TTL are marked dead, in the same transaction, so the claim
+ * below sees them dead.
  */
+static const char sql_alive[] = "SELECT 1 FROM jw_nodes WHERE id = $1::text"
+                                " AND incarnation = $2::int8 AND NOT dead FOR SHARE";
+
 static const char sql_mark_dead[] =
     "UPDATE jw_nodes SET dead = true"
     " WHERE id <> $1::text AND NOT dead AND heartbeat_at < now() - $2::int8 * interval '1 ms'";
 
 /*
- * Takes the unfinished jobs of nobody, of this node and of dead nodes (epoch
- * + 1: a batch of their old owner is refused from now on), and reads them,
- * one row per job already shaped as the engine wants it. The outer query
- * sees job_runs as before the claim; the claimed epoch comes from the claim.
+ * Takes the unfinished jobs of nobody, of dead nodes and (at start-up,
+ * $2) of this node (epoch + 1: a batch of their old owner is refused from
+ * now on), and reads them, one row per job already shaped as the engine
+ * wants it. The outer query sees job_runs as before the claim; the claimed
+ * epoch comes from the claim.
  */
 static const char sql_claim[] =
     "WITH c AS ("
     "  UPDATE job_runs SET owner_node = $1::text, lease_epoch = lease_epoch + 1"
     "   WHERE id IN (SELECT id FROM job_runs"
     "                 WHERE status NOT IN ('completed', 'failed', 'cancelled')"
-    "                   AND (owner_node IS NULL OR owner_node = $1::text"
-    "                        OR owner_node IN (SELECT id FROM jw_nodes WHERE dead))"
+    "                   AND (owner_node IS NULL OR ($2::bool AND owner_node = $1::text)"
+    "                        OR owner_node IN (SELECT id FROM jw_nodes"
+    "                                           WHERE dead AND id <> $1::text))"
+    "                 ORDER BY created_at, id LIMIT $3::int"
     "                 FOR UPDATE SKIP LOCKED)"
     "  RETURNING id, lease_epoch)"
     "SELECT json_build_object("
@@ -52,50 +61,20 @@ static const char sql_others[] =
     "SELECT count(*) FROM job_runs WHERE status NOT IN ('completed', 'failed', 'cancelled')"
     " AND owner_node IS DISTINCT FROM $1::text";
 
-/*
- * Runs sql (with params) and collects its one JSON column. With node_id, the
- * claim: BEGIN, mark the dead, sql, count the others, COMMIT.
- */
-static int load_json(const char *conninfo, const char *sql, const char *what, const char *node_id,
-                     int ttl_ms, int64_t *others, json_t **out, char *err, size_t errlen)
+static int query_failed(PGresult *res, const char *what, char *err, size_t errlen)
 {
-    char ttl[32];
-    const char *params[2] = {node_id, ttl};
-    static const char *const keys[] = {"connect_timeout", "application_name", "dbname", NULL};
-    const char *vals[] = {"5", "jobwire-load", conninfo, NULL};
-    json_t *rows = NULL;
-    PGresult *res = NULL;
-    PGconn *conn;
-    int rc = 0;
+    snprintf(err, errlen, "%s: %s", what, PQresultErrorMessage(res));
+    for (size_t n = strlen(err); n && err[n - 1] == '\n'; n--)
+        err[n - 1] = '\0';
+    PQclear(res);
+    return JW_EDB;
+}
 
-    *out = NULL;
-    conn = PQconnectdbParams(keys, vals, 1);
-    if (!conn || PQstatus(conn) != CONNECTION_OK) {
-        snprintf(err, errlen, "cannot connect to PostgreSQL: %s", PQerrorMessage(conn));
-        rc = JW_EDBDOWN;
-        goto out;
-    }
-    snprintf(ttl, sizeof(ttl), "%d", ttl_ms);
-    if (node_id) {
-        res = PQexec(conn, "BEGIN");
-        if (PQresultStatus(res) != PGRES_COMMAND_OK)
-            goto failed;
-        PQclear(res);
-        res = PQexecParams(conn, sql_mark_dead, 2, NULL, params, NULL, NULL, 0);
-        if (PQresultStatus(res) != PGRES_COMMAND_OK)
-            goto failed;
-        if (strcmp(PQcmdTuples(res), "0") != 0)
-            jw_log_warn("recovery: %s nodes past their TTL marked dead", PQcmdTuples(res));
-        PQclear(res);
-    }
-    res = PQexecParams(conn, sql, node_id ? 1 : 0, NULL, params, NULL, NULL, 0);
-    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-    failed:
-        snprintf(err, errlen, "loading %s: %s", what, PQresultErrorMessage(res));
-        rc = JW_EDB;
-        goto out;
-    }
-    rows = json_array();
+/* Each row's one JSON column, as an array; NULL (message in err) on bad JSON. */
+static json_t *json_rows(PGresult *res, const char *what, char *err, size_t errlen)
+{
+    json_t *rows = json_array();
+
     if (!rows)
         jw_oom("json array");
     for (int i = 0; i < PQntuples(res); i++) {
@@ -104,46 +83,144 @@ static int load_json(const char *conninfo, const char *sql, const char *what, co
 
         if (!row) {
             snprintf(err, errlen, "loading %s: bad JSON from PostgreSQL: %s", what, jerr.text);
-            rc = JW_EDB;
-            goto out;
+            json_decref(rows);
+            return NULL;
         }
         json_array_append_new(rows, row);
     }
-    if (node_id) {
+    return rows;
+}
+
+int db__claim(PGconn *conn, const jw_claim *c, json_t **out, int64_t *marked, int64_t *others,
+              char *err, size_t errlen)
+{
+    char inc[32], ttl[32], lim[32];
+    const char *alive[2] = {c->node_id, inc}, *mark[2] = {c->node_id, ttl};
+    const char *claim[3] = {c->node_id, c->include_own ? "true" : "false", lim};
+    PGresult *res;
+    json_t *rows;
+
+    *out = NULL;
+    *marked = 0;
+    if (others)
+        *others = 0;
+    snprintf(inc, sizeof(inc), "%lld", (long long)c->incarnation);
+    snprintf(ttl, sizeof(ttl), "%d", c->ttl_ms);
+    snprintf(lim, sizeof(lim), "%d", c->limit > 0 ? c->limit : 1000000);
+    res = PQexec(conn, "BEGIN");
+    if (PQresultStatus(res) != PGRES_COMMAND_OK)
+        return query_failed(res, "claiming jobs", err, errlen);
+    PQclear(res);
+    res = c->incarnation > 0 ? PQexecParams(conn, sql_alive, 2, NULL, alive, NULL, NULL, 0)
+                             : PQexec(conn, "SELECT 1");
+    if (PQresultStatus(res) != PGRES_TUPLES_OK)
+        goto failed;
+    if (PQntuples(res) == 0) { /* declared dead meanwhile: claim nothing */
         PQclear(res);
-        res = PQexecParams(conn, sql_others, 1, NULL, params, NULL, NULL, 0);
-        if (PQresultStatus(res) != PGRES_TUPLES_OK)
+        res = PQexec(conn, "ROLLBACK");
+        PQclear(res);
+        snprintf(err, errlen, "node %s was declared dead", c->node_id);
+        return JW_ECONFLICT;
+    }
+    PQclear(res);
+    res = PQexecParams(conn, sql_mark_dead, 2, NULL, mark, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_COMMAND_OK)
+        goto failed;
+    *marked = strtoll(PQcmdTuples(res), NULL, 10);
+    PQclear(res);
+    res = PQexecParams(conn, sql_claim, 3, NULL, claim, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK)
+        goto failed;
+    if (!(rows = json_rows(res, "claimed jobs", err, errlen))) {
+        PQclear(res);
+        res = PQexec(conn, "ROLLBACK");
+        PQclear(res);
+        return JW_EDB;
+    }
+    PQclear(res);
+    if (others) {
+        res = PQexecParams(conn, sql_others, 1, NULL, claim, NULL, NULL, 0);
+        if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+            json_decref(rows);
             goto failed;
+        }
         *others = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
         PQclear(res);
-        res = PQexec(conn, "COMMIT");
-        if (PQresultStatus(res) != PGRES_COMMAND_OK)
-            goto failed;
     }
-    *out = rows;
-    rows = NULL;
-out:
-    for (size_t n = strlen(err); rc && n && err[n - 1] == '\n'; n--)
-        err[n - 1] = '\0';
-    json_decref(rows);
+    res = PQexec(conn, "COMMIT");
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        json_decref(rows);
+        return query_failed(res, "committing the claim", err, errlen);
+    }
     PQclear(res);
-    PQfinish(conn);
-    return rc;
+    *out = rows;
+    return 0;
+failed:
+    rows = NULL;
+    {
+        int rc = query_failed(res, "claiming jobs", err, errlen);
+
+        res = PQexec(conn, "ROLLBACK");
+        PQclear(res);
+        return rc;
+    }
+}
+
+static PGconn *connect_load(const char *conninfo, char *err, size_t errlen)
+{
+    static const char *const keys[] = {"connect_timeout", "application_name", "dbname", NULL};
+    const char *vals[] = {"5", "jobwire-load", conninfo, NULL};
+    PGconn *conn = PQconnectdbParams(keys, vals, 1);
+
+    if (!conn || PQstatus(conn) != CONNECTION_OK) {
+        snprintf(err, errlen, "cannot connect to PostgreSQL: %s", PQerrorMessage(conn));
+        for (size_t n = strlen(err); n && err[n - 1] == '\n'; n--)
+            err[n - 1] = '\0';
+        PQfinish(conn);
+        return NULL;
+    }
+    return conn;
 }
 
 int jw_db_load_active(const char *conninfo, const char *node_id, int ttl_ms, json_t **out,
                       int64_t *others, char *err, size_t errlen)
 {
+    jw_claim c = {.node_id = node_id ? node_id : "local", .ttl_ms = ttl_ms, .include_own = true};
+    PGconn *conn = connect_load(conninfo, err, errlen);
+    int64_t marked = 0;
+    int rc;
+
+    *out = NULL;
     *others = 0;
-    return load_json(conninfo, sql_claim, "unfinished jobs", node_id ? node_id : "local", ttl_ms,
-                     others, out, err, errlen);
+    if (!conn)
+        return JW_EDBDOWN;
+    rc = db__claim(conn, &c, out, &marked, others, err, errlen);
+    PQfinish(conn);
+    if (rc == 0 && marked)
+        jw_log_warn("recovery: %lld nodes past their TTL marked dead", (long long)marked);
+    return rc;
 }
 
 int jw_db_load_sessions(const char *conninfo, json_t **out, char *err, size_t errlen)
 {
-    return load_json(conninfo,
-                     "SELECT to_jsonb(a)::text FROM auth_sessions a"
+    PGconn *conn = connect_load(conninfo, err, errlen);
+    PGresult *res;
+
+    *out = NULL;
+    if (!conn)
+        return JW_EDBDOWN;
+    res =
+        PQexec(conn, "SELECT to_jsonb(a)::text FROM auth_sessions a"
                      " WHERE a.is_active AND a.expires_at > now() AND a.auth_token_enc IS NOT NULL"
-                     " ORDER BY a.created_at",
-                     "login sessions", NULL, 0, NULL, out, err, errlen);
+                     " ORDER BY a.created_at");
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        int rc = query_failed(res, "loading login sessions", err, errlen);
+
+        PQfinish(conn);
+        return rc;
+    }
+    *out = json_rows(res, "login sessions", err, errlen);
+    PQclear(res);
+    PQfinish(conn);
+    return *out ? 0 : JW_EDB;
 }

@@ -65,7 +65,7 @@ int jw_db_node_register(const char *conninfo, const char *node_id, int64_t *inca
 int jw_db_node_release(const char *conninfo, const char *node_id, int64_t incarnation, char *err,
                        size_t errlen)
 {
-    char inc[32];
+    char inc[32], handed[32];
     const char *params[2] = {node_id, inc};
     PGconn *conn = connect_short(conninfo, err, errlen);
     PGresult *res;
@@ -73,8 +73,16 @@ int jw_db_node_release(const char *conninfo, const char *node_id, int64_t incarn
     if (!conn)
         return JW_EDBDOWN;
     snprintf(inc, sizeof(inc), "%lld", (long long)incarnation);
-    /* One statement, one transaction: the leases go back only if this
-     * incarnation is still the live one (a node declared dead holds none). */
+    /*
+     * One transaction: the leases go back only if this incarnation is still
+     * the live one (a node declared dead holds none), and the other nodes
+     * hear of it when it commits (jw_nodes, db/cluster.h): one of them claims
+     * the jobs at once instead of after the TTL.
+     */
+    res = PQexec(conn, "BEGIN");
+    if (PQresultStatus(res) != PGRES_COMMAND_OK)
+        return failed(conn, res, "handing the leases back", err, errlen);
+    PQclear(res);
     res = PQexecParams(conn,
                        "WITH n AS (UPDATE jw_nodes SET dead = true"
                        "  WHERE id = $1::text AND incarnation = $2::int8 AND NOT dead RETURNING id)"
@@ -84,7 +92,17 @@ int jw_db_node_release(const char *conninfo, const char *node_id, int64_t incarn
                        2, NULL, params, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_COMMAND_OK)
         return failed(conn, res, "handing the leases back", err, errlen);
-    jw_log_info("node %s: %s leases handed back", node_id, PQcmdTuples(res));
+    snprintf(handed, sizeof(handed), "%s", PQcmdTuples(res));
+    PQclear(res);
+    res = PQexecParams(conn, "SELECT pg_notify('jw_nodes', $1::text)", 1, NULL, params, NULL, NULL,
+                       0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK)
+        return failed(conn, res, "telling the other nodes", err, errlen);
+    PQclear(res);
+    res = PQexec(conn, "COMMIT");
+    if (PQresultStatus(res) != PGRES_COMMAND_OK)
+        return failed(conn, res, "handing the leases back", err, errlen);
+    jw_log_info("node %s: %s leases handed back", node_id, handed);
     PQclear(res);
     PQfinish(conn);
     return 0;

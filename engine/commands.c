@@ -60,20 +60,32 @@ static void evict_fired(jw_timer *t, void *arg)
     (void)t;
     if (!job_terminal(j) || j->halted)
         return; /* retried (cannot happen: the retry disarmed it), or kept for the restart */
-    if (j->inflight || j->open || j->acts || j->queued) {
+    if (!engine__forgettable(j)) {
         /* Its last batch has not committed yet (PostgreSQL away that long): later. */
         engine__arm_eviction(j);
         return;
     }
+    e->stats.jobs_evicted++;
+    jw_log_debug("engine: finished job left memory job=%s status=%s seq=%" PRId64, j->id,
+                 engine__job_names[j->status], j->committed_seq);
+    engine__forget(j);
+}
+
+bool engine__forgettable(const job *j)
+{
+    return !j->inflight && !j->open && !j->acts && !j->queued;
+}
+
+void engine__forget(job *j)
+{
+    jw_engine *e = j->e;
+
     /* Nothing may point at the job once it is gone: its calls, its OTP requests. */
     for (size_t i = 0; i < j->nsteps; i++)
         engine__drop_call(j->steps[i]);
     for (size_t i = 0; i < j->notps; i++)
         jw_map_del(&e->otps, j->otps[i]->id);
     jw_map_del(&e->jobs, j->id);
-    e->stats.jobs_evicted++;
-    jw_log_debug("engine: finished job left memory job=%s status=%s seq=%" PRId64, j->id,
-                 engine__job_names[j->status], j->committed_seq);
     free_job(j);
 }
 

@@ -243,6 +243,10 @@ void engine__otp_timer_fired(jw_timer *t, void *arg);
 
 job *engine__new_job(jw_engine *e, const char *id, const char *user);
 void engine__arm_eviction(job *j);
+/* Whether nothing of the job is in flight or queued: it may leave memory. */
+bool engine__forgettable(const job *j);
+/* Takes a forgettable job out of memory (its calls, OTP requests) and frees it. */
+void engine__forget(job *j);
 
 /* ---- rows.c ---------------------------------------------------------------------- */
 

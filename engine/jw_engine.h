@@ -95,6 +95,15 @@ void jw_engine_free(jw_engine *e);
 int jw_engine_recover(jw_engine *e, const json_t *loaded, char *err, size_t errlen);
 
 /*
+ * Takeover at runtime: resumes jobs this node claimed from dead or departed
+ * nodes (db/cluster.h), like jw_engine_recover. A job still in memory here
+ * that is not driven (its lease was lost earlier) is replaced; one whose last
+ * batch is still out is appended to later, to be given again once it is
+ * back. Per-job errors are logged and skip that job. Returns how many were
+ * resumed (counted in takeovers).
+ */
+int jw_engine_adopt(jw_engine *e, const json_t *claimed, json_t *later);
+/*
  * Login reuse. A login's provider session is kept per user and type (gyftr,
  * amazon) in memory and, sealed, in auth_sessions; a later job of the same
  * user skips that login while the session is valid. At start-up, feed the
@@ -218,6 +227,7 @@ typedef struct jw_engine_stats {
     uint64_t otp_expired;   /* requests nobody answered in time */
     uint64_t rows_refused;  /* rows too large to become a delta: each halted its job */
     uint64_t leases_lost;   /* jobs stopped here because another node took their lease */
+    uint64_t takeovers;     /* jobs resumed here after a dead or departed node (adopt) */
 } jw_engine_stats;
 void jw_engine_get_stats(jw_engine *e, jw_engine_stats *out);
 

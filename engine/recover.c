@@ -270,3 +270,38 @@ int jw_engine_recover(jw_engine *e, const json_t *loaded, char *err, size_t errl
     engine__flush(e);
     return n;
 }
+
+int jw_engine_adopt(jw_engine *e, const json_t *claimed, json_t *later)
+{
+    const json_t *item;
+    size_t i;
+    int n = 0;
+
+    json_array_foreach(claimed, i, item)
+    {
+        const char *id = jstr(json_object_get(item, "job"), RUN(id));
+        job *old = id ? jw_map_get(&e->jobs, id) : NULL;
+        char err[256];
+
+        if (old && !old->halted) {
+            /* Driven here already: the claim found it ownerless (cannot happen
+             * while this node holds it, but nothing is driven twice). */
+            jw_log_warn("takeover: job %s is already driven here; claim ignored", id);
+            continue;
+        }
+        if (old && !engine__forgettable(old)) {
+            json_array_append(later, (json_t *)item); /* its last batch is still out */
+            continue;
+        }
+        if (old)
+            engine__forget(old); /* stopped here before (its lease was lost): start afresh */
+        if (recover_job(e, item, err, sizeof(err)) != 0) {
+            jw_log_error("takeover: cannot resume job %s: %s", id ? id : "(no id)", err);
+            continue;
+        }
+        e->stats.takeovers++;
+        n++;
+    }
+    engine__flush(e);
+    return n;
+}

@@ -51,6 +51,9 @@ struct jw_app {
     jw_provider provider;
     jw_provider_call **held;
     size_t nheld, capheld;
+    /* Jobs claimed from other nodes whose old copy here still had a batch
+     * out (jw_engine_adopt's later): given again after each store round. */
+    json_t *adopt_later;
     uint64_t published; /* committed deltas handed to the fan-out */
     jw_ws *ws;          /* the jobwire.v1 hub */
     jw_rt *rt;          /* the Supabase Realtime endpoint */
@@ -472,6 +475,68 @@ static void on_read(jw_read *r, void *arg)
         jw_read_free(r); /* nobody asked for the answer */
 }
 
+/* Resumes claimed jobs; those whose old copy here is still busy wait in adopt_later. */
+static void adopt(jw_app *app, const json_t *claimed)
+{
+    json_t *later = json_array();
+    int n;
+
+    if (!later)
+        jw_oom("json array");
+    n = jw_engine_adopt(app->sv.engine, claimed, later);
+    if (n)
+        jw_log_info("takeover: resumed %d jobs", n);
+    if (json_array_size(later)) {
+        if (!app->adopt_later)
+            app->adopt_later = json_array();
+        if (!app->adopt_later || json_array_extend(app->adopt_later, later) != 0)
+            jw_oom("json array");
+    }
+    json_decref(later);
+}
+
+/* What the other nodes said (db/cluster.h). */
+static void on_notice(const jw_notice *n, void *arg)
+{
+    jw_app *app = arg;
+
+    switch (n->kind) {
+    case JW_NOTICE_CLAIMED: adopt(app, n->claimed); break;
+    case JW_NOTICE_LISTENING:
+    case JW_NOTICE_EVENTS:
+    case JW_NOTICE_INBOX: break;
+    }
+}
+
+int jw_app_start_cluster(jw_app *app, int64_t incarnation)
+{
+    jw_cluster_config cc = {
+        .conninfo = app->cfg->database_url,
+        .node_id = app->cfg->node_id,
+        .incarnation = incarnation,
+        .ttl_ms = app->cfg->node_ttl_s * 1000,
+        .wake = wake_loop,
+        .wake_arg = app->ctx,
+    };
+    sigset_t block, old;
+    int rc;
+
+    /* The cluster thread inherits this mask: signals stay with the loop. */
+    sigemptyset(&block);
+    sigaddset(&block, SIGTERM);
+    sigaddset(&block, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &block, &old);
+    rc = jw_cluster_start(&app->sv.cluster, &cc);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return rc;
+}
+
+void jw_app_stop_cluster(jw_app *app)
+{
+    if (app)
+        jw_cluster_stop(app->sv.cluster);
+}
+
 void jw_app_drain(jw_app *app)
 {
     /* Every committed batch of this round first, then one write per connection. */
@@ -479,6 +544,15 @@ void jw_app_drain(jw_app *app)
     jw_rt_hold(app->rt);
     jw_store_drain(app->sv.store, on_commit, app);
     check_node(app);
+    if (app->adopt_later && json_array_size(app->adopt_later)) {
+        json_t *again = app->adopt_later;
+
+        app->adopt_later = NULL;
+        adopt(app, again);
+        json_decref(again);
+    }
+    if (app->sv.cluster)
+        jw_cluster_drain(app->sv.cluster, on_notice, app);
     jw_store_drain_reads(app->sv.store, on_read, NULL);
     jw_ws_flush(app->ws);
     jw_rt_flush(app->rt);
@@ -520,6 +594,8 @@ void jw_app_free(jw_app *app)
         return;
     jw_sim_provider_free(app->sim_port);
     jw_http_provider_free(app->http_provider);
+    jw_cluster_free(app->sv.cluster);
+    json_decref(app->adopt_later);
     jw_engine_free(app->sv.engine);
     jw_ws_free(app->ws);
     jw_rt_free(app->rt);

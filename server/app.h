@@ -49,6 +49,14 @@ int jw_app_new(jw_app **out, const jw_config *cfg, struct lws_context *ctx, stru
                jw_http_ctx *http, jw_store *store, char *err, size_t errlen);
 /* Start-up: loads the unfinished jobs (blocking) and resumes them. */
 int jw_app_recover(jw_app *app, char *err, size_t errlen);
+/*
+ * After recovery: starts the cluster thread (db/cluster.h), which listens
+ * for the other nodes and takes over the jobs of dead or departed ones.
+ * 0 or JW_ENOMEM.
+ */
+int jw_app_start_cluster(jw_app *app, int64_t incarnation);
+/* Shutdown, before the leases are handed back: nothing more is claimed. */
+void jw_app_stop_cluster(jw_app *app);
 /* Hands store answers, read results and provider replies to their owners. */
 void jw_app_drain(jw_app *app);
 /* Shutdown: asks every WebSocket connection to close with 1001; returns how many are open. */

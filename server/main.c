@@ -523,6 +523,13 @@ int main(int argc, char **argv)
         goto out;
     }
 
+    rc = jw_app_start_cluster(app, incarnation);
+    if (rc) {
+        jw_log_error("cannot start the cluster thread: %s", jw_strerror(rc));
+        status = 1;
+        goto out;
+    }
+
     set_connection_ceiling(&cfg, &hctx);
     log_start(&cfg);
     /* A signal after this check still ends the wait: it cancels the service. */
@@ -532,26 +539,30 @@ int main(int argc, char **argv)
         jw_log_info("stop requested; shutting down");
 
 out:
-    /* WebSocket clients are told first: close 1001, given a second to go. */
+    /*
+     * The leases go back first, so another node resumes the jobs within a
+     * second: nothing more is claimed, what is queued commits (or is
+     * refused), the engine takes the answers, and the leases are handed back.
+     * Anything this node still tries for those jobs afterwards is fenced off.
+     */
+    jw_app_stop_cluster(app);
+    if (store)
+        jw_store_stop(store, STORE_DRAIN_MS);
+    if (app)
+        jw_app_drain(app);
+    if (incarnation &&
+        jw_db_node_release(cfg.database_url, cfg.node_id, incarnation, err, sizeof(err)) != 0) {
+        one_line(err);
+        jw_log_warn("node %s: cannot hand the leases back (%s); they go after --node-ttl",
+                    cfg.node_id, err);
+    }
+    /* WebSocket clients are told next: close 1001, given a second to go. */
     if (app && ctx && jw_app_close_connections(app)) {
         int64_t until = jw_mono_us() + 1000000;
 
         do
             service_once();
         while (jw_app_connections(app) && jw_mono_us() < until);
-    }
-    /* Commit what is queued, let the engine take the answers, then stop it. */
-    if (store)
-        jw_store_stop(store, STORE_DRAIN_MS);
-    if (app)
-        jw_app_drain(app);
-    /* Nothing more commits: hand the leases back, so another node (or the
-     * next start) takes the unfinished jobs at once. */
-    if (incarnation &&
-        jw_db_node_release(cfg.database_url, cfg.node_id, incarnation, err, sizeof(err)) != 0) {
-        one_line(err);
-        jw_log_warn("node %s: cannot hand the leases back (%s); they go after --node-ttl",
-                    cfg.node_id, err);
     }
     /* The drain answered the requests that waited on the store (201, or 503 when
      * PostgreSQL was away): write them out, given up to a second. */

@@ -164,6 +164,7 @@ void jw_metrics_handle(void *arg, jw_http_ctx *ctx, jw_http_request *req)
     jw_engine_stats en;
     jw_ws_stats ws;
     jw_rt_stats rt;
+    jw_cluster_stats cl;
     char err[256];
     jw_buf b;
 
@@ -180,6 +181,9 @@ void jw_metrics_handle(void *arg, jw_http_ctx *ctx, jw_http_request *req)
     jw_engine_get_stats(m->sv->engine, &en);
     jw_ws_get_stats(m->ws, &ws);
     jw_rt_get_stats(m->rt, &rt);
+    memset(&cl, 0, sizeof(cl));
+    if (m->sv->cluster)
+        jw_cluster_get_stats(m->sv->cluster, &cl);
     {
         const struct {
             const char *name, *type, *help;
@@ -212,8 +216,27 @@ void jw_metrics_handle(void *arg, jw_http_ctx *ctx, jw_http_request *req)
              "leases are trusted while this stays under --node-ttl less one second.",
              db.heartbeat_us ? (double)(jw_mono_us() - db.heartbeat_us) / 1e6 : -1},
             {"jobwire_leases_lost_total", "counter",
-             "Jobs stopped on this node because another node took their lease.",
+             "Jobs stopped on this node because another node took their lease (a fenced "
+             "commit refused).",
              (double)en.leases_lost},
+            {"jobwire_leases_held", "gauge",
+             "Unfinished jobs this node drives, each under its lease.", (double)en.jobs_live},
+            {"jobwire_takeovers_total", "counter",
+             "Jobs this node took over at runtime from dead or departed nodes.",
+             (double)en.takeovers},
+            {"jobwire_cluster_listening", "gauge",
+             "1 while the cluster connection LISTENs for the other nodes.", cl.listening ? 1 : 0},
+            {"jobwire_cluster_notifications_received_total", "counter",
+             "Notifications from other nodes (jw_events, jw_inbox) received.", (double)cl.notices},
+            {"jobwire_cluster_notifications_dropped_total", "counter",
+             "Notifications dropped because the loop was behind (a catch-up covers them).",
+             (double)cl.dropped},
+            {"jobwire_cluster_scans_total", "counter",
+             "Takeover claims run (periodic, and when a node hands its leases back).",
+             (double)cl.scans},
+            {"jobwire_cluster_nodes_declared_dead_total", "counter",
+             "Other nodes this node declared dead (heartbeat older than --node-ttl).",
+             (double)cl.marked_dead},
             {"jobwire_db_commits_total", "counter", "Group-commit transactions.",
              (double)db.commits},
             {"jobwire_db_batches_committed_total", "counter", "Batches committed.",

@@ -15,6 +15,7 @@
 #define JW_SERVICES_H
 
 #include "auth.h"
+#include "cluster.h"
 #include "config.h"
 #include "jw_engine.h"
 #include "jw_store.h"
@@ -26,6 +27,7 @@ typedef struct jw_services {
     jw_engine *engine; /* the jobs: snapshots, commands, OTP submission */
     jw_auth *auth;     /* the admin key and users' JWTs */
     jw_limits *limits; /* per client address and per user (limiter.h) */
+    jw_cluster *cluster; /* the other nodes (db/cluster.h); NULL until jw_app_start_cluster */
 } jw_services;
 
 #endif

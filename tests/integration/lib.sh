@@ -275,6 +275,13 @@ api() {
   fi
 }
 
+# metric NAME [BASE]: a sample's value on a server's /metrics (admin key); the
+# current server's ($BASE) unless BASE is given.
+metric() {
+  curl -sf --max-time 20 -H "Authorization: Bearer $ADMIN_KEY" "${2:-$BASE}/metrics" |
+    awk -v m="$1" '$1 == m { print $2 }'
+}
+
 # j FILTER: jq -r FILTER over BODY.
 j() { jq -r "$1" <<<"$BODY" 2>/dev/null; }
 

@@ -82,12 +82,6 @@ chunked_post() {
 # chunk TEXT: TEXT (ASCII, no backslash) as one chunk, written for chunked_post.
 chunk() { printf '%x\\r\\n%s\\r\\n' "${#1}" "$1"; }
 
-# metric NAME: a sample's value on the current server's /metrics (admin key).
-metric() {
-  curl -sf --max-time 20 -H "Authorization: Bearer $ADMIN_KEY" "$BASE/metrics" |
-    awk -v m="$1" '$1 == m { print $2 }'
-}
-
 # ==== authentication ==============================================================
 
 api POST /api/jobs "" "$VALID"

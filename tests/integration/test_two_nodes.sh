@@ -1,16 +1,22 @@
 #!/usr/bin/env bash
-# Two jobwire nodes on one PostgreSQL can never both advance a job (issue 14,
-# first slice: node leases), with the real http provider, jobwire-sandbox
-# (payments slow enough to be in flight) and PostgreSQL:
+# Two jobwire nodes on one PostgreSQL can never both advance a job, and a
+# live node takes over the jobs of one that died or left (issue 14), with the
+# real http provider, jobwire-sandbox (payments slow enough to be in flight)
+# and PostgreSQL:
 #
 #   1. node A (--node-id a --node-ttl 3s) runs 10 jobs; node B (--node-id b)
 #      starts meanwhile: it claims none of them (its log says they belong to a
 #      live node) and A's jobs keep advancing on A;
-#   2. A is paused (SIGSTOP) past its TTL; B, started again, marks A dead,
-#      claims A's jobs and finishes them;
+#   2. A is paused (SIGSTOP) past its TTL; B, running all along, marks A dead,
+#      takes A's jobs over at runtime and finishes them;
 #   3. A, woken (SIGCONT), exits 1 with the "declared dead" line and commits
-#      nothing after waking; every journal is gapless and every transaction
-#      was charged exactly once (the sandbox's /charges).
+#      nothing after waking;
+#   4. A starts again, with a TTL (60 s) far longer than the test waits; B
+#      runs 10 new jobs and is stopped (SIGTERM) mid-way: it hands its leases
+#      back and A takes them over at once, long before any TTL could expire,
+#      and finishes them;
+#   every journal is gapless and every transaction was charged exactly once
+#   (the sandbox's /charges).
 #
 # Usage: test_two_nodes.sh JOBWIRE JW_MINT_TOKEN SANDBOX  (DATABASE_URL: a PostgreSQL server)
 # shellcheck disable=SC2016
@@ -70,28 +76,30 @@ check_eq "node a owns its $JOBS jobs" "$JOBS" "$(sql "$DB" "SELECT count(*) FROM
 
 start_jobwire "$DB" "$WORK/b.log" "${ARGS[@]}" --node-id b || bail "node b starts" "$START_ERROR"
 B_PID=$SERVER_PID
+B_BASE=$BASE
 check "node b claims none of a's jobs (its log: 'recovered 0 unfinished jobs')" \
   grep -q "recovered 0 unfinished jobs" "$WORK/b.log"
 check "...and says they belong to a live node" \
   grep -qE "recovery: [0-9]+ unfinished jobs belong to live nodes; left to them" "$WORK/b.log"
-check_eq "every job is still a's" "$JOBS" "$(sql "$DB" "SELECT count(*) FROM job_runs WHERE owner_node = 'a'")"
 before=$(progress)
 advanced() { (($(progress) > before)); }
 check "a's jobs keep advancing on a while b runs" wait_until 20 advanced
-stop_jobwire "$B_PID" >/dev/null
-check_eq "b's clean stop hands back nothing of a's" "$JOBS" \
-  "$(sql "$DB" "SELECT count(*) FROM job_runs WHERE owner_node = 'a'")"
+# b's takeover scans run every second: several have passed by now.
+scanned() { (($(metric jobwire_cluster_scans_total "$B_BASE") >= 3)); }
+check "b ran its takeover scans meanwhile" wait_until 20 scanned
+check_eq "...and took none of a's jobs (a is alive)" 0 "$(sql "$DB" "SELECT count(*) FROM job_runs WHERE owner_node = 'b'")"
 
-# --- 2. A paused past its TTL; B takes its jobs over -----------------------------
+# --- 2. A paused past its TTL; B, running, takes its jobs over -------------------
 left=$(unfinished)
 ((left > 0)) || bail "some of a's jobs are still running when a is paused" "all finished already"
 kill -STOP "$A_PID"
 pass "a paused (SIGSTOP) with $left jobs unfinished"
-sleep 4.5 # past a's 3 s TTL
-start_jobwire "$DB" "$WORK/b.log" "${ARGS[@]}" --node-id b || bail "node b starts again" "$START_ERROR"
-B_PID=$SERVER_PID
-check "b marks a dead" test "$(sql "$DB" "SELECT dead FROM jw_nodes WHERE id = 'a'")" = t
-check "b claimed every unfinished job of a (its log)" grep -q "recovered $left unfinished jobs" "$WORK/b.log"
+a_dead() { [[ $(sql "$DB" "SELECT dead FROM jw_nodes WHERE id = 'a'") == t ]]; }
+check "b marks a dead once its heartbeat is older than the TTL" wait_until 30 a_dead
+none_of_a() { [[ $(sql "$DB" "SELECT count(*) FROM job_runs WHERE owner_node = 'a' AND status NOT IN ('completed','failed','cancelled')") == 0 ]]; }
+check "b takes over every unfinished job of a, without a restart" wait_until 30 none_of_a
+check "b's log says so" grep -q "takeover: resumed" "$WORK/b.log"
+check "b counts them (jobwire_takeovers_total)" test "$(metric jobwire_takeovers_total "$B_BASE")" -ge "$left"
 all_done() { [[ $(unfinished) == 0 ]]; }
 check "b finishes them (within 120 s)" wait_until 120 all_done
 check_eq "every job completed" "$JOBS" "$(sql "$DB" "SELECT count(*) FROM job_runs WHERE status = 'completed'")"
@@ -108,6 +116,25 @@ a_status=$?
 check_eq "...with status 1" 1 "$a_status"
 check "...saying it was declared dead" grep -q "this node was declared dead (paused or cut off past --node-ttl); exiting without committing" "$WORK/a.log"
 check_eq "a committed nothing after it woke (every job's journal as before)" "$journal" "$(journals)"
+
+# --- 4. B stops cleanly mid-way: A takes its jobs over at once ---------------------
+start_jobwire "$DB" "$WORK/a2.log" "${ARGS[@]}" --node-id a --node-ttl 60s || bail "node a starts again" "$START_ERROR"
+A_PID=$SERVER_PID
+for _ in $(seq "$JOBS"); do
+  BASE=$B_BASE api POST /api/jobs "$TOKEN_A" '{"transaction_amount":300,"transaction_count":'"$TX"'}'
+  [[ $STATUS == 201 ]] || bail "POST /api/jobs on b" "status=$STATUS body=$BODY"
+done
+b_started() { (($(sql "$DB" "SELECT count(*) FROM job_runs WHERE owner_node = 'b' AND last_seq > 20") >= JOBS)); }
+check "b runs the $JOBS new jobs" wait_until 30 b_started
+left=$(sql "$DB" "SELECT count(*) FROM job_runs WHERE owner_node = 'b' AND status NOT IN ('completed','failed','cancelled')")
+((left > 0)) || bail "some of b's jobs are still running when b is stopped" "all finished already"
+stop_jobwire "$B_PID" >/dev/null
+check "b handed its leases back as it stopped" grep -qE "node b: [1-9][0-9]* leases handed back" "$WORK/b.log"
+# a's TTL is 60 s: only b's hand-back can make a claim b's jobs within this wait.
+check "a takes over b's $left unfinished jobs at once (its TTL, 60 s, has not passed)" \
+  wait_until 20 test "$(sql "$DB" "SELECT count(*) FROM job_runs WHERE owner_node IS DISTINCT FROM 'a' AND status NOT IN ('completed','failed','cancelled')")" = 0
+check "a finishes them (within 120 s)" wait_until 120 all_done
+check_eq "every job completed" "$((JOBS * 2))" "$(sql "$DB" "SELECT count(*) FROM job_runs WHERE status = 'completed'")"
 check_eq "every journal is gapless: seq 1..last_seq, no duplicate" 0 "$(sql "$DB" "
   SELECT count(*) FROM job_runs j
    WHERE (SELECT count(*) FROM job_events e WHERE e.job_run_id = j.id) <> j.last_seq
@@ -116,14 +143,13 @@ check_eq "every journal is gapless: seq 1..last_seq, no duplicate" 0 "$(sql "$DB
       OR (SELECT max(seq) FROM job_events e WHERE e.job_run_id = j.id) <> j.last_seq")"
 charges=$(curl -sf "$SB/charges")
 check_eq "no key was charged twice" 0 "$(jq '[.[] | select(.charges > 1)] | length' <<<"$charges")"
-check_eq "each of the $((JOBS * TX)) transactions was charged exactly once" "$((JOBS * TX))" \
+check_eq "each of the $((2 * JOBS * TX)) transactions was charged exactly once" "$((2 * JOBS * TX))" \
   "$(jq '[.[] | select(.step_name == "process_payment" and .charges == 1)] | length' <<<"$charges")"
-check_eq "...under one key each" "$((JOBS * TX))" \
+check_eq "...under one key each" "$((2 * JOBS * TX))" \
   "$(jq '[.[] | select(.step_name == "process_payment")] | length' <<<"$charges")"
-# Informational: payments a had sent and b sent again (the pause caught them in flight).
-echo "# payments sent twice under one key (a's in flight, re-sent by b): $(jq '[.[] | select(.step_name == "process_payment" and .calls > 1)] | length' <<<"$charges")"
-stop_jobwire "$B_PID" >/dev/null
-check_eq "b's clean stop hands its leases back and marks it dead" t \
-  "$(sql "$DB" "SELECT dead FROM jw_nodes WHERE id = 'b'")"
-check "no jobwire process aborted" bash -c "! grep -qiE 'abort|core dumped' '$WORK/a.log' '$WORK/b.log'"
+# Informational: payments sent again under the same key by the node that took over.
+echo "# payments sent twice under one key (in flight at a pause or stop, re-sent): $(jq '[.[] | select(.step_name == "process_payment" and .calls > 1)] | length' <<<"$charges")"
+stop_jobwire "$A_PID" >/dev/null
+check_eq "a's clean stop marks it dead" t "$(sql "$DB" "SELECT dead FROM jw_nodes WHERE id = 'a'")"
+check "no jobwire process aborted" bash -c "! grep -qiE 'abort|core dumped' '$WORK/a.log' '$WORK/a2.log' '$WORK/b.log'"
 jw_summary
