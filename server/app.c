@@ -51,6 +51,7 @@ struct jw_app {
     jw_provider provider;
     jw_provider_call **held;
     size_t nheld, capheld;
+    bool stopped; /* jw_app_stop: no timer fires any more */
     /* Jobs claimed from other nodes whose old copy here still had a batch
      * out (jw_engine_adopt's later): given again after each store round. */
     json_t *adopt_later;
@@ -125,7 +126,7 @@ static void timers_wake_at(void *arg, int64_t at_us)
     jw_app *app = arg;
     int64_t delay;
 
-    if (at_us == INT64_MAX) {
+    if (at_us == INT64_MAX || app->stopped) {
         lws_sul_schedule(app->ctx, 0, &app->sul, on_sul, LWS_SET_TIMER_USEC_CANCEL);
         return;
     }
@@ -266,6 +267,7 @@ static void wire(jw_app *app)
         .rt = app->rt,
         .published = &app->published,
         .publish_delay = &app->publish_delay,
+        .calls_held = &app->nheld,
     };
     build_routes(app);
     app->http->routes = app->routes;
@@ -579,6 +581,13 @@ void jw_app_stop(jw_app *app)
 {
     if (!app)
         return;
+    /*
+     * No timer fires from here on: the engine's retry timers would start
+     * calls on a freed provider while the context is destroyed. Freeing the
+     * providers cancels their timers, which re-arms the native one unless
+     * stopped is set first.
+     */
+    app->stopped = true;
     lws_sul_schedule(app->ctx, 0, &app->sul, on_sul, LWS_SET_TIMER_USEC_CANCEL);
     /* Providers first: they must not deliver into a freed engine, nor wake a
      * destroyed context. */

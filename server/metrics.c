@@ -209,6 +209,10 @@ void jw_metrics_handle(void *arg, jw_http_ctx *ctx, jw_http_request *req)
              (double)*m->published},
             {"jobwire_provider_calls_total", "counter", "Provider calls started.",
              (double)en.provider_calls},
+            {"jobwire_provider_calls_held", "gauge",
+             "Provider calls waiting to start until this node's leases are trusted again (no "
+             "good heartbeat within --node-ttl less one second).",
+             (double)*m->calls_held},
             {"jobwire_db_connected", "gauge", "1 while the store is connected to PostgreSQL.",
              db.connected ? 1 : 0},
             {"jobwire_node_heartbeat_age_seconds", "gauge",

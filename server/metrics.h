@@ -22,6 +22,7 @@ typedef struct jw_metrics {
     const jw_rt *rt;              /* the Supabase endpoint's counters */
     const uint64_t *published;    /* committed deltas handed to the fan-out */
     const jw_hist *publish_delay; /* per batch: hand-over to the store .. publication */
+    const size_t *calls_held;     /* provider calls waiting for the leases to be trusted */
 } jw_metrics;
 
 /* arg: a jw_metrics. */
