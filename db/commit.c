@@ -193,8 +193,9 @@ static const char sql_events[] =
     "unnest($4::text[]), unnest($5::text[]), json_array_elements($6::json)) "
     "AS u(j, s, t, tb, op, r)";
 
-static const char sql_advance[] = "SELECT jw_advance_seq_fenced($1::text, $2::uuid[], $3::int8[], "
-                                  "$4::int8[], $5::int8[], $6::int8[])";
+/* $2, this process's incarnation: a group of one that is not the live one commits nothing. */
+static const char sql_advance[] = "SELECT jw_advance_seq_fenced($1::text, $2::int8, $3::uuid[], "
+                                  "$4::int8[], $5::int8[], $6::int8[], $7::int8[])";
 
 /* Another node's commit of the same seq (a job taken over) is not ours. */
 static const char sql_committed[] =
@@ -552,13 +553,14 @@ enum write_result store__write_group(jw_store *s, size_t count, char *err, size_
                              s->ev_op.data,
                              s->ev_rows.data,
                              cts};
-        const char *adv[6] = {s->node_id,     s->adv_job.data, s->adv_epoch.data,
-                              s->adv_lo.data, s->adv_hi.data,  s->adv_n.data};
+        const char *adv[7] = {s->node_id,        s->incarnation_text, s->adv_job.data,
+                              s->adv_epoch.data, s->adv_lo.data,      s->adv_hi.data,
+                              s->adv_n.data};
 
         if (!PQsendQueryPrepared(s->conn, "jw_events", 7, ev, NULL, NULL, 0))
             goto lost;
         sent++;
-        if (!PQsendQueryPrepared(s->conn, "jw_advance", 6, adv, NULL, NULL, 0))
+        if (!PQsendQueryPrepared(s->conn, "jw_advance", 7, adv, NULL, NULL, 0))
             goto lost;
         sent++;
     }

@@ -27,7 +27,10 @@
  * Nodes and leases (db/migrations/004_node_leases.sql): the store commits as
  * node node_id. Every group is fenced: a batch advances its job only while
  * this node holds the job's lease at the batch's lease_epoch (a brand-new
- * job's first batch takes the lease). A batch refused for a lost lease is
+ * job's first batch takes the lease) - and only while node_incarnation is
+ * the node's live incarnation (not declared dead, not replaced by a newer
+ * process registered under the same id): a stale process commits nothing,
+ * not even a new job. A batch refused for a lost lease is
  * answered JW_ECONFLICT with PostgreSQL's message; nothing of it commits,
  * while other jobs' batches of its group do. With node_incarnation > 0 the
  * db thread renews the node's heartbeat row every node_ttl_ms / 3 between

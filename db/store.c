@@ -375,6 +375,7 @@ int jw_store_start(jw_store **out, const jw_store_config *cfg)
     s->conninfo = jw_xstrdup(cfg->conninfo);
     s->node_id = jw_xstrdup(cfg->node_id && cfg->node_id[0] ? cfg->node_id : "local");
     s->incarnation = cfg->node_incarnation;
+    snprintf(s->incarnation_text, sizeof(s->incarnation_text), "%lld", (long long)s->incarnation);
     s->node_ttl_us = (int64_t)(cfg->node_ttl_ms > 0 ? cfg->node_ttl_ms : 10000) * 1000;
     s->wake = cfg->wake;
     s->wake_arg = cfg->wake_arg;

@@ -60,7 +60,8 @@ struct jw_store {
 
     /* This node (jw_db_node_register); its heartbeat runs every ttl/3. */
     char *node_id;
-    int64_t incarnation; /* 0: no heartbeat (tests) */
+    int64_t incarnation;       /* 0: no heartbeat (tests) */
+    char incarnation_text[24]; /* the same, as the fence's parameter */
     void (*wake)(void *arg);
     void *wake_arg;
     int64_t node_ttl_us;

@@ -727,6 +727,49 @@ static void test_lease_fence(void **state)
 }
 
 /*
+ * Two processes with one node id (a restart while the old process runs):
+ * once the newer registered the next incarnation, the older commits
+ * nothing - not even a brand-new job, which no epoch fences - and its
+ * batches are refused as lost leases.
+ */
+static void test_stale_incarnation_commits_nothing(void **state)
+{
+    char job[JW_UUID_LEN + 1], fresh[JW_UUID_LEN + 1], err[512];
+    int64_t inc = 0, newer = 0;
+    jw_store_config cfg = {.conninfo = conninfo, .node_id = "twin", .node_ttl_ms = 60000};
+    jw_store *s = NULL;
+    jw_batch *b;
+
+    (void)state;
+    assert_int_equal(jw_db_node_register(conninfo, "twin", &inc, err, sizeof(err)), 0);
+    cfg.node_incarnation = inc;
+    assert_int_equal(jw_store_start(&s, &cfg), 0);
+    b = new_job_batch(job);
+    b->lease_epoch = 1;
+    assert_int_equal(commit_one(s, b, err, sizeof(err)), 0);
+    /* The newer process registers: same id, the next incarnation. */
+    assert_int_equal(jw_db_node_register(conninfo, "twin", &newer, err, sizeof(err)), 0);
+    assert_int_equal(newer, inc + 1);
+    b = new_job_batch(fresh);
+    b->lease_epoch = 1;
+    assert_int_equal(commit_one(s, b, err, sizeof(err)), JW_ECONFLICT);
+    assert_non_null(strstr(err, "is not the live one"));
+    assert_int_equal(events_of(fresh), 0);
+    {
+        const char *p[1] = {fresh};
+
+        assert_int_equal(pgtest_int(db, "SELECT count(*) FROM job_runs WHERE id = $1", 1, p), 0);
+    }
+    b = jw_batch_new();
+    b->lease_epoch = 1;
+    jw_batch_add(b, job_update(job, 2, "validating", 5));
+    assert_int_equal(commit_one(s, b, err, sizeof(err)), JW_ECONFLICT);
+    assert_int_equal(last_seq_of(job), 1);
+    jw_store_stop(s, 1000);
+    jw_store_free(s);
+}
+
+/*
  * After a lost connection the store asks whether its group committed. A
  * journaled delta of the same job and seq committed by another node (which
  * took the job over) is not this node's commit.
@@ -1180,6 +1223,7 @@ int main(void)
         cmocka_unit_test(test_quiet_rows),
         cmocka_unit_test(test_load_active),
         cmocka_unit_test(test_lease_fence),
+        cmocka_unit_test(test_stale_incarnation_commits_nothing),
         cmocka_unit_test(test_group_committed_probe_is_ours_only),
         cmocka_unit_test(test_reads),
         cmocka_unit_test(test_replay_bytes_are_live_bytes),
