@@ -14,13 +14,16 @@
 
 /*
  * The claim (db/claim.h): first this node must still be alive (given its
- * incarnation) - its row is read FOR SHARE, so a concurrent "mark dead" of it waits for this
- * transaction, and a node declared dead claims nothing. Then the other nodes
- * past their TTL are marked dead, in the same transaction, so the claim
- * below sees them dead.
+ * incarnation): a node declared dead claims nothing. A plain read, no row
+ * lock: were this node declared dead right after it, what it claims belongs
+ * to a dead node and the next claim of a live one takes it (and this node's
+ * batches of it are fenced off, migration 007) - while a lock on the node's
+ * row would make its heartbeat, and other nodes marking it dead, wait.
+ * Then the other nodes past their TTL are marked dead, in the same
+ * transaction, so the claim below sees them dead.
  */
 static const char sql_alive[] = "SELECT 1 FROM jw_nodes WHERE id = $1::text"
-                                " AND incarnation = $2::int8 AND NOT dead FOR SHARE";
+                                " AND incarnation = $2::int8 AND NOT dead";
 
 static const char sql_mark_dead[] =
     "UPDATE jw_nodes SET dead = true"
