@@ -1,0 +1,185 @@
+#!/usr/bin/env bash
+# Commands from any node (issue 14): two jobwire nodes (sim mode) on one
+# PostgreSQL; jobs run on node a, their commands are sent to node b, which
+# does not hold them, and reach a through the jw_inbox table:
+#
+#   1. a job's login OTPs typed on b: a wrong code over HTTP gets a's verdict
+#      (422 invalid_otp, attempts_left 2), the right one 200; the other login's
+#      code over /ws otp.submit gets otp.result ok;
+#   2. a payment OTP submitted twice at once on b is consumed once: one 200,
+#      the other 409 (not waiting), one attempt used;
+#   3. cancel on b stops a job running on a (200, then cancelled), a's owner
+#      unchanged; a cancel of a finished job is 409, of an unknown job 404,
+#      an OTP of another user 404;
+#   4. a's TTL passes after kill -9 with an OTP already typed on b: b takes
+#      the job over and answers the OTP as the new owner, or with the
+#      documented bounded error (503/504) - never a hang;
+#   5. no OTP value in any log, response or database row (the jw_inbox table
+#      dumped included), and no inbox row left open.
+#
+# Usage: test_inbox.sh JOBWIRE JW_MINT_TOKEN  (DATABASE_URL: a PostgreSQL server)
+# shellcheck disable=SC2016
+set -uo pipefail
+
+HERE=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$HERE/lib.sh"
+jw_init test-inbox "${1-}" "${2-}"
+command -v node >/dev/null || bail "node is installed (scripts/deps)" "node not found"
+
+ADMIN_KEY="admin-$(random_hex 16)"
+JWT_SECRET="jwt-$(random_hex 16)"
+SECRET_KEY=$(random_hex 32)
+USER_A=$(random_uuid)
+USER_B=$(random_uuid)
+TOKEN_A=$(mint "$JWT_SECRET" "$USER_A" 3600)
+TOKEN_B=$(mint "$JWT_SECRET" "$USER_B" 3600)
+DB=$(jw_fresh_db jw_test_inbox) || bail "create database jw_test_inbox"
+ARGS=(--sim "latency_ms=5,voucher_polls=1,poll_after_ms=20" --retry-scale 0.01 --node-ttl 3s
+  --provider-timeout 5000 --log-level debug)
+
+start_jobwire "$DB" "$WORK/a.log" "${ARGS[@]}" --node-id a || bail "node a starts" "$START_ERROR"
+A_PID=$SERVER_PID
+A=$BASE
+start_jobwire "$DB" "$WORK/b.log" "${ARGS[@]}" --node-id b || bail "node b starts" "$START_ERROR"
+B_PID=$SERVER_PID
+B=$BASE
+BASE=$A
+
+# new_job TX: a job of user A created on a; sets JOB.
+new_job() {
+  BASE=$A api POST /api/jobs "$TOKEN_A" '{"transaction_amount":300,"transaction_count":'"$1"'}'
+  [[ $STATUS == 201 ]] || bail "POST /api/jobs on a" "status=$STATUS body=$BODY"
+  JOB=$(j .job_id)
+}
+# code_of OTP_ID: its code in a's sim inbox (the job's node sends the SMS).
+code_of() {
+  BASE=$A inbox_for "$JOB"
+  otp_code "$1"
+}
+# a wrong code: the right one with its first digit changed.
+wrong_of() { local c=$1; printf '%s%s' "$(((${c:0:1} + 1) % 10))" "${c:1}"; }
+# wait_until SECONDS CMD...: polls CMD every 0.1 s, bounded.
+wait_until() {
+  local until=$((SECONDS + $1))
+  shift
+  until "$@"; do
+    ((SECONDS < until)) || return 1
+    sleep 0.1
+  done
+}
+inbox_metric() { metric "jobwire_inbox_commands_total{outcome=\"$1\"}" "$2"; }
+open_rows() { sql "$DB" "SELECT count(*) FROM jw_inbox WHERE answered_at IS NULL"; }
+
+# --- 1. login OTPs typed on b ------------------------------------------------------
+new_job 2
+JOB1=$JOB
+BASE=$A wait_otp_requests "$JOB1" "$TOKEN_A" 30 2 || bail "job 1 asks for its two login OTPs" "$BODY"
+read -r OTP1 OTP2 <<<"$OTP_IDS"
+check_eq "job 1 runs on a" a "$(sql "$DB" "SELECT owner_node FROM job_runs WHERE id = '$JOB1'")"
+C1=$(code_of "$OTP1")
+C2=$(code_of "$OTP2")
+BASE=$B api POST "/api/otp/$OTP1" "$TOKEN_A" "{\"otp\":\"$(wrong_of "$C1")\"}"
+check_eq "a wrong code on b gets a's verdict: 422" 422 "$STATUS"
+check "...{ok:false, error:invalid_otp, attempts_left:2}" \
+  jtrue '.ok == false and .error == "invalid_otp" and .attempts_left == 2'
+BASE=$B api POST "/api/otp/$OTP1" "$TOKEN_A" "{\"otp\":\"$C1\"}"
+check_eq "the right code on b: 200" 200 "$STATUS"
+check "...{ok:true}" jtrue '.ok == true'
+check_eq "...and a verified it" verified "$(sql "$DB" "SELECT status FROM otp_requests WHERE id = '$OTP1'")"
+ws_answer=$(node "$HERE/ws_otp_submit.mjs" "ws://${B#http://}/ws" "$TOKEN_A" "$OTP2" "$C2")
+printf '%s\n' "$ws_answer" >"$WORK/resp/ws-1.body"
+BODY=$ws_answer
+check "the other login's code over /ws otp.submit on b: otp.result ok ($ws_answer)" \
+  jtrue '.type == "otp.result" and .ok == true and .ref == "o1"'
+check_eq "...verified by a" verified "$(sql "$DB" "SELECT status FROM otp_requests WHERE id = '$OTP2'")"
+ws_answer=$(node "$HERE/ws_otp_submit.mjs" "ws://${B#http://}/ws" "$TOKEN_A" "$OTP2" "$C2")
+printf '%s\n' "$ws_answer" >"$WORK/resp/ws-2.body"
+BODY=$ws_answer
+check "the same code again over /ws: error otp_not_waiting" \
+  jtrue '.type == "error" and .code == "otp_not_waiting"'
+check "b counts its forwards (jobwire_inbox_commands_total{outcome=forwarded})" \
+  test "$(inbox_metric forwarded "$B")" -ge 3
+check "...and the owner's verdicts (answered)" test "$(inbox_metric answered "$B")" -ge 3
+check "a counts the rows it took (taken)" test "$(inbox_metric taken "$A")" -ge 3
+
+# --- 2. one payment OTP submitted twice at once ---------------------------------------
+BASE=$A wait_otp_requests "$JOB1" "$TOKEN_A" 30 1 || bail "job 1 asks for a payment OTP" "$BODY"
+OTP3=${OTP_IDS%% *}
+C3=$(code_of "$OTP3")
+twice=()
+for k in 1 2; do
+  curl -sS --max-time 60 -o "$WORK/resp/twice-$k.body" -w '%{http_code}' -X POST \
+    -H "Authorization: Bearer $TOKEN_A" -H 'Content-Type: application/json' \
+    --data-binary "{\"otp\":\"$C3\"}" "$B/api/otp/$OTP3" >"$WORK/twice-$k.status" &
+  twice+=("$!")
+done
+wait "${twice[@]}"
+statuses=$(for k in 1 2; do cat "$WORK/twice-$k.status"; echo; done | sort | paste -sd' ')
+check_eq "the same payment OTP twice at once on b: one 200, the other 409 (consumed once)" \
+  "200 409" "$statuses"
+check_eq "...verified, no attempt used up" "verified 0" \
+  "$(sql "$DB" "SELECT status || ' ' || attempts_count FROM otp_requests WHERE id = '$OTP3'")"
+check_eq "...a's engine received the code once (its log)" 1 \
+  "$(grep -c "engine: OTP received job=$JOB1 .* otp=$OTP3" "$WORK/a.log")"
+check "...the other submission was refused by a as not waiting" \
+  grep -q "OTP request $OTP3 is received, not waiting for a code\\|OTP request $OTP3 is verified, not waiting for a code" "$WORK"/resp/twice-*.body
+
+# --- 3. cancel on b ----------------------------------------------------------------------
+new_job 2
+JOB2=$JOB
+BASE=$A wait_otp_requests "$JOB2" "$TOKEN_A" 30 1 || bail "job 2 waits for an OTP" "$BODY"
+BASE=$B api POST "/api/jobs/$JOB2/cancel" "$TOKEN_B" '{}'
+check_eq "another user's cancel on b: 404" 404 "$STATUS"
+BASE=$B api POST "/api/otp/${OTP_IDS%% *}" "$TOKEN_B" '{"otp":"123456"}'
+check_eq "another user's OTP on b: 404" 404 "$STATUS"
+BASE=$B api POST "/api/otp/${OTP_IDS%% *}" "$TOKEN_A" '{"otp":"12"}'
+check_eq "a malformed code on b: 400 invalid_field (never forwarded)" "400 invalid_field" "$STATUS $(j .error.code)"
+BASE=$B api POST "/api/jobs/$JOB2/cancel" "$TOKEN_A" '{}'
+check_eq "cancel on b of a job running on a: 200" 200 "$STATUS"
+check "...with the job after the cancel (cancel_requested)" \
+  jtrue '.job_id == $id and .job.cancel_requested == true' --arg id "$JOB2"
+cancelled() { [[ $(sql "$DB" "SELECT status FROM job_runs WHERE id = '$JOB2'") == cancelled ]]; }
+check "...and a stops it (cancelled)" wait_until 30 cancelled
+check_eq "...still owned by a" a "$(sql "$DB" "SELECT owner_node FROM job_runs WHERE id = '$JOB2'")"
+BASE=$B api POST "/api/jobs/$JOB2/cancel" "$TOKEN_A" '{}'
+check_eq "cancel of a cancelled job on b: 409" 409 "$STATUS"
+BASE=$B api POST "/api/jobs/$(random_uuid)/cancel" "$TOKEN_A" '{}'
+check_eq "cancel of an unknown job on b: 404" 404 "$STATUS"
+
+# --- 4. the owner killed with an OTP on its way ---------------------------------------------
+new_job 2
+JOB3=$JOB
+BASE=$A wait_otp_requests "$JOB3" "$TOKEN_A" 30 1 || bail "job 3 waits for an OTP" "$BODY"
+OTP4=${OTP_IDS%% *}
+C4=$(code_of "$OTP4")
+kill -KILL "$A_PID"
+wait "$A_PID" 2>/dev/null
+pass "a killed (kill -9) with job 3 waiting for OTP $OTP4"
+t0=$SECONDS
+BASE=$B api POST "/api/otp/$OTP4" "$TOKEN_A" "{\"otp\":\"$C4\"}"
+took=$((SECONDS - t0))
+check "an OTP sent to b for the dead node's job is answered, not left hanging (status $STATUS after ${took}s: $BODY)" \
+  contains " 200 422 503 504 " " $STATUS "
+check_eq "b took the job over" b "$(sql "$DB" "SELECT owner_node FROM job_runs WHERE id = '$JOB3'")"
+if [[ $STATUS == 200 || $STATUS == 422 ]]; then
+  check "...and judged the code as its new owner (its log)" grep -q "inbox: took otp row" "$WORK/b.log"
+else
+  check "...the bounded error says why" jtrue '.error.code == "unavailable" or .error.code == "timeout"'
+fi
+
+# --- 5. no code anywhere, no row left ------------------------------------------------------
+printf '%s\n' "$C1" "$(wrong_of "$C1")" "$C2" "$C3" "$C4" >"$WORK/typed"
+sql "$DB" "SELECT * FROM jw_inbox" >"$WORK/inbox-dump"
+check "the jw_inbox table holds no code (dumped)" \
+  bash -c '! grep -qE -- "$1" "$2"' _ "$(codes_regex "$WORK/typed")" "$WORK/inbox-dump"
+check_eq "...no sealed value is left in it" 0 "$(sql "$DB" "SELECT count(*) FROM jw_inbox WHERE sealed IS NOT NULL")"
+check_eq "...and no row is left open" 0 "$(open_rows)"
+check_eq "no job table row holds a typed code" "" "$(db_rows_with_codes "$DB" "$WORK/typed")"
+check_eq "no response (HTTP or WebSocket) holds a typed code" "" "$(bodies_with_codes "$WORK/typed")"
+check "no log line holds a typed code" \
+  bash -c '! grep -hE -- "$1" "$2" "$3" | grep -v " INFO  sim: SMS to "' _ "$(codes_regex "$WORK/typed")" "$WORK/a.log" "$WORK/b.log"
+
+kill -TERM "$B_PID" 2>/dev/null
+wait "$B_PID" 2>/dev/null
+jw_summary
