@@ -184,9 +184,9 @@ void jw_store_node_state(jw_store *s, int64_t *trusted_until_us, bool *dead);
  *  JW_READ_INBOX_VERDICT (row id, answer|withdraw) -> {"verdict"}: deletes
  *                an answered row (withdraw: or one nobody took; its verdict
  *                is null then).
- *  JW_READ_INBOX_SCAN (node, limit) -> [{"id","job_id","stale"}]: open rows
- *                of jobs the node owns: untaken, or taken by an earlier owner
- *                (stale).
+ *  JW_READ_INBOX_SCAN (node, limit, max age s) -> [{"id","job_id","stale"}]:
+ *                open rows of jobs the node owns, younger than max age:
+ *                untaken, or taken by an earlier owner (stale).
  */
 typedef enum jw_read_kind {
     JW_READ_JOB,

@@ -103,7 +103,8 @@ static const char *const read_sql[JW_READ__COUNT] = {
         "         SELECT $1::uuid, j.id, j.user_id, $2::text, $3::uuid, $5::bytea, $6::text"
         "           FROM j, cap"
         "          WHERE j.status NOT IN ('completed', 'failed', 'cancelled')"
-        "            AND ($2::text = 'cancel' OR (j.otp_status = 'requested' AND $5::bytea IS NOT NULL))"
+        "            AND ($2::text = 'cancel'"
+        "                 OR (j.otp_status = 'requested' AND $5::bytea IS NOT NULL))"
         "            AND NOT cap.full AND NOT cap.user_full"
         "         RETURNING id),"
         " note AS (SELECT pg_notify('jw_inbox', 'take ' || ins.id || ' ' || j.id || ' '"
@@ -143,6 +144,7 @@ static const char *const read_sql[JW_READ__COUNT] = {
         " FROM (SELECT i.id, i.job_run_id, i.taken_by, i.created_at"
         "         FROM jw_inbox i JOIN job_runs r ON r.id = i.job_run_id"
         "        WHERE r.owner_node = $1::text AND i.answered_at IS NULL"
+        "          AND i.created_at > now() - make_interval(secs => $3::int)"
         "          AND (i.taken_by IS NULL OR i.taken_by <> r.owner_node"
         "               OR i.taken_epoch < r.lease_epoch)"
         "        ORDER BY i.created_at LIMIT $2::int) x",

@@ -431,9 +431,11 @@ static void command(jw_api *api, jw_http_request *req, const jw_principal *who, 
     api_op *op;
     int rc;
 
-    if (!owner && kind == OP_CANCEL && api->sv->inbox) {
-        /* Not in memory here: running on another node (forwarded to it), finished or
-         * unknown - the inbox's insert decides, from PostgreSQL. */
+    if (kind == OP_CANCEL && api->sv->inbox &&
+        (!owner || jw_engine_job_retryable(api->sv->engine, job_id))) {
+        /* Not in memory here, or failed here and maybe retried by another node since:
+         * running on another node (forwarded to it), finished or unknown - the inbox's
+         * insert decides, from PostgreSQL, for this user. */
         forward(api, req, new_op(api, req, kind, who), job_id, NULL);
         return;
     }

@@ -45,25 +45,20 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_WAITS 1024          /* commands this node waits on at once */
-#define MAX_OPEN_ROWS 10000     /* open (unanswered) rows in the table, all nodes */
-#define MAX_OPEN_PER_USER 64    /* open rows of one user's jobs */
-#define SCAN_LIMIT 100          /* rows one owner scan looks at */
-#define SCAN_PERIOD_US 2000000  /* the owner's scan, and retries of unsent answers */
-#define CATCH_UP_VERDICTS 64    /* verdict reads one catch-up sends; the waits' ends cover more */
-#define MAX_UNSENT 1024         /* verdicts waiting to be written again */
+#define MAX_WAITS 1024         /* commands this node waits on at once */
+#define MAX_OPEN_ROWS 10000    /* open (unanswered) rows in the table, all nodes */
+#define MAX_OPEN_PER_USER 64   /* open rows of one user's jobs */
+#define SCAN_LIMIT 100         /* rows one owner scan looks at */
+#define SCAN_PERIOD_US 2000000 /* the owner's scan, and retries of unsent answers */
+#define CATCH_UP_VERDICTS 64   /* verdict reads one catch-up sends; the waits' ends cover more */
+#define MAX_UNSENT 1024        /* verdicts waiting to be written again */
 
 const char *const jw_inbox_outcome_names[JW_INBOX__N] = {
-    [JW_INBOX_FORWARDED] = "forwarded",
-    [JW_INBOX_ANSWERED] = "answered",
-    [JW_INBOX_REFUSED] = "refused",
-    [JW_INBOX_FULL] = "full",
-    [JW_INBOX_NO_KEY] = "no_key",
-    [JW_INBOX_NOT_APPLIED] = "not_applied",
-    [JW_INBOX_UNKNOWN] = "unknown",
-    [JW_INBOX_DB_ERROR] = "db_error",
-    [JW_INBOX_TAKEN] = "taken",
-    [JW_INBOX_OWNER_CHANGED] = "owner_changed",
+    [JW_INBOX_FORWARDED] = "forwarded", [JW_INBOX_ANSWERED] = "answered",
+    [JW_INBOX_REFUSED] = "refused",     [JW_INBOX_FULL] = "full",
+    [JW_INBOX_NO_KEY] = "no_key",       [JW_INBOX_NOT_APPLIED] = "not_applied",
+    [JW_INBOX_UNKNOWN] = "unknown",     [JW_INBOX_DB_ERROR] = "db_error",
+    [JW_INBOX_TAKEN] = "taken",         [JW_INBOX_OWNER_CHANGED] = "owner_changed",
 };
 
 typedef enum { W_PUTTING, W_WAITING, W_WITHDRAWING } wait_state;
@@ -112,6 +107,7 @@ struct jw_inbox {
     unsent *unsent;
     size_t nunsent;
     bool scanning;
+    bool rescan; /* a row could not be taken yet: scan again at the next tick */
     jw_timer tick;
     uint64_t counts[JW_INBOX__N];
 };
@@ -152,8 +148,8 @@ static void refuse(waiter *w, jw_inbox_outcome o, int status, const char *code, 
 {
     char msg[320];
     va_list ap;
-    jw_inbox_verdict v = {.status = status, .code = code, .message = msg,
-                          .retry_after_s = retry_after_s};
+    jw_inbox_verdict v = {
+        .status = status, .code = code, .message = msg, .retry_after_s = retry_after_s};
 
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
@@ -180,7 +176,7 @@ static void deliver(waiter *w, const json_t *verdict)
     jw_inbox_verdict v = {0};
 
     if (!rc || strcmp(rc, "ok") != 0) {
-        int status = !rc                               ? 503
+        int status = !rc                            ? 503
                      : strcmp(rc, "not_found") == 0 ? 404
                      : strcmp(rc, "invalid") == 0   ? 400
                      : strcmp(rc, "conflict") == 0  ? 409
@@ -246,8 +242,10 @@ static int forward(jw_inbox *ib, bool otp, const char *target, const char *value
     int rc;
 
     if (ib->waits.count >= MAX_WAITS) {
-        snprintf(err, errlen, "this node waits on %d commands for other nodes, the most it may; "
-                              "try again", MAX_WAITS);
+        snprintf(err, errlen,
+                 "this node waits on %d commands for other nodes, the most it may; "
+                 "try again",
+                 MAX_WAITS);
         ib->counts[JW_INBOX_FULL]++;
         return JW_ELIMIT;
     }
@@ -272,8 +270,7 @@ static int forward(jw_inbox *ib, bool otp, const char *target, const char *value
             size_t sealed_len = 0;
 
             otp_aad(aad, sizeof(aad), w->id, w->target);
-            if (jw_seal(ib->key, value, strlen(value), aad, strlen(aad), &sealed, &sealed_len) ==
-                0)
+            if (jw_seal(ib->key, value, strlen(value), aad, strlen(aad), &sealed, &sealed_len) == 0)
                 hex = jw_bytea_hex(sealed, sealed_len);
             free(sealed); /* ciphertext */
             w->sealed = hex != NULL;
@@ -283,8 +280,9 @@ static int forward(jw_inbox *ib, bool otp, const char *target, const char *value
     snprintf(max_user, sizeof(max_user), "%d", MAX_OPEN_PER_USER);
     snprintf(expiry, sizeof(expiry), "%d", ib->expiry_s);
     {
-        const char *params[9] = {w->id,  otp ? "otp" : "cancel", w->target, user, hex,
-                                 ib->cfg->node_id, max_open, max_user, expiry};
+        const char *params[9] = {w->id, otp ? "otp" : "cancel", w->target, user,
+                                 hex,   ib->cfg->node_id,       max_open,  max_user,
+                                 expiry};
 
         /* Waiting before the row exists: its answer may come back before the insert's. */
         jw_map_put(&ib->waits, w->id, w);
@@ -292,8 +290,9 @@ static int forward(jw_inbox *ib, bool otp, const char *target, const char *value
     }
     free(hex);
     if (rc != 0) {
-        snprintf(err, errlen, rc == JW_ELIMIT ? "too many database reads are queued; try again"
-                                              : "shutting down");
+        snprintf(err, errlen,
+                 rc == JW_ELIMIT ? "too many database reads are queued; try again"
+                                 : "shutting down");
         jw_map_del(&ib->waits, w->id);
         free(w);
         return rc;
@@ -348,14 +347,13 @@ static void on_put(jw_inbox *ib, waiter *w, jw_read *r)
                     w->id);
         if (w->state == W_PUTTING) {
             w->state = W_WAITING;
-            jw_timers_arm(ib->timers, &w->timer, jw_now_us() + ib->wait_ms * 1000, wait_expired,
-                          w);
+            jw_timers_arm(ib->timers, &w->timer, jw_now_us() + ib->wait_ms * 1000, wait_expired, w);
         }
     } else if (w->otp && !w->value_ok) {
         refuse(w, JW_INBOX_REFUSED, 400, "invalid_field", 0, "the OTP must be 4 to 10 digits");
     } else if (!w->otp && terminal(job_status)) {
-        refuse(w, JW_INBOX_REFUSED, 409, "conflict",
-               0, "job %s is %s; only a running job can be cancelled", w->target, job_status);
+        refuse(w, JW_INBOX_REFUSED, 409, "conflict", 0,
+               "job %s is %s; only a running job can be cancelled", w->target, job_status);
     } else if (w->otp && (terminal(job_status) || !otp_status || strcmp(otp_status, "requested"))) {
         refuse(w, JW_INBOX_REFUSED, 409, "conflict", 0,
                "OTP request %s is %s, not waiting for a code", w->target,
@@ -436,8 +434,8 @@ static void answer_text(jw_inbox *ib, const char *id, char *text)
         return;
     }
     if (ib->nunsent >= MAX_UNSENT) {
-        jw_log_warn("inbox: the verdict of row %s is lost (%d unsent); its caller times out",
-                    id, MAX_UNSENT);
+        jw_log_warn("inbox: the verdict of row %s is lost (%d unsent); its caller times out", id,
+                    MAX_UNSENT);
         free(text);
         return;
     }
@@ -542,8 +540,9 @@ static void apply(jw_inbox *ib, const json_t *row)
         return;
     ib->counts[JW_INBOX_TAKEN]++;
     if (!jw_engine_job_driven(ib->engine, job)) {
-        answer(ib, id, refusal("unavailable", "the job moved to another node as the command "
-                                              "reached it; try again"));
+        answer(ib, id,
+               refusal("unavailable", "the job moved to another node as the command "
+                                      "reached it; try again"));
         return;
     }
     t = jw_xcalloc(1, sizeof(*t));
@@ -556,13 +555,14 @@ static void apply(jw_inbox *ib, const json_t *row)
     ib->tasks = t;
     if (strcmp(kind, "otp") == 0) {
         size_t len = 0;
-        char *code = open_code(ib, id, target,
-                               json_string_value(json_object_get(row, "sealed")), &len);
+        char *code =
+            open_code(ib, id, target, json_string_value(json_object_get(row, "sealed")), &len);
 
         if (!code) {
-            answer(ib, id, refusal("unavailable", "the node running the job cannot open the "
-                                                  "code: every node of a cluster needs the "
-                                                  "same --secret-key"));
+            answer(ib, id,
+                   refusal("unavailable", "the node running the job cannot open the "
+                                          "code: every node of a cluster needs the "
+                                          "same --secret-key"));
             end_task(t);
             return;
         }
@@ -586,15 +586,21 @@ static void take(jw_inbox *ib, const char *id, const char *job)
     char epoch_s[24], age_s[16];
     char *key;
 
-    if (epoch < 0 || jw_map_get(&ib->taking, id))
-        return; /* not driven here (yet: a later scan), or being taken */
+    if (jw_map_get(&ib->taking, id))
+        return; /* being taken */
+    if (epoch < 0) {
+        ib->rescan = true; /* not driven here (yet: adopted later, or never) */
+        return;
+    }
     snprintf(epoch_s, sizeof(epoch_s), "%" PRId64, epoch);
     snprintf(age_s, sizeof(age_s), "%d", ib->wait_s);
     {
         const char *params[4] = {id, ib->cfg->node_id, epoch_s, age_s};
 
-        if (submit(ib, JW_READ_INBOX_TAKE, 4, params) != 0)
-            return; /* the next scan */
+        if (submit(ib, JW_READ_INBOX_TAKE, 4, params) != 0) {
+            ib->rescan = true;
+            return;
+        }
     }
     key = jw_xstrdup(id);
     jw_map_put(&ib->taking, key, key);
@@ -606,8 +612,12 @@ static void on_take(jw_inbox *ib, jw_read *r)
     json_t *row;
 
     free(key);
-    if (r->status != 0)
-        return; /* taken already, not ours at this epoch, or PostgreSQL away: a scan retries */
+    if (r->status == JW_ENOTFOUND)
+        return; /* taken already, withdrawn, or not ours at this epoch */
+    if (r->status != 0) {
+        ib->rescan = true; /* PostgreSQL away */
+        return;
+    }
     row = json_loads(r->result, 0, NULL);
     if (row)
         apply(ib, row);
@@ -623,16 +633,24 @@ static void on_scan(jw_inbox *ib, jw_read *r)
     size_t i;
 
     ib->scanning = false;
-    if (r->status != 0)
+    if (r->status != 0) {
+        ib->rescan = true;
         return;
+    }
     rows = json_loads(r->result, 0, NULL);
+    if (json_array_size(rows) >= SCAN_LIMIT)
+        ib->rescan = true; /* more than one scan's worth */
     json_array_foreach(rows, i, it)
     {
         const char *id = json_string_value(json_object_get(it, "id"));
         const char *job = json_string_value(json_object_get(it, "job_id"));
 
-        if (!id || !job || !jw_engine_job_driven(ib->engine, job))
+        if (!id || !job)
             continue;
+        if (!jw_engine_job_driven(ib->engine, job)) {
+            ib->rescan = true; /* ours in PostgreSQL, not (yet) in the engine */
+            continue;
+        }
         if (json_is_true(json_object_get(it, "stale"))) {
             ib->counts[JW_INBOX_OWNER_CHANGED]++;
             jw_log_info("inbox: row %s of job %s was taken by a node that stopped before it "
@@ -651,13 +669,16 @@ static void on_scan(jw_inbox *ib, jw_read *r)
 
 static void scan(jw_inbox *ib)
 {
-    char limit[16];
-    const char *params[2] = {ib->cfg->node_id, limit};
+    char limit[16], age[16];
+    const char *params[3] = {ib->cfg->node_id, limit, age};
 
     if (ib->scanning)
         return;
     snprintf(limit, sizeof(limit), "%d", SCAN_LIMIT);
-    ib->scanning = submit(ib, JW_READ_INBOX_SCAN, 2, params) == 0;
+    snprintf(age, sizeof(age), "%d", ib->wait_s);
+    ib->scanning = submit(ib, JW_READ_INBOX_SCAN, 3, params) == 0;
+    if (!ib->scanning)
+        ib->rescan = true;
 }
 
 static void tick(jw_timer *tm, void *arg)
@@ -675,7 +696,12 @@ static void tick(jw_timer *tm, void *arg)
         free(u);
         u = next;
     }
-    scan(ib);
+    /* Idle, this costs nothing: notifications, takeovers and reconnects scan; a tick
+     * only scans again when a row could not be taken. */
+    if (ib->rescan) {
+        ib->rescan = false;
+        scan(ib);
+    }
     jw_timers_arm(ib->timers, &ib->tick, jw_now_us() + SCAN_PERIOD_US, tick, ib);
 }
 
@@ -766,8 +792,7 @@ static void on_read(jw_read *r, void *arg)
 
 /* ---- life cycle --------------------------------------------------------------------------- */
 
-jw_inbox *jw_inbox_new(const jw_config *cfg, jw_engine *engine, jw_store *store,
-                       jw_timers *timers)
+jw_inbox *jw_inbox_new(const jw_config *cfg, jw_engine *engine, jw_store *store, jw_timers *timers)
 {
     jw_inbox *ib = jw_xcalloc(1, sizeof(*ib));
 

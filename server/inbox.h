@@ -13,9 +13,10 @@
  *
  * Owner side (the node whose engine drives the job): on a notification, on
  * jw_inbox_catch_up (the LISTEN connection came back, jobs were adopted) and
- * every few seconds, it takes the rows of the jobs it drives in a statement
- * fenced on each job's lease (owner_node and lease_epoch locked FOR SHARE),
- * which also erases the sealed code; hands the command to its engine; and
+ * again 2 s after a row it could not take yet, it takes the rows of the jobs
+ * it drives in a statement fenced on each job's lease (owner_node and
+ * lease_epoch locked FOR SHARE), which also erases the sealed code; hands the
+ * command to its engine; and
  * once the engine answered (after its commit) writes the verdict and
  * notifies the caller. Rows taken by an earlier owner that died before it
  * answered are answered "owner changed" (503) by the new owner.
@@ -42,12 +43,12 @@ typedef struct jw_inbox jw_inbox;
 
 /* What a forwarded command came to; borrowed for the call only. */
 typedef struct jw_inbox_verdict {
-    int rc;              /* 0: the owner applied it (otp / snapshot); else a JW_E* refusal */
-    int status;          /* rc != 0: the HTTP status: 400, 404, 409, 429, 503, 504 */
-    const char *code;    /* rc != 0: its error code (docs/api.md) */
-    const char *message; /* rc != 0: what happened, without any secret */
-    int retry_after_s;   /* 0, or a hint for 429 / 503 */
-    jw_otp_result otp;   /* an OTP, rc 0: the owner's verdict on the code */
+    int rc;                 /* 0: the owner applied it (otp / snapshot); else a JW_E* refusal */
+    int status;             /* rc != 0: the HTTP status: 400, 404, 409, 429, 503, 504 */
+    const char *code;       /* rc != 0: its error code (docs/api.md) */
+    const char *message;    /* rc != 0: what happened, without any secret */
+    int retry_after_s;      /* 0, or a hint for 429 / 503 */
+    jw_otp_result otp;      /* an OTP, rc 0: the owner's verdict on the code */
     const json_t *snapshot; /* a cancel, rc 0: the job as committed after it */
 } jw_inbox_verdict;
 
@@ -71,8 +72,7 @@ typedef enum jw_inbox_outcome {
 extern const char *const jw_inbox_outcome_names[JW_INBOX__N];
 
 /* secret_key: the node's --secret-key (NULL: OTPs are not forwarded). All borrowed. */
-jw_inbox *jw_inbox_new(const jw_config *cfg, jw_engine *engine, jw_store *store,
-                       jw_timers *timers);
+jw_inbox *jw_inbox_new(const jw_config *cfg, jw_engine *engine, jw_store *store, jw_timers *timers);
 /* Drops pending waits without calling them (shutdown); NULL-safe. */
 void jw_inbox_free(jw_inbox *ib);
 
