@@ -11,7 +11,8 @@
 #   3. cancel on b stops a job running on a (200, then cancelled), a's owner
 #      unchanged; a cancel of a finished job is 409, of an unknown job 404,
 #      an OTP of another user 404;
-#   4. a's TTL passes after kill -9 with an OTP already typed on b: b takes
+#   4. a node without --secret-key refuses to forward a code (503, nothing
+#      stored); a's TTL passes after kill -9 with an OTP already typed on b: b takes
 #      the job over and answers the OTP as the new owner, or with the
 #      documented bounded error (503/504) - never a hang;
 #   5. no OTP value in any log, response or database row (the jw_inbox table
@@ -153,12 +154,46 @@ JOB3=$JOB
 BASE=$A wait_otp_requests "$JOB3" "$TOKEN_A" 30 1 || bail "job 3 waits for an OTP" "$BODY"
 OTP4=${OTP_IDS%% *}
 C4=$(code_of "$OTP4")
+# A node without --secret-key (dev mode) cannot forward a code: a clear 503, nothing stored.
+port=$(free_port) || bail "a free port for node c"
+DATABASE_URL=$DB "$BIN" --listen "127.0.0.1:$port" --dev --admin-key "$ADMIN_KEY" \
+  --jwt-secret "$JWT_SECRET" --node-id c "${ARGS[@]}" >>"$WORK/c.log" 2>&1 &
+C_PID=$!
+PIDS+=("$C_PID")
+c_ready() { [[ $(curl -sS --max-time 2 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/readyz" 2>/dev/null) == 200 ]]; }
+wait_until 30 c_ready || bail "node c (no --secret-key) starts" "$(tail -5 "$WORK/c.log")"
+BASE=http://127.0.0.1:$port api POST "/api/otp/$OTP4" "$TOKEN_A" "{\"otp\":\"$C4\"}"
+check_eq "an OTP sent to a node without --secret-key: 503 unavailable" "503 unavailable" "$STATUS $(j .error.code)"
+check "...saying why (every node needs the same --secret-key)" contains "$(j .error.message)" "--secret-key"
+check_eq "...and nothing was stored for it" 0 "$(sql "$DB" "SELECT count(*) FROM jw_inbox WHERE target = '$OTP4'")"
+check_eq "...the request still waits for its code" requested "$(sql "$DB" "SELECT status FROM otp_requests WHERE id = '$OTP4'")"
+kill -TERM "$C_PID"
+wait "$C_PID" 2>/dev/null
+
 kill -KILL "$A_PID"
 wait "$A_PID" 2>/dev/null
 pass "a killed (kill -9) with job 3 waiting for OTP $OTP4"
 t0=$SECONDS
-BASE=$B api POST "/api/otp/$OTP4" "$TOKEN_A" "{\"otp\":\"$C4\"}"
+curl -sS --max-time 60 -o "$WORK/resp/killed.body" -w '%{http_code}' -X POST \
+  -H "Authorization: Bearer $TOKEN_A" -H 'Content-Type: application/json' \
+  --data-binary "{\"otp\":\"$C4\"}" "$B/api/otp/$OTP4" >"$WORK/killed.status" &
+submit_pid=$!
+# While nobody can take it (a is dead, b has not taken over yet) the row holds the code,
+# sealed: never in the clear.
+row_waits() { [[ $(sql "$DB" "SELECT count(*) FROM jw_inbox WHERE target = '$OTP4' AND sealed IS NOT NULL") == 1 ]]; }
+if wait_until 10 row_waits; then
+  sql "$DB" "SELECT *, encode(sealed, 'escape') FROM jw_inbox WHERE target = '$OTP4'" >"$WORK/inbox-waiting"
+  check "the waiting row holds the code sealed, not in the clear (dumped raw and as text)" \
+    bash -c '! grep -qE -- "$1" "$2"' _ "$(code_regex "$C4")" "$WORK/inbox-waiting"
+  check_eq "...as nonce + ciphertext + tag (12 + ${#C4} + 16 bytes)" "$((28 + ${#C4}))" \
+    "$(sql "$DB" "SELECT octet_length(sealed) FROM jw_inbox WHERE target = '$OTP4'")"
+else
+  pass "(the row was taken before it could be looked at)"
+fi
+wait "$submit_pid"
 took=$((SECONDS - t0))
+STATUS=$(cat "$WORK/killed.status")
+BODY=$(cat "$WORK/resp/killed.body")
 check "an OTP sent to b for the dead node's job is answered, not left hanging (status $STATUS after ${took}s: $BODY)" \
   contains " 200 422 503 504 " " $STATUS "
 check_eq "b took the job over" b "$(sql "$DB" "SELECT owner_node FROM job_runs WHERE id = '$JOB3'")"
@@ -169,6 +204,10 @@ else
 fi
 
 # --- 5. no code anywhere, no row left ------------------------------------------------------
+# The responses read outside api(): into the index, so bodies_with_codes reads them too.
+for n in ws-1 ws-2 twice-1 twice-2 killed; do
+  printf '%s\t%s\t%s\t%s\t%s\n' "$n" POST "(outside api)" 0 "" >>"$WORK/resp/index"
+done
 printf '%s\n' "$C1" "$(wrong_of "$C1")" "$C2" "$C3" "$C4" >"$WORK/typed"
 sql "$DB" "SELECT * FROM jw_inbox" >"$WORK/inbox-dump"
 check "the jw_inbox table holds no code (dumped)" \
@@ -178,7 +217,7 @@ check_eq "...and no row is left open" 0 "$(open_rows)"
 check_eq "no job table row holds a typed code" "" "$(db_rows_with_codes "$DB" "$WORK/typed")"
 check_eq "no response (HTTP or WebSocket) holds a typed code" "" "$(bodies_with_codes "$WORK/typed")"
 check "no log line holds a typed code" \
-  bash -c '! grep -hE -- "$1" "$2" "$3" | grep -v " INFO  sim: SMS to "' _ "$(codes_regex "$WORK/typed")" "$WORK/a.log" "$WORK/b.log"
+  bash -c '! grep -hE -- "$1" "$2" "$3" "$4" | grep -v " INFO  sim: SMS to "' _ "$(codes_regex "$WORK/typed")" "$WORK/a.log" "$WORK/b.log" "$WORK/c.log"
 
 kill -TERM "$B_PID" 2>/dev/null
 wait "$B_PID" 2>/dev/null
