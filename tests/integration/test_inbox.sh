@@ -15,6 +15,8 @@
 #      stored); a's TTL passes after kill -9 with an OTP already typed on b: b takes
 #      the job over and answers the OTP as the new owner, or with the
 #      documented bounded error (503/504) - never a hang;
+#   4b. an owner killed after it took a code, before its verdict: the caller
+#      gets 503 from the node that took the job over, the request waits again;
 #   5. no OTP value in any log, response or database row (the jw_inbox table
 #      dumped included), and no inbox row left open.
 #
@@ -203,12 +205,44 @@ else
   check "...the bounded error says why" jtrue '.error.code == "unavailable" or .error.code == "timeout"'
 fi
 
+# --- 4b. the owner dies after it took the code, before its verdict ----------------------------
+# Node a2's provider answers after 2 s: it takes the row, hands the code to its sim and is
+# killed meanwhile. b takes the job over and answers the row for it: 503, try again.
+start_jobwire "$DB" "$WORK/a2.log" "${ARGS[@]}" --node-id a2 --sim "latency_ms=2000,voucher_polls=1,poll_after_ms=20" ||
+  bail "node a2 starts" "$START_ERROR"
+A2_PID=$SERVER_PID
+A=$BASE # a is gone: a2 is where new jobs start
+new_job 1
+JOB4=$JOB
+BASE=$A wait_otp_requests "$JOB4" "$TOKEN_A" 30 1 || bail "job 4 waits for an OTP on a2" "$BODY"
+OTP5=${OTP_IDS%% *}
+C5=$(code_of "$OTP5")
+curl -sS --max-time 60 -o "$WORK/resp/stale.body" -w '%{http_code}' -X POST \
+  -H "Authorization: Bearer $TOKEN_A" -H 'Content-Type: application/json' \
+  --data-binary "{\"otp\":\"$C5\"}" "$B/api/otp/$OTP5" >"$WORK/stale.status" &
+submit_pid=$!
+a2_took() { [[ $(sql "$DB" "SELECT count(*) FROM jw_inbox WHERE target = '$OTP5' AND taken_by = 'a2' AND sealed IS NULL") == 1 ]]; }
+check "a2 takes the row (and erases the code as it does)" wait_until 10 a2_took
+kill -KILL "$A2_PID"
+wait "$A2_PID" 2>/dev/null
+pass "a2 killed with the code at its provider"
+wait "$submit_pid"
+STATUS=$(cat "$WORK/stale.status")
+BODY=$(cat "$WORK/resp/stale.body")
+check_eq "the caller gets b's answer for the dead owner: 503 unavailable" "503 unavailable" "$STATUS $(j .error.code)"
+check "...saying the job's node stopped before it judged the code ($BODY)" \
+  contains "$(j .error.message)" "stopped before it judged"
+check "b counts it (owner_changed)" test "$(inbox_metric owner_changed "$B")" -ge 1
+check_eq "...b owns the job now" b "$(sql "$DB" "SELECT owner_node FROM job_runs WHERE id = '$JOB4'")"
+check_eq "...whose OTP request waits for a code again (never applied twice)" requested \
+  "$(sql "$DB" "SELECT status FROM otp_requests WHERE id = '$OTP5'")"
+
 # --- 5. no code anywhere, no row left ------------------------------------------------------
 # The responses read outside api(): into the index, so bodies_with_codes reads them too.
-for n in ws-1 ws-2 twice-1 twice-2 killed; do
+for n in ws-1 ws-2 twice-1 twice-2 killed stale; do
   printf '%s\t%s\t%s\t%s\t%s\n' "$n" POST "(outside api)" 0 "" >>"$WORK/resp/index"
 done
-printf '%s\n' "$C1" "$(wrong_of "$C1")" "$C2" "$C3" "$C4" >"$WORK/typed"
+printf '%s\n' "$C1" "$(wrong_of "$C1")" "$C2" "$C3" "$C4" "$C5" >"$WORK/typed"
 sql "$DB" "SELECT * FROM jw_inbox" >"$WORK/inbox-dump"
 check "the jw_inbox table holds no code (dumped)" \
   bash -c '! grep -qE -- "$1" "$2"' _ "$(codes_regex "$WORK/typed")" "$WORK/inbox-dump"
@@ -217,7 +251,7 @@ check_eq "...and no row is left open" 0 "$(open_rows)"
 check_eq "no job table row holds a typed code" "" "$(db_rows_with_codes "$DB" "$WORK/typed")"
 check_eq "no response (HTTP or WebSocket) holds a typed code" "" "$(bodies_with_codes "$WORK/typed")"
 check "no log line holds a typed code" \
-  bash -c '! grep -hE -- "$1" "$2" "$3" "$4" | grep -v " INFO  sim: SMS to "' _ "$(codes_regex "$WORK/typed")" "$WORK/a.log" "$WORK/b.log" "$WORK/c.log"
+  bash -c '! grep -hE -- "$1" "$2" "$3" "$4" "$5" | grep -v " INFO  sim: SMS to "' _ "$(codes_regex "$WORK/typed")" "$WORK/a.log" "$WORK/b.log" "$WORK/c.log" "$WORK/a2.log"
 
 kill -TERM "$B_PID" 2>/dev/null
 wait "$B_PID" 2>/dev/null
