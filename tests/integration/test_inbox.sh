@@ -17,6 +17,8 @@
 #      documented bounded error (503/504) - never a hang;
 #   4b. an owner killed after it took a code, before its verdict: the caller
 #      gets 503 from the node that took the job over, the request waits again;
+#   4c. a code sent as the owner stops cleanly (SIGTERM) is judged by the
+#      node that takes the handed-back job over;
 #   5. no OTP value in any log, response or database row (the jw_inbox table
 #      dumped included), and no inbox row left open.
 #
@@ -237,12 +239,28 @@ check_eq "...b owns the job now" b "$(sql "$DB" "SELECT owner_node FROM job_runs
 check_eq "...whose OTP request waits for a code again (never applied twice)" requested \
   "$(sql "$DB" "SELECT status FROM otp_requests WHERE id = '$OTP5'")"
 
+# --- 4c. the owner stops cleanly (SIGTERM hands its leases back) as a code is sent ------------
+start_jobwire "$DB" "$WORK/a3.log" "${ARGS[@]}" --node-id a3 || bail "node a3 starts" "$START_ERROR"
+A3_PID=$SERVER_PID
+A=$BASE
+new_job 1
+JOB5=$JOB
+BASE=$A wait_otp_requests "$JOB5" "$TOKEN_A" 30 1 || bail "job 5 waits for an OTP on a3" "$BODY"
+OTP6=${OTP_IDS%% *}
+C6=$(code_of "$OTP6")
+kill -TERM "$A3_PID"
+BASE=$B api POST "/api/otp/$OTP6" "$TOKEN_A" "{\"otp\":\"$C6\"}"
+check "a code sent as its node stops is judged by the node that takes the job over (status $STATUS: $BODY)" \
+  contains " 200 422 " " $STATUS "
+wait "$A3_PID" 2>/dev/null
+check_eq "...b, which took the handed-back job" b "$(sql "$DB" "SELECT owner_node FROM job_runs WHERE id = '$JOB5'")"
+
 # --- 5. no code anywhere, no row left ------------------------------------------------------
 # The responses read outside api(): into the index, so bodies_with_codes reads them too.
 for n in ws-1 ws-2 twice-1 twice-2 killed stale; do
   printf '%s\t%s\t%s\t%s\t%s\n' "$n" POST "(outside api)" 0 "" >>"$WORK/resp/index"
 done
-printf '%s\n' "$C1" "$(wrong_of "$C1")" "$C2" "$C3" "$C4" "$C5" >"$WORK/typed"
+printf '%s\n' "$C1" "$(wrong_of "$C1")" "$C2" "$C3" "$C4" "$C5" "$C6" >"$WORK/typed"
 sql "$DB" "SELECT * FROM jw_inbox" >"$WORK/inbox-dump"
 check "the jw_inbox table holds no code (dumped)" \
   bash -c '! grep -qE -- "$1" "$2"' _ "$(codes_regex "$WORK/typed")" "$WORK/inbox-dump"
@@ -251,7 +269,7 @@ check_eq "...and no row is left open" 0 "$(open_rows)"
 check_eq "no job table row holds a typed code" "" "$(db_rows_with_codes "$DB" "$WORK/typed")"
 check_eq "no response (HTTP or WebSocket) holds a typed code" "" "$(bodies_with_codes "$WORK/typed")"
 check "no log line holds a typed code" \
-  bash -c '! grep -hE -- "$1" "$2" "$3" "$4" "$5" | grep -v " INFO  sim: SMS to "' _ "$(codes_regex "$WORK/typed")" "$WORK/a.log" "$WORK/b.log" "$WORK/c.log" "$WORK/a2.log"
+  bash -c '! grep -hE -- "$1" "$2" "$3" "$4" "$5" "$6" | grep -v " INFO  sim: SMS to "' _ "$(codes_regex "$WORK/typed")" "$WORK/a.log" "$WORK/b.log" "$WORK/c.log" "$WORK/a2.log" "$WORK/a3.log"
 
 kill -TERM "$B_PID" 2>/dev/null
 wait "$B_PID" 2>/dev/null
