@@ -208,9 +208,9 @@ else
 fi
 
 # --- 4b. the owner dies after it took the code, before its verdict ----------------------------
-# Node a2's provider answers after 2 s: it takes the row, hands the code to its sim and is
+# Node a2's provider answers after 4 s: it takes the row, hands the code to its sim and is
 # killed meanwhile. b takes the job over and answers the row for it: 503, try again.
-start_jobwire "$DB" "$WORK/a2.log" "${ARGS[@]}" --node-id a2 --sim "latency_ms=2000,voucher_polls=1,poll_after_ms=20" ||
+start_jobwire "$DB" "$WORK/a2.log" "${ARGS[@]}" --node-id a2 --sim "latency_ms=4000,voucher_polls=1,poll_after_ms=20" ||
   bail "node a2 starts" "$START_ERROR"
 A2_PID=$SERVER_PID
 A=$BASE # a is gone: a2 is where new jobs start
