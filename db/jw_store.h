@@ -166,16 +166,45 @@ void jw_store_node_state(jw_store *s, int64_t *trusted_until_us, bool *dead);
  *                under that epoch); null when it was not (not failed, or
  *                another user's).
  * A job that does not exist answers JW_ENOTFOUND.
+ *
+ * The inbox of commands between nodes (server/inbox.c, migration 005); each
+ * one statement, so one transaction, answering JW_ENOTFOUND when it matched
+ * nothing:
+ *  JW_READ_INBOX_PUT (row id, kind otp|cancel, target, user id|NULL, sealed
+ *                bytea text|NULL, from node, most open rows, most open rows
+ *                per user, expiry s) -> {"job_id","job_status","otp_status",
+ *                "owner","full","user_full","queued"}: inserts the row when
+ *                the job runs (and the OTP request waits, and a sealed value
+ *                is given) and the caps allow, and notifies the owner;
+ *                deletes a few rows older than the expiry. No job (of that
+ *                user): JW_ENOTFOUND.
+ *  JW_READ_INBOX_TAKE (row id, node, lease epoch, max age s) ->
+ *                {"id","kind","target","job_id","user_id","sealed"}: takes an
+ *                untaken row of a job this node holds at that epoch (the job
+ *                row locked FOR SHARE) and erases its sealed value.
+ *  JW_READ_INBOX_ANSWER (row id, verdict JSON) -> {"id"}: records the verdict
+ *                of a taken row once and notifies the caller.
+ *  JW_READ_INBOX_VERDICT (row id, answer|withdraw) -> {"verdict"}: deletes
+ *                an answered row (withdraw: or one nobody took; its verdict
+ *                is null then).
+ *  JW_READ_INBOX_SCAN (node, limit, max age s) -> [{"id","job_id","stale"}]:
+ *                open rows of jobs the node owns, younger than max age:
+ *                untaken, or taken by an earlier owner (stale).
  */
 typedef enum jw_read_kind {
     JW_READ_JOB,
     JW_READ_JOBS,
     JW_READ_EVENTS,
     JW_READ_JOB_CLAIM,
+    JW_READ_INBOX_PUT,
+    JW_READ_INBOX_TAKE,
+    JW_READ_INBOX_ANSWER,
+    JW_READ_INBOX_VERDICT,
+    JW_READ_INBOX_SCAN,
     JW_READ__COUNT
 } jw_read_kind;
 
-#define JW_READ_MAX_PARAMS 4
+#define JW_READ_MAX_PARAMS 9
 
 typedef struct jw_read {
     jw_mailbox_node node;

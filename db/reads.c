@@ -83,6 +83,71 @@ static const char *const read_sql[JW_READ__COUNT] = {
         " '[]')::text"
         " FROM job_events e"
         " WHERE e.job_run_id = $1::uuid AND e.seq > $2::bigint AND e.seq <= $3::bigint",
+    /* The inbox (migration 005, server/inbox.c). A caller's command: the job (of the user),
+     * the caps, the row and the owner's wake-up, in one statement; a few expired rows go. */
+    [JW_READ_INBOX_PUT] =
+        "WITH o AS (SELECT o.job_run_id AS job, o.status AS otp_status FROM otp_requests o"
+        "            WHERE $2::text = 'otp' AND o.id = $3::uuid"
+        "           UNION ALL SELECT $3::uuid, NULL WHERE $2::text = 'cancel'),"
+        " j AS (SELECT r.id, r.user_id, r.status, r.owner_node, o.otp_status"
+        "        FROM o JOIN job_runs r ON r.id = o.job"
+        "       WHERE $4::uuid IS NULL OR r.user_id = $4::uuid),"
+        " gone AS (DELETE FROM jw_inbox WHERE id IN (SELECT id FROM jw_inbox"
+        "           WHERE created_at < now() - make_interval(secs => $9::int)"
+        "           ORDER BY created_at LIMIT 16)),"
+        " cap AS (SELECT (SELECT count(*) FROM (SELECT 1 FROM jw_inbox WHERE answered_at IS NULL"
+        "                  LIMIT $7::int) a) >= $7::int AS full,"
+        "         (SELECT count(*) FROM (SELECT 1 FROM jw_inbox i, j WHERE i.user_id = j.user_id"
+        "            AND i.answered_at IS NULL LIMIT $8::int) u) >= $8::int AS user_full),"
+        " ins AS (INSERT INTO jw_inbox (id, job_run_id, user_id, kind, target, sealed, from_node)"
+        "         SELECT $1::uuid, j.id, j.user_id, $2::text, $3::uuid, $5::bytea, $6::text"
+        "           FROM j, cap"
+        "          WHERE j.status NOT IN ('completed', 'failed', 'cancelled')"
+        "            AND ($2::text = 'cancel'"
+        "                 OR (j.otp_status = 'requested' AND $5::bytea IS NOT NULL))"
+        "            AND NOT cap.full AND NOT cap.user_full"
+        "         RETURNING id),"
+        " note AS (SELECT pg_notify('jw_inbox', 'take ' || ins.id || ' ' || j.id || ' '"
+        "                           || coalesce(j.owner_node, '')) FROM ins, j)"
+        "SELECT json_build_object('job_id', j.id, 'job_status', j.status,"
+        "  'otp_status', j.otp_status, 'owner', j.owner_node, 'full', cap.full,"
+        "  'user_full', cap.user_full, 'queued', (SELECT count(*) FROM ins) > 0,"
+        "  'notified', (SELECT count(*) FROM note))::text FROM j, cap",
+    /* The owner takes a row, fenced: the job's row locked FOR SHARE at this node and epoch
+     * (a takeover's epoch bump waits for this commit, or this sees it and takes nothing). */
+    [JW_READ_INBOX_TAKE] =
+        "WITH r AS (SELECT r.id FROM job_runs r"
+        "            WHERE r.id = (SELECT job_run_id FROM jw_inbox WHERE id = $1::uuid)"
+        "              AND r.owner_node = $2::text AND r.lease_epoch = $3::bigint FOR SHARE),"
+        " old AS (SELECT i.id, i.kind, i.target, i.job_run_id, i.user_id, i.sealed"
+        "           FROM jw_inbox i JOIN r ON r.id = i.job_run_id"
+        "          WHERE i.id = $1::uuid AND i.taken_by IS NULL"
+        "            AND i.created_at > now() - make_interval(secs => $4::int) FOR UPDATE OF i),"
+        " t AS (UPDATE jw_inbox i SET taken_by = $2::text, taken_epoch = $3::bigint,"
+        "        taken_at = now(), sealed = NULL FROM old WHERE i.id = old.id RETURNING i.id)"
+        "SELECT json_build_object('id', old.id, 'kind', old.kind, 'target', old.target,"
+        "  'job_id', old.job_run_id, 'user_id', old.user_id, 'sealed', old.sealed)::text"
+        " FROM old JOIN t ON t.id = old.id",
+    [JW_READ_INBOX_ANSWER] =
+        "WITH a AS (UPDATE jw_inbox SET verdict = $2::jsonb, answered_at = now()"
+        "            WHERE id = $1::uuid AND answered_at IS NULL AND taken_by IS NOT NULL"
+        "           RETURNING id, from_node)"
+        "SELECT json_build_object('id', a.id)::text"
+        " FROM a, LATERAL pg_notify('jw_inbox', 'answer ' || a.id || ' ' || a.from_node) n",
+    [JW_READ_INBOX_VERDICT] =
+        "DELETE FROM jw_inbox WHERE id = $1::uuid"
+        "   AND (answered_at IS NOT NULL OR ($2::text = 'withdraw' AND taken_by IS NULL))"
+        " RETURNING json_build_object('verdict', verdict)::text",
+    [JW_READ_INBOX_SCAN] =
+        "SELECT COALESCE(json_agg(json_build_object('id', x.id, 'job_id', x.job_run_id,"
+        "  'stale', x.taken_by IS NOT NULL) ORDER BY x.created_at), '[]')::text"
+        " FROM (SELECT i.id, i.job_run_id, i.taken_by, i.created_at"
+        "         FROM jw_inbox i JOIN job_runs r ON r.id = i.job_run_id"
+        "        WHERE r.owner_node = $1::text AND i.answered_at IS NULL"
+        "          AND i.created_at > now() - make_interval(secs => $3::int)"
+        "          AND (i.taken_by IS NULL OR i.taken_by <> r.owner_node"
+        "               OR i.taken_epoch < r.lease_epoch)"
+        "        ORDER BY i.created_at LIMIT $2::int) x",
 };
 
 static void set_error(jw_reader *rd, const char *what, const char *msg)

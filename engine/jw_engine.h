@@ -206,6 +206,8 @@ int64_t jw_engine_committed_seq(jw_engine *e, const char *job_id);
 bool jw_engine_has_job(jw_engine *e, const char *job_id);
 /* Whether the job is in memory and driven here (not halted, its lease not lost). */
 bool jw_engine_job_driven(jw_engine *e, const char *job_id);
+/* The lease epoch a driven job commits under (its owner's fence), or -1 when not driven. */
+int64_t jw_engine_job_lease_epoch(jw_engine *e, const char *job_id);
 /* Whether jw_engine_retry would take the job now (in memory, failed, not halted). */
 bool jw_engine_job_retryable(jw_engine *e, const char *job_id);
 /* The job an OTP request belongs to, or NULL. */

@@ -185,6 +185,13 @@ bool jw_engine_job_driven(jw_engine *e, const char *job_id)
     return j && !j->halted;
 }
 
+int64_t jw_engine_job_lease_epoch(jw_engine *e, const char *job_id)
+{
+    job *j = job_id ? jw_map_get(&e->jobs, job_id) : NULL;
+
+    return j && !j->halted ? j->lease_epoch : -1;
+}
+
 bool jw_engine_job_retryable(jw_engine *e, const char *job_id)
 {
     job *j = job_id ? jw_map_get(&e->jobs, job_id) : NULL;

@@ -13,6 +13,7 @@
 #include "api.h"
 
 #include "api_parse.h"
+#include "inbox.h"
 #include "jw_error.h"
 #include "jw_log.h"
 #include "wipe.h"
@@ -160,14 +161,10 @@ static void on_job_done(void *arg, int status, const char *job_id)
     finish(op);
 }
 
-static void on_otp_result(void *arg, const jw_otp_result *r)
+static void reply_otp(api_op *op, jw_http_request *req, const jw_otp_result *r)
 {
-    api_op *op = arg;
-    jw_http_request *req = resume(op);
     json_t *body;
 
-    if (!req)
-        return;
     if (op->original) {
         body = json_pack("{s:b}", "success", r->ok);
     } else {
@@ -179,6 +176,55 @@ static void on_otp_result(void *arg, const jw_otp_result *r)
     }
     json_object_set_new(body, "attempts_left", json_integer(r->attempts_left));
     jw_http_reply_json(req, r->ok ? 200 : 422, body);
+}
+
+static void on_otp_result(void *arg, const jw_otp_result *r)
+{
+    api_op *op = arg;
+    jw_http_request *req = resume(op);
+
+    if (!req)
+        return;
+    reply_otp(op, req, r);
+    finish(op);
+}
+
+/* The verdict of a command forwarded to the job's node (inbox.h). */
+static void on_forwarded(void *arg, const jw_inbox_verdict *v)
+{
+    api_op *op = arg;
+    jw_http_request *req = resume(op);
+
+    if (!req)
+        return;
+    if (v->rc != 0) {
+        jw_http_reply_error(req, v->status, v->code, "%s", v->message);
+        req->resp.retry_after_s = v->retry_after_s;
+    } else if (op->kind == OP_OTP) {
+        reply_otp(op, req, &v->otp);
+    } else if (v->snapshot) {
+        jw_http_reply_json(req, 200, json_deep_copy(v->snapshot));
+    } else {
+        jw_http_reply_error(req, 503, "unavailable", "the job's node gave no answer; try again");
+    }
+    finish(op);
+}
+
+/* Hands op's command to the job's node; refused at once: answered 503 here. */
+static void forward(jw_api *api, jw_http_request *req, api_op *op, const char *id,
+                    const char *value)
+{
+    const char *user = op->who.kind == JW_PRINCIPAL_USER ? op->who.user_id : NULL;
+    char err[256];
+    int rc = op->kind == OP_OTP ? jw_inbox_forward_otp(api->sv->inbox, id, value, user,
+                                                       on_forwarded, op, err, sizeof(err))
+                                : jw_inbox_forward_cancel(api->sv->inbox, id, user, on_forwarded,
+                                                          op, err, sizeof(err));
+
+    if (rc == 0)
+        return;
+    jw_http_reply_error(req, 503, "unavailable", "%s", err);
+    req->resp.retry_after_s = 1;
     finish(op);
 }
 
@@ -385,6 +431,14 @@ static void command(jw_api *api, jw_http_request *req, const jw_principal *who, 
     api_op *op;
     int rc;
 
+    if (kind == OP_CANCEL && api->sv->inbox &&
+        (!owner || jw_engine_job_retryable(api->sv->engine, job_id))) {
+        /* Not in memory here, or failed here and maybe retried by another node since:
+         * running on another node (forwarded to it), finished or unknown - the inbox's
+         * insert decides, from PostgreSQL, for this user. */
+        forward(api, req, new_op(api, req, kind, who), job_id, NULL);
+        return;
+    }
     if (!owner) {
         /* Not running here: finished (or unknown). The read decides. */
         read_job(api, req, who, job_id, kind);
@@ -421,6 +475,11 @@ static void submit_otp(jw_api *api, jw_http_request *req, const jw_principal *wh
     rc = jw_engine_submit_otp(api->sv->engine, otp_id, value,
                               who->kind == JW_PRINCIPAL_USER ? who->user_id : NULL, on_otp_result,
                               op, err, sizeof(err));
+    if (rc == JW_ENOTFOUND && api->sv->inbox && !jw_engine_otp_job(api->sv->engine, otp_id)) {
+        /* Not in memory here: another node's job (forwarded to it), or none. */
+        forward(api, req, op, otp_id, value);
+        return;
+    }
     if (rc != 0) {
         jw_http_reply_error(req, status_for(rc), code_for(rc), "%s", err);
         finish(op);

@@ -7,6 +7,7 @@
 
 #include "api.h"
 #include "auth.h"
+#include "inbox.h"
 #include "limiter.h"
 #include "metrics.h"
 #include "pages.h"
@@ -413,6 +414,7 @@ int jw_app_new(jw_app **out, const jw_config *cfg, struct lws_context *ctx, stru
     ecfg.finished_job_ttl_ms = (int64_t)cfg->finished_job_ttl_s * 1000;
     ecfg.session_key = cfg->has_secret_key ? cfg->secret_key : NULL;
     app->sv.engine = jw_engine_new(&ecfg, &ports);
+    app->sv.inbox = jw_inbox_new(cfg, app->sv.engine, store, app->timers);
     app->sv.limits = jw_limits_new(cfg);
     app->ws = jw_ws_new(&app->sv);
     app->rt = jw_rt_new(&app->sv);
@@ -486,8 +488,10 @@ static void adopt(jw_app *app, const json_t *claimed)
     if (!later)
         jw_oom("json array");
     n = jw_engine_adopt(app->sv.engine, claimed, later);
-    if (n)
+    if (n) {
         jw_log_info("takeover: resumed %d jobs", n);
+        jw_inbox_catch_up(app->sv.inbox); /* commands sent to their old node */
+    }
     if (json_array_size(later)) {
         if (!app->adopt_later)
             app->adopt_later = json_array();
@@ -504,9 +508,9 @@ static void on_notice(const jw_notice *n, void *arg)
 
     switch (n->kind) {
     case JW_NOTICE_CLAIMED: adopt(app, n->claimed); break;
-    case JW_NOTICE_LISTENING:
-    case JW_NOTICE_EVENTS:
-    case JW_NOTICE_INBOX: break;
+    case JW_NOTICE_INBOX: jw_inbox_on_notice(app->sv.inbox, n->payload); break;
+    case JW_NOTICE_LISTENING: jw_inbox_catch_up(app->sv.inbox); break;
+    case JW_NOTICE_EVENTS: break;
     }
 }
 
@@ -606,6 +610,7 @@ void jw_app_free(jw_app *app)
     jw_cluster_free(app->sv.cluster);
     json_decref(app->adopt_later);
     jw_engine_free(app->sv.engine);
+    jw_inbox_free(app->sv.inbox); /* after the engine, which may hold its tasks */
     jw_ws_free(app->ws);
     jw_rt_free(app->rt);
     jw_sim_free(app->sim);

@@ -5,6 +5,8 @@
  */
 #include "metrics.h"
 
+#include "inbox.h"
+
 #include "jw_buf.h"
 #include "jw_error.h"
 #include "jw_log.h"
@@ -324,6 +326,17 @@ void jw_metrics_handle(void *arg, jw_http_ctx *ctx, jw_http_request *req)
                 "# HELP jobwire_limit_keys Client addresses and users the limits keep an "
                 "entry for.\n# TYPE jobwire_limit_keys gauge\njobwire_limit_keys %zu\n",
                 jw_limits_entries(m->sv->limits));
+    {
+        uint64_t counts[JW_INBOX__N];
+
+        jw_inbox_counts(m->sv->inbox, counts);
+        jw_buf_addf(&b, "# HELP jobwire_inbox_commands_total Commands (OTP, cancel) for jobs "
+                        "another node runs, by outcome (docs/operations.md, Commands from any "
+                        "node).\n# TYPE jobwire_inbox_commands_total counter\n");
+        for (int k = 0; k < JW_INBOX__N; k++)
+            jw_buf_addf(&b, "jobwire_inbox_commands_total{outcome=\"%s\"} %" PRIu64 "\n",
+                        jw_inbox_outcome_names[k], counts[k]);
+    }
     write_heap(&b);
     write_histograms(&b, m, &db, &en);
     write_process(&b);

@@ -28,6 +28,7 @@ typedef struct jw_services {
     jw_auth *auth;     /* the admin key and users' JWTs */
     jw_limits *limits; /* per client address and per user (limiter.h) */
     jw_cluster *cluster; /* the other nodes (db/cluster.h); NULL until jw_app_start_cluster */
+    struct jw_inbox *inbox; /* commands for jobs another node runs (inbox.h) */
 } jw_services;
 
 #endif

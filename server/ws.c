@@ -5,6 +5,8 @@
  */
 #include "ws_internal.h"
 
+#include "inbox.h"
+
 #include <inttypes.h>
 #include <openssl/crypto.h>
 #include <stdarg.h>
@@ -227,6 +229,32 @@ static void on_otp_result(void *arg, const jw_otp_result *r)
     ws_free_op(op);
 }
 
+/* The verdict of an otp.submit forwarded to the job's node (inbox.h). */
+static void on_otp_forwarded(void *arg, const jw_inbox_verdict *v)
+{
+    ws_op *op = arg;
+    conn *c;
+
+    if (v->rc == 0) {
+        on_otp_result(op, &v->otp);
+        return;
+    }
+    c = ws_find_conn(op->hub, op->conn_key);
+    if (c && c->base.closing)
+        c = NULL;
+    if (c && v->status == 429)
+        send_rate_limited(c, op->ref, v->retry_after_s, "%s", v->message);
+    else if (c)
+        ws_send_error(c, op->ref,
+                      v->status == 404   ? "not_found"
+                      : v->status == 400 ? "invalid_otp"
+                      : v->status == 409 ? "otp_not_waiting"
+                      : v->status == 504 ? "timeout"
+                                         : "unavailable",
+                      "%s", v->message);
+    ws_free_op(op);
+}
+
 static void h_otp_submit(conn *c, json_t *m, json_t *ref)
 {
     json_t *id = json_object_get(m, "otp_request_id"), *value = json_object_get(m, "value");
@@ -269,6 +297,17 @@ static void h_otp_submit(conn *c, json_t *m, json_t *ref)
     rc = jw_engine_submit_otp(c->hub->sv->engine, otp_id, json_string_value(value),
                               c->who.kind == JW_PRINCIPAL_USER ? c->who.user_id : NULL,
                               on_otp_result, op, err, sizeof(err));
+    if (rc == JW_ENOTFOUND && c->hub->sv->inbox && !jw_engine_otp_job(c->hub->sv->engine, otp_id)) {
+        /* Not in memory here: another node's job (forwarded to it), or none. */
+        rc = jw_inbox_forward_otp(c->hub->sv->inbox, otp_id, json_string_value(value),
+                                  c->who.kind == JW_PRINCIPAL_USER ? c->who.user_id : NULL,
+                                  on_otp_forwarded, op, err, sizeof(err));
+        if (rc == 0)
+            return;
+        ws_free_op(op);
+        ws_send_error(c, ref, "unavailable", "%s", err);
+        return;
+    }
     if (rc != 0) {
         ws_free_op(op);
         ws_send_error(c, ref,

@@ -974,7 +974,7 @@ static void test_reads(void **state)
         assert_non_null(strstr(r->error, "uuid"));
         jw_read_free(r);
     }
-    assert_null(jw_read_new(JW_READ_JOB, 5, NULL));
+    assert_null(jw_read_new(JW_READ_JOB, JW_READ_MAX_PARAMS + 1, NULL));
     jw_store_stop(s, 1000);
     jw_store_free(s);
 }
