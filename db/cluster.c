@@ -32,6 +32,9 @@
 #define BACKOFF_MAX_US 5000000
 /* Notices waiting for the loop; past it they are dropped and a catch-up is posted. */
 #define MAX_QUEUED 10000
+/* How long this connection must have been up before this node declares
+ * another dead: the TTL plus the store's longest reconnect backoff (5 s). */
+#define DEATH_GRACE_US(cl) (((int64_t)(cl)->ttl_ms + 5000) * 1000)
 /* Jobs one claim takes; the next scan takes the rest. */
 #define CLAIM_LIMIT 1000
 
@@ -52,6 +55,7 @@ struct jw_cluster {
     /* The thread's own. */
     PGconn *conn;
     int64_t backoff_us, next_try_us, next_scan_us;
+    int64_t listening_since_us; /* monotonic: this connection's LISTEN began */
     bool connected_once;
     bool missed; /* notices were dropped: post a catch-up when there is room */
 };
@@ -120,6 +124,7 @@ static bool connect_listen(jw_cluster *cl)
         "keepalives_count", "application_name", "dbname",          NULL,
     };
     const char *vals[] = {"5", "1", "10", "5", "3", "jobwire-cluster", cl->conninfo, NULL};
+    char set[160];
     PGresult *res;
 
     cl->conn = PQconnectdbParams(keys, vals, 1);
@@ -129,7 +134,13 @@ static bool connect_listen(jw_cluster *cl)
         set_error(cl, "cannot connect: ", PQerrorMessage(cl->conn));
         goto fail;
     }
-    res = PQexec(cl->conn, "LISTEN jw_events; LISTEN jw_inbox; LISTEN jw_nodes");
+    /* The claim's transaction too: a process stopped inside it must not keep
+     * its claimed rows locked past the TTL (see store__connect). */
+    snprintf(set, sizeof(set),
+             "SET idle_in_transaction_session_timeout = %d;"
+             " LISTEN jw_events; LISTEN jw_inbox; LISTEN jw_nodes",
+             cl->ttl_ms);
+    res = PQexec(cl->conn, set);
     if (PQresultStatus(res) != PGRES_COMMAND_OK) {
         set_error(cl, "LISTEN: ", PQresultErrorMessage(res));
         PQclear(res);
@@ -141,6 +152,7 @@ static bool connect_listen(jw_cluster *cl)
         goto fail;
     }
     cl->backoff_us = BACKOFF_MIN_US;
+    cl->listening_since_us = jw_mono_us();
     pthread_mutex_lock(&cl->stats_lock);
     cl->stats.listening = true;
     if (cl->connected_once)
@@ -192,6 +204,14 @@ static bool scan(jw_cluster *cl)
         .incarnation = cl->incarnation,
         .ttl_ms = cl->ttl_ms,
         .limit = CLAIM_LIMIT,
+        /*
+         * Nobody is declared dead until this connection has been up for a
+         * whole TTL plus the longest reconnect backoff: after an outage of
+         * PostgreSQL every node's heartbeat is old, and the first node back
+         * must not declare the others dead before their db threads had the
+         * time to reconnect and renew theirs.
+         */
+        .mark_dead = jw_mono_us() - cl->listening_since_us >= DEATH_GRACE_US(cl),
     };
     json_t *claimed = NULL;
     int64_t marked = 0;

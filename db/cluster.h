@@ -14,9 +14,11 @@
  * dropped because the loop fell too far behind, are lost.
  *
  * Takeover: every scan_ms, and at once on a jw_nodes notification, the thread
- * runs the claim (db/claim.h): while this node is alive, it marks the nodes
- * whose heartbeat is older than ttl_ms dead and claims their unfinished jobs
- * and those nobody holds (handed back), each at lease_epoch + 1. The claim
+ * runs the claim (db/claim.h): while this node is alive (its own heartbeat
+ * fresh), it marks the nodes whose heartbeat is older than ttl_ms dead and
+ * claims their unfinished jobs and those nobody holds (handed back), each at
+ * lease_epoch + 1. It declares nobody dead until its connection has been up
+ * for ttl_ms + 5 s: after a PostgreSQL outage every heartbeat is old. The claim
  * commits before the jobs are posted (JW_NOTICE_CLAIMED), so the old owner
  * is fenced off before this node re-issues any of their calls.
  *

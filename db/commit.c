@@ -234,6 +234,26 @@ bool store__connect(jw_store *s)
         store__set_error(s, "cannot connect: %s", PQerrorMessage(s->conn));
         goto fail;
     }
+    {
+        /*
+         * A process stopped (SIGSTOP, a frozen VM) in the middle of sending
+         * a group leaves its transaction open, and its row locks would keep
+         * the jobs from any other node's claim (SKIP LOCKED) for as long as
+         * the connection lives: PostgreSQL ends such a transaction after the
+         * node's TTL. A group never waits on the client mid-transaction
+         * otherwise (it is pipelined).
+         */
+        char set[96];
+        bool ok;
+
+        snprintf(set, sizeof(set), "SET idle_in_transaction_session_timeout = %lld",
+                 (long long)(s->node_ttl_us / 1000));
+        res = PQexec(s->conn, set);
+        ok = exec_ok(s, res, "setting idle_in_transaction_session_timeout");
+        PQclear(res);
+        if (!ok)
+            goto fail;
+    }
     for (size_t i = 0; i < sizeof(upsert_order) / sizeof(upsert_order[0]); i++)
         if (!prepare_upsert(s, upsert_order[i]))
             goto fail;

@@ -14,7 +14,9 @@
 
 /*
  * The claim (db/claim.h): first this node must still be alive (given its
- * incarnation): a node declared dead claims nothing. A plain read, no row
+ * incarnation, its own heartbeat within the TTL): a node declared dead, or
+ * one whose heartbeat lags (it was paused, or PostgreSQL was away), claims
+ * nothing and declares nobody dead. A plain read, no row
  * lock: were this node declared dead right after it, what it claims belongs
  * to a dead node and the next claim of a live one takes it (and this node's
  * batches of it are fenced off, migration 007) - while a lock on the node's
@@ -22,8 +24,9 @@
  * Then the other nodes past their TTL are marked dead, in the same
  * transaction, so the claim below sees them dead.
  */
-static const char sql_alive[] = "SELECT 1 FROM jw_nodes WHERE id = $1::text"
-                                " AND incarnation = $2::int8 AND NOT dead";
+static const char sql_alive[] =
+    "SELECT 1 FROM jw_nodes WHERE id = $1::text AND incarnation = $2::int8 AND NOT dead"
+    " AND heartbeat_at >= now() - $3::int8 * interval '1 ms'";
 
 static const char sql_mark_dead[] =
     "UPDATE jw_nodes SET dead = true"
@@ -98,7 +101,7 @@ int db__claim(PGconn *conn, const jw_claim *c, json_t **out, int64_t *marked, in
               char *err, size_t errlen)
 {
     char inc[32], ttl[32], lim[32];
-    const char *alive[2] = {c->node_id, inc}, *mark[2] = {c->node_id, ttl};
+    const char *alive[3] = {c->node_id, inc, ttl}, *mark[2] = {c->node_id, ttl};
     const char *claim[3] = {c->node_id, c->include_own ? "true" : "false", lim};
     PGresult *res;
     json_t *rows;
@@ -114,7 +117,7 @@ int db__claim(PGconn *conn, const jw_claim *c, json_t **out, int64_t *marked, in
     if (PQresultStatus(res) != PGRES_COMMAND_OK)
         return query_failed(res, "claiming jobs", err, errlen);
     PQclear(res);
-    res = c->incarnation > 0 ? PQexecParams(conn, sql_alive, 2, NULL, alive, NULL, NULL, 0)
+    res = c->incarnation > 0 ? PQexecParams(conn, sql_alive, 3, NULL, alive, NULL, NULL, 0)
                              : PQexec(conn, "SELECT 1");
     if (PQresultStatus(res) != PGRES_TUPLES_OK)
         goto failed;
@@ -126,11 +129,13 @@ int db__claim(PGconn *conn, const jw_claim *c, json_t **out, int64_t *marked, in
         return JW_ECONFLICT;
     }
     PQclear(res);
-    res = PQexecParams(conn, sql_mark_dead, 2, NULL, mark, NULL, NULL, 0);
-    if (PQresultStatus(res) != PGRES_COMMAND_OK)
-        goto failed;
-    *marked = strtoll(PQcmdTuples(res), NULL, 10);
-    PQclear(res);
+    if (c->mark_dead) {
+        res = PQexecParams(conn, sql_mark_dead, 2, NULL, mark, NULL, NULL, 0);
+        if (PQresultStatus(res) != PGRES_COMMAND_OK)
+            goto failed;
+        *marked = strtoll(PQcmdTuples(res), NULL, 10);
+        PQclear(res);
+    }
     res = PQexecParams(conn, sql_claim, 3, NULL, claim, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK)
         goto failed;
@@ -188,7 +193,12 @@ static PGconn *connect_load(const char *conninfo, char *err, size_t errlen)
 int jw_db_load_active(const char *conninfo, const char *node_id, int ttl_ms, json_t **out,
                       int64_t *others, char *err, size_t errlen)
 {
-    jw_claim c = {.node_id = node_id ? node_id : "local", .ttl_ms = ttl_ms, .include_own = true};
+    jw_claim c = {
+        .node_id = node_id ? node_id : "local",
+        .ttl_ms = ttl_ms,
+        .include_own = true,
+        .mark_dead = true,
+    };
     PGconn *conn = connect_load(conninfo, err, errlen);
     int64_t marked = 0;
     int rc;
