@@ -32,7 +32,7 @@ process.on('exit', () => {
 });
 
 // Starts jobwire-sandbox on a free 127.0.0.1 port with the --sim spec; resolves when its
-// /healthz answers (20 s at most).
+// /healthz answers (20 s at most) to {url, stop(), charges(), fault(f)}.
 export async function startSandbox(sim) {
   const bin = process.env.JW_SANDBOX;
   if (!bin) throw new Error('JW_SANDBOX must name the jobwire-sandbox binary');
@@ -46,17 +46,28 @@ export async function startSandbox(sim) {
     fs.closeSync(fd);
     sandboxes.add(child);
     let gone = false;
-    child.on('exit', () => {
-      gone = true;
-      sandboxes.delete(child);
+    const exited = new Promise((resolve) => {
+      child.on('exit', () => {
+        gone = true;
+        sandboxes.delete(child);
+        resolve();
+      });
     });
+    // SIGTERM, then SIGKILL after 5 s: a running child would keep this process alive.
+    const stop = async () => {
+      if (gone) return;
+      process.kill(child.pid, 'SIGTERM');
+      const timer = setTimeout(() => !gone && process.kill(child.pid, 'SIGKILL'), 5000);
+      await exited;
+      clearTimeout(timer);
+    };
     const url = `http://127.0.0.1:${port}`;
     const deadline = Date.now() + 20_000;
     while (!gone && Date.now() < deadline) {
       try {
         const r = await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(2000) });
         await r.arrayBuffer();
-        if (r.status === 200) return { url, child, charges: () => charges(url), fault: (f) => fault(url, f) };
+        if (r.status === 200) return { url, child, stop, charges: () => charges(url), fault: (f) => fault(url, f) };
       } catch {
         /* not yet */
       }

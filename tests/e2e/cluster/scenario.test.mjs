@@ -49,6 +49,7 @@ before(async () => {
 
 after(async () => {
   if (cluster) await Promise.all(cluster.nodes.map((n) => n.stop()));
+  if (sandbox) await sandbox.stop();
   if (process.env.JW_CLUSTER_SUMMARY) fs.appendFileSync(process.env.JW_CLUSTER_SUMMARY, `${JSON.stringify(summary)}\n`);
 });
 
