@@ -56,6 +56,7 @@ struct jw_cluster {
     PGconn *conn;
     int64_t backoff_us, next_try_us, next_scan_us;
     int64_t listening_since_us; /* monotonic: this connection's LISTEN began */
+    bool reconnected;           /* the connection was lost once: see scan() */
     bool connected_once;
     bool missed; /* notices were dropped: post a catch-up when there is room */
 };
@@ -158,8 +159,10 @@ static bool connect_listen(jw_cluster *cl)
     if (cl->connected_once)
         cl->stats.reconnects++;
     pthread_mutex_unlock(&cl->stats_lock);
-    if (cl->connected_once)
+    if (cl->connected_once) {
+        cl->reconnected = true;
         jw_log_info("cluster: listening again");
+    }
     cl->connected_once = true;
     post(cl, JW_NOTICE_LISTENING, NULL, NULL);
     return true;
@@ -205,13 +208,16 @@ static bool scan(jw_cluster *cl)
         .ttl_ms = cl->ttl_ms,
         .limit = CLAIM_LIMIT,
         /*
-         * Nobody is declared dead until this connection has been up for a
-         * whole TTL plus the longest reconnect backoff: after an outage of
-         * PostgreSQL every node's heartbeat is old, and the first node back
-         * must not declare the others dead before their db threads had the
-         * time to reconnect and renew theirs.
+         * After this connection was lost (an outage, of PostgreSQL or of
+         * the network), nobody is declared dead until it has been up again
+         * for a whole TTL plus the longest reconnect backoff: every node's
+         * heartbeat is old, and the first node back must not declare the
+         * others dead before their db threads had the time to reconnect and
+         * renew theirs. (A PostgreSQL restart is covered in SQL too, for
+         * every node: db/load.c.)
          */
-        .mark_dead = jw_mono_us() - cl->listening_since_us >= DEATH_GRACE_US(cl),
+        .mark_dead =
+            !cl->reconnected || jw_mono_us() - cl->listening_since_us >= DEATH_GRACE_US(cl),
     };
     json_t *claimed = NULL;
     int64_t marked = 0;

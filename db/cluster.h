@@ -17,8 +17,9 @@
  * runs the claim (db/claim.h): while this node is alive (its own heartbeat
  * fresh), it marks the nodes whose heartbeat is older than ttl_ms dead and
  * claims their unfinished jobs and those nobody holds (handed back), each at
- * lease_epoch + 1. It declares nobody dead until its connection has been up
- * for ttl_ms + 5 s: after a PostgreSQL outage every heartbeat is old. The claim
+ * lease_epoch + 1. After an outage every heartbeat is old: it declares
+ * nobody dead until its connection has been up again for ttl_ms + 5 s, nor
+ * within ttl_ms + 5 s of PostgreSQL's start. The claim
  * commits before the jobs are posted (JW_NOTICE_CLAIMED), so the old owner
  * is fenced off before this node re-issues any of their calls.
  *
