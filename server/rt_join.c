@@ -168,6 +168,9 @@ void jw_rt_on_read(jw_rt *rt, jw_read *r)
                 snprintf(ch->jobs[k].owner, sizeof(ch->jobs[k].owner), "%s", owner);
         if (ch->docs)
             json_object_set(ch->docs, op->job, doc);
+        /* Another node may drive it: mirror it here, so its events reach the channel. */
+        if (rt->sv->mirror)
+            jw_mirror_track(rt->sv->mirror, op->job, doc);
     }
     json_decref(doc);
     rt_finish_join(ch);
@@ -386,7 +389,7 @@ void rt_authorize_jobs(channel *ch)
     size_t need = 0;
 
     for (size_t k = 0; k < ch->njobs; k++)
-        need += !jw_engine_job_owner(rt->sv->engine, ch->jobs[k].job);
+        need += !jw_sv_job_owner(rt->sv, ch->jobs[k].job);
     if (c->nreads + need > MAX_CONN_READS) {
         snprintf(ch->refusal, sizeof(ch->refusal),
                  "this connection has %zu database reads waiting (at most %d); join again once "
@@ -395,7 +398,7 @@ void rt_authorize_jobs(channel *ch)
         return;
     }
     for (size_t k = 0; k < ch->njobs && !ch->refusal[0]; k++) {
-        const char *owner = jw_engine_job_owner(rt->sv->engine, ch->jobs[k].job);
+        const char *owner = jw_sv_job_owner(rt->sv, ch->jobs[k].job);
         const char *params[1] = {ch->jobs[k].job};
         rt_op *op;
         jw_read *r;

@@ -20,6 +20,7 @@
 #include "jw_engine.h"
 #include "jw_store.h"
 #include "limiter.h"
+#include "mirror.h"
 
 typedef struct jw_services {
     const jw_config *cfg;
@@ -28,6 +29,29 @@ typedef struct jw_services {
     jw_auth *auth;     /* the admin key and users' JWTs */
     jw_limits *limits; /* per client address and per user (limiter.h) */
     jw_cluster *cluster; /* the other nodes (db/cluster.h); NULL until jw_app_start_cluster */
+    jw_mirror *mirror;   /* jobs watched here, driven elsewhere (mirror.h); NULL: none */
 } jw_services;
+
+/*
+ * What the hubs ask about a job: the mirror's view when it mirrors the job,
+ * else the engine's - so a job another node drives is served like one in
+ * memory. Owner: its user id, NULL when neither has it; seq: the last one
+ * published here, -1; snapshot: the caller's, NULL.
+ */
+static inline const char *jw_sv_job_owner(const jw_services *sv, const char *job_id)
+{
+    return sv->mirror ? jw_mirror_owner(sv->mirror, job_id) : jw_engine_job_owner(sv->engine, job_id);
+}
+
+static inline int64_t jw_sv_job_seq(const jw_services *sv, const char *job_id)
+{
+    return sv->mirror ? jw_mirror_seq(sv->mirror, job_id)
+                      : jw_engine_committed_seq(sv->engine, job_id);
+}
+
+static inline json_t *jw_sv_job_snapshot(const jw_services *sv, const char *job_id)
+{
+    return sv->mirror ? jw_mirror_snapshot(sv->mirror, job_id) : jw_engine_snapshot(sv->engine, job_id);
+}
 
 #endif
