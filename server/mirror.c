@@ -392,30 +392,56 @@ static void fetch(jw_mirror *m, bool all)
 
 /* ---- the facade ------------------------------------------------------------------------ */
 
+/*
+ * A mirror of an unfinished job stands in for the engine. A finished one does
+ * not: the hubs answer a finished job not in their engine from PostgreSQL, as
+ * they always did (a snapshot for since, PostgreSQL's bytes); its mirror only
+ * publishes what comes after (a retry elsewhere) and keeps those answers in
+ * line with it (jw_mirror_mirrored).
+ */
+static bool live(const mjob *mj)
+{
+    return ready(mj) && !finished(mj);
+}
+
 const char *jw_mirror_owner(jw_mirror *m, const char *job)
 {
     mjob *mj = get(m, job);
 
-    return ready(mj) ? mj->owner : m->p.engine_owner(m->p.ctx, job);
+    return live(mj) ? mj->owner : m->p.engine_owner(m->p.ctx, job);
 }
 
 int64_t jw_mirror_seq(jw_mirror *m, const char *job)
 {
     mjob *mj = get(m, job);
 
-    return ready(mj) ? mj->seq : m->p.engine_seq(m->p.ctx, job);
+    return live(mj) ? mj->seq : m->p.engine_seq(m->p.ctx, job);
 }
 
 json_t *jw_mirror_snapshot(jw_mirror *m, const char *job)
 {
     mjob *mj = get(m, job);
 
-    return ready(mj) ? json_deep_copy(mj->state) : m->p.engine_snapshot(m->p.ctx, job);
+    return live(mj) ? json_deep_copy(mj->state) : m->p.engine_snapshot(m->p.ctx, job);
 }
 
 bool jw_mirror_has(jw_mirror *m, const char *job)
 {
-    return ready(get(m, job));
+    return live(get(m, job));
+}
+
+const char *jw_mirror_publish_owner(jw_mirror *m, const char *job)
+{
+    mjob *mj = get(m, job);
+
+    return ready(mj) ? mj->owner : m->p.engine_owner(m->p.ctx, job);
+}
+
+json_t *jw_mirror_mirrored(jw_mirror *m, const char *job)
+{
+    mjob *mj = get(m, job);
+
+    return ready(mj) ? json_deep_copy(mj->state) : NULL;
 }
 
 /* ---- inputs ---------------------------------------------------------------------------- */

@@ -94,16 +94,24 @@ jw_mirror *jw_mirror_new(const char *node_id, const jw_mirror_ports *ports);
 /* NULL-safe. Reads still out are cancelled; their answers must not reach it. */
 void jw_mirror_free(jw_mirror *m);
 
-/* ---- the facade: the mirror's view of a mirrored job, else the engine's ---- */
+/*
+ * ---- the facade: the mirror's view of a mirrored unfinished job, else the engine's ----
+ * A finished job's mirror is not in it: the hubs answer finished jobs not in
+ * their engine from PostgreSQL, as on a single node (a snapshot for since).
+ */
 
-/* The job's user id, or NULL when it is neither mirrored nor in the engine. */
+/* The job's user id, or NULL when it is neither mirrored (unfinished) nor in the engine. */
 const char *jw_mirror_owner(jw_mirror *m, const char *job_id);
 /* Its last published seq, or -1. */
 int64_t jw_mirror_seq(jw_mirror *m, const char *job_id);
 /* {"job","steps","otp_requests","seq"} at that seq; the caller owns it. NULL like owner. */
 json_t *jw_mirror_snapshot(jw_mirror *m, const char *job_id);
-/* Whether the job has a mirror with a state (the facade answers from it). */
+/* Whether the facade answers for the job from its mirror. */
 bool jw_mirror_has(jw_mirror *m, const char *job_id);
+/* The owner of any job with a mirror (finished too), else the engine's: for publishing. */
+const char *jw_mirror_publish_owner(jw_mirror *m, const char *job_id);
+/* The state of any job with a mirror (finished too), at its published seq; NULL. */
+json_t *jw_mirror_mirrored(jw_mirror *m, const char *job_id);
 
 /* ---- what happens to the jobs -------------------------------------------------- */
 

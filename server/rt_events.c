@@ -269,7 +269,7 @@ void jw_rt_publish(jw_rt *rt, jw_delta *d)
     if ((!j && !rt->nwild) || (int)d->table >= JW_RT_TABLES)
         return;
     x.now_us = jw_now_us();
-    x.owner = jw_sv_job_owner(rt->sv, d->job_id);
+    x.owner = jw_sv_job_publish_owner(rt->sv, d->job_id);
     jw_buf_init(&x.data, 0);
     for (size_t i = 0; j && i < j->n; i++)
         deliver(j->ch[i], &x);

@@ -33,9 +33,9 @@ typedef struct jw_services {
 } jw_services;
 
 /*
- * What the hubs ask about a job: the mirror's view when it mirrors the job,
- * else the engine's - so a job another node drives is served like one in
- * memory. Owner: its user id, NULL when neither has it; seq: the last one
+ * What the hubs ask about a job: the mirror's view when it mirrors the job
+ * (unfinished), else the engine's - so a job another node drives is served
+ * like one in memory. Owner: its user id, NULL when neither has it; seq: the last one
  * published here, -1; snapshot: the caller's, NULL.
  */
 static inline const char *jw_sv_job_owner(const jw_services *sv, const char *job_id)
@@ -47,6 +47,13 @@ static inline int64_t jw_sv_job_seq(const jw_services *sv, const char *job_id)
 {
     return sv->mirror ? jw_mirror_seq(sv->mirror, job_id)
                       : jw_engine_committed_seq(sv->engine, job_id);
+}
+
+/* The owner to authorize a delta being published with: of any mirrored job, finished too. */
+static inline const char *jw_sv_job_publish_owner(const jw_services *sv, const char *job_id)
+{
+    return sv->mirror ? jw_mirror_publish_owner(sv->mirror, job_id)
+                      : jw_engine_job_owner(sv->engine, job_id);
 }
 
 static inline json_t *jw_sv_job_snapshot(const jw_services *sv, const char *job_id)

@@ -279,6 +279,8 @@ static void on_subscribe_read(jw_ws *hub, ws_op *op, jw_read *r)
     }
     /* Another node may drive it: mirror it here (mirror.h), then serve it from memory. */
     if (hub->sv->mirror) {
+        json_t *mirrored;
+
         jw_mirror_track(hub->sv->mirror, op->job, doc);
         if (jw_mirror_has(hub->sv->mirror, op->job)) {
             json_decref(doc);
@@ -287,6 +289,16 @@ static void on_subscribe_read(jw_ws *hub, ws_op *op, jw_read *r)
             else
                 ws_subscribe_from_memory(c, op->job, op->since, op->ref);
             return;
+        }
+        /* Finished: answered from PostgreSQL as ever, unless its mirror (which publishes
+         * what comes next) is elsewhere than the read - then from the mirror. */
+        mirrored = jw_mirror_mirrored(hub->sv->mirror, op->job);
+        if (mirrored && json_integer_value(json_object_get(mirrored, "seq")) !=
+                            json_integer_value(json_object_get(doc, "seq"))) {
+            json_decref(doc);
+            doc = mirrored;
+        } else {
+            json_decref(mirrored);
         }
     }
     if (op->since >= 0 && op->since == json_integer_value(json_object_get(doc, "seq"))) {

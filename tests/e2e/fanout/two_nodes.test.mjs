@@ -163,29 +163,38 @@ test('2. supabase-js on B: a channel pinned to a job of A gets every change in s
 test('3. on B: since replays what was missed; a snapshot equals the owner\'s', { timeout: 180_000 }, async () => {
   const u = bothUser();
   const { job_id: id } = await A.createJob(u.a, { count: 1 });
-  const done = await finishOnA(id, u.a);
-  // A snapshot on B (a finished job of A, read and mirrored) and on A (in A's memory).
+  const paused = await A.waitPaused(id); // its seq stays put until an OTP is typed
+  // A snapshot on B (a job of A, read and mirrored) and on A (in A's memory).
   const cb = await Client.open(B, u.b, { label: 'B' });
   const ca = await Client.open(A, u.a, { label: 'A' });
   const sb = await cb.subscribe(id);
   const sa = await ca.subscribe(id);
   assert.equal(sb.type, 'snapshot');
   assert.equal(sa.type, 'snapshot');
-  assert.equal(sb.seq, done.seq);
+  assert.equal(sb.seq, paused.seq);
+  assert.equal(sa.seq, paused.seq);
   const body = (s) => normalize({ job: s.job, steps: s.steps, otp_requests: s.otp_requests, seq: s.seq });
   assert.deepStrictEqual(body(sb), body(sa), 'the snapshot on B is the snapshot on A');
   assert.deepEqual(sb.steps.map((s) => s.id), sa.steps.map((s) => s.id), 'steps in the same order');
 
-  // A resume on B: since a seq in the middle replays the rest, each once, then ack.
-  const since = Math.floor(done.seq / 2);
+  // A resume on B: since a seq in the middle replays the rest, each once, then ack, then live.
+  const since = Math.floor(paused.seq / 2);
   const cr = await Client.open(B, u.b, { label: 'B-resume' });
   const first = await cr.subscribe(id, { since, ref: 'resume' });
   assert.equal(first.type, 'delta', `a resume starts with the next delta: ${JSON.stringify(first).slice(0, 200)}`);
   await cr.waitFor((m) => m.type === 'ack' && m.ref === 'resume', { what: 'the resume ack' });
+  const done = await finishOnA(id, u.a);
+  await settle(A, cr, id, { timeout: 60_000 });
   const replayed = cr.jobMessages(id).filter((m) => m.type === 'delta');
   assert.deepEqual(replayed.map((m) => m.seq), Array.from({ length: done.seq - since }, (_, k) => since + 1 + k));
   assert.deepEqual(diffJournal(replayed, journal(A, id)), []);
-  for (const cl of [ca, cb, cr]) await cl.closeAndWait();
+
+  // Finished and not in B's engine: answered as on a single node (a snapshot for since).
+  const cf = await Client.open(B, u.b, { label: 'B-finished' });
+  const fin = await cf.subscribe(id, { since: done.seq - 1 });
+  assert.equal(fin.type, 'snapshot');
+  assert.equal(fin.seq, done.seq);
+  for (const cl of [ca, cb, cr, cf]) await cl.closeAndWait();
 });
 
 test('4. a job subscribed on B before A commits anything more: live from the first change', { timeout: 180_000 }, async () => {

@@ -440,12 +440,60 @@ static void test_wildcard(void **state)
     jw_mirror_free(m);
 }
 
+/* A finished job's mirror publishes (a retry elsewhere) but the facade leaves it to PostgreSQL. */
+static void test_finished(void **state)
+{
+    fake f;
+    jw_mirror *m = new_mirror(&f);
+    json_t *doc = doc_at(JOB, 9), *st;
+    jw_read *r;
+
+    (void)state;
+    json_object_set_new(json_object_get(doc, "job"), "status", json_string("failed"));
+    jw_mirror_track(m, JOB, doc);
+    json_decref(doc);
+    assert_false(jw_mirror_has(m, JOB));
+    assert_null(jw_mirror_owner(m, JOB));
+    assert_int_equal(jw_mirror_seq(m, JOB), -1);
+    assert_string_equal(jw_mirror_publish_owner(m, JOB), USER);
+    st = jw_mirror_mirrored(m, JOB);
+    assert_int_equal(json_integer_value(json_object_get(st, "seq")), 9);
+    json_decref(st);
+    /* Retried on another node: a step first (the owner still authorizes it), then live. */
+    r = take_read(&f);
+    answer_fetch(r, JOB, (int64_t)10, NULL);
+    assert_int_equal(f.npub, 1);
+    assert_false(jw_mirror_has(m, JOB));
+    {
+        json_t *rows = json_array();
+        char row[256];
+
+        snprintf(row, sizeof(row), "{\"id\":\"%s\",\"user_id\":\"%s\",\"status\":\"processing\"}", JOB,
+                 USER);
+        json_array_append_new(rows, json_pack("{s:s, s:i, s:i, s:i, s:s, s:s, s:s, s:s}", "job", JOB,
+                                              "seq", 11, "ts", 1000, "cts", 2000, "table", "job_runs",
+                                              "op", "UPDATE", "row_id", JOB, "row", row));
+        notice(m, "node-a", JOB, 10, 11);
+        r = take_read(&f);
+        r->result = json_dumps(rows, JSON_COMPACT);
+        json_decref(rows);
+        r->status = 0;
+        r->done(r, r->done_arg);
+    }
+    assert_int_equal(f.npub, 2);
+    assert_true(jw_mirror_has(m, JOB));
+    assert_string_equal(jw_mirror_owner(m, JOB), USER);
+    assert_int_equal(jw_mirror_seq(m, JOB), 11);
+    jw_mirror_free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_track_notice_fetch), cmocka_unit_test(test_duplicates_and_gaps),
         cmocka_unit_test(test_notices_ignored),    cmocka_unit_test(test_catch_up_and_grace),
         cmocka_unit_test(test_left_engine),        cmocka_unit_test(test_wildcard),
+        cmocka_unit_test(test_finished),
     };
 
     jw_log_set_level(JW_LOG_ERROR);
