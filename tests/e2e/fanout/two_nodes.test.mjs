@@ -7,12 +7,14 @@
 //   2. a supabase-js channel on B pinned to a job of A gets every change after its join,
 //      in seq order, each once, row for row the journal's;
 //   3. a subscribe with since on B replays the missing deltas; a snapshot on B equals A's;
-//   4. B's metrics count what it fetched; A's the notifications it sent.
+//   4. B's metrics count what it fetched; A's the notifications it sent;
+//   5. a wildcard channel on B gets a new job of its user whole, and nothing of another's;
+//   6. a job changing hands while watched (C stops, D takes it over): contiguous on D.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { after, before, test } from 'node:test';
 import {
-  Client, Server, assertCleanStream, diffJournal, diffState, journal, normalize, psql, settle,
+  Client, Server, assertCleanStream, diffJournal, diffState, journal, normalize, psql, settle, sleep,
 } from '../lib/index.mjs';
 import { subscribe, supabase, until } from '../supabase/lib.mjs';
 
@@ -239,4 +241,60 @@ test('5. a wildcard channel on B: a job its user creates on A arrives whole, fro
   assert.equal(mine[0].eventType, 'INSERT', 'the job\'s first row arrives');
   assert.deepEqual(mine.map((g) => [g.eventType, g.new]), rows.map((e) => [e.op, e.row]), 'every job_runs change, in order, once');
   assert.deepEqual(got.filter((g) => g.new.id === foreign), [], 'another user\'s job is not delivered');
+});
+
+test('6. ownership changes hands while watched: the stream on the new owner stays contiguous', { timeout: 180_000 }, async () => {
+  // Two more nodes without OTPs, each step slow enough to be mid-job: C drives the jobs,
+  // a client on D watches them (D mirrors them), C stops (SIGTERM: it hands its leases
+  // back) and D takes them over - its engine's first deltas pass through its mirror.
+  const sim = 'latency_ms=120,otp=none,voucher_polls=1,poll_after_ms=40';
+  const C = new Server({ name: 'fanout_c', sim, args: ['--node-ttl', '3s'] });
+  const D = new Server({ name: 'fanout_d', sim, db: C.db, args: ['--node-ttl', '3s'] });
+  await C.start();
+  await D.start();
+  try {
+    const u = C.user();
+    const tokenD = D.mint(u.id);
+    const jobs = [];
+    for (let i = 0; i < 2; i++) jobs.push((await C.createJob(u.token, { count: 4 })).job_id);
+    const c = await Client.open(D, tokenD, { label: 'D' });
+    const snaps = {};
+    for (const id of jobs) {
+      snaps[id] = await c.subscribe(id);
+      assert.equal(snaps[id].type, 'snapshot');
+    }
+    await until(() => jobs.every((id) => (c.view(id).seq || 0) >= snaps[id].seq + 3), { timeout: 60_000, what: 'deltas of both jobs on D' });
+    await C.stop();
+    const done = [];
+    for (const id of jobs) {
+      done.push(await D.waitJob(id, (j) => j.job.status === 'completed', { timeout: 90_000, what: 'completed on D' }));
+    }
+    for (const [i, id] of jobs.entries()) {
+      const committed = await settle(D, c, id, { timeout: 60_000 });
+      assert.equal(committed.seq, done[i].seq);
+      assert.deepEqual(diffState(c.view(id), committed), [], `${id}: snapshot + deltas = the new owner's state`);
+      const deltas = c.jobMessages(id).filter((m) => m.type === 'delta');
+      assert.deepEqual(
+        deltas.map((m) => m.seq),
+        Array.from({ length: committed.seq - snaps[id].seq }, (_, k) => snaps[id].seq + 1 + k),
+        `${id}: deltas ${snaps[id].seq + 1}..${committed.seq}, each once, in order, across the takeover`,
+      );
+      assert.deepEqual(diffJournal(deltas, journal(D, id)), []);
+    }
+    assertCleanStream(c);
+    const m = await metrics(D);
+    assert.ok(m.jobwire_takeovers_total >= 2, `D took both jobs over (${m.jobwire_takeovers_total})`);
+    // Caught up with its own engine, D publishes those jobs without a mirror again.
+    let left = -1;
+    for (const deadline = Date.now() + 10_000; Date.now() < deadline;) {
+      left = (await metrics(D)).jobwire_cluster_mirrors;
+      if (left === 0) break;
+      await sleep(50);
+    }
+    assert.equal(left, 0, 'no mirror left on D once its engine drives the jobs');
+    await c.closeAndWait();
+  } finally {
+    await D.stop();
+    await C.stop();
+  }
 });
