@@ -24,6 +24,11 @@
  *    posted back with status JW_EDB and PostgreSQL's message in ->error. A
  *    rejected batch is never retried again.
  *
+ * Each committed group also notifies jw_events (one NOTIFY per group, in its
+ * transaction; more only past 7,900 bytes): "<node id> LF <job>:<after>:<last>
+ * ..." - which jobs advanced to which seq, for the other nodes' fan-out
+ * (db/commit.c, server/mirror.h). Counted in stats.notifications.
+ *
  * Nodes and leases (db/migrations/004_node_leases.sql): the store commits as
  * node node_id. Every group is fenced: a batch advances its job only while
  * this node holds the job's lease at the batch's lease_epoch (a brand-new
