@@ -162,7 +162,8 @@ static bool own_events(const jw_cluster *cl, const char *payload)
 {
     size_t n = strlen(cl->node_id);
 
-    return strncmp(payload, cl->node_id, n) == 0 && payload[n] == '\n' && !strchr(payload + n + 1, '\n');
+    return strncmp(payload, cl->node_id, n) == 0 && payload[n] == '\n' &&
+           !strchr(payload + n + 1, '\n');
 }
 
 /* Posts what libpq has read; true when a node handed its leases back. */

@@ -139,9 +139,9 @@ static bool mirror_watched(void *ctx, const char *job_id)
     return jw_ws_watching(app->ws, job_id) || jw_rt_watching(app->rt, job_id);
 }
 
-static bool mirror_wildcard(void *ctx)
+static bool mirror_wildcard(void *ctx, const char *owner)
 {
-    return jw_rt_wildcards(((jw_app *)ctx)->rt);
+    return jw_rt_wildcards(((jw_app *)ctx)->rt, owner);
 }
 
 static int mirror_read(void *ctx, jw_read *r)

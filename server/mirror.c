@@ -14,10 +14,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define GRACE_US (10 * 1000000)  /* a mirror nobody watches stays this long */
-#define FETCH_ROWS 1000          /* journal rows per read; a full answer reads on */
-#define MAX_WILD_MIRRORS 4096    /* mirrors made for wildcard channels stop here */
-#define MAX_PAYLOAD 8192         /* a NOTIFY payload is under 8000 bytes */
+#define GRACE_US (10 * 1000000) /* a mirror nobody watches stays this long */
+#define FETCH_ROWS 1000         /* journal rows per read; a full answer reads on */
+#define MAX_WILD_MIRRORS 4096   /* mirrors made for wildcard channels stop here */
+#define MAX_UNWANTED 4096        /* remembered jobs of nobody a wildcard here may see */
+#define MAX_BASES_OUT 16        /* state reads out at once: the reads queue is shared */
+#define MAX_PAYLOAD 8192        /* a NOTIFY payload is under 8000 bytes */
 #define LOG_EVERY_US (60 * 1000000)
 
 typedef struct mjob {
@@ -29,13 +31,21 @@ typedef struct mjob {
     bool probe;                  /* read its journal at the next fetch */
     bool pending;                /* a JW_READ_JOB of its state is out (or refused: again) */
     bool base_out;
+    bool wild;               /* made for wildcard channels, not for a watcher */
     int64_t unwatched_since; /* monotonic; 0 while watched */
 } mjob;
+
+/* A job no wildcard channel here may see, and whose it is (MAX_UNWANTED at most). */
+typedef struct unwanted {
+    char id[JW_UUID_LEN + 1];
+    char owner[JW_UUID_LEN + 1];
+} unwanted;
 
 struct jw_mirror {
     char *node_id;
     jw_mirror_ports p;
-    jw_map jobs; /* job id -> mjob */
+    jw_map jobs;     /* job id -> mjob */
+    jw_map unwanted; /* job id -> unwanted */
     jw_read *fetch_out;
     bool again, again_all; /* fetch once more when the one out is answered */
     bool retry;            /* a read was refused: the tick tries again */
@@ -92,7 +102,8 @@ static void drop(jw_mirror *m, mjob *mj)
 
 static void set_owner(mjob *mj)
 {
-    const char *u = json_string_value(json_object_get(json_object_get(mj->state, "job"), "user_id"));
+    const char *u =
+        json_string_value(json_object_get(json_object_get(mj->state, "job"), "user_id"));
 
     if (u && strlen(u) == JW_UUID_LEN)
         snprintf(mj->owner, sizeof(mj->owner), "%s", u);
@@ -113,7 +124,8 @@ static void install(mjob *mj, json_t *state)
 
 static bool finished(const mjob *mj)
 {
-    const char *st = json_string_value(json_object_get(json_object_get(mj->state, "job"), "status"));
+    const char *st =
+        json_string_value(json_object_get(json_object_get(mj->state, "job"), "status"));
 
     return st && (strcmp(st, "completed") == 0 || strcmp(st, "failed") == 0 ||
                   strcmp(st, "cancelled") == 0);
@@ -229,8 +241,13 @@ static void forget_base(jw_mirror *m, const jw_read *r)
 static void read_base(jw_mirror *m, mjob *mj)
 {
     const char *params[1] = {mj->id};
-    jw_read *r = jw_read_new(JW_READ_JOB, 1, params);
+    jw_read *r;
 
+    if (m->nbases >= MAX_BASES_OUT) {
+        m->retry = true; /* the tick asks for it */
+        return;
+    }
+    r = jw_read_new(JW_READ_JOB, 1, params);
     r->done = read_done;
     r->done_arg = m;
     if (m->p.read(m->p.ctx, r) != 0) {
@@ -499,6 +516,43 @@ void jw_mirror_left(jw_mirror *m, const char *job)
         fetch(m, false);
 }
 
+static void forget_unwanted(jw_mirror *m)
+{
+    size_t it = 0;
+    const char *k;
+    void *v;
+
+    while (jw_map_next(&m->unwanted, &it, &k, &v))
+        free(v);
+    jw_map_release(&m->unwanted);
+    jw_map_init(&m->unwanted);
+}
+
+/* mj was mirrored for wildcard channels, none of which may see its owner's jobs. */
+static void remember_unwanted(jw_mirror *m, const mjob *mj)
+{
+    unwanted *u;
+
+    if (m->unwanted.count >= MAX_UNWANTED)
+        forget_unwanted(m);
+    u = jw_xcalloc(1, sizeof(*u));
+    snprintf(u->id, sizeof(u->id), "%s", mj->id);
+    snprintf(u->owner, sizeof(u->owner), "%s", mj->owner);
+    free(jw_map_put(&m->unwanted, u->id, u));
+}
+
+/* Whether a wildcard channel here may see the job (true while its owner is unknown). */
+static bool wildcard_wants(jw_mirror *m, const char *job)
+{
+    unwanted *u = m->unwanted.count ? jw_map_get(&m->unwanted, job) : NULL;
+
+    if (!m->p.wildcard(m->p.ctx, NULL))
+        return false;
+    if (!u || m->p.wildcard(m->p.ctx, u->owner))
+        return true;
+    return false;
+}
+
 /* One "<job>:<after>:<last>" of a notice. */
 static void noticed(jw_mirror *m, const char *job, int64_t after, int64_t last)
 {
@@ -519,8 +573,10 @@ static void noticed(jw_mirror *m, const char *job, int64_t after, int64_t last)
         mj = add(m, job); /* a watcher's own read is out: whichever answers first */
         mj->pending = true;
         read_base(m, mj);
-    } else if (m->p.wildcard(m->p.ctx) && m->stats.mirrors < MAX_WILD_MIRRORS) {
+    } else if (m->stats.mirrors < MAX_WILD_MIRRORS && wildcard_wants(m, job)) {
+        free(jw_map_del(&m->unwanted, job));
         mj = add(m, job);
+        mj->wild = true;
         if (after == 0) {
             /* Its first commit: every row is in the journal, from seq 1. */
             install(mj, json_pack("{s:n, s:[], s:[], s:i}", "job", "steps", "otp_requests", "seq",
@@ -593,19 +649,31 @@ void jw_mirror_catch_up(jw_mirror *m)
 
 void jw_mirror_tick(jw_mirror *m, int64_t now)
 {
-    bool wild = m->p.wildcard(m->p.ctx);
+    bool wild = m->p.wildcard(m->p.ctx, NULL);
     mjob **gone = NULL;
     size_t ngone = 0, it = 0;
     const char *k;
     void *v;
 
     jw_mirror_catch_up(m);
+    if (!wild && m->unwanted.count)
+        forget_unwanted(m); /* the next wildcard channel may be someone else's */
     if (m->jobs.count)
         gone = jw_xmalloc(m->jobs.count * sizeof(*gone));
     while (jw_map_next(&m->jobs, &it, &k, &v)) {
         mjob *mj = v;
 
-        if (m->p.watched(m->p.ctx, mj->id) || (wild && mj->state && !finished(mj)))
+        bool keep = m->p.watched(m->p.ctx, mj->id);
+
+        if (!keep && wild && mj->state && !finished(mj)) {
+            keep = !mj->owner[0] || m->p.wildcard(m->p.ctx, mj->owner);
+            if (!keep && mj->wild) { /* nobody's here: forget it, and ignore its notices */
+                remember_unwanted(m, mj);
+                gone[ngone++] = mj;
+                continue;
+            }
+        }
+        if (keep)
             mj->unwatched_since = 0;
         else if (!mj->unwatched_since)
             mj->unwatched_since = now;
@@ -636,6 +704,7 @@ jw_mirror *jw_mirror_new(const char *node_id, const jw_mirror_ports *ports)
     m->p = *ports;
     m->tick_us = (int64_t)(ports->tick_ms > 0 ? ports->tick_ms : 1000) * 1000;
     jw_map_init(&m->jobs);
+    jw_map_init(&m->unwanted);
     jw_hist_init(&m->stats.delivery_delay, &delay_spec);
     if (m->p.timers)
         jw_timers_arm(m->p.timers, &m->tick, jw_now_us() + m->tick_us, on_tick, m);
@@ -663,6 +732,8 @@ void jw_mirror_free(jw_mirror *m)
         free(mj);
     }
     jw_map_release(&m->jobs);
+    forget_unwanted(m);
+    jw_map_release(&m->unwanted);
     free(m->bases);
     free(m->node_id);
     free(m);

@@ -36,8 +36,10 @@
  * fast path). Supabase channels not pinned to jobs (wildcards): while one
  * exists, each job another node notifies is mirrored too (from seq 0 when the
  * notice shows the job's first commit, else from a read of its state), and
- * kept until it finished; see docs/operations.md for what that costs and
- * misses.
+ * kept until it finished - unless its owner turns out to be nobody a wildcard
+ * channel here may see: then it is dropped and remembered, and its notices
+ * are ignored while that holds. See docs/operations.md for what that costs
+ * and misses.
  *
  * Threads: loop thread only. The mirror borrows everything in its ports.
  */
@@ -61,8 +63,9 @@ typedef struct jw_mirror_ports {
     void (*publish)(void *ctx, jw_delta *d);
     /* Whether a client here watches the job: a subscriber, a pinned channel. */
     bool (*watched)(void *ctx, const char *job_id);
-    /* Whether a Supabase channel not pinned to jobs is live here. */
-    bool (*wildcard)(void *ctx);
+    /* Whether a Supabase channel not pinned to jobs is live here; with an owner
+     * (a user id), one whose principal may see that user's jobs. */
+    bool (*wildcard)(void *ctx, const char *owner);
     /* Queues a read (jw_store_read): 0, or an error and the read stays ours. */
     int (*read)(void *ctx, jw_read *r);
     /* The engine (jw_engine.h): driven, committed seq (-1), snapshot, owner. */

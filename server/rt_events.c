@@ -256,9 +256,12 @@ bool jw_rt_watching(const jw_rt *rt, const char *job_id)
     return rt->jobs.count && jw_map_get(&rt->jobs, job_id);
 }
 
-bool jw_rt_wildcards(const jw_rt *rt)
+bool jw_rt_wildcards(const jw_rt *rt, const char *owner)
 {
-    return rt->nwild > 0;
+    for (size_t i = 0; owner && i < rt->nwild; i++)
+        if (rt->wild[i]->live && jw_principal_may_access(&rt->wild[i]->who, owner))
+            return true;
+    return !owner && rt->nwild > 0;
 }
 
 void jw_rt_publish(jw_rt *rt, jw_delta *d)

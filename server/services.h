@@ -24,10 +24,10 @@
 
 typedef struct jw_services {
     const jw_config *cfg;
-    jw_store *store;   /* reads (jw_store_read) and stats; commits go through the engine */
-    jw_engine *engine; /* the jobs: snapshots, commands, OTP submission */
-    jw_auth *auth;     /* the admin key and users' JWTs */
-    jw_limits *limits; /* per client address and per user (limiter.h) */
+    jw_store *store;     /* reads (jw_store_read) and stats; commits go through the engine */
+    jw_engine *engine;   /* the jobs: snapshots, commands, OTP submission */
+    jw_auth *auth;       /* the admin key and users' JWTs */
+    jw_limits *limits;   /* per client address and per user (limiter.h) */
     jw_cluster *cluster; /* the other nodes (db/cluster.h); NULL until jw_app_start_cluster */
     jw_mirror *mirror;   /* jobs watched here, driven elsewhere (mirror.h); NULL: none */
 } jw_services;
@@ -40,7 +40,8 @@ typedef struct jw_services {
  */
 static inline const char *jw_sv_job_owner(const jw_services *sv, const char *job_id)
 {
-    return sv->mirror ? jw_mirror_owner(sv->mirror, job_id) : jw_engine_job_owner(sv->engine, job_id);
+    return sv->mirror ? jw_mirror_owner(sv->mirror, job_id)
+                      : jw_engine_job_owner(sv->engine, job_id);
 }
 
 static inline int64_t jw_sv_job_seq(const jw_services *sv, const char *job_id)
@@ -58,7 +59,8 @@ static inline const char *jw_sv_job_publish_owner(const jw_services *sv, const c
 
 static inline json_t *jw_sv_job_snapshot(const jw_services *sv, const char *job_id)
 {
-    return sv->mirror ? jw_mirror_snapshot(sv->mirror, job_id) : jw_engine_snapshot(sv->engine, job_id);
+    return sv->mirror ? jw_mirror_snapshot(sv->mirror, job_id)
+                      : jw_engine_snapshot(sv->engine, job_id);
 }
 
 #endif

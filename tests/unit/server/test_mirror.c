@@ -30,6 +30,7 @@ typedef struct fake {
     char job[JW_UUID_LEN + 1];
     int64_t seq;
     bool watched, wild;
+    const char *wild_owner; /* the one user a wildcard channel may see; NULL: any */
     jw_read *reads[16];
     size_t nreads;
     int64_t published[64];
@@ -53,9 +54,11 @@ static bool f_watched(void *ctx, const char *job)
     return ((fake *)ctx)->watched;
 }
 
-static bool f_wild(void *ctx)
+static bool f_wild(void *ctx, const char *owner)
 {
-    return ((fake *)ctx)->wild;
+    fake *f = ctx;
+
+    return f->wild && (!owner || !f->wild_owner || strcmp(owner, f->wild_owner) == 0);
 }
 
 static int f_read(void *ctx, jw_read *r)
@@ -150,12 +153,11 @@ static void add_row(json_t *rows, const char *job, int64_t seq)
     else
         snprintf(row, sizeof(row), "{\"id\":\"%s\",\"job_run_id\":\"%s\",\"attempts\":%lld}", STEP,
                  job, (long long)seq);
-    json_array_append_new(rows, json_pack("{s:s, s:I, s:I, s:I, s:s, s:s, s:s, s:s}", "job", job,
-                                          "seq", (json_int_t)seq, "ts", (json_int_t)1000, "cts",
-                                          (json_int_t)jw_now_us(), "table",
-                                          first ? "job_runs" : "job_steps", "op",
-                                          first ? "INSERT" : "UPDATE", "row_id", first ? job : STEP,
-                                          "row", row));
+    json_array_append_new(
+        rows, json_pack("{s:s, s:I, s:I, s:I, s:s, s:s, s:s, s:s}", "job", job, "seq",
+                        (json_int_t)seq, "ts", (json_int_t)1000, "cts", (json_int_t)jw_now_us(),
+                        "table", first ? "job_runs" : "job_steps", "op",
+                        first ? "INSERT" : "UPDATE", "row_id", first ? job : STEP, "row", row));
 }
 
 /* Answers r (a fetch) with the journal rows given as (job, seq) pairs, ending at NULL. */
@@ -228,10 +230,9 @@ static void test_track_notice_fetch(void **state)
     assert_int_equal(json_integer_value(json_object_get(snap, "seq")), 7);
     /* The step was inserted once and updated in place. */
     assert_int_equal(json_array_size(json_object_get(snap, "steps")), 1);
-    assert_int_equal(
-        json_integer_value(json_object_get(json_array_get(json_object_get(snap, "steps"), 0),
-                                           "attempts")),
-        7);
+    assert_int_equal(json_integer_value(json_object_get(
+                         json_array_get(json_object_get(snap, "steps"), 0), "attempts")),
+                     7);
     json_decref(snap);
     jw_mirror_get_stats(m, &st);
     assert_int_equal(st.fetched, 2);
@@ -440,6 +441,38 @@ static void test_wildcard(void **state)
     jw_mirror_free(m);
 }
 
+/* A wildcard channel of another user: a job turns out to be nobody's here, and is let go. */
+static void test_wildcard_unwanted(void **state)
+{
+    fake f;
+    jw_mirror *m = new_mirror(&f);
+    jw_read *r;
+
+    (void)state;
+    f.watched = false;
+    f.wild = true;
+    f.wild_owner = "88888888-8888-4888-8888-888888888888";
+    notice(m, "node-a", JOB2, 0, 2);
+    r = take_read(&f);
+    answer_fetch(r, JOB2, (int64_t)1, JOB2, (int64_t)2, NULL);
+    assert_true(jw_mirror_has(m, JOB2)); /* published (the hubs check who may see it) */
+    jw_mirror_tick(m, 1000000);          /* its owner is known now: nobody's here */
+    r = take_read(&f);
+    answer_fetch(r, NULL);
+    assert_false(jw_mirror_has(m, JOB2));
+    notice(m, "node-a", JOB2, 2, 4); /* ignored: no read */
+    assert_int_equal(f.nreads, 0);
+    assert_false(jw_mirror_has(m, JOB2));
+    /* A wildcard channel that may see it: mirrored again. */
+    f.wild_owner = NULL;
+    notice(m, "node-a", JOB2, 4, 5);
+    r = take_read(&f);
+    assert_int_equal(r->kind, JW_READ_JOB);
+    jw_read_cancel(r);
+    jw_mirror_free(m);
+    jw_read_free(r);
+}
+
 /* A finished job's mirror publishes (a retry elsewhere) but the facade leaves it to PostgreSQL. */
 static void test_finished(void **state)
 {
@@ -468,11 +501,12 @@ static void test_finished(void **state)
         json_t *rows = json_array();
         char row[256];
 
-        snprintf(row, sizeof(row), "{\"id\":\"%s\",\"user_id\":\"%s\",\"status\":\"processing\"}", JOB,
-                 USER);
-        json_array_append_new(rows, json_pack("{s:s, s:i, s:i, s:i, s:s, s:s, s:s, s:s}", "job", JOB,
-                                              "seq", 11, "ts", 1000, "cts", 2000, "table", "job_runs",
-                                              "op", "UPDATE", "row_id", JOB, "row", row));
+        snprintf(row, sizeof(row), "{\"id\":\"%s\",\"user_id\":\"%s\",\"status\":\"processing\"}",
+                 JOB, USER);
+        json_array_append_new(rows,
+                              json_pack("{s:s, s:i, s:i, s:i, s:s, s:s, s:s, s:s}", "job", JOB,
+                                        "seq", 11, "ts", 1000, "cts", 2000, "table", "job_runs",
+                                        "op", "UPDATE", "row_id", JOB, "row", row));
         notice(m, "node-a", JOB, 10, 11);
         r = take_read(&f);
         r->result = json_dumps(rows, JSON_COMPACT);
@@ -493,7 +527,7 @@ int main(void)
         cmocka_unit_test(test_track_notice_fetch), cmocka_unit_test(test_duplicates_and_gaps),
         cmocka_unit_test(test_notices_ignored),    cmocka_unit_test(test_catch_up_and_grace),
         cmocka_unit_test(test_left_engine),        cmocka_unit_test(test_wildcard),
-        cmocka_unit_test(test_finished),
+        cmocka_unit_test(test_finished),          cmocka_unit_test(test_wildcard_unwanted),
     };
 
     jw_log_set_level(JW_LOG_ERROR);
