@@ -125,6 +125,10 @@ test('1. jobwire.v1 on B: jobs of A gapless, once, = journal, LISTEN killed mid-
   assert.ok(now.jobwire_cluster_delivery_delay_seconds_count > 0, 'B timed the cross-node delivery');
   assert.ok((await metrics(A)).jobwire_cluster_notifications_sent_total > 0, 'A notified its commits');
   assert.equal(now.jobwire_leases_held, 0, 'B drove none of them');
+  // The page stays well-formed Prometheus text with the new histogram observed.
+  const page = (await B.api('GET', '/metrics', { token: B.adminKey })).text;
+  const awk = spawnSync('awk', ['-f', new URL('../../integration/prom_check.awk', import.meta.url).pathname], { input: page, encoding: 'utf8', timeout: 10_000 });
+  assert.equal(awk.status, 0, `prom_check: ${awk.stdout}${awk.stderr}`);
   await c.closeAndWait();
   await admin.closeAndWait();
 });
