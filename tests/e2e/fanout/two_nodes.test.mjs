@@ -129,6 +129,11 @@ test('1. jobwire.v1 on B: jobs of A gapless, once, = journal, LISTEN killed mid-
   const page = (await B.api('GET', '/metrics', { token: B.adminKey })).text;
   const awk = spawnSync('awk', ['-f', new URL('../../integration/prom_check.awk', import.meta.url).pathname], { input: page, encoding: 'utf8', timeout: 10_000 });
   assert.equal(awk.status, 0, `prom_check: ${awk.stdout}${awk.stderr}`);
+  // Informational: the bucket holding the median and the 99th percentile of B's delays.
+  const buckets = [...page.matchAll(/^jobwire_cluster_delivery_delay_seconds_bucket\{le="([^"]+)"\} (\d+)$/gm)].map((m) => [m[1], Number(m[2])]);
+  const total = now.jobwire_cluster_delivery_delay_seconds_count;
+  const q = (f) => (buckets.find(([, n]) => n >= f * total) || ['?'])[0];
+  console.log(`# cross-node delivery delay on B: ${total} deltas, p50 <= ${q(0.5)} s, p99 <= ${q(0.99)} s`);
   await c.closeAndWait();
   await admin.closeAndWait();
 });
