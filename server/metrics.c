@@ -250,7 +250,7 @@ void jw_metrics_handle(void *arg, jw_http_ctx *ctx, jw_http_request *req)
              "past 7,900 bytes of job ids and seqs).",
              (double)db.notifications},
             {"jobwire_cluster_catchups_total", "counter",
-             "Catch-up reads of the journal for every job mirrored here (LISTEN (re)established, "
+             "Catch-up reads of the journal for the jobs mirrored here (LISTEN (re)established, "
              "and every second while some are).",
              (double)mi.catchups},
             {"jobwire_cluster_mirrors", "gauge",

@@ -17,7 +17,7 @@
 #define GRACE_US (10 * 1000000) /* a mirror nobody watches stays this long */
 #define FETCH_ROWS 1000         /* journal rows per read; a full answer reads on */
 #define MAX_WILD_MIRRORS 4096   /* mirrors made for wildcard channels stop here */
-#define MAX_UNWANTED 4096        /* remembered jobs of nobody a wildcard here may see */
+#define MAX_UNWANTED 4096       /* remembered jobs of nobody a wildcard here may see */
 #define MAX_BASES_OUT 16        /* state reads out at once: the reads queue is shared */
 #define MAX_PAYLOAD 8192        /* a NOTIFY payload is under 8000 bytes */
 #define LOG_EVERY_US (60 * 1000000)
@@ -47,9 +47,11 @@ struct jw_mirror {
     jw_map jobs;     /* job id -> mjob */
     jw_map unwanted; /* job id -> unwanted */
     jw_read *fetch_out;
-    bool again, again_all; /* fetch once more when the one out is answered */
-    bool retry;            /* a read was refused: the tick tries again */
-    bool need_fetch;       /* set by offer on a gap */
+    bool again;      /* fetch once more when the one out is answered ... */
+    int again_scope; /* ... this far */
+    uint64_t ticks;
+    bool retry;      /* a read was refused: the tick tries again */
+    bool need_fetch; /* set by offer on a gap */
     jw_timer tick;
     int64_t tick_us;
     int64_t last_log_us;
@@ -66,7 +68,10 @@ static const jw_hist_spec delay_spec = {
     .decimals = 6,
 };
 
-static void fetch(jw_mirror *m, bool all);
+/* What a fetch reads: mirrors behind a notice or new; also every unfinished one; every one. */
+enum { FETCH_BEHIND, FETCH_UNFINISHED, FETCH_ALL };
+
+static bool fetch(jw_mirror *m, int scope);
 
 /* ---- mirrors ----------------------------------------------------------------------- */
 
@@ -285,7 +290,7 @@ static void on_base(jw_mirror *m, jw_read *r)
         return;
     }
     install(mj, doc);
-    fetch(m, false);
+    fetch(m, FETCH_BEHIND);
 }
 
 static void log_trouble(jw_mirror *m, const char *what, const jw_read *r)
@@ -335,10 +340,11 @@ static void on_fetch(jw_mirror *m, jw_read *r)
         }
     }
     if (full || m->again || m->need_fetch) {
-        bool all = m->again_all;
+        int scope = m->again_scope;
 
-        m->again = m->again_all = false;
-        fetch(m, all);
+        m->again = false;
+        m->again_scope = FETCH_BEHIND;
+        fetch(m, scope);
     }
 }
 
@@ -354,10 +360,11 @@ void jw_mirror_on_read(jw_mirror *m, jw_read *r)
 }
 
 /*
- * One read of the journal past each mirror's seq: every mirror (all), or
- * those behind a notice or new. While one is out, the next waits for it.
+ * One read of the journal past each mirror's seq: those behind a notice or
+ * new, and per scope every unfinished one, or every one. While one is out,
+ * the next waits for it. Whether it read (or will read, after the one out).
  */
-static void fetch(jw_mirror *m, bool all)
+static bool fetch(jw_mirror *m, int scope)
 {
     jw_buf ids, seqs;
     size_t it = 0, count = 0;
@@ -369,15 +376,17 @@ static void fetch(jw_mirror *m, bool all)
 
     if (m->fetch_out) {
         m->again = true;
-        m->again_all |= all;
-        return;
+        if (m->again_scope < scope)
+            m->again_scope = scope;
+        return true;
     }
     jw_buf_init(&ids, 256);
     jw_buf_init(&seqs, 64);
     while (jw_map_next(&m->jobs, &it, &k, &v)) {
         mjob *mj = v;
 
-        if (!mj->state || !(all || mj->probe || mj->known > mj->seq))
+        if (!mj->state || !(scope == FETCH_ALL || (scope == FETCH_UNFINISHED && !finished(mj)) ||
+                            mj->probe || mj->known > mj->seq))
             continue;
         mj->probe = false;
         jw_buf_addch(&ids, count ? ',' : '{');
@@ -405,6 +414,7 @@ static void fetch(jw_mirror *m, bool all)
     }
     jw_buf_release(&ids);
     jw_buf_release(&seqs);
+    return count > 0;
 }
 
 /* ---- the facade ------------------------------------------------------------------------ */
@@ -474,7 +484,7 @@ void jw_mirror_track(jw_mirror *m, const char *job, const json_t *doc)
     if (!mj)
         mj = add(m, job);
     install(mj, state);
-    fetch(m, false);
+    fetch(m, FETCH_BEHIND);
 }
 
 bool jw_mirror_local(jw_mirror *m, jw_delta *d)
@@ -489,7 +499,7 @@ bool jw_mirror_local(jw_mirror *m, jw_delta *d)
     }
     offer(m, mj, d, false);
     if (m->need_fetch)
-        fetch(m, false);
+        fetch(m, FETCH_BEHIND);
     else if (in_sync(m, mj))
         drop(m, mj);
     return true;
@@ -513,7 +523,7 @@ void jw_mirror_left(jw_mirror *m, const char *job)
     if (!m || get(m, job) || !m->p.watched(m->p.ctx, job))
         return;
     if (from_engine(m, job))
-        fetch(m, false);
+        fetch(m, FETCH_BEHIND);
 }
 
 static void forget_unwanted(jw_mirror *m)
@@ -625,10 +635,11 @@ void jw_mirror_notice(jw_mirror *m, const char *payload)
         while (*p == ' ')
             p++;
     }
-    fetch(m, false);
+    fetch(m, FETCH_BEHIND);
 }
 
-void jw_mirror_catch_up(jw_mirror *m)
+/* A catch-up of scope: states still to read asked for again, then one fetch. */
+static void catch_up(jw_mirror *m, int scope)
 {
     size_t it = 0;
     const char *k;
@@ -641,10 +652,13 @@ void jw_mirror_catch_up(jw_mirror *m)
         if (mj->pending && !mj->base_out)
             read_base(m, mj);
     }
-    if (!m->jobs.count)
-        return;
-    m->stats.catchups++;
-    fetch(m, true);
+    if (m->jobs.count && fetch(m, scope))
+        m->stats.catchups++;
+}
+
+void jw_mirror_catch_up(jw_mirror *m)
+{
+    catch_up(m, FETCH_ALL);
 }
 
 void jw_mirror_tick(jw_mirror *m, int64_t now)
@@ -655,7 +669,9 @@ void jw_mirror_tick(jw_mirror *m, int64_t now)
     const char *k;
     void *v;
 
-    jw_mirror_catch_up(m);
+    /* Finished jobs' mirrors wait for a retry elsewhere, which notifies: their
+     * own catch-up is every tenth tick. */
+    catch_up(m, ++m->ticks % 10 ? FETCH_UNFINISHED : FETCH_ALL);
     if (!wild && m->unwanted.count)
         forget_unwanted(m); /* the next wildcard channel may be someone else's */
     if (m->jobs.count)

@@ -19,7 +19,8 @@
  *    behind and one read (JW_READ_EVENTS_AFTER) fetches every mirrored job's
  *    new journal rows, built into deltas byte for byte as live;
  *  - a catch-up (jw_mirror_catch_up on a (re)established LISTEN, and every
- *    tick) fetches for every mirror: a lost notification costs a tick;
+ *    tick) fetches for every mirror (a finished job's: every tenth tick): a
+ *    lost notification costs a tick;
  *  - the engine: while a job has a mirror, each delta the engine commits for
  *    it passes through jw_mirror_local, so a job that comes into this engine
  *    (takeover, a retry's claim) is published in order, without gap or

@@ -521,13 +521,42 @@ static void test_finished(void **state)
     jw_mirror_free(m);
 }
 
+/* A finished job's mirror waits for a notice; the tick reads its journal only every tenth time. */
+static void test_finished_catch_up(void **state)
+{
+    fake f;
+    jw_mirror *m = new_mirror(&f);
+    json_t *doc = doc_at(JOB, 9);
+    jw_mirror_stats st;
+    jw_read *r;
+
+    (void)state;
+    json_object_set_new(json_object_get(doc, "job"), "status", json_string("completed"));
+    jw_mirror_track(m, JOB, doc);
+    json_decref(doc);
+    r = take_read(&f);
+    answer_fetch(r, NULL);
+    for (int i = 1; i < 10; i++) {
+        jw_mirror_tick(m, i * 1000000);
+        assert_int_equal(f.nreads, 0);
+    }
+    jw_mirror_tick(m, 10 * 1000000);
+    r = take_read(&f);
+    assert_string_equal(r->params[1], "{9}");
+    answer_fetch(r, NULL);
+    jw_mirror_get_stats(m, &st);
+    assert_int_equal(st.catchups, 1);
+    jw_mirror_free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_track_notice_fetch), cmocka_unit_test(test_duplicates_and_gaps),
         cmocka_unit_test(test_notices_ignored),    cmocka_unit_test(test_catch_up_and_grace),
         cmocka_unit_test(test_left_engine),        cmocka_unit_test(test_wildcard),
-        cmocka_unit_test(test_finished),          cmocka_unit_test(test_wildcard_unwanted),
+        cmocka_unit_test(test_finished),           cmocka_unit_test(test_wildcard_unwanted),
+        cmocka_unit_test(test_finished_catch_up),
     };
 
     jw_log_set_level(JW_LOG_ERROR);
