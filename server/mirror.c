@@ -284,7 +284,7 @@ static void on_base(jw_mirror *m, jw_read *r)
         m->retry = true; /* the tick asks again */
         return;
     }
-    if (m->p.engine_owner(m->p.ctx, mj->id)) {
+    if (m->p.driven(m->p.ctx, mj->id)) {
         json_decref(doc); /* it came into the engine meanwhile: the engine serves it */
         drop(m, mj);
         return;
@@ -420,8 +420,10 @@ static bool fetch(jw_mirror *m, int scope)
 /* ---- the facade ------------------------------------------------------------------------ */
 
 /*
- * A mirror of an unfinished job stands in for the engine. A finished one does
- * not: the hubs answer a finished job not in their engine from PostgreSQL, as
+ * A mirror of an unfinished job stands in for the engine; the engine answers
+ * only for a job it drives (one halted here - its lease lost - is another
+ * node's now: the hubs read it, and it gets a mirror). A finished mirror does
+ * not stand in: the hubs answer a finished job not in their engine from PostgreSQL, as
  * they always did (a snapshot for since, PostgreSQL's bytes); its mirror only
  * publishes what comes after (a retry elsewhere) and keeps those answers in
  * line with it (jw_mirror_mirrored).
@@ -435,21 +437,27 @@ const char *jw_mirror_owner(jw_mirror *m, const char *job)
 {
     mjob *mj = get(m, job);
 
-    return live(mj) ? mj->owner : m->p.engine_owner(m->p.ctx, job);
+    if (live(mj))
+        return mj->owner;
+    return m->p.driven(m->p.ctx, job) ? m->p.engine_owner(m->p.ctx, job) : NULL;
 }
 
 int64_t jw_mirror_seq(jw_mirror *m, const char *job)
 {
     mjob *mj = get(m, job);
 
-    return live(mj) ? mj->seq : m->p.engine_seq(m->p.ctx, job);
+    if (live(mj))
+        return mj->seq;
+    return m->p.driven(m->p.ctx, job) ? m->p.engine_seq(m->p.ctx, job) : -1;
 }
 
 json_t *jw_mirror_snapshot(jw_mirror *m, const char *job)
 {
     mjob *mj = get(m, job);
 
-    return live(mj) ? json_deep_copy(mj->state) : m->p.engine_snapshot(m->p.ctx, job);
+    if (live(mj))
+        return json_deep_copy(mj->state);
+    return m->p.driven(m->p.ctx, job) ? m->p.engine_snapshot(m->p.ctx, job) : NULL;
 }
 
 bool jw_mirror_has(jw_mirror *m, const char *job)
@@ -478,7 +486,7 @@ void jw_mirror_track(jw_mirror *m, const char *job, const json_t *doc)
     mjob *mj = get(m, job);
     json_t *state;
 
-    if (m->p.engine_owner(m->p.ctx, job) || (mj && mj->state) ||
+    if (m->p.driven(m->p.ctx, job) || (mj && mj->state) ||
         !json_is_integer(json_object_get(doc, "seq")) || !(state = json_deep_copy(doc)))
         return;
     if (!mj)

@@ -104,7 +104,7 @@ void jw_mirror_free(jw_mirror *m);
  * their engine from PostgreSQL, as on a single node (a snapshot for since).
  */
 
-/* The job's user id, or NULL when it is neither mirrored (unfinished) nor in the engine. */
+/* The job's user id, or NULL when it is neither mirrored (unfinished) nor driven here. */
 const char *jw_mirror_owner(jw_mirror *m, const char *job_id);
 /* Its last published seq, or -1. */
 int64_t jw_mirror_seq(jw_mirror *m, const char *job_id);
@@ -120,7 +120,7 @@ json_t *jw_mirror_mirrored(jw_mirror *m, const char *job_id);
 /* ---- what happens to the jobs -------------------------------------------------- */
 
 /* A watcher read the job's state (JW_READ_JOB's document, borrowed): mirror it
- * unless the engine holds the job or a mirror has a state already. */
+ * unless the engine drives the job or a mirror has a state already. */
 void jw_mirror_track(jw_mirror *m, const char *job_id, const json_t *doc);
 /* The engine committed d: false when the job has no mirror (publish it
  * directly); true when the mirror took it (published in order, or dropped). */

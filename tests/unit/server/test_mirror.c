@@ -406,6 +406,34 @@ static void test_left_engine(void **state)
     jw_mirror_free(m);
 }
 
+/* A job halted here (its lease lost) while nobody watched: the hubs read it, the mirror takes it.
+ */
+static void test_halted_unwatched(void **state)
+{
+    fake f;
+    jw_mirror *m = new_mirror(&f);
+    json_t *doc = doc_at(JOB, 15);
+
+    (void)state;
+    f.has = true;
+    f.driven = false;
+    snprintf(f.job, sizeof(f.job), "%s", JOB);
+    f.seq = 12;
+    f.watched = false;
+    jw_mirror_left(m, JOB); /* nobody watches: no mirror */
+    assert_false(jw_mirror_has(m, JOB));
+    /* Not driven here: the facade does not answer from the engine's stale copy. */
+    assert_null(jw_mirror_owner(m, JOB));
+    assert_int_equal(jw_mirror_seq(m, JOB), -1);
+    assert_null(jw_mirror_snapshot(m, JOB));
+    f.watched = true;
+    jw_mirror_track(m, JOB, doc); /* a subscriber's read */
+    json_decref(doc);
+    assert_true(jw_mirror_has(m, JOB));
+    assert_int_equal(jw_mirror_seq(m, JOB), 15);
+    jw_mirror_free(m);
+}
+
 /* A wildcard channel: a job new to the cluster is mirrored from seq 0, owner from its row. */
 static void test_wildcard(void **state)
 {
@@ -556,7 +584,7 @@ int main(void)
         cmocka_unit_test(test_notices_ignored),    cmocka_unit_test(test_catch_up_and_grace),
         cmocka_unit_test(test_left_engine),        cmocka_unit_test(test_wildcard),
         cmocka_unit_test(test_finished),           cmocka_unit_test(test_wildcard_unwanted),
-        cmocka_unit_test(test_finished_catch_up),
+        cmocka_unit_test(test_finished_catch_up),  cmocka_unit_test(test_halted_unwatched),
     };
 
     jw_log_set_level(JW_LOG_ERROR);
