@@ -123,6 +123,15 @@ static jw_mirror *new_mirror(fake *f)
     return jw_mirror_new("node-b", &p);
 }
 
+/* Frees the mirror, then the reads it left unanswered (a store would answer them). */
+static void finish(fake *f, jw_mirror *m)
+{
+    jw_mirror_free(m);
+    for (size_t i = 0; i < f->nreads; i++)
+        jw_read_free(f->reads[i]);
+    f->nreads = 0;
+}
+
 /* The oldest read the mirror asked for, taken off the fake's list. */
 static jw_read *take_read(fake *f)
 {
@@ -239,7 +248,7 @@ static void test_track_notice_fetch(void **state)
     assert_int_equal(st.delivery_delay.count, 2);
     assert_int_equal(st.mirrors, 1);
     assert_int_equal(f.nreads, 0);
-    jw_mirror_free(m);
+    finish(&f, m);
 }
 
 /* Rows already published are dropped; a gap in the engine's deltas reads the journal. */
@@ -292,7 +301,7 @@ static void test_duplicates_and_gaps(void **state)
     assert_int_equal(st.gaps, 1);
     assert_int_equal(st.local, 1);
     assert_int_equal(st.mirrors, 0);
-    jw_mirror_free(m);
+    finish(&f, m);
 }
 
 /* Our own notices, malformed ones and unwatched jobs cost nothing. */
@@ -322,7 +331,7 @@ static void test_notices_ignored(void **state)
     r = take_read(&f);
     answer_fetch(r, JOB, (int64_t)6, NULL);
     assert_int_equal(f.npub, 1);
-    jw_mirror_free(m);
+    finish(&f, m);
 }
 
 /* A lost notification: the tick's catch-up reads every mirror's journal anyway. */
@@ -370,7 +379,7 @@ static void test_catch_up_and_grace(void **state)
     assert_false(jw_mirror_has(m, JOB));
     jw_mirror_tick(m, 30 * 1000000); /* nothing mirrored: no read */
     assert_int_equal(f.nreads, 0);
-    jw_mirror_free(m);
+    finish(&f, m);
 }
 
 /* A watched job leaves the engine (lease lost): the mirror goes on from the engine's seq. */
@@ -403,7 +412,7 @@ static void test_left_engine(void **state)
     snap = jw_mirror_snapshot(m, JOB);
     assert_int_equal(json_integer_value(json_object_get(snap, "seq")), 13);
     json_decref(snap);
-    jw_mirror_free(m);
+    finish(&f, m);
 }
 
 /* A job halted here (its lease lost) while nobody watched: the hubs read it, the mirror takes it.
@@ -431,7 +440,7 @@ static void test_halted_unwatched(void **state)
     json_decref(doc);
     assert_true(jw_mirror_has(m, JOB));
     assert_int_equal(jw_mirror_seq(m, JOB), 15);
-    jw_mirror_free(m);
+    finish(&f, m);
 }
 
 /* A wildcard channel: a job new to the cluster is mirrored from seq 0, owner from its row. */
@@ -466,7 +475,7 @@ static void test_wildcard(void **state)
     r->done(r, r->done_arg);
     assert_true(jw_mirror_has(m, JOB));
     assert_int_equal(jw_mirror_seq(m, JOB), 6);
-    jw_mirror_free(m);
+    finish(&f, m);
 }
 
 /* A wildcard channel of another user: a job turns out to be nobody's here, and is let go. */
@@ -497,7 +506,7 @@ static void test_wildcard_unwanted(void **state)
     r = take_read(&f);
     assert_int_equal(r->kind, JW_READ_JOB);
     jw_read_cancel(r);
-    jw_mirror_free(m);
+    finish(&f, m);
     jw_read_free(r);
 }
 
@@ -546,7 +555,7 @@ static void test_finished(void **state)
     assert_true(jw_mirror_has(m, JOB));
     assert_string_equal(jw_mirror_owner(m, JOB), USER);
     assert_int_equal(jw_mirror_seq(m, JOB), 11);
-    jw_mirror_free(m);
+    finish(&f, m);
 }
 
 /* A finished job's mirror waits for a notice; the tick reads its journal only every tenth time. */
@@ -574,7 +583,7 @@ static void test_finished_catch_up(void **state)
     answer_fetch(r, NULL);
     jw_mirror_get_stats(m, &st);
     assert_int_equal(st.catchups, 1);
-    jw_mirror_free(m);
+    finish(&f, m);
 }
 
 int main(void)
