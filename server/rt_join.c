@@ -163,14 +163,25 @@ void jw_rt_on_read(jw_rt *rt, jw_read *r)
     } else if (!owner || !jw_principal_may_access(&ch->who, owner)) {
         refuse_job(ch, op->job);
     } else {
+        json_t *mirrored = NULL;
+
         for (size_t k = 0; k < ch->njobs; k++)
             if (strcmp(ch->jobs[k].job, op->job) == 0)
                 snprintf(ch->jobs[k].owner, sizeof(ch->jobs[k].owner), "%s", owner);
-        if (ch->docs)
-            json_object_set(ch->docs, op->job, doc);
-        /* Another node may drive it: mirror it here, so its events reach the channel. */
-        if (rt->sv->mirror)
+        /* Another node may drive it: mirror it here, so its events reach the channel;
+         * its initial rows are at the seq its events continue from. */
+        if (rt->sv->mirror) {
             jw_mirror_track(rt->sv->mirror, op->job, doc);
+            mirrored = jw_mirror_mirrored(rt->sv->mirror, op->job);
+            if (mirrored &&
+                json_equal(json_object_get(mirrored, "seq"), json_object_get(doc, "seq"))) {
+                json_decref(mirrored);
+                mirrored = NULL;
+            }
+        }
+        if (ch->docs)
+            json_object_set(ch->docs, op->job, mirrored ? mirrored : doc);
+        json_decref(mirrored);
     }
     json_decref(doc);
     rt_finish_join(ch);
