@@ -172,6 +172,15 @@ fail:
     return false;
 }
 
+/* Whether a jw_events payload is this node's own (db/commit.c: node id, then a newline). */
+static bool own_events(const jw_cluster *cl, const char *payload)
+{
+    size_t n = strlen(cl->node_id);
+
+    return strncmp(payload, cl->node_id, n) == 0 && payload[n] == '\n' &&
+           !strchr(payload + n + 1, '\n');
+}
+
 /* Posts what libpq has read; true when a node handed its leases back. */
 static bool take_notifies(jw_cluster *cl)
 {
@@ -181,8 +190,11 @@ static bool take_notifies(jw_cluster *cl)
 
     while ((n = PQnotifies(cl->conn)) != NULL) {
         if (strcmp(n->relname, "jw_events") == 0) {
-            post(cl, JW_NOTICE_EVENTS, n->extra, NULL);
-            got++;
+            /* Our own group commits ("<node id> LF ..."): nothing to fetch. */
+            if (!own_events(cl, n->extra)) {
+                post(cl, JW_NOTICE_EVENTS, n->extra, NULL);
+                got++;
+            }
         } else if (strcmp(n->relname, "jw_inbox") == 0) {
             post(cl, JW_NOTICE_INBOX, n->extra, NULL);
             got++;

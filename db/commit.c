@@ -8,7 +8,19 @@
  *   insert into job_events from unnest(...)               all journaled deltas
  *   select jw_advance_seq_fenced(node, jobs, epochs,      lease fence, gap check
  *                                first, last, count)     and last_seq
+ *   select pg_notify('jw_events', p) from unnest($1)      the other nodes' wake-up
  *   Sync                                                  commit
+ *
+ * The notification (db/cluster.h) is one per group - several only when the
+ * group names more jobs than fit in one payload (NOTIFY_MAX bytes; NOTIFY's
+ * own limit is 8000) - and says only which jobs advanced to which seq:
+ *
+ *   <node id> LF <job>:<after>:<last> SP <job>:<after>:<last> ...
+ *
+ * where the group journaled seqs after+1 .. last of the job. Never row data:
+ * whoever wants the rows reads job_events. It is delivered when the group
+ * commits, and not at all when it is rejected; a batch retried alone after
+ * its group was rejected sends its own.
  *
  * The parameters are built in buffers of the store that live as long as it
  * does. Everything here runs on the db thread (store.c decides which group
@@ -67,6 +79,7 @@ void store__commit_init(jw_store *s)
     jw_buf_init(&s->adv_lo, 256);
     jw_buf_init(&s->adv_hi, 256);
     jw_buf_init(&s->adv_n, 256);
+    jw_buf_init(&s->notify, 1024);
 }
 
 void store__commit_release(jw_store *s)
@@ -84,6 +97,7 @@ void store__commit_release(jw_store *s)
     jw_buf_release(&s->adv_lo);
     jw_buf_release(&s->adv_hi);
     jw_buf_release(&s->adv_n);
+    jw_buf_release(&s->notify);
     free(s->seen);
     free(s->jobs);
 }
@@ -204,6 +218,9 @@ static const char sql_committed[] =
     "WHERE e.job_run_id = $1::uuid AND e.seq = $2::int8 "
     "AND r.owner_node = $3::text AND r.lease_epoch = $4::int8";
 
+/* The group's wake-up for the other nodes: one NOTIFY per payload, at COMMIT. */
+static const char sql_notify[] = "SELECT pg_notify('jw_events', p) FROM unnest($1::text[]) AS p";
+
 static const char sql_heartbeat[] = "UPDATE jw_nodes SET heartbeat_at = now() "
                                     "WHERE id = $1::text AND incarnation = $2::int8 AND NOT dead";
 
@@ -215,6 +232,7 @@ static const struct {
     {"jw_advance", sql_advance, "preparing the seq check"},
     {"jw_committed", sql_committed, "preparing the commit check"},
     {"jw_heartbeat", sql_heartbeat, "preparing the heartbeat"},
+    {"jw_notify", sql_notify, "preparing the notification"},
 };
 
 bool store__connect(jw_store *s)
@@ -319,6 +337,8 @@ static void reset_buffers(jw_store *s)
     jw_buf_reset(&s->adv_lo);
     jw_buf_reset(&s->adv_hi);
     jw_buf_reset(&s->adv_n);
+    jw_buf_reset(&s->notify);
+    s->notify_count = 0;
 }
 
 /* Marks (table,row_id) seen; returns true when it already was. */
@@ -345,6 +365,60 @@ static struct job_range *job_slot(jw_store *s, const char *job_id)
     while (s->jobs[i].job_id && memcmp(s->jobs[i].job_id, job_id, JW_UUID_LEN) != 0)
         i = (i + 1) & mask;
     return &s->jobs[i];
+}
+
+/* A payload's bytes at most: under NOTIFY's 8000, with room for the node id's escapes. */
+#define NOTIFY_MAX 7900
+
+/* Appends text to a quoted element of an array literal (" and \ escaped). */
+static void add_quoted(jw_buf *b, const char *text, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        if (text[i] == '"' || text[i] == '\\')
+            jw_buf_addch(b, '\\');
+        jw_buf_addch(b, text[i]);
+    }
+}
+
+/* Opens the next payload: its node id line. */
+static size_t open_payload(jw_store *s)
+{
+    size_t start;
+
+    jw_buf_adds(&s->notify, s->notify_count ? ",\"" : "{\"");
+    start = s->notify.len;
+    add_quoted(&s->notify, s->node_id, strlen(s->node_id));
+    jw_buf_addch(&s->notify, '\n');
+    s->notify_count++;
+    return start;
+}
+
+/* The group's jw_events payloads (see the top of this file), from its job ranges. */
+static void build_notify(jw_store *s)
+{
+    size_t start = 0, entries = 0;
+    char entry[JW_UUID_LEN + 48];
+
+    for (size_t i = 0; i < s->jobs_cap; i++) {
+        const struct job_range *r = &s->jobs[i];
+        int n;
+
+        if (!r->job_id)
+            continue;
+        n = snprintf(entry, sizeof(entry), "%.*s:%lld:%lld", JW_UUID_LEN, r->job_id,
+                     (long long)(r->first - 1), (long long)r->last);
+        if (!s->notify_count || s->notify.len - start + 1 + (size_t)n > NOTIFY_MAX) {
+            if (s->notify_count)
+                jw_buf_addch(&s->notify, '"');
+            start = open_payload(s);
+            entries = 0;
+        }
+        if (entries++)
+            jw_buf_addch(&s->notify, ' ');
+        jw_buf_add(&s->notify, entry, (size_t)n);
+    }
+    if (s->notify_count)
+        jw_buf_adds(&s->notify, "\"}");
 }
 
 /*
@@ -468,6 +542,7 @@ static bool build_group(jw_store *s, size_t count, size_t *ndeltas, char *err, s
         store__close_array(&s->adv_lo);
         store__close_array(&s->adv_hi);
         store__close_array(&s->adv_n);
+        build_notify(s);
     }
     return true;
 }
@@ -584,6 +659,13 @@ enum write_result store__write_group(jw_store *s, size_t count, char *err, size_
             goto lost;
         sent++;
     }
+    if (s->notify_count) {
+        const char *nt[1] = {s->notify.data};
+
+        if (!PQsendQueryPrepared(s->conn, "jw_notify", 1, nt, NULL, NULL, 0))
+            goto lost;
+        sent++;
+    }
     if (!PQpipelineSync(s->conn))
         goto lost;
 
@@ -598,6 +680,11 @@ enum write_result store__write_group(jw_store *s, size_t count, char *err, size_
         return WRITE_LOST;
     }
     PQclear(res);
+    if (wr == WRITE_OK && s->notify_count) {
+        pthread_mutex_lock(&s->stats_lock);
+        s->stats.notifications += s->notify_count;
+        pthread_mutex_unlock(&s->stats_lock);
+    }
     return wr;
 
 lost:

@@ -24,6 +24,11 @@
  *    posted back with status JW_EDB and PostgreSQL's message in ->error. A
  *    rejected batch is never retried again.
  *
+ * Each committed group also notifies jw_events (one NOTIFY per group, in its
+ * transaction; more only past 7,900 bytes): "<node id> LF <job>:<after>:<last>
+ * ..." - which jobs advanced to which seq, for the other nodes' fan-out
+ * (db/commit.c, server/mirror.h). Counted in stats.notifications.
+ *
  * Nodes and leases (db/migrations/004_node_leases.sql): the store commits as
  * node node_id. Every group is fenced: a batch advances its job only while
  * this node holds the job's lease at the batch's lease_epoch (a brand-new
@@ -91,6 +96,7 @@ typedef struct jw_store_stats {
     uint64_t batches_failed;
     uint64_t commits; /* transactions, i.e. groups */
     uint64_t reconnects;
+    uint64_t notifications; /* jw_events NOTIFYs sent with committed groups */
     uint64_t queued_batches; /* submitted, not yet answered */
     uint64_t reads_queued;   /* reads submitted, not yet answered */
     uint64_t events_pruned;  /* job_events rows deleted by retention */
@@ -165,6 +171,10 @@ void jw_store_node_state(jw_store *s, int64_t *trusted_until_us, bool *dead);
  *                is claimed for the node first (epoch + 1; a retry adopts it
  *                under that epoch); null when it was not (not failed, or
  *                another user's).
+ *  JW_READ_EVENTS_AFTER ("{job,…}", "{after,…}", limit) -> JW_READ_EVENTS'
+ *                rows of several jobs, each with its "job": per job those
+ *                after its seq (the arrays pair them), ordered by job then
+ *                seq, at most limit rows in all (a full answer: read on).
  * A job that does not exist answers JW_ENOTFOUND.
  *
  * The inbox of commands between nodes (server/inbox.c, migration 005); each
@@ -201,6 +211,7 @@ typedef enum jw_read_kind {
     JW_READ_INBOX_ANSWER,
     JW_READ_INBOX_VERDICT,
     JW_READ_INBOX_SCAN,
+    JW_READ_EVENTS_AFTER,
     JW_READ__COUNT
 } jw_read_kind;
 
@@ -239,7 +250,7 @@ typedef void (*jw_store_read_fn)(jw_read *r, void *arg);
 size_t jw_store_drain_reads(jw_store *s, jw_store_read_fn fn, void *arg);
 
 /*
- * The deltas of an answered JW_READ_EVENTS read (status 0), in its order,
+ * The deltas of an answered JW_READ_EVENTS or JW_READ_EVENTS_AFTER read (status 0), in its order,
  * each as it was committed: ts, commit_us from the row's cts (0 when it has
  * none), the row's text byte for byte - so jw_delta_encode gives what was
  * published live. On 0, *out is an array of *n deltas, the caller's to free

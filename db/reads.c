@@ -148,6 +148,18 @@ static const char *const read_sql[JW_READ__COUNT] = {
         "          AND (i.taken_by IS NULL OR i.taken_by <> r.owner_node"
         "               OR i.taken_epoch < r.lease_epoch)"
         "        ORDER BY i.created_at LIMIT $2::int) x",
+    /* Several jobs' journals past a seq each, for the cross-node fan-out: one
+     * index range scan per job, at most $3 rows in all. */
+    [JW_READ_EVENTS_AFTER] =
+        "SELECT COALESCE(json_agg(json_build_object('job', x.job_run_id, 'seq', x.seq,"
+        " 'ts', (extract(epoch FROM x.ts) * 1000000)::bigint,"
+        " 'cts', (extract(epoch FROM x.cts) * 1000000)::bigint, 'table', x.table_name,"
+        " 'op', x.op, 'row_id', x.row_data->>'id', 'row', x.row_data::text)"
+        " ORDER BY x.job_run_id, x.seq), '[]')::text"
+        " FROM (SELECT e.* FROM unnest($1::uuid[], $2::bigint[]) AS w(id, after)"
+        "   CROSS JOIN LATERAL (SELECT * FROM job_events e"
+        "     WHERE e.job_run_id = w.id AND e.seq > w.after ORDER BY e.seq LIMIT $3::int) e"
+        "   ORDER BY e.job_run_id, e.seq LIMIT $3::int) x",
 };
 
 static void set_error(jw_reader *rd, const char *what, const char *msg)

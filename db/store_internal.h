@@ -83,6 +83,8 @@ struct jw_store {
     jw_buf rows[JW_TABLE__COUNT];
     jw_buf ev_job, ev_seq, ev_ts, ev_table, ev_op, ev_rows;
     jw_buf adv_job, adv_epoch, adv_lo, adv_hi, adv_n;
+    jw_buf notify;       /* the group's jw_events payloads, a text[] literal */
+    size_t notify_count; /* how many payloads it holds */
     /* Open-addressing scratch tables, sized per group. */
     const jw_delta **seen;
     size_t seen_cap;

@@ -77,6 +77,11 @@ static jw_delta *event_delta(const char *job_id, json_t *ev)
                     "table", &table, "op", &op, "row_id", &row_id, "row", &row, &row_len) != 0 ||
         (t = jw_table_from_name(table)) < 0 || (cts && !json_is_null(cts) && !json_is_integer(cts)))
         return NULL;
+    if (!job_id) { /* several jobs' rows: each names its job */
+        job_id = json_string_value(json_object_get(ev, "job"));
+        if (!job_id || strlen(job_id) != JW_UUID_LEN)
+            return NULL;
+    }
     if (strcmp(op, jw_op_name(JW_OP_INSERT)) != 0 && strcmp(op, jw_op_name(JW_OP_UPDATE)) != 0)
         return NULL;
     d = jw_delta_new(job_id, row_id, seq, ts, (jw_table)t,
@@ -96,7 +101,8 @@ int jw_store_read_deltas(const jw_read *r, jw_delta ***out, size_t *n)
 
     *out = NULL;
     *n = 0;
-    if (r->kind != JW_READ_EVENTS || r->status != 0 || !r->result || r->nparams < 1)
+    if ((r->kind != JW_READ_EVENTS && r->kind != JW_READ_EVENTS_AFTER) || r->status != 0 ||
+        !r->result || r->nparams < 1)
         return JW_EINVAL;
     rows = json_loads(r->result, 0, NULL);
     if (!json_is_array(rows))
@@ -104,7 +110,7 @@ int jw_store_read_deltas(const jw_read *r, jw_delta ***out, size_t *n)
     ds = jw_xcalloc(json_array_size(rows) + 1, sizeof(*ds));
     json_array_foreach(rows, i, ev)
     {
-        if (!(ds[count] = event_delta(r->params[0], ev)))
+        if (!(ds[count] = event_delta(r->kind == JW_READ_EVENTS ? r->params[0] : NULL, ev)))
             goto out;
         count++;
     }

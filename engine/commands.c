@@ -66,6 +66,8 @@ static void evict_fired(jw_timer *t, void *arg)
         return;
     }
     e->stats.jobs_evicted++;
+    if (e->p.left)
+        e->p.left(e->p.ctx, j->id);
     jw_log_debug("engine: finished job left memory job=%s status=%s seq=%" PRId64, j->id,
                  engine__job_names[j->status], j->committed_seq);
     engine__forget(j);

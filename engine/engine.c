@@ -967,6 +967,8 @@ void jw_engine_on_commit(jw_engine *e, jw_batch *b)
             j->halted = true;
             e->stats.leases_lost++;
             jw_log_warn("job %s: ownership lost (another node holds its lease)", j->id);
+            if (e->p.left)
+                e->p.left(e->p.ctx, j->id);
         }
     } else if (!j->halted) {
         /* Memory is now ahead of PostgreSQL: stop driving the job. A restart

@@ -44,6 +44,9 @@ typedef struct jw_engine_ports {
     void (*submit)(void *ctx, jw_batch *b);
     /* A committed delta, in seq order per job; borrow it (ref to keep). */
     void (*publish)(void *ctx, jw_delta *d);
+    /* A job stops being driven here: its lease was lost, or it is evicted
+     * (called just before; jw_engine_snapshot still answers). May be NULL. */
+    void (*left)(void *ctx, const char *job_id);
     /* Deadlines: the engine arms its timers here. */
     jw_timers *timers;
     /* Performs steps; replies come back through jw_engine_on_reply. */

@@ -105,13 +105,88 @@ static void port_submit(void *ctx, jw_batch *b)
     }
 }
 
+/* Both hubs: the engine's deltas, and those the mirror publishes (mirror.h). */
+static void hubs_publish(void *ctx, jw_delta *d)
+{
+    jw_app *app = ctx;
+
+    jw_ws_publish(app->ws, d);
+    jw_rt_publish(app->rt, d);
+}
+
 static void port_publish(void *ctx, jw_delta *d)
 {
     jw_app *app = ctx;
 
     app->published++;
-    jw_ws_publish(app->ws, d);
-    jw_rt_publish(app->rt, d);
+    /* A job with a mirror (it changed hands while watched) publishes in its order. */
+    if (jw_mirror_local(app->sv.mirror, d))
+        return;
+    hubs_publish(app, d);
+}
+
+static void port_left(void *ctx, const char *job_id)
+{
+    jw_app *app = ctx;
+
+    jw_mirror_left(app->sv.mirror, job_id);
+}
+
+/* ---- the mirror's ports (mirror.h) -------------------------------------------- */
+
+static bool mirror_watched(void *ctx, const char *job_id)
+{
+    jw_app *app = ctx;
+
+    return jw_ws_watching(app->ws, job_id) || jw_rt_watching(app->rt, job_id);
+}
+
+static bool mirror_wildcard(void *ctx, const char *owner)
+{
+    return jw_rt_wildcards(((jw_app *)ctx)->rt, owner);
+}
+
+static int mirror_read(void *ctx, jw_read *r)
+{
+    return jw_store_read(((jw_app *)ctx)->sv.store, r);
+}
+
+static bool mirror_driven(void *ctx, const char *job_id)
+{
+    return jw_engine_job_driven(((jw_app *)ctx)->sv.engine, job_id);
+}
+
+static int64_t mirror_engine_seq(void *ctx, const char *job_id)
+{
+    return jw_engine_committed_seq(((jw_app *)ctx)->sv.engine, job_id);
+}
+
+static json_t *mirror_engine_snapshot(void *ctx, const char *job_id)
+{
+    return jw_engine_snapshot(((jw_app *)ctx)->sv.engine, job_id);
+}
+
+static const char *mirror_engine_owner(void *ctx, const char *job_id)
+{
+    return jw_engine_job_owner(((jw_app *)ctx)->sv.engine, job_id);
+}
+
+static jw_mirror *new_mirror(jw_app *app)
+{
+    const jw_mirror_ports mp = {
+        .ctx = app,
+        .publish = hubs_publish,
+        .watched = mirror_watched,
+        .wildcard = mirror_wildcard,
+        .read = mirror_read,
+        .driven = mirror_driven,
+        .engine_seq = mirror_engine_seq,
+        .engine_snapshot = mirror_engine_snapshot,
+        .engine_owner = mirror_engine_owner,
+        .timers = app->timers,
+    };
+
+    return jw_mirror_new(app->cfg->node_id, &mp);
 }
 
 static void on_sul(lws_sorted_usec_list_t *sul)
@@ -267,6 +342,7 @@ static void wire(jw_app *app)
         .ws = app->ws,
         .rt = app->rt,
         .published = &app->published,
+        .mirror = app->sv.mirror,
         .publish_delay = &app->publish_delay,
         .calls_held = &app->nheld,
     };
@@ -406,6 +482,7 @@ int jw_app_new(jw_app **out, const jw_config *cfg, struct lws_context *ctx, stru
     ports.random = port_random;
     ports.submit = port_submit;
     ports.publish = port_publish;
+    ports.left = port_left;
     ports.timers = app->timers;
     ecfg.otp_timeout_login_ms = (int64_t)cfg->otp_timeout_login_s * 1000;
     ecfg.otp_timeout_payment_ms = (int64_t)cfg->otp_timeout_payment_s * 1000;
@@ -418,6 +495,7 @@ int jw_app_new(jw_app **out, const jw_config *cfg, struct lws_context *ctx, stru
     app->sv.limits = jw_limits_new(cfg);
     app->ws = jw_ws_new(&app->sv);
     app->rt = jw_rt_new(&app->sv);
+    app->sv.mirror = new_mirror(app);
     rc = bind_vhost(app, vh, err, errlen);
     if (rc != 0)
         goto fail;
@@ -508,9 +586,13 @@ static void on_notice(const jw_notice *n, void *arg)
 
     switch (n->kind) {
     case JW_NOTICE_CLAIMED: adopt(app, n->claimed); break;
+    /* The inbox (inbox.h) and the cross-node fan-out (mirror.h): a wake-up, then the rows. */
     case JW_NOTICE_INBOX: jw_inbox_on_notice(app->sv.inbox, n->payload); break;
-    case JW_NOTICE_LISTENING: jw_inbox_catch_up(app->sv.inbox); break;
-    case JW_NOTICE_EVENTS: break;
+    case JW_NOTICE_LISTENING:
+        jw_inbox_catch_up(app->sv.inbox);
+        jw_mirror_catch_up(app->sv.mirror);
+        break;
+    case JW_NOTICE_EVENTS: jw_mirror_notice(app->sv.mirror, n->payload); break;
     }
 }
 
@@ -609,6 +691,8 @@ void jw_app_free(jw_app *app)
     jw_http_provider_free(app->http_provider);
     jw_cluster_free(app->sv.cluster);
     json_decref(app->adopt_later);
+    jw_mirror_free(app->sv.mirror); /* before the engine: it has the engine's jobs' ports */
+    app->sv.mirror = NULL;
     jw_engine_free(app->sv.engine);
     jw_inbox_free(app->sv.inbox); /* after the engine, which may hold its tasks */
     jw_ws_free(app->ws);

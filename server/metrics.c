@@ -102,7 +102,7 @@ static void write_process(jw_buf *b)
 }
 
 static void write_histograms(jw_buf *b, const jw_metrics *m, const jw_store_stats *db,
-                             const jw_engine_stats *en)
+                             const jw_engine_stats *en, const jw_hist *delivery_delay)
 {
     const jw_engine_hists *eh = jw_engine_get_hists(m->sv->engine);
     char labels[160];
@@ -156,6 +156,10 @@ static void write_histograms(jw_buf *b, const jw_metrics *m, const jw_store_stat
                         "Committed batches, from their hand-over to the store to their deltas' "
                         "publication to subscribers.");
     jw_hist_prom(b, "jobwire_publish_delay_seconds", "", m->publish_delay);
+    jw_hist_prom_header(b, "jobwire_cluster_delivery_delay_seconds",
+                        "Deltas of jobs driven by another node, from their group's commit stamp "
+                        "(cts, the owner's clock) to their publication here.");
+    jw_hist_prom(b, "jobwire_cluster_delivery_delay_seconds", "", delivery_delay);
 }
 
 void jw_metrics_handle(void *arg, jw_http_ctx *ctx, jw_http_request *req)
@@ -167,6 +171,7 @@ void jw_metrics_handle(void *arg, jw_http_ctx *ctx, jw_http_request *req)
     jw_ws_stats ws;
     jw_rt_stats rt;
     jw_cluster_stats cl;
+    jw_mirror_stats mi;
     char err[256];
     jw_buf b;
 
@@ -186,6 +191,9 @@ void jw_metrics_handle(void *arg, jw_http_ctx *ctx, jw_http_request *req)
     memset(&cl, 0, sizeof(cl));
     if (m->sv->cluster)
         jw_cluster_get_stats(m->sv->cluster, &cl);
+    memset(&mi, 0, sizeof(mi));
+    if (m->mirror)
+        jw_mirror_get_stats(m->mirror, &mi);
     {
         const struct {
             const char *name, *type, *help;
@@ -243,6 +251,27 @@ void jw_metrics_handle(void *arg, jw_http_ctx *ctx, jw_http_request *req)
             {"jobwire_cluster_nodes_declared_dead_total", "counter",
              "Other nodes this node declared dead (heartbeat older than --node-ttl).",
              (double)cl.marked_dead},
+            {"jobwire_cluster_notifications_sent_total", "counter",
+             "jw_events notifications sent with committed groups (one per group, more only "
+             "past 7,900 bytes of job ids and seqs).",
+             (double)db.notifications},
+            {"jobwire_cluster_catchups_total", "counter",
+             "Catch-up reads of the journal for the jobs mirrored here (LISTEN (re)established, "
+             "and every second while some are).",
+             (double)mi.catchups},
+            {"jobwire_cluster_mirrors", "gauge",
+             "Jobs watched here and driven by another node (or none), kept current from the "
+             "journal.",
+             (double)mi.mirrors},
+            {"jobwire_cluster_fetches_total", "counter",
+             "Reads of the journal for mirrored jobs (notified, caught up).", (double)mi.fetches},
+            {"jobwire_cluster_deltas_fetched_total", "counter",
+             "Deltas of jobs driven elsewhere read from the journal and published here.",
+             (double)mi.fetched},
+            {"jobwire_cluster_deltas_dropped_total", "counter",
+             "Deltas a mirror dropped: already published (duplicate) or past a gap (read "
+             "again from the journal).",
+             (double)(mi.duplicates + mi.gaps)},
             {"jobwire_db_commits_total", "counter", "Group-commit transactions.",
              (double)db.commits},
             {"jobwire_db_batches_committed_total", "counter", "Batches committed.",
@@ -338,7 +367,7 @@ void jw_metrics_handle(void *arg, jw_http_ctx *ctx, jw_http_request *req)
                         jw_inbox_outcome_names[k], counts[k]);
     }
     write_heap(&b);
-    write_histograms(&b, m, &db, &en);
+    write_histograms(&b, m, &db, &en, &mi.delivery_delay);
     write_process(&b);
     jw_http_reply(req, 200, "text/plain; version=0.0.4; charset=utf-8", b.data, b.len);
     jw_buf_release(&b);

@@ -36,6 +36,7 @@
 #include "jw_store.h"
 
 #include <libwebsockets.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 struct jw_services;
@@ -59,6 +60,11 @@ void jw_rt_free(jw_rt *rt);
 
 /* A committed delta, in seq order per job (the engine's publish port). */
 void jw_rt_publish(jw_rt *rt, jw_delta *d);
+/* Whether a live channel is pinned to the job. */
+bool jw_rt_watching(const jw_rt *rt, const char *job_id);
+/* Whether a live channel watches every job its principal may see (a wildcard);
+ * with owner (a user id), one whose principal may see that user's jobs. */
+bool jw_rt_wildcards(const jw_rt *rt, const char *owner);
 /* A database read this module asked for has its answer; takes r (realtime.c sets the reads'
  * done to call this). */
 void jw_rt_on_read(jw_rt *rt, jw_read *r);

@@ -251,6 +251,19 @@ static void deliver(channel *ch, delta_ctx *x)
     send_event(ch, ids, n, &x->data);
 }
 
+bool jw_rt_watching(const jw_rt *rt, const char *job_id)
+{
+    return rt->jobs.count && jw_map_get(&rt->jobs, job_id);
+}
+
+bool jw_rt_wildcards(const jw_rt *rt, const char *owner)
+{
+    for (size_t i = 0; owner && i < rt->nwild; i++)
+        if (rt->wild[i]->live && jw_principal_may_access(&rt->wild[i]->who, owner))
+            return true;
+    return !owner && rt->nwild > 0;
+}
+
 void jw_rt_publish(jw_rt *rt, jw_delta *d)
 {
     rt_job *j = jw_map_get(&rt->jobs, d->job_id);
@@ -259,7 +272,7 @@ void jw_rt_publish(jw_rt *rt, jw_delta *d)
     if ((!j && !rt->nwild) || (int)d->table >= JW_RT_TABLES)
         return;
     x.now_us = jw_now_us();
-    x.owner = jw_engine_job_owner(rt->sv->engine, d->job_id);
+    x.owner = jw_sv_job_publish_owner(rt->sv, d->job_id);
     jw_buf_init(&x.data, 0);
     for (size_t i = 0; j && i < j->n; i++)
         deliver(j->ch[i], &x);
@@ -281,7 +294,7 @@ void rt_send_initial_rows(channel *ch)
         if (!b->initial)
             continue;
         for (size_t k = 0; k < ch->njobs; k++) {
-            json_t *state = jw_engine_snapshot(rt->sv->engine, ch->jobs[k].job);
+            json_t *state = jw_sv_job_snapshot(rt->sv, ch->jobs[k].job);
 
             if (!state)
                 state = json_incref(json_object_get(ch->docs, ch->jobs[k].job));

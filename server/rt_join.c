@@ -163,11 +163,25 @@ void jw_rt_on_read(jw_rt *rt, jw_read *r)
     } else if (!owner || !jw_principal_may_access(&ch->who, owner)) {
         refuse_job(ch, op->job);
     } else {
+        json_t *mirrored = NULL;
+
         for (size_t k = 0; k < ch->njobs; k++)
             if (strcmp(ch->jobs[k].job, op->job) == 0)
                 snprintf(ch->jobs[k].owner, sizeof(ch->jobs[k].owner), "%s", owner);
+        /* Another node may drive it: mirror it here, so its events reach the channel;
+         * its initial rows are at the seq its events continue from. */
+        if (rt->sv->mirror) {
+            jw_mirror_track(rt->sv->mirror, op->job, doc);
+            mirrored = jw_mirror_mirrored(rt->sv->mirror, op->job);
+            if (mirrored &&
+                json_equal(json_object_get(mirrored, "seq"), json_object_get(doc, "seq"))) {
+                json_decref(mirrored);
+                mirrored = NULL;
+            }
+        }
         if (ch->docs)
-            json_object_set(ch->docs, op->job, doc);
+            json_object_set(ch->docs, op->job, mirrored ? mirrored : doc);
+        json_decref(mirrored);
     }
     json_decref(doc);
     rt_finish_join(ch);
@@ -386,7 +400,7 @@ void rt_authorize_jobs(channel *ch)
     size_t need = 0;
 
     for (size_t k = 0; k < ch->njobs; k++)
-        need += !jw_engine_job_owner(rt->sv->engine, ch->jobs[k].job);
+        need += !jw_sv_job_owner(rt->sv, ch->jobs[k].job);
     if (c->nreads + need > MAX_CONN_READS) {
         snprintf(ch->refusal, sizeof(ch->refusal),
                  "this connection has %zu database reads waiting (at most %d); join again once "
@@ -395,7 +409,7 @@ void rt_authorize_jobs(channel *ch)
         return;
     }
     for (size_t k = 0; k < ch->njobs && !ch->refusal[0]; k++) {
-        const char *owner = jw_engine_job_owner(rt->sv->engine, ch->jobs[k].job);
+        const char *owner = jw_sv_job_owner(rt->sv, ch->jobs[k].job);
         const char *params[1] = {ch->jobs[k].job};
         rt_op *op;
         jw_read *r;

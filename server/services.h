@@ -20,15 +20,48 @@
 #include "jw_engine.h"
 #include "jw_store.h"
 #include "limiter.h"
+#include "mirror.h"
 
 typedef struct jw_services {
     const jw_config *cfg;
-    jw_store *store;   /* reads (jw_store_read) and stats; commits go through the engine */
-    jw_engine *engine; /* the jobs: snapshots, commands, OTP submission */
-    jw_auth *auth;     /* the admin key and users' JWTs */
-    jw_limits *limits; /* per client address and per user (limiter.h) */
+    jw_store *store;     /* reads (jw_store_read) and stats; commits go through the engine */
+    jw_engine *engine;   /* the jobs: snapshots, commands, OTP submission */
+    jw_auth *auth;       /* the admin key and users' JWTs */
+    jw_limits *limits;   /* per client address and per user (limiter.h) */
     jw_cluster *cluster; /* the other nodes (db/cluster.h); NULL until jw_app_start_cluster */
     struct jw_inbox *inbox; /* commands for jobs another node runs (inbox.h) */
+    jw_mirror *mirror;   /* jobs watched here, driven elsewhere (mirror.h); NULL: none */
 } jw_services;
+
+/*
+ * What the hubs ask about a job: the mirror's view when it mirrors the job
+ * (unfinished), else the engine's - so a job another node drives is served
+ * like one in memory. Owner: its user id, NULL when neither has it; seq: the last one
+ * published here, -1; snapshot: the caller's, NULL.
+ */
+static inline const char *jw_sv_job_owner(const jw_services *sv, const char *job_id)
+{
+    return sv->mirror ? jw_mirror_owner(sv->mirror, job_id)
+                      : jw_engine_job_owner(sv->engine, job_id);
+}
+
+static inline int64_t jw_sv_job_seq(const jw_services *sv, const char *job_id)
+{
+    return sv->mirror ? jw_mirror_seq(sv->mirror, job_id)
+                      : jw_engine_committed_seq(sv->engine, job_id);
+}
+
+/* The owner to authorize a delta being published with: of any mirrored job, finished too. */
+static inline const char *jw_sv_job_publish_owner(const jw_services *sv, const char *job_id)
+{
+    return sv->mirror ? jw_mirror_publish_owner(sv->mirror, job_id)
+                      : jw_engine_job_owner(sv->engine, job_id);
+}
+
+static inline json_t *jw_sv_job_snapshot(const jw_services *sv, const char *job_id)
+{
+    return sv->mirror ? jw_mirror_snapshot(sv->mirror, job_id)
+                      : jw_engine_snapshot(sv->engine, job_id);
+}
 
 #endif

@@ -186,7 +186,7 @@ static void h_subscribe(conn *c, json_t *m, json_t *ref)
                       MAX_SUBS);
         return;
     }
-    if (jw_engine_job_owner(hub->sv->engine, job)) {
+    if (jw_sv_job_owner(hub->sv, job)) {
         ws_subscribe_from_memory(c, job, since, ref);
         return;
     }

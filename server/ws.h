@@ -18,6 +18,7 @@
 #include "jw_store.h"
 
 #include <libwebsockets.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 struct jw_services;
@@ -49,6 +50,8 @@ void jw_ws_free(jw_ws *hub);
 
 /* The engine's publish port lands here: a committed delta, in seq order per job. */
 void jw_ws_publish(jw_ws *hub, jw_delta *d);
+/* Whether a connection is subscribed to the job (or waits for its subscribe's read). */
+bool jw_ws_watching(const jw_ws *hub, const char *job_id);
 /* A database read the hub asked for has its answer (the read is the hub's; ws.c sets the
  * reads' done to call this). */
 void jw_ws_on_read(jw_ws *hub, jw_read *r);

@@ -81,7 +81,7 @@ job_entry *ws_job_get(jw_ws *hub, const char *id, bool create)
  */
 jw_wsmsg *ws_snapshot_body(const jw_services *sv, job_entry *j, const char *job_id)
 {
-    int64_t seq = jw_engine_committed_seq(sv->engine, job_id);
+    int64_t seq = jw_sv_job_seq(sv, job_id);
     json_t *snap;
     char *text;
     jw_wsmsg *m;
@@ -90,7 +90,7 @@ jw_wsmsg *ws_snapshot_body(const jw_services *sv, job_entry *j, const char *job_
         j->snap->refs++;
         return j->snap;
     }
-    if (!(snap = jw_engine_snapshot(sv->engine, job_id)))
+    if (!(snap = jw_sv_job_snapshot(sv, job_id)))
         return NULL;
     text = json_dumps(snap, JSON_COMPACT);
     json_decref(snap);
@@ -328,6 +328,13 @@ jw_wsmsg *ws_delta_msg(const jw_delta *d)
     m = jw_wsmsg_new(b.data, b.len);
     jw_buf_release(&b);
     return m;
+}
+
+bool jw_ws_watching(const jw_ws *hub, const char *job_id)
+{
+    const job_entry *j = hub->jobs.count ? jw_map_get(&hub->jobs, job_id) : NULL;
+
+    return j && j->nsubs > 0;
 }
 
 void jw_ws_publish(jw_ws *hub, jw_delta *d)

@@ -1,8 +1,10 @@
 /*
  * ws_subscribe.c - answering a jobwire.v1 subscribe: from memory when the
- * job runs here (its ring, or a snapshot), else from PostgreSQL through the
- * connection's own bounded, ordered and cancellable reads (the journal for a
- * resume, the job's rows for a snapshot).
+ * job runs here or is mirrored here (its ring, or a snapshot), else from
+ * PostgreSQL through the connection's own bounded, ordered and cancellable
+ * reads (the journal for a resume, the job's rows for a snapshot). A job read
+ * from PostgreSQL is mirrored (mirror.h) and then served from memory, so it
+ * gets live deltas whichever node drives it.
  */
 #include "ws_internal.h"
 
@@ -186,12 +188,11 @@ void ws_resync_from_db(conn *c, job_entry *j, subscriber *sub)
 void ws_subscribe_from_memory(conn *c, const char *job_id, int64_t since, json_t *ref)
 {
     jw_ws *hub = c->hub;
-    jw_engine *e = hub->sv->engine;
-    int64_t current = jw_engine_committed_seq(e, job_id);
+    int64_t current = jw_sv_job_seq(hub->sv, job_id);
     subscriber *sub;
     job_entry *j;
 
-    if (!jw_principal_may_access(&c->who, jw_engine_job_owner(e, job_id))) {
+    if (!jw_principal_may_access(&c->who, jw_sv_job_owner(hub->sv, job_id))) {
         /*
          * A subscribe that read the database registered its subscription
          * before the owner was known (h_subscribe); the job may have come
@@ -260,7 +261,7 @@ static void on_subscribe_read(jw_ws *hub, ws_op *op, jw_read *r)
     if (!c || c->base.closing || !waiting_sub(hub, c, op))
         return;
     /* It may have come into memory meanwhile (a retry): take it from there. */
-    if (jw_engine_job_owner(hub->sv->engine, op->job)) {
+    if (jw_sv_job_owner(hub->sv, op->job)) {
         ws_subscribe_from_memory(c, op->job, op->since, op->ref);
         return;
     }
@@ -275,6 +276,30 @@ static void on_subscribe_read(jw_ws *hub, ws_op *op, jw_read *r)
         else
             ws_send_error(c, op->ref, "unavailable", "the database is unavailable; try again");
         return;
+    }
+    /* Another node may drive it: mirror it here (mirror.h), then serve it from memory. */
+    if (hub->sv->mirror) {
+        json_t *mirrored;
+
+        jw_mirror_track(hub->sv->mirror, op->job, doc);
+        if (jw_mirror_has(hub->sv->mirror, op->job)) {
+            json_decref(doc);
+            if (op->reason)
+                ws_queue_snapshot(c, j, op->job, op->ref, op->reason, j);
+            else
+                ws_subscribe_from_memory(c, op->job, op->since, op->ref);
+            return;
+        }
+        /* Finished: answered from PostgreSQL as ever, unless its mirror (which publishes
+         * what comes next) is elsewhere than the read - then from the mirror. */
+        mirrored = jw_mirror_mirrored(hub->sv->mirror, op->job);
+        if (mirrored && json_integer_value(json_object_get(mirrored, "seq")) !=
+                            json_integer_value(json_object_get(doc, "seq"))) {
+            json_decref(doc);
+            doc = mirrored;
+        } else {
+            json_decref(mirrored);
+        }
     }
     if (op->since >= 0 && op->since == json_integer_value(json_object_get(doc, "seq"))) {
         json_decref(doc);
@@ -312,7 +337,7 @@ void ws_free_op(ws_op *op)
 static void on_replay_read(jw_ws *hub, ws_op *op, jw_read *r)
 {
     conn *c = ws_find_conn(hub, op->conn_key);
-    int64_t current = jw_engine_committed_seq(hub->sv->engine, op->job), expect = op->since + 1;
+    int64_t current = jw_sv_job_seq(hub->sv, op->job), expect = op->since + 1;
     jw_delta **events = NULL;
     subscriber *sub;
     job_entry *j;

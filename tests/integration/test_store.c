@@ -2,7 +2,8 @@
  * The store against a real PostgreSQL: migrations, group commit, read-back,
  * refusals (duplicate seq, gap, bad values) and how they are isolated, order,
  * recovery load and its lease claim, the lease fence, replayed deltas byte
- * for byte the live ones, and an unreachable database.
+ * for byte the live ones, the jw_events notification of each group and the
+ * read of several jobs' new events, and an unreachable database.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -1140,6 +1141,153 @@ static void test_reads_apart_bounded_cancellable(void **state)
     jw_store_free(s);
 }
 
+/* Every jw_events payload db has received since LISTEN, appended to got (one per line). */
+static size_t take_notifies(jw_buf *got)
+{
+    PGnotify *n;
+    size_t count = 0;
+
+    assert_int_equal(PQconsumeInput(db), 1);
+    while ((n = PQnotifies(db)) != NULL) {
+        if (strcmp(n->relname, "jw_events") == 0) {
+            assert_true(strlen(n->extra) < 8000);
+            jw_buf_adds(got, n->extra);
+            jw_buf_addch(got, '\n');
+            count++;
+        }
+        PQfreemem(n);
+    }
+    return count;
+}
+
+/*
+ * A committed group notifies jw_events once with each job and its new seqs
+ * ("<node> LF <job>:<after>:<last> ..."), in several payloads only past the
+ * size NOTIFY takes; a refused batch notifies nothing. JW_READ_EVENTS_AFTER
+ * reads several jobs' events past a seq each, as the live deltas' bytes.
+ */
+static void test_notify_and_events_after(void **state)
+{
+    enum { MANY = 220 };
+    char jobs[MANY][JW_UUID_LEN + 1], entry[128], *live[3];
+    jw_store_config cfg = {.conninfo = conninfo, .node_id = "node \"x\""};
+    jw_store *s = NULL;
+    jw_store_stats st;
+    jw_batch *b = jw_batch_new(), *ans[1];
+    jw_delta **ds;
+    jw_buf got;
+    jw_read *r;
+    size_t n, payloads = 0;
+    int64_t deadline;
+
+    (void)state;
+    assert_int_equal(jw_store_start(&s, &cfg), 0);
+    PQclear(pgtest_exec(db, "LISTEN jw_events", 0, NULL));
+    jw_buf_init(&got, 1024);
+    /* One batch naming MANY jobs: its group's payload is split. */
+    for (int i = 0; i < MANY; i++) {
+        char user[JW_UUID_LEN + 1], *row;
+
+        jw_uuid_new(jobs[i]);
+        jw_uuid_new(user);
+        row = pgtest_job_row(jobs[i], user, "initiated", 0);
+        jw_batch_add(b, pgtest_delta(jobs[i], jobs[i], 1, JW_TABLE_JOB_RUNS, JW_OP_INSERT, row));
+        free(row);
+    }
+    assert_int_equal(commit_one(s, b, NULL, 0), 0);
+    /* Then two more deltas of jobs 0 and one of job 1, in one batch. */
+    b = jw_batch_new();
+    jw_batch_add(b, job_update(jobs[0], 2, "processing", 10));
+    jw_batch_add(b, job_update(jobs[0], 3, "processing", 20));
+    jw_batch_add(b, job_update(jobs[1], 2, "processing", 30));
+    assert_int_equal(jw_store_submit(s, b), 0);
+    assert_int_equal(pgtest_collect(s, ans, 1, 10000), 1);
+    assert_int_equal(ans[0]->status, 0);
+    for (size_t i = 0; i < 3; i++) {
+        ans[0]->deltas[i]->commit_us = ans[0]->committed_us;
+        live[i] = encoded(ans[0]->deltas[i]);
+    }
+    jw_batch_free(ans[0]);
+    /* A refused batch (a gap) sends nothing. */
+    b = jw_batch_new();
+    jw_batch_add(b, job_update(jobs[2], 5, "processing", 30));
+    assert_int_not_equal(commit_one(s, b, NULL, 0), 0);
+
+    jw_store_get_stats(s, &st);
+    assert_true(st.notifications >= 3);
+    deadline = jw_mono_us() + 10 * 1000000;
+    while (payloads < st.notifications && jw_mono_us() < deadline)
+        payloads += take_notifies(&got);
+    assert_int_equal(payloads, st.notifications);
+    assert_int_equal(payloads, 3); /* two for the MANY jobs, one for the update */
+    for (int i = 0; i < MANY; i++) {
+        const char *at;
+
+        snprintf(entry, sizeof(entry), "%.36s:0:1", jobs[i]);
+        at = strstr(got.data, entry);
+        assert_non_null(at);
+        assert_null(strstr(at + 1, entry)); /* once */
+    }
+    assert_non_null(strstr(got.data, "node \"x\"\n"));
+    snprintf(entry, sizeof(entry), "%.36s:1:3", jobs[0]);
+    assert_non_null(strstr(got.data, entry));
+    snprintf(entry, sizeof(entry), "%.36s:1:2", jobs[1]);
+    assert_non_null(strstr(got.data, entry));
+    snprintf(entry, sizeof(entry), "%.36s:", jobs[2]);
+    assert_non_null(strstr(got.data, entry)); /* its INSERT only */
+    snprintf(entry, sizeof(entry), "%.36s:4:5", jobs[2]);
+    assert_null(strstr(got.data, entry));
+
+    /* Job 0 after seq 1, job 1 after 0, job 2 after 1 (nothing): ordered by job, then seq. */
+    {
+        char ids[3 * (JW_UUID_LEN + 1) + 2], *again;
+        const char *p[3] = {ids, "{1,0,1}", "100"};
+        size_t k0 = 0, k1 = 0;
+
+        snprintf(ids, sizeof(ids), "{%.36s,%.36s,%.36s}", jobs[0], jobs[1], jobs[2]);
+        r = read_one(s, JW_READ_EVENTS_AFTER, 3, p);
+        assert_int_equal(r->status, 0);
+        assert_int_equal(jw_store_read_deltas(r, &ds, &n), 0);
+        assert_int_equal(n, 4);
+        for (size_t i = 0; i < n; i++) {
+            again = encoded(ds[i]);
+            if (strcmp(ds[i]->job_id, jobs[0]) == 0) {
+                assert_int_equal(ds[i]->seq, 2 + (int64_t)k0);
+                assert_string_equal(again, live[k0]);
+                k0++;
+            } else {
+                assert_string_equal(ds[i]->job_id, jobs[1]);
+                assert_int_equal(ds[i]->seq, 1 + (int64_t)k1);
+                if (ds[i]->seq == 2)
+                    assert_string_equal(again, live[2]);
+                k1++;
+            }
+            if (i)
+                assert_true(strcmp(ds[i - 1]->job_id, ds[i]->job_id) < 0 ||
+                            (strcmp(ds[i - 1]->job_id, ds[i]->job_id) == 0 &&
+                             ds[i - 1]->seq < ds[i]->seq));
+            free(again);
+        }
+        assert_int_equal(k0, 2);
+        assert_int_equal(k1, 2);
+        jw_store_free_deltas(ds, n);
+        jw_read_free(r);
+        /* At most limit rows in all: the caller reads on from where it got. */
+        p[2] = "3";
+        r = read_one(s, JW_READ_EVENTS_AFTER, 3, p);
+        assert_int_equal(jw_store_read_deltas(r, &ds, &n), 0);
+        assert_int_equal(n, 3);
+        jw_store_free_deltas(ds, n);
+        jw_read_free(r);
+    }
+    for (size_t i = 0; i < 3; i++)
+        free(live[i]);
+    PQclear(pgtest_exec(db, "UNLISTEN jw_events", 0, NULL));
+    jw_buf_release(&got);
+    jw_store_stop(s, 1000);
+    jw_store_free(s);
+}
+
 static void test_connects_eagerly(void **state)
 {
     jw_store *s = start_store(0);
@@ -1228,6 +1376,7 @@ int main(void)
         cmocka_unit_test(test_reads),
         cmocka_unit_test(test_replay_bytes_are_live_bytes),
         cmocka_unit_test(test_reads_apart_bounded_cancellable),
+        cmocka_unit_test(test_notify_and_events_after),
         cmocka_unit_test(test_connects_eagerly),
         cmocka_unit_test(test_unreachable_database),
     };
