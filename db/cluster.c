@@ -225,8 +225,8 @@ static bool scan(jw_cluster *cl)
          * for a whole TTL plus the longest reconnect backoff: every node's
          * heartbeat is old, and the first node back must not declare the
          * others dead before their db threads had the time to reconnect and
-         * renew theirs. (A PostgreSQL restart is covered in SQL too, for
-         * every node: db/load.c.)
+         * renew theirs. (A node that starts while the others are still
+         * reconnecting declares them dead at its start-up claim: docs.)
          */
         .mark_dead =
             !cl->reconnected || jw_mono_us() - cl->listening_since_us >= DEATH_GRACE_US(cl),

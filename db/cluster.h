@@ -18,8 +18,7 @@
  * fresh), it marks the nodes whose heartbeat is older than ttl_ms dead and
  * claims their unfinished jobs and those nobody holds (handed back), each at
  * lease_epoch + 1. After an outage every heartbeat is old: it declares
- * nobody dead until its connection has been up again for ttl_ms + 5 s, nor
- * within ttl_ms + 5 s of PostgreSQL's start. The claim
+ * nobody dead until its connection has been up again for ttl_ms + 5 s. The claim
  * commits before the jobs are posted (JW_NOTICE_CLAIMED), so the old owner
  * is fenced off before this node re-issues any of their calls.
  *

@@ -28,15 +28,9 @@ static const char sql_alive[] =
     "SELECT 1 FROM jw_nodes WHERE id = $1::text AND incarnation = $2::int8 AND NOT dead"
     " AND heartbeat_at >= now() - $3::int8 * interval '1 ms'";
 
-/*
- * Nobody is declared dead within a TTL plus 5 s (the store's longest
- * reconnect backoff) of PostgreSQL's own start: after a restart of it every
- * heartbeat is old, and the nodes need that long to reconnect and renew them.
- */
 static const char sql_mark_dead[] =
     "UPDATE jw_nodes SET dead = true"
-    " WHERE id <> $1::text AND NOT dead AND heartbeat_at < now() - $2::int8 * interval '1 ms'"
-    " AND pg_postmaster_start_time() < now() - ($2::int8 + 5000) * interval '1 ms'";
+    " WHERE id <> $1::text AND NOT dead AND heartbeat_at < now() - $2::int8 * interval '1 ms'";
 
 /*
  * Takes the unfinished jobs of nobody, of dead nodes and (at start-up,

@@ -275,6 +275,16 @@ api() {
   fi
 }
 
+# wait_until SECONDS CMD...: polls CMD every 0.1 s until it succeeds; 1 after SECONDS.
+wait_until() {
+  local until=$((SECONDS + $1))
+  shift
+  until "$@"; do
+    ((SECONDS < until)) || return 1
+    sleep 0.1
+  done
+}
+
 # metric NAME [BASE]: a sample's value on a server's /metrics (admin key); the
 # current server's ($BASE) unless BASE is given.
 metric() {

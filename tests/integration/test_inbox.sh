@@ -64,15 +64,6 @@ code_of() {
 }
 # a wrong code: the right one with its first digit changed.
 wrong_of() { local c=$1; printf '%s%s' "$(((${c:0:1} + 1) % 10))" "${c:1}"; }
-# wait_until SECONDS CMD...: polls CMD every 0.1 s, bounded.
-wait_until() {
-  local until=$((SECONDS + $1))
-  shift
-  until "$@"; do
-    ((SECONDS < until)) || return 1
-    sleep 0.1
-  done
-}
 inbox_metric() { metric "jobwire_inbox_commands_total{outcome=\"$1\"}" "$2"; }
 open_rows() { sql "$DB" "SELECT count(*) FROM jw_inbox WHERE answered_at IS NULL"; }
 

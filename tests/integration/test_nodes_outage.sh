@@ -37,14 +37,6 @@ restore_pg() { ((pg_up)) || "$JW_PG_SCRIPT" start >/dev/null 2>&1; }
 trap 'restore_pg; jw_cleanup' EXIT
 
 unfinished() { sql "$DB" "SELECT count(*) FROM job_runs WHERE status NOT IN ('completed','failed','cancelled')"; }
-wait_until() {
-  local until=$((SECONDS + $1))
-  shift
-  until "$@"; do
-    ((SECONDS < until)) || return 1
-    sleep 0.1
-  done
-}
 
 start_jobwire "$DB" "$WORK/a.log" "${ARGS[@]}" --node-id a || bail "node a starts" "$START_ERROR"
 A_PID=$SERVER_PID
