@@ -36,6 +36,15 @@
  * running counters every S seconds. Replayed deltas (between a resume and its
  * ack) are counted but kept out of the latency figures.
  *
+ * Two nodes (jobwire, issue 14): --url-b sends every second connection of a
+ * job's subscribers (odd i % subs-per-job) to another node of the same
+ * cluster; jobs are still created on --url's node. The RESULT line then
+ * splits deliveries, latency (from ts and from cts), missing and duplicates
+ * by node: a_* for --url's connections, b_* for --url-b's; --server-pid-b
+ * adds the second node's CPU. --b-stagger-ms D (with --create-jobs) holds all
+ * but the first of a new job's --url-b subscribes back for D ms, so that they
+ * find the job mirrored on that node instead of each reading PostgreSQL.
+ *
  * Not done: Sec-WebSocket-Accept is not checked (the 101 status is); server
  * frames must be unmasked (RFC 6455); permessage-deflate is not offered.
  *
@@ -45,6 +54,7 @@
  *        [--server-pid PID] [--ready-file F] [--label NAME]
  *        [--wave-interval-ms MS] [--drain S] [--tx N] [--creators N]
  *        [--jobs-at-once N] [--jobs-ramp S] [--churn PCT] [--report S]
+ *        [--url-b ws://127.0.0.1:PORT/ws] [--server-pid-b PID]
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -90,6 +100,7 @@ typedef struct {
 typedef struct {
     int fd;
     uint8_t state, in_hdr, fhlen, op, msg_op, fin, partial, ready;
+    uint8_t node; /* 0: --url, 1: --url-b */
     uint8_t fh[14];
     uint8_t ctl[126];
     uint8_t ctllen;
@@ -116,6 +127,14 @@ static struct {
     int mode;
     char host[64], path[512], token[256], label[64], ready_file[512];
     int port;
+    char host_b[64];
+    int port_b, server_pid_b, b_stagger_ms;
+    /* --b-stagger-ms: subscribes of --url-b connections held back, due in order */
+    struct held {
+        int conn, job;
+        int64_t due;
+    } *held;
+    int nheld, capheld, heldpos;
     int subs_per_job, ramp, server_pid, create, wave_ms, tx, creators;
     double duration, drain;
     /* jobs */
@@ -133,6 +152,11 @@ static struct {
     uint64_t chist[NBUCKET]; /* receive time - cts (the commit), for deltas that carry it */
     int64_t clat_max;
     uint64_t ncommit;
+    /* the same split by node (c->node) */
+    uint64_t nhist[2][NBUCKET], nchist[2][NBUCKET], ndeliv[2], nreplayed[2], ncommits[2],
+        nmissing[2], ndups[2], ntail[2], nerrors[2];
+    int64_t nlat_max[2], nclat_max[2];
+    int nconns_node[2];
     int close_codes[5000];
     /* job creation (jobwire --create-jobs, --jobs-at-once) */
     pthread_mutex_t mu;
@@ -465,7 +489,7 @@ static void want_job(int slot)
     pthread_mutex_unlock(&S.mu);
 }
 
-static void sub_retire(sub *u);
+static void sub_retire(const conn *c, sub *u);
 
 /*
  * c saw its job u finish (a terminal job row, as a delta or in a snapshot):
@@ -482,7 +506,7 @@ static void job_finished(conn *c, sub *u, int st)
             want_job(j->slot);
     }
     send_subscribe(c, j, true);
-    sub_retire(u);
+    sub_retire(c, u);
 }
 
 /*
@@ -508,18 +532,23 @@ static void on_delta(conn *c, const char *s, const char *e)
     }
     j = &S.jobs[u->job];
     S.deliveries++;
+    S.ndeliv[c->node]++;
     if (!S.first_rx)
         S.first_rx = rx_now;
     S.last_rx = rx_now;
     if (u->resuming) {
         S.replayed++; /* sent again after a reconnect: its ts is old */
+        S.nreplayed[c->node]++;
     } else {
         lat = rx_now - ts;
         if (lat < 0)
             lat = 0;
         S.hist[bucket_of(lat)]++;
+        S.nhist[c->node][bucket_of(lat)]++;
         if (lat > S.lat_max)
             S.lat_max = lat;
+        if (lat > S.nlat_max[c->node])
+            S.nlat_max[c->node] = lat;
         /* "cts" follows "ts" on live jobwire deltas: the commit time. */
         const char *pc = memmem(pt + 5, (size_t)(e - pt - 5), "\"cts\":", 6);
         int64_t cts = int_after(pc ? pc + 6 : NULL, e), clat;
@@ -527,9 +556,13 @@ static void on_delta(conn *c, const char *s, const char *e)
         if (cts > 0) {
             clat = rx_now - cts < 0 ? 0 : rx_now - cts;
             S.chist[bucket_of(clat)]++;
+            S.nchist[c->node][bucket_of(clat)]++;
             S.ncommit++;
+            S.ncommits[c->node]++;
             if (clat > S.clat_max)
                 S.clat_max = clat;
+            if (clat > S.nclat_max[c->node])
+                S.nclat_max[c->node] = clat;
         }
     }
     if (seq > j->max)
@@ -542,8 +575,10 @@ static void on_delta(conn *c, const char *s, const char *e)
         u->last = seq;
     } else if (seq <= u->last) {
         S.dups++;
+        S.ndups[c->node]++;
     } else {
         S.missing += (uint64_t)(seq - u->last - 1);
+        S.nmissing[c->node] += (uint64_t)(seq - u->last - 1);
         u->last = seq;
     }
     if (S.atonce) {
@@ -625,6 +660,7 @@ static void on_line(conn *c, const char *h, size_t hn, const char *t, size_t tn)
     } else if (PREFIX(h, hn, "{\"type\":\"hello\"")) {
         S.hellos++;
     } else if (PREFIX(h, hn, "{\"type\":\"error\"")) {
+        S.nerrors[c->node]++;
         if (S.errors++ < 5)
             fprintf(stderr, "ws_swarm: server error: %.*s\n", (int)hn, h);
     } else {
@@ -891,7 +927,7 @@ static void send_upgrade(conn *c)
                  "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
                  "Sec-WebSocket-Version: 13\r\n%s\r\n",
                  path, S.token[0] ? (strchr(path, '?') ? "&token=" : "?token=") : "", S.token,
-                 S.host, S.port,
+                 c->node ? S.host_b : S.host, c->node ? S.port_b : S.port,
                  S.mode == MODE_JOBWIRE ? "Sec-WebSocket-Protocol: jobwire.v1\r\n" : "");
     c->state = ST_HANDSHAKE;
     send_all(c, req, (size_t)n);
@@ -918,6 +954,7 @@ static void conn_open_as(int i, bool reopen)
             c->subs[k].job = -1;
     }
     c->slot = (uint32_t)(i / S.subs_per_job);
+    c->node = (uint8_t)(S.port_b && (i % S.subs_per_job) % 2 == 1);
     c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (c->fd < 0)
         die("socket: %s (open-file limit?)", strerror(errno));
@@ -927,8 +964,8 @@ static void conn_open_as(int i, bool reopen)
     src.sin_addr.s_addr = htonl(0x7f000002u + (uint32_t)(i % 253));
     if (bind(c->fd, (struct sockaddr *)&src, sizeof(src)) != 0)
         die("bind 127.0.0.%d: %s", 2 + i % 253, strerror(errno));
-    dst.sin_port = htons((uint16_t)S.port);
-    inet_pton(AF_INET, S.host, &dst.sin_addr);
+    dst.sin_port = htons((uint16_t)(c->node ? S.port_b : S.port));
+    inet_pton(AF_INET, c->node ? S.host_b : S.host, &dst.sin_addr);
     c->state = ST_CONNECTING;
     if (connect(c->fd, (struct sockaddr *)&dst, sizeof(dst)) != 0 && errno != EINPROGRESS) {
         fprintf(stderr, "ws_swarm: connect: %s\n", strerror(errno));
@@ -1144,10 +1181,12 @@ static void *creator_atonce(void *arg)
 }
 
 /* Counts what a subscription missed at its end against the job's highest seq. */
-static void sub_retire(sub *u)
+static void sub_retire(const conn *c, sub *u)
 {
-    if (u->job >= 0 && u->last >= 0 && S.jobs[u->job].max > u->last)
+    if (u->job >= 0 && u->last >= 0 && S.jobs[u->job].max > u->last) {
         S.tail_missing += (uint64_t)(S.jobs[u->job].max - u->last);
+        S.ntail[c->node] += (uint64_t)(S.jobs[u->job].max - u->last);
+    }
     u->job = -1;
 }
 
@@ -1172,7 +1211,7 @@ static void take_slot_job(const char *id, int slot)
         if (u->job >= 0) {
             if (c->state == ST_OPEN)
                 send_subscribe(c, &S.jobs[u->job], true);
-            sub_retire(u);
+            sub_retire(c, u);
         }
         u->job = ji;
         u->last = -1;
@@ -1180,6 +1219,37 @@ static void take_slot_job(const char *id, int slot)
         if (c->state == ST_OPEN)
             send_resume(c, k);
     }
+}
+
+/* A --url-b connection's subscribe to job ji, sent --b-stagger-ms from now. */
+static void hold(int i, int ji)
+{
+    if (S.nheld == S.capheld) {
+        S.capheld = S.capheld ? S.capheld * 2 : 1024;
+        S.held = xrealloc(S.held, (size_t)S.capheld * sizeof(*S.held));
+    }
+    S.held[S.nheld].conn = i;
+    S.held[S.nheld].job = ji;
+    S.held[S.nheld].due = mono_us() + (int64_t)S.b_stagger_ms * 1000;
+    S.nheld++;
+}
+
+/* Sends the held subscribes that are due (still wanted: the connection follows the job). */
+static void send_held(int64_t now)
+{
+    while (S.heldpos < S.nheld && S.held[S.heldpos].due <= now) {
+        conn *c = &S.conns[S.held[S.heldpos].conn];
+        int ji = S.held[S.heldpos].job;
+
+        S.heldpos++;
+        if (c->state != ST_OPEN)
+            continue;
+        for (int k = 0; k < NSUB; k++)
+            if (c->subs[k].job == ji && c->subs[k].last < 0)
+                send_subscribe(c, &S.jobs[ji], false);
+    }
+    if (S.heldpos == S.nheld)
+        S.heldpos = S.nheld = 0;
 }
 
 static void take_created(void)
@@ -1205,7 +1275,7 @@ static void take_created(void)
                 continue;
             }
             int ji = job_add(batch[b].id, batch[b].wave, batch[b].slot);
-            int lo = batch[b].slot * S.subs_per_job, hi = lo + S.subs_per_job;
+            int lo = batch[b].slot * S.subs_per_job, hi = lo + S.subs_per_job, first_b = 1;
             for (int i = lo; i < hi && i < S.nconns; i++) {
                 conn *c = &S.conns[i];
                 sub *u = &c->subs[batch[b].wave % NSUB];
@@ -1213,12 +1283,17 @@ static void take_created(void)
                     continue;
                 if (u->job >= 0) { /* the job NSUB waves back: long finished */
                     send_subscribe(c, &S.jobs[u->job], true);
-                    sub_retire(u);
+                    sub_retire(c, u);
                 }
                 if (c->state != ST_OPEN)
                     continue;
                 u->job = ji;
                 u->last = -1;
+                if (c->node && S.b_stagger_ms && !first_b) {
+                    hold(i, ji);
+                    continue;
+                }
+                first_b &= !c->node;
                 send_subscribe(c, &S.jobs[ji], false);
             }
         }
@@ -1288,6 +1363,35 @@ static void print_tick(double t_s)
     fflush(stdout);
 }
 
+/* The RESULT line's end: the figures of each node's connections (b_*: --url-b). */
+static void print_nodes(double span_s, double cpu_srv_b)
+{
+    for (int i = 0; i < S.nconns; i++)
+        S.nconns_node[S.conns[i].node]++;
+    for (int k = 0; k < 2; k++) {
+        uint64_t live = S.ndeliv[k] - S.nreplayed[k];
+        char n = (char)('a' + k);
+
+        printf(" %c_conns=%d %c_deliveries=%" PRIu64 " %c_deliveries_per_s=%.0f %c_p50_ms=%.3f"
+               " %c_p99_ms=%.3f %c_p999_ms=%.3f %c_max_ms=%.3f %c_commit_p50_ms=%.3f"
+               " %c_commit_p99_ms=%.3f %c_commit_p999_ms=%.3f %c_commit_max_ms=%.3f"
+               " %c_commit_n=%" PRIu64 " %c_missing=%" PRIu64 " %c_dup=%" PRIu64
+               " %c_tail_missing=%" PRIu64 " %c_errors=%" PRIu64,
+               n, S.nconns_node[k], n, S.ndeliv[k], n,
+               span_s > 0 ? (double)S.ndeliv[k] / span_s : 0, n,
+               pct_of(S.nhist[k], S.nlat_max[k], live, 0.50), n,
+               pct_of(S.nhist[k], S.nlat_max[k], live, 0.99), n,
+               pct_of(S.nhist[k], S.nlat_max[k], live, 0.999), n,
+               (double)S.nlat_max[k] / 1000.0, n,
+               pct_of(S.nchist[k], S.nclat_max[k], S.ncommits[k], 0.50), n,
+               pct_of(S.nchist[k], S.nclat_max[k], S.ncommits[k], 0.99), n,
+               pct_of(S.nchist[k], S.nclat_max[k], S.ncommits[k], 0.999), n,
+               (double)S.nclat_max[k] / 1000.0, n, S.ncommits[k], n, S.nmissing[k], n,
+               S.ndups[k], n, S.ntail[k], n, S.nerrors[k]);
+    }
+    printf(" cpu_server_b_s=%.2f\n", cpu_srv_b);
+}
+
 /* ---- main --------------------------------------------------------------------------- */
 
 static void usage(FILE *f)
@@ -1298,7 +1402,7 @@ static void usage(FILE *f)
           "  [--server-pid PID] [--ready-file F] [--label NAME]\n"
           "  [--wave-interval-ms MS (0: one wave)] [--drain S (5)] [--tx N (50)]\n"
           "  [--creators N (4)] [--jobs-at-once N] [--jobs-ramp S (0)] [--churn PCT]\n"
-          "  [--report S]\n"
+          "  [--report S] [--url-b ws://127.0.0.1:PORT/PATH] [--server-pid-b PID]\n"
           "nchan/plain: '{job}' in the URL path is replaced by each job id.\n"
           "--create-jobs W (jobwire): W jobs per wave via POST /api/jobs with --token as\n"
           "the admin key; connection i follows job i/subs-per-job of every wave.\n"
@@ -1307,11 +1411,17 @@ static void usage(FILE *f)
           "slot i/subs-per-job; the slots' first jobs are spread over --jobs-ramp S.\n"
           "--churn PCT: every second close PCT% of the connections\n"
           "at random and reconnect them, resuming with since. --report S: a TICK line of\n"
-          "running totals every S seconds.\n",
+          "running totals every S seconds.\n"
+          "--url-b (jobwire, two nodes): every second subscriber of each job (odd\n"
+          "i % subs-per-job) connects there (same path); jobs are created on --url.\n"
+          "The RESULT line adds a_* (--url) and b_* (--url-b) figures.\n"
+          "--b-stagger-ms D (--create-jobs): of each new job's --url-b subscribers, the\n"
+          "first subscribes at once, the others D ms later (its mirror is there then).\n",
           f);
 }
 
-static void parse_url(const char *u)
+/* host (64 bytes), port and path (512 bytes) of a ws:// URL on loopback. */
+static void parse_url(const char *u, char *host, int *port, char *path)
 {
     const char *p, *slash;
 
@@ -1321,11 +1431,11 @@ static void parse_url(const char *u)
     slash = strchr(p, '/');
     if (!slash)
         slash = p + strlen(p);
-    if (sscanf(p, "%63[^:]:%d", S.host, &S.port) != 2)
+    if (sscanf(p, "%63[^:]:%d", host, port) != 2 || *port < 1 || *port > 65535)
         die("--url needs HOST:PORT with a numeric IPv4 host (got '%s')", u);
-    snprintf(S.path, sizeof(S.path), "%s", *slash ? slash : "/");
-    if (strncmp(S.host, "127.", 4) != 0)
-        die("only 127.0.0.x targets are allowed (got %s)", S.host);
+    snprintf(path, 512, "%s", *slash ? slash : "/");
+    if (strncmp(host, "127.", 4) != 0)
+        die("only 127.0.0.x targets are allowed (got %s)", host);
 }
 
 static void load_jobs(const char *file, const char *one)
@@ -1369,9 +1479,12 @@ int main(int argc, char **argv)
                                          {"churn", 1, 0, 'X'},
                                          {"report", 1, 0, 'T'},
                                          {"jobs-ramp", 1, 0, 'J'},
+                                         {"url-b", 1, 0, 'U'},
+                                         {"server-pid-b", 1, 0, 'P'},
+                                         {"b-stagger-ms", 1, 0, 'S'},
                                          {"help", 0, 0, 'h'},
                                          {0, 0, 0, 0}};
-    const char *url = NULL, *one = NULL, *file = NULL;
+    const char *url = NULL, *url_b = NULL, *one = NULL, *file = NULL;
     int o, ncreators = 0;
     pthread_t th[64];
     creator_arg ca[64];
@@ -1415,6 +1528,9 @@ int main(int argc, char **argv)
         case 'X': S.churn = atof(optarg); break;
         case 'T': S.report = atof(optarg); break;
         case 'J': S.jobs_ramp = atof(optarg); break;
+        case 'U': url_b = optarg; break;
+        case 'P': S.server_pid_b = atoi(optarg); break;
+        case 'S': S.b_stagger_ms = atoi(optarg); break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -1432,7 +1548,14 @@ int main(int argc, char **argv)
     if (S.churn > 0 && !S.atonce)
         die("--churn needs --jobs-at-once");
     setvbuf(stdout, NULL, _IOLBF, 0);
-    parse_url(url);
+    parse_url(url, S.host, &S.port, S.path);
+    if (url_b) {
+        char path_b[512];
+
+        if (S.mode != MODE_JOBWIRE)
+            die("--url-b works with --mode jobwire only");
+        parse_url(url_b, S.host_b, &S.port_b, path_b);
+    }
     if (S.atonce) {
         S.nslots = S.atonce;
         S.want = calloc((size_t)S.atonce, sizeof(*S.want));
@@ -1461,7 +1584,7 @@ int main(int argc, char **argv)
 
     long rss0 = proc_rss_kb(S.server_pid), rss_ready = -1, rss_end;
     int64_t t_conn = mono_us(), t_ready = 0, t_end = 0, deadline_connect = t_conn + 120000000;
-    double cpu_self0 = 0, cpu_srv0 = 0;
+    double cpu_self0 = 0, cpu_srv0 = 0, cpu_srv_b0 = 0;
     struct epoll_event evs[1024];
     uint64_t d0 = 0;
     int64_t next_tick = INT64_MAX, next_churn = INT64_MAX;
@@ -1494,6 +1617,7 @@ int main(int argc, char **argv)
                 (void)d0;
                 cpu_self0 = self_cpu_s();
                 cpu_srv0 = proc_cpu_s(S.server_pid);
+                cpu_srv_b0 = proc_cpu_s(S.server_pid_b);
                 fprintf(stderr, "ws_swarm: %d/%d connections ready (%d failed) in %.2f s\n",
                         S.nready, S.nconns, S.nfailed, (double)(t - t_conn) / 1e6);
                 if (S.ready_file[0]) {
@@ -1516,6 +1640,8 @@ int main(int argc, char **argv)
                     }
             }
         }
+        if (S.nheld)
+            send_held(t);
         /* The first job of each slot, spread over --jobs-ramp. */
         while (t_ready && ramped < S.atonce &&
                t >= t_ready + (int64_t)(S.jobs_ramp * 1e6) * ramped / S.atonce)
@@ -1540,12 +1666,13 @@ int main(int argc, char **argv)
     pthread_mutex_unlock(&S.mu);
     double cpu_self = self_cpu_s() - cpu_self0;
     double cpu_srv = S.server_pid ? proc_cpu_s(S.server_pid) - cpu_srv0 : -1;
+    double cpu_srv_b = S.server_pid_b ? proc_cpu_s(S.server_pid_b) - cpu_srv_b0 : -1;
     rss_end = proc_rss_kb(S.server_pid);
     for (int k = 0; k < ncreators; k++)
         pthread_join(th[k], NULL);
     for (int i = 0; i < S.nconns; i++)
         for (int k = 0; k < NSUB; k++)
-            sub_retire(&S.conns[i].subs[k]);
+            sub_retire(&S.conns[i], &S.conns[i].subs[k]);
 
     uint64_t unique = 0;
     for (int i = 0; i < S.njobs; i++)
@@ -1588,7 +1715,7 @@ int main(int argc, char **argv)
            " cpu_swarm_s=%.2f cpu_server_s=%.2f run_s=%.1f create_failed=%d"
            " replayed=%" PRIu64 " churned=%" PRIu64 " reconnects=%" PRIu64 " http_errors=%" PRIu64
            " jobs_created=%" PRIu64 " jobs_completed=%" PRIu64 " jobs_failed=%" PRIu64
-           " jobs_cancelled=%" PRIu64 "\n",
+           " jobs_cancelled=%" PRIu64,
            S.label, modes[S.mode], S.nconns, S.nfailed, S.nclosed, closes, S.njobs, S.deliveries,
            span_s, dps, unique, pct_ms(S.deliveries - S.replayed, 0.50),
            pct_ms(S.deliveries - S.replayed, 0.99), pct_ms(S.deliveries - S.replayed, 0.999),
@@ -1597,6 +1724,7 @@ int main(int argc, char **argv)
            S.snapshots, S.stray, S.errors, S.msgs, S.frames, S.bytes, rss0, rss_ready, per_conn,
            rss_end, cpu_self, cpu_srv, run_s, S.create_failed, S.replayed, S.churned, S.reconnects,
            S.http_errors, S.jobs_created, S.jobs_done[0], S.jobs_done[1], S.jobs_done[2]);
+    print_nodes(span_s, cpu_srv_b);
     fflush(stdout);
     for (int i = 0; i < S.nconns; i++)
         if (S.conns[i].state != ST_CLOSED)
