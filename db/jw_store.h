@@ -283,12 +283,13 @@ int jw_db_migrate(const char *conninfo, char *err, size_t errlen);
 int jw_db_migration_count(void);
 
 /*
- * Registers node_id at start-up, before recovery (db/nodes.c). Blocking.
+ * Registers node_id at start-up, before recovery (db/nodes.c), with its TTL
+ * (--node-ttl): the other nodes judge its heartbeat by it. Blocking.
  * A node id seen before gets the next incarnation and is alive again.
  * Returns 0 (*incarnation set), JW_EDBDOWN or JW_EDB.
  */
-int jw_db_node_register(const char *conninfo, const char *node_id, int64_t *incarnation, char *err,
-                        size_t errlen);
+int jw_db_node_register(const char *conninfo, const char *node_id, int ttl_ms, int64_t *incarnation,
+                        char *err, size_t errlen);
 
 /*
  * Clean shutdown, once nothing more is committed: hands this node's leases

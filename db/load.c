@@ -28,9 +28,11 @@ static const char sql_alive[] =
     "SELECT 1 FROM jw_nodes WHERE id = $1::text AND incarnation = $2::int8 AND NOT dead"
     " AND heartbeat_at >= now() - $3::int8 * interval '1 ms'";
 
+/* Each node by the TTL it registered with (migration 008); an older row by ours. */
 static const char sql_mark_dead[] =
     "UPDATE jw_nodes SET dead = true"
-    " WHERE id <> $1::text AND NOT dead AND heartbeat_at < now() - $2::int8 * interval '1 ms'";
+    " WHERE id <> $1::text AND NOT dead"
+    " AND heartbeat_at < now() - coalesce(ttl_ms, $2::int8) * interval '1 ms'";
 
 /*
  * Takes the unfinished jobs of nobody, of dead nodes and (at start-up,

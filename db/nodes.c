@@ -39,21 +39,24 @@ static int failed(PGconn *conn, PGresult *res, const char *what, char *err, size
     return JW_EDB;
 }
 
-int jw_db_node_register(const char *conninfo, const char *node_id, int64_t *incarnation, char *err,
-                        size_t errlen)
+int jw_db_node_register(const char *conninfo, const char *node_id, int ttl_ms, int64_t *incarnation,
+                        char *err, size_t errlen)
 {
-    const char *params[1] = {node_id};
+    char ttl[32];
+    const char *params[2] = {node_id, ttl};
     PGconn *conn = connect_short(conninfo, err, errlen);
     PGresult *res;
 
     if (!conn)
         return JW_EDBDOWN;
-    res = PQexecParams(conn,
-                       "INSERT INTO jw_nodes (id, incarnation) VALUES ($1::text, 1)"
-                       " ON CONFLICT (id) DO UPDATE SET incarnation = jw_nodes.incarnation + 1,"
-                       " heartbeat_at = now(), dead = false, started_at = now()"
-                       " RETURNING incarnation",
-                       1, NULL, params, NULL, NULL, 0);
+    snprintf(ttl, sizeof(ttl), "%d", ttl_ms);
+    res =
+        PQexecParams(conn,
+                     "INSERT INTO jw_nodes (id, incarnation, ttl_ms) VALUES ($1::text, 1, $2::int)"
+                     " ON CONFLICT (id) DO UPDATE SET incarnation = jw_nodes.incarnation + 1,"
+                     " heartbeat_at = now(), dead = false, started_at = now(), ttl_ms = $2::int"
+                     " RETURNING incarnation",
+                     2, NULL, params, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1)
         return failed(conn, res, "registering the node", err, errlen);
     *incarnation = strtoll(PQgetvalue(res, 0, 0), NULL, 10);

@@ -491,7 +491,8 @@ int main(int argc, char **argv)
     signal_context = ctx;
 
     /* This process as a node: before recovery claims the jobs it may run. */
-    rc = jw_db_node_register(cfg.database_url, cfg.node_id, &incarnation, err, sizeof(err));
+    rc = jw_db_node_register(cfg.database_url, cfg.node_id, cfg.node_ttl_s * 1000, &incarnation,
+                             err, sizeof(err));
     if (rc) {
         one_line(err);
         jw_log_error("cannot register node %s: %s", cfg.node_id, err);

@@ -623,10 +623,17 @@ static void test_load_active(void **state)
             json_string_value(json_object_get(json_object_get(it, "job"), "id")), active);
         assert_true(others >= 1);
         json_decref(jobs);
-        /* 'live' stops beating: past the TTL it is marked dead and its job claimed. */
+        /* 'live' stops beating: past the TTL it is marked dead and its job claimed.
+         * 'patient', as silent but registered with a TTL of two hours, is judged by
+         * its own TTL, not by ours: it stays alive. */
         PQclear(pgtest_exec(db,
                             "UPDATE jw_nodes SET heartbeat_at = now() - interval '1 hour' "
                             "WHERE id = 'live'",
+                            0, NULL));
+        PQclear(pgtest_exec(db,
+                            "INSERT INTO jw_nodes (id, incarnation, ttl_ms, heartbeat_at) VALUES "
+                            "('patient', 1, 7200000, now() - interval '1 hour') ON CONFLICT (id) "
+                            "DO UPDATE SET heartbeat_at = now() - interval '1 hour', dead = false",
                             0, NULL));
         assert_int_equal(
             jw_db_load_active(conninfo, "local", 10000, &jobs, &others, err, sizeof(err)), 0);
@@ -640,6 +647,9 @@ static void test_load_active(void **state)
         json_decref(jobs);
         assert_int_equal(
             pgtest_int(db, "SELECT count(*) FROM jw_nodes WHERE id = 'live' AND dead", 0, NULL), 1);
+        assert_int_equal(
+            pgtest_int(db, "SELECT count(*) FROM jw_nodes WHERE id = 'patient' AND dead", 0, NULL),
+            0);
     }
     jw_store_stop(s, 1000);
     jw_store_free(s);
@@ -742,14 +752,14 @@ static void test_stale_incarnation_commits_nothing(void **state)
     jw_batch *b;
 
     (void)state;
-    assert_int_equal(jw_db_node_register(conninfo, "twin", &inc, err, sizeof(err)), 0);
+    assert_int_equal(jw_db_node_register(conninfo, "twin", 60000, &inc, err, sizeof(err)), 0);
     cfg.node_incarnation = inc;
     assert_int_equal(jw_store_start(&s, &cfg), 0);
     b = new_job_batch(job);
     b->lease_epoch = 1;
     assert_int_equal(commit_one(s, b, err, sizeof(err)), 0);
     /* The newer process registers: same id, the next incarnation. */
-    assert_int_equal(jw_db_node_register(conninfo, "twin", &newer, err, sizeof(err)), 0);
+    assert_int_equal(jw_db_node_register(conninfo, "twin", 60000, &newer, err, sizeof(err)), 0);
     assert_int_equal(newer, inc + 1);
     b = new_job_batch(fresh);
     b->lease_epoch = 1;
@@ -1263,9 +1273,9 @@ static void test_notify_and_events_after(void **state)
                 k1++;
             }
             if (i)
-                assert_true(strcmp(ds[i - 1]->job_id, ds[i]->job_id) < 0 ||
-                            (strcmp(ds[i - 1]->job_id, ds[i]->job_id) == 0 &&
-                             ds[i - 1]->seq < ds[i]->seq));
+                assert_true(
+                    strcmp(ds[i - 1]->job_id, ds[i]->job_id) < 0 ||
+                    (strcmp(ds[i - 1]->job_id, ds[i]->job_id) == 0 && ds[i - 1]->seq < ds[i]->seq));
             free(again);
         }
         assert_int_equal(k0, 2);
