@@ -67,7 +67,7 @@ export async function startSandbox(sim) {
       try {
         const r = await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(2000) });
         await r.arrayBuffer();
-        if (r.status === 200) return { url, child, stop, charges: () => charges(url), inbox: () => inbox(url), fault: (f) => fault(url, f) };
+        if (r.status === 200) return { url, child, stop, charges: () => charges(url), fault: (f) => fault(url, f) };
       } catch {
         /* not yet */
       }
@@ -83,13 +83,6 @@ export async function startSandbox(sim) {
 async function charges(url) {
   const r = await fetch(`${url}/charges`, { signal: AbortSignal.timeout(20_000) });
   assert.equal(r.status, 200, `GET /charges: ${r.status}`);
-  return r.json();
-}
-
-// The simulated SMS, oldest first: [{seq, job_id, step_id, otp_type, code, ...}].
-async function inbox(url) {
-  const r = await fetch(`${url}/inbox`, { signal: AbortSignal.timeout(20_000) });
-  assert.equal(r.status, 200, `GET /inbox: ${r.status}`);
   return r.json();
 }
 
