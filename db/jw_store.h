@@ -96,7 +96,7 @@ typedef struct jw_store_stats {
     uint64_t batches_failed;
     uint64_t commits; /* transactions, i.e. groups */
     uint64_t reconnects;
-    uint64_t notifications; /* jw_events NOTIFYs sent with committed groups */
+    uint64_t notifications;  /* jw_events NOTIFYs sent with committed groups */
     uint64_t queued_batches; /* submitted, not yet answered */
     uint64_t reads_queued;   /* reads submitted, not yet answered */
     uint64_t events_pruned;  /* job_events rows deleted by retention */

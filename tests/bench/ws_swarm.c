@@ -133,7 +133,7 @@ static struct {
     struct held {
         int conn, job;
         int64_t due;
-    } *held;
+    } * held;
     int nheld, capheld, heldpos;
     int subs_per_job, ramp, server_pid, create, wave_ms, tx, creators;
     double duration, drain;
@@ -1381,13 +1381,12 @@ static void print_nodes(double span_s, double cpu_srv_b)
                span_s > 0 ? (double)S.ndeliv[k] / span_s : 0, n,
                pct_of(S.nhist[k], S.nlat_max[k], live, 0.50), n,
                pct_of(S.nhist[k], S.nlat_max[k], live, 0.99), n,
-               pct_of(S.nhist[k], S.nlat_max[k], live, 0.999), n,
-               (double)S.nlat_max[k] / 1000.0, n,
+               pct_of(S.nhist[k], S.nlat_max[k], live, 0.999), n, (double)S.nlat_max[k] / 1000.0, n,
                pct_of(S.nchist[k], S.nclat_max[k], S.ncommits[k], 0.50), n,
                pct_of(S.nchist[k], S.nclat_max[k], S.ncommits[k], 0.99), n,
                pct_of(S.nchist[k], S.nclat_max[k], S.ncommits[k], 0.999), n,
-               (double)S.nclat_max[k] / 1000.0, n, S.ncommits[k], n, S.nmissing[k], n,
-               S.ndups[k], n, S.ntail[k], n, S.nerrors[k]);
+               (double)S.nclat_max[k] / 1000.0, n, S.ncommits[k], n, S.nmissing[k], n, S.ndups[k],
+               n, S.ntail[k], n, S.nerrors[k]);
     }
     printf(" cpu_server_b_s=%.2f\n", cpu_srv_b);
 }
