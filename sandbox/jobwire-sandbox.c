@@ -11,7 +11,8 @@
  *   GET    /charges            {"<key>":{"charges","calls","amount",...},...}
  *   GET    /inbox              the simulated SMS, oldest first
  *   GET    /faults             the armed faults
- *   POST   /faults             {"step":"<name>"|"*","mode":"...","count":N,"delay_ms":M}
+ *   POST   /faults             {"step":"<name>"|"*","mode":"...","count":N,"delay_ms":M,
+ *                              "job":"<job id>"?} (job: only that job's calls match)
  *   DELETE /faults             disarms them all
  *   GET    /healthz            {"status":"ok"}
  *
@@ -83,7 +84,7 @@ static void usage(FILE *out)
             "  GET    /inbox         the simulated SMS with their codes\n"
             "  GET    /faults        armed faults\n"
             "  POST   /faults        {\"step\":\"<step>\"|\"*\",\"mode\":\"http_500|timeout|slow|"
-            "reset|bad_json|huge\",\"count\":N,\"delay_ms\":M}\n"
+            "reset|bad_json|huge\",\"count\":N,\"delay_ms\":M,\"job\":\"<job id>\"}\n"
             "  DELETE /faults        disarm all faults\n"
             "  GET    /healthz       {\"status\":\"ok\"}\n"
             "\n"

@@ -31,6 +31,7 @@ static const char *const fault_names[F__COUNT] = {
 
 typedef struct fault {
     char step[JW_STEP_NAME_MAX]; /* a step name or "*" */
+    char job[JW_UUID_LEN + 1];   /* a job id, or "" for any job */
     enum fault_mode mode;
     int remaining;
     int delay_ms;
@@ -49,8 +50,11 @@ void sandbox__routes_init(jw_sim *sim)
 
 /* --- faults -------------------------------------------------------------- */
 
-/* Takes one use of the first armed fault matching step; F_NONE when none. */
-static fault take_fault(const char *step)
+/*
+ * Takes one use of the first armed fault matching step and job (the
+ * request's job_id, NULL when it has none); F_NONE when none.
+ */
+static fault take_fault(const char *step, const char *job)
 {
     fault none = {.mode = F_NONE};
 
@@ -58,6 +62,8 @@ static fault take_fault(const char *step)
         fault *f = &S.faults[i];
 
         if (strcmp(f->step, "*") != 0 && strcmp(f->step, step) != 0)
+            continue;
+        if (f->job[0] && (!job || strcmp(f->job, job) != 0))
             continue;
         none = *f;
         if (--f->remaining == 0) {
@@ -75,7 +81,8 @@ static json_t *faults_json(void)
 
     for (size_t i = 0; i < S.nfaults; i++)
         json_array_append_new(a,
-                              json_pack("{s:s, s:s, s:i, s:i}", "step", S.faults[i].step, "mode",
+                              json_pack("{s:s, s:s, s:s, s:i, s:i}", "step", S.faults[i].step,
+                                        "job", S.faults[i].job[0] ? S.faults[i].job : "*", "mode",
                                         fault_names[S.faults[i].mode], "count",
                                         S.faults[i].remaining, "delay_ms", S.faults[i].delay_ms));
     return a;
@@ -92,7 +99,7 @@ static void h_faults_post(conn *c, const request *r)
 {
     json_error_t jerr;
     json_t *body = json_loadb(r->body, r->body_len, JSON_REJECT_DUPLICATES, &jerr);
-    const char *step = NULL, *mode = NULL;
+    const char *step = NULL, *mode = NULL, *job = NULL;
     json_int_t count = 1, delay = -1;
     fault f = {0};
 
@@ -101,13 +108,17 @@ static void h_faults_post(conn *c, const request *r)
                                jerr.text);
         return;
     }
-    if (json_unpack_ex(body, &jerr, JSON_STRICT, "{s:s, s:s, s?I, s?I}", "step", &step, "mode",
-                       &mode, "count", &count, "delay_ms", &delay) != 0) {
+    if (json_unpack_ex(body, &jerr, JSON_STRICT, "{s:s, s:s, s?I, s?I, s?s}", "step", &step, "mode",
+                       &mode, "count", &count, "delay_ms", &delay, "job", &job) != 0) {
         sandbox__respond_error(
             c, 400, "bad_fault", r->keep_alive,
             "expected {\"step\":\"<name>\"|\"*\",\"mode\":\"http_500|timeout|slow|reset|"
-            "bad_json|huge\",\"count\":N,\"delay_ms\":M}: %s",
+            "bad_json|huge\",\"count\":N,\"delay_ms\":M,\"job\":\"<job id>\"}: %s",
             jerr.text);
+        goto out;
+    }
+    if (job && !jw_uuid_valid(job)) {
+        sandbox__respond_error(c, 400, "bad_fault", r->keep_alive, "job must be a job id (a UUID)");
         goto out;
     }
     if (strcmp(step, "*") != 0 && !step_name_ok(step)) {
@@ -142,11 +153,12 @@ static void h_faults_post(conn *c, const request *r)
         goto out;
     }
     snprintf(f.step, sizeof(f.step), "%s", step);
+    snprintf(f.job, sizeof(f.job), "%s", job ? job : "");
     f.remaining = (int)count;
     f.delay_ms = (int)delay;
     S.faults[S.nfaults++] = f;
-    jw_log_info("sandbox: armed fault step=%s mode=%s count=%d delay_ms=%d", f.step,
-                fault_names[f.mode], f.remaining, f.delay_ms);
+    jw_log_info("sandbox: armed fault step=%s job=%s mode=%s count=%d delay_ms=%d", f.step,
+                f.job[0] ? f.job : "*", fault_names[f.mode], f.remaining, f.delay_ms);
     sandbox__respond_json(c, 200, json_pack("{s:o}", "faults", faults_json()), r->keep_alive, 0);
 out:
     json_decref(body);
@@ -213,23 +225,24 @@ static void h_step(conn *c, const request *r)
                                     JW_STEP_NAME_MAX - 1);
         return;
     }
-    f = take_fault(step);
+    /* Parsed first: a fault may be armed for one job (the body's job_id). */
+    body = json_loadb(r->body, r->body_len, JSON_REJECT_DUPLICATES, &jerr);
+    f = take_fault(step, json_string_value(json_object_get(body, "job_id")));
     if (f.mode != F_NONE)
         jw_log_info("sandbox: POST /steps/%s: injecting %s", step, fault_names[f.mode]);
     switch (f.mode) {
     case F_RESET:
         sandbox__reset(c); /* the loop resets it once the handler is done */
-        return;
+        goto out;
     case F_HTTP_500:
         sandbox__respond_step_error(c, 500, true, r->keep_alive, "sandbox: injected HTTP 500");
-        return;
+        goto out;
     case F_BAD_JSON:
         sandbox__respond_raw(c, 200, "this is not JSON\n", 17, r->keep_alive, 0);
-        return;
-    case F_HUGE: respond_huge(c, r->keep_alive); return;
+        goto out;
+    case F_HUGE: respond_huge(c, r->keep_alive); goto out;
     default: break;
     }
-    body = json_loadb(r->body, r->body_len, JSON_REJECT_DUPLICATES, &jerr);
     if (!body) {
         jw_log_info("sandbox: POST /steps/%s refused: the body is not JSON", step);
         sandbox__respond_step_error(c, 400, false, r->keep_alive,

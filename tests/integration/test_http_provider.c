@@ -526,6 +526,35 @@ static void test_fault_slow(void **state)
     expect_ok(run(mkcall("availability_check", "jw-slow-2", 0), NULL));
 }
 
+/* A fault armed for one job leaves other jobs' calls alone and waits for that job's. */
+static void test_fault_for_one_job(void **state)
+{
+    static const char other[] = "9b2d1f3e-0c4a-4e5b-8f6a-7d8c9e0a1b2c";
+    jw_provider_call *c;
+    json_t *armed;
+    char body[256];
+
+    (void)state;
+    snprintf(body, sizeof(body),
+             "{\"step\":\"availability_check\",\"mode\":\"http_500\",\"count\":1,"
+             "\"job\":\"%s\"}",
+             other);
+    json_decref(admin("POST", "/faults", body));
+    expect_ok(run(mkcall("availability_check", "jw-job-1", 0), NULL)); /* JOB: not matched */
+    armed = admin("GET", "/faults", NULL);
+    assert_int_equal(json_array_size(json_object_get(armed, "faults")), 1);
+    assert_string_equal(json_string_value(json_object_get(
+                            json_array_get(json_object_get(armed, "faults"), 0), "job")),
+                        other);
+    json_decref(armed);
+    c = mkcall("availability_check", "jw-job-2", 0);
+    strcpy(c->job_id, other);
+    expect_error(run(c, NULL), true, "HTTP 500");
+    armed = admin("GET", "/faults", NULL);
+    assert_int_equal(json_array_size(json_object_get(armed, "faults")), 0);
+    json_decref(armed);
+}
+
 static void test_fault_reset_and_recovery(void **state)
 {
     int64_t ms;
@@ -695,6 +724,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_fault_http_500),
         cmocka_unit_test(test_fault_timeout_then_same_key),
         cmocka_unit_test(test_fault_slow),
+        cmocka_unit_test(test_fault_for_one_job),
         cmocka_unit_test(test_fault_reset_and_recovery),
         cmocka_unit_test(test_bad_replies_not_retryable),
         cmocka_unit_test(test_many_calls_at_once),
