@@ -59,6 +59,7 @@ struct jw_cluster {
     bool reconnected;           /* the connection was lost once: see scan() */
     bool connected_once;
     bool missed; /* notices were dropped: post a catch-up when there is room */
+    bool rescan; /* a node departed during a claim, or the claim was full: again at once */
 };
 
 static void set_error(jw_cluster *cl, const char *what, const char *msg)
@@ -258,6 +259,7 @@ static bool scan(jw_cluster *cl)
     }
     if (marked)
         jw_log_warn("cluster: %lld nodes past their TTL marked dead", (long long)marked);
+    cl->rescan = json_array_size(claimed) >= CLAIM_LIMIT;
     if (json_array_size(claimed)) {
         jw_log_warn("cluster: took over %zu unfinished jobs of dead or departed nodes",
                     json_array_size(claimed));
@@ -265,7 +267,9 @@ static bool scan(jw_cluster *cl)
     } else {
         json_decref(claimed);
     }
-    take_notifies(cl);
+    /* A node that handed its leases back while the claim ran: claim again at once. */
+    if (take_notifies(cl))
+        cl->rescan = true;
     return true;
 }
 
@@ -314,7 +318,8 @@ static void *cluster_main(void *arg)
                 backoff(cl);
                 continue;
             }
-            cl->next_scan_us = jw_mono_us() + cl->scan_us;
+            cl->next_scan_us = jw_mono_us() + (cl->rescan ? 0 : cl->scan_us);
+            cl->rescan = false;
         }
     }
     disconnect(cl);
