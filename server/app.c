@@ -114,6 +114,12 @@ static void hubs_publish(void *ctx, jw_delta *d)
     jw_rt_publish(app->rt, d);
 }
 
+/* A delta the mirror's state held already: only the Supabase channels lack it. */
+static void rt_publish(void *ctx, jw_delta *d)
+{
+    jw_rt_publish(((jw_app *)ctx)->rt, d);
+}
+
 static void port_publish(void *ctx, jw_delta *d)
 {
     jw_app *app = ctx;
@@ -176,6 +182,7 @@ static jw_mirror *new_mirror(jw_app *app)
     const jw_mirror_ports mp = {
         .ctx = app,
         .publish = hubs_publish,
+        .publish_wild = rt_publish,
         .watched = mirror_watched,
         .wildcard = mirror_wildcard,
         .read = mirror_read,

@@ -32,6 +32,8 @@ typedef struct mjob {
     bool pending;                /* a JW_READ_JOB of its state is out (or refused: again) */
     bool base_out;
     bool wild;               /* made for wildcard channels, not for a watcher */
+    int64_t from;            /* wild, made by a notice of the seqs after this: see on_base */
+    int64_t replay_to;       /* the state is at this seq; seq catches up to it (on_base) */
     int64_t unwatched_since; /* monotonic; 0 while watched */
 } mjob;
 
@@ -184,9 +186,21 @@ static void log_gap(jw_mirror *m, const mjob *mj, const jw_delta *d)
                 mj->id, mj->seq, d->seq);
 }
 
-/* A delta for mj: published when it is the next, else dropped (a gap asks the journal). */
+/* The seq the state is at: what the facade answers for. */
+static int64_t state_seq(const mjob *mj)
+{
+    return mj->replay_to > mj->seq ? mj->replay_to : mj->seq;
+}
+
+/*
+ * A delta for mj: published when it is the next, else dropped (a gap asks the
+ * journal). One the state holds already (replayed, see on_base) goes to the
+ * Supabase channels only.
+ */
 static void offer(jw_mirror *m, mjob *mj, jw_delta *d, bool fetched)
 {
+    bool replayed;
+
     if (d->seq <= mj->seq) {
         m->stats.duplicates++;
         return;
@@ -202,8 +216,12 @@ static void offer(jw_mirror *m, mjob *mj, jw_delta *d, bool fetched)
         m->need_fetch = true;
         return;
     }
-    apply(mj, d);
+    replayed = d->seq <= mj->replay_to;
+    if (!replayed)
+        apply(mj, d);
     mj->seq = d->seq;
+    if (mj->seq >= mj->replay_to)
+        mj->replay_to = 0;
     if (mj->known < mj->seq)
         mj->known = mj->seq;
     if (fetched) {
@@ -215,7 +233,10 @@ static void offer(jw_mirror *m, mjob *mj, jw_delta *d, bool fetched)
     } else {
         m->stats.local++;
     }
-    m->p.publish(m->p.ctx, d);
+    if (replayed)
+        m->p.publish_wild(m->p.ctx, d);
+    else
+        m->p.publish(m->p.ctx, d);
 }
 
 /* The engine drives the job and has committed exactly what was published: its own path now. */
@@ -290,6 +311,18 @@ static void on_base(jw_mirror *m, jw_read *r)
         return;
     }
     install(mj, doc);
+    /*
+     * Made for wildcard channels by a notice of the seqs after `from`: the
+     * state has them already, but the channels here have not seen them (a
+     * job older than its first notice here). The journal is read from
+     * there; what the state holds goes to the Supabase channels only, so a
+     * watcher that takes the state meanwhile sees each seq once.
+     */
+    if (mj->wild && mj->from > 0 && mj->from < mj->seq) {
+        mj->replay_to = mj->seq;
+        mj->seq = mj->from;
+    }
+    mj->from = 0;
     fetch(m, FETCH_BEHIND);
 }
 
@@ -447,7 +480,7 @@ int64_t jw_mirror_seq(jw_mirror *m, const char *job)
     mjob *mj = get(m, job);
 
     if (live(mj))
-        return mj->seq;
+        return state_seq(mj);
     return m->p.driven(m->p.ctx, job) ? m->p.engine_seq(m->p.ctx, job) : -1;
 }
 
@@ -600,6 +633,7 @@ static void noticed(jw_mirror *m, const char *job, int64_t after, int64_t last)
             install(mj, json_pack("{s:n, s:[], s:[], s:i}", "job", "steps", "otp_requests", "seq",
                                   (json_int_t)0));
         } else {
+            mj->from = after;
             mj->pending = true;
             read_base(m, mj);
         }

@@ -62,6 +62,8 @@ typedef struct jw_mirror_ports {
     void *ctx;
     /* A delta of a job not driven here, in seq order: to the hubs. */
     void (*publish)(void *ctx, jw_delta *d);
+    /* One its state held already, which only the Supabase channels lack: to that hub. */
+    void (*publish_wild)(void *ctx, jw_delta *d);
     /* Whether a client here watches the job: a subscriber, a pinned channel. */
     bool (*watched)(void *ctx, const char *job_id);
     /* Whether a Supabase channel not pinned to jobs is live here; with an owner

@@ -9,6 +9,7 @@
 //   3. a subscribe with since on B replays the missing deltas; a snapshot on B equals A's;
 //   4. B's metrics count what it fetched; A's the notifications it sent;
 //   5. a wildcard channel on B gets a new job of its user whole, and nothing of another's;
+//      joined while an older job of A waits, it gets every change of it after the join;
 //   6. a job changing hands while watched (C stops, D takes it over): contiguous on D.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -250,6 +251,36 @@ test('5. a wildcard channel on B: a job its user creates on A arrives whole, fro
   assert.equal(mine[0].eventType, 'INSERT', 'the job\'s first row arrives');
   assert.deepEqual(mine.map((g) => [g.eventType, g.new]), rows.map((e) => [e.op, e.row]), 'every job_runs change, in order, once');
   assert.deepEqual(got.filter((g) => g.new.id === foreign), [], 'another user\'s job is not delivered');
+  // Left, so that no wildcard channel is on B when the next test's job starts.
+  await sb.removeAllChannels();
+  sb.realtime.disconnect();
+  sbClients.splice(sbClients.indexOf(sb), 1);
+});
+
+test('5b. a wildcard channel on B joined while a job of A waits: every change after the join, once', { timeout: 180_000 }, async () => {
+  // The job is older than the channel: B learns of it from the first notice after the join,
+  // whose changes B's read of the job's state already holds; the channel still gets them.
+  const u = bothUser();
+  const { job_id: id } = await A.createJob(u.a, { count: 1 });
+  const paused = await A.waitPaused(id); // nothing changes until someone types an OTP
+  const sb = supabase(B, u.b);
+  sbClients.push(sb);
+  await sb.realtime.setAuth();
+  const ch = sb.channel('all-my-changes');
+  for (const table of ['job_runs', 'job_steps', 'otp_requests']) {
+    ch.on('postgres_changes', { event: '*', schema: 'public', table }, () => {});
+  }
+  assert.deepEqual(await subscribe(ch), { status: 'SUBSCRIBED', message: null });
+  const done = await finishOnA(id, u.a);
+  const events = journal(A, id).filter((e) => e.seq > paused.seq);
+  const seqs = () => sb.recorder
+    .received()
+    .filter((m) => m.event === 'postgres_changes' && m.topic === 'realtime:all-my-changes')
+    .filter((m) => (m.payload.data.table === 'job_runs' ? m.payload.data.record.id : m.payload.data.record.job_run_id) === id)
+    .map((m) => m.payload.data.seq);
+  await until(() => seqs().length >= events.length, { timeout: 30_000, what: `${events.length} changes after seq ${paused.seq}` });
+  await sb.recorder.roundTrip();
+  assert.deepEqual(seqs(), events.map((e) => e.seq), `seqs ${paused.seq + 1}..${done.seq}, each once, in order`);
 });
 
 test('6. ownership changes hands while watched: the stream on the new owner stays contiguous', { timeout: 180_000 }, async () => {

@@ -36,6 +36,8 @@ typedef struct fake {
     int64_t published[64];
     char pub_job[64][JW_UUID_LEN + 1];
     size_t npub;
+    int64_t wild_published[64]; /* to the Supabase channels only */
+    size_t nwild;
 } fake;
 
 static void f_publish(void *ctx, jw_delta *d)
@@ -46,6 +48,14 @@ static void f_publish(void *ctx, jw_delta *d)
     f->published[f->npub] = d->seq;
     snprintf(f->pub_job[f->npub], sizeof(f->pub_job[0]), "%s", d->job_id);
     f->npub++;
+}
+
+static void f_publish_wild(void *ctx, jw_delta *d)
+{
+    fake *f = ctx;
+
+    assert_true(f->nwild < 64);
+    f->wild_published[f->nwild++] = d->seq;
 }
 
 static bool f_watched(void *ctx, const char *job)
@@ -109,6 +119,7 @@ static jw_mirror *new_mirror(fake *f)
     jw_mirror_ports p = {
         .ctx = f,
         .publish = f_publish,
+        .publish_wild = f_publish_wild,
         .watched = f_watched,
         .wildcard = f_wild,
         .read = f_read,
@@ -448,7 +459,7 @@ static void test_wildcard(void **state)
 {
     fake f;
     jw_mirror *m = new_mirror(&f);
-    json_t *doc;
+    json_t *doc, *st;
     jw_read *r;
 
     (void)state;
@@ -463,18 +474,36 @@ static void test_wildcard(void **state)
     assert_string_equal(f.pub_job[0], JOB2);
     assert_true(jw_mirror_has(m, JOB2));
     assert_string_equal(jw_mirror_owner(m, JOB2), USER);
-    /* Known from before: its state is read first, then its journal from there. */
+    /*
+     * Known from before: its state is read first (at 7: a commit after the
+     * notice's), then its journal from the notice's "after": 5..7 reach the
+     * Supabase channels, which have not seen them, and not the jobwire.v1
+     * watchers, which the state (at 7) serves meanwhile; 8 reaches both.
+     */
+    f.npub = 0;
     notice(m, "node-a", JOB, 4, 6);
     r = take_read(&f);
     assert_int_equal(r->kind, JW_READ_JOB);
     assert_false(jw_mirror_has(m, JOB));
-    doc = doc_at(JOB, 6);
+    doc = doc_at(JOB, 7);
     r->result = json_dumps(doc, 0);
     json_decref(doc);
     r->status = 0;
     r->done(r, r->done_arg);
     assert_true(jw_mirror_has(m, JOB));
-    assert_int_equal(jw_mirror_seq(m, JOB), 6);
+    assert_int_equal(jw_mirror_seq(m, JOB), 7);
+    r = take_read(&f);
+    assert_true(strstr(r->params[1], "4") != NULL); /* its journal after 4 */
+    answer_fetch(r, JOB, (int64_t)5, JOB, (int64_t)6, JOB, (int64_t)7, JOB, (int64_t)8, NULL);
+    assert_int_equal(f.nwild, 3);
+    assert_int_equal(f.wild_published[0], 5);
+    assert_int_equal(f.wild_published[2], 7);
+    assert_int_equal(f.npub, 1);
+    assert_int_equal(f.published[0], 8);
+    assert_int_equal(jw_mirror_seq(m, JOB), 8);
+    st = jw_mirror_snapshot(m, JOB);
+    assert_int_equal(json_integer_value(json_object_get(st, "seq")), 8);
+    json_decref(st);
     finish(&f, m);
 }
 
