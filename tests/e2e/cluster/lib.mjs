@@ -32,7 +32,8 @@ process.on('exit', () => {
 });
 
 // Starts jobwire-sandbox on a free 127.0.0.1 port with the --sim spec; resolves when its
-// /healthz answers (20 s at most) to {url, stop(), charges(), fault(f)}.
+// /healthz answers (20 s at most) to {url, stop(), charges(), inbox(), fault(f), faults(),
+// clearFaults()}.
 export async function startSandbox(sim) {
   const bin = process.env.JW_SANDBOX;
   if (!bin) throw new Error('JW_SANDBOX must name the jobwire-sandbox binary');
@@ -67,7 +68,16 @@ export async function startSandbox(sim) {
       try {
         const r = await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(2000) });
         await r.arrayBuffer();
-        if (r.status === 200) return { url, child, stop, charges: () => charges(url), fault: (f) => fault(url, f) };
+        if (r.status === 200) {
+          return {
+            url, child, stop,
+            charges: () => charges(url),
+            inbox: () => inbox(url),
+            fault: (f) => fault(url, f),
+            faults: () => faults(url),
+            clearFaults: () => clearFaults(url),
+          };
+        }
       } catch {
         /* not yet */
       }
@@ -86,7 +96,14 @@ async function charges(url) {
   return r.json();
 }
 
-// Arms a fault for the next matching /steps calls: {step, mode, count, delay_ms}.
+// The simulated SMS, oldest first: [{seq, job_id, step_id, otp_type, code, ...}].
+async function inbox(url) {
+  const r = await fetch(`${url}/inbox`, { signal: AbortSignal.timeout(20_000) });
+  assert.equal(r.status, 200, `GET /inbox: ${r.status}`);
+  return r.json();
+}
+
+// Arms a fault for the next matching /steps calls: {step, mode, count, delay_ms, job?}.
 async function fault(url, f) {
   const r = await fetch(`${url}/faults`, {
     method: 'POST',
@@ -95,6 +112,19 @@ async function fault(url, f) {
     signal: AbortSignal.timeout(20_000),
   });
   assert.equal(r.status, 200, `POST /faults: ${r.status} ${await r.text()}`);
+}
+
+// The armed faults: [{step, job, mode, count, delay_ms}].
+async function faults(url) {
+  const r = await fetch(`${url}/faults`, { signal: AbortSignal.timeout(20_000) });
+  assert.equal(r.status, 200, `GET /faults: ${r.status}`);
+  return (await r.json()).faults;
+}
+
+async function clearFaults(url) {
+  const r = await fetch(`${url}/faults`, { method: 'DELETE', signal: AbortSignal.timeout(20_000) });
+  await r.arrayBuffer();
+  assert.equal(r.status, 200, `DELETE /faults: ${r.status}`);
 }
 
 // --- the cluster ----------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 // Three jobwire nodes on one PostgreSQL survive the death of any of them (issue 14, "Prove it";
 // docs/operations.md, "Running several nodes"). The provider is jobwire-sandbox, slow
-// enough (200 ms a call) that payments are in flight when a node goes; --node-ttl is 3 s.
+// enough (200 ms a call) that payments are in flight when a node goes, and asks an OTP for
+// every payment; --node-ttl is 3 s.
 //
 //   1. kill -9: 40 jobs created round-robin through the three nodes' /api/jobs; the node
 //      owning the most unfinished jobs is killed with SIGKILL while one of its payments is
@@ -13,20 +14,31 @@
 //      flight, stopped with SIGTERM (exit 0): the others take its jobs at once; it is
 //      started again on its port, ready, next.
 //
+// All along, clients of every node watch the jobs (watch.mjs): supabase-js clients of each
+// user on each node, joined before each phase's jobs exist, and jobwire.v1 clients on the
+// nodes that stay up, subscribed to the jobs other nodes drive; and a typist (otp.mjs)
+// types every payment's SMS code on a node other than the job's owner, then the same code
+// again on the others.
+//
 // Pass: every job of a dead, paused or stopped node finished within TTL + 5 s of that
 // node's end (the job's last commit time, against the moment of the signal); all 100
 // jobs completed; every journal gapless (seq 1..last_seq, no duplicate); each
-// transaction charged exactly once under one idempotency key (the sandbox's /charges).
+// transaction charged exactly once under one idempotency key (the sandbox's /charges);
+// every client's seqs contiguous with no duplicate (and, on the nodes that stayed up,
+// every change of every job); every OTP verified was typed on a non-owner node, none
+// accepted twice, every replay refused.
 //
 // JW_CLUSTER_SUMMARY: a file to which one JSON line per run is appended (scripts/soak-cluster).
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { after, before, test } from 'node:test';
 import { Cluster, UNFINISHED, nodeId, pool, startSandbox, waitExit, waitFor } from './lib.mjs';
+import { checkWatchers, closeWatchers, watchJobs, watchUsers } from './watch.mjs';
+import { startTypist } from './otp.mjs';
 
 const TTL_S = 3;
 const DEADLINE_MS = (TTL_S + 5) * 1000; // the issue's bound: a dead node's jobs finish within TTL + 5 s
-const TX = 2; // transactions a job: short jobs, so "finished" is reached within the bound
+const TX = 1; // one payment (with its OTP) a job: short jobs, so "finished" is reached within the bound
 const AMOUNT = 300;
 const USERS = 4;
 const DECLARED_DEAD = 'this node was declared dead (paused or cut off past --node-ttl); exiting without committing';
@@ -34,11 +46,12 @@ const DECLARED_DEAD = 'this node was declared dead (paused or cut off past --nod
 let sandbox;
 let cluster;
 let users;
+let typist;
 const created = []; // every job id
 const summary = { ttl_s: TTL_S, phases: [] };
 
 before(async () => {
-  sandbox = await startSandbox('latency_ms=200,otp=none,voucher_polls=1,poll_after_ms=100');
+  sandbox = await startSandbox('latency_ms=200,otp=payment,voucher_polls=1,poll_after_ms=100');
   cluster = new Cluster({
     name: 'scenario',
     args: ['--provider', sandbox.url, '--provider-timeout', '5000', '--node-ttl', `${TTL_S}s`],
@@ -48,6 +61,9 @@ before(async () => {
 });
 
 after(async () => {
+  // A failed run ends its typist and clients too: none may keep this process alive.
+  if (typist) await typist.stop().catch(() => {});
+  await closeWatchers();
   if (cluster) await Promise.all(cluster.nodes.map((n) => n.stop()));
   if (sandbox) await sandbox.stop();
   if (process.env.JW_CLUSTER_SUMMARY) fs.appendFileSync(process.env.JW_CLUSTER_SUMMARY, `${JSON.stringify(summary)}\n`);
@@ -60,8 +76,9 @@ const ids = (list) => `'{${list.join(',')}}'::uuid[]`;
 async function wave(n, nodes) {
   const order = Array.from({ length: n }, (_, i) => nodes[i % nodes.length]);
   const jobs = await pool(order, 8, async (node, i) => {
-    const j = await node.createJob(users[i % USERS].token, { amount: AMOUNT, count: TX });
-    return { id: j.job_id, node };
+    const user = users[i % USERS];
+    const j = await node.createJob(user.token, { amount: AMOUNT, count: TX });
+    return { id: j.job_id, node, user };
   });
   for (const { id } of jobs) created.push(id);
   const owners = new Map(cluster.rows(`SELECT id, owner_node FROM job_runs WHERE id = ANY(${ids(jobs.map((j) => j.id))})`)
@@ -70,19 +87,25 @@ async function wave(n, nodes) {
   return jobs;
 }
 
-// The live node (but `spare`) owning the most unfinished jobs, once one of its payments is
-// in flight (its process_payment step committed in_progress: the call has gone out or is
-// about to).
-async function busiestPaying(what, spare = null) {
-  const live = cluster.live().filter((n) => n !== spare).map(nodeId);
-  return waitFor(() => {
-    const rows = cluster.rows(`SELECT owner_node AS node, count(*) AS unfinished,
-        count(*) FILTER (WHERE EXISTS (SELECT 1 FROM job_steps s WHERE s.job_run_id = j.id
-          AND s.step_name = 'process_payment' AND s.status = 'in_progress')) AS paying
-      FROM job_runs j WHERE ${UNFINISHED} AND owner_node = ANY('{${live.join(',')}}'::text[])
+// Picks the live node (but `spare`; or `only`) with the most unfinished jobs whose payment is
+// still to come, and holds one of those payments in flight: a slow fault (answer `delayMs`
+// late) is armed at the sandbox for the next process_payment call of each of those jobs, and
+// this resolves once one was taken: the node has sent that call and waits for its answer.
+// The faults not taken stay armed: sandbox.clearFaults() once the node was signalled, so
+// the calls the new owners re-issue are not held.
+async function busiestPaying(what, { spare = null, only = null, delayMs = 5000 } = {}) {
+  const live = (only ? [only] : cluster.live().filter((n) => n !== spare)).map(nodeId);
+  const rows = cluster.rows(`SELECT owner_node AS node, array_agg(id ORDER BY id) AS jobs FROM job_runs j
+      WHERE ${UNFINISHED} AND owner_node = ANY('{${live.join(',')}}'::text[])
+        AND NOT EXISTS (SELECT 1 FROM job_steps s WHERE s.job_run_id = j.id AND s.step_name = 'process_payment'
+                          AND s.status IN ('in_progress', 'completed'))
       GROUP BY owner_node ORDER BY count(*) DESC, owner_node LIMIT 1`);
-    return rows.length && rows[0].paying > 0 ? cluster.node(rows[0].node) : null;
-  }, { timeout: 30_000, what: `${what}: the busiest node has a payment in flight` });
+  assert.ok(rows.length, `${what}: a live node has jobs whose payment is still to come`);
+  const jobs = rows[0].jobs.slice(0, 60); // the sandbox arms 64 faults at most
+  for (const job of jobs) await sandbox.fault({ step: 'process_payment', job, mode: 'slow', count: 1, delay_ms: delayMs });
+  await waitFor(async () => (await sandbox.faults()).length < jobs.length,
+    { timeout: 30_000, what: `${what}: one of the ${jobs.length} payments of ${rows[0].node} to come goes out` });
+  return cluster.node(rows[0].node);
 }
 
 const unfinishedOf = (node) =>
@@ -110,6 +133,11 @@ async function finishedInTime(jobs, gone, t0, what) {
   return worst;
 }
 
+async function allFinished(jobs, what) {
+  await waitFor(() => cluster.sql(`SELECT count(*) FROM job_runs WHERE id = ANY(${ids(jobs.map((j) => j.id))}) AND ${UNFINISHED}`) === '0',
+    { timeout: 60_000, what: `${what}: every job of the phase finishes` });
+}
+
 // What a node could have written about these jobs: their rows and journals, one digest a job.
 function footprint(jobs) {
   return cluster.sql(`SELECT string_agg(j.id || ' ' || md5(concat_ws('|',
@@ -128,27 +156,37 @@ async function callsFor(jobs) {
 }
 
 test('three nodes: kill -9, a pause past the TTL, a rolling restart; money once, journals gapless', async () => {
+  typist = startTypist(cluster, sandbox, users);
   // --- 1. kill -9 of the busiest node mid-payment -------------------------------------------
-  await wave(40, cluster.nodes);
   let killed;
   {
+    const sb = await watchUsers(cluster, users);
+    const jobs = await wave(40, cluster.nodes);
     const victim = await busiestPaying('kill -9');
     killed = victim;
     const t0 = Date.now();
     await victim.kill9();
+    await sandbox.clearFaults();
     const lost = unfinishedOf(victim);
+    const v1 = await watchJobs(cluster, jobs, victim); // on the other nodes, before the takeover
     const worst = await finishedInTime(lost, victim, t0, 'kill -9');
     summary.phases.push({ phase: 'kill', node: victim.name, jobs: lost.length, worst_ms: worst });
+    await allFinished(jobs, 'kill -9');
+    await checkWatchers(cluster, { v1, sb }, jobs, [victim]);
     await victim.start({ port: victim.port });
   }
 
   // --- 2. SIGSTOP past the TTL, then SIGCONT ----------------------------------------------------
-  await wave(30, [...cluster.nodes.slice(1), cluster.nodes[0]]);
   {
-    const victim = await busiestPaying('pause', killed); // another node than the one killed
+    const sb = await watchUsers(cluster, users);
+    const jobs = await wave(30, [...cluster.nodes.slice(1), cluster.nodes[0]]);
+    const victim = await busiestPaying('pause', { spare: killed }); // another node than the one killed
     const t0 = Date.now();
+    typist.avoid.add(victim);
     process.kill(victim.pid, 'SIGSTOP');
+    await sandbox.clearFaults();
     const lost = unfinishedOf(victim);
+    const v1 = await watchJobs(cluster, jobs, victim); // on the other nodes, before the takeover
     const worst = await finishedInTime(lost, victim, t0, 'pause');
     assert.equal(cluster.sql(`SELECT dead FROM jw_nodes WHERE id = '${nodeId(victim)}'`), 't', 'the paused node is marked dead');
     const before = footprint(lost);
@@ -161,28 +199,33 @@ test('three nodes: kill -9, a pause past the TTL, a rolling restart; money once,
     assert.equal(footprint(lost), before, 'the woken node committed nothing: its jobs\' rows and journals are as they were');
     assert.equal(await callsFor(lost), callsBefore, 'the woken node called the provider for none of the jobs it lost');
     summary.phases.push({ phase: 'pause', node: victim.name, jobs: lost.length, worst_ms: worst });
+    typist.avoid.delete(victim);
+    await allFinished(jobs, 'pause');
+    await checkWatchers(cluster, { v1, sb }, jobs, [victim]);
     await victim.start({ port: victim.port });
   }
 
   // --- 3. rolling restart: SIGTERM, start again, ready, next ------------------------------------
   for (const node of cluster.nodes) {
-    // The step's first payment is held 1.5 s by the sandbox (it charges at once, answers
-    // late), so the node is surely mid-payment when it is told to stop.
     await waitFor(() => cluster.sql(`SELECT count(*) FROM job_runs WHERE ${UNFINISHED}`) === '0',
       { timeout: 60_000, what: `rolling restart of ${node.name}: the jobs before it finished` });
-    await sandbox.fault({ step: 'process_payment', mode: 'slow', count: 1, delay_ms: 1500 });
-    await wave(10, [node]);
-    await waitFor(() => cluster.sql(`SELECT count(*) FROM job_runs j WHERE owner_node = '${nodeId(node)}' AND ${UNFINISHED}
-        AND EXISTS (SELECT 1 FROM job_steps s WHERE s.job_run_id = j.id AND s.step_name = 'process_payment'
-                    AND s.status = 'in_progress')`) !== '0',
-    { timeout: 30_000, what: `rolling restart: ${node.name} has a payment in flight` });
+    const sb = await watchUsers(cluster, users);
+    const jobs = await wave(10, [node]);
+    const v1 = await watchJobs(cluster, jobs);
+    // A payment held 1.5 s by the sandbox (it charges at once, answers late): the node is
+    // surely mid-payment when it is told to stop.
+    await busiestPaying(`rolling restart of ${node.name}`, { only: node, delayMs: 1500 });
     const mine = unfinishedOf(node);
     const t0 = Date.now();
-    const r = await node.stop({ timeoutMs: 20_000 });
+    const stopped = node.stop({ timeoutMs: 20_000 });
+    await sandbox.clearFaults();
+    const r = await stopped;
     assert.deepEqual([r.code, r.killed], [0, false], `${node.name} stops cleanly on SIGTERM (${JSON.stringify(r)})`);
     const handed = cluster.rows(`SELECT id FROM job_runs WHERE id = ANY(${ids(mine)}) AND ${UNFINISHED}`).map((x) => x.id);
     const worst = await finishedInTime(handed, node, t0, `rolling restart of ${node.name}`);
     summary.phases.push({ phase: 'rolling', node: node.name, jobs: handed.length, worst_ms: worst });
+    await allFinished(jobs, `rolling restart of ${node.name}`);
+    await checkWatchers(cluster, { v1, sb }, jobs, [node]);
     await node.start({ port: node.port });
   }
 
@@ -190,6 +233,19 @@ test('three nodes: kill -9, a pause past the TTL, a rolling restart; money once,
   assert.equal(created.length, 100);
   await waitFor(() => cluster.sql(`SELECT count(*) FROM job_runs WHERE ${UNFINISHED}`) === '0',
     { timeout: 120_000, what: 'every job finishes' });
+  const t = typist;
+  typist = null;
+  await t.stop();
+  const firsts = t.answers.filter((a) => !a.replay);
+  const ok = new Map();
+  for (const a of firsts.filter((x) => x.status === 200)) ok.set(a.otp, (ok.get(a.otp) || 0) + 1);
+  const typed = new Set(firsts.map((a) => a.otp));
+  const verified = cluster.rows(`SELECT id FROM otp_requests WHERE status = 'verified'`).map((r) => r.id);
+  assert.ok(verified.length >= 100 * TX, `every payment's OTP verified (${verified.length})`);
+  assert.deepEqual(verified.filter((id) => !typed.has(id)), [], 'every OTP verified was typed on a node other than its job\'s owner');
+  assert.deepEqual([...ok].filter(([, n]) => n > 1), [], 'no OTP accepted twice');
+  assert.deepEqual(t.answers.filter((a) => a.replay && a.status === 200), [], 'a code typed again on another node is refused: an OTP is consumed once');
+  summary.otps = { typed: firsts.length, accepted: ok.size, replays: t.answers.filter((a) => a.replay).length };
   assert.equal(cluster.sql(`SELECT count(*) FROM job_runs WHERE status = 'completed'`), '100', 'all 100 jobs completed');
   assert.equal(cluster.sql(`SELECT count(*) FROM job_runs j
       WHERE (SELECT count(*) FROM job_events e WHERE e.job_run_id = j.id) <> j.last_seq
