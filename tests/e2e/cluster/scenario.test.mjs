@@ -261,6 +261,8 @@ test('three nodes: kill -9, a pause past the TTL, a rolling restart; money once,
   const perTx = new Map();
   for (const p of payments) perTx.set(`${p.job_id}/${p.transaction_index}`, (perTx.get(`${p.job_id}/${p.transaction_index}`) || 0) + 1);
   assert.equal(perTx.size, 100 * TX, 'every transaction of every job has its payment');
-  summary.resent_payments = payments.filter((c) => c.calls > 1).length;
+  // A payment with its OTP is two calls under its key (the code is asked, then given);
+  // more is a call re-sent after a takeover or a lost answer (charged once all the same).
+  summary.resent_payments = payments.filter((c) => c.calls > 2).length;
   summary.ok = true;
 });
