@@ -315,6 +315,10 @@ void jw_metrics_handle(void *arg, jw_http_ctx *ctx, jw_http_request *req)
             {"jobwire_ws_rx_throttled_total", "counter",
              "Times a jobwire.v1 connection was read no faster: past --ws-message-rate.",
              (double)ws.rx_throttled},
+            {"jobwire_ws_subscribes_parked_total", "counter",
+             "Subscribes that waited for another's database read of their job (no read of "
+             "their own).",
+             (double)ws.subscribes_parked},
             {"jobwire_realtime_connections", "gauge",
              "Open Supabase-compatible (/realtime/v1/websocket) connections.",
              (double)rt.connections},

@@ -547,6 +547,7 @@ jw_ws *jw_ws_new(const jw_services *sv)
 
     hub->sv = sv;
     jw_map_init(&hub->jobs);
+    jw_map_init(&hub->loading);
     jw_wsconns_init(&hub->conns, "ws", true, (size_t)sv->cfg->ws_max_queue);
     hub->conns.shed = ws_shed;
     hub->conns.owes = ws_owes_resyncs;
@@ -591,6 +592,7 @@ void jw_ws_free(jw_ws *hub)
     for (size_t it = 0; jw_map_next(&hub->jobs, &it, &k, &v);)
         ws_free_job_entry(v);
     jw_map_release(&hub->jobs);
+    ws_free_loading(hub);
     jw_wsconns_release(&hub->conns);
     free(hub);
 }

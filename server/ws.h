@@ -32,9 +32,10 @@ typedef struct jw_ws_stats {
     uint64_t deltas_sent;   /* delta messages handed to sockets */
     uint64_t frames_sent;
     uint64_t bytes_sent;
-    uint64_t resyncs;      /* queued deltas replaced by a snapshot */
-    uint64_t slow_closes;  /* closed with 4008 */
-    uint64_t rx_throttled; /* times a connection's reading paused: --ws-message-rate */
+    uint64_t resyncs;           /* queued deltas replaced by a snapshot */
+    uint64_t slow_closes;       /* closed with 4008 */
+    uint64_t rx_throttled;      /* times a connection's reading paused: --ws-message-rate */
+    uint64_t subscribes_parked; /* waited for another subscribe's read of their job */
 } jw_ws_stats;
 
 extern const struct lws_protocols jw_ws_protocol;

@@ -86,6 +86,10 @@ struct jw_ws {
     /* Its connections' output: queues, writes, the publish round's hold (wsconn.h). */
     jw_wsconns conns;
     jw_ws_stats stats; /* what the connections' own counters do not hold */
+    /* Job id -> ws_loading: the subscribes' reads of a job out, and the
+     * subscribes parked behind them (ws_subscribe.c). */
+    jw_map loading;
+    bool unpark_due, unparking;
 };
 
 /*
@@ -135,6 +139,7 @@ typedef struct ws_op {
     int64_t upto;  /* REPLAY: the last seq read from job_events */
     enum { OP_SUBSCRIBE, OP_REPLAY } kind;
     const char *reason; /* SUBSCRIBE: the snapshot's "reason" (a constant), or NULL */
+    bool shared;        /* SUBSCRIBE: counted in hub->loading; others may park behind it */
 } ws_op;
 
 /* ws.c */
@@ -164,6 +169,9 @@ jw_wsmsg *ws_delta_msg(const jw_delta *d);
 /* ws_subscribe.c */
 bool ws_replay(conn *c, subscriber *sub, job_entry *j, int64_t since, int64_t current);
 void ws_cancel_reads(conn *c, const char *job);
+/* Answers the subscribes parked behind reads that have ended; the hub frees the rest. */
+void ws_unpark(jw_ws *hub);
+void ws_free_loading(jw_ws *hub);
 void ws_subscribe_from_db(conn *c, subscriber *sub, const char *job_id, int64_t since, json_t *ref,
                           const char *reason);
 void ws_resync_from_db(conn *c, job_entry *j, subscriber *sub);

@@ -41,6 +41,128 @@ static void send_snapshot(conn *c, job_entry *j, const char *job_id, json_t *ref
 }
 
 /*
+ * A subscribe storm: the clients of a node that went (a rolling restart)
+ * reconnect to this one and subscribe at once to jobs another node drives.
+ * Each would read its job from PostgreSQL, one read per client, until the
+ * store's queue refuses them ("busy"); yet the first read mirrors the job,
+ * and memory serves the rest. So while a subscribe's read of a job is out,
+ * later plain subscribes of that job park here behind it; when it ended they
+ * are answered from memory, or read for themselves when memory has no answer
+ * (a finished job, one not found, a refused read).
+ */
+typedef struct ws_loading {
+    char job[JW_UUID_LEN + 1]; /* the map's key */
+    size_t out;                /* shared reads of the job not ended yet */
+    ws_op **parked;            /* subscribes waiting for them, oldest first */
+    size_t nparked, capparked;
+} ws_loading;
+
+static ws_loading *loading_of(jw_ws *hub, const char *job, bool create)
+{
+    ws_loading *l = hub->loading.count ? jw_map_get(&hub->loading, job) : NULL;
+
+    if (!l && create) {
+        l = jw_xcalloc(1, sizeof(*l));
+        snprintf(l->job, sizeof(l->job), "%s", job);
+        jw_map_put(&hub->loading, l->job, l);
+    }
+    return l;
+}
+
+/* op's shared read ended (answered, refused or dropped). */
+static void loaded(jw_ws *hub, ws_op *op)
+{
+    ws_loading *l;
+
+    if (!op->shared)
+        return;
+    op->shared = false;
+    l = loading_of(hub, op->job, false);
+    if (l && l->out && --l->out == 0)
+        hub->unpark_due = true;
+}
+
+static void read_for(conn *c, jw_read_kind kind, int n, const char **params, ws_op *op);
+
+/* A parked subscribe whose job's reads ended: memory answers it, else its own read. */
+static void unpark_one(jw_ws *hub, ws_op *op)
+{
+    conn *c = ws_find_conn(hub, op->conn_key);
+    job_entry *j = ws_job_get(hub, op->job, false);
+    subscriber *sub = j && c ? ws_find_sub(j, c) : NULL;
+    const char *params[1] = {op->job};
+
+    if (!c || c->base.closing) {
+        ws_free_op(op);
+        return;
+    }
+    if (!sub || !sub->replaying) {
+        /* Withdrawn meanwhile, or a later subscribe of the job answered: as after a read. */
+        if (!sub)
+            ws_send_error(c, op->ref, "unsubscribed",
+                          "unsubscribed from job %s before this subscribe was answered", op->job);
+        else
+            ws_send_ack(c, op->ref);
+        ws_free_op(op);
+        return;
+    }
+    if (jw_sv_job_owner(hub->sv, op->job)) {
+        sub->replaying = false;
+        ws_subscribe_from_memory(c, op->job, op->since, op->ref);
+        ws_free_op(op);
+        return;
+    }
+    read_for(c, JW_READ_JOB, 1, params, op); /* not shared: as many reads as before */
+}
+
+void ws_unpark(jw_ws *hub)
+{
+    if (hub->unparking)
+        return;
+    hub->unparking = true;
+    while (hub->unpark_due) {
+        ws_loading **done = NULL;
+        size_t ndone = 0, it = 0;
+        const char *k;
+        void *v;
+
+        hub->unpark_due = false;
+        while (jw_map_next(&hub->loading, &it, &k, &v)) {
+            if (((ws_loading *)v)->out == 0) {
+                done = jw_xrealloc(done, (ndone + 1) * sizeof(*done));
+                done[ndone++] = v;
+            }
+        }
+        for (size_t i = 0; i < ndone; i++)
+            jw_map_del(&hub->loading, done[i]->job);
+        for (size_t i = 0; i < ndone; i++) {
+            for (size_t p = 0; p < done[i]->nparked; p++)
+                unpark_one(hub, done[i]->parked[p]);
+            free(done[i]->parked);
+            free(done[i]);
+        }
+        free(done);
+    }
+    hub->unparking = false;
+}
+
+void ws_free_loading(jw_ws *hub)
+{
+    const char *k;
+    void *v;
+
+    for (size_t it = 0; jw_map_next(&hub->loading, &it, &k, &v);) {
+        ws_loading *l = v;
+
+        for (size_t p = 0; p < l->nparked; p++)
+            ws_free_op(l->parked[p]);
+        free(l->parked);
+        free(l);
+    }
+    jw_map_release(&hub->loading);
+}
+
+/*
  * A read was refused by the store (its queue is full, or it is shutting down):
  * the subscription that waited for it is withdrawn and its subscribe answered
  * with the error.
@@ -58,6 +180,7 @@ static void read_refused(conn *c, jw_read *r, int rc)
                       op->job);
     else
         ws_send_error(c, op->ref, "unavailable", "shutting down");
+    loaded(c->hub, op);
     jw_read_free(r);
     ws_free_op(op);
 }
@@ -87,6 +210,7 @@ static void send_reads(conn *c)
         }
         c->reads[c->nreads++] = r;
     }
+    ws_unpark(c->hub);
 }
 
 /* jw_read.done: the store answered one of the hub's reads. */
@@ -129,6 +253,7 @@ static void forget_read(conn *c, const jw_read *r)
  */
 void ws_cancel_reads(conn *c, const char *job)
 {
+    ws_loading *l;
     size_t kept = 0;
 
     for (size_t i = 0; i < c->nreads; i++) {
@@ -148,10 +273,31 @@ void ws_cancel_reads(conn *c, const char *job)
         if (job && op->ref)
             ws_send_error(c, op->ref, "unsubscribed",
                           "unsubscribed from job %s before this subscribe was answered", op->job);
+        loaded(c->hub, op);
         jw_read_free(r);
         ws_free_op(op);
     }
     c->nunsent = kept;
+    /* Parked behind another's read: withdrawn like an unsent one (so they stay bounded
+     * by the subscriptions). On close (job NULL) they are dropped when that read ends. */
+    if (job && (l = loading_of(c->hub, job, false)) != NULL) {
+        kept = 0;
+        for (size_t i = 0; i < l->nparked; i++) {
+            ws_op *op = l->parked[i];
+
+            if (strcmp(op->conn_key, c->base.key) != 0) {
+                l->parked[kept++] = op;
+                continue;
+            }
+            if (op->ref)
+                ws_send_error(c, op->ref, "unsubscribed",
+                              "unsubscribed from job %s before this subscribe was answered",
+                              op->job);
+            ws_free_op(op);
+        }
+        l->nparked = kept;
+    }
+    ws_unpark(c->hub);
 }
 
 /*
@@ -166,11 +312,26 @@ void ws_subscribe_from_db(conn *c, subscriber *sub, const char *job_id, int64_t 
 {
     const char *params[1] = {job_id};
     ws_op *op = ws_new_op(c, ref);
+    /* Only where a read can bring the job into memory (mirror.h): see ws_loading. */
+    ws_loading *l = c->hub->sv->mirror && !reason ? loading_of(c->hub, job_id, true) : NULL;
 
     snprintf(op->job, sizeof(op->job), "%s", job_id);
     op->since = since;
     op->reason = reason;
     sub->replaying = true;
+    if (l && l->out) {
+        if (l->nparked == l->capparked) {
+            l->capparked = l->capparked ? l->capparked * 2 : 8;
+            l->parked = jw_xrealloc(l->parked, l->capparked * sizeof(*l->parked));
+        }
+        l->parked[l->nparked++] = op;
+        c->hub->stats.subscribes_parked++;
+        return;
+    }
+    if (l) {
+        l->out++;
+        op->shared = true;
+    }
     read_for(c, JW_READ_JOB, 1, params, op);
 }
 
@@ -391,8 +552,10 @@ void jw_ws_on_read(jw_ws *hub, jw_read *r)
         on_replay_read(hub, op, r);
     else
         on_subscribe_read(hub, op, r);
+    loaded(hub, op); /* answered (the job mirrored): the subscribes parked behind it go */
     ws_free_op(op);
     jw_read_free(r);
+    ws_unpark(hub);
 }
 
 ws_op *ws_new_op(conn *c, json_t *ref)

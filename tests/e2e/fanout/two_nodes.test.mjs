@@ -10,9 +10,10 @@
 //   4. B's metrics count what it fetched; A's the notifications it sent;
 //   5. a wildcard channel on B gets a new job of its user whole, and nothing of another's;
 //      joined while an older job of A waits, it gets every change of it after the join;
-//   6. a job changing hands while watched (C stops, D takes it over): contiguous on D.
+//   6. a job changing hands while watched (C stops, D takes it over): contiguous on D;
+//   7. a crowd of clients subscribing on B at once to a job of A: all answered, no 'busy'.
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { after, before, test } from 'node:test';
 import {
   Client, Server, assertCleanStream, diffJournal, diffState, journal, normalize, psql, settle, sleep,
@@ -20,13 +21,14 @@ import {
 import { subscribe, supabase, until } from '../supabase/lib.mjs';
 
 const SIM = 'latency_ms=30,voucher_polls=1,poll_after_ms=30';
+const CROWD = 600; // test 7: clients of one user subscribing on B at once
 let A;
 let B;
 const sbClients = [];
 
 before(async () => {
   A = new Server({ name: 'fanout_a', sim: SIM });
-  B = new Server({ name: 'fanout_b', sim: SIM, db: A.db });
+  B = new Server({ name: 'fanout_b', sim: SIM, db: A.db, args: ['--max-ws-per-user', String(CROWD + 10), '--max-connections-per-ip', '0', '--connection-rate-per-ip', '0'] });
   await A.start();
   await B.start();
 });
@@ -281,6 +283,9 @@ test('5b. a wildcard channel on B joined while a job of A waits: every change af
   await until(() => seqs().length >= events.length, { timeout: 30_000, what: `${events.length} changes after seq ${paused.seq}` });
   await sb.recorder.roundTrip();
   assert.deepEqual(seqs(), events.map((e) => e.seq), `seqs ${paused.seq + 1}..${done.seq}, each once, in order`);
+  await sb.removeAllChannels();
+  sb.realtime.disconnect();
+  sbClients.splice(sbClients.indexOf(sb), 1);
 });
 
 test('6. ownership changes hands while watched: the stream on the new owner stays contiguous', { timeout: 180_000 }, async () => {
@@ -336,5 +341,46 @@ test('6. ownership changes hands while watched: the stream on the new owner stay
   } finally {
     await D.stop();
     await C.stop();
+  }
+});
+
+test('7. a crowd subscribes on B at once to a job of A: every one answered, one read shared', { timeout: 180_000 }, async () => {
+  // The clients of a node that went reconnect to B and subscribe together: the first
+  // subscribe reads the job from PostgreSQL and mirrors it, the others wait for that read
+  // instead of each queuing one (the store's queue holds 256: they were refused 'busy').
+  const u = bothUser();
+  const { job_id: id } = await A.createJob(u.a, { count: 1 });
+  const paused = await A.waitPaused(id);
+  const before = (await metrics(B)).jobwire_ws_subscribes_parked_total;
+  const clients = [];
+  for (let i = 0; i < CROWD; i += 50) {
+    clients.push(...await Promise.all(Array.from({ length: Math.min(50, CROWD - i) }, (_, k) =>
+      Client.open(B, u.b, { label: `crowd-${i + k}` }))));
+  }
+  // The crowd arrives while PostgreSQL is slow to answer: job_runs is locked for 2 s, so
+  // the subscribes' reads cannot finish before all of them came in.
+  const locker = spawn('psql', ['-X', '-q', '-v', 'ON_ERROR_STOP=1', A.db, '-c',
+    'BEGIN; LOCK TABLE job_runs IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(2); COMMIT;'], { stdio: 'ignore' });
+  const unlocked = new Promise((resolve) => locker.on('exit', resolve));
+  try {
+    await until(() => psql(A.db, `SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
+      WHERE c.relname = 'job_runs' AND l.mode = 'AccessExclusiveLock' AND l.granted`) === '1',
+    { timeout: 10_000, what: 'job_runs locked' });
+    const firsts = await Promise.all(clients.map((c) => c.subscribe(id, { timeout: 30_000 })));
+    assert.equal(await unlocked, 0, 'the lock was held and released');
+    const refused = firsts.filter((m) => m.type !== 'snapshot');
+    assert.deepEqual(refused.slice(0, 2), [], `${refused.length} of ${CROWD} subscribes were not answered with a snapshot: ${JSON.stringify(refused[0])}`);
+    assert.deepEqual([...new Set(firsts.map((m) => m.seq))], [paused.seq], 'every snapshot at the owner\'s seq');
+    assert.ok((await metrics(B)).jobwire_ws_subscribes_parked_total > before, 'subscribes waited for a shared read');
+    const done = await finishOnA(id, u.a);
+    const want = Array.from({ length: done.seq - paused.seq }, (_, k) => paused.seq + 1 + k);
+    for (const c of clients) {
+      await c.waitSeq(id, done.seq, { timeout: 30_000 });
+      assertCleanStream(c);
+      assert.deepEqual(c.jobMessages(id).filter((m) => m.type === 'delta').map((m) => m.seq), want, `${c.label}: every change once`);
+    }
+  } finally {
+    await unlocked;
+    await Promise.all(clients.map((c) => c.closeAndWait()));
   }
 });
