@@ -3,6 +3,7 @@
 #include "jw_log.h"
 
 #include <openssl/rand.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <time.h>
 
@@ -76,4 +77,19 @@ void jw_format_ts(int64_t ts_us, char *out, size_t size)
     gmtime_r(&sec, &tm);
     n = strftime(out, size, "%Y-%m-%dT%H:%M:%S", &tm);
     snprintf(out + n, size - n, ".%06ldZ", usec);
+}
+
+void jw_signals_block(sigset_t *old)
+{
+    sigset_t block;
+
+    sigemptyset(&block);
+    sigaddset(&block, SIGTERM);
+    sigaddset(&block, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &block, old);
+}
+
+void jw_signals_restore(const sigset_t *old)
+{
+    pthread_sigmask(SIG_SETMASK, old, NULL);
 }

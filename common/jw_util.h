@@ -1,10 +1,12 @@
 /*
- * jw_util.h - small helpers every module uses: clocks and UUIDs.
+ * jw_util.h - small helpers every module uses: clocks, UUIDs, the signal mask
+ * of the threads a module starts.
  * All functions are safe from any thread.
  */
 #ifndef JW_UTIL_H
 #define JW_UTIL_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -26,5 +28,13 @@ void jw_uuid_new(char out[JW_UUID_LEN + 1]);
 
 /* Formats ts_us as ISO 8601 UTC with microseconds; out has at least 32 bytes. */
 void jw_format_ts(int64_t ts_us, char *out, size_t size);
+
+/*
+ * Blocks SIGTERM and SIGINT in the calling thread, its mask kept in *old, for
+ * starting a thread: the thread inherits the mask, so those signals stay with
+ * the loop thread. jw_signals_restore(old) once it was started.
+ */
+void jw_signals_block(sigset_t *old);
+void jw_signals_restore(const sigset_t *old);
 
 #endif

@@ -20,6 +20,7 @@
 #include "jw_hist.h"
 #include "jw_log.h"
 #include "jw_timers.h"
+#include "jw_util.h"
 #include "providers/http_provider.h"
 #include "providers/sim.h"
 
@@ -27,7 +28,6 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -439,16 +439,12 @@ static int start_provider(jw_app *app, jw_engine_ports *p, char *err, size_t err
         return 0;
     }
     {
-        sigset_t block, old;
+        sigset_t old;
 
-        /* The curl thread inherits this mask: signals stay with the loop. */
-        sigemptyset(&block);
-        sigaddset(&block, SIGTERM);
-        sigaddset(&block, SIGINT);
-        pthread_sigmask(SIG_BLOCK, &block, &old);
+        jw_signals_block(&old); /* for the curl thread */
         app->http_provider = jw_http_provider_new(app->cfg->provider, app->cfg->provider_timeout_ms,
                                                   wake_loop, app->ctx, err, errlen);
-        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        jw_signals_restore(&old);
     }
     if (!app->http_provider)
         return JW_ECONFIG;
@@ -613,16 +609,12 @@ int jw_app_start_cluster(jw_app *app, int64_t incarnation)
         .wake = wake_loop,
         .wake_arg = app->ctx,
     };
-    sigset_t block, old;
+    sigset_t old;
     int rc;
 
-    /* The cluster thread inherits this mask: signals stay with the loop. */
-    sigemptyset(&block);
-    sigaddset(&block, SIGTERM);
-    sigaddset(&block, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &block, &old);
+    jw_signals_block(&old); /* for the cluster thread */
     rc = jw_cluster_start(&app->sv.cluster, &cc);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    jw_signals_restore(&old);
     return rc;
 }
 

@@ -30,6 +30,7 @@
 #include "jw_error.h"
 #include "jw_log.h"
 #include "jw_store.h"
+#include "jw_util.h"
 
 #include <arpa/inet.h>
 #include <uv.h>
@@ -37,7 +38,6 @@
 #include <libwebsockets.h>
 #include <netinet/in.h>
 #include <openssl/ssl.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -388,16 +388,12 @@ static int start_store(const jw_config *cfg, struct lws_context *ctx, int64_t in
         .wake = wake_loop,
         .wake_arg = ctx,
     };
-    sigset_t block, old;
+    sigset_t old;
     int rc;
 
-    /* The db thread inherits this mask: signals stay with the loop thread. */
-    sigemptyset(&block);
-    sigaddset(&block, SIGTERM);
-    sigaddset(&block, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &block, &old);
+    jw_signals_block(&old); /* for the db thread */
     rc = jw_store_start(out, &scfg);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    jw_signals_restore(&old);
     return rc;
 }
 
