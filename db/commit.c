@@ -8,8 +8,13 @@
  *   insert into job_events from unnest(...)               all journaled deltas
  *   select jw_advance_seq_fenced(node, jobs, epochs,      lease fence, gap check
  *                                first, last, count)     and last_seq
- *   select pg_notify('jw_events', p) from unnest($1)      the other nodes' wake-up
  *   Sync                                                  commit
+ *
+ * then, once that committed, the other nodes' wake-up in a transaction of its
+ * own:
+ *
+ *   select pg_notify('jw_events', p) from unnest($1), set_config(synchronous_commit off)
+ *   Sync
  *
  * The notification (db/cluster.h) is one per group - several only when the
  * group names more jobs than fit in one payload (NOTIFY_MAX bytes; NOTIFY's
@@ -18,9 +23,19 @@
  *   <node id> LF <job>:<after>:<last> SP <job>:<after>:<last> ...
  *
  * where the group journaled seqs after+1 .. last of the job. Never row data:
- * whoever wants the rows reads job_events. It is delivered when the group
- * commits, and not at all when it is rejected; a batch retried alone after
+ * whoever wants the rows reads job_events. It is sent once the group
+ * committed, and not at all when it was rejected; a batch retried alone after
  * its group was rejected sends its own.
+ *
+ * Why apart: a transaction that NOTIFYs holds one lock of the whole database
+ * from its pre-commit to the end of its commit, WAL flush included, so the
+ * group commits of all nodes queue for it, each behind the others' fsync;
+ * and when PostgreSQL's notification queue is full, the NOTIFY fails, and
+ * with it the group. Alone, the notification commits without waiting for its
+ * flush (the lock is held for microseconds), and a failed one fails nothing
+ * else. Nothing depends on it being durable - it is a wake-up, the journal is
+ * the record, and a lost one is made good by the catch-up reads
+ * (db/cluster.h).
  *
  * The parameters are built in buffers of the store that live as long as it
  * does. Everything here runs on the db thread (store.c decides which group
@@ -218,8 +233,11 @@ static const char sql_committed[] =
     "WHERE e.job_run_id = $1::uuid AND e.seq = $2::int8 "
     "AND r.owner_node = $3::text AND r.lease_epoch = $4::int8";
 
-/* The group's wake-up for the other nodes: one NOTIFY per payload, at COMMIT. */
-static const char sql_notify[] = "SELECT pg_notify('jw_events', p) FROM unnest($1::text[]) AS p";
+/* The group's wake-up for the other nodes: one NOTIFY per payload, committed without
+ * waiting for the WAL flush (see the top). */
+static const char sql_notify[] =
+    "SELECT pg_notify('jw_events', p)"
+    " FROM unnest($1::text[]) AS p, set_config('synchronous_commit', 'off', true)";
 
 static const char sql_heartbeat[] = "UPDATE jw_nodes SET heartbeat_at = now() "
                                     "WHERE id = $1::text AND incarnation = $2::int8 AND NOT dead";
@@ -609,6 +627,28 @@ static bool read_query(jw_store *s, enum write_result *wr, char *err, size_t err
     return true;
 }
 
+static PGresult *run_one(jw_store *s, const char *name, int n, const char *const *params);
+
+/*
+ * The committed group's notification, in its own transaction (see the top).
+ * A failure costs the other nodes a wake-up, not a delta: their catch-up
+ * reads the journal; a broken connection shows at the next write.
+ */
+static void send_notify(jw_store *s)
+{
+    const char *nt[1] = {s->notify.data};
+    PGresult *res = run_one(s, "jw_notify", 1, nt);
+    bool ok = res && PQresultStatus(res) == PGRES_TUPLES_OK;
+
+    PQclear(res);
+    pthread_mutex_lock(&s->stats_lock);
+    if (ok)
+        s->stats.notifications += s->notify_count;
+    else
+        s->stats.notifications_failed++;
+    pthread_mutex_unlock(&s->stats_lock);
+}
+
 enum write_result store__write_group(jw_store *s, size_t count, char *err, size_t errlen)
 {
     enum write_result wr = WRITE_OK;
@@ -659,13 +699,6 @@ enum write_result store__write_group(jw_store *s, size_t count, char *err, size_
             goto lost;
         sent++;
     }
-    if (s->notify_count) {
-        const char *nt[1] = {s->notify.data};
-
-        if (!PQsendQueryPrepared(s->conn, "jw_notify", 1, nt, NULL, NULL, 0))
-            goto lost;
-        sent++;
-    }
     if (!PQpipelineSync(s->conn))
         goto lost;
 
@@ -680,11 +713,8 @@ enum write_result store__write_group(jw_store *s, size_t count, char *err, size_
         return WRITE_LOST;
     }
     PQclear(res);
-    if (wr == WRITE_OK && s->notify_count) {
-        pthread_mutex_lock(&s->stats_lock);
-        s->stats.notifications += s->notify_count;
-        pthread_mutex_unlock(&s->stats_lock);
-    }
+    if (wr == WRITE_OK && s->notify_count)
+        send_notify(s);
     return wr;
 
 lost:

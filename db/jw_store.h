@@ -24,10 +24,11 @@
  *    posted back with status JW_EDB and PostgreSQL's message in ->error. A
  *    rejected batch is never retried again.
  *
- * Each committed group also notifies jw_events (one NOTIFY per group, in its
- * transaction; more only past 7,900 bytes): "<node id> LF <job>:<after>:<last>
- * ..." - which jobs advanced to which seq, for the other nodes' fan-out
- * (db/commit.c, server/mirror.h). Counted in stats.notifications.
+ * Each committed group also notifies jw_events (one NOTIFY per group, in a
+ * transaction of its own once the group committed; more only past 7,900
+ * bytes): "<node id> LF <job>:<after>:<last> ..." - which jobs advanced to
+ * which seq, for the other nodes' fan-out (db/commit.c, server/mirror.h).
+ * Counted in stats.notifications (failed sends: notifications_failed).
  *
  * Nodes and leases (db/migrations/004_node_leases.sql): the store commits as
  * node node_id. Every group is fenced: a batch advances its job only while
@@ -96,15 +97,16 @@ typedef struct jw_store_stats {
     uint64_t batches_failed;
     uint64_t commits; /* transactions, i.e. groups */
     uint64_t reconnects;
-    uint64_t notifications;  /* jw_events NOTIFYs sent with committed groups */
-    uint64_t queued_batches; /* submitted, not yet answered */
-    uint64_t reads_queued;   /* reads submitted, not yet answered */
-    uint64_t events_pruned;  /* job_events rows deleted by retention */
-    uint64_t runs_pruned;    /* finished jobs whose journal retention deleted, each once */
-    uint64_t prune_batches;  /* retention delete transactions */
-    uint64_t prune_rounds;   /* retention rounds finished */
-    char last_error[256];    /* last connection or database error, redacted */
-    int64_t heartbeat_us;    /* monotonic send time of the last good heartbeat; 0: none */
+    uint64_t notifications;        /* jw_events NOTIFYs sent with committed groups */
+    uint64_t notifications_failed; /* groups whose NOTIFY failed (the catch-up covers) */
+    uint64_t queued_batches;       /* submitted, not yet answered */
+    uint64_t reads_queued;         /* reads submitted, not yet answered */
+    uint64_t events_pruned;        /* job_events rows deleted by retention */
+    uint64_t runs_pruned;          /* finished jobs whose journal retention deleted, each once */
+    uint64_t prune_batches;        /* retention delete transactions */
+    uint64_t prune_rounds;         /* retention rounds finished */
+    char last_error[256];          /* last connection or database error, redacted */
+    int64_t heartbeat_us;          /* monotonic send time of the last good heartbeat; 0: none */
     /*
      * One observation per committed group (so each count equals commits):
      * commit_us, microseconds from building the group's first write to

@@ -255,6 +255,10 @@ void jw_metrics_handle(void *arg, jw_http_ctx *ctx, jw_http_request *req)
              "jw_events notifications sent with committed groups (one per group, more only "
              "past 7,900 bytes of job ids and seqs).",
              (double)db.notifications},
+            {"jobwire_cluster_notifications_failed_total", "counter",
+             "Committed groups whose jw_events notification could not be sent (the other nodes' "
+             "catch-up reads cover them).",
+             (double)db.notifications_failed},
             {"jobwire_cluster_catchups_total", "counter",
              "Catch-up reads of the journal for the jobs mirrored here (LISTEN (re)established, "
              "and every second while some are).",
