@@ -122,10 +122,18 @@ static void backoff(jw_cluster *cl)
 static bool connect_listen(jw_cluster *cl)
 {
     static const char *const keys[] = {
-        "connect_timeout",  "keepalives",       "keepalives_idle", "keepalives_interval",
-        "keepalives_count", "application_name", "dbname",          NULL,
+        "connect_timeout",
+        "keepalives",
+        "keepalives_idle",
+        "keepalives_interval",
+        "keepalives_count",
+        "application_name",
+        "options",
+        "dbname",
+        NULL,
     };
-    const char *vals[] = {"5", "1", "10", "5", "3", "jobwire-cluster", cl->conninfo, NULL};
+    const char *vals[] = {"5",           "1",          "10", "5", "3", "jobwire-cluster",
+                          JW_PG_OPTIONS, cl->conninfo, NULL};
     char set[160];
     PGresult *res;
 

@@ -256,10 +256,18 @@ static const struct {
 bool store__connect(jw_store *s)
 {
     static const char *const keys[] = {
-        "connect_timeout",  "keepalives",       "keepalives_idle", "keepalives_interval",
-        "keepalives_count", "application_name", "dbname",          NULL,
+        "connect_timeout",
+        "keepalives",
+        "keepalives_idle",
+        "keepalives_interval",
+        "keepalives_count",
+        "application_name",
+        "options",
+        "dbname",
+        NULL,
     };
-    const char *vals[] = {"5", "1", "10", "5", "3", "jobwire-store", s->conninfo, NULL};
+    const char *vals[] = {"5",           "1",         "10", "5", "3", "jobwire-store",
+                          JW_PG_OPTIONS, s->conninfo, NULL};
     PGresult *res;
 
     /* Our defaults first; the caller's connection string overrides them. */

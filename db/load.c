@@ -178,8 +178,9 @@ failed:
 
 static PGconn *connect_load(const char *conninfo, char *err, size_t errlen)
 {
-    static const char *const keys[] = {"connect_timeout", "application_name", "dbname", NULL};
-    const char *vals[] = {"5", "jobwire-load", conninfo, NULL};
+    static const char *const keys[] = {"connect_timeout", "application_name", "options", "dbname",
+                                       NULL};
+    const char *vals[] = {"5", "jobwire-load", JW_PG_OPTIONS, conninfo, NULL};
     PGconn *conn = PQconnectdbParams(keys, vals, 1);
 
     if (!conn || PQstatus(conn) != CONNECTION_OK) {

@@ -182,10 +182,18 @@ static void disconnect(jw_reader *rd)
 static bool connect_reader(jw_reader *rd)
 {
     static const char *const keys[] = {
-        "connect_timeout",  "keepalives",       "keepalives_idle", "keepalives_interval",
-        "keepalives_count", "application_name", "dbname",          NULL,
+        "connect_timeout",
+        "keepalives",
+        "keepalives_idle",
+        "keepalives_interval",
+        "keepalives_count",
+        "application_name",
+        "options",
+        "dbname",
+        NULL,
     };
-    const char *vals[] = {"5", "1", "10", "5", "3", "jobwire-reads", rd->conninfo, NULL};
+    const char *vals[] = {"5",           "1",          "10", "5", "3", "jobwire-reads",
+                          JW_PG_OPTIONS, rd->conninfo, NULL};
     int64_t now = jw_mono_us();
 
     if (now < rd->next_try_us)

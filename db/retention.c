@@ -72,10 +72,18 @@ void store__prune_disconnect(jw_store *s)
 static bool prune_connect(jw_store *s)
 {
     static const char *const keys[] = {
-        "connect_timeout",  "keepalives",       "keepalives_idle", "keepalives_interval",
-        "keepalives_count", "application_name", "dbname",          NULL,
+        "connect_timeout",
+        "keepalives",
+        "keepalives_idle",
+        "keepalives_interval",
+        "keepalives_count",
+        "application_name",
+        "options",
+        "dbname",
+        NULL,
     };
-    const char *vals[] = {"5", "1", "10", "5", "3", "jobwire-retention", s->conninfo, NULL};
+    const char *vals[] = {"5",           "1",         "10", "5", "3", "jobwire-retention",
+                          JW_PG_OPTIONS, s->conninfo, NULL};
     static const struct {
         const char *name, *sql;
     } stmts[] = {{"jw_prune_find", sql_prune_find}, {"jw_prune_delete", sql_prune_delete}};
