@@ -15,6 +15,7 @@
 
 #include "jw_error.h"
 #include "jw_log.h"
+#include "pgconn.h"
 #include "jw_util.h"
 
 #include <errno.h>
@@ -121,25 +122,10 @@ static void backoff(jw_cluster *cl)
 /* Connects and LISTENs; false (and a backoff) when it cannot. */
 static bool connect_listen(jw_cluster *cl)
 {
-    static const char *const keys[] = {
-        "connect_timeout",
-        "keepalives",
-        "keepalives_idle",
-        "keepalives_interval",
-        "keepalives_count",
-        "application_name",
-        "options",
-        "dbname",
-        NULL,
-    };
-    const char *vals[] = {"5",           "1",          "10", "5", "3", "jobwire-cluster",
-                          JW_PG_OPTIONS, cl->conninfo, NULL};
     char set[160];
     PGresult *res;
 
-    cl->conn = PQconnectdbParams(keys, vals, 1);
-    if (!cl->conn)
-        jw_oom("libpq connection");
+    cl->conn = db__connect(cl->conninfo, "jobwire-cluster", true);
     if (PQstatus(cl->conn) != CONNECTION_OK) {
         set_error(cl, "cannot connect: ", PQerrorMessage(cl->conn));
         goto fail;

@@ -45,6 +45,7 @@
 
 #include "jw_error.h"
 #include "jw_log.h"
+#include "pgconn.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -255,25 +256,9 @@ static const struct {
 
 bool store__connect(jw_store *s)
 {
-    static const char *const keys[] = {
-        "connect_timeout",
-        "keepalives",
-        "keepalives_idle",
-        "keepalives_interval",
-        "keepalives_count",
-        "application_name",
-        "options",
-        "dbname",
-        NULL,
-    };
-    const char *vals[] = {"5",           "1",         "10", "5", "3", "jobwire-store",
-                          JW_PG_OPTIONS, s->conninfo, NULL};
     PGresult *res;
 
-    /* Our defaults first; the caller's connection string overrides them. */
-    s->conn = PQconnectdbParams(keys, vals, 1);
-    if (!s->conn)
-        jw_oom("libpq connection");
+    s->conn = db__connect(s->conninfo, "jobwire-store", true);
     if (PQstatus(s->conn) != CONNECTION_OK) {
         store__set_error(s, "cannot connect: %s", PQerrorMessage(s->conn));
         goto fail;

@@ -6,6 +6,7 @@
 
 #include "jw_error.h"
 #include "jw_log.h"
+#include "pgconn.h"
 
 #include <libpq-fe.h>
 #include <stdio.h>
@@ -178,10 +179,7 @@ failed:
 
 static PGconn *connect_load(const char *conninfo, char *err, size_t errlen)
 {
-    static const char *const keys[] = {"connect_timeout", "application_name", "options", "dbname",
-                                       NULL};
-    const char *vals[] = {"5", "jobwire-load", JW_PG_OPTIONS, conninfo, NULL};
-    PGconn *conn = PQconnectdbParams(keys, vals, 1);
+    PGconn *conn = db__connect(conninfo, "jobwire-load", false);
 
     if (!conn || PQstatus(conn) != CONNECTION_OK) {
         snprintf(err, errlen, "cannot connect to PostgreSQL: %s", PQerrorMessage(conn));

@@ -9,6 +9,7 @@
 
 #include "jw_error.h"
 #include "jw_log.h"
+#include "pgconn.h"
 
 #include <libpq-fe.h>
 #include <stdio.h>
@@ -17,10 +18,7 @@
 
 static PGconn *connect_short(const char *conninfo, char *err, size_t errlen)
 {
-    static const char *const keys[] = {"connect_timeout", "application_name", "options", "dbname",
-                                       NULL};
-    const char *vals[] = {"5", "jobwire-node", JW_PG_OPTIONS, conninfo, NULL};
-    PGconn *conn = PQconnectdbParams(keys, vals, 1);
+    PGconn *conn = db__connect(conninfo, "jobwire-node", false);
 
     if (!conn || PQstatus(conn) != CONNECTION_OK) {
         snprintf(err, errlen, "cannot connect to PostgreSQL: %s", PQerrorMessage(conn));

@@ -15,6 +15,7 @@
 
 #include "jw_error.h"
 #include "jw_log.h"
+#include "pgconn.h"
 #include "jw_util.h"
 
 #include <libpq-fe.h>
@@ -181,26 +182,11 @@ static void disconnect(jw_reader *rd)
 /* Connects and prepares the reads; false (and a backoff) when it cannot. */
 static bool connect_reader(jw_reader *rd)
 {
-    static const char *const keys[] = {
-        "connect_timeout",
-        "keepalives",
-        "keepalives_idle",
-        "keepalives_interval",
-        "keepalives_count",
-        "application_name",
-        "options",
-        "dbname",
-        NULL,
-    };
-    const char *vals[] = {"5",           "1",          "10", "5", "3", "jobwire-reads",
-                          JW_PG_OPTIONS, rd->conninfo, NULL};
     int64_t now = jw_mono_us();
 
     if (now < rd->next_try_us)
         return false;
-    rd->conn = PQconnectdbParams(keys, vals, 1);
-    if (!rd->conn)
-        jw_oom("libpq connection");
+    rd->conn = db__connect(rd->conninfo, "jobwire-reads", true);
     if (PQstatus(rd->conn) != CONNECTION_OK) {
         set_error(rd, "cannot connect: ", PQerrorMessage(rd->conn));
         goto fail;

@@ -12,6 +12,7 @@
 #include "store_internal.h"
 
 #include "jw_log.h"
+#include "pgconn.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -71,27 +72,12 @@ void store__prune_disconnect(jw_store *s)
 
 static bool prune_connect(jw_store *s)
 {
-    static const char *const keys[] = {
-        "connect_timeout",
-        "keepalives",
-        "keepalives_idle",
-        "keepalives_interval",
-        "keepalives_count",
-        "application_name",
-        "options",
-        "dbname",
-        NULL,
-    };
-    const char *vals[] = {"5",           "1",         "10", "5", "3", "jobwire-retention",
-                          JW_PG_OPTIONS, s->conninfo, NULL};
     static const struct {
         const char *name, *sql;
     } stmts[] = {{"jw_prune_find", sql_prune_find}, {"jw_prune_delete", sql_prune_delete}};
     PGresult *res;
 
-    s->prune.conn = PQconnectdbParams(keys, vals, 1);
-    if (!s->prune.conn)
-        jw_oom("libpq connection");
+    s->prune.conn = db__connect(s->conninfo, "jobwire-retention", true);
     if (PQstatus(s->prune.conn) != CONNECTION_OK) {
         char err[256];
 
