@@ -228,7 +228,8 @@ static void offer(jw_mirror *m, mjob *mj, jw_delta *d, bool fetched)
         int64_t waited = d->commit_us ? jw_now_us() - d->commit_us : 0;
 
         m->stats.fetched++;
-        if (d->commit_us)
+        /* A replayed one is as old as the job was when this node first saw it: not a delay. */
+        if (d->commit_us && !replayed)
             jw_hist_observe(&m->stats.delivery_delay, waited > 0 ? (uint64_t)waited : 0);
     } else {
         m->stats.local++;
