@@ -210,11 +210,15 @@ test('three nodes: kill -9, a pause past the TTL, a rolling restart; money once,
     await waitFor(() => cluster.sql(`SELECT count(*) FROM job_runs WHERE ${UNFINISHED}`) === '0',
       { timeout: 60_000, what: `rolling restart of ${node.name}: the jobs before it finished` });
     const sb = await watchUsers(cluster, users);
+    // A payment held 1.5 s by the sandbox (it charges at once, answers late): the node is
+    // surely mid-payment when it is told to stop. Armed before the wave: every unfinished
+    // job is the node's, and its watchers take long enough to set up (under ASan) that all
+    // ten payments could have gone out before a fault armed afterwards.
+    await sandbox.fault({ step: 'process_payment', mode: 'slow', count: 1, delay_ms: 1500 });
     const jobs = await wave(10, [node]);
     const v1 = await watchJobs(cluster, jobs);
-    // A payment held 1.5 s by the sandbox (it charges at once, answers late): the node is
-    // surely mid-payment when it is told to stop.
-    await busiestPaying(`rolling restart of ${node.name}`, { only: node, delayMs: 1500 });
+    await waitFor(async () => (await sandbox.faults()).length === 0,
+      { timeout: 30_000, what: `rolling restart of ${node.name}: one of its payments goes out` });
     const mine = unfinishedOf(node);
     const t0 = Date.now();
     const stopped = node.stop({ timeoutMs: 20_000 });
