@@ -10,8 +10,9 @@
  *                                first, last, count)     and last_seq
  *   Sync                                                  commit
  *
- * then, once that committed, the other nodes' wake-up in a transaction of its
- * own:
+ * then, once that committed and its batches were answered (so that their
+ * publication does not wait for it), the other nodes' wake-up in a
+ * transaction of its own:
  *
  *   select pg_notify('jw_events', p) from unnest($1), set_config(synchronous_commit off)
  *   Sync
@@ -623,15 +624,21 @@ static bool read_query(jw_store *s, enum write_result *wr, char *err, size_t err
 static PGresult *run_one(jw_store *s, const char *name, int n, const char *const *params);
 
 /*
- * The committed group's notification, in its own transaction (see the top).
+ * The committed group's notification, in its own transaction (see the top),
+ * sent once the group is answered: the publication does not wait for it.
  * A failure costs the other nodes a wake-up, not a delta: their catch-up
  * reads the journal; a broken connection shows at the next write.
  */
-static void send_notify(jw_store *s)
+void store__notify_group(jw_store *s)
 {
     const char *nt[1] = {s->notify.data};
-    PGresult *res = run_one(s, "jw_notify", 1, nt);
-    bool ok = res && PQresultStatus(res) == PGRES_TUPLES_OK;
+    PGresult *res;
+    bool ok;
+
+    if (!s->notify_count)
+        return;
+    res = run_one(s, "jw_notify", 1, nt);
+    ok = res && PQresultStatus(res) == PGRES_TUPLES_OK;
 
     PQclear(res);
     pthread_mutex_lock(&s->stats_lock);
@@ -706,8 +713,6 @@ enum write_result store__write_group(jw_store *s, size_t count, char *err, size_
         return WRITE_LOST;
     }
     PQclear(res);
-    if (wr == WRITE_OK && s->notify_count)
-        send_notify(s);
     return wr;
 
 lost:

@@ -314,6 +314,7 @@ static void *store_thread(void *arg)
         switch (store__write_group(s, count, err, sizeof(err))) {
         case WRITE_OK:
             answer_front(s, count, 0, NULL, jw_mono_us() - began);
+            store__notify_group(s);
             if (s->split_left)
                 s->split_left -= count;
             break;

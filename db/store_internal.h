@@ -131,6 +131,8 @@ bool store__connect(jw_store *s);
 void store__disconnect(jw_store *s);
 /* Writes the first count batches of the FIFO as one transaction. */
 enum write_result store__write_group(jw_store *s, size_t count, char *err, size_t errlen);
+/* After a group of store__write_group committed and was answered: its NOTIFY (commit.c). */
+void store__notify_group(jw_store *s);
 /* After a lost connection: 1 the front group committed, 0 it did not, -1 unknown. */
 int store__group_committed(jw_store *s, size_t count);
 /* Renews this node's heartbeat row: 1 renewed, 0 this node was declared dead,
