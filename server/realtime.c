@@ -51,9 +51,9 @@ static void overflow(jw_wsconn *b)
  * fit sheds the queued events (overflow) and is dropped with them; a reply
  * makes room the same way (jw_wsconn_make_room).
  */
-void rt_push(rconn *c, const char *text, size_t len, bool event)
+void rt_push_parts(rconn *c, jw_wsmsg *pre, jw_wsmsg *m, bool event)
 {
-    jw_wsmsg *m;
+    size_t len = (pre ? pre->len : 0) + m->len;
 
     if (c->base.closing)
         return;
@@ -63,8 +63,14 @@ void rt_push(rconn *c, const char *text, size_t len, bool event)
     }
     if (!jw_wsconn_make_room(&c->base, len))
         return;
-    m = jw_wsmsg_new(text, len);
-    jw_wsconn_push(&c->base, NULL, m, NULL, event);
+    jw_wsconn_push(&c->base, pre, m, NULL, event);
+}
+
+void rt_push(rconn *c, const char *text, size_t len, bool event)
+{
+    jw_wsmsg *m = jw_wsmsg_new(text, len);
+
+    rt_push_parts(c, NULL, m, event);
     jw_wsmsg_unref(m);
 }
 

@@ -65,6 +65,7 @@ static void free_channel(channel *ch)
     json_decref(ch->join_ref_v);
     json_decref(ch->docs);
     json_decref(ch->reply);
+    jw_wsmsg_unref(ch->pre);
     free(ch);
 }
 
@@ -183,16 +184,19 @@ static void encode_data(jw_buf *b, const jw_rt_table *t, const char *type, int64
     jw_buf_addch(b, '}');
 }
 
-/* Wraps the shared data for one channel and queues it. */
-static void send_event(channel *ch, const int64_t *ids, size_t nids, const jw_buf *data)
+/*
+ * The head of ch's events, up to "data": topic and binding ids. Shared by
+ * its queued events while the ids stay the same (a filter can change them
+ * from one event to the next).
+ */
+static jw_wsmsg *event_head(channel *ch, const int64_t *ids, size_t nids)
 {
-    rconn *c = ch->c;
     jw_buf b;
 
-    if (!ch->live) /* told to join again: nothing until it has */
-        return;
-    jw_buf_init(&b, data->len + ch->nb * 24 + strlen(ch->topic_json) + 96);
-    if (c->array)
+    if (ch->pre && ch->pre_n == nids && memcmp(ch->pre_ids, ids, nids * sizeof(*ids)) == 0)
+        return ch->pre;
+    jw_buf_init(&b, strlen(ch->topic_json) + nids * 24 + 96);
+    if (ch->c->array)
         jw_buf_addf(&b, "[null,null,%s,\"postgres_changes\",{\"ids\":[", ch->topic_json);
     else
         jw_buf_addf(&b,
@@ -202,10 +206,48 @@ static void send_event(channel *ch, const int64_t *ids, size_t nids, const jw_bu
     for (size_t i = 0; i < nids; i++)
         jw_buf_addf(&b, "%s%" PRId64, i ? "," : "", ids[i]);
     jw_buf_adds(&b, "],\"data\":");
-    jw_buf_add(&b, data->data, data->len);
-    jw_buf_adds(&b, c->array ? "}]" : "}}");
-    rt_push(c, b.data, b.len, true);
+    jw_wsmsg_unref(ch->pre);
+    ch->pre = jw_wsmsg_new(b.data, b.len);
+    memcpy(ch->pre_ids, ids, nids * sizeof(*ids));
+    ch->pre_n = nids;
     jw_buf_release(&b);
+    return ch->pre;
+}
+
+/*
+ * An event's tail: the data part and the message's end in one of the two
+ * shapes (tails[0] vsn 1's object, tails[1] vsn 2's array), encoded on first
+ * need and shared by every channel the event goes to.
+ */
+typedef struct event_tails {
+    const jw_buf *data;
+    jw_wsmsg *m[2];
+} event_tails;
+
+static void tails_release(event_tails *t)
+{
+    jw_wsmsg_unref(t->m[0]);
+    jw_wsmsg_unref(t->m[1]);
+}
+
+/* Queues the event for one channel: its own head, the shared tail. */
+static void send_event(channel *ch, const int64_t *ids, size_t nids, event_tails *t)
+{
+    rconn *c = ch->c;
+    jw_wsmsg **tail = &t->m[c->array];
+
+    if (!ch->live) /* told to join again: nothing until it has */
+        return;
+    if (!*tail) {
+        jw_buf b;
+
+        jw_buf_init(&b, t->data->len + 2);
+        jw_buf_add(&b, t->data->data, t->data->len);
+        jw_buf_adds(&b, c->array ? "}]" : "}}");
+        *tail = jw_wsmsg_new(b.data, b.len);
+        jw_buf_release(&b);
+    }
+    rt_push_parts(c, event_head(ch, ids, nids), *tail, true);
 }
 
 typedef struct delta_ctx {
@@ -215,6 +257,7 @@ typedef struct delta_ctx {
     json_t *row; /* parsed on first need */
     bool bad_row;
     jw_buf data; /* encoded on first need */
+    event_tails tails;
 } delta_ctx;
 
 static void deliver(channel *ch, delta_ctx *x)
@@ -248,7 +291,7 @@ static void deliver(channel *ch, delta_ctx *x)
                     x->d->op == JW_OP_INSERT ? "INSERT" : "UPDATE",
                     x->d->commit_us ? x->d->commit_us : x->d->ts_us, x->d->row, x->d->row_len,
                     x->d->row_id, x->d->seq);
-    send_event(ch, ids, n, &x->data);
+    send_event(ch, ids, n, &x->tails);
 }
 
 bool jw_rt_watching(const jw_rt *rt, const char *job_id)
@@ -267,7 +310,7 @@ bool jw_rt_wildcards(const jw_rt *rt, const char *owner)
 void jw_rt_publish(jw_rt *rt, jw_delta *d)
 {
     rt_job *j = jw_map_get(&rt->jobs, d->job_id);
-    delta_ctx x = {.d = d};
+    delta_ctx x = {.d = d, .tails = {.data = &x.data}};
 
     if ((!j && !rt->nwild) || (int)d->table >= JW_RT_TABLES)
         return;
@@ -279,6 +322,7 @@ void jw_rt_publish(jw_rt *rt, jw_delta *d)
     for (size_t i = 0; i < rt->nwild; i++)
         deliver(rt->wild[i], &x);
     json_decref(x.row);
+    tails_release(&x.tails);
     jw_buf_release(&x.data);
 }
 
@@ -314,6 +358,7 @@ void rt_send_initial_rows(channel *ch)
                     const char *id = json_string_value(json_object_get(row, "id"));
                     char *text;
                     jw_buf data;
+                    event_tails tails = {.data = &data};
 
                     if (!id || !jw_rt_filter_match(&b->filter, row))
                         continue;
@@ -321,7 +366,8 @@ void rt_send_initial_rows(channel *ch)
                     jw_buf_init(&data, 0);
                     encode_data(&data, &jw_rt_tables[t], type, jw_now_us(), text, strlen(text), id,
                                 0);
-                    send_event(ch, &b->id, 1, &data);
+                    send_event(ch, &b->id, 1, &tails);
+                    tails_release(&tails);
                     jw_buf_release(&data);
                     free(text);
                 }

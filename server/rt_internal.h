@@ -92,6 +92,13 @@ typedef struct channel {
     json_t *join_ref_v;         /* the phx_join's ref, answered when the reads are done */
     json_t *reply;              /* the ok reply's postgres_changes */
     lws_sorted_usec_list_t sul; /* the token's expiry */
+    /*
+     * The head of its events up to "data": topic and binding ids, shared by
+     * every queued event with the same ids (pre_ids), rebuilt when they differ.
+     */
+    jw_wsmsg *pre;
+    int64_t pre_ids[MAX_BINDINGS];
+    size_t pre_n;
 } channel;
 
 /*
@@ -163,6 +170,8 @@ static inline rconn *rconn_of(jw_wsconn *b)
 /* realtime.c */
 void rt_start_close(rconn *c, int code, const char *reason);
 void rt_push(rconn *c, const char *text, size_t len, bool event);
+/* The same for pre (may be NULL) then m, shared: the queue takes references of its own. */
+void rt_push_parts(rconn *c, jw_wsmsg *pre, jw_wsmsg *m, bool event);
 void rt_send_phx(rconn *c, json_t *join_ref, json_t *ref, const char *topic, const char *event,
                  json_t *payload);
 void rt_reply(rconn *c, const jw_rt_msg *m, const char *status, json_t *response);
