@@ -22,6 +22,33 @@
  *   plain    the same, for the Node ws peer (tests/bench/peers/).
  *   In nchan/plain the baseline is seq 0: the publisher starts at seq 1 after
  *   every connection is ready, so a lost first message counts as missing.
+ *   supabase  jobwire's Supabase Realtime endpoint: GET PATH?apikey=T&vsn=1.0.0
+ *            (--url ws://HOST:PORT/realtime/v1/websocket, no subprotocol; the
+ *            admin key as apikey stands for the admin, who sees every job). Per
+ *            job one channel, topic "realtime:job-<id>": a phx_join (vsn 1.0.0
+ *            objects, access_token = T as supabase-js sends it when signed out)
+ *            binding * on job_runs (id=eq), job_steps and otp_requests
+ *            (job_run_id=eq); a phx_leave when the job is done with; a
+ *            heartbeat every 25 s. One Phoenix message per frame, no '\n'
+ *            framing: a frame whole in one read is scanned in place, one that
+ *            spans reads is gathered first. From a postgres_changes event the
+ *            topic (the job), "commit_timestamp" (head) and jobwire's "seq"
+ *            (tail) are read; from a job_runs event in --jobs-at-once also the
+ *            record's "status".
+ *            Latency: only commit-to-client (commit_timestamp is the delta's
+ *            cts, to the microsecond). An event carries no change time: the
+ *            record's updated_at is the row's last touch, not the delta's ts
+ *            (a job row is emitted at the batch's flush, and otp_requests has
+ *            none), so the ts figures are -1 in this mode.
+ *            Baseline: the first event a channel gets, seq - 1. A job exists
+ *            (and has its first deltas) before anyone can join it, Supabase
+ *            sends no history and the join reply no seq, so a 0 baseline
+ *            would count what came before the join as missing; the price is
+ *            that losing a channel's very first events cannot be seen, every
+ *            later gap can. A phx_error (the server shed the channel's queue)
+ *            is counted, and the channel joins again as supabase-js would;
+ *            its next event sets a new baseline, and what lies between is
+ *            counted as a resync (resync_skipped), not as missing.
  *
  * Soak mode (jobwire, scripts/soak): --jobs-at-once N keeps N jobs running
  * (N slots; when a subscriber sees a slot's job row turn completed, failed or
@@ -45,10 +72,14 @@
  * but the first of a new job's --url-b subscribes back for D ms, so that they
  * find the job mirrored on that node instead of each reading PostgreSQL.
  *
+ * "Joined" RSS: once every connection's first subscription is answered (its
+ * snapshot in jobwire mode, its phx_reply ok in supabase mode), the server's
+ * VmRSS is read once more (rss_joined_kb; per connection against the start).
+ *
  * Not done: Sec-WebSocket-Accept is not checked (the 101 status is); server
  * frames must be unmasked (RFC 6455); permessage-deflate is not offered.
  *
- * Usage: ws_swarm --url ws://127.0.0.1:PORT/ws [--mode jobwire|nchan|plain]
+ * Usage: ws_swarm --url ws://127.0.0.1:PORT/ws [--mode jobwire|nchan|plain|supabase]
  *        [--token T] (--job ID | --jobs-file F | --create-jobs W)
  *        [--subs-per-job N] [--duration S] [--ramp CONN_PER_S]
  *        [--server-pid PID] [--ready-file F] [--label NAME]
@@ -89,11 +120,16 @@
 #define NBUCKET (64 + 40 * 64)
 
 enum { ST_CONNECTING, ST_HANDSHAKE, ST_OPEN, ST_CLOSED };
-enum { MODE_JOBWIRE, MODE_NCHAN, MODE_PLAIN };
+enum { MODE_JOBWIRE, MODE_NCHAN, MODE_PLAIN, MODE_SUPABASE };
+/* sub.resuming in supabase mode: joined again after a gap; the next event sets the baseline. */
+#define SB_REJOINED 2
+#define SB_MAX (1 << 20) /* a supabase message longer than this is cut (and counted stray) */
+#define HEARTBEAT_S 25
 
 typedef struct {
     int32_t job;      /* index in jobs[], -1 free */
     uint8_t resuming; /* subscribed with since: deltas until the ack are replays */
+    uint32_t jref;    /* supabase: the ref of its phx_join (its leave's join_ref) */
     int64_t last;
 } sub;
 
@@ -109,9 +145,14 @@ typedef struct {
     char *hs; /* handshake response until complete */
     uint16_t hslen;
     uint32_t slot; /* which job of a wave (or of the job list) */
+    uint32_t ref;  /* supabase: the last ref this socket sent */
     sub subs[NSUB];
     char line[HEAD];
     char tail[TAIL];
+    /* Kept across reconnects (after the part conn_open_as clears). */
+    uint8_t joined; /* its first subscription was answered (the "joined" RSS) */
+    char *msg;      /* supabase: a message that spans reads, gathered */
+    uint32_t mlen, mcap;
 } conn;
 
 typedef struct {
@@ -173,6 +214,12 @@ static struct {
     int32_t *slot_gen; /* jobs made for each slot so far */
     int nopen;
     uint64_t replayed, churned, reconnects, acks, http_errors, jobs_created, jobs_done[3];
+    /* samples in hist (from ts); the "joined" RSS */
+    uint64_t nlat;
+    int njoined;
+    long rss_joined;
+    /* supabase */
+    uint64_t joins_ok, join_errors, channel_errors, heartbeats, heartbeat_replies;
 } S;
 
 static int soak_mode(void)
@@ -366,11 +413,11 @@ static void send_all(conn *c, const void *p, size_t n)
 
 static void send_frame(conn *c, int opcode, const char *p, size_t n)
 {
-    unsigned char f[14 + 512];
+    unsigned char f[14 + 2048];
     uint32_t mk = rng();
     size_t h = 0;
 
-    if (n > 512)
+    if (n > 2048)
         die("client frame too long (%zu)", n);
     f[h++] = (unsigned char)(0x80 | opcode);
     if (n < 126) {
@@ -386,12 +433,69 @@ static void send_frame(conn *c, int opcode, const char *p, size_t n)
     send_all(c, f, h + 4 + n);
 }
 
-static void send_subscribe(conn *c, const job *j, bool unsub)
+/*
+ * supabase: u's channel joins (or leaves) its job's topic. The join binds
+ * every change of the job's rows in the three tables, as an app following a
+ * job would; access_token is the apikey, as supabase-js sends it signed out.
+ */
+static void sb_send(conn *c, sub *u, bool leave)
+{
+    const char *id = S.jobs[u->job].id;
+    char m[1600], tok[300] = "";
+    int n;
+
+    c->ref++;
+    if (leave) {
+        n = snprintf(m, sizeof(m),
+                     "{\"topic\":\"realtime:job-%s\",\"event\":\"phx_leave\",\"payload\":{},"
+                     "\"ref\":\"%" PRIu32 "\",\"join_ref\":\"%" PRIu32 "\"}",
+                     id, c->ref, u->jref);
+        send_frame(c, 1, m, (size_t)n);
+        return;
+    }
+    u->jref = c->ref;
+    if (S.token[0])
+        snprintf(tok, sizeof(tok), ",\"access_token\":\"%s\"", S.token);
+    n = snprintf(
+        m, sizeof(m),
+        "{\"topic\":\"realtime:job-%s\",\"event\":\"phx_join\",\"payload\":{\"config\":"
+        "{\"broadcast\":{\"ack\":false,\"self\":false},\"presence\":{\"key\":\"\"},"
+        "\"postgres_changes\":["
+        "{\"event\":\"*\",\"schema\":\"public\",\"table\":\"job_runs\",\"filter\":\"id=eq.%s\"},"
+        "{\"event\":\"*\",\"schema\":\"public\",\"table\":\"job_steps\","
+        "\"filter\":\"job_run_id=eq.%s\"},"
+        "{\"event\":\"*\",\"schema\":\"public\",\"table\":\"otp_requests\","
+        "\"filter\":\"job_run_id=eq.%s\"}]}%s},"
+        "\"ref\":\"%" PRIu32 "\",\"join_ref\":\"%" PRIu32 "\"}",
+        id, id, id, id, tok, c->ref, c->ref);
+    send_frame(c, 1, m, (size_t)n);
+}
+
+/* supabase: {"topic":"phoenix","event":"heartbeat"}, as supabase-js sends every 25 s. */
+static void sb_heartbeat(conn *c)
+{
+    char m[100];
+    int n = snprintf(m, sizeof(m),
+                     "{\"topic\":\"phoenix\",\"event\":\"heartbeat\",\"payload\":{},"
+                     "\"ref\":\"%" PRIu32 "\"}",
+                     ++c->ref);
+
+    S.heartbeats++;
+    send_frame(c, 1, m, (size_t)n);
+}
+
+/* Subscribes c's subscription u to its job or unsubscribes it (supabase: joins, leaves). */
+static void send_subscribe(conn *c, sub *u, bool unsub)
 {
     char m[160];
-    int n = snprintf(m, sizeof(m), "{\"type\":\"%s\",\"job_id\":\"%s\"}",
-                     unsub ? "unsubscribe" : "subscribe", j->id);
+    int n;
 
+    if (S.mode == MODE_SUPABASE) {
+        sb_send(c, u, unsub);
+        return;
+    }
+    n = snprintf(m, sizeof(m), "{\"type\":\"%s\",\"job_id\":\"%s\"}",
+                 unsub ? "unsubscribe" : "subscribe", S.jobs[u->job].id);
     send_frame(c, 1, m, (size_t)n);
 }
 
@@ -406,8 +510,14 @@ static void send_resume(conn *c, int k)
     char m[200];
     int n;
 
+    if (S.mode == MODE_SUPABASE) { /* no replay: a join, and a new baseline after a gap */
+        if (u->last >= 0)
+            u->resuming = SB_REJOINED;
+        send_subscribe(c, u, false);
+        return;
+    }
     if (u->last < 0) {
-        send_subscribe(c, &S.jobs[u->job], false);
+        send_subscribe(c, u, false);
         return;
     }
     n = snprintf(m, sizeof(m),
@@ -505,7 +615,7 @@ static void job_finished(conn *c, sub *u, int st)
         if (!S.stop_create)
             want_job(j->slot);
     }
-    send_subscribe(c, j, true);
+    send_subscribe(c, u, true);
     sub_retire(c, u);
 }
 
@@ -516,58 +626,64 @@ static void job_finished(conn *c, sub *u, int st)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wnonnull"
 
-/* A delta: the fields come first ("type","job_id","seq","ts"), read from the head. */
-static void on_delta(conn *c, const char *s, const char *e)
+/*
+ * c's subscription was answered (a snapshot, a phx_reply ok): the first time
+ * for every connection, the server's RSS is read ("joined").
+ */
+static void note_joined(conn *c)
 {
-    const char *p = memmem(s, (size_t)(e - s), "\"job_id\":\"", 10);
-    sub *u = find_sub(c, p ? p + 10 : NULL, e);
-    const char *ps = memmem(s, (size_t)(e - s), "\"seq\":", 6);
-    const char *pt = memmem(s, (size_t)(e - s), "\"ts\":", 5);
-    int64_t seq = int_after(ps ? ps + 6 : NULL, e), ts = int_after(pt ? pt + 5 : NULL, e), lat;
-    job *j;
-
-    if (!u || seq < 0 || ts < 0) {
-        S.stray++;
+    if (c->joined)
         return;
-    }
-    j = &S.jobs[u->job];
+    c->joined = 1;
+    if (++S.njoined + S.nfailed >= S.nconns && S.rss_joined < 0)
+        S.rss_joined = proc_rss_kb(S.server_pid);
+}
+
+/* One delivery of c: the rates' span and the per-node count. */
+static void count_delivery(conn *c)
+{
     S.deliveries++;
     S.ndeliv[c->node]++;
     if (!S.first_rx)
         S.first_rx = rx_now;
     S.last_rx = rx_now;
-    if (u->resuming) {
-        S.replayed++; /* sent again after a reconnect: its ts is old */
-        S.nreplayed[c->node]++;
-    } else {
-        lat = rx_now - ts;
-        if (lat < 0)
-            lat = 0;
-        S.hist[bucket_of(lat)]++;
-        S.nhist[c->node][bucket_of(lat)]++;
-        if (lat > S.lat_max)
-            S.lat_max = lat;
-        if (lat > S.nlat_max[c->node])
-            S.nlat_max[c->node] = lat;
-        /* "cts" follows "ts" on live jobwire deltas: the commit time. */
-        const char *pc = memmem(pt + 5, (size_t)(e - pt - 5), "\"cts\":", 6);
-        int64_t cts = int_after(pc ? pc + 6 : NULL, e), clat;
+}
 
-        if (cts > 0) {
-            clat = rx_now - cts < 0 ? 0 : rx_now - cts;
-            S.chist[bucket_of(clat)]++;
-            S.nchist[c->node][bucket_of(clat)]++;
-            S.ncommit++;
-            S.ncommits[c->node]++;
-            if (clat > S.clat_max)
-                S.clat_max = clat;
-            if (clat > S.nclat_max[c->node])
-                S.nclat_max[c->node] = clat;
-        }
-    }
+/* Change-to-client latency: the receive time - the delta's ts (us). */
+static void count_ts(conn *c, int64_t ts)
+{
+    int64_t lat = rx_now - ts < 0 ? 0 : rx_now - ts;
+
+    S.hist[bucket_of(lat)]++;
+    S.nhist[c->node][bucket_of(lat)]++;
+    S.nlat++;
+    if (lat > S.lat_max)
+        S.lat_max = lat;
+    if (lat > S.nlat_max[c->node])
+        S.nlat_max[c->node] = lat;
+}
+
+/* Commit-to-client latency: the receive time - the delta's cts (us). */
+static void count_cts(conn *c, int64_t cts)
+{
+    int64_t clat = rx_now - cts < 0 ? 0 : rx_now - cts;
+
+    S.chist[bucket_of(clat)]++;
+    S.nchist[c->node][bucket_of(clat)]++;
+    S.ncommit++;
+    S.ncommits[c->node]++;
+    if (clat > S.clat_max)
+        S.clat_max = clat;
+    if (clat > S.nclat_max[c->node])
+        S.nclat_max[c->node] = clat;
+}
+
+/* seq against what subscription u saw: missing, duplicate, or next. */
+static void count_seq(conn *c, sub *u, job *j, int64_t seq)
+{
     if (seq > j->max)
         j->max = seq;
-    if (u->last < 0) { /* no snapshot yet (should not happen in jobwire mode) */
+    if (u->last < 0) { /* no baseline yet: jobwire without a snapshot, a supabase channel */
         u->last = seq;
         if (j->base < 0 || seq - 1 < j->base)
             j->base = seq - 1;
@@ -581,6 +697,35 @@ static void on_delta(conn *c, const char *s, const char *e)
         S.nmissing[c->node] += (uint64_t)(seq - u->last - 1);
         u->last = seq;
     }
+}
+
+/* A delta: the fields come first ("type","job_id","seq","ts"), read from the head. */
+static void on_delta(conn *c, const char *s, const char *e)
+{
+    const char *p = memmem(s, (size_t)(e - s), "\"job_id\":\"", 10);
+    sub *u = find_sub(c, p ? p + 10 : NULL, e);
+    const char *ps = memmem(s, (size_t)(e - s), "\"seq\":", 6);
+    const char *pt = memmem(s, (size_t)(e - s), "\"ts\":", 5);
+    int64_t seq = int_after(ps ? ps + 6 : NULL, e), ts = int_after(pt ? pt + 5 : NULL, e);
+
+    if (!u || seq < 0 || ts < 0) {
+        S.stray++;
+        return;
+    }
+    count_delivery(c);
+    if (u->resuming) {
+        S.replayed++; /* sent again after a reconnect: its ts is old */
+        S.nreplayed[c->node]++;
+    } else {
+        count_ts(c, ts);
+        /* "cts" follows "ts" on live jobwire deltas: the commit time. */
+        const char *pc = memmem(pt + 5, (size_t)(e - pt - 5), "\"cts\":", 6);
+        int64_t cts = int_after(pc ? pc + 6 : NULL, e);
+
+        if (cts > 0)
+            count_cts(c, cts);
+    }
+    count_seq(c, u, &S.jobs[u->job], seq);
     if (S.atonce) {
         int st = terminal_status(s, e, "\"table\":\"job_runs\"");
 
@@ -609,6 +754,7 @@ static void on_snapshot(conn *c, const char *s, const char *e, const char *h, si
         return;
     }
     j = &S.jobs[u->job];
+    note_joined(c);
     u->resuming = 0;    /* a resume answered with a snapshot: it could not replay */
     if (u->last >= 0) { /* a second snapshot of the same job: a resync */
         S.resyncs++;
@@ -718,6 +864,174 @@ static void on_data(conn *c, const char *p, size_t n)
     }
 }
 
+/* ---- supabase: one Phoenix message per frame -------------------------------------- */
+
+static int64_t days_from_civil(int y, int m, int d)
+{
+    int era, yoe, doy, doe;
+
+    y -= m <= 2;
+    era = (y >= 0 ? y : y - 399) / 400;
+    yoe = y - era * 400;
+    doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+    doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return (int64_t)era * 146097 + doe - 719468;
+}
+
+/* "YYYY-MM-DDTHH:MM:SS.ffffffZ" (jw_format_ts: UTC) at p as us since the epoch; -1 if not. */
+static int64_t iso_us(const char *p, const char *e)
+{
+    static const int at[6] = {0, 5, 8, 11, 14, 17}, len[6] = {4, 2, 2, 2, 2, 2};
+    int v[6];
+    int64_t us = 0;
+    int k;
+
+    if (e - p < 20 || p[4] != '-' || p[7] != '-' || p[10] != 'T' || p[13] != ':' || p[16] != ':')
+        return -1;
+    for (int f = 0; f < 6; f++) {
+        v[f] = 0;
+        for (k = 0; k < len[f]; k++) {
+            char ch = p[at[f] + k];
+            if (ch < '0' || ch > '9')
+                return -1;
+            v[f] = v[f] * 10 + (ch - '0');
+        }
+    }
+    if (p[19] == '.') {
+        for (k = 0; k < 6 && p + 20 + k < e && p[20 + k] >= '0' && p[20 + k] <= '9'; k++)
+            us = us * 10 + (p[20 + k] - '0');
+        for (; k < 6; k++)
+            us *= 10;
+    }
+    return ((days_from_civil(v[0], v[1], v[2]) * 24 + v[3]) * 60 + v[4]) * 60 * 1000000 +
+           (int64_t)v[5] * 1000000 + us;
+}
+
+/*
+ * {"topic":…,"event":"postgres_changes","ref":null,"payload":{"ids":[…],"data":
+ * {"schema":…,"table":…,"commit_timestamp":"…",…,"record":{…},…,"seq":N}}}: the
+ * commit stamp near the head, jobwire's seq last.
+ */
+static void sb_event(conn *c, sub *u, const char *s, const char *e)
+{
+    const char *pc = memmem(s, (size_t)(e - s), "\"commit_timestamp\":\"", 20);
+    const char *ps = last_of(e - s > 48 ? e - 48 : s, e, ",\"seq\":", 7);
+    int64_t seq = int_after(ps ? ps + 7 : NULL, e), cts = pc ? iso_us(pc + 20, e) : -1;
+
+    if (!u || seq < 0) {
+        S.stray++;
+        return;
+    }
+    count_delivery(c);
+    if (cts > 0)
+        count_cts(c, cts);
+    if (u->resuming == SB_REJOINED) { /* the first event since a rejoin: a new baseline */
+        u->resuming = 0;
+        S.resyncs++;
+        if (seq > u->last + 1) {
+            S.resync_skipped += (uint64_t)(seq - u->last - 1);
+            u->last = seq - 1;
+        }
+    }
+    count_seq(c, u, &S.jobs[u->job], seq);
+    if (S.atonce) {
+        int st = terminal_status(s, e, "\"table\":\"job_runs\"");
+
+        if (st >= 0)
+            job_finished(c, u, st);
+    }
+}
+
+/* A phx_reply: to a heartbeat, to one of c's joins (ok: it is live), or to a leave. */
+static void sb_reply(conn *c, sub *u, const char *s, const char *e, bool phoenix)
+{
+    const char *p = memmem(s, (size_t)(e - s), "\"payload\":{\"status\":\"", 21);
+    bool ok = p && e - p >= 24 && memcmp(p + 21, "ok\"", 3) == 0;
+
+    if (phoenix) {
+        S.heartbeat_replies += ok;
+        return;
+    }
+    if (!u) { /* a left channel's reply */
+        S.others++;
+        return;
+    }
+    if (!ok) {
+        S.join_errors++;
+        S.nerrors[c->node]++;
+        if (S.errors++ < 5)
+            fprintf(stderr, "ws_swarm: join refused: %.*s\n", (int)(e - s < 400 ? e - s : 400), s);
+        return;
+    }
+    S.joins_ok++;
+    note_joined(c);
+    if (!c->ready && !S.create && !S.atonce) {
+        c->ready = 1;
+        S.nready++;
+    }
+}
+
+/* One whole message: which topic (the job), which event. */
+static void sb_message(conn *c, const char *s, size_t n)
+{
+    const char *e = s + n, *t = s + 10, *q;
+    sub *u = NULL;
+    bool phoenix;
+
+    S.msgs++;
+    if (!PREFIX(s, n, "{\"topic\":\"") || !(q = memchr(t, '"', (size_t)(e - t)))) {
+        S.others++;
+        return;
+    }
+    if (q - t > 13 && memcmp(t, "realtime:job-", 13) == 0)
+        u = find_sub(c, t + 13, q + 1);
+    phoenix = q - t == 7 && memcmp(t, "phoenix", 7) == 0;
+    q++; /* past the topic: the event's key follows */
+    if (PREFIX(q, (size_t)(e - q), ",\"event\":\"postgres_changes\"")) {
+        sb_event(c, u, s, e);
+    } else if (PREFIX(q, (size_t)(e - q), ",\"event\":\"phx_reply\"")) {
+        sb_reply(c, u, s, e, phoenix);
+    } else if (PREFIX(q, (size_t)(e - q), ",\"event\":\"phx_error\"")) {
+        /* The server shed the channel's queue: join again, as supabase-js does. */
+        S.channel_errors++;
+        S.nerrors[c->node]++;
+        if (S.errors++ < 5)
+            fprintf(stderr, "ws_swarm: phx_error: %.*s\n", (int)(q - s), s);
+        if (u)
+            send_resume(c, (int)(u - c->subs));
+    } else { /* phx_close after a leave, system "Subscribed to PostgreSQL" */
+        S.others++;
+    }
+}
+
+/*
+ * Payload bytes of a supabase frame (before c->remain counts them off): a
+ * message whole in this read is read in place, the rest is gathered in c->msg.
+ */
+static void sb_data(conn *c, const char *p, size_t n)
+{
+    bool last = c->fin && n == c->remain;
+
+    if (!c->mlen && last) {
+        sb_message(c, p, n);
+        return;
+    }
+    if (c->mlen + n > c->mcap && c->mcap < SB_MAX) {
+        size_t want = (c->mlen + n) * 2;
+
+        c->mcap = (uint32_t)(want < 4096 ? 4096 : want > SB_MAX ? SB_MAX : want);
+        c->msg = xrealloc(c->msg, c->mcap);
+    }
+    if (n > c->mcap - c->mlen)
+        n = c->mcap - c->mlen; /* cut: its seq is lost, it counts as stray */
+    memcpy(c->msg + c->mlen, p, n);
+    c->mlen += (uint32_t)n;
+    if (last) {
+        sb_message(c, c->msg, c->mlen);
+        c->mlen = 0;
+    }
+}
+
 static void on_frame_end(conn *c)
 {
     switch (c->op) {
@@ -801,6 +1115,8 @@ static void on_bytes(conn *c, const char *p, size_t n)
             if (c->op >= 8) {
                 memcpy(c->ctl + c->ctllen, p, take);
                 c->ctllen = (uint8_t)(c->ctllen + take);
+            } else if (S.mode == MODE_SUPABASE) {
+                sb_data(c, p, take);
             } else {
                 on_data(c, p, take);
             }
@@ -847,12 +1163,13 @@ static void subscribe_initial(conn *c)
     if (S.create)
         return;
     c->subs[0].job = (int32_t)c->slot;
-    c->subs[0].last = S.mode == MODE_JOBWIRE ? -1 : 0;
-    if (S.mode != MODE_JOBWIRE)
-        S.jobs[c->slot].base = 0; /* the publisher starts at seq 1 */
-    if (S.mode == MODE_JOBWIRE) {
-        send_subscribe(c, &S.jobs[c->slot], false);
+    if (S.mode == MODE_JOBWIRE || S.mode == MODE_SUPABASE) {
+        /* Ready once answered: jobwire's snapshot, supabase's phx_reply ok. */
+        c->subs[0].last = -1;
+        send_subscribe(c, &c->subs[0], false);
     } else if (!c->ready) {
+        c->subs[0].last = 0;
+        S.jobs[c->slot].base = 0; /* the publisher starts at seq 1 */
         c->ready = 1;
         S.nready++;
     }
@@ -913,7 +1230,7 @@ static void on_handshake(conn *c, const char *p, size_t n)
 
 static void send_upgrade(conn *c)
 {
-    char req[1024], path[700];
+    char req[1536], path[700], query[320] = "";
     const char *ph = strstr(S.path, "{job}");
     int n;
 
@@ -922,12 +1239,17 @@ static void send_upgrade(conn *c)
                  ph + 5);
     else
         snprintf(path, sizeof(path), "%s", S.path);
+    /* supabase-js: ?apikey=KEY&vsn=…; this tool speaks vsn 1.0.0 (objects). */
+    if (S.mode == MODE_SUPABASE)
+        snprintf(query, sizeof(query), "%capikey=%s&vsn=1.0.0", strchr(path, '?') ? '&' : '?',
+                 S.token);
+    else if (S.token[0])
+        snprintf(query, sizeof(query), "%ctoken=%s", strchr(path, '?') ? '&' : '?', S.token);
     n = snprintf(req, sizeof(req),
-                 "GET %s%s%s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
+                 "GET %s%s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
                  "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
                  "Sec-WebSocket-Version: 13\r\n%s\r\n",
-                 path, S.token[0] ? (strchr(path, '?') ? "&token=" : "?token=") : "", S.token,
-                 c->node ? S.host_b : S.host, c->node ? S.port_b : S.port,
+                 path, query, c->node ? S.host_b : S.host, c->node ? S.port_b : S.port,
                  S.mode == MODE_JOBWIRE ? "Sec-WebSocket-Protocol: jobwire.v1\r\n" : "");
     c->state = ST_HANDSHAKE;
     send_all(c, req, (size_t)n);
@@ -946,6 +1268,7 @@ static void conn_open_as(int i, bool reopen)
 
         memset(c, 0, offsetof(conn, subs));
         c->ready = ready;
+        c->mlen = 0;
         for (int k = 0; k < NSUB; k++)
             c->subs[k].resuming = 0;
     } else {
@@ -1210,7 +1533,7 @@ static void take_slot_job(const char *id, int slot)
 
         if (u->job >= 0) {
             if (c->state == ST_OPEN)
-                send_subscribe(c, &S.jobs[u->job], true);
+                send_subscribe(c, u, true);
             sub_retire(c, u);
         }
         u->job = ji;
@@ -1246,7 +1569,7 @@ static void send_held(int64_t now)
             continue;
         for (int k = 0; k < NSUB; k++)
             if (c->subs[k].job == ji && c->subs[k].last < 0)
-                send_subscribe(c, &S.jobs[ji], false);
+                send_subscribe(c, &c->subs[k], false);
     }
     if (S.heldpos == S.nheld)
         S.heldpos = S.nheld = 0;
@@ -1282,19 +1605,20 @@ static void take_created(void)
                 if (c->state != ST_OPEN)
                     continue;
                 if (u->job >= 0) { /* the job NSUB waves back: long finished */
-                    send_subscribe(c, &S.jobs[u->job], true);
+                    send_subscribe(c, u, true);
                     sub_retire(c, u);
                 }
                 if (c->state != ST_OPEN)
                     continue;
                 u->job = ji;
                 u->last = -1;
+                u->resuming = 0;
                 if (c->node && S.b_stagger_ms && !first_b) {
                     hold(i, ji);
                     continue;
                 }
                 first_b &= !c->node;
-                send_subscribe(c, &S.jobs[ji], false);
+                send_subscribe(c, u, false);
             }
         }
     }
@@ -1354,12 +1678,13 @@ static void print_tick(double t_s)
            " stray=%" PRIu64 " errors=%" PRIu64 " connect_failed=%d server_closed=%d"
            " churned=%" PRIu64 " reconnects=%" PRIu64 " http_errors=%" PRIu64
            " jobs_created=%" PRIu64 " jobs_completed=%" PRIu64 " jobs_failed=%" PRIu64
-           " jobs_cancelled=%" PRIu64 " p50_ms=%.2f p99_ms=%.2f\n",
+           " jobs_cancelled=%" PRIu64 " p50_ms=%.2f p99_ms=%.2f commit_p50_ms=%.2f"
+           " commit_p99_ms=%.2f\n",
            t_s, S.nopen, open_subs(), S.deliveries, S.replayed, S.missing, S.dups, S.resyncs,
            S.snapshots, S.stray, S.errors, S.nfailed, S.nclosed, S.churned, S.reconnects,
            __atomic_load_n(&S.http_errors, __ATOMIC_RELAXED), S.jobs_created, S.jobs_done[0],
-           S.jobs_done[1], S.jobs_done[2], pct_ms(S.deliveries - S.replayed, 0.50),
-           pct_ms(S.deliveries - S.replayed, 0.99));
+           S.jobs_done[1], S.jobs_done[2], S.mode == MODE_SUPABASE ? -1 : pct_ms(S.nlat, 0.50),
+           S.mode == MODE_SUPABASE ? -1 : pct_ms(S.nlat, 0.99), cpct_ms(0.50), cpct_ms(0.99));
     fflush(stdout);
 }
 
@@ -1371,6 +1696,7 @@ static void print_nodes(double span_s, double cpu_srv_b)
     for (int k = 0; k < 2; k++) {
         uint64_t live = S.ndeliv[k] - S.nreplayed[k];
         char n = (char)('a' + k);
+        bool ts = S.mode != MODE_SUPABASE; /* else no change time: -1 */
 
         printf(" %c_conns=%d %c_deliveries=%" PRIu64 " %c_deliveries_per_s=%.0f %c_p50_ms=%.3f"
                " %c_p99_ms=%.3f %c_p999_ms=%.3f %c_max_ms=%.3f %c_commit_p50_ms=%.3f"
@@ -1379,9 +1705,10 @@ static void print_nodes(double span_s, double cpu_srv_b)
                " %c_tail_missing=%" PRIu64 " %c_errors=%" PRIu64,
                n, S.nconns_node[k], n, S.ndeliv[k], n,
                span_s > 0 ? (double)S.ndeliv[k] / span_s : 0, n,
-               pct_of(S.nhist[k], S.nlat_max[k], live, 0.50), n,
-               pct_of(S.nhist[k], S.nlat_max[k], live, 0.99), n,
-               pct_of(S.nhist[k], S.nlat_max[k], live, 0.999), n, (double)S.nlat_max[k] / 1000.0, n,
+               ts ? pct_of(S.nhist[k], S.nlat_max[k], live, 0.50) : -1, n,
+               ts ? pct_of(S.nhist[k], S.nlat_max[k], live, 0.99) : -1, n,
+               ts ? pct_of(S.nhist[k], S.nlat_max[k], live, 0.999) : -1, n,
+               ts ? (double)S.nlat_max[k] / 1000.0 : -1, n,
                pct_of(S.nchist[k], S.nclat_max[k], S.ncommits[k], 0.50), n,
                pct_of(S.nchist[k], S.nclat_max[k], S.ncommits[k], 0.99), n,
                pct_of(S.nchist[k], S.nclat_max[k], S.ncommits[k], 0.999), n,
@@ -1395,7 +1722,7 @@ static void print_nodes(double span_s, double cpu_srv_b)
 
 static void usage(FILE *f)
 {
-    fputs("Usage: ws_swarm --url ws://127.0.0.1:PORT/PATH [--mode jobwire|nchan|plain]\n"
+    fputs("Usage: ws_swarm --url ws://127.0.0.1:PORT/PATH [--mode jobwire|nchan|plain|supabase]\n"
           "  [--token T] (--job ID | --jobs-file F | --create-jobs W)\n"
           "  [--subs-per-job N (10)] [--duration S (10)] [--ramp CONN_PER_S (5000)]\n"
           "  [--server-pid PID] [--ready-file F] [--label NAME]\n"
@@ -1403,9 +1730,12 @@ static void usage(FILE *f)
           "  [--creators N (4)] [--jobs-at-once N] [--jobs-ramp S (0)] [--churn PCT]\n"
           "  [--report S] [--url-b ws://127.0.0.1:PORT/PATH] [--server-pid-b PID]\n"
           "nchan/plain: '{job}' in the URL path is replaced by each job id.\n"
-          "--create-jobs W (jobwire): W jobs per wave via POST /api/jobs with --token as\n"
-          "the admin key; connection i follows job i/subs-per-job of every wave.\n"
-          "--jobs-at-once N (jobwire, soak): N slots, each keeping one job running (its\n"
+          "supabase: --url ws://127.0.0.1:PORT/realtime/v1/websocket, --token the apikey\n"
+          "(the admin key); one channel per job (realtime:job-<id>, vsn 1.0.0), bindings\n"
+          "on job_runs, job_steps, otp_requests; latency from commit_timestamp only.\n"
+          "--create-jobs W (jobwire, supabase): W jobs per wave via POST /api/jobs with\n"
+          "--token as the admin key; connection i follows job i/subs-per-job of every wave.\n"
+          "--jobs-at-once N (jobwire, supabase; soak): N slots, each keeping one job running (its\n"
           "next job is created when a subscriber sees it finish); connection i follows\n"
           "slot i/subs-per-job; the slots' first jobs are spread over --jobs-ramp S.\n"
           "--churn PCT: every second close PCT% of the connections\n"
@@ -1495,6 +1825,7 @@ int main(int argc, char **argv)
     S.drain = 5;
     S.tx = 50;
     S.creators = 4;
+    S.rss_joined = -1;
     snprintf(S.label, sizeof(S.label), "run");
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (o) {
@@ -1506,8 +1837,10 @@ int main(int argc, char **argv)
                 S.mode = MODE_NCHAN;
             else if (!strcmp(optarg, "plain"))
                 S.mode = MODE_PLAIN;
+            else if (!strcmp(optarg, "supabase"))
+                S.mode = MODE_SUPABASE;
             else
-                die("--mode must be jobwire, nchan or plain (got '%s')", optarg);
+                die("--mode must be jobwire, nchan, plain or supabase (got '%s')", optarg);
             break;
         case 't': snprintf(S.token, sizeof(S.token), "%s", optarg); break;
         case 'j': one = optarg; break;
@@ -1540,12 +1873,16 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    if ((S.create || S.atonce) && S.mode != MODE_JOBWIRE)
-        die("--create-jobs and --jobs-at-once work with --mode jobwire only");
+    if ((S.create || S.atonce) && S.mode != MODE_JOBWIRE && S.mode != MODE_SUPABASE)
+        die("--create-jobs and --jobs-at-once work with --mode jobwire or supabase only");
     if (S.create && S.atonce)
         die("--create-jobs and --jobs-at-once exclude each other");
     if (S.churn > 0 && !S.atonce)
         die("--churn needs --jobs-at-once");
+    if (S.churn > 0 && S.mode == MODE_SUPABASE)
+        die("--churn works with --mode jobwire only (a Supabase channel cannot resume)");
+    if (S.mode == MODE_SUPABASE && !S.token[0])
+        die("--mode supabase needs --token (the apikey; the admin key to create jobs)");
     setvbuf(stdout, NULL, _IOLBF, 0);
     parse_url(url, S.host, &S.port, S.path);
     if (url_b) {
@@ -1586,7 +1923,8 @@ int main(int argc, char **argv)
     double cpu_self0 = 0, cpu_srv0 = 0, cpu_srv_b0 = 0;
     struct epoll_event evs[1024];
     uint64_t d0 = 0;
-    int64_t next_tick = INT64_MAX, next_churn = INT64_MAX;
+    int64_t next_tick = INT64_MAX, next_churn = INT64_MAX, next_beat = t_conn + 1000000;
+    int beat = 0;
     int ramped = 0;
 
     for (;;) {
@@ -1641,6 +1979,14 @@ int main(int argc, char **argv)
         }
         if (S.nheld)
             send_held(t);
+        /* supabase: each connection's heartbeat every HEARTBEAT_S, spread over the seconds. */
+        if (S.mode == MODE_SUPABASE && t >= next_beat) {
+            for (int i = beat % HEARTBEAT_S; i < S.opened; i += HEARTBEAT_S)
+                if (S.conns[i].state == ST_OPEN)
+                    sb_heartbeat(&S.conns[i]);
+            beat++;
+            next_beat += 1000000;
+        }
         /* The first job of each slot, spread over --jobs-ramp. */
         while (t_ready && ramped < S.atonce &&
                t >= t_ready + (int64_t)(S.jobs_ramp * 1e6) * ramped / S.atonce)
@@ -1682,24 +2028,31 @@ int main(int argc, char **argv)
     double dps = span_s > 0 ? (double)S.deliveries / span_s : 0;
     double per_conn =
         (rss0 >= 0 && rss_ready >= 0) ? (double)(rss_ready - rss0) / (S.nconns - S.nfailed) : -1;
-    const char *modes[] = {"jobwire", "nchan", "plain"};
+    const char *modes[] = {"jobwire", "nchan", "plain", "supabase"};
+    /* From ts (the change): none in supabase mode, whose events carry no change time. */
+    bool no_ts = S.mode == MODE_SUPABASE;
+    double l50 = no_ts ? -1 : pct_ms(S.nlat, 0.50), l99 = no_ts ? -1 : pct_ms(S.nlat, 0.99),
+           l999 = no_ts ? -1 : pct_ms(S.nlat, 0.999),
+           lmax = no_ts ? -1 : (double)S.lat_max / 1000.0;
+    double joined_per_conn = (rss0 >= 0 && S.rss_joined >= 0 && S.njoined)
+                                 ? (double)(S.rss_joined - rss0) / S.njoined
+                                 : -1;
     int closes = 0;
 
     for (int i = 0; i < 5000; i++)
         closes += S.close_codes[i];
     printf("%s: mode=%s conns=%d failed=%d closed=%d jobs=%d deliveries=%" PRIu64
            " in %.2f s = %.0f/s (source %" PRIu64 " deltas = %.0f/s) latency ms p50 %.2f p99 %.2f "
-           "p99.9 %.2f max %.2f (from commit: p50 %.2f p99 %.2f p99.9 %.2f max %.2f over %" PRIu64
+           "p99.9 %.2f max %.2f%s (from commit: p50 %.2f p99 %.2f p99.9 %.2f max %.2f over %" PRIu64
            "); missing %" PRIu64 " dup %" PRIu64 " tail_missing %" PRIu64 " resyncs %" PRIu64
            " (skipped %" PRIu64 ") snapshots %" PRIu64 " stray %" PRIu64 " errors %" PRIu64
            "; msgs %" PRIu64 " in %" PRIu64 " frames (%.1f/frame); "
            "server RSS kB %ld -> %ld idle (%.2f kB/conn) -> %ld end; cpu s: swarm %.2f server %.2f"
            " over %.1f s%s\n",
            S.label, modes[S.mode], S.nconns, S.nfailed, S.nclosed, S.njobs, S.deliveries, span_s,
-           dps, unique, span_s > 0 ? (double)unique / span_s : 0,
-           pct_ms(S.deliveries - S.replayed, 0.50), pct_ms(S.deliveries - S.replayed, 0.99),
-           pct_ms(S.deliveries - S.replayed, 0.999), (double)S.lat_max / 1000.0, cpct_ms(0.50),
-           cpct_ms(0.99), cpct_ms(0.999), (double)S.clat_max / 1000.0, S.ncommit, S.missing, S.dups,
+           dps, unique, span_s > 0 ? (double)unique / span_s : 0, l50, l99, l999, lmax,
+           no_ts ? " (none: no change time on the wire)" : "", cpct_ms(0.50), cpct_ms(0.99),
+           cpct_ms(0.999), (double)S.clat_max / 1000.0, S.ncommit, S.missing, S.dups,
            S.tail_missing, S.resyncs, S.resync_skipped, S.snapshots, S.stray, S.errors, S.msgs,
            S.frames, S.frames ? (double)S.msgs / (double)S.frames : 0, rss0, rss_ready, per_conn,
            rss_end, cpu_self, cpu_srv, run_s, S.create_failed ? " (job creation FAILED)" : "");
@@ -1716,13 +2069,16 @@ int main(int argc, char **argv)
            " jobs_created=%" PRIu64 " jobs_completed=%" PRIu64 " jobs_failed=%" PRIu64
            " jobs_cancelled=%" PRIu64,
            S.label, modes[S.mode], S.nconns, S.nfailed, S.nclosed, closes, S.njobs, S.deliveries,
-           span_s, dps, unique, pct_ms(S.deliveries - S.replayed, 0.50),
-           pct_ms(S.deliveries - S.replayed, 0.99), pct_ms(S.deliveries - S.replayed, 0.999),
-           (double)S.lat_max / 1000.0, cpct_ms(0.50), cpct_ms(0.99), cpct_ms(0.999),
+           span_s, dps, unique, l50, l99, l999, lmax, cpct_ms(0.50), cpct_ms(0.99), cpct_ms(0.999),
            (double)S.clat_max / 1000.0, S.ncommit, S.missing, S.dups, S.tail_missing, S.resyncs,
            S.snapshots, S.stray, S.errors, S.msgs, S.frames, S.bytes, rss0, rss_ready, per_conn,
            rss_end, cpu_self, cpu_srv, run_s, S.create_failed, S.replayed, S.churned, S.reconnects,
            S.http_errors, S.jobs_created, S.jobs_done[0], S.jobs_done[1], S.jobs_done[2]);
+    printf(" rss_joined_kb=%ld rss_joined_per_conn_kb=%.3f joins_ok=%" PRIu64
+           " join_errors=%" PRIu64 " channel_errors=%" PRIu64 " heartbeats=%" PRIu64
+           " heartbeat_replies=%" PRIu64,
+           S.rss_joined, joined_per_conn, S.joins_ok, S.join_errors, S.channel_errors, S.heartbeats,
+           S.heartbeat_replies);
     print_nodes(span_s, cpu_srv_b);
     fflush(stdout);
     for (int i = 0; i < S.nconns; i++)
