@@ -59,6 +59,17 @@ static int lws_write_text(struct lws *wsi, unsigned char *p, size_t len)
     return lws_write(wsi, p, len, LWS_WRITE_TEXT) < (int)len ? -1 : 0;
 }
 
+/*
+ * Bytes that are already whole WebSocket frames (header included). lws sends
+ * a write of its HTTP kind on a WebSocket connection as it is (its ws role's
+ * "send raw"), through TLS when there is TLS, keeping what the socket does
+ * not take as it does for any write.
+ */
+static int lws_write_frames(struct lws *wsi, unsigned char *p, size_t len)
+{
+    return lws_write(wsi, p, len, LWS_WRITE_HTTP) < (int)len ? -1 : 0;
+}
+
 static bool lws_backed_up(struct lws *wsi)
 {
     return lws_partial_buffered(wsi) != 0;
@@ -72,6 +83,7 @@ static void lws_kill(struct lws *wsi)
 const jw_wsconn_io jw_wsconn_lws_io = {
     .ask_writable = lws_ask_writable,
     .write = lws_write_text,
+    .write_frames = lws_write_frames,
     .backed_up = lws_backed_up,
     .close = jw_ws_close_politely,
     .kill = lws_kill,
@@ -299,8 +311,26 @@ static bool owes(const jw_wsconn *c)
     return c->set->owes && c->set->owes(c);
 }
 
-/* Writes one frame: gathered messages, or one. */
-static int write_frame(jw_wsconn *c)
+/* Takes the first n entries off c's queue, once written. */
+static void dequeue(jw_wsconn *c, size_t n)
+{
+    jw_wsconns *s = c->set;
+
+    while (n--) {
+        jw_wsq *e = c->qhead;
+
+        c->qhead = e->next;
+        c->qbytes -= cost(s, entry_len(e));
+        c->qcounted -= e->counted;
+        s->stats.counted += e->counted;
+        entry_free(e);
+    }
+    if (!c->qhead)
+        c->qtail = NULL;
+}
+
+/* Gathered messages, '\n'-separated, in one frame. */
+static int write_gathered(jw_wsconn *c)
 {
     jw_wsconns *s = c->set;
     jw_buf *f = &s->frame;
@@ -310,8 +340,7 @@ static int write_frame(jw_wsconn *c)
     jw_buf_reset(f);
     jw_buf_grow(f, LWS_PRE);
     f->len = LWS_PRE;
-    for (e = c->qhead; e && (n == 0 || (s->gather && len + entry_len(e) + 1 <= JW_WSCONN_FRAME));
-         e = e->next) {
+    for (e = c->qhead; e && (n == 0 || len + entry_len(e) + 1 <= JW_WSCONN_FRAME); e = e->next) {
         if (n)
             jw_buf_addch(f, '\n');
         if (e->pre)
@@ -324,17 +353,69 @@ static int write_frame(jw_wsconn *c)
         return -1;
     s->stats.frames++;
     s->stats.bytes += len;
-    while (n--) {
-        e = c->qhead;
-        c->qhead = e->next;
-        c->qbytes -= cost(s, entry_len(e));
-        c->qcounted -= e->counted;
-        s->stats.counted += e->counted;
-        entry_free(e);
-    }
-    if (!c->qhead)
-        c->qtail = NULL;
+    dequeue(c, n);
     return (int)len;
+}
+
+/* A server frame's header (RFC 6455 5.2): FIN, text, unmasked, the length. */
+static void add_frame_header(jw_buf *f, size_t len)
+{
+    unsigned char h[10];
+    size_t n;
+
+    h[0] = 0x81;
+    if (len < 126) {
+        h[1] = (unsigned char)len;
+        n = 2;
+    } else if (len <= 0xffff) {
+        h[1] = 126;
+        h[2] = (unsigned char)(len >> 8);
+        h[3] = (unsigned char)len;
+        n = 4;
+    } else {
+        h[1] = 127;
+        for (int i = 0; i < 8; i++)
+            h[2 + i] = (unsigned char)((uint64_t)len >> (56 - 8 * i));
+        n = 10;
+    }
+    jw_buf_add(f, (const char *)h, n);
+}
+
+/*
+ * One message per frame, as many frames as fit in JW_WSCONN_FRAME bytes (at
+ * least one), in one write: one send for a burst of Phoenix messages rather
+ * than one each.
+ */
+static int write_frames(jw_wsconn *c)
+{
+    jw_wsconns *s = c->set;
+    jw_buf *f = &s->frame;
+    size_t payload = 0, n = 0;
+    jw_wsq *e;
+
+    jw_buf_reset(f);
+    jw_buf_grow(f, LWS_PRE);
+    f->len = LWS_PRE;
+    for (e = c->qhead; e && (n == 0 || f->len - LWS_PRE + entry_len(e) + 10 <= JW_WSCONN_FRAME);
+         e = e->next) {
+        add_frame_header(f, entry_len(e));
+        if (e->pre)
+            jw_buf_add(f, e->pre->data, e->pre->len);
+        jw_buf_add(f, e->m->data, e->m->len);
+        payload += entry_len(e);
+        n++;
+    }
+    if (s->io->write_frames(c->wsi, (unsigned char *)f->data + LWS_PRE, f->len - LWS_PRE) < 0)
+        return -1;
+    s->stats.frames += n;
+    s->stats.bytes += payload;
+    dequeue(c, n);
+    return (int)(f->len - LWS_PRE);
+}
+
+static int write_frame(jw_wsconn *c)
+{
+    return c->set->gather ? write_gathered(c) : write_frames(c);
 }
 
 /*

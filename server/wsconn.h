@@ -9,7 +9,8 @@
  *   The queue is bounded in bytes (max_queue); the endpoint decides what may be
  *   shed when a message does not fit (jw_wsconn_make_room calls its shed hook).
  *   Output leaves in one of two shapes: gathered (jobwire.v1: up to 64 KiB of
- *   messages per frame, newline-separated) or one message per frame (Phoenix).
+ *   messages per frame, newline-separated) or one message per frame (Phoenix),
+ *   as many whole frames as fit in 64 KiB going out in one write.
  *
  *   Writes happen in two ways. Normally a connection with something queued
  *   asks lws for a WRITEABLE callback, once until it comes (on libuv each
@@ -75,6 +76,8 @@ typedef struct jw_wsq {
 typedef struct jw_wsconn_io {
     void (*ask_writable)(struct lws *wsi);
     int (*write)(struct lws *wsi, unsigned char *p, size_t len);
+    /* The same for len bytes that are already whole frames, headers included. */
+    int (*write_frames)(struct lws *wsi, unsigned char *p, size_t len);
     bool (*backed_up)(struct lws *wsi); /* lws still holds bytes of an earlier write */
     void (*close)(struct lws *wsi, int code, const char *reason);
     void (*kill)(struct lws *wsi); /* a direct write failed: drop the connection */

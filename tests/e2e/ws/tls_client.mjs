@@ -156,6 +156,46 @@ await check('POST /api/jobs over https creates a job (201), and subscribing over
   assert.equal(first.job_id, jobId);
 });
 
+// The Supabase endpoint over wss: its events leave as several whole frames per TLS write.
+const sbEvents = [];
+let sb;
+await check('a Phoenix client joins the job over wss on /realtime/v1/websocket', async () => {
+  const r = await new Promise((resolve) => {
+    const ws = new WebSocket(`${wssBase}/realtime/v1/websocket?apikey=${encodeURIComponent(token)}&vsn=1.0.0`,
+      { ca, origin: pageOrigin, handshakeTimeout: 10_000, perMessageDeflate: false });
+    ws.on('open', () => resolve({ ws }));
+    ws.on('error', (err) => resolve({ error: err.message }));
+  });
+  assert.ok(r.ws, `wss to the Supabase endpoint did not open: ${JSON.stringify(r)}`);
+  sb = r.ws;
+  const topic = `realtime:job-${jobId}`;
+  const joined = new Promise((resolve, reject) => {
+    sb.on('message', (data, isBinary) => {
+      assert.equal(isBinary, false, 'a text frame');
+      const m = JSON.parse(data.toString()); // one whole Phoenix message per frame
+      if (m.event === 'phx_reply' && m.ref === '1') resolve(m);
+      else if (m.event === 'postgres_changes') sbEvents.push(m.payload.data);
+    });
+    sb.on('close', (code) => reject(new Error(`the Supabase socket closed (${code})`)));
+    setTimeout(() => reject(new Error('no phx_reply within 20 s')), 20_000).unref();
+  });
+  sb.send(JSON.stringify({
+    topic, event: 'phx_join', ref: '1', join_ref: '1',
+    payload: {
+      access_token: token,
+      config: {
+        postgres_changes: [
+          { event: '*', schema: 'public', table: 'job_runs', filter: `id=eq.${jobId}` },
+          { event: '*', schema: 'public', table: 'job_steps', filter: `job_run_id=eq.${jobId}` },
+          { event: '*', schema: 'public', table: 'otp_requests', filter: `job_run_id=eq.${jobId}` },
+        ],
+      },
+    },
+  }));
+  const reply = await joined;
+  assert.equal(reply.payload.status, 'ok', JSON.stringify(reply));
+});
+
 let otp;
 await check('the OTPs, read from the sim inbox over https, are answered with otp.submit over wss', async () => {
   otp = await driveOtpsOverSocket(server, client, jobId, { timeout: 120_000 });
@@ -178,6 +218,20 @@ await check('the job ends completed; over wss came one snapshot, then every delt
   assert.ok(want.length > 0, 'the job changed after the snapshot');
   assert.deepEqual(seqs, want, `deltas ${first.seq + 1}..${committed.seq}, each once, in order`);
   assert.deepEqual(diffState(client.view(jobId), committed), [], 'snapshot + deltas = GET /api/jobs/{id}');
+});
+
+await check('over wss the Phoenix client got every change after its first, once, in order, to completed', async () => {
+  const last = (await server.getJob(jobId)).seq;
+  assert.ok(Number.isInteger(last), 'GET /api/jobs/{id} gives the committed seq');
+  const deadline = Date.now() + 20_000;
+  while ((sbEvents.at(-1)?.seq ?? 0) < last && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  assert.ok(sbEvents.length > 1, `events came (${sbEvents.length})`);
+  const seqs = sbEvents.map((d) => d.seq);
+  const want = Array.from({ length: last - seqs[0] + 1 }, (_, i) => seqs[0] + i);
+  assert.deepEqual(seqs, want, `events ${seqs[0]}..${last}, each once, in order`);
+  const jobRows = sbEvents.filter((d) => d.table === 'job_runs');
+  assert.equal(jobRows.at(-1).record.status, 'completed', 'the last job_runs event says completed');
+  sb.close(1000);
 });
 
 await check('the connection is still live (ping/pong) and closes cleanly', async () => {

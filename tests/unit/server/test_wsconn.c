@@ -29,7 +29,8 @@ typedef struct sock {
     bool fail;      /* the next write fails */
     char frames[8][70000];
     size_t nframes;
-    int order; /* when it was last written, across sockets */
+    int writes; /* write_frames calls */
+    int order;  /* when it was last written, across sockets */
 } sock;
 
 static int write_clock;
@@ -65,6 +66,44 @@ static int f_write(struct lws *wsi, unsigned char *p, size_t len)
     return 0;
 }
 
+/* Whole frames: each is recorded as one frame, after checking its header. */
+static int f_write_frames(struct lws *wsi, unsigned char *p, size_t len)
+{
+    sock *s = S(wsi);
+    size_t at = 0;
+
+    if (s->fail)
+        return -1;
+    while (at < len) {
+        size_t n, h = 2;
+
+        assert_true(len - at >= 2);
+        assert_int_equal(p[at], 0x81); /* FIN, text */
+        n = p[at + 1];
+        assert_true(n < 128); /* a server frame is not masked */
+        if (n == 126) {
+            n = (size_t)p[at + 2] << 8 | p[at + 3];
+            h = 4;
+        } else if (n == 127) {
+            n = 0;
+            for (int i = 0; i < 8; i++)
+                n = n << 8 | p[at + 2 + i];
+            h = 10;
+        }
+        assert_true(at + h + n <= len);
+        assert_true(s->nframes < 8);
+        assert_true(n < sizeof(s->frames[0]));
+        memcpy(s->frames[s->nframes], p + at + h, n);
+        s->frames[s->nframes++][n] = '\0';
+        at += h + n;
+    }
+    s->writes++;
+    s->order = ++write_clock;
+    if (s->backs_up)
+        s->backed_up = true;
+    return 0;
+}
+
 static bool f_backed_up(struct lws *wsi)
 {
     return S(wsi)->backed_up;
@@ -85,6 +124,7 @@ static void f_kill(struct lws *wsi)
 static const jw_wsconn_io fake_io = {
     .ask_writable = f_ask,
     .write = f_write,
+    .write_frames = f_write_frames,
     .backed_up = f_backed_up,
     .close = f_close,
     .kill = f_kill,
@@ -178,14 +218,20 @@ static void test_frame_limit(void **state)
     free(s);
 }
 
-/* One message per frame: a callback writes frames while the socket takes them. */
+/*
+ * One message per frame: a callback writes them as whole frames, as many as
+ * fit in JW_WSCONN_FRAME bytes in one write, and more writes while the socket
+ * takes them.
+ */
 static void test_one_per_frame(void **state)
 {
+    static char big[40001];
     jw_wsconns set;
     jw_wsconn c;
     sock s = {0};
 
     (void)state;
+    memset(big, 'x', sizeof(big) - 1);
     set_up(&set, false, 1 << 20);
     jw_wsconn_open(&set, &c, W(&s));
     put(&c, "one", NULL, true);
@@ -193,19 +239,36 @@ static void test_one_per_frame(void **state)
     put(&c, "three", NULL, false);
     assert_int_equal(c.qbytes, 3 + 3 + 5); /* no separators */
     assert_int_equal(jw_wsconn_on_writable(&c), 0);
+    assert_int_equal(s.writes, 1); /* three frames, one write */
     assert_int_equal(s.nframes, 3);
     assert_string_equal(s.frames[0], "one");
+    assert_string_equal(s.frames[1], "two");
     assert_string_equal(s.frames[2], "three");
     assert_int_equal(set.stats.frames, 3);
     assert_int_equal(set.stats.counted, 2);
-    /* Once lws holds bytes back, the rest waits for the next callback. */
+    assert_int_equal(set.stats.bytes, 11);
+    /* Two 40 kB messages pass 64 KiB together: two writes (with 2- and 8-byte lengths). */
+    put(&c, big, NULL, false);
     put(&c, "four", NULL, false);
+    put(&c, big, NULL, false);
+    assert_int_equal(jw_wsconn_on_writable(&c), 0);
+    assert_int_equal(s.writes, 3);
+    assert_int_equal(s.nframes, 6);
+    assert_int_equal(strlen(s.frames[3]), 40000);
+    assert_string_equal(s.frames[4], "four");
+    assert_int_equal(strlen(s.frames[5]), 40000);
+    assert_null(c.qhead);
+    /* Once lws holds bytes back, the rest waits for the next callback. */
+    put(&c, big, NULL, false);
     put(&c, "five", NULL, false);
+    put(&c, big, NULL, false);
     s.backs_up = true;
     assert_int_equal(jw_wsconn_on_writable(&c), 0);
-    assert_int_equal(s.nframes, 4);
+    assert_int_equal(s.writes, 4);
+    assert_int_equal(s.nframes, 8);
+    assert_string_equal(s.frames[7], "five");
     assert_non_null(c.qhead);
-    assert_int_equal(s.asks, 3);
+    assert_int_equal(s.asks, 4); /* once per batch put, and once for what waits */
     jw_wsconn_closed(&c);
     jw_wsconns_release(&set);
 }
