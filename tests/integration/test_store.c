@@ -299,6 +299,31 @@ static void test_duplicate_seq_refused(void **state)
     jw_store_free(s);
 }
 
+/*
+ * Deleting a job deletes its journal (migration 009's trigger, which replaced
+ * the foreign key's ON DELETE CASCADE), and nobody else's.
+ */
+static void test_deleting_a_job_deletes_its_journal(void **state)
+{
+    char gone[JW_UUID_LEN + 1], kept[JW_UUID_LEN + 1];
+    const char *p[1] = {gone};
+    jw_store *s = start_store(0);
+    jw_batch *b;
+
+    (void)state;
+    assert_int_equal(commit_one(s, new_job_batch(gone), NULL, 0), 0);
+    assert_int_equal(commit_one(s, new_job_batch(kept), NULL, 0), 0);
+    b = jw_batch_new();
+    jw_batch_add(b, job_update(gone, 2, "validating", 1));
+    assert_int_equal(commit_one(s, b, NULL, 0), 0);
+    assert_int_equal(events_of(gone), 2);
+    PQclear(pgtest_exec(db, "DELETE FROM job_runs WHERE id = $1", 1, p));
+    assert_int_equal(events_of(gone), 0);
+    assert_int_equal(events_of(kept), 1);
+    jw_store_stop(s, 1000);
+    jw_store_free(s);
+}
+
 static void test_gap_refused(void **state)
 {
     char job[JW_UUID_LEN + 1], err[512];
@@ -1375,6 +1400,7 @@ int main(void)
         cmocka_unit_test(test_timestamp_exact),
         cmocka_unit_test(test_duplicate_seq_refused),
         cmocka_unit_test(test_gap_refused),
+        cmocka_unit_test(test_deleting_a_job_deletes_its_journal),
         cmocka_unit_test(test_group_commit_isolates_bad_batch),
         cmocka_unit_test(test_order_kept),
         cmocka_unit_test(test_bad_values),
