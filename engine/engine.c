@@ -941,6 +941,28 @@ static void run_actions(job *j, action *acts, int status)
     }
 }
 
+/*
+ * A job that stops here (a refused batch, a lost lease) commits nothing more,
+ * so whoever waits for the verdict on a code it received would wait for a
+ * commit that never comes: told now that the code was not checked.
+ */
+static void answer_waiting_otps(job *j)
+{
+    for (size_t i = 0; i < j->nsteps; i++) {
+        otp *o = j->steps[i]->otp;
+        jw_otp_result r = {.ok = false, .error = "unavailable"};
+        jw_otp_result_fn fn;
+
+        if (!o || !o->fn)
+            continue;
+        fn = o->fn;
+        o->fn = NULL;
+        r.message = "the job stopped on this node before the code was checked; submit it again";
+        r.attempts_left = o->max_attempts > o->attempts ? o->max_attempts - o->attempts : 0;
+        fn(o->fn_arg, &r);
+    }
+}
+
 void jw_engine_on_commit(jw_engine *e, jw_batch *b)
 {
     commit_ctx *ctx = b->user;
@@ -970,12 +992,14 @@ void jw_engine_on_commit(jw_engine *e, jw_batch *b)
             if (e->p.left)
                 e->p.left(e->p.ctx, j->id);
         }
+        answer_waiting_otps(j);
     } else if (!j->halted) {
         /* Memory is now ahead of PostgreSQL: stop driving the job. A restart
          * resumes it from what was committed. */
         j->halted = true;
         jw_log_error("engine: a batch of job=%s was refused, job halted until restart: %s", j->id,
                      b->error ? b->error : jw_strerror(b->status));
+        answer_waiting_otps(j);
     }
     run_actions(j, ctx->acts, b->status);
     free(ctx);

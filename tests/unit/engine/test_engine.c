@@ -1209,6 +1209,44 @@ static void test_refused_batch_halts_job(void **state)
 }
 
 /*
+ * A code received just before the job halts (the batch recording it refused,
+ * as at shutdown): its submitter is answered, not left waiting for a verdict
+ * that never comes; and the code never reaches the provider.
+ */
+static void test_halt_answers_waiting_otp(void **state)
+{
+    char id[JW_UUID_LEN + 1], err[256], otp_id[JW_UUID_LEN + 1];
+    struct otp_answer a = {0};
+    size_t calls;
+
+    (void)state;
+    create(id, 1);
+    reply_otp(pending_call("gyftr_login"), "gyftr_login", false);
+    latest_otp_id(id, otp_id);
+    calls = F.ncalls;
+    F.refuse_next = true;
+    assert_int_equal(
+        jw_engine_submit_otp(F.e, otp_id, "123456", USER, on_otp, &a, err, sizeof(err)), 0);
+    assert_int_equal(a.calls, 0);
+    commit_all();
+    assert_int_equal(a.calls, 1);
+    assert_false(a.ok);
+    assert_string_equal(a.error, "unavailable");
+    assert_int_equal(F.ncalls, calls);
+    /* The same when the refusal comes inside submit (the store already stopped). */
+    create(id, 1);
+    reply_otp(pending_call("gyftr_login"), "gyftr_login", false);
+    latest_otp_id(id, otp_id);
+    memset(&a, 0, sizeof(a));
+    F.store_inline = F.store_refusing = true;
+    assert_int_equal(
+        jw_engine_submit_otp(F.e, otp_id, "123456", USER, on_otp, &a, err, sizeof(err)), 0);
+    F.store_inline = F.store_refusing = false;
+    assert_int_equal(a.calls, 1);
+    assert_string_equal(a.error, "unavailable");
+}
+
+/*
  * The store's fence refused a batch: another node holds the job's lease.
  * The job stops here at once: nothing more of it is submitted, no provider
  * call of it starts (not even the one the refused batch was to start), and
@@ -2010,6 +2048,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_recovery_asks_again_for_typed_otp, setup, teardown),
         cmocka_unit_test_setup_teardown(test_adopted_failed_job_counts_live_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refused_batch_halts_job, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_halt_answers_waiting_otp, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lost_lease_stops_job, setup, teardown),
         cmocka_unit_test_setup_teardown(test_recovered_job_uses_claimed_epoch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_commit_inside_submit, setup, teardown),
