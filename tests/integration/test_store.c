@@ -238,6 +238,61 @@ static void test_write_and_read_back(void **state)
     jw_store_free(s);
 }
 
+/*
+ * A group that only updates rows an earlier group inserted, some twice: the
+ * newest version of each lands, in every table.
+ */
+static void test_update_only_group(void **state)
+{
+    char job[JW_UUID_LEN + 1], step[JW_UUID_LEN + 1], otp[JW_UUID_LEN + 1], *row;
+    jw_store *s = start_store(0);
+    jw_batch *b = new_job_batch(job);
+    const char *p[1] = {job};
+    PGresult *r;
+
+    (void)state;
+    jw_uuid_new(step);
+    jw_uuid_new(otp);
+    row = pgtest_step_row(step, job, "gyftr_login", "in_progress");
+    jw_batch_add(b, pgtest_delta(job, step, 2, JW_TABLE_JOB_STEPS, JW_OP_INSERT, row));
+    free(row);
+    row = pgtest_otp_row(otp, job, step, "requested");
+    jw_batch_add(b, pgtest_delta(job, otp, 3, JW_TABLE_OTP_REQUESTS, JW_OP_INSERT, row));
+    free(row);
+    assert_int_equal(commit_one(s, b, NULL, 0), 0);
+    /* Two versions of each row in one group: the newest one lands. */
+    b = jw_batch_new();
+    row = pgtest_step_row(step, job, "gyftr_login", "waiting_otp");
+    jw_batch_add(b, pgtest_delta(job, step, 4, JW_TABLE_JOB_STEPS, JW_OP_UPDATE, row));
+    free(row);
+    row = pgtest_otp_row(otp, job, step, "received");
+    jw_batch_add(b, pgtest_delta(job, otp, 5, JW_TABLE_OTP_REQUESTS, JW_OP_UPDATE, row));
+    free(row);
+    row = pgtest_step_row(step, job, "gyftr_login", "completed");
+    jw_batch_add(b, pgtest_delta(job, step, 6, JW_TABLE_JOB_STEPS, JW_OP_UPDATE, row));
+    free(row);
+    row = pgtest_otp_row(otp, job, step, "verified");
+    jw_batch_add(b, pgtest_delta(job, otp, 7, JW_TABLE_OTP_REQUESTS, JW_OP_UPDATE, row));
+    free(row);
+    jw_batch_add(b, job_update(job, 8, "processing", 40));
+    assert_int_equal(commit_one(s, b, NULL, 0), 0);
+    assert_int_equal(last_seq_of(job), 8);
+    assert_int_equal(events_of(job), 8);
+    r = pgtest_exec(db,
+                    "SELECT j.status, j.progress_percentage, s.status, o.status FROM job_runs j "
+                    "JOIN job_steps s ON s.job_run_id = j.id JOIN otp_requests o "
+                    "ON o.job_step_id = s.id WHERE j.id = $1",
+                    1, p);
+    assert_int_equal(PQntuples(r), 1);
+    assert_string_equal(PQgetvalue(r, 0, 0), "processing");
+    assert_string_equal(PQgetvalue(r, 0, 1), "40");
+    assert_string_equal(PQgetvalue(r, 0, 2), "completed");
+    assert_string_equal(PQgetvalue(r, 0, 3), "verified");
+    PQclear(r);
+    jw_store_stop(s, 1000);
+    jw_store_free(s);
+}
+
 static void test_timestamp_exact(void **state)
 {
     char job[JW_UUID_LEN + 1], user[JW_UUID_LEN + 1], *row;
@@ -1397,6 +1452,7 @@ int main(void)
         cmocka_unit_test(test_migrations_idempotent),
         cmocka_unit_test(test_migration_edit_refused),
         cmocka_unit_test(test_write_and_read_back),
+        cmocka_unit_test(test_update_only_group),
         cmocka_unit_test(test_timestamp_exact),
         cmocka_unit_test(test_duplicate_seq_refused),
         cmocka_unit_test(test_gap_refused),
