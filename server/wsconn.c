@@ -311,11 +311,13 @@ static bool owes(const jw_wsconn *c)
     return c->set->owes && c->set->owes(c);
 }
 
-/* Takes the first n entries off c's queue, once written. */
-static void dequeue(jw_wsconn *c, size_t n)
+/* The first n entries of c's queue left in `frames` frames, `bytes` bytes: counted, dropped. */
+static void written(jw_wsconn *c, size_t n, size_t frames, size_t bytes)
 {
     jw_wsconns *s = c->set;
 
+    s->stats.frames += frames;
+    s->stats.bytes += bytes;
     while (n--) {
         jw_wsq *e = c->qhead;
 
@@ -351,9 +353,7 @@ static int write_gathered(jw_wsconn *c)
     }
     if (s->io->write(c->wsi, (unsigned char *)f->data + LWS_PRE, len) < 0)
         return -1;
-    s->stats.frames++;
-    s->stats.bytes += len;
-    dequeue(c, n);
+    written(c, n, 1, len);
     return (int)len;
 }
 
@@ -407,9 +407,7 @@ static int write_frames(jw_wsconn *c)
     }
     if (s->io->write_frames(c->wsi, (unsigned char *)f->data + LWS_PRE, f->len - LWS_PRE) < 0)
         return -1;
-    s->stats.frames += n;
-    s->stats.bytes += payload;
-    dequeue(c, n);
+    written(c, n, n, payload);
     return (int)(f->len - LWS_PRE);
 }
 
@@ -419,9 +417,10 @@ static int write_frame(jw_wsconn *c)
 }
 
 /*
- * Writes what is queued: one gathered frame, or one message per frame up to
- * JW_WSCONN_FRAME bytes while lws holds nothing back. What remains (or a
- * close, or something owed) asks for the next callback.
+ * Writes what is queued: one gathered frame, or writes of whole frames (one
+ * message each) while less than JW_WSCONN_FRAME bytes went and lws holds
+ * nothing back. What remains (or a close, or something owed) asks for the
+ * next callback.
  */
 static int write_some(jw_wsconn *c)
 {
