@@ -72,12 +72,15 @@ after(async () => {
 const ids = (list) => `'{${list.join(',')}}'::uuid[]`;
 
 // Creates n jobs round-robin through `nodes`; each new job is owned by the node that
-// received the request.
-async function wave(n, nodes) {
+// received the request. holdMs: each job's first payment call is held that long by the
+// sandbox (a slow fault armed as soon as the job exists, long before its payment: logins,
+// the availability check and the payment link come first, 200 ms each).
+async function wave(n, nodes, { holdMs = 0 } = {}) {
   const order = Array.from({ length: n }, (_, i) => nodes[i % nodes.length]);
   const jobs = await pool(order, 8, async (node, i) => {
     const user = users[i % USERS];
     const j = await node.createJob(user.token, { amount: AMOUNT, count: TX });
+    if (holdMs) await sandbox.fault({ step: 'process_payment', job: j.job_id, mode: 'slow', count: 1, delay_ms: holdMs });
     return { id: j.job_id, node, user };
   });
   for (const { id } of jobs) created.push(id);
@@ -87,24 +90,27 @@ async function wave(n, nodes) {
   return jobs;
 }
 
-// Picks the live node (but `spare`; or `only`) with the most unfinished jobs whose payment is
-// still to come, and holds one of those payments in flight: a slow fault (answer `delayMs`
-// late) is armed at the sandbox for the next process_payment call of each of those jobs, and
-// this resolves once one was taken: the node has sent that call and waits for its answer.
-// The faults not taken stay armed: sandbox.clearFaults() once the node was signalled, so
-// the calls the new owners re-issue are not held.
-async function busiestPaying(what, { spare = null, only = null, delayMs = 5000 } = {}) {
-  const live = (only ? [only] : cluster.live().filter((n) => n !== spare)).map(nodeId);
-  const rows = cluster.rows(`SELECT owner_node AS node, array_agg(id ORDER BY id) AS jobs FROM job_runs j
-      WHERE ${UNFINISHED} AND owner_node = ANY('{${live.join(',')}}'::text[])
-        AND NOT EXISTS (SELECT 1 FROM job_steps s WHERE s.job_run_id = j.id AND s.step_name = 'process_payment'
-                          AND s.status IN ('in_progress', 'completed'))
-      GROUP BY owner_node ORDER BY count(*) DESC, owner_node LIMIT 1`);
-  assert.ok(rows.length, `${what}: a live node has jobs whose payment is still to come`);
-  const jobs = rows[0].jobs.slice(0, 60); // the sandbox arms 64 faults at most
-  for (const job of jobs) await sandbox.fault({ step: 'process_payment', job, mode: 'slow', count: 1, delay_ms: delayMs });
-  await waitFor(async () => (await sandbox.faults()).length < jobs.length,
-    { timeout: 30_000, what: `${what}: one of the ${jobs.length} payments of ${rows[0].node} to come goes out` });
+// Waits until a live node (but `spare`) has a payment in flight, held by the sandbox (a
+// fault armed by wave's holdMs was taken), and returns the one of those with the most
+// unfinished jobs. The faults not taken stay armed: sandbox.clearFaults() once the node
+// was signalled, so the calls the new owners re-issue are not held.
+//
+// The faults are armed when the jobs are created, not here: a job whose payment looks still
+// to come (its step waiting for the OTP the typist is typing) can send it before a fault
+// armed after a look at the database, and every one of a node's jobs did so once.
+async function busiestPaying(what, jobs, { spare = null } = {}) {
+  const live = cluster.live().filter((n) => n !== spare).map(nodeId);
+  let rows = [];
+  await waitFor(async () => {
+    const armed = new Set((await sandbox.faults()).map((f) => f.job));
+    const held = jobs.map((j) => j.id).filter((id) => !armed.has(id));
+    if (!held.length) return false;
+    rows = cluster.rows(`SELECT owner_node AS node, count(*) AS unfinished FROM job_runs j
+        WHERE ${UNFINISHED} AND owner_node = ANY('{${live.join(',')}}'::text[])
+          AND owner_node IN (SELECT owner_node FROM job_runs WHERE id = ANY(${ids(held)}) AND ${UNFINISHED})
+        GROUP BY owner_node ORDER BY count(*) DESC, owner_node LIMIT 1`);
+    return rows.length > 0;
+  }, { timeout: 30_000, what: `${what}: a payment of a live node goes out and is held` });
   return cluster.node(rows[0].node);
 }
 
@@ -161,8 +167,8 @@ test('three nodes: kill -9, a pause past the TTL, a rolling restart; money once,
   let killed;
   {
     const sb = await watchUsers(cluster, users);
-    const jobs = await wave(40, cluster.nodes);
-    const victim = await busiestPaying('kill -9');
+    const jobs = await wave(40, cluster.nodes, { holdMs: 5000 });
+    const victim = await busiestPaying('kill -9', jobs);
     killed = victim;
     const t0 = Date.now();
     await victim.kill9();
@@ -179,8 +185,8 @@ test('three nodes: kill -9, a pause past the TTL, a rolling restart; money once,
   // --- 2. SIGSTOP past the TTL, then SIGCONT ----------------------------------------------------
   {
     const sb = await watchUsers(cluster, users);
-    const jobs = await wave(30, [...cluster.nodes.slice(1), cluster.nodes[0]]);
-    const victim = await busiestPaying('pause', { spare: killed }); // another node than the one killed
+    const jobs = await wave(30, [...cluster.nodes.slice(1), cluster.nodes[0]], { holdMs: 5000 });
+    const victim = await busiestPaying('pause', jobs, { spare: killed }); // another node than the one killed
     const t0 = Date.now();
     typist.avoid.add(victim);
     process.kill(victim.pid, 'SIGSTOP');
