@@ -7,6 +7,7 @@
 
 #include "api.h"
 #include "auth.h"
+#include "fanout.h"
 #include "inbox.h"
 #include "limiter.h"
 #include "metrics.h"
@@ -496,6 +497,12 @@ int jw_app_new(jw_app **out, const jw_config *cfg, struct lws_context *ctx, stru
     app->sv.engine = jw_engine_new(&ecfg, &ports);
     app->sv.inbox = jw_inbox_new(cfg, app->sv.engine, store, app->timers);
     app->sv.limits = jw_limits_new(cfg);
+    app->sv.fanout = jw_fanout_new(cfg->fanout_threads);
+    if (!app->sv.fanout) {
+        snprintf(err, errlen, "cannot start %d fan-out threads", cfg->fanout_threads);
+        rc = JW_EIO;
+        goto fail;
+    }
     app->ws = jw_ws_new(&app->sv);
     app->rt = jw_rt_new(&app->sv);
     app->sv.mirror = new_mirror(app);
@@ -696,6 +703,7 @@ void jw_app_free(jw_app *app)
     jw_inbox_free(app->sv.inbox); /* after the engine, which may hold its tasks */
     jw_ws_free(app->ws);
     jw_rt_free(app->rt);
+    jw_fanout_free(app->sv.fanout); /* after the endpoints, which borrow it */
     jw_sim_free(app->sim);
     jw_timers_free(app->timers);
     jw_auth_free(app->sv.auth);

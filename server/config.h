@@ -95,6 +95,7 @@ typedef struct jw_config {
     int ws_max_subscriptions; /* per connection, 1..10000 */
     long ws_max_queue;        /* outbound bytes per connection, 65536..67108864 */
     int ws_slow_close_s;      /* seconds over the queue bound before 4008, 1..600 */
+    int fanout_threads;       /* helpers sharing a publish round's socket writes, 0..64 */
     int ws_auth_timeout_s;    /* seconds for the first auth message, 1..300 */
     int ws_message_rate;      /* client messages per connection per second; 0: no limit */
 

@@ -291,6 +291,16 @@ const struct config__setting config__settings[] = {
         INT_ROW(ws_max_queue, 65536, 67108864, "bytes"),
     },
     {
+        .flag = "fanout-threads",
+        .env = "JOBWIRE_FANOUT_THREADS",
+        .metavar = "N",
+        .def = "1",
+        .help = "Helper threads that share a publish round's socket writes with the loop "
+                "thread (both WebSocket endpoints, plain TCP), 0..64; 0: the loop thread "
+                "writes alone. Up to one less than the cores is useful.",
+        INT_ROW(fanout_threads, 0, 64, "threads"),
+    },
+    {
         .flag = "ws-slow-close",
         .env = "JOBWIRE_WS_SLOW_CLOSE",
         .metavar = "SECONDS",

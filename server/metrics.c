@@ -5,6 +5,7 @@
  */
 #include "metrics.h"
 
+#include "fanout.h"
 #include "inbox.h"
 
 #include "jw_buf.h"
@@ -346,6 +347,15 @@ void jw_metrics_handle(void *arg, jw_http_ctx *ctx, jw_http_request *req)
              "Supabase-endpoint connections closed with replies alone over the queue bound "
              "(4008).",
              (double)rt.slow_closes},
+            {"jobwire_fanout_threads", "gauge",
+             "Helper threads sharing publish rounds' socket writes (--fanout-threads).",
+             (double)jw_fanout_helpers(m->sv->fanout)},
+            {"jobwire_fanout_direct_writes_total", "counter",
+             "Publish-round writes jobwire sent to a plain-TCP socket itself, both endpoints.",
+             (double)(ws.direct_writes + rt.direct_writes)},
+            {"jobwire_fanout_parallel_rounds_total", "counter",
+             "Publish rounds whose writes were shared with the helper threads, both endpoints.",
+             (double)(ws.parallel_rounds + rt.parallel_rounds)},
         };
 
         jw_buf_init(&b, 4096);

@@ -5,6 +5,8 @@
  */
 #include "rt_internal.h"
 
+#include "fanout.h"
+
 #include <inttypes.h>
 #include <openssl/crypto.h>
 #include <stdio.h>
@@ -358,6 +360,7 @@ jw_rt *jw_rt_new(const jw_services *sv)
     jw_map_init(&rt->jobs);
     jw_wsconns_init(&rt->conns, "realtime", false, (size_t)sv->cfg->ws_max_queue);
     rt->conns.shed = overflow;
+    jw_wsconns_set_pool(&rt->conns, sv->fanout, JW_FANOUT_MIN_WRITES);
     return rt;
 }
 
@@ -385,6 +388,8 @@ void jw_rt_get_stats(const jw_rt *rt, jw_rt_stats *out)
     out->events_sent = cs->counted;
     out->bytes_sent = cs->bytes;
     out->slow_closes = cs->slow_closes;
+    out->direct_writes = cs->direct_writes;
+    out->parallel_rounds = cs->parallel_rounds;
 }
 
 void jw_rt_free(jw_rt *rt)

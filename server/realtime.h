@@ -50,9 +50,11 @@ typedef struct jw_rt_stats {
     uint64_t joins_refused; /* phx_join answered with an error */
     uint64_t events_sent;   /* postgres_changes messages handed to sockets */
     uint64_t bytes_sent;
-    uint64_t channel_errors; /* phx_error sent: events shed over the queue bound */
-    uint64_t slow_closes;    /* connections closed with only replies over the bound */
-    uint64_t rx_throttled;   /* times a connection's reading paused: --ws-message-rate */
+    uint64_t channel_errors;  /* phx_error sent: events shed over the queue bound */
+    uint64_t slow_closes;     /* connections closed with only replies over the bound */
+    uint64_t rx_throttled;    /* times a connection's reading paused: --ws-message-rate */
+    uint64_t direct_writes;   /* publish-round writes sent straight to the socket */
+    uint64_t parallel_rounds; /* publish rounds shared with fan-out helper threads */
 } jw_rt_stats;
 
 jw_rt *jw_rt_new(const struct jw_services *sv);

@@ -24,13 +24,14 @@
 
 typedef struct jw_services {
     const jw_config *cfg;
-    jw_store *store;        /* reads (jw_store_read) and stats; commits go through the engine */
-    jw_engine *engine;      /* the jobs: snapshots, commands, OTP submission */
-    jw_auth *auth;          /* the admin key and users' JWTs */
-    jw_limits *limits;      /* per client address and per user (limiter.h) */
-    jw_cluster *cluster;    /* the other nodes (db/cluster.h); NULL until jw_app_start_cluster */
-    struct jw_inbox *inbox; /* commands for jobs another node runs (inbox.h) */
-    jw_mirror *mirror;      /* jobs watched here, driven elsewhere (mirror.h); NULL: none */
+    jw_store *store;          /* reads (jw_store_read) and stats; commits go through the engine */
+    jw_engine *engine;        /* the jobs: snapshots, commands, OTP submission */
+    jw_auth *auth;            /* the admin key and users' JWTs */
+    jw_limits *limits;        /* per client address and per user (limiter.h) */
+    jw_cluster *cluster;      /* the other nodes (db/cluster.h); NULL until jw_app_start_cluster */
+    struct jw_inbox *inbox;   /* commands for jobs another node runs (inbox.h) */
+    jw_mirror *mirror;        /* jobs watched here, driven elsewhere (mirror.h); NULL: none */
+    struct jw_fanout *fanout; /* helpers for publish rounds' writes (fanout.h); NULL: none */
 } jw_services;
 
 /*

@@ -5,6 +5,7 @@
  */
 #include "ws_internal.h"
 
+#include "fanout.h"
 #include "inbox.h"
 
 #include <inttypes.h>
@@ -552,6 +553,7 @@ jw_ws *jw_ws_new(const jw_services *sv)
     hub->conns.shed = ws_shed;
     hub->conns.owes = ws_owes_resyncs;
     hub->conns.pay = ws_pay_resyncs;
+    jw_wsconns_set_pool(&hub->conns, sv->fanout, JW_FANOUT_MIN_WRITES);
     return hub;
 }
 
@@ -580,6 +582,8 @@ void jw_ws_get_stats(const jw_ws *hub, jw_ws_stats *out)
     out->frames_sent = cs->frames;
     out->bytes_sent = cs->bytes;
     out->slow_closes = cs->slow_closes;
+    out->direct_writes = cs->direct_writes;
+    out->parallel_rounds = cs->parallel_rounds;
 }
 
 void jw_ws_free(jw_ws *hub)

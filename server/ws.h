@@ -36,6 +36,8 @@ typedef struct jw_ws_stats {
     uint64_t slow_closes;       /* closed with 4008 */
     uint64_t rx_throttled;      /* times a connection's reading paused: --ws-message-rate */
     uint64_t subscribes_parked; /* waited for another subscribe's read of their job */
+    uint64_t direct_writes;     /* publish-round writes sent straight to the socket */
+    uint64_t parallel_rounds;   /* publish rounds shared with fan-out helper threads */
 } jw_ws_stats;
 
 extern const struct lws_protocols jw_ws_protocol;

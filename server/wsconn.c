@@ -4,16 +4,19 @@
  */
 #include "wsconn.h"
 
+#include "fanout.h"
 #include "ws_rx.h"
 
 #include "jw_log.h"
 #include "jw_util.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <libwebsockets.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 /* ---- messages ----------------------------------------------------------------------- */
 
@@ -80,6 +83,14 @@ static void lws_kill(struct lws *wsi)
     lws_set_timeout(wsi, PENDING_TIMEOUT_KILLED_BY_PARENT, LWS_TO_KILL_ASYNC);
 }
 
+/* Plain TCP of its own: TLS keeps its state in lws, a mux child shares its parent's socket. */
+static int lws_direct_fd(struct lws *wsi)
+{
+    if (lws_is_ssl(wsi) || lws_get_network_wsi(wsi) != wsi)
+        return -1;
+    return lws_get_socket_fd(wsi);
+}
+
 const jw_wsconn_io jw_wsconn_lws_io = {
     .ask_writable = lws_ask_writable,
     .write = lws_write_text,
@@ -87,6 +98,7 @@ const jw_wsconn_io jw_wsconn_lws_io = {
     .backed_up = lws_backed_up,
     .close = jw_ws_close_politely,
     .kill = lws_kill,
+    .direct_fd = lws_direct_fd,
 };
 
 /* ---- the set ------------------------------------------------------------------------ */
@@ -100,12 +112,35 @@ void jw_wsconns_init(jw_wsconns *s, const char *name, bool gather, size_t max_qu
     s->max_queue = max_queue;
     jw_map_init(&s->conns);
     jw_buf_init(&s->frame, LWS_PRE + JW_WSCONN_FRAME + 1);
+    jw_wsconns_set_pool(s, NULL, 0);
+}
+
+static void scratch_release(jw_wsconns *s)
+{
+    for (int i = 0; i < s->nscratch; i++)
+        jw_buf_release(&s->scratch[i]);
+    free(s->scratch);
+    s->scratch = NULL;
+    s->nscratch = 0;
+}
+
+void jw_wsconns_set_pool(jw_wsconns *s, jw_fanout *pool, size_t min)
+{
+    scratch_release(s);
+    s->pool = pool;
+    s->parallel_min = min;
+    s->nscratch = 1 + jw_fanout_helpers(pool);
+    s->scratch = jw_xcalloc((size_t)s->nscratch, sizeof(*s->scratch));
+    for (int i = 0; i < s->nscratch; i++)
+        jw_buf_init(&s->scratch[i], LWS_PRE + 4096);
 }
 
 void jw_wsconns_release(jw_wsconns *s)
 {
     jw_map_release(&s->conns);
     jw_buf_release(&s->frame);
+    scratch_release(s);
+    free(s->jobs);
 }
 
 static void dirty_unlink(jw_wsconn *c)
@@ -331,32 +366,6 @@ static void written(jw_wsconn *c, size_t n, size_t frames, size_t bytes)
         c->qtail = NULL;
 }
 
-/* Gathered messages, '\n'-separated, in one frame. */
-static int write_gathered(jw_wsconn *c)
-{
-    jw_wsconns *s = c->set;
-    jw_buf *f = &s->frame;
-    size_t len = 0, n = 0;
-    jw_wsq *e;
-
-    jw_buf_reset(f);
-    jw_buf_grow(f, LWS_PRE);
-    f->len = LWS_PRE;
-    for (e = c->qhead; e && (n == 0 || len + entry_len(e) + 1 <= JW_WSCONN_FRAME); e = e->next) {
-        if (n)
-            jw_buf_addch(f, '\n');
-        if (e->pre)
-            jw_buf_add(f, e->pre->data, e->pre->len);
-        jw_buf_add(f, e->m->data, e->m->len);
-        len = f->len - LWS_PRE;
-        n++;
-    }
-    if (s->io->write(c->wsi, (unsigned char *)f->data + LWS_PRE, len) < 0)
-        return -1;
-    written(c, n, 1, len);
-    return (int)len;
-}
-
 /* A server frame's header (RFC 6455 5.2): FIN, text, unmasked, the length. */
 static void add_frame_header(jw_buf *f, size_t len)
 {
@@ -381,39 +390,86 @@ static void add_frame_header(jw_buf *f, size_t len)
     jw_buf_add(f, (const char *)h, n);
 }
 
+/* What one write carries: queue entries, frames, payload bytes. */
+typedef struct carried {
+    size_t n, frames, payload;
+} carried;
+
 /*
- * One message per frame, as many frames as fit in JW_WSCONN_FRAME bytes (at
- * least one), in one write: one send for a burst of Phoenix messages rather
- * than one each.
+ * The front of c's queue as one gathered frame ('\n'-separated messages, up
+ * to JW_WSCONN_FRAME bytes, at least one message) into f after LWS_PRE bytes:
+ * the payload alone for lws_write to frame, or with its header.
  */
-static int write_frames(jw_wsconn *c)
+static carried build_gathered(const jw_wsconn *c, jw_buf *f, bool header)
 {
-    jw_wsconns *s = c->set;
-    jw_buf *f = &s->frame;
-    size_t payload = 0, n = 0;
-    jw_wsq *e;
+    carried w = {0, 1, 0};
+    const jw_wsq *e, *end;
+
+    for (e = c->qhead; e && (w.n == 0 || w.payload + entry_len(e) + 1 <= JW_WSCONN_FRAME);
+         e = e->next) {
+        w.payload += (w.n ? 1 : 0) + entry_len(e);
+        w.n++;
+    }
+    end = e;
+    jw_buf_reset(f);
+    jw_buf_grow(f, LWS_PRE + 10 + w.payload);
+    f->len = LWS_PRE;
+    if (header)
+        add_frame_header(f, w.payload);
+    for (e = c->qhead; e != end; e = e->next) {
+        if (e != c->qhead)
+            jw_buf_addch(f, '\n');
+        if (e->pre)
+            jw_buf_add(f, e->pre->data, e->pre->len);
+        jw_buf_add(f, e->m->data, e->m->len);
+    }
+    return w;
+}
+
+/*
+ * The front of c's queue as whole frames, one message each, as many as fit in
+ * JW_WSCONN_FRAME bytes (at least one), into f after LWS_PRE bytes: one send
+ * for a burst of Phoenix messages rather than one each.
+ */
+static carried build_frames(const jw_wsconn *c, jw_buf *f)
+{
+    carried w = {0, 0, 0};
 
     jw_buf_reset(f);
     jw_buf_grow(f, LWS_PRE);
     f->len = LWS_PRE;
-    for (e = c->qhead; e && (n == 0 || f->len - LWS_PRE + entry_len(e) + 10 <= JW_WSCONN_FRAME);
-         e = e->next) {
+    for (const jw_wsq *e = c->qhead;
+         e && (w.n == 0 || f->len - LWS_PRE + entry_len(e) + 10 <= JW_WSCONN_FRAME); e = e->next) {
         add_frame_header(f, entry_len(e));
         if (e->pre)
             jw_buf_add(f, e->pre->data, e->pre->len);
         jw_buf_add(f, e->m->data, e->m->len);
-        payload += entry_len(e);
-        n++;
+        w.payload += entry_len(e);
+        w.n++;
     }
-    if (s->io->write_frames(c->wsi, (unsigned char *)f->data + LWS_PRE, f->len - LWS_PRE) < 0)
-        return -1;
-    written(c, n, n, payload);
-    return (int)(f->len - LWS_PRE);
+    w.frames = w.n;
+    return w;
 }
 
+/* One write of the front of c's queue through lws; the bytes it took, -1. */
 static int write_frame(jw_wsconn *c)
 {
-    return c->set->gather ? write_gathered(c) : write_frames(c);
+    jw_wsconns *s = c->set;
+    jw_buf *f = &s->frame;
+    carried w;
+    int rc;
+
+    if (s->gather) {
+        w = build_gathered(c, f, false);
+        rc = s->io->write(c->wsi, (unsigned char *)f->data + LWS_PRE, f->len - LWS_PRE);
+    } else {
+        w = build_frames(c, f);
+        rc = s->io->write_frames(c->wsi, (unsigned char *)f->data + LWS_PRE, f->len - LWS_PRE);
+    }
+    if (rc < 0)
+        return -1;
+    written(c, w.n, w.frames, w.payload);
+    return (int)(f->len - LWS_PRE);
 }
 
 /*
@@ -462,13 +518,98 @@ void jw_wsconns_hold(jw_wsconns *s)
     s->hold++;
 }
 
+/* ---- a round's direct writes ------------------------------------------------------- */
+
+/*
+ * Job i of the round, on worker's thread: builds the write (header included)
+ * in the worker's scratch and sends what the socket takes. Reads the queue,
+ * writes only the job and the scratch.
+ */
+static void direct_send(void *ctx, size_t i, int worker)
+{
+    jw_wsconns *s = ctx;
+    jw_wsjob *j = &s->jobs[i];
+    jw_buf *f = &s->scratch[worker];
+    carried w = s->gather ? build_gathered(j->c, f, true) : build_frames(j->c, f);
+    const char *p = f->data + LWS_PRE;
+
+    j->n = w.n;
+    j->frames = w.frames;
+    j->payload = w.payload;
+    j->len = f->len - LWS_PRE;
+    j->sent = 0;
+    j->err = 0;
+    j->rest = NULL;
+    while (j->sent < j->len) {
+        ssize_t r = send(j->fd, p + j->sent, j->len - j->sent, MSG_DONTWAIT | MSG_NOSIGNAL);
+
+        if (r > 0) {
+            j->sent += (size_t)r;
+            continue;
+        }
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            break;
+        j->err = r < 0 ? errno : EPIPE;
+        return;
+    }
+    if (j->sent < j->len) {
+        j->rest = jw_xmalloc(LWS_PRE + j->len - j->sent);
+        memcpy(j->rest + LWS_PRE, p + j->sent, j->len - j->sent);
+    }
+}
+
+/* Back on the loop thread: lws gets what the socket did not take, the queue loses what went. */
+static void direct_done(jw_wsjob *j)
+{
+    jw_wsconn *c = j->c;
+    jw_wsconns *s = c->set;
+    int rc = j->err ? -1 : 0;
+
+    if (j->rest) {
+        /* lws keeps what the socket still refuses and sends it before anything else. */
+        rc = s->io->write_frames(c->wsi, (unsigned char *)j->rest + LWS_PRE, j->len - j->sent);
+        free(j->rest);
+        j->rest = NULL;
+    }
+    if (rc < 0) {
+        s->io->kill(c->wsi);
+        return;
+    }
+    s->stats.direct_writes++;
+    written(c, j->n, j->frames, j->payload);
+    if (c->qhead || owes(c))
+        jw_wsconn_want_write(c);
+}
+
+/* c's round write is a direct one: its socket, or -1. */
+static int direct_fd(const jw_wsconn *c)
+{
+    const jw_wsconn_io *io = c->set->io;
+
+    return c->qhead && io->direct_fd ? io->direct_fd(c->wsi) : -1;
+}
+
+static void add_job(jw_wsconns *s, jw_wsconn *c, int fd)
+{
+    if (s->njobs == s->jobs_cap) {
+        s->jobs_cap = s->jobs_cap ? 2 * s->jobs_cap : 64;
+        s->jobs = jw_xrealloc(s->jobs, s->jobs_cap * sizeof(*s->jobs));
+    }
+    s->jobs[s->njobs++] = (jw_wsjob){.c = c, .fd = fd};
+}
+
 void jw_wsconns_flush(jw_wsconns *s)
 {
     jw_wsconn *c;
 
     if (s->hold > 0 && --s->hold > 0)
         return;
+    s->njobs = 0;
     while ((c = s->dirty_head)) {
+        int fd;
+
         dirty_unlink(c);
         /* Behind a pending callback, lws' own leftovers, or a close: the callback
          * writes it, in order. */
@@ -476,11 +617,28 @@ void jw_wsconns_flush(jw_wsconns *s)
             jw_wsconn_want_write(c);
             continue;
         }
+        fd = direct_fd(c);
+        if (fd >= 0) {
+            add_job(s, c, fd);
+            continue;
+        }
         /* The socket took everything so far: it very likely takes this too, and
          * what it does not, lws keeps and sends before anything else. */
         if (write_some(c) < 0)
             s->io->kill(c->wsi);
     }
+    if (s->njobs == 0)
+        return;
+    if (s->pool && s->njobs >= s->parallel_min) {
+        s->stats.parallel_rounds++;
+        jw_fanout_run(s->pool, s->njobs, direct_send, s);
+    } else {
+        for (size_t i = 0; i < s->njobs; i++)
+            direct_send(s, i, 0);
+    }
+    for (size_t i = 0; i < s->njobs; i++)
+        direct_done(&s->jobs[i]);
+    s->njobs = 0;
 }
 
 size_t jw_wsconns_close_all(jw_wsconns *s, int code, const char *reason)

@@ -21,6 +21,15 @@
  *   once, in the order they were first given something: a round to 2,000
  *   sockets costs 2,000 sends, not 2,000 callbacks.
  *
+ *   Those round writes go straight to the socket (send, not lws_write) when
+ *   lws holds nothing back for it and it is plain TCP, and a round of many
+ *   is shared with the helper threads of a jw_fanout pool, the loop thread
+ *   taking part and waiting for the rest: the kernel's send path, most of a
+ *   round's cost, runs on several cores. Meanwhile lws does not run, so it
+ *   never writes (a pong, a close) between a round's bytes; what a socket
+ *   does not take is handed to lws after the round, which sends it before
+ *   anything else. A TLS connection's round write is lws', on the loop.
+ *
  *   Closing is polite: jw_wsconn_close marks the connection, what is queued
  *   still leaves, then the closing handshake starts with the code and reason.
  *
@@ -31,7 +40,8 @@
  *   the frame buffer and the counters.
  *
  * Threads
- *   Loop thread only.
+ *   Loop thread only, but for a round's direct writes (see above), which
+ *   helpers make while the loop thread waits in jw_wsconns_flush.
  */
 #ifndef JW_WSCONN_H
 #define JW_WSCONN_H
@@ -81,18 +91,36 @@ typedef struct jw_wsconn_io {
     bool (*backed_up)(struct lws *wsi); /* lws still holds bytes of an earlier write */
     void (*close)(struct lws *wsi, int code, const char *reason);
     void (*kill)(struct lws *wsi); /* a direct write failed: drop the connection */
+    /*
+     * The socket a publish round may send to itself, bypassing lws, or -1
+     * when only lws may write it (TLS). NULL: always -1.
+     */
+    int (*direct_fd)(struct lws *wsi);
 } jw_wsconn_io;
 
 extern const jw_wsconn_io jw_wsconn_lws_io;
 
 typedef struct jw_wsconn jw_wsconn;
+struct jw_fanout;
+
+/* One connection's write in a publish round, possibly made on a helper thread. */
+typedef struct jw_wsjob {
+    jw_wsconn *c;
+    int fd;
+    size_t n, frames, payload; /* queue entries, frames and payload bytes the write carries */
+    size_t len, sent;          /* bytes built, bytes the socket took */
+    int err;                   /* errno of a send that failed for good; 0 */
+    char *rest;                /* LWS_PRE + the len - sent bytes not taken; NULL when all went */
+} jw_wsjob;
 
 typedef struct jw_wsconns_stats {
     uint64_t connections; /* open now */
     uint64_t counted;     /* counted messages handed to sockets */
     uint64_t frames;
     uint64_t bytes;
-    uint64_t slow_closes; /* closed with 4008 */
+    uint64_t slow_closes;     /* closed with 4008 */
+    uint64_t direct_writes;   /* publish-round writes sent to the socket by jobwire itself */
+    uint64_t parallel_rounds; /* publish rounds whose writes were shared with helper threads */
 } jw_wsconns_stats;
 
 typedef struct jw_wsconns {
@@ -114,6 +142,13 @@ typedef struct jw_wsconns {
     int hold;
     jw_wsconn *dirty_head, *dirty_tail;
     jw_buf frame; /* LWS_PRE + the frame being written */
+    /* A publish round's direct writes: jobs[njobs], one scratch buffer per worker. */
+    struct jw_fanout *pool; /* NULL: the loop thread writes alone */
+    size_t parallel_min;    /* writes in a round before the pool is asked to share them */
+    jw_wsjob *jobs;
+    size_t njobs, jobs_cap;
+    jw_buf *scratch;
+    int nscratch;
     jw_wsconns_stats stats;
 } jw_wsconns;
 
@@ -139,6 +174,11 @@ struct jw_wsconn {
 
 void jw_wsconns_init(jw_wsconns *s, const char *name, bool gather, size_t max_queue);
 void jw_wsconns_release(jw_wsconns *s);
+/*
+ * Lets publish rounds of at least min writes share them with pool's helper
+ * threads (borrowed; NULL: never). Before any connection opens.
+ */
+void jw_wsconns_set_pool(jw_wsconns *s, struct jw_fanout *pool, size_t min);
 
 /* ESTABLISHED: numbers c, registers it under c->key. c is zeroed first. */
 void jw_wsconn_open(jw_wsconns *s, jw_wsconn *c, struct lws *wsi);

@@ -1,7 +1,11 @@
 /*
  * wsconn.c: a WebSocket connection's output queue, its bound, the ask-once
  * write request, the publish round's direct writes and the polite close,
- * against a fake socket that records what it was asked and given.
+ * against a fake socket that records what it was asked and given. The
+ * direct writes (a round's send() to the socket itself, alone or shared with
+ * a jw_fanout pool) go to real sockets: the server's end of a socketpair is
+ * what direct_fd answers, and the test reads the client's end and parses the
+ * frames there.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -10,11 +14,15 @@
 
 #include <cmocka.h>
 
+#include "fanout.h"
 #include "wsconn.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 /* ---- a fake socket ------------------------------------------------------------------ */
 
@@ -31,6 +39,12 @@ typedef struct sock {
     size_t nframes;
     int writes; /* write_frames calls */
     int order;  /* when it was last written, across sockets */
+    /* direct_io only (sock_pair sets them) */
+    int fd;             /* what direct_fd answers: the server's end of a socketpair, or -1 */
+    int peer;           /* the client's end, which the test reads; -1 when closed */
+    unsigned char *raw; /* the bytes write_frames was handed, as they came (malloc) */
+    size_t raw_len;
+    int raw_writes; /* write_frames calls */
 } sock;
 
 static int write_clock;
@@ -134,6 +148,206 @@ static void set_up(jw_wsconns *set, bool gather, size_t max_queue)
 {
     jw_wsconns_init(set, "test", gather, max_queue);
     set->io = &fake_io;
+}
+
+/*
+ * The direct side of the fake: write_frames keeps the bytes it is handed as
+ * they come (what a direct write's socket did not take starts anywhere in a
+ * frame), direct_fd answers the sock's fd.
+ */
+static int d_write_frames(struct lws *wsi, unsigned char *p, size_t len)
+{
+    sock *s = S(wsi);
+
+    if (s->fail)
+        return -1;
+    s->raw = realloc(s->raw, s->raw_len + len);
+    assert_non_null(s->raw);
+    memcpy(s->raw + s->raw_len, p, len);
+    s->raw_len += len;
+    s->raw_writes++;
+    return 0;
+}
+
+static int d_fd(struct lws *wsi)
+{
+    return S(wsi)->fd;
+}
+
+static const jw_wsconn_io direct_io = {
+    .ask_writable = f_ask,
+    .write = f_write,
+    .write_frames = d_write_frames,
+    .backed_up = f_backed_up,
+    .close = f_close,
+    .kill = f_kill,
+    .direct_fd = d_fd,
+};
+
+static void set_up_direct(jw_wsconns *set, bool gather, size_t max_queue)
+{
+    jw_wsconns_init(set, "test", gather, max_queue);
+    set->io = &direct_io;
+}
+
+/* s gets no socket: direct_fd answers -1, as for TLS. */
+static void sock_none(sock *s)
+{
+    s->fd = s->peer = -1;
+}
+
+/* s gets a socketpair: fd the server's end (sndbuf > 0: its send buffer), peer the client's. */
+static void sock_pair(sock *s, int sndbuf)
+{
+    int sv[2];
+
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    s->fd = sv[0];
+    s->peer = sv[1];
+    if (sndbuf > 0)
+        assert_int_equal(setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf)), 0);
+}
+
+static void sock_done(sock *s)
+{
+    if (s->fd >= 0)
+        close(s->fd);
+    if (s->peer >= 0)
+        close(s->peer);
+    s->fd = s->peer = -1;
+    free(s->raw);
+    s->raw = NULL;
+    s->raw_len = 0;
+}
+
+/*
+ * Everything the client's end can read now, into buf (cap: more than can
+ * come). The round's sends are over and a socketpair's bytes are in the
+ * peer's queue once send returns: all of it is there.
+ */
+static size_t drain(sock *s, unsigned char *buf, size_t cap)
+{
+    size_t got = 0;
+
+    for (;;) {
+        ssize_t r = recv(s->peer, buf + got, cap - got, MSG_DONTWAIT);
+
+        if (r > 0) {
+            got += (size_t)r;
+            assert_true(got < cap);
+            continue;
+        }
+        if (r < 0 && errno == EINTR)
+            continue;
+        assert_true(r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK));
+        return got;
+    }
+}
+
+/* What left for the client in all: what its socket took, then what lws was handed (malloc). */
+static unsigned char *wire(sock *s, size_t *len, size_t *taken)
+{
+    size_t cap = s->raw_len + (1 << 20);
+    unsigned char *b = malloc(cap);
+
+    assert_non_null(b);
+    *taken = drain(s, b, cap - s->raw_len);
+    if (s->raw_len)
+        memcpy(b + *taken, s->raw, s->raw_len);
+    *len = *taken + s->raw_len;
+    return b;
+}
+
+/*
+ * p[len] is exactly the server frames want[0..n-1], nothing before, between
+ * or after: each FIN + text, unmasked, its length in the shortest of the
+ * 7-bit, 16-bit (126) and 64-bit (127) forms.
+ */
+static void expect_frames(const unsigned char *p, size_t len, const char *const *want, size_t n)
+{
+    size_t at = 0;
+
+    for (size_t k = 0; k < n; k++) {
+        size_t wl = strlen(want[k]), pl, h = 2;
+
+        assert_true(len - at >= 2);
+        assert_int_equal(p[at], 0x81);         /* FIN, text */
+        assert_int_equal(p[at + 1] & 0x80, 0); /* a server frame is not masked */
+        pl = p[at + 1];
+        if (pl == 126) {
+            assert_true(len - at >= 4);
+            pl = (size_t)p[at + 2] << 8 | p[at + 3];
+            h = 4;
+            assert_true(pl >= 126);
+        } else if (pl == 127) {
+            assert_true(len - at >= 10);
+            pl = 0;
+            for (int i = 0; i < 8; i++)
+                pl = pl << 8 | p[at + 2 + i];
+            h = 10;
+            assert_true(pl > 0xffff);
+        }
+        assert_int_equal(pl, wl);
+        assert_true(len - at - h >= pl);
+        if (wl)
+            assert_memory_equal(p + at + h, want[k], wl);
+        at += h + pl;
+    }
+    assert_int_equal(at, len);
+}
+
+/* The client's end received exactly the frames want[0..n-1], all through the socket. */
+static void expect_received(sock *s, const char *const *want, size_t n)
+{
+    size_t len, taken;
+    unsigned char *b = wire(s, &len, &taken);
+
+    assert_int_equal(s->raw_len, 0);
+    expect_frames(b, len, want, n);
+    free(b);
+}
+
+/* Nothing reached the client's end. */
+static void expect_nothing_received(sock *s)
+{
+    unsigned char b[16];
+
+    assert_int_equal(drain(s, b, sizeof(b)), 0);
+}
+
+/* A message of len bytes that says which it is: "<tag> <k>:" then a letter of k, repeated. */
+static char *numbered(const char *tag, int k, size_t len)
+{
+    char *m = malloc(len + 1);
+    int h;
+
+    assert_non_null(m);
+    memset(m, 'a' + k % 26, len);
+    m[len] = '\0';
+    h = snprintf(m, len + 1, "%s %d:", tag, k);
+    assert_true(h > 0 && (size_t)h < len);
+    m[h] = 'a' + k % 26; /* snprintf's NUL */
+    return m;
+}
+
+/* want[0..n-1] joined by '\n': a gathered frame's payload (malloc). */
+static char *joined(char *const *want, size_t n)
+{
+    size_t len = 0, at = 0;
+    char *j;
+
+    for (size_t k = 0; k < n; k++)
+        len += strlen(want[k]) + 1;
+    j = malloc(len + 1);
+    assert_non_null(j);
+    for (size_t k = 0; k < n; k++) {
+        if (k)
+            j[at++] = '\n';
+        memcpy(j + at, want[k], strlen(want[k]));
+        at += strlen(want[k]);
+    }
+    j[at] = '\0';
+    return j;
 }
 
 /* Queues text as one message (tag, counted as given). */
@@ -535,6 +749,481 @@ static void test_owed_after_queue(void **state)
     jw_wsconns_release(&set);
 }
 
+/* ---- a publish round's direct writes (real sockets) -------------------------------- */
+
+/*
+ * Gathered: three messages given in a round leave as ONE frame "a\nbb\nccc"
+ * that the round sends to the socket itself (header built by wsconn, 7-bit
+ * length): lws' write and write_frames are not called, nothing is asked, the
+ * queue is empty and counted. A second round writes directly again.
+ */
+static void test_direct_gathered(void **state)
+{
+    static const char *const first[] = {"a\nbb\nccc"}, *const second[] = {"d"};
+    jw_wsconns set;
+    jw_wsconn c;
+    sock *s = calloc(1, sizeof(*s));
+
+    (void)state;
+    sock_pair(s, 0);
+    set_up_direct(&set, true, 1 << 20);
+    jw_wsconn_open(&set, &c, W(s));
+    jw_wsconns_hold(&set);
+    put(&c, "a", NULL, false);
+    put(&c, "bb", NULL, true);
+    put(&c, "ccc", NULL, true);
+    jw_wsconns_flush(&set);
+    expect_received(s, first, 1);
+    assert_int_equal(s->nframes, 0);    /* io->write */
+    assert_int_equal(s->raw_writes, 0); /* io->write_frames */
+    assert_int_equal(s->asks, 0);
+    assert_int_equal(s->kills, 0);
+    assert_false(c.want_write);
+    assert_null(c.qhead);
+    assert_int_equal(c.qbytes, 0);
+    assert_int_equal(c.qcounted, 0);
+    assert_int_equal(set.stats.direct_writes, 1);
+    assert_int_equal(set.stats.parallel_rounds, 0);
+    assert_int_equal(set.stats.frames, 1);
+    assert_int_equal(set.stats.bytes, 8);
+    assert_int_equal(set.stats.counted, 2);
+    jw_wsconns_hold(&set);
+    put(&c, "d", NULL, false);
+    jw_wsconns_flush(&set);
+    expect_received(s, second, 1);
+    assert_int_equal(set.stats.direct_writes, 2);
+    assert_int_equal(s->asks, 0);
+    jw_wsconn_closed(&c);
+    jw_wsconns_release(&set);
+    sock_done(s);
+    free(s);
+}
+
+/*
+ * One message per frame: three messages leave as three whole frames in the
+ * bytes of one direct write, the third long enough for the 16-bit length.
+ */
+static void test_direct_frames(void **state)
+{
+    char *big = numbered("big", 3, 300);
+    const char *const want[] = {"one", "two", big};
+    jw_wsconns set;
+    jw_wsconn c;
+    sock *s = calloc(1, sizeof(*s));
+
+    (void)state;
+    sock_pair(s, 0);
+    set_up_direct(&set, false, 1 << 20);
+    jw_wsconn_open(&set, &c, W(s));
+    jw_wsconns_hold(&set);
+    put(&c, "one", NULL, true);
+    put(&c, "two", NULL, true);
+    put(&c, big, NULL, false);
+    jw_wsconns_flush(&set);
+    expect_received(s, want, 3);
+    assert_int_equal(s->raw_writes + s->writes + (int)s->nframes, 0);
+    assert_int_equal(s->asks, 0);
+    assert_null(c.qhead);
+    assert_int_equal(c.qbytes, 0);
+    assert_int_equal(set.stats.direct_writes, 1);
+    assert_int_equal(set.stats.frames, 3);
+    assert_int_equal(set.stats.counted, 2);
+    assert_int_equal(set.stats.bytes, 3 + 3 + 300);
+    jw_wsconn_closed(&c);
+    jw_wsconns_release(&set);
+    sock_done(s);
+    free(s);
+    free(big);
+}
+
+/*
+ * A message over JW_WSCONN_FRAME leaves alone in one gathered frame with the
+ * 64-bit length; what did not fit in the frame stays queued and asks for the
+ * WRITEABLE callback, which writes it the lws way.
+ */
+static void test_direct_big_message(void **state)
+{
+    char *big = numbered("big", 1, JW_WSCONN_FRAME + 4464);
+    const char *const want[] = {big};
+    size_t len, taken;
+    unsigned char *b;
+    jw_wsconns set;
+    jw_wsconn c;
+    sock *s = calloc(1, sizeof(*s));
+
+    (void)state;
+    sock_pair(s, 0);
+    set_up_direct(&set, true, 1 << 20);
+    jw_wsconn_open(&set, &c, W(s));
+    jw_wsconns_hold(&set);
+    put(&c, big, NULL, false);
+    put(&c, "tail", NULL, false);
+    jw_wsconns_flush(&set);
+    /* The socket may not take 70 kB at once: lws gets the rest, the wire is the same. */
+    b = wire(s, &len, &taken);
+    expect_frames(b, len, want, 1);
+    free(b);
+    assert_int_equal(set.stats.direct_writes, 1);
+    assert_non_null(c.qhead);
+    assert_int_equal(c.qbytes, 4 + 1);
+    assert_int_equal(s->asks, 1); /* the rest waits for the callback */
+    assert_true(c.want_write);
+    assert_int_equal(jw_wsconn_on_writable(&c), 0);
+    assert_int_equal(s->nframes, 1);
+    assert_string_equal(s->frames[0], "tail");
+    assert_null(c.qhead);
+    jw_wsconn_closed(&c);
+    jw_wsconns_release(&set);
+    sock_done(s);
+    free(s);
+    free(big);
+}
+
+/*
+ * A socket that takes only part of a round's ~60 kB (a small send buffer,
+ * nobody reading): the bytes it took followed by the bytes handed to
+ * write_frames (lws keeps them) are exactly the frames the round built, no
+ * byte lost, repeated or reordered; the queue is empty; nothing is killed.
+ * Gathered (one frame, 16-bit length) and one per frame (the rest starts
+ * inside a frame).
+ */
+static void partial_round(bool gather)
+{
+    enum { NMSG = 60, MLEN = 1000 };
+    char *msgs[NMSG], *one = NULL;
+    size_t len, taken;
+    unsigned char *b;
+    jw_wsconns set;
+    jw_wsconn c;
+    sock *s = calloc(1, sizeof(*s));
+
+    sock_pair(s, 4096);
+    set_up_direct(&set, gather, 1 << 20);
+    jw_wsconn_open(&set, &c, W(s));
+    jw_wsconns_hold(&set);
+    for (int k = 0; k < NMSG; k++) {
+        msgs[k] = numbered("msg", k, MLEN);
+        put(&c, msgs[k], NULL, true);
+    }
+    jw_wsconns_flush(&set);
+    assert_int_equal(s->kills, 0);
+    assert_int_equal(set.stats.direct_writes, 1);
+    assert_int_equal(s->raw_writes, 1); /* the rest, handed over once */
+    b = wire(s, &len, &taken);
+    /* Both parts are there: the socket took some, and refused some. */
+    assert_true(taken > 0);
+    assert_true(s->raw_len > 0);
+    if (gather) {
+        one = joined(msgs, NMSG);
+        expect_frames(b, len, (const char *const *)&one, 1);
+    } else {
+        expect_frames(b, len, (const char *const *)msgs, NMSG);
+    }
+    assert_null(c.qhead);
+    assert_int_equal(c.qbytes, 0);
+    assert_int_equal(c.qcounted, 0);
+    assert_int_equal(s->asks, 0);
+    assert_int_equal(set.stats.frames, gather ? 1 : NMSG);
+    assert_int_equal(set.stats.counted, NMSG);
+    assert_int_equal(set.stats.bytes, NMSG * MLEN + (gather ? NMSG - 1 : 0));
+    jw_wsconn_closed(&c);
+    jw_wsconns_release(&set);
+    sock_done(s);
+    free(s);
+    free(b);
+    free(one);
+    for (int k = 0; k < NMSG; k++)
+        free(msgs[k]);
+}
+
+static void test_direct_partial_gathered(void **state)
+{
+    (void)state;
+    partial_round(true);
+}
+
+static void test_direct_partial_frames(void **state)
+{
+    (void)state;
+    partial_round(false);
+}
+
+/*
+ * A send that fails for good (the client's end is closed: EPIPE, and
+ * MSG_NOSIGNAL keeps SIGPIPE from ending the process) kills the connection
+ * once and hands nothing to lws; so does a rest that lws refuses. Neither
+ * counts as a direct write or as sent.
+ */
+static void test_direct_failures(void **state)
+{
+    enum { NMSG = 40, MLEN = 1000 };
+    char *msgs[NMSG];
+    jw_wsconns set;
+    jw_wsconn c1, c2;
+    sock *s = calloc(2, sizeof(*s));
+
+    (void)state;
+    sock_pair(&s[0], 0);
+    close(s[0].peer);
+    s[0].peer = -1;
+    sock_pair(&s[1], 4096); /* takes part of 40 kB, and lws refuses the rest */
+    s[1].fail = true;
+    set_up_direct(&set, true, 1 << 20);
+    jw_wsconn_open(&set, &c1, W(&s[0]));
+    jw_wsconn_open(&set, &c2, W(&s[1]));
+    jw_wsconns_hold(&set);
+    put(&c1, "a", NULL, true);
+    put(&c1, "b", NULL, true);
+    for (int k = 0; k < NMSG; k++) {
+        msgs[k] = numbered("msg", k, MLEN);
+        put(&c2, msgs[k], NULL, true);
+    }
+    jw_wsconns_flush(&set);
+    assert_int_equal(s[0].kills, 1);
+    assert_int_equal(s[0].raw_writes, 0);
+    assert_int_equal(s[0].nframes, 0);
+    assert_int_equal(s[0].asks, 0);
+    assert_int_equal(s[1].kills, 1);
+    assert_int_equal(s[1].asks, 0);
+    assert_int_equal(set.stats.direct_writes, 0);
+    assert_int_equal(set.stats.frames, 0);
+    assert_int_equal(set.stats.counted, 0);
+    jw_wsconn_closed(&c1);
+    jw_wsconn_closed(&c2);
+    jw_wsconns_release(&set);
+    sock_done(&s[0]);
+    sock_done(&s[1]);
+    free(s);
+    for (int k = 0; k < NMSG; k++)
+        free(msgs[k]);
+}
+
+/*
+ * One round, five connections: direct_fd -1 (TLS) is written the lws way
+ * (io->write); one closing, one lws still holds bytes for, and one already
+ * waiting for its callback are not written at all (asked, or left to the
+ * pending callback, which then writes in order); only the plain one is a
+ * direct write.
+ */
+static void test_direct_mixed_round(void **state)
+{
+    static const char *const plain[] = {"v"};
+    jw_wsconns set;
+    jw_wsconn c[5];
+    sock *s = calloc(5, sizeof(*s));
+
+    (void)state;
+    sock_none(&s[0]);
+    for (int i = 1; i < 5; i++)
+        sock_pair(&s[i], 0);
+    set_up_direct(&set, true, 1 << 20);
+    for (int i = 0; i < 5; i++)
+        jw_wsconn_open(&set, &c[i], W(&s[i]));
+    put(&c[3], "early", NULL, false); /* asked before the round */
+    assert_int_equal(s[3].asks, 1);
+    jw_wsconns_hold(&set);
+    put(&c[0], "x", NULL, false);
+    put(&c[1], "bye", NULL, false);
+    jw_wsconn_close(&c[1], 1000, "done");
+    s[2].backed_up = true;
+    put(&c[2], "w", NULL, false);
+    put(&c[3], "late", NULL, false);
+    put(&c[4], "v", NULL, false);
+    jw_wsconns_flush(&set);
+    /* No socket of its own: lws' write, at once. */
+    assert_int_equal(s[0].nframes, 1);
+    assert_string_equal(s[0].frames[0], "x");
+    assert_null(c[0].qhead);
+    /* Closing: asked; the callback writes what is queued, then closes. */
+    expect_nothing_received(&s[1]);
+    assert_int_equal(s[1].asks, 1);
+    assert_int_equal(s[1].closes, 0);
+    assert_int_equal(jw_wsconn_on_writable(&c[1]), 0);
+    assert_string_equal(s[1].frames[0], "bye");
+    /* Backed up: asked. */
+    expect_nothing_received(&s[2]);
+    assert_int_equal(s[2].asks, 1);
+    assert_non_null(c[2].qhead);
+    /* Waiting for its callback: not asked again, and the callback writes both, in order. */
+    expect_nothing_received(&s[3]);
+    assert_int_equal(s[3].asks, 1);
+    assert_int_equal(jw_wsconn_on_writable(&c[3]), 0);
+    assert_string_equal(s[3].frames[0], "early\nlate");
+    /* Plain TCP, free: the round's one direct write. */
+    expect_received(&s[4], plain, 1);
+    assert_int_equal(s[4].asks, 0);
+    assert_int_equal(set.stats.direct_writes, 1);
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(s[i].raw_writes, 0);
+        assert_int_equal(s[i].kills, 0);
+    }
+    for (int i = 0; i < 5; i++)
+        jw_wsconn_closed(&c[i]);
+    jw_wsconns_release(&set);
+    for (int i = 0; i < 5; i++)
+        sock_done(&s[i]);
+    free(s);
+}
+
+/*
+ * A round shared with a pool of 2 helpers: 200 connections, each given its
+ * own message (its own content and length), each client reads exactly its
+ * own frame: no write went to another's socket, built from another's queue
+ * or in another worker's scratch. One parallel round, 200 direct writes.
+ */
+static void test_direct_pool(void **state)
+{
+    enum { NCONN = 200 };
+    jw_fanout *pool = jw_fanout_new(2);
+    jw_wsconn *c = calloc(NCONN, sizeof(*c));
+    sock *s = calloc(NCONN, sizeof(*s));
+    char *msgs[NCONN];
+    jw_wsconns set;
+
+    (void)state;
+    assert_non_null(pool);
+    assert_non_null(c);
+    assert_non_null(s);
+    set_up_direct(&set, true, 1 << 20);
+    jw_wsconns_set_pool(&set, pool, 1);
+    for (int i = 0; i < NCONN; i++) {
+        sock_pair(&s[i], 0);
+        jw_wsconn_open(&set, &c[i], W(&s[i]));
+    }
+    jw_wsconns_hold(&set);
+    for (int i = 0; i < NCONN; i++) {
+        msgs[i] = numbered("conn", i, 20 + (size_t)i);
+        put(&c[i], msgs[i], NULL, true);
+    }
+    jw_wsconns_flush(&set);
+    assert_int_equal(set.stats.parallel_rounds, 1);
+    assert_int_equal(set.stats.direct_writes, NCONN);
+    assert_int_equal(set.stats.counted, NCONN);
+    for (int i = 0; i < NCONN; i++) {
+        const char *const want[] = {msgs[i]};
+
+        expect_received(&s[i], want, 1);
+        assert_null(c[i].qhead);
+        assert_int_equal(s[i].asks + s[i].kills + (int)s[i].nframes, 0);
+    }
+    for (int i = 0; i < NCONN; i++)
+        jw_wsconn_closed(&c[i]);
+    jw_wsconns_release(&set);
+    jw_fanout_free(pool);
+    for (int i = 0; i < NCONN; i++) {
+        sock_done(&s[i]);
+        free(msgs[i]);
+    }
+    free(s);
+    free(c);
+}
+
+/*
+ * Partial sends on the pool's helpers: 24 connections with small send
+ * buffers, each given 20 kB of its own messages one per frame; each client's
+ * bytes plus what lws was handed for it are exactly its own frames (the rest
+ * is copied out of the worker's scratch before the scratch is reused).
+ */
+static void test_direct_pool_partial(void **state)
+{
+    enum { NCONN = 24, NMSG = 20, MLEN = 1000 };
+    jw_fanout *pool = jw_fanout_new(2);
+    jw_wsconn *c = calloc(NCONN, sizeof(*c));
+    sock *s = calloc(NCONN, sizeof(*s));
+    char *msgs[NCONN][NMSG];
+    jw_wsconns set;
+
+    (void)state;
+    assert_non_null(pool);
+    assert_non_null(c);
+    assert_non_null(s);
+    set_up_direct(&set, false, 1 << 20);
+    jw_wsconns_set_pool(&set, pool, 1);
+    for (int i = 0; i < NCONN; i++) {
+        sock_pair(&s[i], 4096);
+        jw_wsconn_open(&set, &c[i], W(&s[i]));
+    }
+    jw_wsconns_hold(&set);
+    for (int k = 0; k < NMSG; k++)
+        for (int i = 0; i < NCONN; i++) {
+            msgs[i][k] = numbered(k % 2 ? "odd" : "even", i * NMSG + k, MLEN);
+            put(&c[i], msgs[i][k], NULL, false);
+        }
+    jw_wsconns_flush(&set);
+    assert_int_equal(set.stats.parallel_rounds, 1);
+    assert_int_equal(set.stats.direct_writes, NCONN);
+    for (int i = 0; i < NCONN; i++) {
+        size_t len, taken;
+        unsigned char *b = wire(&s[i], &len, &taken);
+
+        assert_true(s[i].raw_len > 0); /* the hand-over was exercised */
+        expect_frames(b, len, (const char *const *)msgs[i], NMSG);
+        free(b);
+        assert_null(c[i].qhead);
+        assert_int_equal(s[i].kills, 0);
+    }
+    for (int i = 0; i < NCONN; i++)
+        jw_wsconn_closed(&c[i]);
+    jw_wsconns_release(&set);
+    jw_fanout_free(pool);
+    for (int i = 0; i < NCONN; i++) {
+        sock_done(&s[i]);
+        for (int k = 0; k < NMSG; k++)
+            free(msgs[i][k]);
+    }
+    free(s);
+    free(c);
+}
+
+/*
+ * The pool shares a round only from parallel_min direct writes on: a
+ * connection written the lws way (direct_fd -1) does not count towards it.
+ */
+static void test_direct_pool_threshold(void **state)
+{
+    jw_fanout *pool = jw_fanout_new(2);
+    jw_wsconn c[5];
+    sock *s = calloc(5, sizeof(*s));
+    jw_wsconns set;
+
+    (void)state;
+    assert_non_null(pool);
+    set_up_direct(&set, true, 1 << 20);
+    jw_wsconns_set_pool(&set, pool, 4);
+    sock_none(&s[0]);
+    for (int i = 1; i < 5; i++)
+        sock_pair(&s[i], 0);
+    for (int i = 0; i < 5; i++)
+        jw_wsconn_open(&set, &c[i], W(&s[i]));
+    /* Four dirty connections, three direct writes: the loop thread alone. */
+    jw_wsconns_hold(&set);
+    for (int i = 0; i < 4; i++)
+        put(&c[i], "r1", NULL, false);
+    jw_wsconns_flush(&set);
+    assert_int_equal(set.stats.direct_writes, 3);
+    assert_int_equal(set.stats.parallel_rounds, 0);
+    /* Four direct writes: shared. */
+    jw_wsconns_hold(&set);
+    for (int i = 1; i < 5; i++)
+        put(&c[i], "r2", NULL, false);
+    jw_wsconns_flush(&set);
+    assert_int_equal(set.stats.direct_writes, 7);
+    assert_int_equal(set.stats.parallel_rounds, 1);
+    for (int i = 1; i < 5; i++) {
+        static const char *const both[] = {"r1", "r2"}, *const last[] = {"r2"};
+
+        expect_received(&s[i], i < 4 ? both : last, i < 4 ? 2 : 1);
+    }
+    assert_string_equal(s[0].frames[0], "r1");
+    for (int i = 0; i < 5; i++)
+        jw_wsconn_closed(&c[i]);
+    jw_wsconns_release(&set);
+    jw_fanout_free(pool);
+    for (int i = 0; i < 5; i++)
+        sock_done(&s[i]);
+    free(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -548,6 +1237,16 @@ int main(void)
         cmocka_unit_test(test_flush_failure_and_closed),
         cmocka_unit_test(test_polite_close),
         cmocka_unit_test(test_owed_after_queue),
+        cmocka_unit_test(test_direct_gathered),
+        cmocka_unit_test(test_direct_frames),
+        cmocka_unit_test(test_direct_big_message),
+        cmocka_unit_test(test_direct_partial_gathered),
+        cmocka_unit_test(test_direct_partial_frames),
+        cmocka_unit_test(test_direct_failures),
+        cmocka_unit_test(test_direct_mixed_round),
+        cmocka_unit_test(test_direct_pool),
+        cmocka_unit_test(test_direct_pool_partial),
+        cmocka_unit_test(test_direct_pool_threshold),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
