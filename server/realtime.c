@@ -296,15 +296,23 @@ static void on_closed(rconn *c)
     free(c);
 }
 
-/* A client message, once whole (ws_rx.h gathers it, bounded). */
+/*
+ * A client message, once whole (ws_rx.h gathers it, bounded). Its replies
+ * leave as a publish round's do, at once when the socket is free, rather
+ * than after a WRITEABLE callback (two event-loop updates per reply).
+ */
 static int on_receive(rconn *c, struct lws *wsi, const void *in, size_t len)
 {
     jw_rt *rt = c->rt;
     const char *data;
     size_t n;
+    jw_ws_rx_result r = jw_ws_rx_feed(&c->rx, wsi, in, len, MAX_CLIENT_FRAME, &data, &n);
 
-    switch (jw_ws_rx_feed(&c->rx, wsi, in, len, MAX_CLIENT_FRAME, &data, &n)) {
-    case JW_WS_RX_MORE: return 0;
+    if (r == JW_WS_RX_MORE)
+        return 0;
+    jw_wsconns_hold(&rt->conns);
+    switch (r) {
+    case JW_WS_RX_MORE: break;
     case JW_WS_RX_TOO_BIG:
         rt_start_close(c, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE, "frame too large");
         break;
@@ -324,6 +332,7 @@ static int on_receive(rconn *c, struct lws *wsi, const void *in, size_t len)
         break;
     }
     jw_ws_rx_done(&c->rx);
+    jw_wsconns_flush(&rt->conns);
     return 0;
 }
 

@@ -463,14 +463,22 @@ static void on_closed(conn *c)
     jw_wsconn_closed(&c->base);
 }
 
-/* A client message, once whole (ws_rx.h gathers it, bounded). */
+/*
+ * A client message, once whole (ws_rx.h gathers it, bounded). Its replies
+ * leave as a publish round's do, at once when the socket is free, rather
+ * than after a WRITEABLE callback (two event-loop updates per reply).
+ */
 static int on_receive(conn *c, struct lws *wsi, const void *in, size_t len)
 {
     const char *data;
     size_t n;
+    jw_ws_rx_result r = jw_ws_rx_feed(&c->rx, wsi, in, len, MAX_CLIENT_FRAME, &data, &n);
 
-    switch (jw_ws_rx_feed(&c->rx, wsi, in, len, MAX_CLIENT_FRAME, &data, &n)) {
-    case JW_WS_RX_MORE: return 0;
+    if (r == JW_WS_RX_MORE)
+        return 0;
+    jw_wsconns_hold(&c->hub->conns);
+    switch (r) {
+    case JW_WS_RX_MORE: break;
     case JW_WS_RX_TOO_BIG:
         ws_send_error(c, NULL, "frame_too_large", "a client frame may hold at most %zu bytes",
                       MAX_CLIENT_FRAME);
@@ -488,6 +496,7 @@ static int on_receive(conn *c, struct lws *wsi, const void *in, size_t len)
         break;
     }
     jw_ws_rx_done(&c->rx);
+    jw_wsconns_flush(&c->hub->conns);
     return 0;
 }
 

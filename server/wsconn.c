@@ -127,7 +127,7 @@ static void scratch_release(jw_wsconns *s)
 void jw_wsconns_set_pool(jw_wsconns *s, jw_fanout *pool, size_t min)
 {
     scratch_release(s);
-    s->pool = pool;
+    s->pool = jw_fanout_helpers(pool) > 0 ? pool : NULL; /* no helpers: nothing to share */
     s->parallel_min = min;
     s->nscratch = 1 + jw_fanout_helpers(pool);
     s->scratch = jw_xcalloc((size_t)s->nscratch, sizeof(*s->scratch));
