@@ -111,7 +111,6 @@ void jw_wsconns_init(jw_wsconns *s, const char *name, bool gather, size_t max_qu
     s->gather = gather;
     s->max_queue = max_queue;
     jw_map_init(&s->conns);
-    jw_buf_init(&s->frame, LWS_PRE + JW_WSCONN_FRAME + 1);
     jw_wsconns_set_pool(s, NULL, 0);
 }
 
@@ -138,7 +137,6 @@ void jw_wsconns_set_pool(jw_wsconns *s, jw_fanout *pool, size_t min)
 void jw_wsconns_release(jw_wsconns *s)
 {
     jw_map_release(&s->conns);
-    jw_buf_release(&s->frame);
     scratch_release(s);
     free(s->jobs);
 }
@@ -455,7 +453,7 @@ static carried build_frames(const jw_wsconn *c, jw_buf *f)
 static int write_frame(jw_wsconn *c)
 {
     jw_wsconns *s = c->set;
-    jw_buf *f = &s->frame;
+    jw_buf *f = &s->scratch[0]; /* the loop thread's: worker 0 */
     carried w;
     int rc;
 
@@ -519,6 +517,16 @@ void jw_wsconns_hold(jw_wsconns *s)
 }
 
 /* ---- a round's direct writes ------------------------------------------------------- */
+
+/* One connection's write in a publish round, possibly made on a helper thread. */
+struct jw_wsjob {
+    jw_wsconn *c;
+    int fd;
+    size_t n, frames, payload; /* queue entries, frames and payload bytes the write carries */
+    size_t len, sent;          /* bytes built, bytes the socket took */
+    int err;                   /* errno of a send that failed for good; 0 */
+    char *rest;                /* LWS_PRE + the len - sent bytes not taken; NULL when all went */
+};
 
 /*
  * Job i of the round, on worker's thread: builds the write (header included)

@@ -103,15 +103,7 @@ extern const jw_wsconn_io jw_wsconn_lws_io;
 typedef struct jw_wsconn jw_wsconn;
 struct jw_fanout;
 
-/* One connection's write in a publish round, possibly made on a helper thread. */
-typedef struct jw_wsjob {
-    jw_wsconn *c;
-    int fd;
-    size_t n, frames, payload; /* queue entries, frames and payload bytes the write carries */
-    size_t len, sent;          /* bytes built, bytes the socket took */
-    int err;                   /* errno of a send that failed for good; 0 */
-    char *rest;                /* LWS_PRE + the len - sent bytes not taken; NULL when all went */
-} jw_wsjob;
+typedef struct jw_wsjob jw_wsjob; /* a round's write of one connection (wsconn.c) */
 
 typedef struct jw_wsconns_stats {
     uint64_t connections; /* open now */
@@ -141,8 +133,8 @@ typedef struct jw_wsconns {
     uint64_t next_id;
     int hold;
     jw_wsconn *dirty_head, *dirty_tail;
-    jw_buf frame; /* LWS_PRE + the frame being written */
-    /* A publish round's direct writes: jobs[njobs], one scratch buffer per worker. */
+    /* A publish round's direct writes: jobs[njobs]; one scratch buffer per
+     * worker, LWS_PRE + the frames being written (the loop thread's is [0]). */
     struct jw_fanout *pool; /* NULL: the loop thread writes alone */
     size_t parallel_min;    /* writes in a round before the pool is asked to share them */
     jw_wsjob *jobs;
