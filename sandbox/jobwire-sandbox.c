@@ -12,7 +12,8 @@
  *   GET    /inbox              the simulated SMS, oldest first
  *   GET    /faults             the armed faults
  *   POST   /faults             {"step":"<name>"|"*","mode":"...","count":N,"delay_ms":M,
- *                              "job":"<job id>"?} (job: only that job's calls match)
+ *                              "job":"<job id>"?,"first_call":true?} (job: only that
+ *                              job's calls match; first_call: only a key's first call)
  *   DELETE /faults             disarms them all
  *   GET    /healthz            {"status":"ok"}
  *

@@ -35,6 +35,7 @@ typedef struct fault {
     enum fault_mode mode;
     int remaining;
     int delay_ms;
+    bool first_call; /* only a key's first call matches (none sent under it yet) */
 } fault;
 
 static struct {
@@ -52,9 +53,10 @@ void sandbox__routes_init(jw_sim *sim)
 
 /*
  * Takes one use of the first armed fault matching step and job (the
- * request's job_id, NULL when it has none); F_NONE when none.
+ * request's job_id, NULL when it has none) and, for a first_call fault,
+ * first (no call came under the request's key before); F_NONE when none.
  */
-static fault take_fault(const char *step, const char *job)
+static fault take_fault(const char *step, const char *job, bool first)
 {
     fault none = {.mode = F_NONE};
 
@@ -64,6 +66,8 @@ static fault take_fault(const char *step, const char *job)
         if (strcmp(f->step, "*") != 0 && strcmp(f->step, step) != 0)
             continue;
         if (f->job[0] && (!job || strcmp(f->job, job) != 0))
+            continue;
+        if (f->first_call && !first)
             continue;
         none = *f;
         if (--f->remaining == 0) {
@@ -79,12 +83,14 @@ static json_t *faults_json(void)
 {
     json_t *a = json_array();
 
-    for (size_t i = 0; i < S.nfaults; i++)
-        json_array_append_new(a,
-                              json_pack("{s:s, s:s, s:s, s:i, s:i}", "step", S.faults[i].step,
-                                        "job", S.faults[i].job[0] ? S.faults[i].job : "*", "mode",
-                                        fault_names[S.faults[i].mode], "count",
-                                        S.faults[i].remaining, "delay_ms", S.faults[i].delay_ms));
+    for (size_t i = 0; i < S.nfaults; i++) {
+        const fault *f = &S.faults[i];
+
+        json_array_append_new(a, json_pack("{s:s, s:s, s:s, s:i, s:i, s:b}", "step", f->step, "job",
+                                           f->job[0] ? f->job : "*", "mode", fault_names[f->mode],
+                                           "count", f->remaining, "delay_ms", f->delay_ms,
+                                           "first_call", f->first_call));
+    }
     return a;
 }
 
@@ -101,6 +107,7 @@ static void h_faults_post(conn *c, const request *r)
     json_t *body = json_loadb(r->body, r->body_len, JSON_REJECT_DUPLICATES, &jerr);
     const char *step = NULL, *mode = NULL, *job = NULL;
     json_int_t count = 1, delay = -1;
+    int first_call = 0;
     fault f = {0};
 
     if (!body) {
@@ -108,12 +115,14 @@ static void h_faults_post(conn *c, const request *r)
                                jerr.text);
         return;
     }
-    if (json_unpack_ex(body, &jerr, JSON_STRICT, "{s:s, s:s, s?I, s?I, s?s}", "step", &step, "mode",
-                       &mode, "count", &count, "delay_ms", &delay, "job", &job) != 0) {
+    if (json_unpack_ex(body, &jerr, JSON_STRICT, "{s:s, s:s, s?I, s?I, s?s, s?b}", "step", &step,
+                       "mode", &mode, "count", &count, "delay_ms", &delay, "job", &job,
+                       "first_call", &first_call) != 0) {
         sandbox__respond_error(
             c, 400, "bad_fault", r->keep_alive,
             "expected {\"step\":\"<name>\"|\"*\",\"mode\":\"http_500|timeout|slow|reset|"
-            "bad_json|huge\",\"count\":N,\"delay_ms\":M,\"job\":\"<job id>\"}: %s",
+            "bad_json|huge\",\"count\":N,\"delay_ms\":M,\"job\":\"<job id>\","
+            "\"first_call\":true|false}: %s",
             jerr.text);
         goto out;
     }
@@ -156,9 +165,11 @@ static void h_faults_post(conn *c, const request *r)
     snprintf(f.job, sizeof(f.job), "%s", job ? job : "");
     f.remaining = (int)count;
     f.delay_ms = (int)delay;
+    f.first_call = first_call != 0;
     S.faults[S.nfaults++] = f;
-    jw_log_info("sandbox: armed fault step=%s job=%s mode=%s count=%d delay_ms=%d", f.step,
-                f.job[0] ? f.job : "*", fault_names[f.mode], f.remaining, f.delay_ms);
+    jw_log_info("sandbox: armed fault step=%s job=%s mode=%s count=%d delay_ms=%d%s", f.step,
+                f.job[0] ? f.job : "*", fault_names[f.mode], f.remaining, f.delay_ms,
+                f.first_call ? " first_call" : "");
     sandbox__respond_json(c, 200, json_pack("{s:o}", "faults", faults_json()), r->keep_alive, 0);
 out:
     json_decref(body);
@@ -215,6 +226,7 @@ static void h_step(conn *c, const request *r)
     jw_provider_reply *reply;
     json_error_t jerr;
     json_t *body = NULL, *otp;
+    const char *key;
     char err[256];
     fault f;
     int delay;
@@ -225,9 +237,12 @@ static void h_step(conn *c, const request *r)
                                     JW_STEP_NAME_MAX - 1);
         return;
     }
-    /* Parsed first: a fault may be armed for one job (the body's job_id). */
+    /* Parsed first: a fault may be armed for one job (the body's job_id), or for
+     * the first call under a key (one the sim has no call for yet). */
     body = json_loadb(r->body, r->body_len, JSON_REJECT_DUPLICATES, &jerr);
-    f = take_fault(step, json_string_value(json_object_get(body, "job_id")));
+    key = json_string_value(json_object_get(body, "idempotency_key"));
+    f = take_fault(step, json_string_value(json_object_get(body, "job_id")),
+                   !key || jw_sim_calls_for(S.sim, key) == 0);
     if (f.mode != F_NONE)
         jw_log_info("sandbox: POST /steps/%s: injecting %s", step, fault_names[f.mode]);
     switch (f.mode) {

@@ -555,6 +555,32 @@ static void test_fault_for_one_job(void **state)
     json_decref(armed);
 }
 
+/*
+ * A first_call fault matches only a key's first call: armed after it, the key's
+ * later calls (an OTP's, a retry's) go by, and a new key's first call takes it.
+ */
+static void test_fault_first_call_only(void **state)
+{
+    json_t *armed;
+
+    (void)state;
+    expect_ok(run(mkcall("availability_check", "jw-first-1", 0), NULL));
+    json_decref(admin("POST", "/faults",
+                      "{\"step\":\"availability_check\",\"mode\":\"http_500\",\"count\":1,"
+                      "\"first_call\":true}"));
+    expect_ok(run(mkcall("availability_check", "jw-first-1", 0), NULL)); /* its second call */
+    armed = admin("GET", "/faults", NULL);
+    assert_int_equal(json_array_size(json_object_get(armed, "faults")), 1);
+    assert_true(json_is_true(
+        json_object_get(json_array_get(json_object_get(armed, "faults"), 0), "first_call")));
+    json_decref(armed);
+    expect_error(run(mkcall("availability_check", "jw-first-2", 0), NULL), true, "HTTP 500");
+    armed = admin("GET", "/faults", NULL);
+    assert_int_equal(json_array_size(json_object_get(armed, "faults")), 0);
+    json_decref(armed);
+    assert_int_equal(charges_field("jw-first-1", "calls"), 2);
+}
+
 static void test_fault_reset_and_recovery(void **state)
 {
     int64_t ms;
@@ -725,6 +751,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_fault_timeout_then_same_key),
         cmocka_unit_test(test_fault_slow),
         cmocka_unit_test(test_fault_for_one_job),
+        cmocka_unit_test(test_fault_first_call_only),
         cmocka_unit_test(test_fault_reset_and_recovery),
         cmocka_unit_test(test_bad_replies_not_retryable),
         cmocka_unit_test(test_many_calls_at_once),

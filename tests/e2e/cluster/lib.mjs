@@ -103,7 +103,7 @@ async function inbox(url) {
   return r.json();
 }
 
-// Arms a fault for the next matching /steps calls: {step, mode, count, delay_ms, job?}.
+// Arms a fault for the next matching /steps calls: {step, mode, count, delay_ms, job?, first_call?}.
 async function fault(url, f) {
   const r = await fetch(`${url}/faults`, {
     method: 'POST',
@@ -114,7 +114,7 @@ async function fault(url, f) {
   assert.equal(r.status, 200, `POST /faults: ${r.status} ${await r.text()}`);
 }
 
-// The armed faults: [{step, job, mode, count, delay_ms}].
+// The armed faults: [{step, job, mode, count, delay_ms, first_call}].
 async function faults(url) {
   const r = await fetch(`${url}/faults`, { signal: AbortSignal.timeout(20_000) });
   assert.equal(r.status, 200, `GET /faults: ${r.status}`);

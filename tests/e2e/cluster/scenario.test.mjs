@@ -73,14 +73,21 @@ const ids = (list) => `'{${list.join(',')}}'::uuid[]`;
 
 // Creates n jobs round-robin through `nodes`; each new job is owned by the node that
 // received the request. holdMs: each job's first payment call is held that long by the
-// sandbox (a slow fault armed as soon as the job exists, long before its payment: logins,
-// the availability check and the payment link come first, 200 ms each).
+// sandbox (a slow fault armed as soon as the job exists). Only the first call under the
+// payment's key: logins, the availability check and the payment link come before it,
+// 200 ms each, but a loaded machine can arm the fault after that call went out; a fault
+// for any call would then hold the next one, the call that carries the OTP, past
+// --provider-timeout: its outcome unknown, the OTP failed, and the payment completed by a
+// retry that the sandbox answers from its record without asking a code again.
 async function wave(n, nodes, { holdMs = 0 } = {}) {
   const order = Array.from({ length: n }, (_, i) => nodes[i % nodes.length]);
   const jobs = await pool(order, 8, async (node, i) => {
     const user = users[i % USERS];
     const j = await node.createJob(user.token, { amount: AMOUNT, count: TX });
-    if (holdMs) await sandbox.fault({ step: 'process_payment', job: j.job_id, mode: 'slow', count: 1, delay_ms: holdMs });
+    if (holdMs) {
+      await sandbox.fault({ step: 'process_payment', job: j.job_id, mode: 'slow', count: 1, delay_ms: holdMs,
+        first_call: true });
+    }
     return { id: j.job_id, node, user };
   });
   for (const { id } of jobs) created.push(id);
