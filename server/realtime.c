@@ -349,6 +349,10 @@ int jw_rt_callback(jw_rt *rt, struct lws *wsi, enum lws_callback_reasons reason,
         return 0;
     case LWS_CALLBACK_RECEIVE: return c ? on_receive(c, wsi, in, len) : -1;
     case LWS_CALLBACK_SERVER_WRITEABLE: return c ? jw_wsconn_on_writable(&c->base) : 0;
+    case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+        if (c)
+            jw_wsconn_peer_closed(&c->base);
+        return 0;
     case LWS_CALLBACK_CLOSED:
         if (c) {
             on_closed(c);

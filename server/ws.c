@@ -531,6 +531,10 @@ static int callback_ws(struct lws *wsi, enum lws_callback_reasons reason, void *
             return -1;
         return on_receive(c, wsi, in, len);
     case LWS_CALLBACK_SERVER_WRITEABLE: return c ? jw_wsconn_on_writable(&c->base) : 0;
+    case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+        if (c)
+            jw_wsconn_peer_closed(&c->base);
+        return 0;
     case LWS_CALLBACK_CLOSED:
         if (c)
             on_closed(c);

@@ -73,9 +73,14 @@ static int lws_write_frames(struct lws *wsi, unsigned char *p, size_t len)
     return lws_write(wsi, p, len, LWS_WRITE_HTTP) < (int)len ? -1 : 0;
 }
 
+/*
+ * lws holds bytes back, or its closing handshake began (a close reason is set:
+ * by jobwire, or by lws on a peer's protocol error): nothing may be written
+ * but through lws, which sends nothing after its close frame.
+ */
 static bool lws_backed_up(struct lws *wsi)
 {
-    return lws_partial_buffered(wsi) != 0;
+    return lws_partial_buffered(wsi) != 0 || lws_get_close_length(wsi) != 0;
 }
 
 static void lws_kill(struct lws *wsi)
@@ -327,6 +332,19 @@ bool jw_wsconn_make_room(jw_wsconn *c, size_t len)
     return false;
 }
 
+/* A write failed: c is killed, and nothing more is written to it (a failed send may
+ * have sent part of a frame, so a next write would start in its middle). */
+static void kill_conn(jw_wsconn *c)
+{
+    c->ended = true;
+    c->set->io->kill(c->wsi);
+}
+
+void jw_wsconn_peer_closed(jw_wsconn *c)
+{
+    c->ended = true;
+}
+
 void jw_wsconn_close(jw_wsconn *c, int code, const char *reason)
 {
     if (c->closing)
@@ -505,7 +523,7 @@ static int write_some(jw_wsconn *c)
 
 int jw_wsconn_on_writable(jw_wsconn *c)
 {
-    if (!c->open)
+    if (!c->open || c->ended)
         return 0;
     c->want_write = false;
     return write_some(c);
@@ -582,7 +600,7 @@ static void direct_done(jw_wsjob *j)
         j->rest = NULL;
     }
     if (rc < 0) {
-        s->io->kill(c->wsi);
+        kill_conn(c);
         return;
     }
     s->stats.direct_writes++;
@@ -619,6 +637,8 @@ void jw_wsconns_flush(jw_wsconns *s)
         int fd;
 
         dirty_unlink(c);
+        if (c->ended)
+            continue;
         /* Behind a pending callback, lws' own leftovers, or a close: the callback
          * writes it, in order. */
         if (c->closing || c->want_write || s->io->backed_up(c->wsi)) {
@@ -633,7 +653,7 @@ void jw_wsconns_flush(jw_wsconns *s)
         /* The socket took everything so far: it very likely takes this too, and
          * what it does not, lws keeps and sends before anything else. */
         if (write_some(c) < 0)
-            s->io->kill(c->wsi);
+            kill_conn(c);
     }
     if (s->njobs == 0)
         return;

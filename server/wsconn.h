@@ -153,6 +153,7 @@ struct jw_wsconn {
     bool closing;     /* jw_wsconn_close was called */
     bool close_begun; /* the closing handshake is under way */
     bool want_write;  /* a WRITEABLE callback was asked for and has not come */
+    bool ended;       /* nothing more is written: the peer closed, or a write failed (killed) */
     bool dirty;       /* on the set's dirty list */
     jw_wsconn *dprev, *dnext;
     int close_code;
@@ -206,6 +207,11 @@ void jw_wsconn_close(jw_wsconn *c, int code, const char *reason);
 void jw_wsconn_want_write(jw_wsconn *c);
 /* SERVER_WRITEABLE: writes what the socket takes; -1 tells lws to drop it. */
 int jw_wsconn_on_writable(jw_wsconn *c);
+/*
+ * WS_PEER_INITIATED_CLOSE: the client sent a close frame. Nothing more is
+ * written to c (lws answers the close itself); it stays open until CLOSED.
+ */
+void jw_wsconn_peer_closed(jw_wsconn *c);
 
 /* A publish round (nestable): see the header comment. */
 void jw_wsconns_hold(jw_wsconns *s);

@@ -664,6 +664,16 @@ static void test_flush_failure_and_closed(void **state)
     assert_int_equal(s2.nframes, 0);
     assert_int_equal(s2.kills, 0);
     assert_int_equal(set.stats.connections, 1);
+    /* Killed (lws closes it later): nothing more is written to it, nor asked for. */
+    s1.fail = false;
+    s1.asks = 0;
+    jw_wsconns_hold(&set);
+    put(&c1, "c", NULL, false);
+    jw_wsconns_flush(&set);
+    assert_int_equal(jw_wsconn_on_writable(&c1), 0);
+    assert_int_equal(s1.nframes, 0);
+    assert_int_equal(s1.kills, 1);
+    assert_int_equal(s1.asks, 0);
     jw_wsconn_closed(&c1);
     jw_wsconns_release(&set);
 }
@@ -988,6 +998,28 @@ static void test_direct_failures(void **state)
     assert_int_equal(set.stats.direct_writes, 0);
     assert_int_equal(set.stats.frames, 0);
     assert_int_equal(set.stats.counted, 0);
+    /*
+     * Until lws closes them, a later round writes nothing more to either: c2's
+     * socket holds part of a frame, and a next write would start in its middle.
+     */
+    {
+        unsigned char *buf = malloc(1 << 20);
+
+        assert_non_null(buf);
+        assert_true(drain(&s[1], buf, 1 << 20) > 0);
+        s[1].fail = false;
+        jw_wsconns_hold(&set);
+        put(&c1, "c", NULL, true);
+        put(&c2, "d", NULL, true);
+        jw_wsconns_flush(&set);
+        assert_int_equal(drain(&s[1], buf, 1 << 20), 0);
+        free(buf);
+    }
+    assert_int_equal(s[0].kills, 1);
+    assert_int_equal(s[1].kills, 1);
+    assert_int_equal(s[0].raw_writes + s[1].raw_writes, 0);
+    assert_int_equal(s[0].asks + s[1].asks, 0);
+    assert_int_equal(set.stats.direct_writes, 0);
     jw_wsconn_closed(&c1);
     jw_wsconn_closed(&c2);
     jw_wsconns_release(&set);
@@ -996,6 +1028,41 @@ static void test_direct_failures(void **state)
     free(s);
     for (int k = 0; k < NMSG; k++)
         free(msgs[k]);
+}
+
+/*
+ * Once the client sent its close frame (lws answers it), nothing more goes to
+ * it: not in a round, not in a WRITEABLE callback; it is not killed.
+ */
+static void test_direct_peer_closed(void **state)
+{
+    static const char *const first[] = {"a"};
+    unsigned char buf[256];
+    jw_wsconns set;
+    jw_wsconn c;
+    sock *s = calloc(1, sizeof(*s));
+
+    (void)state;
+    sock_pair(s, 0);
+    set_up_direct(&set, true, 1 << 20);
+    jw_wsconn_open(&set, &c, W(s));
+    jw_wsconns_hold(&set);
+    put(&c, "a", NULL, false);
+    jw_wsconns_flush(&set);
+    expect_received(s, first, 1);
+    jw_wsconn_peer_closed(&c);
+    jw_wsconns_hold(&set);
+    put(&c, "b", NULL, false);
+    jw_wsconns_flush(&set);
+    assert_int_equal(jw_wsconn_on_writable(&c), 0);
+    assert_int_equal(drain(s, buf, sizeof(buf)), 0);
+    assert_int_equal(s->raw_writes + (int)s->nframes, 0);
+    assert_int_equal(s->asks + s->kills, 0);
+    assert_int_equal(set.stats.direct_writes, 1);
+    jw_wsconn_closed(&c);
+    jw_wsconns_release(&set);
+    sock_done(s);
+    free(s);
 }
 
 /*
@@ -1243,6 +1310,7 @@ int main(void)
         cmocka_unit_test(test_direct_partial_gathered),
         cmocka_unit_test(test_direct_partial_frames),
         cmocka_unit_test(test_direct_failures),
+        cmocka_unit_test(test_direct_peer_closed),
         cmocka_unit_test(test_direct_mixed_round),
         cmocka_unit_test(test_direct_pool),
         cmocka_unit_test(test_direct_pool_partial),
