@@ -73,14 +73,14 @@ static int lws_write_frames(struct lws *wsi, unsigned char *p, size_t len)
     return lws_write(wsi, p, len, LWS_WRITE_HTTP) < (int)len ? -1 : 0;
 }
 
-/*
- * lws holds bytes back, or its closing handshake began (a close reason is set:
- * by jobwire, or by lws on a peer's protocol error): nothing may be written
- * but through lws, which sends nothing after its close frame.
- */
 static bool lws_backed_up(struct lws *wsi)
 {
-    return lws_partial_buffered(wsi) != 0 || lws_get_close_length(wsi) != 0;
+    return lws_partial_buffered(wsi) != 0;
+}
+
+static bool lws_closing(struct lws *wsi)
+{
+    return lws_get_close_length(wsi) != 0;
 }
 
 static void lws_kill(struct lws *wsi)
@@ -104,6 +104,7 @@ const jw_wsconn_io jw_wsconn_lws_io = {
     .close = jw_ws_close_politely,
     .kill = lws_kill,
     .direct_fd = lws_direct_fd,
+    .closing = lws_closing,
 };
 
 /* ---- the set ------------------------------------------------------------------------ */
@@ -345,6 +346,20 @@ void jw_wsconn_peer_closed(jw_wsconn *c)
     c->ended = true;
 }
 
+/*
+ * Nothing more may be written to c: it ended, or lws began a close (after its
+ * close frame nothing may follow, RFC 6455 5.5.1; lws' write path does not
+ * refuse data then, and it still calls WRITEABLE while it waits for the ack).
+ */
+static bool ended(jw_wsconn *c)
+{
+    const jw_wsconn_io *io = c->set->io;
+
+    if (!c->ended && io->closing && io->closing(c->wsi))
+        c->ended = true;
+    return c->ended;
+}
+
 void jw_wsconn_close(jw_wsconn *c, int code, const char *reason)
 {
     if (c->closing)
@@ -523,7 +538,7 @@ static int write_some(jw_wsconn *c)
 
 int jw_wsconn_on_writable(jw_wsconn *c)
 {
-    if (!c->open || c->ended)
+    if (!c->open || ended(c))
         return 0;
     c->want_write = false;
     return write_some(c);
@@ -637,7 +652,7 @@ void jw_wsconns_flush(jw_wsconns *s)
         int fd;
 
         dirty_unlink(c);
-        if (c->ended)
+        if (ended(c))
             continue;
         /* Behind a pending callback, lws' own leftovers, or a close: the callback
          * writes it, in order. */

@@ -96,6 +96,12 @@ typedef struct jw_wsconn_io {
      * when only lws may write it (TLS). NULL: always -1.
      */
     int (*direct_fd)(struct lws *wsi);
+    /*
+     * lws began a closing handshake (a close reason is set: by jobwire, or by
+     * lws on the peer's protocol error); from then on only lws writes, and
+     * lws may still call WRITEABLE. NULL: never.
+     */
+    bool (*closing)(struct lws *wsi);
 } jw_wsconn_io;
 
 extern const jw_wsconn_io jw_wsconn_lws_io;

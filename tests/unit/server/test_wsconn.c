@@ -35,6 +35,7 @@ typedef struct sock {
     bool backed_up; /* what backed_up answers */
     bool backs_up;  /* becomes backed up after its next write */
     bool fail;      /* the next write fails */
+    bool closing;   /* what closing answers: lws began a close of its own */
     char frames[8][70000];
     size_t nframes;
     int writes; /* write_frames calls */
@@ -135,6 +136,11 @@ static void f_kill(struct lws *wsi)
     S(wsi)->kills++;
 }
 
+static bool f_closing(struct lws *wsi)
+{
+    return S(wsi)->closing;
+}
+
 static const jw_wsconn_io fake_io = {
     .ask_writable = f_ask,
     .write = f_write,
@@ -142,6 +148,7 @@ static const jw_wsconn_io fake_io = {
     .backed_up = f_backed_up,
     .close = f_close,
     .kill = f_kill,
+    .closing = f_closing,
 };
 
 static void set_up(jw_wsconns *set, bool gather, size_t max_queue)
@@ -182,6 +189,7 @@ static const jw_wsconn_io direct_io = {
     .close = f_close,
     .kill = f_kill,
     .direct_fd = d_fd,
+    .closing = f_closing,
 };
 
 static void set_up_direct(jw_wsconns *set, bool gather, size_t max_queue)
@@ -1031,10 +1039,11 @@ static void test_direct_failures(void **state)
 }
 
 /*
- * Once the client sent its close frame (lws answers it), nothing more goes to
- * it: not in a round, not in a WRITEABLE callback; it is not killed.
+ * Once the client sent its close frame (lws answers it), or lws began a close
+ * of its own (a protocol error), nothing more goes to it: not in a round, not
+ * in a WRITEABLE callback; it is not killed.
  */
-static void test_direct_peer_closed(void **state)
+static void peer_or_lws_closed(bool by_peer)
 {
     static const char *const first[] = {"a"};
     unsigned char buf[256];
@@ -1042,7 +1051,6 @@ static void test_direct_peer_closed(void **state)
     jw_wsconn c;
     sock *s = calloc(1, sizeof(*s));
 
-    (void)state;
     sock_pair(s, 0);
     set_up_direct(&set, true, 1 << 20);
     jw_wsconn_open(&set, &c, W(s));
@@ -1050,7 +1058,10 @@ static void test_direct_peer_closed(void **state)
     put(&c, "a", NULL, false);
     jw_wsconns_flush(&set);
     expect_received(s, first, 1);
-    jw_wsconn_peer_closed(&c);
+    if (by_peer)
+        jw_wsconn_peer_closed(&c);
+    else
+        s->closing = true;
     jw_wsconns_hold(&set);
     put(&c, "b", NULL, false);
     jw_wsconns_flush(&set);
@@ -1063,6 +1074,18 @@ static void test_direct_peer_closed(void **state)
     jw_wsconns_release(&set);
     sock_done(s);
     free(s);
+}
+
+static void test_direct_peer_closed(void **state)
+{
+    (void)state;
+    peer_or_lws_closed(true);
+}
+
+static void test_direct_lws_closing(void **state)
+{
+    (void)state;
+    peer_or_lws_closed(false);
 }
 
 /*
@@ -1311,6 +1334,7 @@ int main(void)
         cmocka_unit_test(test_direct_partial_frames),
         cmocka_unit_test(test_direct_failures),
         cmocka_unit_test(test_direct_peer_closed),
+        cmocka_unit_test(test_direct_lws_closing),
         cmocka_unit_test(test_direct_mixed_round),
         cmocka_unit_test(test_direct_pool),
         cmocka_unit_test(test_direct_pool_partial),
