@@ -1039,6 +1039,43 @@ static void test_direct_failures(void **state)
 }
 
 /*
+ * A round writes what is queued; what is owed (a resync snapshot) is built
+ * only after that went, in the WRITEABLE callback the round asked for.
+ */
+static void test_direct_owed(void **state)
+{
+    static const char *const queued[] = {"queued"};
+    jw_wsconns set;
+    jw_wsconn c;
+    sock *s = calloc(1, sizeof(*s));
+
+    (void)state;
+    owed = paid = 0;
+    sock_pair(s, 0);
+    set_up_direct(&set, true, 1 << 20);
+    set.owes = owes_hook;
+    set.pay = pay_hook;
+    jw_wsconn_open(&set, &c, W(s));
+    jw_wsconns_hold(&set);
+    put(&c, "queued", NULL, true);
+    owed = 1;
+    jw_wsconns_flush(&set);
+    expect_received(s, queued, 1);
+    assert_int_equal(paid, 0);
+    assert_int_equal(s->asks, 1); /* still owed */
+    assert_int_equal(jw_wsconn_on_writable(&c), 0);
+    assert_int_equal(paid, 1);
+    assert_int_equal(s->nframes, 1);
+    assert_string_equal(s->frames[0], "snapshot");
+    assert_int_equal(set.stats.direct_writes, 1);
+    assert_int_equal(s->kills, 0);
+    jw_wsconn_closed(&c);
+    jw_wsconns_release(&set);
+    sock_done(s);
+    free(s);
+}
+
+/*
  * Once the client sent its close frame (lws answers it), or lws began a close
  * of its own (a protocol error), nothing more goes to it: not in a round, not
  * in a WRITEABLE callback; it is not killed.
@@ -1333,6 +1370,7 @@ int main(void)
         cmocka_unit_test(test_direct_partial_gathered),
         cmocka_unit_test(test_direct_partial_frames),
         cmocka_unit_test(test_direct_failures),
+        cmocka_unit_test(test_direct_owed),
         cmocka_unit_test(test_direct_peer_closed),
         cmocka_unit_test(test_direct_lws_closing),
         cmocka_unit_test(test_direct_mixed_round),
