@@ -159,7 +159,7 @@ struct jw_wsconn {
     bool closing;     /* jw_wsconn_close was called */
     bool close_begun; /* the closing handshake is under way */
     bool want_write;  /* a WRITEABLE callback was asked for and has not come */
-    bool ended;       /* nothing more is written: the peer closed, or a write failed (killed) */
+    bool ended;       /* nothing more is written: a close began, or a write failed */
     bool dirty;       /* on the set's dirty list */
     jw_wsconn *dprev, *dnext;
     int close_code;
