@@ -129,8 +129,9 @@ const unfinishedOf = (node) =>
 // other than `gone`. Returns the slowest, in ms after t0.
 async function finishedInTime(jobs, gone, t0, what) {
   assert.ok(jobs.length > 0, `${what}: ${gone.name} had unfinished jobs to lose`);
-  await waitFor(() => cluster.sql(`SELECT count(*) FROM job_runs WHERE id = ANY(${ids(jobs)}) AND ${UNFINISHED}`) === '0',
-    { timeout: DEADLINE_MS + 60_000, what: `${what}: the ${jobs.length} jobs of ${gone.name} finish` });
+  await explained(jobs, () => waitFor(
+    () => cluster.sql(`SELECT count(*) FROM job_runs WHERE id = ANY(${ids(jobs)}) AND ${UNFINISHED}`) === '0',
+    { timeout: DEADLINE_MS + 60_000, what: `${what}: the ${jobs.length} jobs of ${gone.name} finish` }));
   const rows = cluster.rows(`SELECT j.id, j.status, j.owner_node,
       (SELECT extract(epoch FROM max(e.cts)) * 1000 FROM job_events e WHERE e.job_run_id = j.id) AS done_ms
     FROM job_runs j WHERE j.id = ANY(${ids(jobs)})`);
@@ -147,8 +148,62 @@ async function finishedInTime(jobs, gone, t0, what) {
 }
 
 async function allFinished(jobs, what) {
-  await waitFor(() => cluster.sql(`SELECT count(*) FROM job_runs WHERE id = ANY(${ids(jobs.map((j) => j.id))}) AND ${UNFINISHED}`) === '0',
-    { timeout: 60_000, what: `${what}: every job of the phase finishes` });
+  await explained(jobs.map((j) => j.id), () => waitFor(
+    () => cluster.sql(`SELECT count(*) FROM job_runs WHERE id = ANY(${ids(jobs.map((j) => j.id))}) AND ${UNFINISHED}`) === '0',
+    { timeout: 60_000, what: `${what}: every job of the phase finishes` }));
+}
+
+// Runs wait(); when it fails, the error carries what the unfinished ones of `jobs` were
+// doing: rows, steps, OTP requests and inbox rows, the sandbox's calls and SMS for them,
+// the typist's answers, and every node's log lines that name them. A wait that times out
+// in CI is then read from its output alone.
+async function explained(jobs, wait) {
+  try {
+    await wait();
+  } catch (e) {
+    let report = '';
+    try {
+      report = await stuckReport(jobs);
+    } catch (e2) {
+      report = `(no report: ${e2.message})`;
+    }
+    e.message += `\n--- the unfinished jobs ---\n${report}`;
+    throw e;
+  }
+}
+
+async function stuckReport(jobs) {
+  const stuck = cluster.rows(`SELECT id FROM job_runs WHERE id = ANY(${ids(jobs)}) AND ${UNFINISHED}`).map((r) => r.id);
+  const out = [`${stuck.length} unfinished${stuck.length > 5 ? ', the first 5 shown' : ''}`];
+  out.push(`at ${new Date().toISOString()}; nodes: ${cluster.nodes.map((n) => `${n.name}${n.running ? '' : ' (down)'}`).join(', ')}`);
+  out.push(`jw_nodes: ${cluster.sql('SELECT json_agg(n) FROM jw_nodes n')}`);
+  const calls = await sandbox.charges();
+  const sms = await sandbox.inbox();
+  for (const id of stuck.slice(0, 5)) {
+    out.push(`job ${id}: ${cluster.sql(`SELECT row_to_json(j) FROM job_runs j WHERE id = '${id}'`)}`);
+    out.push(`  steps: ${cluster.sql(`SELECT json_agg(json_build_object('id', id, 'name', step_name, 'status', status,
+        'tx', transaction_index, 'attempt', attempt, 'next_retry_at', next_retry_at, 'error', error_message)
+        ORDER BY created_at, id) FROM job_steps WHERE job_run_id = '${id}'`)}`);
+    out.push(`  otp_requests: ${cluster.sql(`SELECT json_agg(json_build_object('id', id, 'step', job_step_id,
+        'status', status, 'attempts', attempts_count, 'requested_at', requested_at, 'timeout_at', timeout_at)
+        ORDER BY requested_at)
+        FROM otp_requests WHERE job_run_id = '${id}'`)}`);
+    out.push(`  jw_inbox: ${cluster.sql(`SELECT json_agg(json_build_object('id', id, 'kind', kind, 'from', from_node,
+        'taken_by', taken_by, 'taken_epoch', taken_epoch, 'created_at', created_at, 'answered_at', answered_at,
+        'verdict', verdict)) FROM jw_inbox WHERE job_run_id = '${id}'`)}`);
+    out.push(`  last events: ${cluster.sql(`SELECT json_agg(x) FROM (SELECT seq, ts, cts, table_name, op
+        FROM job_events WHERE job_run_id = '${id}' ORDER BY seq DESC LIMIT 5) x`)}`);
+    out.push(`  sandbox calls: ${JSON.stringify(Object.values(calls).filter((c) => c.job_id === id))}`);
+    const otps = new Set(cluster.rows(`SELECT id FROM otp_requests WHERE job_run_id = '${id}'`).map((r) => r.id));
+    const steps = new Set(cluster.rows(`SELECT id FROM job_steps WHERE job_run_id = '${id}'`).map((r) => r.id));
+    out.push(`  sandbox SMS: ${JSON.stringify(sms.filter((m) => steps.has(m.step_id)).map(({ code, ...m }) => m))}`);
+    if (typist) out.push(`  typist: ${JSON.stringify(typist.answers.filter((a) => otps.has(a.otp)))}`);
+    for (const n of cluster.nodes) {
+      const lines = n.logText().split('\n').filter((l) => l.includes(id) || [...otps].some((o) => l.includes(o)));
+      out.push(`  ${n.name}'s log (${lines.length} lines): ${lines.slice(-15).join('\n    ')}`);
+    }
+  }
+  return out.join('\n');
 }
 
 // What a node could have written about these jobs: their rows and journals, one digest a job.
@@ -220,8 +275,8 @@ test('three nodes: kill -9, a pause past the TTL, a rolling restart; money once,
 
   // --- 3. rolling restart: SIGTERM, start again, ready, next ------------------------------------
   for (const node of cluster.nodes) {
-    await waitFor(() => cluster.sql(`SELECT count(*) FROM job_runs WHERE ${UNFINISHED}`) === '0',
-      { timeout: 60_000, what: `rolling restart of ${node.name}: the jobs before it finished` });
+    await explained(created, () => waitFor(() => cluster.sql(`SELECT count(*) FROM job_runs WHERE ${UNFINISHED}`) === '0',
+      { timeout: 60_000, what: `rolling restart of ${node.name}: the jobs before it finished` }));
     const sb = await watchUsers(cluster, users);
     // A payment held 1.5 s by the sandbox (it charges at once, answers late): the node is
     // surely mid-payment when it is told to stop. Armed before the wave: every unfinished
@@ -248,8 +303,8 @@ test('three nodes: kill -9, a pause past the TTL, a rolling restart; money once,
 
   // --- the whole run ----------------------------------------------------------------------------
   assert.equal(created.length, 100);
-  await waitFor(() => cluster.sql(`SELECT count(*) FROM job_runs WHERE ${UNFINISHED}`) === '0',
-    { timeout: 120_000, what: 'every job finishes' });
+  await explained(created, () => waitFor(() => cluster.sql(`SELECT count(*) FROM job_runs WHERE ${UNFINISHED}`) === '0',
+    { timeout: 120_000, what: 'every job finishes' }));
   const t = typist;
   typist = null;
   await t.stop();
