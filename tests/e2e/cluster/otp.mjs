@@ -5,8 +5,18 @@
 // waits for it (job_steps -> otp_requests), picks a live node other than the job's owner
 // and POSTs /api/otp/{id} there with the job's user's token; the owner gets it through the
 // inbox. Once a code was accepted (200), it is typed again on the third node: that must be
-// refused (409: the request no longer waits). A 503/504 (the owner died before its verdict)
-// is typed again on the next round; so is a code whose request does not wait yet.
+// refused (409: the request no longer waits). Like a person who looks at the request's
+// state again, the typist settles a code only on a 200, a 404, or a request that is over
+// (verified, failed, expired); anything else is typed again on a later round once the
+// request waits: a 503/504 (the owner died before its verdict), a code whose request does
+// not wait yet, and a 409 while another submission of it is being checked (docs/api.md),
+// which may turn out wrong and leave the request waiting again.
+//
+// The newest SMS of a step is the code its request waits for, provided the SMS list was
+// read after the request's row: the provider sends the SMS before it answers, and the
+// row is written after the answer. A payment call held past --provider-timeout has sent
+// an SMS too, and its retry sends a new code; an SMS list read before the retry's SMS,
+// matched with the retry's request row, would type the stale code (refused as wrong).
 
 import { sleep } from './lib.mjs';
 
@@ -33,27 +43,35 @@ export function startTypist(cluster, sandbox, users, { every = 100 } = {}) {
         const r2 = await post(n, req.id, token, m.code);
         answers.push({ otp: req.id, node: n.name, status: r2.status, replay: true });
       }));
-    } else if (r.status === 409 || r.status === 404) {
+    } else if (r.status === 404) {
       done.add(m.seq);
     }
   };
-  const round = async () => {
-    const msgs = await sandbox.inbox();
-    // The newest message of a step is the code its request waits for.
+  // The newest message of each step; the older ones are settled (superseded).
+  const newestOf = (msgs) => {
     const newest = new Map();
     for (const m of msgs) if (!newest.has(m.step_id) || newest.get(m.step_id).seq < m.seq) newest.set(m.step_id, m);
     for (const m of msgs) if (newest.get(m.step_id) !== m) done.add(m.seq);
-    const open = [...newest.values()].filter((m) => !done.has(m.seq) && !busy.has(m.seq));
-    if (!open.length) return;
+    return newest;
+  };
+  const round = async () => {
+    const steps = [...newestOf(await sandbox.inbox()).values()]
+      .filter((m) => !done.has(m.seq) && !busy.has(m.seq)).map((m) => m.step_id);
+    if (!steps.length) return;
     const reqs = new Map(cluster.rows(`SELECT DISTINCT ON (o.job_step_id) o.job_step_id AS step, o.id, o.status,
-        r.owner_node, r.user_id FROM otp_requests o JOIN job_runs r ON r.id = o.job_run_id
-       WHERE o.job_step_id = ANY('{${open.map((m) => m.step_id).join(',')}}'::uuid[])
+        o.requested_at, r.owner_node, r.user_id FROM otp_requests o JOIN job_runs r ON r.id = o.job_run_id
+       WHERE o.job_step_id = ANY('{${steps.join(',')}}'::uuid[])
        ORDER BY o.job_step_id, o.requested_at DESC, o.id`).map((r) => [r.step, r]));
-    for (const m of open) {
-      const req = reqs.get(m.step_id);
-      if (!req) continue;
+    // Read again now that the rows are known: it holds the code each of them waits for.
+    const newest = newestOf(await sandbox.inbox());
+    for (const step of steps) {
+      const m = newest.get(step);
+      const req = reqs.get(step);
+      if (!req || done.has(m.seq) || busy.has(m.seq)) continue;
       if (req.status !== 'requested') {
-        if (req.status !== 'received') done.add(m.seq);
+        // Over (verified, failed, expired): its code is settled, but an SMS sent after
+        // the request was made is for the next request of the step, not written yet.
+        if (req.status !== 'received' && Date.parse(m.sent_at) <= Date.parse(req.requested_at)) done.add(m.seq);
         continue;
       }
       busy.add(m.seq);
