@@ -67,7 +67,7 @@ export function startTypist(cluster, sandbox, users, { every = 100 } = {}) {
     for (const step of steps) {
       const m = newest.get(step);
       const req = reqs.get(step);
-      if (!req || done.has(m.seq) || busy.has(m.seq)) continue;
+      if (!m || !req || done.has(m.seq) || busy.has(m.seq)) continue;
       if (req.status !== 'requested') {
         // Over (verified, failed, expired): its code is settled, but an SMS sent after
         // the request was made is for the next request of the step, not written yet.
