@@ -5,11 +5,14 @@
  * latency that waits for its commit (DESIGN.md: nothing visible before it).
  *
  * A file of --size bytes per write in --dir (put it on PostgreSQL's file
- * system), written like a WAL segment: each round appends --size bytes with
+ * system), written like a WAL segment: each round writes --size bytes with
  * pwrite() and flushes them with fdatasync(), one after the other, every
- * --interval-us (0: back to back). The file is preallocated and cycles
- * through --span bytes, as WAL reuses its segments. Printed: the flush's
- * latency (pwrite + fdatasync) p50/p90/p99/p99.9/max over every round.
+ * --interval-us (0: back to back). The file's --span bytes are written and
+ * flushed once before any round is timed (PostgreSQL zero-fills a new WAL
+ * segment or reuses an old one, so its flushes never meet blocks the file
+ * system has only reserved), and the rounds cycle through them. Printed: the
+ * flush's latency (pwrite + fdatasync) p50/p90/p99/p99.9/max over every
+ * round, nearest-rank.
  *
  * Usage: fsync_floor [--dir D (.)] [--size B (8192)] [--rounds R (2000)]
  *                    [--interval-us US (0)] [--span B (16 MiB)]
@@ -47,13 +50,41 @@ static int cmp_u64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* Nearest-rank percentile of n sorted values, in microseconds. */
 static double pct(const uint64_t *v, long n, double p)
 {
-    long i = (long)(p / 100.0 * (double)n);
+    double r = p / 100.0 * (double)n;
+    long rank = (long)r, i;
+
+    if ((double)rank < r) /* rounded up: the smallest value with p % at or below it */
+        rank++;
+    i = rank < 1 ? 0 : rank - 1;
 
     if (i >= n)
         i = n - 1;
     return (double)v[i] / 1000.0;
+}
+
+/* Writes all of buf at off, or says why not. */
+static int write_all(int fd, const char *buf, long len, off_t off)
+{
+    while (len > 0) {
+        ssize_t n = pwrite(fd, buf, (size_t)len, off);
+
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        if (n == 0) {
+            errno = EIO;
+            return -1;
+        }
+        buf += n;
+        len -= n;
+        off += n;
+    }
+    return 0;
 }
 
 static long arg_long(const char *s, long lo, long hi, const char *what)
@@ -95,6 +126,11 @@ int main(int argc, char **argv)
             return 2;
         }
     }
+    if (optind < argc) {
+        fprintf(stderr, "fsync_floor: unexpected argument '%s' (the directory is --dir)\n",
+                argv[optind]);
+        return 2;
+    }
     if (opt.span < opt.size) {
         fprintf(stderr, "fsync_floor: --span must be at least --size\n");
         return 2;
@@ -106,10 +142,6 @@ int main(int argc, char **argv)
         return 1;
     }
     unlink(path); /* gone when we exit, however we exit */
-    if ((errno = posix_fallocate(fd, 0, opt.span)) != 0 || fsync(fd) != 0) {
-        fprintf(stderr, "fsync_floor: preallocating %ld bytes: %s\n", opt.span, strerror(errno));
-        return 1;
-    }
     block = malloc((size_t)opt.size);
     lat = calloc((size_t)opt.rounds, sizeof(*lat));
     if (!block || !lat) {
@@ -117,6 +149,16 @@ int main(int argc, char **argv)
         return 1;
     }
     memset(block, 'w', (size_t)opt.size);
+    for (long at = 0; at + opt.size <= opt.span; at += opt.size) {
+        if (write_all(fd, block, opt.size, (off_t)at) != 0) {
+            fprintf(stderr, "fsync_floor: filling %ld bytes: %s\n", opt.span, strerror(errno));
+            return 1;
+        }
+    }
+    if (fsync(fd) != 0) {
+        fprintf(stderr, "fsync_floor: fsync: %s\n", strerror(errno));
+        return 1;
+    }
 
     total = now_ns();
     for (long i = 0; i < opt.rounds; i++) {
@@ -124,7 +166,7 @@ int main(int argc, char **argv)
 
         memcpy(block, &i, sizeof(i)); /* not the same bytes every time */
         t0 = now_ns();
-        if (pwrite(fd, block, (size_t)opt.size, at) != opt.size || fdatasync(fd) != 0) {
+        if (write_all(fd, block, opt.size, at) != 0 || fdatasync(fd) != 0) {
             fprintf(stderr, "fsync_floor: write: %s\n", strerror(errno));
             return 1;
         }

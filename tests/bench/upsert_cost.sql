@@ -3,14 +3,17 @@
 --
 --   psql -X -q -v ON_ERROR_STOP=1 -f tests/bench/upsert_cost.sql "$DATABASE_URL"
 --
--- Builds a scratch table shaped like job_steps (fillfactor 70, its index), 20,000 rows,
--- and 1,000 batches of 20 distinct rows as the JSON text the db thread sends (about 600
--- bytes a row, a different step_data each time). Each variant runs over every batch, the
--- variants interleaved batch by batch so that the machine's noise falls on all alike
--- (the two writes take every other batch: a write right after the other, on the same
--- rows, would find them in the CPU's caches), and reports its time per row. Each batch commits, as a group does (so that page pruning
+-- Builds a scratch table shaped like job_steps (fillfactor 70, its index) with 20,000
+-- rows, in a schema of its own (jw_bench_upsert: a regular table, so that its writes go
+-- through shared buffers and the WAL as job_steps' do; dropped at the end), and 1,000
+-- batches of 20 distinct rows as the JSON text the db thread sends (its size a row is
+-- printed; a different step_data each time). Each variant runs over every batch, the
+-- variants interleaved batch by batch so that the machine's noise falls on all alike (the
+-- two writes take every other batch: a write right after the other, on the same rows,
+-- would find them in the CPU's caches). It reports each variant's time per row, and the
+-- writes' WAL bytes per row. Each batch commits, as a group does (so that page pruning
 -- keeps the updates HOT), but only the statements are timed: commits and WAL flushes are
--- not in these figures.
+-- not in these figures. Times are wall time inside the statements.
 --
 --   parse jsonb    SELECT count(*) FROM jsonb_populate_recordset(NULL::t, $1::jsonb)
 --   parse json     the same with json_populate_recordset (json is not kept parsed)
@@ -20,11 +23,14 @@
 --   update         UPDATE t SET ... FROM jsonb_populate_recordset WHERE t.id = s.id
 --                  (a plain update of rows known to exist; nested loop forced)
 --
--- Nothing here touches jobwire's tables: everything lives in pg_temp, gone with the session.
+-- Nothing here touches jobwire's tables.
 SET enable_hashjoin = off;
 SET enable_mergejoin = off;
+DROP SCHEMA IF EXISTS jw_bench_upsert CASCADE;
+CREATE SCHEMA jw_bench_upsert;
+SET search_path = jw_bench_upsert, pg_catalog;
 
-CREATE TEMP TABLE xsteps (
+CREATE TABLE xsteps (
     id                uuid PRIMARY KEY,
     job_run_id        uuid NOT NULL,
     step_name         text NOT NULL,
@@ -53,7 +59,7 @@ CREATE FUNCTION pg_temp.xrow(i int, b int) RETURNS jsonb LANGUAGE sql IMMUTABLE 
     'transaction_index', i % 50, 'started_at', '2026-12-06T16:00:00.123456Z',
     'completed_at', NULL, 'timeout_at', NULL,
     'step_data', jsonb_build_object('amount', 300, 'batch', b, 'ref', md5(i || '/' || b),
-                                    'note', repeat('x', 300)),
+                                    'note', repeat('x', 40)),
     'error_message', NULL, 'created_at', '2026-12-06T16:00:00Z', 'attempt', b % 3,
     'idempotency_key', 'key-' || md5('step' || i), 'next_retry_at', NULL,
     'updated_at', '2026-12-06T16:00:01Z')
@@ -63,34 +69,44 @@ INSERT INTO xsteps SELECT * FROM jsonb_populate_recordset(NULL::xsteps,
     (SELECT jsonb_agg(pg_temp.xrow(i, 0)) FROM generate_series(0, 19999) i));
 ANALYZE xsteps;
 
--- 1,000 batches of 20 distinct rows (a stride through the table), as text.
-CREATE TEMP TABLE xbatch AS
+-- 1,000 batches of 20 distinct rows (a stride through the table), as text, stored
+-- uncompressed: a statement's parameter arrives as plain text.
+CREATE TEMP TABLE xbatch (b int, rows text);
+ALTER TABLE xbatch ALTER rows SET STORAGE EXTERNAL;
+INSERT INTO xbatch
   SELECT b, (SELECT jsonb_agg(pg_temp.xrow((b * 7919 + k * 997) % 20000, b))
-               FROM generate_series(0, 19) k)::text AS rows
+               FROM generate_series(0, 19) k)::text
     FROM generate_series(1, 1000) b;
+SELECT format('upsert_cost: %s bytes of JSON text a row', round(avg(octet_length(rows)) / 20))
+  AS " " FROM xbatch;
 
 DO $$
 DECLARE
     names text[] := ARRAY['parse jsonb', 'parse json', 'elements json', 'upsert', 'update'];
     spent float8[] := ARRAY[0, 0, 0, 0, 0];
+    wal numeric[] := ARRAY[0, 0, 0, 0, 0];
+    lsn pg_lsn;
+    txt text;
     nrows int := 0;
     t timestamptz;
     x record;
     n bigint;
 BEGIN
     FOR x IN SELECT b, rows FROM xbatch ORDER BY b LOOP
+        txt := x.rows;
         t := clock_timestamp();
-        SELECT count(*) INTO n FROM jsonb_populate_recordset(NULL::xsteps, x.rows::jsonb);
+        SELECT count(*) INTO n FROM jsonb_populate_recordset(NULL::xsteps, txt::jsonb);
         spent[1] := spent[1] + extract(epoch FROM clock_timestamp() - t);
         t := clock_timestamp();
-        SELECT count(*) INTO n FROM json_populate_recordset(NULL::xsteps, x.rows::json);
+        SELECT count(*) INTO n FROM json_populate_recordset(NULL::xsteps, txt::json);
         spent[2] := spent[2] + extract(epoch FROM clock_timestamp() - t);
         t := clock_timestamp();
-        SELECT count(*) INTO n FROM json_array_elements(x.rows::json);
+        SELECT count(*) INTO n FROM json_array_elements(txt::json);
         spent[3] := spent[3] + extract(epoch FROM clock_timestamp() - t);
         IF x.b % 2 = 0 THEN
+            lsn := pg_current_wal_insert_lsn();
             t := clock_timestamp();
-            INSERT INTO xsteps SELECT * FROM jsonb_populate_recordset(NULL::xsteps, x.rows::jsonb)
+            INSERT INTO xsteps SELECT * FROM jsonb_populate_recordset(NULL::xsteps, txt::jsonb)
                 ON CONFLICT (id) DO UPDATE SET job_run_id = EXCLUDED.job_run_id,
                   step_name = EXCLUDED.step_name, step_type = EXCLUDED.step_type,
                   status = EXCLUDED.status, transaction_index = EXCLUDED.transaction_index,
@@ -100,7 +116,9 @@ BEGIN
                   attempt = EXCLUDED.attempt, idempotency_key = EXCLUDED.idempotency_key,
                   next_retry_at = EXCLUDED.next_retry_at, updated_at = EXCLUDED.updated_at;
             spent[4] := spent[4] + extract(epoch FROM clock_timestamp() - t);
+            wal[4] := wal[4] + pg_wal_lsn_diff(pg_current_wal_insert_lsn(), lsn);
         ELSE
+            lsn := pg_current_wal_insert_lsn();
             t := clock_timestamp();
             UPDATE xsteps t SET job_run_id = s.job_run_id, step_name = s.step_name,
                   step_type = s.step_type, status = s.status,
@@ -110,16 +128,19 @@ BEGIN
                   created_at = s.created_at, attempt = s.attempt,
                   idempotency_key = s.idempotency_key, next_retry_at = s.next_retry_at,
                   updated_at = s.updated_at
-              FROM jsonb_populate_recordset(NULL::xsteps, x.rows::jsonb) s WHERE t.id = s.id;
+              FROM jsonb_populate_recordset(NULL::xsteps, txt::jsonb) s WHERE t.id = s.id;
             spent[5] := spent[5] + extract(epoch FROM clock_timestamp() - t);
+            wal[5] := wal[5] + pg_wal_lsn_diff(pg_current_wal_insert_lsn(), lsn);
         END IF;
         nrows := nrows + 20;
         COMMIT;
     END LOOP;
     FOR i IN 1 .. 5 LOOP
-        RAISE NOTICE 'upsert_cost: % % us per row over % rows', rpad(names[i], 14),
-            round((spent[i] * 1e6 / (nrows / CASE WHEN i > 3 THEN 2 ELSE 1 END))::numeric, 2),
-            nrows / CASE WHEN i > 3 THEN 2 ELSE 1 END;
+        n := nrows / CASE WHEN i > 3 THEN 2 ELSE 1 END;
+        RAISE NOTICE 'upsert_cost: % % us per row over % rows%', rpad(names[i], 14),
+            round((spent[i] * 1e6 / n)::numeric, 2), n,
+            CASE WHEN i > 3 THEN format(', %s WAL bytes per row', round(wal[i] / n)) ELSE '' END;
     END LOOP;
 END
 $$;
+DROP SCHEMA jw_bench_upsert CASCADE;
