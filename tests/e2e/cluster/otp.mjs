@@ -71,6 +71,7 @@ export function startTypist(cluster, sandbox, users, { every = 100 } = {}) {
       if (req.status !== 'requested') {
         // Over (verified, failed, expired): its code is settled, but an SMS sent after
         // the request was made is for the next request of the step, not written yet.
+        // (The sandbox's clock against the node's: both run on this one host.)
         if (req.status !== 'received' && Date.parse(m.sent_at) <= Date.parse(req.requested_at)) done.add(m.seq);
         continue;
       }
