@@ -17,6 +17,11 @@
  *   select pg_notify('jw_events', p) from unnest($1), set_config(synchronous_commit off)
  *   Sync
  *
+ * sent without waiting for its answer: the next group follows it in the
+ * pipeline at once, and the answer is read before the next statement's (or
+ * when the thread has nothing else to do), so no group waits for another's
+ * notification round trip. PostgreSQL runs them in the order sent.
+ *
  * The notification (db/cluster.h) is one per group - several only when the
  * group names more jobs than fit in one payload (NOTIFY_MAX bytes; NOTIFY's
  * own limit is 8000) - and says only which jobs advanced to which seq:
@@ -81,6 +86,110 @@ static size_t pow2_at_least(size_t n)
     return c;
 }
 
+/*
+ * The journal's and the fence's columns go as binary one-dimensional arrays
+ * (PostgreSQL's array_recv format, all integers big-endian):
+ *
+ *   ndim (1, or 0 when empty)  has-nulls (0)  element type OID
+ *   [length  lower bound (1)]  then per element: byte length, bytes
+ *
+ * Nothing to escape here and nothing to parse there: a uuid is its 16 bytes,
+ * an int8 its 8, and each row's JSON is validated once, by json_recv (as text
+ * it was lexed twice: json_in over the whole array, then
+ * json_array_elements).
+ */
+#define OID_INT8 20
+#define OID_TEXT 25
+#define OID_JSON 114
+#define OID_UUID 2950
+
+static void put_u32(jw_buf *b, uint32_t v)
+{
+    unsigned char p[4] = {(unsigned char)(v >> 24), (unsigned char)(v >> 16),
+                          (unsigned char)(v >> 8), (unsigned char)v};
+
+    jw_buf_add(b, p, sizeof(p));
+}
+
+static void bin_begin(jw_buf *b, uint32_t oid)
+{
+    jw_buf_reset(b);
+    put_u32(b, 1);
+    put_u32(b, 0);
+    put_u32(b, oid);
+    put_u32(b, 0); /* the length, set by bin_end */
+    put_u32(b, 1);
+}
+
+static void bin_add(jw_buf *b, const void *p, size_t len)
+{
+    put_u32(b, (uint32_t)len);
+    jw_buf_add(b, p, len);
+}
+
+static void bin_add_int8(jw_buf *b, int64_t v)
+{
+    uint64_t u = (uint64_t)v;
+    unsigned char p[8];
+
+    for (int i = 7; i >= 0; i--, u >>= 8)
+        p[i] = (unsigned char)u;
+    bin_add(b, p, sizeof(p));
+}
+
+static int hex_value(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* A UUID's 36-character text as its 16 bytes; false if it is not one. */
+static bool bin_add_uuid(jw_buf *b, const char *text)
+{
+    unsigned char u[16];
+    size_t k = 0;
+
+    for (size_t i = 0; i < JW_UUID_LEN; i++) {
+        int hi, lo;
+
+        if (i == 8 || i == 13 || i == 18 || i == 23) {
+            if (text[i] != '-')
+                return false;
+            continue;
+        }
+        hi = hex_value(text[i]);
+        lo = hex_value(text[++i]);
+        if (hi < 0 || lo < 0 || k == sizeof(u))
+            return false;
+        u[k++] = (unsigned char)(hi << 4 | lo);
+    }
+    if (k != sizeof(u))
+        return false;
+    bin_add(b, u, sizeof(u));
+    return true;
+}
+
+/* Sets the element count; an empty array has no dimension at all. */
+static void bin_end(jw_buf *b, size_t count)
+{
+    unsigned char *p = (unsigned char *)b->data;
+
+    if (!count) {
+        p[3] = 0; /* ndim */
+        b->len = 12;
+        return;
+    }
+    p[12] = (unsigned char)(count >> 24);
+    p[13] = (unsigned char)(count >> 16);
+    p[14] = (unsigned char)(count >> 8);
+    p[15] = (unsigned char)count;
+}
+
 void store__commit_init(jw_store *s)
 {
     for (int t = 0; t < JW_TABLE__COUNT; t++)
@@ -126,6 +235,12 @@ void store__disconnect(jw_store *s)
     if (s->conn) {
         PQfinish(s->conn);
         s->conn = NULL;
+    }
+    if (s->notify_inflight) {
+        s->notify_inflight = 0;
+        pthread_mutex_lock(&s->stats_lock);
+        s->stats.notifications_failed++;
+        pthread_mutex_unlock(&s->stats_lock);
     }
     pthread_mutex_lock(&s->stats_lock);
     if (s->stats.connected) {
@@ -220,8 +335,7 @@ static const char sql_events[] =
     "INSERT INTO job_events (job_run_id, seq, ts, cts, table_name, op, row_data) "
     "SELECT j, s, timestamptz 'epoch' + t * interval '1 microsecond', "
     "timestamptz 'epoch' + $7::int8 * interval '1 microsecond', tb, op, r "
-    "FROM ROWS FROM (unnest($1::uuid[]), unnest($2::int8[]), unnest($3::int8[]), "
-    "unnest($4::text[]), unnest($5::text[]), json_array_elements($6::json)) "
+    "FROM unnest($1::uuid[], $2::int8[], $3::int8[], $4::text[], $5::text[], $6::json[]) "
     "AS u(j, s, t, tb, op, r)";
 
 /* $2, this process's incarnation: a group of one that is not the live one commits nothing. */
@@ -441,10 +555,21 @@ static void build_notify(jw_store *s)
 static bool build_group(jw_store *s, size_t count, size_t *ndeltas, char *err, size_t errlen)
 {
     jw_mailbox_node *n;
-    size_t total = 0, i;
-    char num[32];
+    size_t total = 0, njobs, i;
 
     reset_buffers(s);
+    bin_begin(&s->ev_job, OID_UUID);
+    bin_begin(&s->ev_seq, OID_INT8);
+    bin_begin(&s->ev_ts, OID_INT8);
+    bin_begin(&s->ev_table, OID_TEXT);
+    bin_begin(&s->ev_op, OID_TEXT);
+    bin_begin(&s->ev_rows, OID_JSON);
+    bin_begin(&s->adv_job, OID_UUID);
+    bin_begin(&s->adv_epoch, OID_INT8);
+    bin_begin(&s->adv_lo, OID_INT8);
+    bin_begin(&s->adv_hi, OID_INT8);
+    bin_begin(&s->adv_n, OID_INT8);
+    s->ev_count = 0;
     n = s->pending_head;
     for (i = 0; i < count; i++, n = n->next)
         total += jw_container_of(n, jw_batch, node)->count;
@@ -488,16 +613,16 @@ static bool build_group(jw_store *s, size_t count, size_t *ndeltas, char *err, s
             }
             r->last = d->seq;
             r->n++;
-            store__add_array_item(&s->ev_job, d->job_id, JW_UUID_LEN);
-            store__add_array_item(&s->ev_seq, num,
-                                  (size_t)snprintf(num, sizeof(num), "%lld", (long long)d->seq));
-            store__add_array_item(&s->ev_ts, num,
-                                  (size_t)snprintf(num, sizeof(num), "%lld", (long long)d->ts_us));
-            store__add_array_item(&s->ev_table, jw_table_name(d->table),
-                                  strlen(jw_table_name(d->table)));
-            store__add_array_item(&s->ev_op, jw_op_name(d->op), strlen(jw_op_name(d->op)));
-            jw_buf_addch(&s->ev_rows, s->ev_rows.len ? ',' : '[');
-            jw_buf_add(&s->ev_rows, d->row, d->row_len);
+            if (!bin_add_uuid(&s->ev_job, d->job_id)) {
+                snprintf(err, errlen, "job id %.*s is not a UUID", JW_UUID_LEN, d->job_id);
+                return false;
+            }
+            bin_add_int8(&s->ev_seq, d->seq);
+            bin_add_int8(&s->ev_ts, d->ts_us);
+            bin_add(&s->ev_table, jw_table_name(d->table), strlen(jw_table_name(d->table)));
+            bin_add(&s->ev_op, jw_op_name(d->op), strlen(jw_op_name(d->op)));
+            bin_add(&s->ev_rows, d->row, d->row_len);
+            s->ev_count++;
         }
     }
 
@@ -524,38 +649,42 @@ static bool build_group(jw_store *s, size_t count, size_t *ndeltas, char *err, s
         free(order);
     }
 
+    njobs = 0;
     for (i = 0; i < s->jobs_cap; i++) {
         const struct job_range *r = &s->jobs[i];
 
         if (!r->job_id)
             continue;
-        store__add_array_item(&s->adv_job, r->job_id, JW_UUID_LEN);
-        store__add_array_item(&s->adv_epoch, num,
-                              (size_t)snprintf(num, sizeof(num), "%lld", (long long)r->epoch));
-        store__add_array_item(&s->adv_lo, num,
-                              (size_t)snprintf(num, sizeof(num), "%lld", (long long)r->first));
-        store__add_array_item(&s->adv_hi, num,
-                              (size_t)snprintf(num, sizeof(num), "%lld", (long long)r->last));
-        store__add_array_item(&s->adv_n, num,
-                              (size_t)snprintf(num, sizeof(num), "%lld", (long long)r->n));
+        /* Its deltas' ids were checked above: the same pointer. */
+        bin_add_uuid(&s->adv_job, r->job_id);
+        bin_add_int8(&s->adv_epoch, r->epoch);
+        bin_add_int8(&s->adv_lo, r->first);
+        bin_add_int8(&s->adv_hi, r->last);
+        bin_add_int8(&s->adv_n, r->n);
+        njobs++;
     }
     for (int t = 0; t < JW_TABLE__COUNT; t++)
         if (s->rows[t].len)
             jw_buf_addch(&s->rows[t], ']');
-    if (s->ev_rows.len) {
-        jw_buf_addch(&s->ev_rows, ']');
-        store__close_array(&s->ev_job);
-        store__close_array(&s->ev_seq);
-        store__close_array(&s->ev_ts);
-        store__close_array(&s->ev_table);
-        store__close_array(&s->ev_op);
-        store__close_array(&s->adv_job);
-        store__close_array(&s->adv_epoch);
-        store__close_array(&s->adv_lo);
-        store__close_array(&s->adv_hi);
-        store__close_array(&s->adv_n);
-        build_notify(s);
+    bin_end(&s->ev_job, s->ev_count);
+    bin_end(&s->ev_seq, s->ev_count);
+    bin_end(&s->ev_ts, s->ev_count);
+    bin_end(&s->ev_table, s->ev_count);
+    bin_end(&s->ev_op, s->ev_count);
+    bin_end(&s->ev_rows, s->ev_count);
+    bin_end(&s->adv_job, njobs);
+    bin_end(&s->adv_epoch, njobs);
+    bin_end(&s->adv_lo, njobs);
+    bin_end(&s->adv_hi, njobs);
+    bin_end(&s->adv_n, njobs);
+    /* libpq takes a binary parameter's length as an int. */
+    if (s->ev_rows.len > INT32_MAX || s->ev_job.len > INT32_MAX) {
+        snprintf(err, errlen, "group too large: %zu bytes of rows in one parameter",
+                 s->ev_rows.len);
+        return false;
     }
+    if (s->ev_count)
+        build_notify(s);
     return true;
 }
 
@@ -621,32 +750,55 @@ static bool read_query(jw_store *s, enum write_result *wr, char *err, size_t err
     return true;
 }
 
-static PGresult *run_one(jw_store *s, const char *name, int n, const char *const *params);
-
 /*
  * The committed group's notification, in its own transaction (see the top),
- * sent once the group is answered: the publication does not wait for it.
- * A failure costs the other nodes a wake-up, not a delta: their catch-up
- * reads the journal; a broken connection shows at the next write.
+ * sent once the group is answered, and not waited for: its answer is read by
+ * store__notify_collect before the next one on the connection. A failure
+ * costs the other nodes a wake-up, not a delta: their catch-up reads the
+ * journal; a broken connection shows at the next write.
  */
 void store__notify_group(jw_store *s)
 {
     const char *nt[1] = {s->notify.data};
-    PGresult *res;
-    bool ok;
 
-    if (!s->notify_count)
+    if (!s->notify_count || !store__notify_collect(s))
         return;
-    res = run_one(s, "jw_notify", 1, nt);
-    ok = res && PQresultStatus(res) == PGRES_TUPLES_OK;
+    /*
+     * PQpipelineSync also flushes: the notification leaves now. Unsent, or
+     * sent without its Sync, it would join the next group's transaction
+     * (and turn its synchronous_commit off): drop the connection instead.
+     */
+    s->notify_inflight = s->notify_count;
+    if (!PQsendQueryPrepared(s->conn, "jw_notify", 1, nt, NULL, NULL, 0) ||
+        !PQpipelineSync(s->conn)) {
+        store__set_error(s, "sending a notification: %s", PQerrorMessage(s->conn));
+        jw_log_warn("db: %s", s->stats.last_error);
+        store__disconnect(s);
+    }
+}
 
+bool store__notify_collect(jw_store *s)
+{
+    PGresult *res;
+    bool ok = false, sync;
+
+    if (!s->notify_inflight)
+        return true;
+    while ((res = PQgetResult(s->conn)) != NULL) {
+        ok = ok || PQresultStatus(res) == PGRES_TUPLES_OK;
+        PQclear(res);
+    }
+    res = PQgetResult(s->conn);
+    sync = res && PQresultStatus(res) == PGRES_PIPELINE_SYNC;
     PQclear(res);
     pthread_mutex_lock(&s->stats_lock);
-    if (ok)
-        s->stats.notifications += s->notify_count;
+    if (ok && sync)
+        s->stats.notifications += s->notify_inflight;
     else
         s->stats.notifications_failed++;
     pthread_mutex_unlock(&s->stats_lock);
+    s->notify_inflight = 0;
+    return sync;
 }
 
 enum write_result store__write_group(jw_store *s, size_t count, char *err, size_t errlen)
@@ -680,28 +832,43 @@ enum write_result store__write_group(jw_store *s, size_t count, char *err, size_
             goto lost;
         sent++;
     }
-    if (s->ev_rows.len) {
-        const char *ev[7] = {s->ev_job.data,
-                             s->ev_seq.data,
-                             s->ev_ts.data,
-                             s->ev_table.data,
-                             s->ev_op.data,
-                             s->ev_rows.data,
-                             cts};
-        const char *adv[7] = {s->node_id,        s->incarnation_text, s->adv_job.data,
-                              s->adv_epoch.data, s->adv_lo.data,      s->adv_hi.data,
-                              s->adv_n.data};
+    if (s->ev_count) {
+        /* Binary arrays (see bin_begin) but for the stamp, and the advance's first two. */
+        const jw_buf *evb[6] = {&s->ev_job,   &s->ev_seq, &s->ev_ts,
+                                &s->ev_table, &s->ev_op,  &s->ev_rows};
+        const jw_buf *advb[5] = {&s->adv_job, &s->adv_epoch, &s->adv_lo, &s->adv_hi, &s->adv_n};
+        const char *ev[7], *adv[7];
+        int evlen[7], evfmt[7], advlen[7], advfmt[7];
 
-        if (!PQsendQueryPrepared(s->conn, "jw_events", 7, ev, NULL, NULL, 0))
+        for (int k = 0; k < 6; k++) {
+            ev[k] = evb[k]->data;
+            evlen[k] = (int)evb[k]->len;
+            evfmt[k] = 1;
+        }
+        ev[6] = cts;
+        evlen[6] = 0;
+        evfmt[6] = 0;
+        adv[0] = s->node_id;
+        adv[1] = s->incarnation_text;
+        advlen[0] = advlen[1] = 0;
+        advfmt[0] = advfmt[1] = 0;
+        for (int k = 0; k < 5; k++) {
+            adv[k + 2] = advb[k]->data;
+            advlen[k + 2] = (int)advb[k]->len;
+            advfmt[k + 2] = 1;
+        }
+        if (!PQsendQueryPrepared(s->conn, "jw_events", 7, ev, evlen, evfmt, 0))
             goto lost;
         sent++;
-        if (!PQsendQueryPrepared(s->conn, "jw_advance", 7, adv, NULL, NULL, 0))
+        if (!PQsendQueryPrepared(s->conn, "jw_advance", 7, adv, advlen, advfmt, 0))
             goto lost;
         sent++;
     }
     if (!PQpipelineSync(s->conn))
         goto lost;
 
+    if (!store__notify_collect(s))
+        goto lost;
     for (size_t i = 0; i < sent; i++)
         if (!read_query(s, &wr, err, errlen))
             return WRITE_LOST;
@@ -728,7 +895,8 @@ static PGresult *run_one(jw_store *s, const char *name, int n, const char *const
 {
     PGresult *res, *first = NULL;
 
-    if (!PQsendQueryPrepared(s->conn, name, n, params, NULL, NULL, 0) || !PQpipelineSync(s->conn))
+    if (!PQsendQueryPrepared(s->conn, name, n, params, NULL, NULL, 0) || !PQpipelineSync(s->conn) ||
+        !store__notify_collect(s))
         return NULL;
     while ((res = PQgetResult(s->conn)) != NULL) {
         if (!first)
