@@ -17,11 +17,6 @@
  *   select pg_notify('jw_events', p) from unnest($1), set_config(synchronous_commit off)
  *   Sync
  *
- * sent without waiting for its answer: the next group follows it in the
- * pipeline at once, and the answer is read before the next statement's (or
- * when the thread has nothing else to do), so no group waits for another's
- * notification round trip. PostgreSQL runs them in the order sent.
- *
  * The notification (db/cluster.h) is one per group - several only when the
  * group names more jobs than fit in one payload (NOTIFY_MAX bytes; NOTIFY's
  * own limit is 8000) - and says only which jobs advanced to which seq:
@@ -235,12 +230,6 @@ void store__disconnect(jw_store *s)
     if (s->conn) {
         PQfinish(s->conn);
         s->conn = NULL;
-    }
-    if (s->notify_inflight) {
-        s->notify_inflight = 0;
-        pthread_mutex_lock(&s->stats_lock);
-        s->stats.notifications_failed++;
-        pthread_mutex_unlock(&s->stats_lock);
     }
     pthread_mutex_lock(&s->stats_lock);
     if (s->stats.connected) {
@@ -750,55 +739,32 @@ static bool read_query(jw_store *s, enum write_result *wr, char *err, size_t err
     return true;
 }
 
+static PGresult *run_one(jw_store *s, const char *name, int n, const char *const *params);
+
 /*
  * The committed group's notification, in its own transaction (see the top),
- * sent once the group is answered, and not waited for: its answer is read by
- * store__notify_collect before the next one on the connection. A failure
- * costs the other nodes a wake-up, not a delta: their catch-up reads the
- * journal; a broken connection shows at the next write.
+ * sent once the group is answered: the publication does not wait for it.
+ * A failure costs the other nodes a wake-up, not a delta: their catch-up
+ * reads the journal; a broken connection shows at the next write.
  */
 void store__notify_group(jw_store *s)
 {
     const char *nt[1] = {s->notify.data};
-
-    if (!s->notify_count || !store__notify_collect(s))
-        return;
-    /*
-     * PQpipelineSync also flushes: the notification leaves now. Unsent, or
-     * sent without its Sync, it would join the next group's transaction
-     * (and turn its synchronous_commit off): drop the connection instead.
-     */
-    s->notify_inflight = s->notify_count;
-    if (!PQsendQueryPrepared(s->conn, "jw_notify", 1, nt, NULL, NULL, 0) ||
-        !PQpipelineSync(s->conn)) {
-        store__set_error(s, "sending a notification: %s", PQerrorMessage(s->conn));
-        jw_log_warn("db: %s", s->stats.last_error);
-        store__disconnect(s);
-    }
-}
-
-bool store__notify_collect(jw_store *s)
-{
     PGresult *res;
-    bool ok = false, sync;
+    bool ok;
 
-    if (!s->notify_inflight)
-        return true;
-    while ((res = PQgetResult(s->conn)) != NULL) {
-        ok = ok || PQresultStatus(res) == PGRES_TUPLES_OK;
-        PQclear(res);
-    }
-    res = PQgetResult(s->conn);
-    sync = res && PQresultStatus(res) == PGRES_PIPELINE_SYNC;
+    if (!s->notify_count)
+        return;
+    res = run_one(s, "jw_notify", 1, nt);
+    ok = res && PQresultStatus(res) == PGRES_TUPLES_OK;
+
     PQclear(res);
     pthread_mutex_lock(&s->stats_lock);
-    if (ok && sync)
-        s->stats.notifications += s->notify_inflight;
+    if (ok)
+        s->stats.notifications += s->notify_count;
     else
         s->stats.notifications_failed++;
     pthread_mutex_unlock(&s->stats_lock);
-    s->notify_inflight = 0;
-    return sync;
 }
 
 enum write_result store__write_group(jw_store *s, size_t count, char *err, size_t errlen)
@@ -867,8 +833,6 @@ enum write_result store__write_group(jw_store *s, size_t count, char *err, size_
     if (!PQpipelineSync(s->conn))
         goto lost;
 
-    if (!store__notify_collect(s))
-        goto lost;
     for (size_t i = 0; i < sent; i++)
         if (!read_query(s, &wr, err, errlen))
             return WRITE_LOST;
@@ -895,8 +859,7 @@ static PGresult *run_one(jw_store *s, const char *name, int n, const char *const
 {
     PGresult *res, *first = NULL;
 
-    if (!PQsendQueryPrepared(s->conn, name, n, params, NULL, NULL, 0) || !PQpipelineSync(s->conn) ||
-        !store__notify_collect(s))
+    if (!PQsendQueryPrepared(s->conn, name, n, params, NULL, NULL, 0) || !PQpipelineSync(s->conn))
         return NULL;
     while ((res = PQgetResult(s->conn)) != NULL) {
         if (!first)

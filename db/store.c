@@ -273,13 +273,6 @@ static void *store_thread(void *arg)
         if (!s->conn)
             continue;
         if (!s->pending_head) {
-            /* Nothing to write: the last notification's answer, before sleeping. */
-            if (!store__notify_collect(s)) {
-                store__set_error(s, "connection lost: %s", PQerrorMessage(s->conn));
-                jw_log_warn("db: %s", s->stats.last_error);
-                store__disconnect(s);
-                continue;
-            }
             take_inbox(s, jw_mailbox_wait(&s->inbox, idle_wait_ms(s)));
             if (!s->pending_head) {
                 if (jw_mailbox_is_closed(&s->inbox))
@@ -363,8 +356,6 @@ static void *store_thread(void *arg)
     if (s->pending_count)
         answer_front(s, s->pending_count, JW_ECLOSED, "store stopped before this batch committed",
                      0);
-    if (s->conn)
-        store__notify_collect(s);
     store__disconnect(s);
     store__prune_disconnect(s);
     return NULL;

@@ -86,11 +86,6 @@ struct jw_store {
     jw_buf adv_job, adv_epoch, adv_lo, adv_hi, adv_n;       /* binary arrays, one per job */
     jw_buf notify;       /* the group's jw_events payloads, a text[] literal */
     size_t notify_count; /* how many payloads it holds */
-    /*
-     * A NOTIFY sent and not yet answered (store__notify_group): its answer
-     * is read before anything else's on the connection; 0 when none is.
-     */
-    size_t notify_inflight; /* its payloads */
     /* Open-addressing scratch tables, sized per group. */
     const jw_delta **seen;
     size_t seen_cap;
@@ -137,11 +132,8 @@ bool store__connect(jw_store *s);
 void store__disconnect(jw_store *s);
 /* Writes the first count batches of the FIFO as one transaction. */
 enum write_result store__write_group(jw_store *s, size_t count, char *err, size_t errlen);
-/* After a group of store__write_group committed and was answered: sends its
- * NOTIFY, without waiting for the answer (commit.c). */
+/* After a group of store__write_group committed and was answered: its NOTIFY (commit.c). */
 void store__notify_group(jw_store *s);
-/* Reads the answer of a NOTIFY in flight, if any; false if the connection broke. */
-bool store__notify_collect(jw_store *s);
 /* After a lost connection: 1 the front group committed, 0 it did not, -1 unknown. */
 int store__group_committed(jw_store *s, size_t count);
 /* Renews this node's heartbeat row: 1 renewed, 0 this node was declared dead,
