@@ -97,6 +97,8 @@ static size_t pow2_at_least(size_t n)
 #define OID_TEXT 25
 #define OID_JSON 114
 #define OID_UUID 2950
+/* The most a statement's parameters may take: under PostgreSQL's 1 GB per message. */
+#define BIND_MAX (1024 * 1024 * 1024 - 64 * 1024)
 
 static void put_u32(jw_buf *b, uint32_t v)
 {
@@ -132,17 +134,6 @@ static void bin_add_int8(jw_buf *b, int64_t v)
     bin_add(b, p, sizeof(p));
 }
 
-static int hex_value(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* A UUID's 36-character text as its 16 bytes; false if it is not one. */
 static bool bin_add_uuid(jw_buf *b, const char *text)
 {
@@ -157,8 +148,8 @@ static bool bin_add_uuid(jw_buf *b, const char *text)
                 return false;
             continue;
         }
-        hi = hex_value(text[i]);
-        lo = hex_value(text[++i]);
+        hi = jw_hex_digit(text[i]);
+        lo = jw_hex_digit(text[++i]);
         if (hi < 0 || lo < 0 || k == sizeof(u))
             return false;
         u[k++] = (unsigned char)(hi << 4 | lo);
@@ -644,8 +635,10 @@ static bool build_group(jw_store *s, size_t count, size_t *ndeltas, char *err, s
 
         if (!r->job_id)
             continue;
-        /* Its deltas' ids were checked above: the same pointer. */
-        bin_add_uuid(&s->adv_job, r->job_id);
+        if (!bin_add_uuid(&s->adv_job, r->job_id)) { /* checked above, with its deltas */
+            snprintf(err, errlen, "job id %.*s is not a UUID", JW_UUID_LEN, r->job_id);
+            return false;
+        }
         bin_add_int8(&s->adv_epoch, r->epoch);
         bin_add_int8(&s->adv_lo, r->first);
         bin_add_int8(&s->adv_hi, r->last);
@@ -666,11 +659,21 @@ static bool build_group(jw_store *s, size_t count, size_t *ndeltas, char *err, s
     bin_end(&s->adv_lo, njobs);
     bin_end(&s->adv_hi, njobs);
     bin_end(&s->adv_n, njobs);
-    /* libpq takes a binary parameter's length as an int. */
-    if (s->ev_rows.len > INT32_MAX || s->ev_job.len > INT32_MAX) {
-        snprintf(err, errlen, "group too large: %zu bytes of rows in one parameter",
-                 s->ev_rows.len);
-        return false;
+    /*
+     * PostgreSQL refuses a Bind message past 1 GB and drops the connection,
+     * which would only repeat: refused here, the group is split like any
+     * other rejected one, down to the batch that cannot go.
+     */
+    {
+        size_t bind = s->ev_job.len + s->ev_seq.len + s->ev_ts.len + s->ev_table.len +
+                      s->ev_op.len + s->ev_rows.len;
+
+        if (bind > BIND_MAX) {
+            snprintf(err, errlen,
+                     "group too large: %zu bytes in one statement (PostgreSQL takes at most %d)",
+                     bind, BIND_MAX);
+            return false;
+        }
     }
     if (s->ev_count)
         build_notify(s);
