@@ -432,17 +432,18 @@ static void reset_buffers(jw_store *s)
 {
     for (int t = 0; t < JW_TABLE__COUNT; t++)
         jw_buf_reset(&s->rows[t]);
-    jw_buf_reset(&s->ev_job);
-    jw_buf_reset(&s->ev_seq);
-    jw_buf_reset(&s->ev_ts);
-    jw_buf_reset(&s->ev_table);
-    jw_buf_reset(&s->ev_op);
-    jw_buf_reset(&s->ev_rows);
-    jw_buf_reset(&s->adv_job);
-    jw_buf_reset(&s->adv_epoch);
-    jw_buf_reset(&s->adv_lo);
-    jw_buf_reset(&s->adv_hi);
-    jw_buf_reset(&s->adv_n);
+    bin_begin(&s->ev_job, OID_UUID);
+    bin_begin(&s->ev_seq, OID_INT8);
+    bin_begin(&s->ev_ts, OID_INT8);
+    bin_begin(&s->ev_table, OID_TEXT);
+    bin_begin(&s->ev_op, OID_TEXT);
+    bin_begin(&s->ev_rows, OID_JSON);
+    s->ev_count = 0;
+    bin_begin(&s->adv_job, OID_UUID);
+    bin_begin(&s->adv_epoch, OID_INT8);
+    bin_begin(&s->adv_lo, OID_INT8);
+    bin_begin(&s->adv_hi, OID_INT8);
+    bin_begin(&s->adv_n, OID_INT8);
     jw_buf_reset(&s->notify);
     s->notify_count = 0;
 }
@@ -538,18 +539,6 @@ static bool build_group(jw_store *s, size_t count, size_t *ndeltas, char *err, s
     size_t total = 0, njobs, i;
 
     reset_buffers(s);
-    bin_begin(&s->ev_job, OID_UUID);
-    bin_begin(&s->ev_seq, OID_INT8);
-    bin_begin(&s->ev_ts, OID_INT8);
-    bin_begin(&s->ev_table, OID_TEXT);
-    bin_begin(&s->ev_op, OID_TEXT);
-    bin_begin(&s->ev_rows, OID_JSON);
-    bin_begin(&s->adv_job, OID_UUID);
-    bin_begin(&s->adv_epoch, OID_INT8);
-    bin_begin(&s->adv_lo, OID_INT8);
-    bin_begin(&s->adv_hi, OID_INT8);
-    bin_begin(&s->adv_n, OID_INT8);
-    s->ev_count = 0;
     n = s->pending_head;
     for (i = 0; i < count; i++, n = n->next)
         total += jw_container_of(n, jw_batch, node)->count;
