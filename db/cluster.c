@@ -45,6 +45,8 @@ struct jw_cluster {
     int ttl_ms;
     int64_t scan_us;
     jw_mailbox out; /* to the loop; its wake is the caller's */
+    void (*peer_joined)(void *arg);
+    void *peer_arg;
     atomic_size_t queued;
     int stop_fd;
     pthread_t thread;
@@ -134,7 +136,7 @@ static bool connect_listen(jw_cluster *cl)
      * its claimed rows locked past the TTL (see store__connect). */
     snprintf(set, sizeof(set),
              "SET idle_in_transaction_session_timeout = %d;"
-             " LISTEN jw_events; LISTEN jw_inbox; LISTEN jw_nodes",
+             " LISTEN jw_events; LISTEN jw_inbox; LISTEN jw_nodes; LISTEN jw_hello",
              cl->ttl_ms);
     res = PQexec(cl->conn, set);
     if (PQresultStatus(res) != PGRES_COMMAND_OK) {
@@ -143,6 +145,22 @@ static bool connect_listen(jw_cluster *cl)
         goto fail;
     }
     PQclear(res);
+    {
+        /*
+         * Listening: a node alone until now starts notifying its commits, and
+         * answers with its own hello once it does (db/commit.c, "Alone").
+         */
+        const char *params[1] = {cl->node_id};
+
+        res = PQexecParams(cl->conn, "SELECT pg_notify('jw_hello', $1::text)", 1, NULL, params,
+                           NULL, NULL, 0);
+        if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+            set_error(cl, "hello: ", PQresultErrorMessage(res));
+            PQclear(res);
+            goto fail;
+        }
+        PQclear(res);
+    }
     if (PQsetnonblocking(cl->conn, 1) != 0) {
         set_error(cl, "non-blocking: ", PQerrorMessage(cl->conn));
         goto fail;
@@ -195,6 +213,11 @@ static bool take_notifies(jw_cluster *cl)
             got++;
         } else if (strcmp(n->relname, "jw_nodes") == 0) {
             departed = departed || strcmp(n->extra, cl->node_id) != 0;
+        } else if (strcmp(n->relname, "jw_hello") == 0 && strcmp(n->extra, cl->node_id) != 0) {
+            /* A node listens now, or notifies again: it may hold what no notice named. */
+            if (cl->peer_joined)
+                cl->peer_joined(cl->peer_arg);
+            post(cl, JW_NOTICE_LISTENING, NULL, NULL);
         }
         PQfreemem(n);
     }
@@ -329,6 +352,8 @@ int jw_cluster_start(jw_cluster **out, const jw_cluster_config *cfg)
     cl->conninfo = jw_xstrdup(cfg->conninfo);
     cl->node_id = jw_xstrdup(cfg->node_id);
     cl->incarnation = cfg->incarnation;
+    cl->peer_joined = cfg->peer_joined;
+    cl->peer_arg = cfg->peer_arg;
     cl->ttl_ms = cfg->ttl_ms > 0 ? cfg->ttl_ms : 10000;
     if (scan_ms <= 0)
         scan_ms = cl->ttl_ms / 3 < 1000 ? cl->ttl_ms / 3 : 1000;

@@ -8,6 +8,10 @@
  *              (sent by the store, consumed by the cross-node fan-out)
  *   jw_inbox   a command for a job's owner, or the answer to one
  *   jw_nodes   a node handed its leases back (clean shutdown): claim now
+ *   jw_hello   a node listens now (sent once its LISTEN is up), or notifies
+ *              its commits again after a time alone (db/commit.c, "Alone"):
+ *              peer_joined runs, and a JW_NOTICE_LISTENING is posted so the
+ *              consumers catch up on what no notification named
  * NOTIFY is a wake-up only: whoever consumes a notice reads the durable rows
  * it points at, and catches up on JW_NOTICE_LISTENING, posted each time the
  * connection is (re)established - notifications sent while it was down, or
@@ -44,6 +48,9 @@ typedef struct jw_cluster_config {
     int scan_ms;          /* takeover scan period; 0: the smaller of 1 s and ttl_ms / 3 */
     void (*wake)(void *arg);
     void *wake_arg;
+    /* Another node said hello (jw_hello); runs on the cluster thread; may be NULL. */
+    void (*peer_joined)(void *arg);
+    void *peer_arg;
 } jw_cluster_config;
 
 typedef enum jw_notice_kind {

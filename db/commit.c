@@ -38,6 +38,20 @@
  * the record, and a lost one is made good by the catch-up reads
  * (db/cluster.h).
  *
+ * Alone: the wake-up is for the other nodes only (each node ignores its
+ * own), so a node that is the only live one on its database sends none -
+ * with a few dozen deltas a group, the notification's transaction is about
+ * a sixth of PostgreSQL's CPU per delta (docs/benchmarks.md). Each heartbeat
+ * (every ttl/3) asks whether another node is registered and not dead; a node
+ * that starts listening announces itself at once (its id on jw_hello, read
+ * by the cluster thread: jw_store_peer_joined). When the store learns of a
+ * peer while it was not notifying, it first announces itself in turn, in a
+ * transaction of its own after its last silent commit, and the nodes that
+ * hear it catch up from the journal (JW_NOTICE_LISTENING): a commit that no
+ * notification named is read then. A node whose LISTEN began after that
+ * announcement caught up as it began. Until the first heartbeat, and for a
+ * store without one (node_incarnation 0), it notifies.
+ *
  * The parameters are built in buffers of the store that live as long as it
  * does. Everything here runs on the db thread (store.c decides which group
  * to write, and what its outcome means).
@@ -192,6 +206,7 @@ void store__commit_init(jw_store *s)
     jw_buf_init(&s->adv_hi, 256);
     jw_buf_init(&s->adv_n, 256);
     jw_buf_init(&s->notify, 1024);
+    s->peers = s->announced = true;
 }
 
 void store__commit_release(jw_store *s)
@@ -335,8 +350,15 @@ static const char sql_notify[] =
     "SELECT pg_notify('jw_events', p)"
     " FROM unnest($1::text[]) AS p, set_config('synchronous_commit', 'off', true)";
 
-static const char sql_heartbeat[] = "UPDATE jw_nodes SET heartbeat_at = now() "
-                                    "WHERE id = $1::text AND incarnation = $2::int8 AND NOT dead";
+/* Answers whether another node is alive (registered, not declared dead): see "Alone". */
+static const char sql_heartbeat[] =
+    "UPDATE jw_nodes SET heartbeat_at = now() "
+    "WHERE id = $1::text AND incarnation = $2::int8 AND NOT dead "
+    "RETURNING EXISTS (SELECT 1 FROM jw_nodes o WHERE o.id <> $1::text AND NOT o.dead)";
+
+/* "Catch up on my jobs": to the nodes, once this one notifies again (see "Alone"). */
+static const char sql_announce[] =
+    "SELECT pg_notify('jw_hello', $1::text), set_config('synchronous_commit', 'off', true)";
 
 /* The statements prepared on every (re)connection, besides the upserts. */
 static const struct {
@@ -347,6 +369,7 @@ static const struct {
     {"jw_committed", sql_committed, "preparing the commit check"},
     {"jw_heartbeat", sql_heartbeat, "preparing the heartbeat"},
     {"jw_notify", sql_notify, "preparing the notification"},
+    {"jw_announce", sql_announce, "preparing the announcement"},
 };
 
 bool store__connect(jw_store *s)
@@ -747,6 +770,12 @@ void store__notify_group(jw_store *s)
 
     if (!s->notify_count)
         return;
+    if (!s->peers) {
+        pthread_mutex_lock(&s->stats_lock);
+        s->stats.notifications_skipped += s->notify_count;
+        pthread_mutex_unlock(&s->stats_lock);
+        return;
+    }
     res = run_one(s, "jw_notify", 1, nt);
     ok = res && PQresultStatus(res) == PGRES_TUPLES_OK;
 
@@ -922,10 +951,43 @@ int store__heartbeat(jw_store *s)
     snprintf(inc, sizeof(inc), "%lld", (long long)s->incarnation);
     if ((res = run_one(s, "jw_heartbeat", 2, params)) == NULL)
         return -1;
-    if (PQresultStatus(res) == PGRES_COMMAND_OK)
-        answer = strcmp(PQcmdTuples(res), "0") != 0;
-    else
+    if (PQresultStatus(res) == PGRES_TUPLES_OK) {
+        answer = PQntuples(res) > 0;
+        if (answer)
+            s->peers = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+    } else {
         store__set_error(s, "heartbeat: %s", PQresultErrorMessage(res));
+    }
     PQclear(res);
     return answer;
+}
+
+/*
+ * Takes what the cluster thread heard (a node announced itself), and
+ * announces this node once it has peers again after a time alone (see
+ * "Alone"). An announcement that fails is tried again on the next call; the
+ * groups notify meanwhile.
+ */
+void store__check_peers(jw_store *s)
+{
+    const char *params[1] = {s->node_id};
+    PGresult *res;
+
+    if (atomic_exchange(&s->peer_news, false))
+        s->peers = true;
+    if (!s->peers) {
+        s->announced = false;
+        return;
+    }
+    if (s->announced || !s->conn)
+        return;
+    if ((res = run_one(s, "jw_announce", 1, params)) == NULL)
+        return;
+    if (PQresultStatus(res) == PGRES_TUPLES_OK) {
+        s->announced = true;
+        jw_log_info("db: another node is live; notifying its commits again");
+    } else {
+        jw_log_warn("db: announcing this node failed: %s", PQresultErrorMessage(res));
+    }
+    PQclear(res);
 }

@@ -28,7 +28,10 @@
  * transaction of its own once the group committed; more only past 7,900
  * bytes): "<node id> LF <job>:<after>:<last> ..." - which jobs advanced to
  * which seq, for the other nodes' fan-out (db/commit.c, server/mirror.h).
- * Counted in stats.notifications (failed sends: notifications_failed).
+ * Counted in stats.notifications (failed sends: notifications_failed). A
+ * node alone on its database sends none (db/commit.c, "Alone"; counted in
+ * notifications_skipped): its heartbeat tells it whether another node is
+ * live, and jw_store_peer_joined that one has just started listening.
  *
  * Nodes and leases (db/migrations/004_node_leases.sql): the store commits as
  * node node_id. Every group is fenced: a batch advances its job only while
@@ -107,16 +110,17 @@ typedef struct jw_store_stats {
     uint64_t batches_failed;
     uint64_t commits; /* transactions, i.e. groups */
     uint64_t reconnects;
-    uint64_t notifications;        /* jw_events NOTIFYs sent with committed groups */
-    uint64_t notifications_failed; /* groups whose NOTIFY failed (the catch-up covers) */
-    uint64_t queued_batches;       /* submitted, not yet answered */
-    uint64_t reads_queued;         /* reads submitted, not yet answered */
-    uint64_t events_pruned;        /* job_events rows deleted by retention */
-    uint64_t runs_pruned;          /* finished jobs whose journal retention deleted, each once */
-    uint64_t prune_batches;        /* retention delete transactions */
-    uint64_t prune_rounds;         /* retention rounds finished */
-    char last_error[256];          /* last connection or database error, redacted */
-    int64_t heartbeat_us;          /* monotonic send time of the last good heartbeat; 0: none */
+    uint64_t notifications;         /* jw_events NOTIFYs sent with committed groups */
+    uint64_t notifications_failed;  /* groups whose NOTIFY failed (the catch-up covers) */
+    uint64_t notifications_skipped; /* payloads not sent: no other node was live */
+    uint64_t queued_batches;        /* submitted, not yet answered */
+    uint64_t reads_queued;          /* reads submitted, not yet answered */
+    uint64_t events_pruned;         /* job_events rows deleted by retention */
+    uint64_t runs_pruned;           /* finished jobs whose journal retention deleted, each once */
+    uint64_t prune_batches;         /* retention delete transactions */
+    uint64_t prune_rounds;          /* retention rounds finished */
+    char last_error[256];           /* last connection or database error, redacted */
+    int64_t heartbeat_us;           /* monotonic send time of the last good heartbeat; 0: none */
     /*
      * One observation per committed group (so each count equals commits):
      * commit_us, microseconds from building the group's first write to
@@ -159,6 +163,13 @@ void jw_store_get_stats(jw_store *s, jw_store_stats *out);
  * (paused or cut off past its TTL: another node may hold its jobs).
  */
 void jw_store_node_state(jw_store *s, int64_t *trusted_until_us, bool *dead);
+
+/*
+ * Another node announced that it listens now (db/cluster.h, any thread): the
+ * store notifies its commits from then on, and if it was not, first tells
+ * the nodes to catch up (db/commit.c, "Alone").
+ */
+void jw_store_peer_joined(jw_store *s);
 
 /*
  * Reads. The loop thread never blocks on PostgreSQL, so reads are queued and

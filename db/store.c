@@ -272,6 +272,7 @@ static void *store_thread(void *arg)
         maybe_heartbeat(s);
         if (!s->conn)
             continue;
+        store__check_peers(s);
         if (!s->pending_head) {
             take_inbox(s, jw_mailbox_wait(&s->inbox, idle_wait_ms(s)));
             if (!s->pending_head) {
@@ -307,6 +308,7 @@ static void *store_thread(void *arg)
         maybe_heartbeat(s);
         if (atomic_load(&s->node_dead) || !s->conn)
             continue;
+        store__check_peers(s);
         store__prune_poll(s);
 
         size_t count = group_size(s);
@@ -464,6 +466,12 @@ void jw_store_get_stats(jw_store *s, jw_store_stats *out)
     pthread_mutex_unlock(&s->stats_lock);
     out->reads_queued = jw_reader_queued(s->reader);
     out->heartbeat_us = atomic_load(&s->heartbeat_sent_us);
+}
+
+void jw_store_peer_joined(jw_store *s)
+{
+    atomic_store(&s->peer_news, true);
+    jw_mailbox_kick(&s->inbox);
 }
 
 void jw_store_node_state(jw_store *s, int64_t *trusted_until_us, bool *dead)

@@ -67,6 +67,7 @@ struct jw_store {
     int64_t node_ttl_us;
     _Atomic int64_t heartbeat_sent_us; /* monotonic send time of the last good one */
     atomic_bool node_dead;             /* a heartbeat found this node declared dead */
+    atomic_bool peer_news;             /* jw_store_peer_joined: another node listens now */
 
     /* Everything below belongs to the db thread. */
     PGconn *conn;
@@ -80,6 +81,13 @@ struct jw_store {
     int64_t group_cts;        /* the commit stamp of the group last written (wall clock) */
     bool lease_lost;          /* the last rejected write was refused for a lost lease */
     int64_t next_beat_us;     /* monotonic */
+    /*
+     * Whether another node may be listening (commit.c, "Alone"): the last
+     * heartbeat saw one, or one announced itself since. True until a
+     * heartbeat says otherwise. announced: the other nodes were told to
+     * catch up since it last turned true.
+     */
+    bool peers, announced;
     jw_buf rows[JW_TABLE__COUNT];
     jw_buf ev_job, ev_seq, ev_ts, ev_table, ev_op, ev_rows; /* binary arrays (commit.c) */
     size_t ev_count;                                        /* the deltas in them */
@@ -134,6 +142,7 @@ void store__disconnect(jw_store *s);
 enum write_result store__write_group(jw_store *s, size_t count, char *err, size_t errlen);
 /* After a group of store__write_group committed and was answered: its NOTIFY (commit.c). */
 void store__notify_group(jw_store *s);
+void store__check_peers(jw_store *s);
 /* After a lost connection: 1 the front group committed, 0 it did not, -1 unknown. */
 int store__group_committed(jw_store *s, size_t count);
 /* Renews this node's heartbeat row: 1 renewed, 0 this node was declared dead,

@@ -606,6 +606,12 @@ static void on_notice(const jw_notice *n, void *arg)
     }
 }
 
+/* Cluster thread: another node listens now; the store notifies its commits again. */
+static void peer_joined(void *arg)
+{
+    jw_store_peer_joined(arg);
+}
+
 int jw_app_start_cluster(jw_app *app, int64_t incarnation)
 {
     jw_cluster_config cc = {
@@ -615,6 +621,8 @@ int jw_app_start_cluster(jw_app *app, int64_t incarnation)
         .ttl_ms = app->cfg->node_ttl_s * 1000,
         .wake = wake_loop,
         .wake_arg = app->ctx,
+        .peer_joined = peer_joined,
+        .peer_arg = app->sv.store,
     };
     sigset_t old;
     int rc;

@@ -260,6 +260,10 @@ void jw_metrics_handle(void *arg, jw_http_ctx *ctx, jw_http_request *req)
              "Committed groups whose jw_events notification could not be sent (the other nodes' "
              "catch-up reads cover them).",
              (double)db.notifications_failed},
+            {"jobwire_cluster_notifications_skipped_total", "counter",
+             "jw_events notifications not sent because no other node was live on the database "
+             "(it is told to catch up when one appears).",
+             (double)db.notifications_skipped},
             {"jobwire_cluster_catchups_total", "counter",
              "Catch-up reads of the journal for the jobs mirrored here (LISTEN (re)established, "
              "and every second while some are).",

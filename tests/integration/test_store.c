@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static char *conninfo;
 static PGconn *db;
@@ -860,6 +861,150 @@ static void test_stale_incarnation_commits_nothing(void **state)
     jw_store_free(s);
 }
 
+/* Appends "<channel> <payload>" lines for every notification db has received. */
+static void log_notifies(jw_buf *log)
+{
+    PGnotify *n;
+
+    assert_int_equal(PQconsumeInput(db), 1);
+    while ((n = PQnotifies(db)) != NULL) {
+        jw_buf_addf(log, "%s %s\n", n->relname, n->extra);
+        PQfreemem(n);
+    }
+}
+
+/* Waits up to 10 s for text in the log of notifications; its offset there. */
+static size_t wait_logged(jw_buf *log, const char *text)
+{
+    int64_t deadline = jw_mono_us() + 10 * 1000000;
+    const char *at;
+
+    for (;;) {
+        log_notifies(log);
+        if (log->len && (at = strstr(log->data, text)) != NULL)
+            return (size_t)(at - log->data);
+        assert_true(jw_mono_us() < deadline);
+        usleep(5000);
+    }
+}
+
+/* The store's stats once its heartbeat was sent after `after` (monotonic). */
+static void stats_after_beat(jw_store *s, int64_t after, jw_store_stats *st)
+{
+    int64_t deadline = jw_mono_us() + 10 * 1000000;
+
+    for (;;) {
+        jw_store_get_stats(s, st);
+        if (st->heartbeat_us > after)
+            return;
+        assert_true(jw_mono_us() < deadline);
+        usleep(5000);
+    }
+}
+
+/*
+ * The store's stats once it dealt with the notification of `groups`
+ * committed groups (sent or skipped: that follows the answer).
+ */
+static void stats_after_groups(jw_store *s, uint64_t groups, jw_store_stats *st)
+{
+    int64_t deadline = jw_mono_us() + 10 * 1000000;
+
+    for (;;) {
+        jw_store_get_stats(s, st);
+        if (st->notifications + st->notifications_skipped + st->notifications_failed >= groups)
+            return;
+        assert_true(jw_mono_us() < deadline);
+        usleep(2000);
+    }
+}
+
+/* A brand-new job committed as the node's first lease epoch. */
+static void commit_new_job(jw_store *s)
+{
+    char job[JW_UUID_LEN + 1], err[512];
+    jw_batch *b = new_job_batch(job);
+
+    b->lease_epoch = 1;
+    assert_int_equal(commit_one(s, b, err, sizeof(err)), 0);
+}
+
+/*
+ * Alone on its database (db/commit.c, "Alone"), a node's commits notify
+ * nobody. A peer's hello, or a heartbeat that finds a live peer, makes it say
+ * hello in turn - after its silent commits, before its next notification - and
+ * notify again; a peer declared dead leaves it alone again.
+ */
+static void test_alone_notifies_nobody(void **state)
+{
+    char err[512], me[] = "alone-node";
+    int64_t inc = 0, mark;
+    jw_store_config cfg = {.conninfo = conninfo, .node_id = me, .node_ttl_ms = 1200};
+    jw_store_stats st;
+    jw_store *s = NULL;
+    size_t hello, events;
+    jw_buf log;
+
+    (void)state;
+    /* Other tests' nodes are not live peers of this one. */
+    PQclear(pgtest_exec(db, "UPDATE jw_nodes SET dead = true", 0, NULL));
+    PQclear(pgtest_exec(db, "LISTEN jw_events", 0, NULL));
+    PQclear(pgtest_exec(db, "LISTEN jw_hello", 0, NULL));
+    jw_buf_init(&log, 1024);
+    assert_int_equal(jw_db_node_register(conninfo, me, cfg.node_ttl_ms, &inc, err, sizeof(err)), 0);
+    cfg.node_incarnation = inc;
+    mark = jw_mono_us();
+    assert_int_equal(jw_store_start(&s, &cfg), 0);
+    stats_after_beat(s, mark, &st);
+
+    /* Alone: committed, not notified. */
+    commit_new_job(s);
+    commit_new_job(s);
+    stats_after_groups(s, 2, &st);
+    assert_int_equal(st.notifications, 0);
+    assert_int_equal(st.notifications_skipped, 2);
+    PQclear(pgtest_exec(db, "SELECT 1", 0, NULL));
+    log_notifies(&log);
+    assert_null(log.len ? strstr(log.data, "jw_events ") : NULL);
+
+    /* A peer says hello: this node answers, then notifies its next commit. */
+    PQclear(
+        pgtest_exec(db, "INSERT INTO jw_nodes (id, incarnation) VALUES ('peer-a', 1)", 0, NULL));
+    jw_store_peer_joined(s);
+    hello = wait_logged(&log, "jw_hello alone-node\n");
+    commit_new_job(s);
+    events = wait_logged(&log, "jw_events alone-node\n");
+    assert_true(hello < events);
+    stats_after_groups(s, 3, &st);
+    assert_int_equal(st.notifications, 1);
+    assert_int_equal(st.notifications_skipped, 2);
+
+    /* The peer is declared dead: alone again from the next heartbeat on. */
+    PQclear(pgtest_exec(db, "UPDATE jw_nodes SET dead = true WHERE id = 'peer-a'", 0, NULL));
+    stats_after_beat(s, jw_mono_us(), &st);
+    commit_new_job(s);
+    stats_after_groups(s, 4, &st);
+    assert_int_equal(st.notifications, 1);
+    assert_int_equal(st.notifications_skipped, 3);
+
+    /* A live peer that said nothing (its hello was missed): found by the heartbeat. */
+    jw_buf_reset(&log);
+    PQclear(
+        pgtest_exec(db, "INSERT INTO jw_nodes (id, incarnation) VALUES ('peer-b', 1)", 0, NULL));
+    wait_logged(&log, "jw_hello alone-node\n");
+    commit_new_job(s);
+    wait_logged(&log, "jw_events alone-node\n");
+    stats_after_groups(s, 5, &st);
+    assert_int_equal(st.notifications, 2);
+    assert_int_equal(st.notifications_skipped, 3);
+
+    jw_store_stop(s, 1000);
+    jw_store_free(s);
+    PQclear(pgtest_exec(db, "UNLISTEN *", 0, NULL));
+    PQclear(pgtest_exec(db, "UPDATE jw_nodes SET dead = true", 0, NULL));
+    jw_buf_release(&log);
+}
+
 /*
  * After a lost connection the store asks whether its group committed. A
  * journaled delta of the same job and seq committed by another node (which
@@ -1469,6 +1614,7 @@ int main(void)
         cmocka_unit_test(test_replay_bytes_are_live_bytes),
         cmocka_unit_test(test_reads_apart_bounded_cancellable),
         cmocka_unit_test(test_notify_and_events_after),
+        cmocka_unit_test(test_alone_notifies_nobody),
         cmocka_unit_test(test_connects_eagerly),
         cmocka_unit_test(test_unreachable_database),
     };
