@@ -155,11 +155,13 @@ static bool connect_listen(jw_cluster *cl)
         res = PQexecParams(cl->conn, "SELECT pg_notify('jw_hello', $1::text)", 1, NULL, params,
                            NULL, NULL, 0);
         if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+            /* A full notification queue, say: the others find this node within a second. */
             set_error(cl, "hello: ", PQresultErrorMessage(res));
-            PQclear(res);
-            goto fail;
+            jw_log_warn("cluster: %s", cl->stats.last_error);
         }
         PQclear(res);
+        if (PQstatus(cl->conn) != CONNECTION_OK)
+            goto fail;
     }
     if (PQsetnonblocking(cl->conn, 1) != 0) {
         set_error(cl, "non-blocking: ", PQerrorMessage(cl->conn));
@@ -175,6 +177,9 @@ static bool connect_listen(jw_cluster *cl)
     if (cl->connected_once) {
         cl->reconnected = true;
         jw_log_info("cluster: listening again");
+        /* A hello may have come meanwhile: notify until a heartbeat says alone. */
+        if (cl->peer_joined)
+            cl->peer_joined(cl->peer_arg);
     }
     cl->connected_once = true;
     post(cl, JW_NOTICE_LISTENING, NULL, NULL);

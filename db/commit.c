@@ -42,9 +42,11 @@
  * own), so a node that is the only live one on its database sends none -
  * with a few dozen deltas a group, the notification's transaction is about
  * a sixth of PostgreSQL's CPU per delta (docs/benchmarks.md). Each heartbeat
- * (every ttl/3) asks whether another node is registered and not dead; a node
- * that starts listening announces itself at once (its id on jw_hello, read
- * by the cluster thread: jw_store_peer_joined). When the store learns of a
+ * (every ttl/3) asks whether another node is registered and not dead, and
+ * while alone the store asks every second (PEERS_POLL_US); a node that
+ * starts listening announces itself at once (its id on jw_hello, read by the
+ * cluster thread: jw_store_peer_joined), and so does a node's own cluster
+ * thread when its LISTEN comes back (it may have missed a hello). When the store learns of a
  * peer while it was not notifying, it first announces itself in turn, in a
  * transaction of its own after its last silent commit, and the nodes that
  * hear it catch up from the journal (JW_NOTICE_LISTENING): a commit that no
@@ -65,6 +67,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* While alone, how often the store looks for another live node (see "Alone"). */
+#define PEERS_POLL_US 1000000
 
 /* Tables rows are upserted into, in foreign-key order. */
 static const jw_table upsert_order[] = {
@@ -356,6 +361,10 @@ static const char sql_heartbeat[] =
     "WHERE id = $1::text AND incarnation = $2::int8 AND NOT dead "
     "RETURNING EXISTS (SELECT 1 FROM jw_nodes o WHERE o.id <> $1::text AND NOT o.dead)";
 
+/* While alone, whether another node is live now (see "Alone"). */
+static const char sql_peers[] =
+    "SELECT EXISTS (SELECT 1 FROM jw_nodes o WHERE o.id <> $1::text AND NOT o.dead)";
+
 /* "Catch up on my jobs": to the nodes, once this one notifies again (see "Alone"). */
 static const char sql_announce[] =
     "SELECT pg_notify('jw_hello', $1::text), set_config('synchronous_commit', 'off', true)";
@@ -369,6 +378,7 @@ static const struct {
     {"jw_committed", sql_committed, "preparing the commit check"},
     {"jw_heartbeat", sql_heartbeat, "preparing the heartbeat"},
     {"jw_notify", sql_notify, "preparing the notification"},
+    {"jw_peers", sql_peers, "preparing the peers check"},
     {"jw_announce", sql_announce, "preparing the announcement"},
 };
 
@@ -963,10 +973,10 @@ int store__heartbeat(jw_store *s)
 }
 
 /*
- * Takes what the cluster thread heard (a node announced itself), and
- * announces this node once it has peers again after a time alone (see
- * "Alone"). An announcement that fails is tried again on the next call; the
- * groups notify meanwhile.
+ * Takes what the cluster thread heard (a node announced itself), looks for
+ * a live peer every PEERS_POLL_US while alone, and announces this node once
+ * it has peers again after a time alone (see "Alone"). An announcement that
+ * fails is tried again on the next call; the groups notify meanwhile.
  */
 void store__check_peers(jw_store *s)
 {
@@ -975,6 +985,14 @@ void store__check_peers(jw_store *s)
 
     if (atomic_exchange(&s->peer_news, false))
         s->peers = true;
+    if (!s->peers && s->conn && jw_mono_us() >= s->next_peers_us) {
+        s->next_peers_us = jw_mono_us() + PEERS_POLL_US;
+        if ((res = run_one(s, "jw_peers", 1, params)) == NULL)
+            return;
+        if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1)
+            s->peers = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+        PQclear(res);
+    }
     if (!s->peers) {
         s->announced = false;
         return;

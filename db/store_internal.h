@@ -88,6 +88,7 @@ struct jw_store {
      * catch up since it last turned true.
      */
     bool peers, announced;
+    int64_t next_peers_us; /* monotonic: while alone, the next look for a peer */
     jw_buf rows[JW_TABLE__COUNT];
     jw_buf ev_job, ev_seq, ev_ts, ev_table, ev_op, ev_rows; /* binary arrays (commit.c) */
     size_t ev_count;                                        /* the deltas in them */

@@ -16,6 +16,7 @@
 #include "jw_error.h"
 #include "jw_log.h"
 #include "pgtest.h"
+#include "cluster.h"
 #include "store_internal.h" /* the commit probe, tested on a connection of its own */
 
 #include <stdio.h>
@@ -929,35 +930,52 @@ static void commit_new_job(jw_store *s)
     assert_int_equal(commit_one(s, b, err, sizeof(err)), 0);
 }
 
-/*
- * Alone on its database (db/commit.c, "Alone"), a node's commits notify
- * nobody. A peer's hello, or a heartbeat that finds a live peer, makes it say
- * hello in turn - after its silent commits, before its next notification - and
- * notify again; a peer declared dead leaves it alone again.
- */
-static void test_alone_notifies_nobody(void **state)
+/* A store of node `me` registered alone (other tests' nodes declared dead), after its
+ * first heartbeat; db LISTENs jw_events and jw_hello. */
+static jw_store *start_alone(char *me, int ttl_ms)
 {
-    char err[512], me[] = "alone-node";
+    char err[512];
     int64_t inc = 0, mark;
-    jw_store_config cfg = {.conninfo = conninfo, .node_id = me, .node_ttl_ms = 1200};
+    jw_store_config cfg = {.conninfo = conninfo, .node_id = me, .node_ttl_ms = ttl_ms};
     jw_store_stats st;
     jw_store *s = NULL;
-    size_t hello, events;
-    jw_buf log;
 
-    (void)state;
-    /* Other tests' nodes are not live peers of this one. */
     PQclear(pgtest_exec(db, "UPDATE jw_nodes SET dead = true", 0, NULL));
     PQclear(pgtest_exec(db, "LISTEN jw_events", 0, NULL));
     PQclear(pgtest_exec(db, "LISTEN jw_hello", 0, NULL));
-    jw_buf_init(&log, 1024);
-    assert_int_equal(jw_db_node_register(conninfo, me, cfg.node_ttl_ms, &inc, err, sizeof(err)), 0);
+    assert_int_equal(jw_db_node_register(conninfo, me, ttl_ms, &inc, err, sizeof(err)), 0);
     cfg.node_incarnation = inc;
     mark = jw_mono_us();
     assert_int_equal(jw_store_start(&s, &cfg), 0);
     stats_after_beat(s, mark, &st);
+    return s;
+}
 
-    /* Alone: committed, not notified. */
+static void stop_alone(jw_store *s, jw_buf *log)
+{
+    jw_store_stop(s, 1000);
+    jw_store_free(s);
+    PQclear(pgtest_exec(db, "UNLISTEN *", 0, NULL));
+    PQclear(pgtest_exec(db, "UPDATE jw_nodes SET dead = true", 0, NULL));
+    jw_buf_release(log);
+}
+
+/*
+ * Alone on its database (db/commit.c, "Alone"), a node's commits notify
+ * nobody. A peer's hello (jw_store_peer_joined) makes it say hello in turn -
+ * after its silent commits, before its next notification - and notify again.
+ * The TTL is long: no heartbeat comes during the test, only the hello acts.
+ */
+static void test_alone_hello_wakes(void **state)
+{
+    char me[] = "alone-hello";
+    jw_store *s = start_alone(me, 60000);
+    jw_store_stats st;
+    size_t hello, events;
+    jw_buf log;
+
+    (void)state;
+    jw_buf_init(&log, 1024);
     commit_new_job(s);
     commit_new_job(s);
     stats_after_groups(s, 2, &st);
@@ -966,40 +984,128 @@ static void test_alone_notifies_nobody(void **state)
     PQclear(pgtest_exec(db, "SELECT 1", 0, NULL));
     log_notifies(&log);
     assert_null(log.len ? strstr(log.data, "jw_events ") : NULL);
+    assert_null(log.len ? strstr(log.data, "jw_hello ") : NULL);
 
-    /* A peer says hello: this node answers, then notifies its next commit. */
-    PQclear(
-        pgtest_exec(db, "INSERT INTO jw_nodes (id, incarnation) VALUES ('peer-a', 1)", 0, NULL));
     jw_store_peer_joined(s);
-    hello = wait_logged(&log, "jw_hello alone-node\n");
+    hello = wait_logged(&log, "jw_hello alone-hello\n");
     commit_new_job(s);
-    events = wait_logged(&log, "jw_events alone-node\n");
+    events = wait_logged(&log, "jw_events alone-hello\n");
     assert_true(hello < events);
     stats_after_groups(s, 3, &st);
     assert_int_equal(st.notifications, 1);
     assert_int_equal(st.notifications_skipped, 2);
+    stop_alone(s, &log);
+}
 
-    /* The peer is declared dead: alone again from the next heartbeat on. */
+/*
+ * A peer that said nothing (its hello missed): while alone the store looks
+ * for one every second, and with a live one says hello and notifies again.
+ * Heartbeats (a 1.2 s TTL: every 400 ms) find it too, and find it gone once
+ * it is declared dead: alone again.
+ */
+static void test_alone_finds_peers(void **state)
+{
+    char me[] = "alone-poll", beat[] = "alone-beat";
+    jw_store *s = start_alone(me, 60000);
+    jw_store_stats st;
+    jw_buf log;
+
+    (void)state;
+    jw_buf_init(&log, 1024);
+    commit_new_job(s);
+    stats_after_groups(s, 1, &st);
+    assert_int_equal(st.notifications_skipped, 1);
+    /* The heartbeat is 20 s away: the one-second look finds the peer. */
+    PQclear(
+        pgtest_exec(db, "INSERT INTO jw_nodes (id, incarnation) VALUES ('peer-a', 1)", 0, NULL));
+    wait_logged(&log, "jw_hello alone-poll\n");
+    commit_new_job(s);
+    wait_logged(&log, "jw_events alone-poll\n");
+    stats_after_groups(s, 2, &st);
+    assert_int_equal(st.notifications, 1);
+    stop_alone(s, &log);
+
+    /* With heartbeats: notifying while the peer lives, alone once it is dead. */
+    s = start_alone(beat, 1200);
+    jw_buf_init(&log, 1024);
+    PQclear(pgtest_exec(db, "UPDATE jw_nodes SET dead = false WHERE id = 'peer-a'", 0, NULL));
+    wait_logged(&log, "jw_hello alone-beat\n");
+    commit_new_job(s);
+    wait_logged(&log, "jw_events alone-beat\n");
     PQclear(pgtest_exec(db, "UPDATE jw_nodes SET dead = true WHERE id = 'peer-a'", 0, NULL));
     stats_after_beat(s, jw_mono_us(), &st);
     commit_new_job(s);
-    stats_after_groups(s, 4, &st);
+    stats_after_groups(s, 2, &st);
     assert_int_equal(st.notifications, 1);
-    assert_int_equal(st.notifications_skipped, 3);
+    assert_int_equal(st.notifications_skipped, 1);
+    stop_alone(s, &log);
+}
 
-    /* A live peer that said nothing (its hello was missed): found by the heartbeat. */
-    jw_buf_reset(&log);
-    PQclear(
-        pgtest_exec(db, "INSERT INTO jw_nodes (id, incarnation) VALUES ('peer-b', 1)", 0, NULL));
-    wait_logged(&log, "jw_hello alone-node\n");
-    commit_new_job(s);
-    wait_logged(&log, "jw_events alone-node\n");
-    stats_after_groups(s, 5, &st);
-    assert_int_equal(st.notifications, 2);
-    assert_int_equal(st.notifications_skipped, 3);
+struct hello_seen {
+    atomic_int peers, listening;
+};
 
-    jw_store_stop(s, 1000);
-    jw_store_free(s);
+static void count_peer(void *arg)
+{
+    atomic_fetch_add(&((struct hello_seen *)arg)->peers, 1);
+}
+
+static void count_notice(const jw_notice *n, void *arg)
+{
+    if (n->kind == JW_NOTICE_LISTENING)
+        atomic_fetch_add(&((struct hello_seen *)arg)->listening, 1);
+}
+
+/* Drains cl until seen->listening reaches want (10 s at most). */
+static void wait_listening(jw_cluster *cl, struct hello_seen *seen, int want)
+{
+    int64_t deadline = jw_mono_us() + 10 * 1000000;
+
+    while (atomic_load(&seen->listening) < want) {
+        assert_true(jw_mono_us() < deadline);
+        jw_cluster_drain(cl, count_notice, seen);
+        usleep(5000);
+    }
+}
+
+/*
+ * The cluster thread says hello once it listens, and on another node's
+ * hello tells the store (peer_joined) and posts a catch-up; its own hello
+ * it ignores.
+ */
+static void test_cluster_hello(void **state)
+{
+    struct hello_seen seen = {0};
+    char err[512];
+    int64_t inc = 0;
+    jw_cluster_config cc = {.conninfo = conninfo,
+                            .node_id = "hello-node",
+                            .ttl_ms = 60000,
+                            .peer_joined = count_peer,
+                            .peer_arg = &seen};
+    jw_cluster *cl = NULL;
+    jw_buf log;
+
+    (void)state;
+    jw_buf_init(&log, 256);
+    PQclear(pgtest_exec(db, "LISTEN jw_hello", 0, NULL));
+    assert_int_equal(jw_db_node_register(conninfo, "hello-node", 60000, &inc, err, sizeof(err)), 0);
+    cc.incarnation = inc;
+    assert_int_equal(jw_cluster_start(&cl, &cc), 0);
+    wait_logged(&log, "jw_hello hello-node\n");
+    wait_listening(cl, &seen, 1); /* its first LISTEN */
+    assert_int_equal(atomic_load(&seen.peers), 0);
+
+    PQclear(pgtest_exec(db, "NOTIFY jw_hello, 'hello-node'", 0, NULL));
+    PQclear(pgtest_exec(db, "NOTIFY jw_hello, 'other-node'", 0, NULL));
+    wait_listening(cl, &seen, 2);
+    assert_int_equal(atomic_load(&seen.peers), 1); /* the other's hello, not its own */
+    usleep(100000);
+    jw_cluster_drain(cl, count_notice, &seen);
+    assert_int_equal(atomic_load(&seen.listening), 2);
+
+    jw_cluster_stop(cl);
+    jw_cluster_free(cl);
     PQclear(pgtest_exec(db, "UNLISTEN *", 0, NULL));
     PQclear(pgtest_exec(db, "UPDATE jw_nodes SET dead = true", 0, NULL));
     jw_buf_release(&log);
@@ -1614,7 +1720,9 @@ int main(void)
         cmocka_unit_test(test_replay_bytes_are_live_bytes),
         cmocka_unit_test(test_reads_apart_bounded_cancellable),
         cmocka_unit_test(test_notify_and_events_after),
-        cmocka_unit_test(test_alone_notifies_nobody),
+        cmocka_unit_test(test_alone_hello_wakes),
+        cmocka_unit_test(test_alone_finds_peers),
+        cmocka_unit_test(test_cluster_hello),
         cmocka_unit_test(test_connects_eagerly),
         cmocka_unit_test(test_unreachable_database),
     };
