@@ -6,8 +6,8 @@
  *
  *   upsert <table> from jsonb_populate_recordset($1)      one per table touched
  *   insert into job_events from unnest(...)               all journaled deltas
- *   select jw_advance_seq_fenced(node, jobs, epochs,      lease fence, gap check
- *                                first, last, count)     and last_seq
+ *   update job_runs set last_seq ... from unnest(...)     lease fence, gap check
+ *     (jw_advance_refused when a job did not advance)    and last_seq
  *   Sync                                                  commit
  *
  * then, once that committed and its batches were answered (so that their
@@ -338,9 +338,27 @@ static const char sql_events[] =
     "FROM unnest($1::uuid[], $2::int8[], $3::int8[], $4::text[], $5::text[], $6::json[]) "
     "AS u(j, s, t, tb, op, r)";
 
-/* $2, this process's incarnation: a group of one that is not the live one commits nothing. */
-static const char sql_advance[] = "SELECT jw_advance_seq_fenced($1::text, $2::int8, $3::uuid[], "
-                                  "$4::int8[], $5::int8[], $6::int8[], $7::int8[])";
+/*
+ * The fenced advance (db/migrations/004, 007, 010): each job's last_seq
+ * moves to its last journaled seq only where the group continues it, and
+ * only while this node holds the job at the batch's epoch (a brand-new job:
+ * nobody does) and $2, this process's incarnation, is the live one (0: not
+ * checked). When a job did not advance, jw_advance_refused raises why, and
+ * the group commits nothing.
+ */
+static const char sql_advance[] =
+    "WITH adv AS (UPDATE job_runs r SET last_seq = u.hi, owner_node = $1::text, lease_epoch = u.e"
+    " FROM unnest($3::uuid[], $4::int8[], $5::int8[], $6::int8[], $7::int8[])"
+    " AS u(j, e, lo, hi, n)"
+    " WHERE r.id = u.j AND r.last_seq = u.lo - 1 AND u.hi - u.lo + 1 = u.n"
+    " AND ((r.owner_node = $1::text AND r.lease_epoch = u.e)"
+    " OR (r.owner_node IS NULL AND r.lease_epoch = 0 AND u.lo = 1))"
+    " AND ($2::int8 <= 0 OR EXISTS (SELECT 1 FROM jw_nodes w WHERE w.id = $1::text"
+    " AND w.incarnation = $2::int8 AND NOT w.dead))"
+    " RETURNING 1)"
+    " SELECT CASE WHEN (SELECT count(*) FROM adv) = cardinality($3::uuid[]) THEN 0"
+    " ELSE jw_advance_refused($1::text, $2::int8, $3::uuid[], $4::int8[], $5::int8[], $6::int8[],"
+    " $7::int8[]) END";
 
 /* Another node's commit of the same seq (a job taken over) is not ours. */
 static const char sql_committed[] =

@@ -15,8 +15,8 @@
  *   - new rows by a plain INSERT (no ON CONFLICT check), changed rows by a
  *     plain UPDATE ... FROM unnest(...) on the primary key;
  *   - no seq bookkeeping on job_runs, no lease fence, no NOTIFY: the store's
- *     advance (jw_advance_seq_fenced), its conflict checks and its wake-up for
- *     other nodes are what it adds on top of this;
+ *     fenced advance (an UPDATE of job_runs per group), its conflict checks
+ *     and its wake-up for other nodes are what it adds on top of this;
  *   - BEGIN, the statements and COMMIT sent together, one Sync, one round
  *     trip per group, synchronous_commit on (the cluster's setting).
  *
