@@ -683,10 +683,17 @@ int main(int argc, char **argv)
     const char *url = getenv("DATABASE_URL"), *sizes = "10 25 50 100 250";
     long ndeltas = 60000, njobs = 200;
     static const struct option opts[] = {
-        {"url", required_argument, 0, 'u'},    {"sizes", required_argument, 0, 's'},
-        {"deltas", required_argument, 0, 'd'}, {"jobs", required_argument, 0, 'j'},
-        {"rate", required_argument, 0, 'r'},   {0, 0, 0, 0},
+        {"url", required_argument, 0, 'u'},
+        {"sizes", required_argument, 0, 's'},
+        {"deltas", required_argument, 0, 'd'},
+        {"jobs", required_argument, 0, 'j'},
+        {"rate", required_argument, 0, 'r'},
+        {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
     };
+    static const char usage[] = "usage: pg_floor [--url URL ($DATABASE_URL)] "
+                                "[--sizes \"10 25 50 100 250\"] [--deltas N per size (60000)] "
+                                "[--jobs N (200)] [--rate DELTAS/S (0: back to back)]\n";
     int c, backend, postmaster = -1, ppid;
     char *list, *tok, *save;
 
@@ -697,14 +704,12 @@ int main(int argc, char **argv)
         case 'd': ndeltas = atol(optarg); break;
         case 'j': njobs = atol(optarg); break;
         case 'r': rate = atof(optarg); break;
-        default:
-            fprintf(stderr, "usage: pg_floor [--url URL] [--sizes \"10 25 50 100 250\"] "
-                            "[--deltas N] [--jobs N] [--rate DELTAS/S]\n");
-            return 2;
+        case 'h': fputs(usage, stdout); return 0;
+        default: fputs(usage, stderr); return 2;
         }
     }
-    if (!url || ndeltas < 1 || njobs < 1)
-        die("need --url (or DATABASE_URL), --deltas >= 1 and --jobs >= 1", NULL);
+    if (!url || ndeltas < 1 || njobs < 1 || rate < 0)
+        die("need --url (or DATABASE_URL), --deltas >= 1, --jobs >= 1 and --rate >= 0", NULL);
     conn = PQconnectdb(url);
     if (PQstatus(conn) != CONNECTION_OK)
         die("cannot connect", PQerrorMessage(conn));
