@@ -45,14 +45,15 @@
  * (every ttl/3) asks whether another node is registered and not dead, and
  * while alone the store asks every second (PEERS_POLL_US); a node that
  * starts listening announces itself at once (its id on jw_hello, read by the
- * cluster thread: jw_store_peer_joined), and so does a node's own cluster
- * thread when its LISTEN comes back (it may have missed a hello). When the store learns of a
- * peer while it was not notifying, it first announces itself in turn, in a
- * transaction of its own after its last silent commit, and the nodes that
- * hear it catch up from the journal (JW_NOTICE_LISTENING): a commit that no
- * notification named is read then. A node whose LISTEN began after that
- * announcement caught up as it began. Until the first heartbeat, and for a
- * store without one (node_incarnation 0), it notifies.
+ * cluster thread: jw_store_peer_joined), and a node's own cluster thread
+ * tells its store the same when its LISTEN comes back (it may have missed a
+ * hello). When the store learns of a peer while it was not notifying, it
+ * first announces itself in turn, in a transaction of its own after its last
+ * silent commit, and the nodes that hear it catch up from the journal
+ * (JW_NOTICE_LISTENING): a commit that no notification named is read then. A
+ * node whose LISTEN began after that announcement caught up as it began.
+ * Until the first heartbeat, and for a store without one (node_incarnation
+ * 0), it notifies.
  *
  * The parameters are built in buffers of the store that live as long as it
  * does. Everything here runs on the db thread (store.c decides which group
