@@ -12,6 +12,8 @@
 //      joined while an older job of A waits, it gets every change of it after the join;
 //   6. a job changing hands while watched (C stops, D takes it over): contiguous on D;
 //   7. a crowd of clients subscribing on B at once to a job of A: all answered, no 'busy'.
+// Before B starts, A is alone on the database: its commits notify nobody (db/commit.c,
+// "Alone"); once B listens and says hello, A notifies again (test 4 counts what it sent).
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { after, before, test } from 'node:test';
@@ -30,6 +32,17 @@ before(async () => {
   A = new Server({ name: 'fanout_a', sim: SIM });
   B = new Server({ name: 'fanout_b', sim: SIM, db: A.db, args: ['--max-ws-per-user', String(CROWD + 10), '--max-connections-per-ip', '0', '--connection-rate-per-ip', '0'] });
   await A.start();
+  // Alone: a job's commits on A are not notified, and counted as skipped.
+  const solo = A.user();
+  await A.createJob(solo.token, { count: 1 });
+  const deadline = Date.now() + 20_000;
+  let m = await metrics(A);
+  while (!(m.jobwire_cluster_notifications_skipped_total > 0)) {
+    assert.ok(Date.now() < deadline, `A alone skipped no notification: ${JSON.stringify(m)}`);
+    await sleep(50);
+    m = await metrics(A);
+  }
+  assert.equal(m.jobwire_cluster_notifications_sent_total, 0, 'A alone sent no jw_events notification');
   await B.start();
 });
 
