@@ -30,8 +30,9 @@
  * which seq, for the other nodes' fan-out (db/commit.c, server/mirror.h).
  * Counted in stats.notifications (failed sends: notifications_failed). A
  * node alone on its database sends none (db/commit.c, "Alone"; counted in
- * notifications_skipped): its heartbeat tells it whether another node is
- * live, and jw_store_peer_joined that one has just started listening.
+ * notifications_skipped): its heartbeat, and while alone a look every
+ * second, tell it whether another node is live, and jw_store_peer_joined
+ * that one has just started listening.
  *
  * Nodes and leases (db/migrations/004_node_leases.sql): the store commits as
  * node node_id. Every group is fenced: a batch advances its job only while
