@@ -37,21 +37,34 @@
  * when the server is on this machine), WAL bytes per delta, and the group's
  * round trip p50/p99.
  *
+ * With --watchers, one run of the whole path from change to client at its
+ * floor instead (see "the pipeline" below).
+ *
  * Usage: pg_floor [--url URL ($DATABASE_URL)] [--sizes "10 25 50 100 250"]
  *                 [--deltas N per size (60000)] [--jobs N (200)] [--rate DELTAS/S]
+ *        pg_floor --watchers W [--url URL] [--deltas N] [--jobs N] [--rate DELTAS/S]
+ *                 [--burst B (3)] [--max-group N (250)] [--size BYTES (700)]
+ *                 [--reader-cpu CPU] [--db-thread]
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
 #include <arpa/inet.h>
 #include <dirent.h>
+#include <errno.h>
 #include <getopt.h>
 #include <libpq-fe.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <sched.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -496,43 +509,200 @@ static void send_plain(const char *sql)
 
 static double rate; /* deltas/s to pace the groups at; 0: back to back */
 
+/* ---- building and sending a group --------------------------------------- */
+
+/*
+ * The workload's state. Delta k belongs to job (k / burst) % njobs: a burst
+ * of deltas from one job (what one engine action journals), the jobs taken
+ * round-robin.
+ */
+struct work {
+    struct job *jobs;
+    long njobs, burst, cap;
+    long made;      /* deltas built so far */
+    unsigned group; /* groups built so far */
+    arr ev[7], ins[STEP_COLS], upd[STEP_COLS];
+    long nrows, nnew; /* the built group's rows, and how many of them are new */
+    size_t *rows;     /* per row the group writes: its index in its job's steps */
+    struct job **rowjob;
+    bool *rownew;
+    buf js;
+};
+
+static void work_init(struct work *w, long njobs, long burst, long cap)
+{
+    memset(w, 0, sizeof(*w));
+    w->jobs = calloc((size_t)njobs, sizeof(*w->jobs));
+    w->rows = calloc((size_t)cap, sizeof(*w->rows));
+    w->rowjob = calloc((size_t)cap, sizeof(*w->rowjob));
+    w->rownew = calloc((size_t)cap, sizeof(*w->rownew));
+    if (!w->jobs || !w->rows || !w->rowjob || !w->rownew)
+        die("out of memory", NULL);
+    w->njobs = njobs;
+    w->burst = burst;
+    w->cap = cap;
+    for (long i = 0; i < njobs; i++)
+        new_uuid(w->jobs[i].id);
+}
+
+static void work_free(struct work *w)
+{
+    for (long i = 0; i < w->njobs; i++)
+        free(w->jobs[i].steps);
+    free(w->jobs);
+    for (int c = 0; c < STEP_COLS; c++) {
+        free(w->ins[c].b.p);
+        free(w->upd[c].b.p);
+    }
+    for (int c = 0; c < 7; c++)
+        free(w->ev[c].b.p);
+    free(w->rows);
+    free(w->rowjob);
+    free(w->rownew);
+    free(w->js.p);
+}
+
+static void prepare_or_die(const char *name, const char *sql)
+{
+    PGresult *r = PQprepare(conn, name, sql, 0, NULL);
+
+    if (PQresultStatus(r) != PGRES_COMMAND_OK)
+        die("preparing", PQerrorMessage(conn));
+    PQclear(r);
+}
+
+/* Fresh tables and statements, and a checkpoint, before a run. */
+static void setup_tables(void)
+{
+    exec_or_die(ddl);
+    prepare_or_die("ev", sql_events);
+    prepare_or_die("ins", sql_insert);
+    prepare_or_die("upd", sql_update);
+    exec_or_die("CHECKPOINT");
+}
+
+/*
+ * Builds the next n deltas (n <= cap), stamped now (Unix us), into the
+ * group's arrays. job_of, if not NULL, gets each delta's job index.
+ */
+static void build_group(struct work *w, long n, int64_t now, long *job_of)
+{
+    struct job *jobs = w->jobs;
+    arr *ev = w->ev, *ins = w->ins, *upd = w->upd;
+    unsigned g = w->group++;
+    long nrows = 0, nnew = 0;
+
+    arr_begin(&ev[0], OID_UUID);
+    arr_begin(&ev[1], OID_INT8);
+    arr_begin(&ev[2], OID_TSTZ);
+    arr_begin(&ev[3], OID_TEXT);
+    arr_begin(&ev[4], OID_TEXT);
+    arr_begin(&ev[5], OID_JSON);
+    arr_begin(&ev[6], OID_TSTZ);
+    for (long i = 0; i < n; i++) {
+        long ji = (w->made++ / w->burst) % w->njobs;
+        struct job *j = &jobs[ji];
+        struct step *st;
+        bool fresh = !j->nsteps || next_rand() % 10 < 4;
+
+        if (job_of)
+            job_of[i] = ji;
+        if (fresh) {
+            if (j->nsteps == j->cap) {
+                j->cap = j->cap ? j->cap * 2 : 8;
+                j->steps = realloc(j->steps, j->cap * sizeof(*j->steps));
+                if (!j->steps)
+                    die("out of memory", NULL);
+            }
+            st = &j->steps[j->nsteps++];
+            memset(st, 0, sizeof(*st));
+            new_uuid(st->id);
+            st->created_us = st->started_us = now;
+            st->tx = (int32_t)(j->nsteps % 50);
+            st->group = UINT32_MAX;
+        } else {
+            st = &j->steps[j->nsteps - 1];
+            st->attempt++;
+        }
+        st->status = statuses[next_rand() % 4];
+        st->updated_us = now;
+        snprintf(st->ref, sizeof(st->ref), "%016llx%016llx", (unsigned long long)next_rand(),
+                 (unsigned long long)next_rand());
+        if (st->group != g) { /* first write of the row in this group */
+            st->group = g;
+            w->rows[nrows] = (size_t)(st - j->steps);
+            w->rowjob[nrows] = j;
+            w->rownew[nrows++] = fresh;
+            nnew += fresh;
+        }
+        row_json(j, st, &w->js);
+        arr_uuid(&ev[0], j->id);
+        arr_int8(&ev[1], ++j->seq);
+        arr_tstz(&ev[2], now);
+        arr_text(&ev[3], "job_steps");
+        arr_text(&ev[4], fresh ? "insert" : "update");
+        arr_bytes(&ev[5], w->js.p, w->js.len);
+        arr_tstz(&ev[6], now);
+    }
+    for (int c = 0; c < STEP_COLS; c++) {
+        arr_begin(&ins[c], step_oids[c]);
+        arr_begin(&upd[c], step_oids[c]);
+    }
+    for (long r = 0; r < nrows; r++)
+        add_step(w->rownew[r] ? ins : upd, w->rowjob[r], &w->rowjob[r]->steps[w->rows[r]]);
+    w->nrows = nrows;
+    w->nnew = nnew;
+}
+
+/* Sends the built group as one transaction down the pipeline, with its Sync. */
+static void send_group(struct work *w)
+{
+    send_plain("BEGIN");
+    send_arrays("ev", w->ev, 7);
+    if (w->nnew)
+        send_arrays("ins", w->ins, STEP_COLS);
+    if (w->nrows > w->nnew)
+        send_arrays("upd", w->upd, STEP_COLS);
+    send_plain("COMMIT");
+    if (PQpipelineSync(conn) != 1)
+        die("sync", PQerrorMessage(conn));
+}
+
+/* Reads the group's answers up to its Sync: it is committed when this returns. */
+static void await_group(void)
+{
+    for (;;) {
+        PGresult *r = PQgetResult(conn);
+        ExecStatusType s;
+
+        if (!r)
+            continue; /* the end of one statement's results */
+        s = PQresultStatus(r);
+        if (s == PGRES_PIPELINE_SYNC) {
+            PQclear(r);
+            return;
+        }
+        if (s != PGRES_COMMAND_OK)
+            die("a group failed", PQresultErrorMessage(r));
+        PQclear(r);
+    }
+}
+
+/* ---- one run: groups of a fixed size ------------------------------------ */
+
 static void run(long group, long ndeltas, long njobs, int backend, int postmaster)
 {
-    struct job *jobs = calloc((size_t)njobs, sizeof(*jobs));
-    arr ev[7] = {0}, ins[STEP_COLS] = {0}, upd[STEP_COLS] = {0};
-    size_t *rows = calloc((size_t)group, sizeof(*rows)); /* index in its job's steps */
-    struct job **rowjob = calloc((size_t)group, sizeof(*rowjob));
-    bool *rownew = calloc((size_t)group, sizeof(*rownew));
-    long ngroups = (ndeltas + group - 1) / group, done = 0, next_job = 0;
+    struct work w;
+    long ngroups = (ndeltas + group - 1) / group, done = 0;
     int64_t *rtt = calloc((size_t)ngroups, sizeof(*rtt));
     int64_t t0, t1, wal0, wal1;
     long long be0, be1, all0, all1;
     int ppid;
-    buf js = {0};
 
-    if (!jobs || !rows || !rowjob || !rownew || !rtt)
+    if (!rtt)
         die("out of memory", NULL);
-    for (long i = 0; i < njobs; i++)
-        new_uuid(jobs[i].id);
-
-    exec_or_die(ddl);
-    {
-        PGresult *r;
-
-        r = PQprepare(conn, "ev", sql_events, 0, NULL);
-        if (PQresultStatus(r) != PGRES_COMMAND_OK)
-            die("preparing", PQerrorMessage(conn));
-        PQclear(r);
-        r = PQprepare(conn, "ins", sql_insert, 0, NULL);
-        if (PQresultStatus(r) != PGRES_COMMAND_OK)
-            die("preparing", PQerrorMessage(conn));
-        PQclear(r);
-        r = PQprepare(conn, "upd", sql_update, 0, NULL);
-        if (PQresultStatus(r) != PGRES_COMMAND_OK)
-            die("preparing", PQerrorMessage(conn));
-        PQclear(r);
-    }
-    exec_or_die("CHECKPOINT");
+    work_init(&w, njobs, 1, group);
+    setup_tables();
     wal0 = wal_lsn();
     be0 = proc_ticks(backend, false, &ppid);
     all0 = postmaster > 0 ? pg_ticks(postmaster) : -1;
@@ -541,8 +711,8 @@ static void run(long group, long ndeltas, long njobs, int backend, int postmaste
     if (PQenterPipelineMode(conn) != 1)
         die("entering pipeline mode", PQerrorMessage(conn));
     for (long g = 0; g < ngroups; g++) {
-        long n = ndeltas - done < group ? ndeltas - done : group, nrows = 0, nnew = 0;
-        int64_t now, sent;
+        long n = ndeltas - done < group ? ndeltas - done : group;
+        int64_t sent;
 
         if (rate > 0) { /* the group is due when its first delta would be */
             int64_t due = t0 + (int64_t)((double)done * 1e6 / rate), wait;
@@ -554,89 +724,10 @@ static void run(long group, long ndeltas, long njobs, int backend, int postmaste
                 nanosleep(&ts, NULL);
             }
         }
-        now = now_us(CLOCK_REALTIME);
-
-        arr_begin(&ev[0], OID_UUID);
-        arr_begin(&ev[1], OID_INT8);
-        arr_begin(&ev[2], OID_TSTZ);
-        arr_begin(&ev[3], OID_TEXT);
-        arr_begin(&ev[4], OID_TEXT);
-        arr_begin(&ev[5], OID_JSON);
-        arr_begin(&ev[6], OID_TSTZ);
-        for (long i = 0; i < n; i++) {
-            struct job *j = &jobs[next_job++ % njobs];
-            struct step *st;
-            bool fresh = !j->nsteps || next_rand() % 10 < 4;
-
-            if (fresh) {
-                if (j->nsteps == j->cap) {
-                    j->cap = j->cap ? j->cap * 2 : 8;
-                    j->steps = realloc(j->steps, j->cap * sizeof(*j->steps));
-                    if (!j->steps)
-                        die("out of memory", NULL);
-                }
-                st = &j->steps[j->nsteps++];
-                memset(st, 0, sizeof(*st));
-                new_uuid(st->id);
-                st->created_us = st->started_us = now;
-                st->tx = (int32_t)(j->nsteps % 50);
-                st->group = UINT32_MAX;
-            } else {
-                st = &j->steps[j->nsteps - 1];
-                st->attempt++;
-            }
-            st->status = statuses[next_rand() % 4];
-            st->updated_us = now;
-            snprintf(st->ref, sizeof(st->ref), "%016llx%016llx", (unsigned long long)next_rand(),
-                     (unsigned long long)next_rand());
-            if (st->group != (unsigned)g) { /* first write of the row in this group */
-                st->group = (unsigned)g;
-                rows[nrows] = (size_t)(st - j->steps);
-                rowjob[nrows] = j;
-                rownew[nrows++] = fresh;
-                nnew += fresh;
-            }
-            row_json(j, st, &js);
-            arr_uuid(&ev[0], j->id);
-            arr_int8(&ev[1], ++j->seq);
-            arr_tstz(&ev[2], now);
-            arr_text(&ev[3], "job_steps");
-            arr_text(&ev[4], fresh ? "insert" : "update");
-            arr_bytes(&ev[5], js.p, js.len);
-            arr_tstz(&ev[6], now);
-        }
-        for (int c = 0; c < STEP_COLS; c++) {
-            arr_begin(&ins[c], step_oids[c]);
-            arr_begin(&upd[c], step_oids[c]);
-        }
-        for (long r = 0; r < nrows; r++)
-            add_step(rownew[r] ? ins : upd, rowjob[r], &rowjob[r]->steps[rows[r]]);
-
+        build_group(&w, n, now_us(CLOCK_REALTIME), NULL);
         sent = now_us(CLOCK_MONOTONIC);
-        send_plain("BEGIN");
-        send_arrays("ev", ev, 7);
-        if (nnew)
-            send_arrays("ins", ins, STEP_COLS);
-        if (nrows > nnew)
-            send_arrays("upd", upd, STEP_COLS);
-        send_plain("COMMIT");
-        if (PQpipelineSync(conn) != 1)
-            die("sync", PQerrorMessage(conn));
-        for (;;) {
-            PGresult *r = PQgetResult(conn);
-            ExecStatusType s;
-
-            if (!r)
-                continue; /* the end of one statement's results */
-            s = PQresultStatus(r);
-            if (s == PGRES_PIPELINE_SYNC) {
-                PQclear(r);
-                break;
-            }
-            if (s != PGRES_COMMAND_OK)
-                die("a group failed", PQresultErrorMessage(r));
-            PQclear(r);
-        }
+        send_group(&w);
+        await_group();
         rtt[g] = now_us(CLOCK_MONOTONIC) - sent;
         done += n;
     }
@@ -661,21 +752,453 @@ static void run(long group, long ndeltas, long njobs, int backend, int postmaste
                (double)rtt[ngroups / 2] / 1000.0, (double)rtt[(ngroups * 99) / 100] / 1000.0);
         fflush(stdout);
     }
-
-    for (long i = 0; i < njobs; i++)
-        free(jobs[i].steps);
-    free(jobs);
-    for (int c = 0; c < STEP_COLS; c++) {
-        free(ins[c].b.p);
-        free(upd[c].b.p);
-    }
-    for (int c = 0; c < 7; c++)
-        free(ev[c].b.p);
-    free(rows);
-    free(rowjob);
-    free(rownew);
+    work_free(&w);
     free(rtt);
-    free(js.p);
+}
+
+/* ---- the pipeline: change to client at the floor ----------------------- */
+
+/*
+ * --watchers W turns the run into the product shape's whole path at its
+ * floor: deltas are due at --rate, in bursts of --burst from one job; one
+ * thread commits whatever is due as one group (at most --max-group deltas,
+ * one group in flight) and, once a group is committed, sends each of its
+ * jobs' deltas as one message to each of that job's W watcher sockets, as a
+ * fan-out round that gathers a connection's deltas into one write does. It
+ * sends the next group before it writes the committed one's messages, so
+ * PostgreSQL works while the sockets are written. A reader thread (a load
+ * tool's receive loop, with no parsing beyond a length and the stamps) reads
+ * every watcher socket from one epoll set and takes, per delivered delta,
+ * its receive time - the time it was due (change to client) and - the time
+ * its commit was answered (commit to client).
+ *
+ * Left out, so that this is a floor and not a model: the engine's work, JSON
+ * and WebSocket framing, the fence, the upserts' conflict checks, and (unless
+ * --db-thread) a thread of its own for PostgreSQL with the two hand-overs
+ * between threads each group then makes.
+ */
+static struct {
+    long watchers, burst, max_group, size;
+    int reader_cpu;
+    bool db_thread;
+} po = {0, 3, 250, 700, -1, false};
+
+#define MSG_MAX_DELTAS 64
+#define MSG_HEAD 16       /* u32 length, u32 count, i64 commit time (ns) */
+#define MSG_SIZE_MAX 2048 /* --size */
+#define MSG_CAP (MSG_MAX_DELTAS * MSG_SIZE_MAX)
+
+struct pair {
+    int srv, cli;
+    size_t got;
+    unsigned char *in; /* the reader's bytes of the message in progress */
+};
+
+static struct pair *pairs;
+static long npairs;
+static uint32_t *lat_us, *clat_us; /* per delivered delta */
+static long nlat, lat_cap;
+static volatile int pipe_done;
+
+static int64_t mono_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static double thread_cpu_s(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void connect_pairs(long n)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t alen = sizeof(a);
+    int lfd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+
+    if (lfd < 0 || bind(lfd, (struct sockaddr *)&a, sizeof(a)) != 0 || listen(lfd, 4096) != 0 ||
+        getsockname(lfd, (struct sockaddr *)&a, &alen) != 0)
+        die("listen on 127.0.0.1", strerror(errno));
+    pairs = calloc((size_t)n, sizeof(*pairs));
+    if (!pairs)
+        die("out of memory", NULL);
+    for (long i = 0; i < n; i++) {
+        /* Source addresses spread over 127.0.0.2..254, as the load tool does. */
+        struct sockaddr_in src = {.sin_family = AF_INET,
+                                  .sin_addr.s_addr = htonl(0x7f000002u + (uint32_t)(i % 253))};
+        struct pair *p = &pairs[i];
+
+        p->cli = socket(AF_INET, SOCK_STREAM, 0);
+        if (p->cli < 0 || bind(p->cli, (struct sockaddr *)&src, sizeof(src)) != 0 ||
+            connect(p->cli, (struct sockaddr *)&a, sizeof(a)) != 0)
+            die("connecting a watcher", strerror(errno));
+        p->srv = accept(lfd, NULL, NULL);
+        if (p->srv < 0)
+            die("accepting a watcher", strerror(errno));
+        setsockopt(p->srv, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        p->in = malloc(MSG_CAP);
+        if (!p->in)
+            die("out of memory", NULL);
+    }
+    npairs = n;
+    close(lfd);
+}
+
+/* Takes the complete messages at the front of p->in; keeps a partial one. */
+static void take_messages(struct pair *p, int64_t t)
+{
+    size_t off = 0;
+
+    while (p->got - off >= MSG_HEAD) {
+        uint32_t len, count;
+        int64_t commit;
+
+        memcpy(&len, p->in + off, 4);
+        if (p->got - off < len)
+            break;
+        memcpy(&count, p->in + off + 4, 4);
+        memcpy(&commit, p->in + off + 8, 8);
+        for (uint32_t k = 0; k < count && nlat < lat_cap; k++) {
+            int64_t due;
+
+            memcpy(&due, p->in + off + MSG_HEAD + 8 * k, 8);
+            lat_us[nlat] = (uint32_t)((t - due) / 1000);
+            clat_us[nlat++] = (uint32_t)((t - commit) / 1000);
+        }
+        off += len;
+    }
+    memmove(p->in, p->in + off, p->got - off);
+    p->got -= off;
+}
+
+static double reader_cpu;
+
+static void *reader_main(void *arg)
+{
+    struct epoll_event ev[256];
+    int ep = epoll_create1(0);
+
+    (void)arg;
+    if (po.reader_cpu >= 0) {
+        cpu_set_t set;
+
+        CPU_ZERO(&set);
+        CPU_SET(po.reader_cpu, &set);
+        if (pthread_setaffinity_np(pthread_self(), sizeof(set), &set) != 0)
+            fprintf(stderr, "pg_floor: cannot pin the reader to CPU %d\n", po.reader_cpu);
+    }
+    if (ep < 0)
+        die("epoll_create1", strerror(errno));
+    for (long i = 0; i < npairs; i++) {
+        struct epoll_event e = {.events = EPOLLIN, .data.ptr = &pairs[i]};
+
+        if (epoll_ctl(ep, EPOLL_CTL_ADD, pairs[i].cli, &e) != 0)
+            die("epoll_ctl", strerror(errno));
+    }
+    for (;;) {
+        int n = epoll_wait(ep, ev, 256, 200);
+
+        for (int k = 0; k < n; k++) {
+            struct pair *p = ev[k].data.ptr;
+            ssize_t r = read(p->cli, p->in + p->got, MSG_CAP - p->got);
+
+            if (r <= 0)
+                die("reading a watcher socket", r ? strerror(errno) : "closed");
+            p->got += (size_t)r;
+            take_messages(p, mono_ns());
+        }
+        if (n == 0 && pipe_done)
+            break;
+    }
+    reader_cpu = thread_cpu_s();
+    close(ep);
+    return NULL;
+}
+
+/*
+ * --db-thread: the group is sent and awaited by a thread of its own, which
+ * the pipeline's thread hands each group to and is woken by, as the engine's
+ * loop and the store's thread do (a mutex and a condition variable here).
+ */
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int state; /* 0: idle, 1: a group to send, 2: its answer is in, 3: quit */
+    struct work *w;
+} dbt = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, NULL};
+
+static void *db_main(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&dbt.mu);
+    for (;;) {
+        while (dbt.state != 1 && dbt.state != 3)
+            pthread_cond_wait(&dbt.cv, &dbt.mu);
+        if (dbt.state == 3)
+            break;
+        pthread_mutex_unlock(&dbt.mu);
+        send_group(dbt.w);
+        await_group();
+        pthread_mutex_lock(&dbt.mu);
+        dbt.state = 2;
+        pthread_cond_broadcast(&dbt.cv);
+    }
+    pthread_mutex_unlock(&dbt.mu);
+    return NULL;
+}
+
+static void db_set(int state)
+{
+    pthread_mutex_lock(&dbt.mu);
+    dbt.state = state;
+    pthread_cond_broadcast(&dbt.cv);
+    pthread_mutex_unlock(&dbt.mu);
+}
+
+static void group_send(struct work *w)
+{
+    if (po.db_thread)
+        db_set(1);
+    else
+        send_group(w);
+}
+
+static void group_await(void)
+{
+    if (!po.db_thread) {
+        await_group();
+        return;
+    }
+    pthread_mutex_lock(&dbt.mu);
+    while (dbt.state != 2)
+        pthread_cond_wait(&dbt.cv, &dbt.mu);
+    dbt.state = 0;
+    pthread_mutex_unlock(&dbt.mu);
+}
+
+static void send_all(int fd, const unsigned char *p, size_t n)
+{
+    while (n) {
+        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            die("writing a watcher socket", strerror(errno));
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+}
+
+/*
+ * Writes a committed group: each run of one job's deltas as one message to
+ * each of its watchers. due[i] and job_of[i] are delta i's.
+ */
+static void publish(long n, const int64_t *due, const long *job_of, int64_t commit,
+                    unsigned char *msg)
+{
+    for (long i = 0; i < n;) {
+        long j = job_of[i], k = i;
+        uint32_t count, len;
+
+        while (k < n && job_of[k] == j && k - i < MSG_MAX_DELTAS)
+            k++;
+        count = (uint32_t)(k - i);
+        len = (uint32_t)(count * (uint32_t)po.size);
+        if (len < MSG_HEAD + 8 * count)
+            len = MSG_HEAD + 8 * count;
+        memcpy(msg, &len, 4);
+        memcpy(msg + 4, &count, 4);
+        memcpy(msg + 8, &commit, 8);
+        memcpy(msg + MSG_HEAD, due + i, 8 * count);
+        for (long wtr = 0; wtr < po.watchers; wtr++)
+            send_all(pairs[j * po.watchers + wtr].srv, msg, len);
+        i = k;
+    }
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+    return x < y ? -1 : x > y;
+}
+
+static double pct_ms(const uint32_t *v, long n, double q)
+{
+    long i = (long)(q * (double)n);
+
+    if (!n)
+        return 0;
+    return (double)v[i < n ? i : n - 1] / 1000.0;
+}
+
+static void pipe_run(long ndeltas, long njobs, int backend, int postmaster)
+{
+    struct work w;
+    long cap = po.max_group, made = 0, ngroups = 0, nslot[2] = {0, 0};
+    int64_t *due[2], *rtt = calloc((size_t)ndeltas, sizeof(*rtt));
+    long *job_of[2];
+    unsigned char *msg = calloc(1, MSG_CAP);
+    int64_t t0, t1, sent = 0;
+    int flight = -1; /* the slot of the group in flight */
+    long long all0, all1;
+    double server_cpu;
+    pthread_t rd, db;
+
+    (void)backend;
+    for (int i = 0; i < 2; i++) {
+        due[i] = calloc((size_t)cap, sizeof(*due[i]));
+        job_of[i] = calloc((size_t)cap, sizeof(*job_of[i]));
+        if (!due[i] || !job_of[i])
+            die("out of memory", NULL);
+    }
+    lat_cap = ndeltas * po.watchers;
+    lat_us = calloc((size_t)lat_cap, sizeof(*lat_us));
+    clat_us = calloc((size_t)lat_cap, sizeof(*clat_us));
+    if (!rtt || !msg || !lat_us || !clat_us)
+        die("out of memory", NULL);
+    connect_pairs(njobs * po.watchers);
+    work_init(&w, njobs, po.burst, cap);
+    setup_tables();
+    if (pthread_create(&rd, NULL, reader_main, NULL) != 0)
+        die("starting the reader", NULL);
+    dbt.w = &w;
+    if (po.db_thread && pthread_create(&db, NULL, db_main, NULL) != 0)
+        die("starting the db thread", NULL);
+    all0 = postmaster > 0 ? pg_ticks(postmaster) : -1;
+    if (PQenterPipelineMode(conn) != 1)
+        die("entering pipeline mode", PQerrorMessage(conn));
+    server_cpu = thread_cpu_s();
+    t0 = mono_ns();
+
+    for (;;) {
+        int done_slot = -1;
+        int64_t now, commit = 0;
+        long ready;
+
+        if (flight >= 0) {
+            group_await();
+            commit = mono_ns();
+            rtt[ngroups++] = commit - sent;
+            done_slot = flight;
+            flight = -1;
+        }
+        now = mono_ns();
+        /* Bursts due by now: burst b of po.burst deltas is due at t0 + b * burst / rate. */
+        if (rate > 0) {
+            ready = ((long)((double)(now - t0) * rate / 1e9 / (double)po.burst) + 1) * po.burst;
+            if (ready > ndeltas)
+                ready = ndeltas;
+        } else {
+            ready = ndeltas;
+        }
+        if (ready > made) {
+            int s = done_slot == 0 ? 1 : 0;
+            long n = ready - made < cap ? ready - made : cap;
+
+            for (long i = 0; i < n; i++) {
+                long b = (made + i) / po.burst;
+
+                due[s][i] =
+                    rate > 0 ? t0 + (int64_t)((double)b * (double)po.burst * 1e9 / rate) : t0;
+            }
+            build_group(&w, n, now_us(CLOCK_REALTIME), job_of[s]);
+            sent = mono_ns();
+            group_send(&w);
+            nslot[s] = n;
+            made += n;
+            flight = s;
+        }
+        if (done_slot >= 0)
+            publish(nslot[done_slot], due[done_slot], job_of[done_slot], commit, msg);
+        if (flight < 0) {
+            int64_t next;
+            struct timespec ts;
+
+            if (made == ndeltas || rate <= 0)
+                break;
+            next = t0 + (int64_t)((double)(made / po.burst) * (double)po.burst * 1e9 / rate);
+            ts.tv_sec = next / 1000000000;
+            ts.tv_nsec = next % 1000000000;
+            while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
+                ;
+        }
+    }
+    t1 = mono_ns();
+    server_cpu = thread_cpu_s() - server_cpu;
+    if (po.db_thread) {
+        db_set(3);
+        pthread_join(db, NULL);
+    }
+    all1 = postmaster > 0 ? pg_ticks(postmaster) : -1;
+    if (PQexitPipelineMode(conn) != 1)
+        die("leaving pipeline mode", PQerrorMessage(conn));
+    pipe_done = 1;
+    pthread_join(rd, NULL);
+
+    qsort(rtt, (size_t)ngroups, sizeof(*rtt), cmp_i64);
+    qsort(lat_us, (size_t)nlat, sizeof(*lat_us), cmp_u32);
+    qsort(clat_us, (size_t)nlat, sizeof(*clat_us), cmp_u32);
+    {
+        double s = (double)(t1 - t0) / 1e9, tick = 1e6 / (double)sysconf(_SC_CLK_TCK);
+        char all[32] = "n/a";
+
+        if (all0 >= 0 && all1 >= 0)
+            snprintf(all, sizeof(all), "%.1f", (double)(all1 - all0) * tick / (double)ndeltas);
+        printf("pipeline: %ld jobs x %ld watchers, bursts of %ld, %s %.0f deltas/s, groups of at "
+               "most %ld, %ld-byte deltas%s\n",
+               njobs, po.watchers, po.burst, rate > 0 ? "due at" : "back to back,", rate,
+               po.max_group, po.size, po.db_thread ? ", a db thread" : "");
+        printf("  deltas %ld in %.2f s: %.0f deltas/s, %.0f deliveries/s (%ld delivered of %ld)\n",
+               ndeltas, s, (double)ndeltas / s, (double)nlat / s, nlat, lat_cap);
+        printf("  groups %ld, %.1f deltas each; commit round trip p50 %.2f ms, p99 %.2f ms\n",
+               ngroups, (double)ndeltas / (double)ngroups, (double)rtt[ngroups / 2] / 1e6,
+               (double)rtt[(ngroups * 99) / 100] / 1e6);
+        if (rate > 0)
+            printf("  change to client p50 %.2f ms, p99 %.2f ms, p99.9 %.2f ms, max %.2f ms\n",
+                   pct_ms(lat_us, nlat, 0.5), pct_ms(lat_us, nlat, 0.99),
+                   pct_ms(lat_us, nlat, 0.999), pct_ms(lat_us, nlat, 1));
+        printf("  commit to client p50 %.2f ms, p99 %.2f ms\n", pct_ms(clat_us, nlat, 0.5),
+               pct_ms(clat_us, nlat, 0.99));
+        printf("  CPU per delta: PostgreSQL (all) %s us, this thread %.1f us, the reader %.1f us\n",
+               all, server_cpu * 1e6 / (double)ndeltas, reader_cpu * 1e6 / (double)ndeltas);
+        printf("RESULT pipe db_thread=%d jobs=%ld watchers=%ld rate=%.0f deltas_per_s=%.0f "
+               "deliveries_per_s=%.0f delivered=%ld expected=%ld p50_ms=%.2f p99_ms=%.2f "
+               "p999_ms=%.2f commit_p99_ms=%.2f rtt_p99_ms=%.2f group=%.1f pg_us=%s "
+               "server_us=%.1f reader_us=%.1f\n",
+               po.db_thread, njobs, po.watchers, rate, (double)ndeltas / s, (double)nlat / s, nlat,
+               lat_cap, rate > 0 ? pct_ms(lat_us, nlat, 0.5) : -1,
+               rate > 0 ? pct_ms(lat_us, nlat, 0.99) : -1,
+               rate > 0 ? pct_ms(lat_us, nlat, 0.999) : -1, pct_ms(clat_us, nlat, 0.99),
+               (double)rtt[(ngroups * 99) / 100] / 1e6, (double)ndeltas / (double)ngroups, all,
+               server_cpu * 1e6 / (double)ndeltas, reader_cpu * 1e6 / (double)ndeltas);
+        fflush(stdout);
+    }
+    if (nlat != lat_cap)
+        die("a watcher missed deltas", NULL);
+    work_free(&w);
+    for (int i = 0; i < 2; i++) {
+        free(due[i]);
+        free(job_of[i]);
+    }
+    for (long i = 0; i < npairs; i++) {
+        close(pairs[i].srv);
+        close(pairs[i].cli);
+        free(pairs[i].in);
+    }
+    free(pairs);
+    free(lat_us);
+    free(clat_us);
+    free(rtt);
+    free(msg);
 }
 
 int main(int argc, char **argv)
@@ -688,12 +1211,22 @@ int main(int argc, char **argv)
         {"deltas", required_argument, 0, 'd'},
         {"jobs", required_argument, 0, 'j'},
         {"rate", required_argument, 0, 'r'},
+        {"watchers", required_argument, 0, 'w'},
+        {"burst", required_argument, 0, 'b'},
+        {"max-group", required_argument, 0, 'g'},
+        {"size", required_argument, 0, 'z'},
+        {"reader-cpu", required_argument, 0, 'c'},
+        {"db-thread", no_argument, 0, 't'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
-    static const char usage[] = "usage: pg_floor [--url URL ($DATABASE_URL)] "
-                                "[--sizes \"10 25 50 100 250\"] [--deltas N per size (60000)] "
-                                "[--jobs N (200)] [--rate DELTAS/S (0: back to back)]\n";
+    static const char usage[] =
+        "usage: pg_floor [--url URL ($DATABASE_URL)] [--sizes \"10 25 50 100 250\"]\n"
+        "                [--deltas N per size (60000)] [--jobs N (200)]\n"
+        "                [--rate DELTAS/S (0: back to back)]\n"
+        "       pg_floor --watchers W [--url URL] [--deltas N] [--jobs N] [--rate DELTAS/S]\n"
+        "                [--burst B (3)] [--max-group N (250)] [--size BYTES (700)]\n"
+        "                [--reader-cpu CPU (none)] [--db-thread]\n";
     int c, backend, postmaster = -1, ppid;
     char *list, *tok, *save;
 
@@ -704,12 +1237,24 @@ int main(int argc, char **argv)
         case 'd': ndeltas = atol(optarg); break;
         case 'j': njobs = atol(optarg); break;
         case 'r': rate = atof(optarg); break;
+        case 'w': po.watchers = atol(optarg); break;
+        case 'b': po.burst = atol(optarg); break;
+        case 'g': po.max_group = atol(optarg); break;
+        case 'z': po.size = atol(optarg); break;
+        case 'c': po.reader_cpu = atoi(optarg); break;
+        case 't': po.db_thread = true; break;
         case 'h': fputs(usage, stdout); return 0;
         default: fputs(usage, stderr); return 2;
         }
     }
     if (!url || ndeltas < 1 || njobs < 1 || rate < 0)
         die("need --url (or DATABASE_URL), --deltas >= 1, --jobs >= 1 and --rate >= 0", NULL);
+    if (po.watchers < 0 || po.watchers > 20000 || po.burst < 1 || po.max_group < 1 ||
+        po.max_group > 100000 || po.size < 1 || po.size > MSG_SIZE_MAX ||
+        njobs * po.watchers > 20000)
+        die("need --watchers 0..20000 (jobs x watchers <= 20000), --burst >= 1, "
+            "--max-group 1..100000 and --size 1..2048",
+            NULL);
     conn = PQconnectdb(url);
     if (PQstatus(conn) != CONNECTION_OK)
         die("cannot connect", PQerrorMessage(conn));
@@ -719,6 +1264,12 @@ int main(int argc, char **argv)
     else
         fprintf(stderr, "pg_floor: PostgreSQL is not on this machine: no CPU figures\n");
 
+    if (po.watchers > 0) {
+        pipe_run(ndeltas, njobs, backend, postmaster);
+        exec_or_die("SET client_min_messages = warning; DROP SCHEMA jw_floor CASCADE");
+        PQfinish(conn);
+        return 0;
+    }
     printf("pg_floor: %ld deltas per size, %ld jobs; PostgreSQL CPU in us per delta\n\n", ndeltas,
            njobs);
     printf("| group | deltas  |   s    | deltas/s | backend us | all PG us | WAL B  | rtt p50 "
