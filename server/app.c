@@ -468,6 +468,7 @@ int jw_app_new(jw_app **out, const jw_config *cfg, struct lws_context *ctx, stru
     app->sv.cfg = cfg;
     app->sv.store = store;
     app->timers = jw_timers_new(timers_wake_at, app);
+    app->sv.timers = app->timers;
     jw_hist_init(&app->publish_delay, &publish_delay_spec);
     rc = jw_auth_new(cfg->admin_key, cfg->jwt_secret, &app->sv.auth, err, errlen);
     if (rc == 0)

@@ -97,6 +97,7 @@ typedef struct jw_config {
     int ws_slow_close_s;      /* seconds over the queue bound before 4008, 1..600 */
     int fanout_threads;       /* helpers sharing a publish round's socket writes, 0..64 */
     int ws_auth_timeout_s;    /* seconds for the first auth message, 1..300 */
+    int ws_ping_interval_s;   /* silence before a ping, and after it before a drop, 1..3600 */
     int ws_message_rate;      /* client messages per connection per second; 0: no limit */
 
     /* Client connections (HTTP and both WebSocket endpoints) open at once, 1..1000000;

@@ -318,6 +318,16 @@ const struct config__setting config__settings[] = {
         INT_ROW(ws_auth_timeout_s, 1, 300, "seconds"),
     },
     {
+        .flag = "ws-ping-interval",
+        .env = "JOBWIRE_WS_PING_INTERVAL",
+        .metavar = "SECONDS",
+        .def = "30",
+        .help = "A WebSocket connection (either endpoint) the client has sent nothing on for "
+                "this long is pinged, and dropped if nothing comes this long after the ping, "
+                "1..3600 s.",
+        INT_ROW(ws_ping_interval_s, 1, 3600, "seconds"),
+    },
+    {
         .flag = "ws-message-rate",
         .env = "JOBWIRE_WS_MESSAGE_RATE",
         .metavar = "N",

@@ -241,12 +241,15 @@ static void destroy_context(struct lws_context *ctx)
     lws_context_destroy(ctx);
 }
 
+/*
+ * No lws validity timers (no secs_since_valid_*): WebSocket liveness is
+ * jobwire's own (wsconn.h, --ws-ping-interval), on the loop's timer heap.
+ * Without a policy lws would apply its default, a ping after 300 s.
+ */
 static const uint32_t idle_backoff[] = {1000};
 static const lws_retry_bo_t idle_policy = {
     .retry_ms_table = idle_backoff,
     .retry_ms_table_count = 1,
-    .secs_since_valid_ping = 30,
-    .secs_since_valid_hangup = 60,
 };
 
 /* Every connection is a descriptor: take all the process may have (lws sizes its tables by it). */
@@ -326,7 +329,6 @@ static struct lws_context *create_context(const jw_config *cfg, jw_http_ctx *hct
     info.protocols = jw_app_protocols();
     info.headers = jw_http_vhost_headers();
     info.keepalive_timeout = 30;
-    /* WebSocket liveness: ping after 30 s of silence, hang up after 60 s. */
     info.retry_and_idle_policy = &idle_policy;
     info.options = LWS_SERVER_OPTION_FAIL_UPON_UNABLE_TO_BIND;
     /*

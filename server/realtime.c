@@ -241,10 +241,11 @@ int jw_rt_accept_upgrade(jw_rt *rt, struct lws *wsi)
  * --ws-auth-timeout of the upgrade is closed, heartbeats or not. Otherwise
  * anyone could hold sockets until --max-connections turns users away.
  */
-static void on_auth_deadline(lws_sorted_usec_list_t *sul)
+static void on_auth_deadline(jw_timer *t, void *arg)
 {
-    rconn *c = lws_container_of(sul, rconn, auth_sul);
+    rconn *c = arg;
 
+    (void)t;
     if (c->authed)
         return;
     jw_log_info("realtime conn=%" PRIu64 " closed: no valid token within %d s", c->base.id,
@@ -276,14 +277,15 @@ static void on_established(struct lws *wsi, jw_rt *rt, void **slot)
     if (c->key_who.kind != JW_PRINCIPAL_NONE)
         rt_authenticated(c, &c->key_who);
     else
-        lws_sul_schedule(lws_get_context(wsi), 0, &c->auth_sul, on_auth_deadline, AUTH_DEADLINE_US);
+        jw_timers_arm(rt->sv->timers, &c->auth_timer, jw_now_us() + AUTH_DEADLINE_US,
+                      on_auth_deadline, c);
 }
 
 static void on_closed(rconn *c)
 {
     jw_rt *rt = c->rt;
 
-    lws_sul_cancel(&c->auth_sul);
+    jw_timers_cancel(rt->sv->timers, &c->auth_timer);
     jw_ws_budget_release(&c->rx_budget);
     while (c->nchans)
         rt_remove_channel(c->chans[c->nchans - 1]);
@@ -347,7 +349,15 @@ int jw_rt_callback(jw_rt *rt, struct lws *wsi, enum lws_callback_reasons reason,
             return -1;
         on_established(wsi, rt, slot);
         return 0;
-    case LWS_CALLBACK_RECEIVE: return c ? on_receive(c, wsi, in, len) : -1;
+    case LWS_CALLBACK_RECEIVE:
+        if (!c)
+            return -1;
+        jw_wsconn_heard(&c->base, jw_now_us());
+        return on_receive(c, wsi, in, len);
+    case LWS_CALLBACK_RECEIVE_PONG:
+        if (c)
+            jw_wsconn_heard(&c->base, jw_now_us());
+        return 0;
     case LWS_CALLBACK_SERVER_WRITEABLE: return c ? jw_wsconn_on_writable(&c->base) : 0;
     case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
         if (c)
@@ -372,6 +382,7 @@ jw_rt *jw_rt_new(const jw_services *sv)
     rt->sv = sv;
     jw_map_init(&rt->jobs);
     jw_wsconns_init(&rt->conns, "realtime", false, (size_t)sv->cfg->ws_max_queue);
+    jw_wsconns_set_liveness(&rt->conns, sv->timers, (int64_t)sv->cfg->ws_ping_interval_s * 1000000);
     rt->conns.shed = overflow;
     jw_wsconns_set_pool(&rt->conns, sv->fanout, JW_FANOUT_MIN_WRITES);
     return rt;
@@ -403,6 +414,8 @@ void jw_rt_get_stats(const jw_rt *rt, jw_rt_stats *out)
     out->slow_closes = cs->slow_closes;
     out->direct_writes = cs->direct_writes;
     out->parallel_rounds = cs->parallel_rounds;
+    out->pings = cs->pings;
+    out->idle_drops = cs->idle_drops;
 }
 
 void jw_rt_free(jw_rt *rt)

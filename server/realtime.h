@@ -55,6 +55,8 @@ typedef struct jw_rt_stats {
     uint64_t rx_throttled;    /* times a connection's reading paused: --ws-message-rate */
     uint64_t direct_writes;   /* publish-round writes sent straight to the socket */
     uint64_t parallel_rounds; /* publish rounds shared with fan-out helper threads */
+    uint64_t pings;           /* sent to silent connections (--ws-ping-interval) */
+    uint64_t idle_drops;      /* dropped: nothing came after a ping */
 } jw_rt_stats;
 
 jw_rt *jw_rt_new(const struct jw_services *sv);

@@ -77,7 +77,7 @@ void rt_remove_channel(channel *ch)
 
     if (ch->pending)
         rt_cancel_reads(c, ch->serial); /* a rejoin, a leave or a close: nobody waits for them */
-    lws_sul_cancel(&ch->sul);
+    jw_timers_cancel(rt->sv->timers, &ch->timer);
     unlink_live(rt, ch);
     for (size_t i = 0; i < c->nchans; i++) {
         if (c->chans[i] == ch) {
@@ -103,10 +103,11 @@ bool rt_token_expired(const jw_principal *p, int64_t now_us)
            now_us / 1000000 >= p->expires_at + JW_AUTH_LEEWAY_S;
 }
 
-static void on_expiry(lws_sorted_usec_list_t *sul)
+static void on_expiry(jw_timer *t, void *arg)
 {
-    channel *ch = lws_container_of(sul, channel, sul);
+    channel *ch = arg;
 
+    (void)t;
     rt_send_system(ch, "error", "system", "Token has expired");
     rt_close_channel(ch);
 }
@@ -122,11 +123,12 @@ static void on_expiry(lws_sorted_usec_list_t *sul)
  * SUBSCRIBED, CHANNEL_ERROR, SUBSCRIBED in that case - realtime-js leaves no
  * way to fetch the token without a rejoin - and SUBSCRIBED once in the other.
  */
-void rt_nudge(lws_sorted_usec_list_t *sul)
+void rt_nudge(jw_timer *t, void *arg)
 {
-    channel *ch = lws_container_of(sul, channel, sul);
+    channel *ch = arg;
     rconn *c = ch->c;
 
+    (void)t;
     if (!ch->awaiting || ch->errored || c->nudged || c->base.closing)
         return;
     c->nudged = true;
@@ -141,15 +143,13 @@ void rt_nudge(lws_sorted_usec_list_t *sul)
 /* Arms the channel's timer for its principal's token expiry (with the accepted leeway). */
 void rt_watch_expiry(channel *ch)
 {
-    struct lws_context *ctx = lws_get_context(ch->c->base.wsi);
+    jw_timers *timers = ch->c->rt->sv->timers;
 
-    if (ch->who.kind == JW_PRINCIPAL_USER && ch->who.expires_at) {
-        int64_t us = (ch->who.expires_at + JW_AUTH_LEEWAY_S) * 1000000 - jw_now_us();
-
-        lws_sul_schedule(ctx, 0, &ch->sul, on_expiry, us > 0 ? us : 1);
-    } else {
-        lws_sul_cancel(&ch->sul);
-    }
+    if (ch->who.kind == JW_PRINCIPAL_USER && ch->who.expires_at)
+        jw_timers_arm(timers, &ch->timer, (ch->who.expires_at + JW_AUTH_LEEWAY_S) * 1000000,
+                      on_expiry, ch);
+    else
+        jw_timers_cancel(timers, &ch->timer);
 }
 
 /* ---- events ----------------------------------------------------------------------- */

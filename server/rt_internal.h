@@ -88,10 +88,10 @@ typedef struct channel {
     bool retry;      /* the refusal is the database's: worth joining again */
     int pending;     /* owner reads in flight */
     char refusal[320];
-    json_t *docs;               /* job id -> state read from the database, for initial rows */
-    json_t *join_ref_v;         /* the phx_join's ref, answered when the reads are done */
-    json_t *reply;              /* the ok reply's postgres_changes */
-    lws_sorted_usec_list_t sul; /* the token's expiry */
+    json_t *docs;       /* job id -> state read from the database, for initial rows */
+    json_t *join_ref_v; /* the phx_join's ref, answered when the reads are done */
+    json_t *reply;      /* the ok reply's postgres_changes */
+    jw_timer timer;     /* the token's expiry, or the nudge (the loop's heap) */
     /*
      * The head of its events up to "data": topic and binding ids, shared by
      * every queued event with the same ids (pre_ids), rebuilt when they differ.
@@ -118,7 +118,7 @@ typedef struct rconn {
     size_t nreads, capreads;
     jw_principal key_who; /* what the apikey grants, often nothing */
     unsigned char apikey_hash[SHA256_DIGEST_LENGTH];
-    lws_sorted_usec_list_t auth_sul; /* the auth deadline (--ws-auth-timeout) */
+    jw_timer auth_timer; /* the auth deadline (--ws-auth-timeout) */
     channel **chans;
     size_t nchans, capchans;
     jw_ws_rx rx;
@@ -184,7 +184,7 @@ channel *rt_find_channel(rconn *c, const char *topic);
 void rt_remove_channel(channel *ch);
 void rt_close_channel(channel *ch);
 bool rt_token_expired(const jw_principal *p, int64_t now_us);
-void rt_nudge(lws_sorted_usec_list_t *sul);
+void rt_nudge(jw_timer *t, void *arg);
 void rt_watch_expiry(channel *ch);
 void rt_send_initial_rows(channel *ch);
 

@@ -116,7 +116,8 @@ void rt_finish_join(channel *ch)
     if (ch->awaiting) { /* SUBSCRIBED, and nothing until an access_token brings a user */
         answer_ok(ch);
         if (!c->nudged)
-            lws_sul_schedule(lws_get_context(c->base.wsi), 0, &ch->sul, rt_nudge, AWAIT_TOKEN_US);
+            jw_timers_arm(c->rt->sv->timers, &ch->timer, jw_now_us() + AWAIT_TOKEN_US, rt_nudge,
+                          ch);
     } else {
         rt_go_live(ch);
     }
@@ -355,7 +356,7 @@ bool rt_authenticated(rconn *c, const jw_principal *who)
     }
     if (!c->authed) {
         c->authed = true;
-        lws_sul_cancel(&c->auth_sul);
+        jw_timers_cancel(c->rt->sv->timers, &c->auth_timer);
     }
     return true;
 }

@@ -19,6 +19,7 @@
 #include "config.h"
 #include "jw_engine.h"
 #include "jw_store.h"
+#include "jw_timers.h"
 #include "limiter.h"
 #include "mirror.h"
 
@@ -32,6 +33,7 @@ typedef struct jw_services {
     struct jw_inbox *inbox;   /* commands for jobs another node runs (inbox.h) */
     jw_mirror *mirror;        /* jobs watched here, driven elsewhere (mirror.h); NULL: none */
     struct jw_fanout *fanout; /* helpers for publish rounds' writes (fanout.h); NULL: none */
+    jw_timers *timers;        /* the loop's deadlines (jw_timers.h) */
 } jw_services;
 
 /*

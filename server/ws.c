@@ -98,7 +98,7 @@ static void hello(conn *c)
     send_msg(c, jw_wsmsg_json(doc));
 }
 
-static void on_sul(lws_sorted_usec_list_t *sul);
+static void on_deadline(jw_timer *t, void *arg);
 
 static bool authenticate(conn *c, const char *token, json_t *ref)
 {
@@ -122,22 +122,21 @@ static bool authenticate(conn *c, const char *token, json_t *ref)
     c->authed = true;
     /* From now on the timer watches the token's expiry. */
     if (c->who.kind == JW_PRINCIPAL_USER && c->who.expires_at) {
-        /* The same leeway the token was accepted with. */
-        int64_t us = (c->who.expires_at + JW_AUTH_LEEWAY_S) * 1000000 - jw_now_us();
-
-        lws_sul_schedule(lws_get_context(c->base.wsi), 0, &c->sul, on_sul, us > 0 ? us : 1);
+        /* The same leeway the token was accepted with (a wall-clock deadline, as exp is). */
+        jw_timers_arm(hub->sv->timers, &c->deadline,
+                      ((int64_t)c->who.expires_at + JW_AUTH_LEEWAY_S) * 1000000, on_deadline, c);
     } else {
-        lws_sul_schedule(lws_get_context(c->base.wsi), 0, &c->sul, on_sul,
-                         LWS_SET_TIMER_USEC_CANCEL);
+        jw_timers_cancel(hub->sv->timers, &c->deadline);
     }
     hello(c);
     return true;
 }
 
-static void on_sul(lws_sorted_usec_list_t *sul)
+static void on_deadline(jw_timer *t, void *arg)
 {
-    conn *c = lws_container_of(sul, conn, sul);
+    conn *c = arg;
 
+    (void)t;
     if (!c->authed) {
         start_close(c, CLOSE_AUTH_TIMEOUT, "no auth message in time");
         return;
@@ -437,7 +436,7 @@ static void on_established(conn *c, struct lws *wsi, jw_ws *hub)
         OPENSSL_cleanse(buf, sizeof(buf));
         return;
     }
-    lws_sul_schedule(lws_get_context(wsi), 0, &c->sul, on_sul, AUTH_DEADLINE_US);
+    jw_timers_arm(hub->sv->timers, &c->deadline, jw_now_us() + AUTH_DEADLINE_US, on_deadline, c);
 }
 
 static void on_closed(conn *c)
@@ -446,7 +445,7 @@ static void on_closed(conn *c)
 
     if (!c->base.open)
         return;
-    lws_sul_schedule(lws_get_context(c->base.wsi), 0, &c->sul, on_sul, LWS_SET_TIMER_USEC_CANCEL);
+    jw_timers_cancel(hub->sv->timers, &c->deadline);
     jw_ws_budget_release(&c->rx_budget);
     while (c->nsubs)
         ws_remove_sub(c, c->subs[c->nsubs - 1]);
@@ -529,7 +528,12 @@ static int callback_ws(struct lws *wsi, enum lws_callback_reasons reason, void *
     case LWS_CALLBACK_RECEIVE:
         if (!c || !c->base.open)
             return -1;
+        jw_wsconn_heard(&c->base, jw_now_us());
         return on_receive(c, wsi, in, len);
+    case LWS_CALLBACK_RECEIVE_PONG:
+        if (c && c->base.open)
+            jw_wsconn_heard(&c->base, jw_now_us());
+        return 0;
     case LWS_CALLBACK_SERVER_WRITEABLE: return c ? jw_wsconn_on_writable(&c->base) : 0;
     case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
         if (c)
@@ -563,6 +567,8 @@ jw_ws *jw_ws_new(const jw_services *sv)
     jw_map_init(&hub->jobs);
     jw_map_init(&hub->loading);
     jw_wsconns_init(&hub->conns, "ws", true, (size_t)sv->cfg->ws_max_queue);
+    jw_wsconns_set_liveness(&hub->conns, sv->timers,
+                            (int64_t)sv->cfg->ws_ping_interval_s * 1000000);
     hub->conns.shed = ws_shed;
     hub->conns.owes = ws_owes_resyncs;
     hub->conns.pay = ws_pay_resyncs;
@@ -597,6 +603,8 @@ void jw_ws_get_stats(const jw_ws *hub, jw_ws_stats *out)
     out->slow_closes = cs->slow_closes;
     out->direct_writes = cs->direct_writes;
     out->parallel_rounds = cs->parallel_rounds;
+    out->pings = cs->pings;
+    out->idle_drops = cs->idle_drops;
 }
 
 void jw_ws_free(jw_ws *hub)

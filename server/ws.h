@@ -38,6 +38,8 @@ typedef struct jw_ws_stats {
     uint64_t subscribes_parked; /* waited for another subscribe's read of their job */
     uint64_t direct_writes;     /* publish-round writes sent straight to the socket */
     uint64_t parallel_rounds;   /* publish rounds shared with fan-out helper threads */
+    uint64_t pings;             /* sent to silent connections (--ws-ping-interval) */
+    uint64_t idle_drops;        /* dropped: nothing came after a ping */
 } jw_ws_stats;
 
 extern const struct lws_protocols jw_ws_protocol;

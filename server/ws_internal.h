@@ -101,9 +101,9 @@ typedef struct conn {
     jw_ws *hub;
     bool authed;
     jw_principal who;
-    jw_limit_hold *user_hold;   /* a user's connection counted (--max-ws-per-user) */
-    lws_sorted_usec_list_t sul; /* auth deadline, then token expiry */
-    jw_ws_budget rx_budget;     /* client messages: --ws-message-rate */
+    jw_limit_hold *user_hold; /* a user's connection counted (--max-ws-per-user) */
+    jw_timer deadline;        /* auth deadline, then token expiry (the loop's heap) */
+    jw_ws_budget rx_budget;   /* client messages: --ws-message-rate */
     job_entry **subs;
     size_t nsubs, capsubs;
     int64_t over_since;  /* since when deltas are being dropped for this connection */

@@ -96,6 +96,18 @@ static int lws_direct_fd(struct lws *wsi)
     return lws_get_socket_fd(wsi);
 }
 
+/*
+ * With a payload: lws 4.1 passes a pong up (LWS_CALLBACK_RECEIVE_PONG) only
+ * when it carries one, and a client's pong echoes the ping's.
+ */
+static int lws_ping(struct lws *wsi)
+{
+    unsigned char buf[LWS_PRE + 2];
+
+    memcpy(buf + LWS_PRE, "jw", 2);
+    return lws_write(wsi, buf + LWS_PRE, 2, LWS_WRITE_PING) < 2 ? -1 : 0;
+}
+
 const jw_wsconn_io jw_wsconn_lws_io = {
     .ask_writable = lws_ask_writable,
     .write = lws_write_text,
@@ -105,6 +117,7 @@ const jw_wsconn_io jw_wsconn_lws_io = {
     .kill = lws_kill,
     .direct_fd = lws_direct_fd,
     .closing = lws_closing,
+    .ping = lws_ping,
 };
 
 /* ---- the set ------------------------------------------------------------------------ */
@@ -140,6 +153,12 @@ void jw_wsconns_set_pool(jw_wsconns *s, jw_fanout *pool, size_t min)
         jw_buf_init(&s->scratch[i], LWS_PRE + 4096);
 }
 
+void jw_wsconns_set_liveness(jw_wsconns *s, jw_timers *timers, int64_t ping_us)
+{
+    s->timers = ping_us > 0 ? timers : NULL;
+    s->ping_us = ping_us;
+}
+
 void jw_wsconns_release(jw_wsconns *s)
 {
     jw_map_release(&s->conns);
@@ -165,6 +184,8 @@ static void dirty_unlink(jw_wsconn *c)
     c->dirty = false;
 }
 
+static void on_live(jw_timer *t, void *arg);
+
 void jw_wsconn_open(jw_wsconns *s, jw_wsconn *c, struct lws *wsi)
 {
     memset(c, 0, sizeof(*c));
@@ -175,12 +196,18 @@ void jw_wsconn_open(jw_wsconns *s, jw_wsconn *c, struct lws *wsi)
     jw_map_put(&s->conns, c->key, c);
     c->open = true;
     s->stats.connections++;
+    if (s->timers && s->io->ping) {
+        c->heard_us = jw_now_us();
+        jw_timers_arm(s->timers, &c->live, c->heard_us + s->ping_us, on_live, c);
+    }
 }
 
 void jw_wsconn_closed(jw_wsconn *c)
 {
     if (!c->open)
         return;
+    if (c->set->timers)
+        jw_timers_cancel(c->set->timers, &c->live);
     dirty_unlink(c);
     jw_wsconn_drop_all(c);
     jw_map_del(&c->set->conns, c->key);
@@ -191,6 +218,47 @@ void jw_wsconn_closed(jw_wsconn *c)
 jw_wsconn *jw_wsconn_find(jw_wsconns *s, const char *key)
 {
     return jw_map_get(&s->conns, key);
+}
+
+/* ---- liveness ----------------------------------------------------------------------- */
+
+void jw_wsconn_heard(jw_wsconn *c, int64_t now_us)
+{
+    c->heard_us = now_us;
+    c->pinged_us = 0;
+}
+
+static bool ended(jw_wsconn *c);
+
+/*
+ * Due at heard + ping_us, or at pinged + ping_us. Its deadline stands for
+ * now: it fires at it or a little after, and judging by the deadline never
+ * pings or drops early.
+ */
+static void on_live(jw_timer *t, void *arg)
+{
+    jw_wsconn *c = arg;
+    jw_wsconns *s = c->set;
+    int64_t now = t->at_us;
+
+    if (!c->open || ended(c))
+        return;                           /* lws is closing it, with timeouts of its own */
+    if (c->heard_us + s->ping_us > now) { /* heard since: due later */
+        jw_timers_arm(s->timers, &c->live, c->heard_us + s->ping_us, on_live, c);
+        return;
+    }
+    if (c->pinged_us) {
+        jw_log_info("%s conn=%" PRIu64 ": nothing came in %" PRId64 " s after a ping; dropped",
+                    s->name, c->id, s->ping_us / 1000000);
+        s->stats.idle_drops++;
+        c->ended = true;
+        s->io->kill(c->wsi);
+        return;
+    }
+    c->pinged_us = now;
+    c->ping_owed = true;
+    jw_timers_arm(s->timers, &c->live, now + s->ping_us, on_live, c);
+    jw_wsconn_want_write(c);
 }
 
 /* ---- the queue ---------------------------------------------------------------------- */
@@ -538,9 +606,22 @@ static int write_some(jw_wsconn *c)
 
 int jw_wsconn_on_writable(jw_wsconn *c)
 {
+    jw_wsconns *s = c->set;
+
     if (!c->open || ended(c))
         return 0;
     c->want_write = false;
+    if (c->ping_owed) {
+        c->ping_owed = false;
+        if (s->io->ping(c->wsi) < 0)
+            return -1;
+        s->stats.pings++;
+        if (s->io->backed_up(c->wsi)) { /* the rest at the next callback */
+            if (c->qhead || c->closing || owes(c))
+                jw_wsconn_want_write(c);
+            return 0;
+        }
+    }
     return write_some(c);
 }
 

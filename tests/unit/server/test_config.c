@@ -121,6 +121,8 @@ static const struct int_row {
     ROW("fanout-threads", "JOBWIRE_FANOUT_THREADS", 0, 64, "threads", 1, fanout_threads, W_INT),
     ROW("ws-auth-timeout", "JOBWIRE_WS_AUTH_TIMEOUT", 1, 300, "seconds", 10, ws_auth_timeout_s,
         W_INT),
+    ROW("ws-ping-interval", "JOBWIRE_WS_PING_INTERVAL", 1, 3600, "seconds", 30, ws_ping_interval_s,
+        W_INT),
     ROW("ws-message-rate", "JOBWIRE_WS_MESSAGE_RATE", 0, 1000000, "messages per second", 100,
         ws_message_rate, W_INT),
     ROW("max-connections-per-ip", "JOBWIRE_MAX_CONNECTIONS_PER_IP", 0, 1000000, "connections", 256,

@@ -1,7 +1,8 @@
 /*
  * wsconn.c: a WebSocket connection's output queue, its bound, the ask-once
  * write request, the publish round's direct writes and the polite close,
- * against a fake socket that records what it was asked and given. The
+ * against a fake socket that records what it was asked and given, and the
+ * liveness pings on a timer heap run by hand. The
  * direct writes (a round's send() to the socket itself, alone or shared with
  * a jw_fanout pool) go to real sockets: the server's end of a socketpair is
  * what direct_fd answers, and the test reads the client's end and parses the
@@ -15,6 +16,7 @@
 #include <cmocka.h>
 
 #include "fanout.h"
+#include "jw_timers.h"
 #include "wsconn.h"
 
 #include <errno.h>
@@ -46,6 +48,8 @@ typedef struct sock {
     unsigned char *raw; /* the bytes write_frames was handed, as they came (malloc) */
     size_t raw_len;
     int raw_writes; /* write_frames calls */
+    int pings;      /* ping calls */
+    int ping_order; /* when it was last pinged, on the same clock as order */
 } sock;
 
 static int write_clock;
@@ -720,6 +724,176 @@ static void test_polite_close(void **state)
     jw_wsconns_release(&set);
 }
 
+/* ---- liveness ---------------------------------------------------------------------- */
+
+static int f_ping(struct lws *wsi)
+{
+    sock *s = S(wsi);
+
+    if (s->fail)
+        return -1;
+    s->pings++;
+    s->ping_order = ++write_clock;
+    return 0;
+}
+
+static const jw_wsconn_io live_io = {
+    .ask_writable = f_ask,
+    .write = f_write,
+    .write_frames = f_write_frames,
+    .backed_up = f_backed_up,
+    .close = f_close,
+    .kill = f_kill,
+    .closing = f_closing,
+    .ping = f_ping,
+};
+
+static void no_wake(void *arg, int64_t at_us)
+{
+    (void)arg;
+    (void)at_us;
+}
+
+#define PING_US (30 * 1000000LL)
+
+/*
+ * Silent for the interval: pinged at the next WRITEABLE; a frame after the
+ * ping puts the next check off by the interval from that frame; silent again:
+ * pinged again, and silent for the interval after that ping: dropped.
+ */
+static void test_liveness_ping_and_drop(void **state)
+{
+    jw_timers *q = jw_timers_new(no_wake, NULL);
+    jw_wsconns set;
+    jw_wsconn c;
+    sock s = {0};
+    int64_t t0;
+
+    (void)state;
+    set_up(&set, true, 1 << 20);
+    set.io = &live_io;
+    jw_wsconns_set_liveness(&set, q, PING_US);
+    jw_wsconn_open(&set, &c, W(&s));
+    t0 = c.heard_us;
+    assert_true(t0 > 0);
+    assert_int_equal(jw_timers_count(q), 1);
+
+    jw_timers_run(q, t0 + PING_US - 1);
+    assert_int_equal(s.asks, 0); /* not yet */
+    jw_timers_run(q, t0 + PING_US);
+    assert_int_equal(s.asks, 1);
+    assert_int_equal(s.pings, 0); /* a ping waits for WRITEABLE */
+    assert_int_equal(jw_wsconn_on_writable(&c), 0);
+    assert_int_equal(s.pings, 1);
+    assert_int_equal(set.stats.pings, 1);
+    assert_int_equal(s.asks, 1); /* nothing else to write */
+
+    /* The pong (any frame) comes 5 s later: no drop at ping + interval. */
+    jw_wsconn_heard(&c, t0 + PING_US + 5000000);
+    jw_timers_run(q, t0 + 2 * PING_US);
+    assert_int_equal(s.kills, 0);
+    assert_int_equal(s.asks, 1);
+    /* Silent for the interval from that pong: pinged again. */
+    jw_timers_run(q, t0 + 2 * PING_US + 5000000);
+    assert_int_equal(s.asks, 2);
+    assert_int_equal(jw_wsconn_on_writable(&c), 0);
+    assert_int_equal(s.pings, 2);
+    /* Nothing comes: dropped one interval after the ping, not before. */
+    jw_timers_run(q, t0 + 3 * PING_US + 5000000 - 1);
+    assert_int_equal(s.kills, 0);
+    jw_timers_run(q, t0 + 3 * PING_US + 5000000);
+    assert_int_equal(s.kills, 1);
+    assert_int_equal(set.stats.idle_drops, 1);
+    assert_true(c.ended);
+    assert_int_equal(jw_timers_count(q), 0);
+    /* Nothing more is written to it, nor is it pinged. */
+    put(&c, "late", NULL, false);
+    assert_int_equal(jw_wsconn_on_writable(&c), 0);
+    assert_int_equal(s.nframes, 0);
+    jw_wsconn_closed(&c);
+    jw_wsconns_release(&set);
+    jw_timers_free(q);
+}
+
+/*
+ * A client that keeps talking is never pinged; a ping owed goes before what
+ * is queued; closing a connection takes its timer out of the heap; a set
+ * without liveness, or an io without ping, arms nothing.
+ */
+static void test_liveness_quiet_when_heard(void **state)
+{
+    jw_timers *q = jw_timers_new(no_wake, NULL);
+    jw_wsconns set, off;
+    jw_wsconn c, d;
+    sock s = {0}, s2 = {0};
+    int64_t t0, t;
+
+    (void)state;
+    set_up(&set, true, 1 << 20);
+    set.io = &live_io;
+    jw_wsconns_set_liveness(&set, q, PING_US);
+    jw_wsconn_open(&set, &c, W(&s));
+    t0 = c.heard_us;
+    for (t = t0; t < t0 + 10 * PING_US; t += PING_US / 3) {
+        jw_wsconn_heard(&c, t);
+        jw_timers_run(q, t);
+    }
+    assert_int_equal(s.pings, 0);
+    assert_int_equal(s.asks, 0);
+    assert_int_equal(jw_timers_count(q), 1);
+
+    /* Silent from t - PING_US / 3 on: pinged; the ping leaves before the queued message. */
+    jw_timers_run(q, t + PING_US);
+    assert_int_equal(s.asks, 1);
+    put(&c, "queued", NULL, false);
+    assert_int_equal(s.asks, 1); /* the callback asked for already serves both */
+    assert_int_equal(jw_wsconn_on_writable(&c), 0);
+    assert_int_equal(s.pings, 1);
+    assert_int_equal(s.nframes, 1);
+    assert_string_equal(s.frames[0], "queued");
+    assert_true(s.ping_order < s.order);
+    jw_wsconn_closed(&c);
+    assert_int_equal(jw_timers_count(q), 0);
+    jw_wsconns_release(&set);
+
+    /* Liveness off: no timer. An io without ping: none either. */
+    set_up(&off, true, 1 << 20);
+    off.io = &live_io;
+    jw_wsconn_open(&off, &d, W(&s2));
+    assert_int_equal(jw_timers_count(q), 0);
+    jw_wsconn_closed(&d);
+    jw_wsconns_release(&off);
+    set_up(&off, true, 1 << 20); /* fake_io: no ping */
+    jw_wsconns_set_liveness(&off, q, PING_US);
+    jw_wsconn_open(&off, &d, W(&s2));
+    assert_int_equal(jw_timers_count(q), 0);
+    jw_wsconn_closed(&d);
+    jw_wsconns_release(&off);
+    jw_timers_free(q);
+}
+
+/* A ping that fails drops the connection (WRITEABLE answers -1). */
+static void test_liveness_ping_fails(void **state)
+{
+    jw_timers *q = jw_timers_new(no_wake, NULL);
+    jw_wsconns set;
+    jw_wsconn c;
+    sock s = {0};
+
+    (void)state;
+    set_up(&set, true, 1 << 20);
+    set.io = &live_io;
+    jw_wsconns_set_liveness(&set, q, PING_US);
+    jw_wsconn_open(&set, &c, W(&s));
+    jw_timers_run(q, c.heard_us + PING_US);
+    s.fail = true;
+    assert_int_equal(jw_wsconn_on_writable(&c), -1);
+    assert_int_equal(set.stats.pings, 0);
+    jw_wsconn_closed(&c);
+    jw_wsconns_release(&set);
+    jw_timers_free(q);
+}
+
 static int owed, paid;
 
 static bool owes_hook(const jw_wsconn *c)
@@ -1364,6 +1538,9 @@ int main(void)
         cmocka_unit_test(test_flush_failure_and_closed),
         cmocka_unit_test(test_polite_close),
         cmocka_unit_test(test_owed_after_queue),
+        cmocka_unit_test(test_liveness_ping_and_drop),
+        cmocka_unit_test(test_liveness_quiet_when_heard),
+        cmocka_unit_test(test_liveness_ping_fails),
         cmocka_unit_test(test_direct_gathered),
         cmocka_unit_test(test_direct_frames),
         cmocka_unit_test(test_direct_big_message),
