@@ -2,8 +2,9 @@
 // database, the e2e harness's Server), N idle jobwire.v1 connections held open (signed
 // in with the admin key, or not signed in: those wait out --ws-auth-timeout, raised here
 // past the run), then keep-alive GET /healthz one after another for D seconds. Prints
-// one JSON line per N: requests/s and the server's CPU per request over the GETs alone
-// (from /proc), and with --idle S the server's CPU over S seconds with nothing but the
+// one JSON line per N: the time and the server's CPU to open the N connections (200 at a
+// time), requests/s and the server's CPU per request over the GETs alone (from /proc),
+// and with --idle S the server's CPU over S seconds with nothing but the
 // idle connections, before the GETs (S of 35 or more spans a ping round: 30 s).
 //
 // Usage: node tests/bench/idle_http.mjs [--conns "0 10000"] [--seconds 6] [--idle S]
@@ -75,7 +76,11 @@ for (const n of counts) {
   });
   await server.start();
   try {
+    const k0 = cpuTicks(server.pid);
+    const o0 = performance.now();
     const socks = await openIdle(server, n, values.anonymous ? null : server.adminKey);
+    const connectS = (performance.now() - o0) / 1000;
+    const connectCpu = (cpuTicks(server.pid) - k0) / HZ;
     let idleCpu = null;
     if (idle > 0) {
       const i0 = cpuTicks(server.pid);
@@ -95,7 +100,8 @@ for (const n of counts) {
     const cpu = (cpuTicks(server.pid) - c0) / HZ;
     const open = socks.filter((w) => w.readyState === WebSocket.OPEN).length;
     console.log(JSON.stringify({
-      conns: n, anonymous: values.anonymous, open_at_end: open, requests: reqs,
+      conns: n, anonymous: values.anonymous, connect_s: Number(connectS.toFixed(2)),
+      server_connect_cpu_s: connectCpu, open_at_end: open, requests: reqs,
       requests_per_s: Math.round(reqs / s), server_cpu_s: cpu,
       server_us_per_request: Math.round((cpu * 1e6) / reqs),
       ...(idleCpu === null ? {} : { idle_s: idle, server_idle_cpu_s: idleCpu }),
