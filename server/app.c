@@ -39,9 +39,11 @@ struct jw_app {
     const jw_config *cfg;
     struct lws_context *ctx;
     jw_http_ctx *http;
-    jw_services sv; /* the store, engine, auth and limits, lent to the parts below */
-    jw_timers *timers;
-    lws_sorted_usec_list_t sul;      /* the one native timer, armed for timers' earliest */
+    jw_services sv;             /* the store, engine, auth and limits, lent to the parts below */
+    jw_timers *timers;          /* wall clock: the engine's, the sim's, token expiries */
+    lws_sorted_usec_list_t sul; /* the native timer armed for timers' earliest */
+    jw_timers *mono_timers;     /* monotonic: connections' liveness and auth deadlines */
+    lws_sorted_usec_list_t mono_sul; /* the native timer armed for mono_timers' earliest */
     jw_sim *sim;                     /* sim mode only */
     jw_sim_provider *sim_port;       /* sim mode only */
     jw_http_provider *http_provider; /* http mode only */
@@ -204,18 +206,36 @@ static void on_sul(lws_sorted_usec_list_t *sul)
     jw_timers_run(app->timers, jw_now_us());
 }
 
-/* The timer queue's earliest deadline changed: re-arm the one lws timer. */
+static void on_mono_sul(lws_sorted_usec_list_t *sul)
+{
+    jw_app *app = lws_container_of(sul, jw_app, mono_sul);
+
+    jw_timers_run(app->mono_timers, jw_mono_us());
+}
+
+/* A heap's earliest deadline changed (now on its clock): re-arm its lws timer. */
+static void arm_native(jw_app *app, lws_sorted_usec_list_t *sul, sul_cb_t cb, int64_t at_us,
+                       int64_t now)
+{
+    if (at_us == INT64_MAX || app->stopped) {
+        lws_sul_schedule(app->ctx, 0, sul, cb, LWS_SET_TIMER_USEC_CANCEL);
+        return;
+    }
+    lws_sul_schedule(app->ctx, 0, sul, cb, at_us - now > 0 ? at_us - now : 1);
+}
+
 static void timers_wake_at(void *arg, int64_t at_us)
 {
     jw_app *app = arg;
-    int64_t delay;
 
-    if (at_us == INT64_MAX || app->stopped) {
-        lws_sul_schedule(app->ctx, 0, &app->sul, on_sul, LWS_SET_TIMER_USEC_CANCEL);
-        return;
-    }
-    delay = at_us - jw_now_us();
-    lws_sul_schedule(app->ctx, 0, &app->sul, on_sul, delay > 0 ? delay : 1);
+    arm_native(app, &app->sul, on_sul, at_us, jw_now_us());
+}
+
+static void mono_wake_at(void *arg, int64_t at_us)
+{
+    jw_app *app = arg;
+
+    arm_native(app, &app->mono_sul, on_mono_sul, at_us, jw_mono_us());
 }
 
 static void deliver_reply(void *arg, jw_provider_reply *r)
@@ -469,6 +489,8 @@ int jw_app_new(jw_app **out, const jw_config *cfg, struct lws_context *ctx, stru
     app->sv.store = store;
     app->timers = jw_timers_new(timers_wake_at, app);
     app->sv.timers = app->timers;
+    app->mono_timers = jw_timers_new(mono_wake_at, app);
+    app->sv.mono_timers = app->mono_timers;
     jw_hist_init(&app->publish_delay, &publish_delay_spec);
     rc = jw_auth_new(cfg->admin_key, cfg->jwt_secret, &app->sv.auth, err, errlen);
     if (rc == 0)
@@ -690,6 +712,7 @@ void jw_app_stop(jw_app *app)
      */
     app->stopped = true;
     lws_sul_schedule(app->ctx, 0, &app->sul, on_sul, LWS_SET_TIMER_USEC_CANCEL);
+    lws_sul_schedule(app->ctx, 0, &app->mono_sul, on_mono_sul, LWS_SET_TIMER_USEC_CANCEL);
     /* Providers first: they must not deliver into a freed engine, nor wake a
      * destroyed context. */
     jw_sim_provider_free(app->sim_port);
@@ -715,6 +738,7 @@ void jw_app_free(jw_app *app)
     jw_fanout_free(app->sv.fanout); /* after the endpoints, which borrow it */
     jw_sim_free(app->sim);
     jw_timers_free(app->timers);
+    jw_timers_free(app->mono_timers);
     jw_auth_free(app->sv.auth);
     if (app->http && app->http->routes == app->routes) {
         app->http->routes = NULL;

@@ -277,7 +277,7 @@ static void on_established(struct lws *wsi, jw_rt *rt, void **slot)
     if (c->key_who.kind != JW_PRINCIPAL_NONE)
         rt_authenticated(c, &c->key_who);
     else
-        jw_timers_arm(rt->sv->timers, &c->auth_timer, jw_now_us() + AUTH_DEADLINE_US,
+        jw_timers_arm(rt->sv->mono_timers, &c->auth_timer, jw_mono_us() + AUTH_DEADLINE_US,
                       on_auth_deadline, c);
 }
 
@@ -285,7 +285,7 @@ static void on_closed(rconn *c)
 {
     jw_rt *rt = c->rt;
 
-    jw_timers_cancel(rt->sv->timers, &c->auth_timer);
+    jw_timers_cancel(rt->sv->mono_timers, &c->auth_timer);
     jw_ws_budget_release(&c->rx_budget);
     while (c->nchans)
         rt_remove_channel(c->chans[c->nchans - 1]);
@@ -352,11 +352,11 @@ int jw_rt_callback(jw_rt *rt, struct lws *wsi, enum lws_callback_reasons reason,
     case LWS_CALLBACK_RECEIVE:
         if (!c)
             return -1;
-        jw_wsconn_heard(&c->base, jw_now_us());
+        jw_wsconn_heard(&c->base);
         return on_receive(c, wsi, in, len);
     case LWS_CALLBACK_RECEIVE_PONG:
         if (c)
-            jw_wsconn_heard(&c->base, jw_now_us());
+            jw_wsconn_heard(&c->base);
         return 0;
     case LWS_CALLBACK_SERVER_WRITEABLE: return c ? jw_wsconn_on_writable(&c->base) : 0;
     case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
@@ -382,7 +382,8 @@ jw_rt *jw_rt_new(const jw_services *sv)
     rt->sv = sv;
     jw_map_init(&rt->jobs);
     jw_wsconns_init(&rt->conns, "realtime", false, (size_t)sv->cfg->ws_max_queue);
-    jw_wsconns_set_liveness(&rt->conns, sv->timers, (int64_t)sv->cfg->ws_ping_interval_s * 1000000);
+    jw_wsconns_set_liveness(&rt->conns, sv->mono_timers,
+                            (int64_t)sv->cfg->ws_ping_interval_s * 1000000);
     rt->conns.shed = overflow;
     jw_wsconns_set_pool(&rt->conns, sv->fanout, JW_FANOUT_MIN_WRITES);
     return rt;

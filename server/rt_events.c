@@ -77,7 +77,8 @@ void rt_remove_channel(channel *ch)
 
     if (ch->pending)
         rt_cancel_reads(c, ch->serial); /* a rejoin, a leave or a close: nobody waits for them */
-    jw_timers_cancel(rt->sv->timers, &ch->timer);
+    jw_timers_cancel(rt->sv->timers, &ch->expiry);
+    jw_timers_cancel(rt->sv->mono_timers, &ch->nudge);
     unlink_live(rt, ch);
     for (size_t i = 0; i < c->nchans; i++) {
         if (c->chans[i] == ch) {
@@ -146,10 +147,10 @@ void rt_watch_expiry(channel *ch)
     jw_timers *timers = ch->c->rt->sv->timers;
 
     if (ch->who.kind == JW_PRINCIPAL_USER && ch->who.expires_at)
-        jw_timers_arm(timers, &ch->timer, (ch->who.expires_at + JW_AUTH_LEEWAY_S) * 1000000,
+        jw_timers_arm(timers, &ch->expiry, (ch->who.expires_at + JW_AUTH_LEEWAY_S) * 1000000,
                       on_expiry, ch);
     else
-        jw_timers_cancel(timers, &ch->timer);
+        jw_timers_cancel(timers, &ch->expiry);
 }
 
 /* ---- events ----------------------------------------------------------------------- */

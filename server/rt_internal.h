@@ -91,7 +91,8 @@ typedef struct channel {
     json_t *docs;       /* job id -> state read from the database, for initial rows */
     json_t *join_ref_v; /* the phx_join's ref, answered when the reads are done */
     json_t *reply;      /* the ok reply's postgres_changes */
-    jw_timer timer;     /* the token's expiry, or the nudge (the loop's heap) */
+    jw_timer expiry;    /* the token's exp, on the wall-clock heap */
+    jw_timer nudge;     /* rt_nudge, on the monotonic heap */
     /*
      * The head of its events up to "data": topic and binding ids, shared by
      * every queued event with the same ids (pre_ids), rebuilt when they differ.
@@ -118,7 +119,7 @@ typedef struct rconn {
     size_t nreads, capreads;
     jw_principal key_who; /* what the apikey grants, often nothing */
     unsigned char apikey_hash[SHA256_DIGEST_LENGTH];
-    jw_timer auth_timer; /* the auth deadline (--ws-auth-timeout) */
+    jw_timer auth_timer; /* the auth deadline (--ws-auth-timeout), on the monotonic heap */
     channel **chans;
     size_t nchans, capchans;
     jw_ws_rx rx;

@@ -116,8 +116,8 @@ void rt_finish_join(channel *ch)
     if (ch->awaiting) { /* SUBSCRIBED, and nothing until an access_token brings a user */
         answer_ok(ch);
         if (!c->nudged)
-            jw_timers_arm(c->rt->sv->timers, &ch->timer, jw_now_us() + AWAIT_TOKEN_US, rt_nudge,
-                          ch);
+            jw_timers_arm(c->rt->sv->mono_timers, &ch->nudge, jw_mono_us() + AWAIT_TOKEN_US,
+                          rt_nudge, ch);
     } else {
         rt_go_live(ch);
     }
@@ -356,7 +356,7 @@ bool rt_authenticated(rconn *c, const jw_principal *who)
     }
     if (!c->authed) {
         c->authed = true;
-        jw_timers_cancel(c->rt->sv->timers, &c->auth_timer);
+        jw_timers_cancel(c->rt->sv->mono_timers, &c->auth_timer);
     }
     return true;
 }

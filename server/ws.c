@@ -98,7 +98,7 @@ static void hello(conn *c)
     send_msg(c, jw_wsmsg_json(doc));
 }
 
-static void on_deadline(jw_timer *t, void *arg);
+static void on_expiry(jw_timer *t, void *arg);
 
 static bool authenticate(conn *c, const char *token, json_t *ref)
 {
@@ -120,27 +120,33 @@ static bool authenticate(conn *c, const char *token, json_t *ref)
         return false;
     }
     c->authed = true;
-    /* From now on the timer watches the token's expiry. */
+    jw_timers_cancel(hub->sv->mono_timers, &c->auth_deadline);
+    /* From now on a timer watches the token's expiry. */
     if (c->who.kind == JW_PRINCIPAL_USER && c->who.expires_at) {
         /* The same leeway the token was accepted with (a wall-clock deadline, as exp is). */
-        jw_timers_arm(hub->sv->timers, &c->deadline,
-                      ((int64_t)c->who.expires_at + JW_AUTH_LEEWAY_S) * 1000000, on_deadline, c);
+        jw_timers_arm(hub->sv->timers, &c->expiry,
+                      ((int64_t)c->who.expires_at + JW_AUTH_LEEWAY_S) * 1000000, on_expiry, c);
     } else {
-        jw_timers_cancel(hub->sv->timers, &c->deadline);
+        jw_timers_cancel(hub->sv->timers, &c->expiry);
     }
     hello(c);
     return true;
 }
 
-static void on_deadline(jw_timer *t, void *arg)
+static void on_auth_deadline(jw_timer *t, void *arg)
 {
     conn *c = arg;
 
     (void)t;
-    if (!c->authed) {
+    if (!c->authed)
         start_close(c, CLOSE_AUTH_TIMEOUT, "no auth message in time");
-        return;
-    }
+}
+
+static void on_expiry(jw_timer *t, void *arg)
+{
+    conn *c = arg;
+
+    (void)t;
     ws_send_error(c, NULL, "token_expired", "the token expired; reconnect with a fresh one");
     start_close(c, CLOSE_AUTH, "token expired");
 }
@@ -436,7 +442,8 @@ static void on_established(conn *c, struct lws *wsi, jw_ws *hub)
         OPENSSL_cleanse(buf, sizeof(buf));
         return;
     }
-    jw_timers_arm(hub->sv->timers, &c->deadline, jw_now_us() + AUTH_DEADLINE_US, on_deadline, c);
+    jw_timers_arm(hub->sv->mono_timers, &c->auth_deadline, jw_mono_us() + AUTH_DEADLINE_US,
+                  on_auth_deadline, c);
 }
 
 static void on_closed(conn *c)
@@ -445,7 +452,8 @@ static void on_closed(conn *c)
 
     if (!c->base.open)
         return;
-    jw_timers_cancel(hub->sv->timers, &c->deadline);
+    jw_timers_cancel(hub->sv->mono_timers, &c->auth_deadline);
+    jw_timers_cancel(hub->sv->timers, &c->expiry);
     jw_ws_budget_release(&c->rx_budget);
     while (c->nsubs)
         ws_remove_sub(c, c->subs[c->nsubs - 1]);
@@ -528,11 +536,11 @@ static int callback_ws(struct lws *wsi, enum lws_callback_reasons reason, void *
     case LWS_CALLBACK_RECEIVE:
         if (!c || !c->base.open)
             return -1;
-        jw_wsconn_heard(&c->base, jw_now_us());
+        jw_wsconn_heard(&c->base);
         return on_receive(c, wsi, in, len);
     case LWS_CALLBACK_RECEIVE_PONG:
         if (c && c->base.open)
-            jw_wsconn_heard(&c->base, jw_now_us());
+            jw_wsconn_heard(&c->base);
         return 0;
     case LWS_CALLBACK_SERVER_WRITEABLE: return c ? jw_wsconn_on_writable(&c->base) : 0;
     case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
@@ -567,7 +575,7 @@ jw_ws *jw_ws_new(const jw_services *sv)
     jw_map_init(&hub->jobs);
     jw_map_init(&hub->loading);
     jw_wsconns_init(&hub->conns, "ws", true, (size_t)sv->cfg->ws_max_queue);
-    jw_wsconns_set_liveness(&hub->conns, sv->timers,
+    jw_wsconns_set_liveness(&hub->conns, sv->mono_timers,
                             (int64_t)sv->cfg->ws_ping_interval_s * 1000000);
     hub->conns.shed = ws_shed;
     hub->conns.owes = ws_owes_resyncs;

@@ -102,7 +102,8 @@ typedef struct conn {
     bool authed;
     jw_principal who;
     jw_limit_hold *user_hold; /* a user's connection counted (--max-ws-per-user) */
-    jw_timer deadline;        /* auth deadline, then token expiry (the loop's heap) */
+    jw_timer auth_deadline;   /* --ws-auth-timeout, on the monotonic heap */
+    jw_timer expiry;          /* the token's exp, on the wall-clock heap */
     jw_ws_budget rx_budget;   /* client messages: --ws-message-rate */
     job_entry **subs;
     size_t nsubs, capsubs;

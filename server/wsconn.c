@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 
 /* ---- messages ----------------------------------------------------------------------- */
@@ -108,6 +109,13 @@ static int lws_ping(struct lws *wsi)
     return lws_write(wsi, buf + LWS_PRE, 2, LWS_WRITE_PING) < 2 ? -1 : 0;
 }
 
+static bool lws_has_input(struct lws *wsi)
+{
+    int fd = lws_get_socket_fd(lws_get_network_wsi(wsi)), n = 0;
+
+    return fd >= 0 && ioctl(fd, FIONREAD, &n) == 0 && n > 0;
+}
+
 const jw_wsconn_io jw_wsconn_lws_io = {
     .ask_writable = lws_ask_writable,
     .write = lws_write_text,
@@ -118,6 +126,7 @@ const jw_wsconn_io jw_wsconn_lws_io = {
     .direct_fd = lws_direct_fd,
     .closing = lws_closing,
     .ping = lws_ping,
+    .has_input = lws_has_input,
 };
 
 /* ---- the set ------------------------------------------------------------------------ */
@@ -129,6 +138,7 @@ void jw_wsconns_init(jw_wsconns *s, const char *name, bool gather, size_t max_qu
     s->io = &jw_wsconn_lws_io;
     s->gather = gather;
     s->max_queue = max_queue;
+    s->clock = jw_mono_us;
     jw_map_init(&s->conns);
     jw_wsconns_set_pool(s, NULL, 0);
 }
@@ -197,7 +207,7 @@ void jw_wsconn_open(jw_wsconns *s, jw_wsconn *c, struct lws *wsi)
     c->open = true;
     s->stats.connections++;
     if (s->timers && s->io->ping) {
-        c->heard_us = jw_now_us();
+        c->heard_us = s->clock();
         jw_timers_arm(s->timers, &c->live, c->heard_us + s->ping_us, on_live, c);
     }
 }
@@ -222,32 +232,37 @@ jw_wsconn *jw_wsconn_find(jw_wsconns *s, const char *key)
 
 /* ---- liveness ----------------------------------------------------------------------- */
 
-void jw_wsconn_heard(jw_wsconn *c, int64_t now_us)
+void jw_wsconn_heard(jw_wsconn *c)
 {
-    c->heard_us = now_us;
+    if (!c->set->timers)
+        return;
+    c->heard_us = c->set->clock();
     c->pinged_us = 0;
 }
 
 static bool ended(jw_wsconn *c);
 
 /*
- * Due at heard + ping_us, or at pinged + ping_us. Its deadline stands for
- * now: it fires at it or a little after, and judging by the deadline never
- * pings or drops early.
+ * Due at heard + ping_us, or at pinged + ping_us, but judged by the clock:
+ * a run that comes late (a loop that fell behind) must neither drop a
+ * connection it has not pinged nor one whose answer waits unread.
  */
 static void on_live(jw_timer *t, void *arg)
 {
     jw_wsconn *c = arg;
     jw_wsconns *s = c->set;
-    int64_t now = t->at_us;
+    int64_t now = s->clock();
 
+    (void)t;
     if (!c->open || ended(c))
-        return;                           /* lws is closing it, with timeouts of its own */
+        return; /* lws is closing it, with timeouts of its own */
+    if (s->io->has_input && s->io->has_input(c->wsi))
+        jw_wsconn_heard(c);               /* something came: it will be read */
     if (c->heard_us + s->ping_us > now) { /* heard since: due later */
         jw_timers_arm(s->timers, &c->live, c->heard_us + s->ping_us, on_live, c);
         return;
     }
-    if (c->pinged_us) {
+    if (c->pinged_us && now - c->pinged_us >= s->ping_us) {
         jw_log_info("%s conn=%" PRIu64 ": nothing came in %" PRId64 " s after a ping; dropped",
                     s->name, c->id, s->ping_us / 1000000);
         s->stats.idle_drops++;
@@ -255,10 +270,12 @@ static void on_live(jw_timer *t, void *arg)
         s->io->kill(c->wsi);
         return;
     }
-    c->pinged_us = now;
-    c->ping_owed = true;
-    jw_timers_arm(s->timers, &c->live, now + s->ping_us, on_live, c);
-    jw_wsconn_want_write(c);
+    if (!c->pinged_us) {
+        c->pinged_us = now;
+        c->ping_owed = true;
+        jw_wsconn_want_write(c);
+    }
+    jw_timers_arm(s->timers, &c->live, c->pinged_us + s->ping_us, on_live, c);
 }
 
 /* ---- the queue ---------------------------------------------------------------------- */
@@ -735,9 +752,9 @@ void jw_wsconns_flush(jw_wsconns *s)
         dirty_unlink(c);
         if (ended(c))
             continue;
-        /* Behind a pending callback, lws' own leftovers, or a close: the callback
-         * writes it, in order. */
-        if (c->closing || c->want_write || s->io->backed_up(c->wsi)) {
+        /* Behind a pending callback, lws' own leftovers, a ping or a close: the
+         * callback writes it, in order. */
+        if (c->closing || c->want_write || c->ping_owed || s->io->backed_up(c->wsi)) {
             jw_wsconn_want_write(c);
             continue;
         }

@@ -34,10 +34,12 @@
  *   still leaves, then the closing handshake starts with the code and reason.
  *
  *   Liveness (jw_wsconns_set_liveness): a connection the client has sent no
- *   frame on for ping_us is sent a PING; if nothing comes in ping_us more,
- *   it is dropped. One jw_timer per connection in the loop's heap, moved only
- *   when it fires (a frame received just stamps the time). This replaces lws'
- *   own validity timers: lws 4.1 keeps its timers in one list sorted by
+ *   message or pong on for ping_us is sent a PING; if none comes in ping_us
+ *   after it, and none waits unread in the socket, it is dropped. One
+ *   jw_timer per connection in a heap on the monotonic clock (a wall-clock
+ *   step must not drop every connection at once), moved only when it fires:
+ *   a frame received just stamps the time. This replaces lws' own validity
+ *   timers: lws 4.1 keeps its timers in one list sorted by
  *   walking it from the front, and a connection's ping timer, re-armed at
  *   each pong, landed behind all the others, as did every HTTP response's
  *   keep-alive timer: each walked every WebSocket connection (at 10,000
@@ -113,9 +115,10 @@ typedef struct jw_wsconn_io {
      * lws may still call WRITEABLE. NULL: never.
      */
     bool (*closing)(struct lws *wsi);
-    /* Sends a PING (a short payload the pong echoes); -1: drop the connection. NULL: no liveness.
-     */
+    /* Sends a PING (a short payload the pong echoes); -1: drop it. NULL: no liveness. */
     int (*ping)(struct lws *wsi);
+    /* Bytes from the client wait unread in the socket (the loop fell behind). NULL: never. */
+    bool (*has_input)(struct lws *wsi);
 } jw_wsconn_io;
 
 extern const jw_wsconn_io jw_wsconn_lws_io;
@@ -163,8 +166,9 @@ typedef struct jw_wsconns {
     size_t njobs, jobs_cap;
     jw_buf *scratch;
     int nscratch;
-    jw_timers *timers; /* liveness: NULL, off */
+    jw_timers *timers; /* liveness, on the clock below: NULL, off */
     int64_t ping_us;
+    int64_t (*clock)(void); /* liveness' clock: jw_mono_us (unit tests: a fake) */
     jw_wsconns_stats stats;
 } jw_wsconns;
 
@@ -186,7 +190,7 @@ struct jw_wsconn {
     size_t qbytes;
     size_t qcounted;   /* queued counted messages */
     jw_timer live;     /* its liveness check */
-    int64_t heard_us;  /* when the client last sent a frame (or connected) */
+    int64_t heard_us;  /* when the client last sent a message or pong (or connected) */
     int64_t pinged_us; /* when the ping not yet answered was asked for; 0: none */
     bool ping_owed;    /* a ping waits for the next WRITEABLE */
 };
@@ -202,16 +206,17 @@ void jw_wsconns_release(jw_wsconns *s);
 void jw_wsconns_set_pool(jw_wsconns *s, struct jw_fanout *pool, size_t min);
 
 /*
- * Turns liveness on (see the header comment): timers is the loop's heap
- * (borrowed), ping_us > 0. Before any connection opens; without it, and
- * without an io ping, connections are never pinged.
+ * Turns liveness on (see the header comment): timers is the loop's heap on
+ * the monotonic clock (borrowed; s->clock reads that clock), ping_us > 0.
+ * Before any connection opens; without it, and without an io ping,
+ * connections are never pinged.
  */
 void jw_wsconns_set_liveness(jw_wsconns *s, jw_timers *timers, int64_t ping_us);
 
 /* ESTABLISHED: numbers c, registers it under c->key. c is zeroed first. */
 void jw_wsconn_open(jw_wsconns *s, jw_wsconn *c, struct lws *wsi);
-/* The client sent a frame (a message, a pong) at now_us (jw_now_us): it is alive. */
-void jw_wsconn_heard(jw_wsconn *c, int64_t now_us);
+/* The client sent a message or a pong: it is alive (stamped with s->clock). */
+void jw_wsconn_heard(jw_wsconn *c);
 /* CLOSED: drops its queue and leaves the set. Safe on a connection never opened. */
 void jw_wsconn_closed(jw_wsconn *c);
 jw_wsconn *jw_wsconn_find(jw_wsconns *s, const char *key);

@@ -737,6 +737,36 @@ static int f_ping(struct lws *wsi)
     return 0;
 }
 
+static void no_wake(void *arg, int64_t at_us)
+{
+    (void)arg;
+    (void)at_us;
+}
+
+#define PING_US (30 * 1000000LL)
+
+/* Liveness' clock, moved by hand; the heap is run at it. */
+static int64_t fake_now;
+
+static int64_t fake_clock(void)
+{
+    return fake_now;
+}
+
+static void advance_to(jw_timers *q, int64_t t)
+{
+    fake_now = t;
+    jw_timers_run(q, t);
+}
+
+static bool input_waits; /* what has_input answers */
+
+static bool f_has_input(struct lws *wsi)
+{
+    (void)wsi;
+    return input_waits;
+}
+
 static const jw_wsconn_io live_io = {
     .ask_writable = f_ask,
     .write = f_write,
@@ -746,41 +776,43 @@ static const jw_wsconn_io live_io = {
     .kill = f_kill,
     .closing = f_closing,
     .ping = f_ping,
+    .has_input = f_has_input,
 };
 
-static void no_wake(void *arg, int64_t at_us)
+static jw_timers *live_set_up(jw_wsconns *set)
 {
-    (void)arg;
-    (void)at_us;
+    jw_timers *q = jw_timers_new(no_wake, NULL);
+
+    set_up(set, true, 1 << 20);
+    set->io = &live_io;
+    set->clock = fake_clock;
+    fake_now = 1000000000;
+    input_waits = false;
+    jw_wsconns_set_liveness(set, q, PING_US);
+    return q;
 }
 
-#define PING_US (30 * 1000000LL)
-
 /*
- * Silent for the interval: pinged at the next WRITEABLE; a frame after the
- * ping puts the next check off by the interval from that frame; silent again:
+ * Silent for the interval: pinged at the next WRITEABLE; a pong after the
+ * ping puts the next check off by the interval from that pong; silent again:
  * pinged again, and silent for the interval after that ping: dropped.
  */
 static void test_liveness_ping_and_drop(void **state)
 {
-    jw_timers *q = jw_timers_new(no_wake, NULL);
     jw_wsconns set;
+    jw_timers *q = live_set_up(&set);
     jw_wsconn c;
     sock s = {0};
-    int64_t t0;
+    int64_t t0 = fake_now;
 
     (void)state;
-    set_up(&set, true, 1 << 20);
-    set.io = &live_io;
-    jw_wsconns_set_liveness(&set, q, PING_US);
     jw_wsconn_open(&set, &c, W(&s));
-    t0 = c.heard_us;
-    assert_true(t0 > 0);
+    assert_int_equal(c.heard_us, t0);
     assert_int_equal(jw_timers_count(q), 1);
 
-    jw_timers_run(q, t0 + PING_US - 1);
+    advance_to(q, t0 + PING_US - 1);
     assert_int_equal(s.asks, 0); /* not yet */
-    jw_timers_run(q, t0 + PING_US);
+    advance_to(q, t0 + PING_US);
     assert_int_equal(s.asks, 1);
     assert_int_equal(s.pings, 0); /* a ping waits for WRITEABLE */
     assert_int_equal(jw_wsconn_on_writable(&c), 0);
@@ -788,20 +820,21 @@ static void test_liveness_ping_and_drop(void **state)
     assert_int_equal(set.stats.pings, 1);
     assert_int_equal(s.asks, 1); /* nothing else to write */
 
-    /* The pong (any frame) comes 5 s later: no drop at ping + interval. */
-    jw_wsconn_heard(&c, t0 + PING_US + 5000000);
-    jw_timers_run(q, t0 + 2 * PING_US);
+    /* The pong comes 5 s later: no drop at ping + interval. */
+    fake_now = t0 + PING_US + 5000000;
+    jw_wsconn_heard(&c);
+    advance_to(q, t0 + 2 * PING_US);
     assert_int_equal(s.kills, 0);
     assert_int_equal(s.asks, 1);
     /* Silent for the interval from that pong: pinged again. */
-    jw_timers_run(q, t0 + 2 * PING_US + 5000000);
+    advance_to(q, t0 + 2 * PING_US + 5000000);
     assert_int_equal(s.asks, 2);
     assert_int_equal(jw_wsconn_on_writable(&c), 0);
     assert_int_equal(s.pings, 2);
     /* Nothing comes: dropped one interval after the ping, not before. */
-    jw_timers_run(q, t0 + 3 * PING_US + 5000000 - 1);
+    advance_to(q, t0 + 3 * PING_US + 5000000 - 1);
     assert_int_equal(s.kills, 0);
-    jw_timers_run(q, t0 + 3 * PING_US + 5000000);
+    advance_to(q, t0 + 3 * PING_US + 5000000);
     assert_int_equal(s.kills, 1);
     assert_int_equal(set.stats.idle_drops, 1);
     assert_true(c.ended);
@@ -816,37 +849,76 @@ static void test_liveness_ping_and_drop(void **state)
 }
 
 /*
+ * A run long after the deadline (a loop that fell behind) pings and gives
+ * the client the whole interval from then: it does not drop a connection
+ * it never pinged. Bytes waiting unread in the socket count as heard.
+ */
+static void test_liveness_late_run(void **state)
+{
+    jw_wsconns set;
+    jw_timers *q = live_set_up(&set);
+    jw_wsconn c;
+    sock s = {0};
+    int64_t t0 = fake_now, late = t0 + 5 * PING_US;
+
+    (void)state;
+    jw_wsconn_open(&set, &c, W(&s));
+    advance_to(q, late);
+    assert_int_equal(s.kills, 0);
+    assert_int_equal(s.asks, 1);
+    assert_int_equal(jw_wsconn_on_writable(&c), 0);
+    assert_int_equal(s.pings, 1);
+    advance_to(q, late + PING_US - 1);
+    assert_int_equal(s.kills, 0);
+    /* The answer is in the socket, unread, when the drop is due: kept, checked again later. */
+    input_waits = true;
+    advance_to(q, late + PING_US);
+    assert_int_equal(s.kills, 0);
+    assert_int_equal(c.heard_us, late + PING_US);
+    assert_int_equal(c.pinged_us, 0);
+    input_waits = false;
+    advance_to(q, late + 2 * PING_US); /* silent since: pinged, not dropped */
+    assert_int_equal(s.kills, 0);
+    assert_int_equal(s.asks, 2);
+    advance_to(q, late + 3 * PING_US);
+    assert_int_equal(s.kills, 1);
+    jw_wsconn_closed(&c);
+    jw_wsconns_release(&set);
+    jw_timers_free(q);
+}
+
+/*
  * A client that keeps talking is never pinged; a ping owed goes before what
- * is queued; closing a connection takes its timer out of the heap; a set
- * without liveness, or an io without ping, arms nothing.
+ * is queued, also when it fell due inside a publish round (the round leaves
+ * the connection to the callback); closing a connection takes its timer out
+ * of the heap; a set without liveness, or an io without ping, arms nothing.
  */
 static void test_liveness_quiet_when_heard(void **state)
 {
-    jw_timers *q = jw_timers_new(no_wake, NULL);
     jw_wsconns set, off;
+    jw_timers *q = live_set_up(&set);
     jw_wsconn c, d;
     sock s = {0}, s2 = {0};
-    int64_t t0, t;
+    int64_t t0 = fake_now, t;
 
     (void)state;
-    set_up(&set, true, 1 << 20);
-    set.io = &live_io;
-    jw_wsconns_set_liveness(&set, q, PING_US);
     jw_wsconn_open(&set, &c, W(&s));
-    t0 = c.heard_us;
     for (t = t0; t < t0 + 10 * PING_US; t += PING_US / 3) {
-        jw_wsconn_heard(&c, t);
-        jw_timers_run(q, t);
+        fake_now = t;
+        jw_wsconn_heard(&c);
+        advance_to(q, t);
     }
     assert_int_equal(s.pings, 0);
     assert_int_equal(s.asks, 0);
     assert_int_equal(jw_timers_count(q), 1);
 
-    /* Silent from t - PING_US / 3 on: pinged; the ping leaves before the queued message. */
-    jw_timers_run(q, t + PING_US);
-    assert_int_equal(s.asks, 1);
+    /* Silent from t - PING_US / 3 on: due inside a round, with a message queued in it. */
+    jw_wsconns_hold(&set);
+    advance_to(q, t + PING_US);
     put(&c, "queued", NULL, false);
-    assert_int_equal(s.asks, 1); /* the callback asked for already serves both */
+    jw_wsconns_flush(&set);
+    assert_int_equal(s.nframes, 0); /* not written by the round */
+    assert_int_equal(s.asks, 1);    /* left to the callback */
     assert_int_equal(jw_wsconn_on_writable(&c), 0);
     assert_int_equal(s.pings, 1);
     assert_int_equal(s.nframes, 1);
@@ -875,17 +947,14 @@ static void test_liveness_quiet_when_heard(void **state)
 /* A ping that fails drops the connection (WRITEABLE answers -1). */
 static void test_liveness_ping_fails(void **state)
 {
-    jw_timers *q = jw_timers_new(no_wake, NULL);
     jw_wsconns set;
+    jw_timers *q = live_set_up(&set);
     jw_wsconn c;
     sock s = {0};
 
     (void)state;
-    set_up(&set, true, 1 << 20);
-    set.io = &live_io;
-    jw_wsconns_set_liveness(&set, q, PING_US);
     jw_wsconn_open(&set, &c, W(&s));
-    jw_timers_run(q, c.heard_us + PING_US);
+    advance_to(q, c.heard_us + PING_US);
     s.fail = true;
     assert_int_equal(jw_wsconn_on_writable(&c), -1);
     assert_int_equal(set.stats.pings, 0);
@@ -1539,6 +1608,7 @@ int main(void)
         cmocka_unit_test(test_polite_close),
         cmocka_unit_test(test_owed_after_queue),
         cmocka_unit_test(test_liveness_ping_and_drop),
+        cmocka_unit_test(test_liveness_late_run),
         cmocka_unit_test(test_liveness_quiet_when_heard),
         cmocka_unit_test(test_liveness_ping_fails),
         cmocka_unit_test(test_direct_gathered),
