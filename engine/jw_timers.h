@@ -1,12 +1,16 @@
 /*
- * jw_timers.h - deadlines for the loop thread: one min-heap for every timer
- * of the engine and the sim provider, so the event loop needs exactly one
- * native timer (an lws_sul in the server, a fake clock in unit tests) armed
- * for the earliest deadline. No periodic scans over jobs.
+ * jw_timers.h - deadlines for the loop thread: a min-heap of timers, so the
+ * event loop needs exactly one native timer per heap (an lws_sul in the
+ * server, a fake clock in unit tests) armed for the earliest deadline. No
+ * periodic scans over jobs or connections.
  *
- * Deadlines are wall-clock microseconds since the epoch, the same clock as the
+ * A heap does not read a clock: its owner runs it with the time. The
+ * server keeps two (app.c). The engine's, the sim provider's and token
+ * expiries are wall-clock microseconds since the epoch, the same clock as the
  * timestamps stored in PostgreSQL, so a deadline read back after a restart
- * (an OTP's timeout_at, a step's next_retry_at) is re-armed as it is.
+ * (an OTP's timeout_at, a step's next_retry_at) is re-armed as it is. The
+ * WebSocket connections' liveness and auth deadlines are on the monotonic
+ * clock (jw_mono_us), which a wall-clock step does not move.
  *
  * Loop thread only. A jw_timer is embedded in its owner; cancel it before the
  * owner is freed.

@@ -237,45 +237,53 @@ void jw_wsconn_heard(jw_wsconn *c)
     if (!c->set->timers)
         return;
     c->heard_us = c->set->clock();
-    c->pinged_us = 0;
+    c->pinged_us = c->ping_sent_us = 0;
+    c->ping_owed = false; /* one not yet written is moot */
 }
 
 static bool ended(jw_wsconn *c);
 
 /*
- * Due at heard + ping_us, or at pinged + ping_us, but judged by the clock:
- * a run that comes late (a loop that fell behind) must neither drop a
- * connection it has not pinged nor one whose answer waits unread.
+ * Due at heard + ping_us, then (pinged) at sent + ping_us, judged by the
+ * clock: a run that comes late (a loop that fell behind) must neither drop
+ * a connection whose ping has not gone nor one whose answer waits unread.
+ * A ping that cannot even be written (the socket stays full) gives up
+ * 2 * ping_us after it was asked for.
  */
 static void on_live(jw_timer *t, void *arg)
 {
+    jw_wsconns *s;
     jw_wsconn *c = arg;
-    jw_wsconns *s = c->set;
-    int64_t now = s->clock();
+    int64_t now, due;
 
     (void)t;
     if (!c->open || ended(c))
         return; /* lws is closing it, with timeouts of its own */
-    if (s->io->has_input && s->io->has_input(c->wsi))
+    s = c->set;
+    now = s->clock();
+    if (c->heard_us + s->ping_us <= now && s->io->has_input && s->io->has_input(c->wsi))
         jw_wsconn_heard(c);               /* something came: it will be read */
     if (c->heard_us + s->ping_us > now) { /* heard since: due later */
         jw_timers_arm(s->timers, &c->live, c->heard_us + s->ping_us, on_live, c);
         return;
     }
-    if (c->pinged_us && now - c->pinged_us >= s->ping_us) {
-        jw_log_info("%s conn=%" PRIu64 ": nothing came in %" PRId64 " s after a ping; dropped",
-                    s->name, c->id, s->ping_us / 1000000);
-        s->stats.idle_drops++;
-        c->ended = true;
-        s->io->kill(c->wsi);
-        return;
-    }
     if (!c->pinged_us) {
         c->pinged_us = now;
+        c->ping_sent_us = 0;
         c->ping_owed = true;
         jw_wsconn_want_write(c);
     }
-    jw_timers_arm(s->timers, &c->live, c->pinged_us + s->ping_us, on_live, c);
+    due = c->ping_sent_us ? c->ping_sent_us + s->ping_us : c->pinged_us + 2 * s->ping_us;
+    if (now < due) {
+        jw_timers_arm(s->timers, &c->live, due, on_live, c);
+        return;
+    }
+    jw_log_info("%s conn=%" PRIu64 ": nothing came in %" PRId64 " s after a ping%s; dropped",
+                s->name, c->id, s->ping_us / 1000000,
+                c->ping_sent_us ? "" : " (which the socket did not take)");
+    s->stats.idle_drops++;
+    c->ended = true;
+    s->io->kill(c->wsi);
 }
 
 /* ---- the queue ---------------------------------------------------------------------- */
@@ -633,6 +641,10 @@ int jw_wsconn_on_writable(jw_wsconn *c)
         if (s->io->ping(c->wsi) < 0)
             return -1;
         s->stats.pings++;
+        /* The answer has ping_us from now: the check moves to then. */
+        c->ping_sent_us = s->clock();
+        if (s->timers)
+            jw_timers_arm(s->timers, &c->live, c->ping_sent_us + s->ping_us, on_live, c);
         if (s->io->backed_up(c->wsi)) { /* the rest at the next callback */
             if (c->qhead || c->closing || owes(c))
                 jw_wsconn_want_write(c);

@@ -17,6 +17,7 @@
 
 #include "fanout.h"
 #include "jw_timers.h"
+#include "jw_util.h"
 #include "wsconn.h"
 
 #include <errno.h>
@@ -880,7 +881,71 @@ static void test_liveness_late_run(void **state)
     advance_to(q, late + 2 * PING_US); /* silent since: pinged, not dropped */
     assert_int_equal(s.kills, 0);
     assert_int_equal(s.asks, 2);
+    /* The ping goes late (the socket was full): the interval counts from when it went. */
     advance_to(q, late + 3 * PING_US);
+    assert_int_equal(s.kills, 0);
+    assert_int_equal(jw_wsconn_on_writable(&c), 0);
+    assert_int_equal(s.pings, 2);
+    advance_to(q, late + 4 * PING_US - 1);
+    assert_int_equal(s.kills, 0);
+    advance_to(q, late + 4 * PING_US);
+    assert_int_equal(s.kills, 1);
+    jw_wsconn_closed(&c);
+    jw_wsconns_release(&set);
+    jw_timers_free(q);
+}
+
+/*
+ * A ping the socket never takes: dropped two intervals after it was due. A
+ * message before it goes makes it moot: nothing is written, and the next
+ * check asks for a fresh one, judged from its own time.
+ */
+static void test_liveness_ping_never_written(void **state)
+{
+    jw_wsconns set;
+    jw_timers *q = live_set_up(&set);
+    jw_wsconn c;
+    sock s = {0};
+    int64_t t0 = fake_now;
+
+    (void)state;
+    assert_ptr_equal(set.clock, fake_clock);
+    jw_wsconn_open(&set, &c, W(&s));
+    advance_to(q, t0 + PING_US);
+    assert_int_equal(s.asks, 1);
+    advance_to(q, t0 + 3 * PING_US - 1);
+    assert_int_equal(s.kills, 0);
+    advance_to(q, t0 + 3 * PING_US);
+    assert_int_equal(s.kills, 1);
+    assert_int_equal(s.pings, 0);
+    assert_int_equal(set.stats.idle_drops, 1);
+    jw_wsconn_closed(&c);
+
+    /* Pinged and answered; then a ping asked for, a message before it goes. */
+    memset(&s, 0, sizeof(s));
+    t0 = fake_now;
+    jw_wsconn_open(&set, &c, W(&s));
+    advance_to(q, t0 + PING_US);
+    assert_int_equal(jw_wsconn_on_writable(&c), 0);
+    assert_int_equal(s.pings, 1);
+    fake_now = t0 + PING_US + 1000;
+    jw_wsconn_heard(&c);
+    advance_to(q, t0 + 2 * PING_US + 1000); /* silent again: a second ping asked for */
+    assert_int_equal(s.asks, 2);
+    fake_now = t0 + 2 * PING_US + 2000;
+    jw_wsconn_heard(&c); /* before it went */
+    assert_int_equal(jw_wsconn_on_writable(&c), 0);
+    assert_int_equal(s.pings, 1); /* moot: not written */
+    /* The next check (when the moot ping would have been given up) finds the client
+     * silent since: a fresh ping, and no drop judged by the first ping's time. */
+    advance_to(q, t0 + 4 * PING_US + 1000);
+    assert_int_equal(s.kills, 0);
+    assert_int_equal(s.asks, 3);
+    assert_int_equal(jw_wsconn_on_writable(&c), 0);
+    assert_int_equal(s.pings, 2);
+    advance_to(q, t0 + 5 * PING_US + 1000 - 1);
+    assert_int_equal(s.kills, 0);
+    advance_to(q, t0 + 5 * PING_US + 1000);
     assert_int_equal(s.kills, 1);
     jw_wsconn_closed(&c);
     jw_wsconns_release(&set);
@@ -928,8 +993,10 @@ static void test_liveness_quiet_when_heard(void **state)
     assert_int_equal(jw_timers_count(q), 0);
     jw_wsconns_release(&set);
 
-    /* Liveness off: no timer. An io without ping: none either. */
+    /* Liveness off: no timer. An io without ping: none either. The default clock is
+     * the monotonic one. */
     set_up(&off, true, 1 << 20);
+    assert_ptr_equal(off.clock, jw_mono_us);
     off.io = &live_io;
     jw_wsconn_open(&off, &d, W(&s2));
     assert_int_equal(jw_timers_count(q), 0);
@@ -1609,6 +1676,7 @@ int main(void)
         cmocka_unit_test(test_owed_after_queue),
         cmocka_unit_test(test_liveness_ping_and_drop),
         cmocka_unit_test(test_liveness_late_run),
+        cmocka_unit_test(test_liveness_ping_never_written),
         cmocka_unit_test(test_liveness_quiet_when_heard),
         cmocka_unit_test(test_liveness_ping_fails),
         cmocka_unit_test(test_direct_gathered),
