@@ -243,7 +243,7 @@ static void destroy_context(struct lws_context *ctx)
 
 /*
  * No lws validity timers (no secs_since_valid_*): WebSocket liveness is
- * jobwire's own (wsconn.h, --ws-ping-interval), on the loop's timer heap.
+ * jobwire's own (wsconn.h, --ws-ping-interval), on the loop's monotonic heap.
  * Without a policy lws would apply its default, a ping after 300 s.
  */
 static const uint32_t idle_backoff[] = {1000};
