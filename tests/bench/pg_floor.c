@@ -86,12 +86,17 @@ static void die(const char *what, const char *detail)
     exit(1);
 }
 
-static int64_t now_us(clockid_t c)
+static int64_t now_ns(clockid_t c)
 {
     struct timespec ts;
 
     clock_gettime(c, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static int64_t now_us(clockid_t c)
+{
+    return now_ns(c) / 1000;
 }
 
 /* ---- a growable byte buffer and PostgreSQL's binary array format ------- */
@@ -802,18 +807,12 @@ static volatile int pipe_done;
 
 static int64_t mono_ns(void)
 {
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+    return now_ns(CLOCK_MONOTONIC);
 }
 
 static double thread_cpu_s(void)
 {
-    struct timespec ts;
-
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+    return (double)now_ns(CLOCK_THREAD_CPUTIME_ID) / 1e9;
 }
 
 static void connect_pairs(long n)
