@@ -47,11 +47,12 @@
  * starts listening announces itself at once (its id on jw_hello, read by the
  * cluster thread: jw_store_peer_joined), and a node's own cluster thread
  * tells its store the same when its LISTEN comes back (it may have missed a
- * hello). When the store learns of a peer while it was not notifying, it
- * first announces itself in turn, in a transaction of its own after its last
- * silent commit, and the nodes that hear it catch up from the journal
+ * hello). When the store learns of a peer after commits it did not notify,
+ * it first announces itself in turn, in a transaction of its own after its
+ * last silent commit, and the nodes that hear it catch up from the journal
  * (JW_NOTICE_LISTENING): a commit that no notification named is read then. A
- * node whose LISTEN began after that announcement caught up as it began.
+ * node whose LISTEN began after that announcement caught up as it began. A
+ * time alone without a commit owes nobody an announcement.
  * Until the first heartbeat, and for a store without one (node_incarnation
  * 0), it notifies.
  *
@@ -800,6 +801,8 @@ void store__notify_group(jw_store *s)
     if (!s->notify_count)
         return;
     if (!s->peers) {
+        /* A commit nobody was told of: the next peer hears this node's hello first. */
+        s->announced = false;
         pthread_mutex_lock(&s->stats_lock);
         s->stats.notifications_skipped += s->notify_count;
         pthread_mutex_unlock(&s->stats_lock);
@@ -994,8 +997,8 @@ int store__heartbeat(jw_store *s)
 /*
  * Takes what the cluster thread heard (a node announced itself), looks for
  * a live peer every PEERS_POLL_US while alone, and announces this node once
- * it has peers again after a time alone (see "Alone"). An announcement that
- * fails is tried again on the next call; the groups notify meanwhile.
+ * it has peers again after a silent commit (see "Alone"). An announcement
+ * that fails is tried again on the next call; the groups notify meanwhile.
  */
 void store__check_peers(jw_store *s)
 {
@@ -1012,11 +1015,7 @@ void store__check_peers(jw_store *s)
             s->peers = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
         PQclear(res);
     }
-    if (!s->peers) {
-        s->announced = false;
-        return;
-    }
-    if (s->announced || !s->conn)
+    if (!s->peers || s->announced || !s->conn)
         return;
     if ((res = run_one(s, "jw_announce", 1, params)) == NULL)
         return;

@@ -84,8 +84,9 @@ struct jw_store {
     /*
      * Whether another node may be listening (commit.c, "Alone"): the last
      * heartbeat saw one, or one announced itself since. True until a
-     * heartbeat says otherwise. announced: the other nodes were told to
-     * catch up since it last turned true.
+     * heartbeat says otherwise. announced: no commit went unnotified since
+     * the other nodes were last told to catch up (a skipped notification
+     * clears it, an announcement sets it).
      */
     bool peers, announced;
     int64_t next_peers_us; /* monotonic: while alone, the next look for a peer */

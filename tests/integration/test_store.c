@@ -999,9 +999,9 @@ static void test_alone_hello_wakes(void **state)
 
 /*
  * A peer that said nothing (its hello missed): while alone the store looks
- * for one every second, and with a live one says hello and notifies again.
- * Heartbeats (a 1.2 s TTL: every 400 ms) find it too, and find it gone once
- * it is declared dead: alone again.
+ * for one every second, and with a live one says hello - it committed
+ * silently - and notifies again. Heartbeats (a 1.2 s TTL: every 400 ms) find
+ * it too, and find it gone once it is declared dead: alone again.
  */
 static void test_alone_finds_peers(void **state)
 {
@@ -1028,6 +1028,9 @@ static void test_alone_finds_peers(void **state)
     /* With heartbeats: notifying while the peer lives, alone once it is dead. */
     s = start_alone(beat, 1200);
     jw_buf_init(&log, 1024);
+    commit_new_job(s);
+    stats_after_groups(s, 1, &st);
+    assert_int_equal(st.notifications_skipped, 1);
     PQclear(pgtest_exec(db, "UPDATE jw_nodes SET dead = false WHERE id = 'peer-a'", 0, NULL));
     wait_logged(&log, "jw_hello alone-beat\n");
     commit_new_job(s);
@@ -1035,9 +1038,34 @@ static void test_alone_finds_peers(void **state)
     PQclear(pgtest_exec(db, "UPDATE jw_nodes SET dead = true WHERE id = 'peer-a'", 0, NULL));
     stats_after_beat(s, jw_mono_us(), &st);
     commit_new_job(s);
-    stats_after_groups(s, 2, &st);
+    stats_after_groups(s, 3, &st);
     assert_int_equal(st.notifications, 1);
-    assert_int_equal(st.notifications_skipped, 1);
+    assert_int_equal(st.notifications_skipped, 2);
+    stop_alone(s, &log);
+}
+
+/*
+ * A time alone without a commit owes nobody a hello: the store that finds
+ * a peer again (here by a hello of the peer's) notifies its next commit
+ * without one.
+ */
+static void test_alone_without_commits_is_quiet(void **state)
+{
+    char me[] = "alone-quiet";
+    jw_store *s = start_alone(me, 60000);
+    jw_store_stats st;
+    jw_buf log;
+
+    (void)state;
+    jw_buf_init(&log, 1024);
+    jw_store_peer_joined(s);
+    commit_new_job(s);
+    /* A hello would have committed before the commit it precedes: it is in the log. */
+    wait_logged(&log, "jw_events alone-quiet\n");
+    assert_null(strstr(log.data, "jw_hello alone-quiet\n"));
+    stats_after_groups(s, 1, &st);
+    assert_int_equal(st.notifications, 1);
+    assert_int_equal(st.notifications_skipped, 0);
     stop_alone(s, &log);
 }
 
@@ -1722,6 +1750,7 @@ int main(void)
         cmocka_unit_test(test_notify_and_events_after),
         cmocka_unit_test(test_alone_hello_wakes),
         cmocka_unit_test(test_alone_finds_peers),
+        cmocka_unit_test(test_alone_without_commits_is_quiet),
         cmocka_unit_test(test_cluster_hello),
         cmocka_unit_test(test_connects_eagerly),
         cmocka_unit_test(test_unreachable_database),
