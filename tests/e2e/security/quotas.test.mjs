@@ -117,15 +117,22 @@ describe('connection rate per client address', () => {
   });
 
   test('a burst past twice the rate is closed at accept; the address is served again a moment later', { timeout: 60_000 }, async () => {
+    // The bucket holds twice the rate (10) and refills 5 a second from the first
+    // connection on: the bound on admissions follows from how long the burst took,
+    // so a slow machine widens it instead of failing the test.
     const results = [];
+    const began = performance.now();
     for (let i = 0; i < 30; i++) {
       const r = await rawConnect(server.port, { from: '127.0.0.6', settleMs: 0 });
       results.push(r.refused);
       r.sock.destroy();
     }
+    const elapsed = (performance.now() - began) / 1000;
     const admitted = results.filter((x) => !x).length;
-    assert.ok(admitted >= 10 && admitted <= 12, `about 10 of a burst of 30 admitted (${admitted})`);
-    assert.ok(results.slice(15).every((x) => x), 'the end of the burst is refused');
+    const most = 10 + Math.floor(5 * elapsed) + 1;
+    assert.ok(results.slice(0, 10).every((x) => !x), 'the first ten (the bucket) are admitted');
+    assert.ok(admitted <= most, `at most ${most} of a burst of 30 admitted in ${elapsed.toFixed(2)} s (${admitted})`);
+    assert.ok(most < 30, `the burst took ${elapsed.toFixed(2)} s: too slow to tell`);
     const other = await rawConnect(server.port, { from: '127.0.0.3' });
     assert.equal(other.refused, false, 'another address is not affected');
     other.sock.destroy();
@@ -134,7 +141,7 @@ describe('connection rate per client address', () => {
     assert.equal(back.refused, false, 'served again once the bucket refilled');
     back.sock.destroy();
     const m = await metrics(server);
-    assert.ok(metric(m, 'jobwire_limit_refusals_total{limit="ip_connection_rate"}') >= 15);
+    assert.ok(metric(m, 'jobwire_limit_refusals_total{limit="ip_connection_rate"}') >= 30 - admitted);
   });
 });
 

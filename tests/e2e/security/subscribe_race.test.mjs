@@ -50,12 +50,15 @@ async function lockJobRuns(url) {
   };
 }
 
-// Waits until a session of the database (not the locker) waits for a lock.
+// Waits until the store's reads connection (db/reads.c: one, reads in order) waits for
+// a lock. Not any session: the cluster thread's claim, once a second, waits on the same
+// lock, and B's subscribe must queue behind the retry's read, not beside a claim.
 async function waitBlockedRead(url, dbName) {
   const deadline = Date.now() + 20_000;
   for (;;) {
     const n = Number(psql(url, `SELECT count(*) FROM pg_stat_activity
-      WHERE datname = '${dbName}' AND wait_event_type = 'Lock'`));
+      WHERE datname = '${dbName}' AND application_name = 'jobwire-reads'
+        AND wait_event_type = 'Lock'`));
     if (n >= 1) return;
     assert.ok(Date.now() < deadline, 'the retry\'s read did not reach PostgreSQL within 20 s');
     await sleep(20);
