@@ -820,6 +820,15 @@ void store__notify_group(jw_store *s)
     pthread_mutex_unlock(&s->stats_lock);
 }
 
+void store__group_unnotified(jw_store *s)
+{
+    /*
+     * Its NOTIFY was never sent. A hello makes the nodes that hear it catch
+     * up at once (now, or when the next peer appears if alone).
+     */
+    s->announced = false;
+}
+
 enum write_result store__write_group(jw_store *s, size_t count, char *err, size_t errlen)
 {
     enum write_result wr = WRITE_OK;

@@ -296,6 +296,7 @@ static void *store_thread(void *arg)
                 jw_log_info("db: group of %zu batches committed before the connection broke",
                             s->unknown_batches);
                 answer_front(s, s->unknown_batches, 0, NULL, jw_mono_us() - s->unknown_since_us);
+                store__group_unnotified(s);
                 if (s->split_left)
                     s->split_left -= s->unknown_batches;
                 s->unknown_batches = 0;

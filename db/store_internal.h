@@ -144,6 +144,8 @@ void store__disconnect(jw_store *s);
 enum write_result store__write_group(jw_store *s, size_t count, char *err, size_t errlen);
 /* After a group of store__write_group committed and was answered: its NOTIFY (commit.c). */
 void store__notify_group(jw_store *s);
+/* A group found committed after a lost connection: it notified nobody (commit.c). */
+void store__group_unnotified(jw_store *s);
 void store__check_peers(jw_store *s);
 /* After a lost connection: 1 the front group committed, 0 it did not, -1 unknown. */
 int store__group_committed(jw_store *s, size_t count);
