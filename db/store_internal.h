@@ -84,9 +84,10 @@ struct jw_store {
     /*
      * Whether another node may be listening (commit.c, "Alone"): the last
      * heartbeat saw one, or one announced itself since. True until a
-     * heartbeat says otherwise. announced: no commit went unnotified since
-     * the other nodes were last told to catch up (a skipped notification
-     * clears it, an announcement sets it).
+     * heartbeat says otherwise. announced: no commit went without its
+     * NOTIFY since the other nodes were last told to catch up. Skipped while
+     * alone, or lost with a connection, clears it; an announcement sets it. A
+     * NOTIFY that PostgreSQL refused is left to the nodes' catch-up.
      */
     bool peers, announced;
     int64_t next_peers_us; /* monotonic: while alone, the next look for a peer */
