@@ -4,6 +4,8 @@
  * from them, and what callers read: snapshots and small look-ups.
  *
  * Loop thread only. A snapshot is the caller's; everything else is borrowed.
+ * A row lives only until engine__emit has encoded it, so it holds references
+ * to the job's JSON values (metadata, step_data) instead of copies.
  */
 #include "engine_internal.h"
 
@@ -51,7 +53,7 @@ json_t *engine__job_row(const job *j)
         [JW_JOB_RUNS_completed_at] = engine__ts_json(j->completed_at),
         [JW_JOB_RUNS_error_message] = engine__str_or_null(j->error),
         [JW_JOB_RUNS_retry_count] = json_integer(j->retry_count),
-        [JW_JOB_RUNS_metadata] = json_deep_copy(j->metadata),
+        [JW_JOB_RUNS_metadata] = json_incref(j->metadata),
         [JW_JOB_RUNS_cancel_requested] = json_boolean(j->cancel_requested),
     };
 
@@ -70,7 +72,7 @@ json_t *engine__step_row(const step *s)
         [JW_JOB_STEPS_started_at] = engine__ts_json(s->started_at),
         [JW_JOB_STEPS_completed_at] = engine__ts_json(s->completed_at),
         [JW_JOB_STEPS_timeout_at] = engine__ts_json(s->timeout_at),
-        [JW_JOB_STEPS_step_data] = json_deep_copy(s->data),
+        [JW_JOB_STEPS_step_data] = json_incref(s->data),
         [JW_JOB_STEPS_error_message] = engine__str_or_null(s->error),
         [JW_JOB_STEPS_created_at] = engine__ts_json(s->created_at),
         [JW_JOB_STEPS_attempt] = json_integer(s->attempt),
