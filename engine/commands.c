@@ -324,6 +324,7 @@ jw_engine *jw_engine_new(const jw_engine_config *cfg, const jw_engine_ports *por
     jw_map_init(&e->calls);
     jw_map_init(&e->sessions);
     jw_map_init(&e->live);
+    jw_buf_init(&e->row, 1024);
     e->hists.nsteps = jw_step_def_count();
     if (e->hists.nsteps > JW_ENGINE_STEP_KINDS) {
         jw_log_error("engine: the workflow has %d step definitions; raise JW_ENGINE_STEP_KINDS "
@@ -392,5 +393,6 @@ void jw_engine_free(jw_engine *e)
     for (size_t it = 0; jw_map_next(&e->live, &it, &k, &v);)
         free(v);
     jw_map_release(&e->live);
+    jw_buf_release(&e->row);
     free(e);
 }

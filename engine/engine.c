@@ -81,17 +81,12 @@ void engine__mark_dirty(job *j)
  * restart resumes it from what was committed), and the caller's change is
  * refused where it can still be (jw_engine_create_job).
  */
-void engine__emit(job *j, jw_table t, const char *row_id, jw_op op, json_t *row)
+void engine__emit(job *j, jw_table t, const char *row_id, jw_op op, const jw_buf *row)
 {
-    char *text = json_dumps(row, JSON_COMPACT);
-    jw_delta *d;
     int err = 0;
+    jw_delta *d =
+        jw_delta_new(j->id, row_id, j->seq + 1, now_us(j->e), t, op, row->data, row->len, &err);
 
-    json_decref(row);
-    if (!text)
-        jw_oom("row JSON");
-    d = jw_delta_new(j->id, row_id, j->seq + 1, now_us(j->e), t, op, text, strlen(text), &err);
-    free(text);
     if (!d) {
         j->e->stats.rows_refused++;
         if (!j->halted)

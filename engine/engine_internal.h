@@ -17,6 +17,7 @@
 #ifndef JW_ENGINE_INTERNAL_H
 #define JW_ENGINE_INTERNAL_H
 
+#include "jw_buf.h"
 #include "jw_engine.h"
 #include "jw_map.h"
 #include "workflow.h"
@@ -198,6 +199,7 @@ struct jw_engine {
     uint64_t next_call;
     jw_engine_stats stats;
     jw_engine_hists hists;
+    jw_buf row; /* the row being written (rows.c), reused */
 };
 
 static inline int64_t now_us(jw_engine *e)
@@ -218,8 +220,8 @@ static inline bool step_terminal(const step *s)
 /* ---- engine.c: the state machines ---------------------------------------------- */
 
 void engine__mark_dirty(job *j);
-/* Appends a row change to the job's open batch; takes row. */
-void engine__emit(job *j, jw_table t, const char *row_id, jw_op op, json_t *row);
+/* Appends a row change (its JSON text: rows.c) to the job's open batch. */
+void engine__emit(job *j, jw_table t, const char *row_id, jw_op op, const jw_buf *row);
 void engine__touch_job(job *j);
 void engine__queue_call(step *s, const char *otp_value);
 void engine__queue_done(job *j, jw_engine_done_fn done, void *arg);
@@ -250,11 +252,10 @@ void engine__forget(job *j);
 
 /* ---- rows.c ---------------------------------------------------------------------- */
 
-json_t *engine__ts_json(int64_t us);
-json_t *engine__str_or_null(const char *s);
-json_t *engine__job_row(const job *j);
-json_t *engine__step_row(const step *s);
-json_t *engine__otp_row(const otp *o);
+/* A row's JSON text, in the engine's scratch buffer until the next row is built. */
+const jw_buf *engine__job_row(const job *j);
+const jw_buf *engine__step_row(const step *s);
+const jw_buf *engine__otp_row(const otp *o);
 /* Keeps d (a reference) as the latest committed version of its row. */
 void engine__view_put(job *j, jw_delta *d);
 int64_t engine__parse_ts(const json_t *v);

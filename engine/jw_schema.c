@@ -4,8 +4,10 @@
 #include "jw_schema.h"
 
 #include "jw_log.h"
+#include "jw_util.h"
 
 #include <assert.h>
+#include <stdint.h>
 #include <string.h>
 
 #define COL(n, t) {#n, JW_SCHEMA_PG_##t, JW_COL_##t},
@@ -66,4 +68,203 @@ const jw_schema_column *jw_schema_column_find(const jw_schema_table *t, const ch
         if (strcmp(t->store_columns[i].name, name) == 0)
             return &t->store_columns[i];
     return NULL;
+}
+
+/* ---- rows as text ---------------------------------------------------------------- */
+
+/*
+ * Length of the UTF-8 sequence at p (at most n bytes), 0 if it is not one:
+ * the shortest form, no surrogate, nothing past U+10FFFF (RFC 3629, which is
+ * what json_string accepts).
+ */
+static size_t utf8_seq(const unsigned char *p, size_t n)
+{
+    unsigned c = p[0];
+    size_t len;
+    uint32_t cp;
+
+    if (c < 0x80)
+        return 1;
+    if (c < 0xC2 || c > 0xF4)
+        return 0;
+    len = c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
+    if (n < len)
+        return 0;
+    cp = c & (0x3F >> (len - 1));
+    for (size_t i = 1; i < len; i++) {
+        if ((p[i] & 0xC0) != 0x80)
+            return 0;
+        cp = cp << 6 | (p[i] & 0x3F);
+    }
+    if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) || cp > 0x10FFFF ||
+        (cp >= 0xD800 && cp <= 0xDFFF))
+        return 0;
+    return len;
+}
+
+/* s as a JSON string, escaped as jansson escapes it; false (nothing kept) if not UTF-8. */
+static bool add_string(jw_buf *b, const char *s)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    const unsigned char *p = (const unsigned char *)s;
+    size_t n = strlen(s), mark = b->len, run = 0;
+
+    jw_buf_addch(b, '"');
+    for (size_t i = 0; i < n;) {
+        unsigned char c = p[i];
+        size_t len;
+
+        if (c >= 0x20 && c != '"' && c != '\\') {
+            if (!(len = utf8_seq(p + i, n - i))) {
+                b->len = mark;
+                return false;
+            }
+            i += len;
+            run += len;
+            continue;
+        }
+        jw_buf_add(b, p + i - run, run);
+        run = 0;
+        switch (c) {
+        case '"': jw_buf_add(b, "\\\"", 2); break;
+        case '\\': jw_buf_add(b, "\\\\", 2); break;
+        case '\b': jw_buf_add(b, "\\b", 2); break;
+        case '\f': jw_buf_add(b, "\\f", 2); break;
+        case '\n': jw_buf_add(b, "\\n", 2); break;
+        case '\r': jw_buf_add(b, "\\r", 2); break;
+        case '\t': jw_buf_add(b, "\\t", 2); break;
+        default: {
+            char u[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+
+            jw_buf_add(b, u, sizeof(u));
+        }
+        }
+        i++;
+    }
+    jw_buf_add(b, p + n - run, run);
+    jw_buf_addch(b, '"');
+    return true;
+}
+
+/* The column's key, after a comma unless it is the first one written. */
+static void add_key(jw_row_writer *w, size_t col)
+{
+    assert(col == w->next && col < w->t->ncolumns);
+    if (w->any)
+        jw_buf_addch(w->out, ',');
+    jw_buf_addch(w->out, '"');
+    jw_buf_adds(w->out, w->t->columns[col].name);
+    jw_buf_add(w->out, "\":", 2);
+}
+
+/* The column's value is written: the next one may come. */
+static void done(jw_row_writer *w)
+{
+    w->any = true;
+    w->next++;
+}
+
+void jw_row_begin(jw_row_writer *w, const jw_schema_table *t, jw_buf *out)
+{
+    w->out = out;
+    w->t = t;
+    w->next = 0;
+    w->any = false;
+    jw_buf_addch(out, '{');
+}
+
+void jw_row_str(jw_row_writer *w, size_t col, const char *s)
+{
+    size_t mark = w->out->len;
+
+    assert(w->t->columns[col].type != JW_COL_INT && w->t->columns[col].type != JW_COL_BIGINT &&
+           w->t->columns[col].type != JW_COL_BOOL);
+    if (!s) {
+        w->next++;
+        return;
+    }
+    add_key(w, col);
+    if (!add_string(w->out, s)) {
+        w->out->len = mark; /* json_string refuses it: left out */
+        w->next++;
+        return;
+    }
+    done(w);
+}
+
+void jw_row_str_or_null(jw_row_writer *w, size_t col, const char *s)
+{
+    if (s && *s)
+        jw_row_str(w, col, s);
+    else
+        jw_row_null(w, col);
+}
+
+void jw_row_int(jw_row_writer *w, size_t col, int64_t v)
+{
+    char digits[24];
+    size_t n = sizeof(digits);
+    uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+
+    assert(w->t->columns[col].type == JW_COL_INT || w->t->columns[col].type == JW_COL_BIGINT ||
+           w->t->columns[col].type == JW_COL_JSONB);
+    add_key(w, col);
+    do
+        digits[--n] = (char)('0' + u % 10);
+    while ((u /= 10) != 0);
+    if (v < 0)
+        digits[--n] = '-';
+    jw_buf_add(w->out, digits + n, sizeof(digits) - n);
+    done(w);
+}
+
+void jw_row_bool(jw_row_writer *w, size_t col, bool v)
+{
+    assert(w->t->columns[col].type == JW_COL_BOOL || w->t->columns[col].type == JW_COL_JSONB);
+    add_key(w, col);
+    jw_buf_adds(w->out, v ? "true" : "false");
+    done(w);
+}
+
+void jw_row_null(jw_row_writer *w, size_t col)
+{
+    add_key(w, col);
+    jw_buf_add(w->out, "null", 4);
+    done(w);
+}
+
+void jw_row_ts(jw_row_writer *w, size_t col, int64_t us)
+{
+    char text[40];
+
+    if (!us) {
+        jw_row_null(w, col);
+        return;
+    }
+    jw_format_ts(us, text, sizeof(text));
+    jw_row_str(w, col, text);
+}
+
+static int add_dumped(const char *p, size_t len, void *arg)
+{
+    jw_buf_add(arg, p, len);
+    return 0;
+}
+
+void jw_row_json(jw_row_writer *w, size_t col, const json_t *v)
+{
+    if (!v) {
+        w->next++;
+        return;
+    }
+    add_key(w, col);
+    if (json_dump_callback(v, add_dumped, w->out, JSON_COMPACT | JSON_ENCODE_ANY) != 0)
+        jw_oom("row JSON");
+    done(w);
+}
+
+void jw_row_end(jw_row_writer *w)
+{
+    assert(w->next == w->t->ncolumns);
+    jw_buf_addch(w->out, '}');
 }

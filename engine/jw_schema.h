@@ -19,11 +19,13 @@
 #ifndef JW_SCHEMA_H
 #define JW_SCHEMA_H
 
+#include "jw_buf.h"
 #include "jw_delta.h"
 
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /*
  * Column types. JW_SCHEMA_PG_<TYPE> is the type's name as PostgreSQL's
@@ -167,6 +169,34 @@ extern const jw_schema_table jw_schema_tables[JW_SCHEMA_TABLES];
  * does not fit its column's type is a bug of the caller: debug builds assert.
  */
 json_t *jw_schema_row(const jw_schema_table *t, json_t *const *values);
+
+/*
+ * A row of t written straight as the JSON text json_dumps(jw_schema_row(...),
+ * JSON_COMPACT) would give, byte for byte, without building the object: the
+ * engine's rows (every delta) are written this way. Columns come in the
+ * description's order, each named by its index (debug builds assert the
+ * order); one left out is simply not written. What json_string would refuse
+ * (NULL, or not UTF-8) leaves its column out, as jw_schema_row does.
+ */
+typedef struct jw_row_writer {
+    jw_buf *out;
+    const jw_schema_table *t;
+    size_t next; /* the index the next column must have */
+    bool any;    /* a column was written: the next one follows a comma */
+} jw_row_writer;
+
+void jw_row_begin(jw_row_writer *w, const jw_schema_table *t, jw_buf *out);
+void jw_row_str(jw_row_writer *w, size_t col, const char *s);
+/* NULL or empty: null (the engine's engine__str_or_null). */
+void jw_row_str_or_null(jw_row_writer *w, size_t col, const char *s);
+void jw_row_int(jw_row_writer *w, size_t col, int64_t v);
+void jw_row_bool(jw_row_writer *w, size_t col, bool v);
+void jw_row_null(jw_row_writer *w, size_t col);
+/* An instant as jw_format_ts writes it; 0: null. */
+void jw_row_ts(jw_row_writer *w, size_t col, int64_t us);
+/* Any JSON value, as json_dumps writes it; NULL leaves the column out. */
+void jw_row_json(jw_row_writer *w, size_t col, const json_t *v);
+void jw_row_end(jw_row_writer *w);
 
 /* Whether v may be the value of a column of that type (see the table above). */
 bool jw_schema_fits(jw_col_type type, const json_t *v);

@@ -4,8 +4,8 @@
  * from them, and what callers read: snapshots and small look-ups.
  *
  * Loop thread only. A snapshot is the caller's; everything else is borrowed.
- * A row lives only until engine__emit has encoded it, so it holds references
- * to the job's JSON values (metadata, step_data) instead of copies.
+ * A row is written straight as JSON text (jw_row_writer), in the engine's
+ * scratch buffer, and engine__emit copies it into its delta at once.
  */
 #include "engine_internal.h"
 
@@ -20,89 +20,88 @@
 #include <string.h>
 #include <time.h>
 
-json_t *engine__ts_json(int64_t us)
+/* Starts a row of table t in the engine's scratch buffer. */
+static jw_buf *row_begin(jw_engine *e, jw_row_writer *w, jw_table t)
 {
-    char buf[40];
-
-    if (!us)
-        return json_null();
-    jw_format_ts(us, buf, sizeof(buf));
-    return json_string(buf);
+    jw_buf_reset(&e->row);
+    jw_row_begin(w, &jw_schema_tables[t], &e->row);
+    return &e->row;
 }
 
-json_t *engine__str_or_null(const char *s)
+const jw_buf *engine__job_row(const job *j)
 {
-    return s && *s ? json_string(s) : json_null();
+    jw_row_writer w;
+    jw_buf *b = row_begin(j->e, &w, JW_TABLE_JOB_RUNS);
+
+    jw_row_str(&w, JW_JOB_RUNS_id, j->id);
+    jw_row_str(&w, JW_JOB_RUNS_user_id, j->user);
+    jw_row_str(&w, JW_JOB_RUNS_job_type, "payment_automation");
+    jw_row_str(&w, JW_JOB_RUNS_status, engine__job_names[j->status]);
+    jw_row_str_or_null(&w, JW_JOB_RUNS_current_phase, j->phase);
+    jw_row_int(&w, JW_JOB_RUNS_progress_percentage, j->progress);
+    jw_row_int(&w, JW_JOB_RUNS_total_transactions, j->count);
+    jw_row_int(&w, JW_JOB_RUNS_completed_transactions, j->completed_tx);
+    jw_row_int(&w, JW_JOB_RUNS_transaction_amount, j->amount);
+    jw_row_int(&w, JW_JOB_RUNS_transaction_count, j->count);
+    jw_row_ts(&w, JW_JOB_RUNS_created_at, j->created_at);
+    jw_row_ts(&w, JW_JOB_RUNS_updated_at, j->updated_at);
+    jw_row_ts(&w, JW_JOB_RUNS_completed_at, j->completed_at);
+    jw_row_str_or_null(&w, JW_JOB_RUNS_error_message, j->error);
+    jw_row_int(&w, JW_JOB_RUNS_retry_count, j->retry_count);
+    jw_row_json(&w, JW_JOB_RUNS_metadata, j->metadata);
+    jw_row_bool(&w, JW_JOB_RUNS_cancel_requested, j->cancel_requested);
+    jw_row_end(&w);
+    return b;
 }
 
-json_t *engine__job_row(const job *j)
+const jw_buf *engine__step_row(const step *s)
 {
-    json_t *v[JW_JOB_RUNS__N] = {
-        [JW_JOB_RUNS_id] = json_string(j->id),
-        [JW_JOB_RUNS_user_id] = json_string(j->user),
-        [JW_JOB_RUNS_job_type] = json_string("payment_automation"),
-        [JW_JOB_RUNS_status] = json_string(engine__job_names[j->status]),
-        [JW_JOB_RUNS_current_phase] = engine__str_or_null(j->phase),
-        [JW_JOB_RUNS_progress_percentage] = json_integer(j->progress),
-        [JW_JOB_RUNS_total_transactions] = json_integer(j->count),
-        [JW_JOB_RUNS_completed_transactions] = json_integer(j->completed_tx),
-        [JW_JOB_RUNS_transaction_amount] = json_integer(j->amount),
-        [JW_JOB_RUNS_transaction_count] = json_integer(j->count),
-        [JW_JOB_RUNS_created_at] = engine__ts_json(j->created_at),
-        [JW_JOB_RUNS_updated_at] = engine__ts_json(j->updated_at),
-        [JW_JOB_RUNS_completed_at] = engine__ts_json(j->completed_at),
-        [JW_JOB_RUNS_error_message] = engine__str_or_null(j->error),
-        [JW_JOB_RUNS_retry_count] = json_integer(j->retry_count),
-        [JW_JOB_RUNS_metadata] = json_incref(j->metadata),
-        [JW_JOB_RUNS_cancel_requested] = json_boolean(j->cancel_requested),
-    };
+    jw_row_writer w;
+    jw_buf *b = row_begin(s->job->e, &w, JW_TABLE_JOB_STEPS);
 
-    return jw_schema_row(&jw_schema_tables[JW_TABLE_JOB_RUNS], v);
+    jw_row_str(&w, JW_JOB_STEPS_id, s->id);
+    jw_row_str(&w, JW_JOB_STEPS_job_run_id, s->job->id);
+    jw_row_str(&w, JW_JOB_STEPS_step_name, s->def->name);
+    jw_row_str(&w, JW_JOB_STEPS_step_type, s->def->type);
+    jw_row_str(&w, JW_JOB_STEPS_status, engine__step_names[s->status]);
+    if (s->unit)
+        jw_row_int(&w, JW_JOB_STEPS_transaction_index, s->unit);
+    else
+        jw_row_null(&w, JW_JOB_STEPS_transaction_index);
+    jw_row_ts(&w, JW_JOB_STEPS_started_at, s->started_at);
+    jw_row_ts(&w, JW_JOB_STEPS_completed_at, s->completed_at);
+    jw_row_ts(&w, JW_JOB_STEPS_timeout_at, s->timeout_at);
+    jw_row_json(&w, JW_JOB_STEPS_step_data, s->data);
+    jw_row_str_or_null(&w, JW_JOB_STEPS_error_message, s->error);
+    jw_row_ts(&w, JW_JOB_STEPS_created_at, s->created_at);
+    jw_row_int(&w, JW_JOB_STEPS_attempt, s->attempt);
+    jw_row_str_or_null(&w, JW_JOB_STEPS_idempotency_key, s->key);
+    jw_row_ts(&w, JW_JOB_STEPS_next_retry_at, s->next_retry_at);
+    jw_row_ts(&w, JW_JOB_STEPS_updated_at, s->updated_at);
+    jw_row_bool(&w, JW_JOB_STEPS_outcome_unknown, s->outcome_unknown);
+    jw_row_end(&w);
+    return b;
 }
 
-json_t *engine__step_row(const step *s)
+const jw_buf *engine__otp_row(const otp *o)
 {
-    json_t *v[JW_JOB_STEPS__N] = {
-        [JW_JOB_STEPS_id] = json_string(s->id),
-        [JW_JOB_STEPS_job_run_id] = json_string(s->job->id),
-        [JW_JOB_STEPS_step_name] = json_string(s->def->name),
-        [JW_JOB_STEPS_step_type] = json_string(s->def->type),
-        [JW_JOB_STEPS_status] = json_string(engine__step_names[s->status]),
-        [JW_JOB_STEPS_transaction_index] = s->unit ? json_integer(s->unit) : json_null(),
-        [JW_JOB_STEPS_started_at] = engine__ts_json(s->started_at),
-        [JW_JOB_STEPS_completed_at] = engine__ts_json(s->completed_at),
-        [JW_JOB_STEPS_timeout_at] = engine__ts_json(s->timeout_at),
-        [JW_JOB_STEPS_step_data] = json_incref(s->data),
-        [JW_JOB_STEPS_error_message] = engine__str_or_null(s->error),
-        [JW_JOB_STEPS_created_at] = engine__ts_json(s->created_at),
-        [JW_JOB_STEPS_attempt] = json_integer(s->attempt),
-        [JW_JOB_STEPS_idempotency_key] = engine__str_or_null(s->key),
-        [JW_JOB_STEPS_next_retry_at] = engine__ts_json(s->next_retry_at),
-        [JW_JOB_STEPS_updated_at] = engine__ts_json(s->updated_at),
-        [JW_JOB_STEPS_outcome_unknown] = json_boolean(s->outcome_unknown),
-    };
+    jw_row_writer w;
+    jw_buf *b = row_begin(o->job->e, &w, JW_TABLE_OTP_REQUESTS);
 
-    return jw_schema_row(&jw_schema_tables[JW_TABLE_JOB_STEPS], v);
-}
-
-json_t *engine__otp_row(const otp *o)
-{
-    json_t *v[JW_OTP_REQUESTS__N] = {
-        [JW_OTP_REQUESTS_id] = json_string(o->id),
-        [JW_OTP_REQUESTS_job_run_id] = json_string(o->job->id),
-        [JW_OTP_REQUESTS_job_step_id] = json_string(o->step->id),
-        [JW_OTP_REQUESTS_otp_type] = json_string(o->type),
-        [JW_OTP_REQUESTS_phone_number] = engine__str_or_null(o->phone),
-        [JW_OTP_REQUESTS_requested_at] = engine__ts_json(o->requested_at),
-        [JW_OTP_REQUESTS_received_at] = engine__ts_json(o->received_at),
-        [JW_OTP_REQUESTS_verified_at] = engine__ts_json(o->verified_at),
-        [JW_OTP_REQUESTS_timeout_at] = engine__ts_json(o->timeout_at),
-        [JW_OTP_REQUESTS_attempts_count] = json_integer(o->attempts),
-        [JW_OTP_REQUESTS_max_attempts] = json_integer(o->max_attempts),
-        [JW_OTP_REQUESTS_status] = json_string(engine__otp_names[o->status]),
-    };
-
-    return jw_schema_row(&jw_schema_tables[JW_TABLE_OTP_REQUESTS], v);
+    jw_row_str(&w, JW_OTP_REQUESTS_id, o->id);
+    jw_row_str(&w, JW_OTP_REQUESTS_job_run_id, o->job->id);
+    jw_row_str(&w, JW_OTP_REQUESTS_job_step_id, o->step->id);
+    jw_row_str(&w, JW_OTP_REQUESTS_otp_type, o->type);
+    jw_row_str_or_null(&w, JW_OTP_REQUESTS_phone_number, o->phone);
+    jw_row_ts(&w, JW_OTP_REQUESTS_requested_at, o->requested_at);
+    jw_row_ts(&w, JW_OTP_REQUESTS_received_at, o->received_at);
+    jw_row_ts(&w, JW_OTP_REQUESTS_verified_at, o->verified_at);
+    jw_row_ts(&w, JW_OTP_REQUESTS_timeout_at, o->timeout_at);
+    jw_row_int(&w, JW_OTP_REQUESTS_attempts_count, o->attempts);
+    jw_row_int(&w, JW_OTP_REQUESTS_max_attempts, o->max_attempts);
+    jw_row_str(&w, JW_OTP_REQUESTS_status, engine__otp_names[o->status]);
+    jw_row_end(&w);
+    return b;
 }
 
 void engine__view_put(job *j, jw_delta *d)

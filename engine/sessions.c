@@ -32,37 +32,37 @@ static void aad_of(const user_session *us, char *aad, size_t n)
     snprintf(aad, n, "auth_sessions/%s/%s/%s", us->id, us->user, us->type);
 }
 
-static json_t *session_row(const user_session *us)
+static const jw_buf *session_row(jw_engine *e, const user_session *us)
 {
-    json_t *v[JW_AUTH_SESSIONS__N] = {
-        [JW_AUTH_SESSIONS_id] = json_string(us->id),
-        [JW_AUTH_SESSIONS_user_id] = json_string(us->user),
-        [JW_AUTH_SESSIONS_session_type] = json_string(us->type),
-        [JW_AUTH_SESSIONS_auth_token_enc] = engine__str_or_null(us->sealed_hex),
-        [JW_AUTH_SESSIONS_browser_context_id] = json_null(),
-        [JW_AUTH_SESSIONS_session_data] = json_object(),
-        [JW_AUTH_SESSIONS_created_at] = engine__ts_json(us->created_at),
-        [JW_AUTH_SESSIONS_expires_at] = engine__ts_json(us->expires_at),
-        [JW_AUTH_SESSIONS_last_used_at] = engine__ts_json(us->last_used_at),
-        [JW_AUTH_SESSIONS_is_active] = json_true(),
-    };
+    json_t *data = json_object(); /* a session's data stays empty: the token is sealed apart */
+    jw_row_writer w;
 
-    return jw_schema_row(&jw_schema_tables[JW_TABLE_AUTH_SESSIONS], v);
+    if (!data)
+        jw_oom("session row");
+    jw_buf_reset(&e->row);
+    jw_row_begin(&w, &jw_schema_tables[JW_TABLE_AUTH_SESSIONS], &e->row);
+    jw_row_str(&w, JW_AUTH_SESSIONS_id, us->id);
+    jw_row_str(&w, JW_AUTH_SESSIONS_user_id, us->user);
+    jw_row_str(&w, JW_AUTH_SESSIONS_session_type, us->type);
+    jw_row_str_or_null(&w, JW_AUTH_SESSIONS_auth_token_enc, us->sealed_hex);
+    jw_row_null(&w, JW_AUTH_SESSIONS_browser_context_id);
+    jw_row_json(&w, JW_AUTH_SESSIONS_session_data, data);
+    json_decref(data);
+    jw_row_ts(&w, JW_AUTH_SESSIONS_created_at, us->created_at);
+    jw_row_ts(&w, JW_AUTH_SESSIONS_expires_at, us->expires_at);
+    jw_row_ts(&w, JW_AUTH_SESSIONS_last_used_at, us->last_used_at);
+    jw_row_bool(&w, JW_AUTH_SESSIONS_is_active, true);
+    jw_row_end(&w);
+    return &e->row;
 }
 
 /* auth_sessions belong to a user, not a job: a quiet write, not journaled. */
 void engine__emit_session(job *j, const user_session *us)
 {
-    json_t *row = session_row(us);
-    char *text = json_dumps(row, JSON_COMPACT);
-    jw_delta *d;
+    const jw_buf *row = session_row(j->e, us);
+    jw_delta *d = jw_delta_new(j->id, us->id, 0, now_us(j->e), JW_TABLE_AUTH_SESSIONS, JW_OP_UPDATE,
+                               row->data, row->len, NULL);
 
-    json_decref(row);
-    if (!text)
-        jw_oom("session row");
-    d = jw_delta_new(j->id, us->id, 0, now_us(j->e), JW_TABLE_AUTH_SESSIONS, JW_OP_UPDATE, text,
-                     strlen(text), NULL);
-    free(text);
     if (!d)
         return;
     if (!j->open)
