@@ -164,6 +164,14 @@ static void done(jw_row_writer *w)
     w->next++;
 }
 
+/* The column is left out. */
+static void skip(jw_row_writer *w, size_t col)
+{
+    assert(col == w->next && col < w->t->ncolumns);
+    (void)col;
+    w->next++;
+}
+
 void jw_row_begin(jw_row_writer *w, const jw_schema_table *t, jw_buf *out)
 {
     w->out = out;
@@ -177,16 +185,17 @@ void jw_row_str(jw_row_writer *w, size_t col, const char *s)
 {
     size_t mark = w->out->len;
 
+    assert(col == w->next && col < w->t->ncolumns);
     assert(w->t->columns[col].type != JW_COL_INT && w->t->columns[col].type != JW_COL_BIGINT &&
            w->t->columns[col].type != JW_COL_BOOL);
     if (!s) {
-        w->next++;
+        skip(w, col);
         return;
     }
     add_key(w, col);
     if (!add_string(w->out, s)) {
         w->out->len = mark; /* json_string refuses it: left out */
-        w->next++;
+        skip(w, col);
         return;
     }
     done(w);
@@ -206,6 +215,7 @@ void jw_row_int(jw_row_writer *w, size_t col, int64_t v)
     size_t n = sizeof(digits);
     uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
 
+    assert(col == w->next && col < w->t->ncolumns);
     assert(w->t->columns[col].type == JW_COL_INT || w->t->columns[col].type == JW_COL_BIGINT ||
            w->t->columns[col].type == JW_COL_JSONB);
     add_key(w, col);
@@ -220,6 +230,7 @@ void jw_row_int(jw_row_writer *w, size_t col, int64_t v)
 
 void jw_row_bool(jw_row_writer *w, size_t col, bool v)
 {
+    assert(col == w->next && col < w->t->ncolumns);
     assert(w->t->columns[col].type == JW_COL_BOOL || w->t->columns[col].type == JW_COL_JSONB);
     add_key(w, col);
     jw_buf_adds(w->out, v ? "true" : "false");
@@ -254,7 +265,7 @@ static int add_dumped(const char *p, size_t len, void *arg)
 void jw_row_json(jw_row_writer *w, size_t col, const json_t *v)
 {
     if (!v) {
-        w->next++;
+        skip(w, col);
         return;
     }
     add_key(w, col);
