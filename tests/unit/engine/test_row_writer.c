@@ -242,28 +242,10 @@ static void rows_match(jw_table table)
     jw_buf_release(&out);
 }
 
-static void test_job_runs(void **state)
+/* Random rows of the table the state names. */
+static void test_rows(void **state)
 {
-    (void)state;
-    rows_match(JW_TABLE_JOB_RUNS);
-}
-
-static void test_job_steps(void **state)
-{
-    (void)state;
-    rows_match(JW_TABLE_JOB_STEPS);
-}
-
-static void test_otp_requests(void **state)
-{
-    (void)state;
-    rows_match(JW_TABLE_OTP_REQUESTS);
-}
-
-static void test_auth_sessions(void **state)
-{
-    (void)state;
-    rows_match(JW_TABLE_AUTH_SESSIONS);
+    rows_match(*(const jw_table *)*state);
 }
 
 /* The cases by name: what is left out, what is escaped, and how. */
@@ -333,10 +315,14 @@ static void test_cases(void **state)
 
 int main(void)
 {
+    static const jw_table tables[] = {JW_TABLE_JOB_RUNS, JW_TABLE_JOB_STEPS, JW_TABLE_OTP_REQUESTS,
+                                      JW_TABLE_AUTH_SESSIONS};
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_cases),         cmocka_unit_test(test_job_runs),
-        cmocka_unit_test(test_job_steps),     cmocka_unit_test(test_otp_requests),
-        cmocka_unit_test(test_auth_sessions),
+        cmocka_unit_test(test_cases),
+        cmocka_unit_test_prestate(test_rows, (void *)&tables[0]),
+        cmocka_unit_test_prestate(test_rows, (void *)&tables[1]),
+        cmocka_unit_test_prestate(test_rows, (void *)&tables[2]),
+        cmocka_unit_test_prestate(test_rows, (void *)&tables[3]),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
