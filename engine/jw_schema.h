@@ -167,6 +167,8 @@ extern const jw_schema_table jw_schema_tables[JW_SCHEMA_TABLES];
  * description's order. Takes every value (a NULL one, a failed json_string,
  * leaves its column out, as json_object_set_new would). A value whose JSON
  * does not fit its column's type is a bug of the caller: debug builds assert.
+ * The engine writes its rows with jw_row_writer (below); this stays as the
+ * tests' way to build rows, and the reference the writer is checked against.
  */
 json_t *jw_schema_row(const jw_schema_table *t, json_t *const *values);
 
@@ -187,7 +189,7 @@ typedef struct jw_row_writer {
 
 void jw_row_begin(jw_row_writer *w, const jw_schema_table *t, jw_buf *out);
 void jw_row_str(jw_row_writer *w, size_t col, const char *s);
-/* NULL or empty: null (the engine's engine__str_or_null). */
+/* NULL or empty: null (an optional text column of the engine's rows). */
 void jw_row_str_or_null(jw_row_writer *w, size_t col, const char *s);
 void jw_row_int(jw_row_writer *w, size_t col, int64_t v);
 void jw_row_bool(jw_row_writer *w, size_t col, bool v);
