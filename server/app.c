@@ -15,6 +15,7 @@
 #include "realtime.h"
 #include "services.h"
 #include "ws.h"
+#include "wsconn.h"
 
 #include "jw_engine.h"
 #include "jw_error.h"
@@ -44,6 +45,7 @@ struct jw_app {
     lws_sorted_usec_list_t sul; /* the native timer armed for timers' earliest */
     jw_timers *mono_timers;     /* monotonic: connections' liveness and auth deadlines */
     lws_sorted_usec_list_t mono_sul; /* the native timer armed for mono_timers' earliest */
+    jw_wsmem wsmem;                  /* both endpoints' queued output (--ws-max-queue-total) */
     jw_sim *sim;                     /* sim mode only */
     jw_sim_provider *sim_port;       /* sim mode only */
     jw_http_provider *http_provider; /* http mode only */
@@ -526,6 +528,8 @@ int jw_app_new(jw_app **out, const jw_config *cfg, struct lws_context *ctx, stru
         rc = JW_EIO;
         goto fail;
     }
+    jw_wsmem_init(&app->wsmem, (size_t)cfg->ws_max_queue_total, app->mono_timers);
+    app->sv.wsmem = &app->wsmem;
     app->ws = jw_ws_new(&app->sv);
     app->rt = jw_rt_new(&app->sv);
     app->sv.mirror = new_mirror(app);
@@ -735,6 +739,7 @@ void jw_app_free(jw_app *app)
     jw_inbox_free(app->sv.inbox); /* after the engine, which may hold its tasks */
     jw_ws_free(app->ws);
     jw_rt_free(app->rt);
+    jw_wsmem_release(&app->wsmem);  /* after the endpoints, before the heap of its timer */
     jw_fanout_free(app->sv.fanout); /* after the endpoints, which borrow it */
     jw_sim_free(app->sim);
     jw_timers_free(app->timers);

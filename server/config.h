@@ -94,6 +94,7 @@ typedef struct jw_config {
     int ws_max_frame;         /* bytes of one client message, 1024..1048576 */
     int ws_max_subscriptions; /* per connection, 1..10000 */
     long ws_max_queue;        /* outbound bytes per connection, 65536..67108864 */
+    long ws_max_queue_total;  /* outbound bytes queued in the process, 1 MiB..64 GiB */
     int ws_slow_close_s;      /* seconds over the queue bound before 4008, 1..600 */
     int fanout_threads;       /* helpers sharing a publish round's socket writes, 0..64 */
     int ws_auth_timeout_s;    /* seconds for the first auth message, 1..300 */

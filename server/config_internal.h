@@ -94,7 +94,7 @@ struct config__setting {
  * so config.c can size its arrays; config_settings.c does not compile when
  * the table has another number of rows.
  */
-#define CONFIG__SETTING_COUNT 41
+#define CONFIG__SETTING_COUNT 42
 extern const struct config__setting config__settings[CONFIG__SETTING_COUNT];
 
 /* Parses one value under name into c, by its row's kind. */

@@ -291,6 +291,16 @@ const struct config__setting config__settings[] = {
         INT_ROW(ws_max_queue, 65536, 67108864, "bytes"),
     },
     {
+        .flag = "ws-max-queue-total",
+        .env = "JOBWIRE_WS_MAX_QUEUE_TOTAL",
+        .metavar = "BYTES",
+        .def = "268435456",
+        .help = "Outbound bytes queued in the whole process, both WebSocket endpoints, "
+                "1048576..68719476736; a message shared by many queues counts once. Past it "
+                "the connections furthest behind are shed as if past --ws-max-queue.",
+        INT_ROW(ws_max_queue_total, 1048576, 68719476736L, "bytes"),
+    },
+    {
         .flag = "fanout-threads",
         .env = "JOBWIRE_FANOUT_THREADS",
         .metavar = "N",

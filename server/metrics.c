@@ -7,6 +7,7 @@
 
 #include "fanout.h"
 #include "inbox.h"
+#include "wsconn.h"
 
 #include "jw_buf.h"
 #include "jw_error.h"
@@ -364,6 +365,15 @@ void jw_metrics_handle(void *arg, jw_http_ctx *ctx, jw_http_request *req)
              "Supabase-endpoint connections closed with replies alone over the queue bound "
              "(4008).",
              (double)rt.slow_closes},
+            {"jobwire_ws_queued_bytes", "gauge",
+             "WebSocket output queued in the process, both endpoints: each message once however "
+             "many queues hold it, queue entries, what lws holds of writes "
+             "(--ws-max-queue-total).",
+             (double)(m->sv->wsmem ? m->sv->wsmem->used : 0)},
+            {"jobwire_ws_queue_sheds_total", "counter",
+             "Connections shed (jobwire.v1: resync snapshots; Supabase: phx_error) because the "
+             "process' queued output passed --ws-max-queue-total, the furthest behind first.",
+             (double)(m->sv->wsmem ? m->sv->wsmem->sheds : 0)},
             {"jobwire_fanout_threads", "gauge",
              "Helper threads sharing publish rounds' socket writes (--fanout-threads).",
              (double)jw_fanout_helpers(m->sv->fanout)},

@@ -386,6 +386,8 @@ jw_rt *jw_rt_new(const jw_services *sv)
                             (int64_t)sv->cfg->ws_ping_interval_s * 1000000);
     rt->conns.shed = overflow;
     jw_wsconns_set_pool(&rt->conns, sv->fanout, JW_FANOUT_MIN_WRITES);
+    if (sv->wsmem)
+        jw_wsconns_set_mem(&rt->conns, sv->wsmem);
     return rt;
 }
 

@@ -33,6 +33,7 @@ typedef struct jw_services {
     struct jw_inbox *inbox;   /* commands for jobs another node runs (inbox.h) */
     jw_mirror *mirror;        /* jobs watched here, driven elsewhere (mirror.h); NULL: none */
     struct jw_fanout *fanout; /* helpers for publish rounds' writes (fanout.h); NULL: none */
+    struct jw_wsmem *wsmem;   /* both endpoints' budget for queued output (wsconn.h) */
     jw_timers *timers;        /* the loop's deadlines on the wall clock (jw_now_us) */
     jw_timers *mono_timers;   /* and on the monotonic clock (jw_mono_us): connections' */
 } jw_services;

@@ -581,6 +581,8 @@ jw_ws *jw_ws_new(const jw_services *sv)
     hub->conns.owes = ws_owes_resyncs;
     hub->conns.pay = ws_pay_resyncs;
     jw_wsconns_set_pool(&hub->conns, sv->fanout, JW_FANOUT_MIN_WRITES);
+    if (sv->wsmem)
+        jw_wsconns_set_mem(&hub->conns, sv->wsmem);
     return hub;
 }
 

@@ -236,12 +236,17 @@ bool ws_owes_resyncs(const jw_wsconn *b)
     return ((const conn *)(const void *)b)->resyncs_owed > 0; /* base is first */
 }
 
-/* Builds the snapshots this connection is owed, now that its queue is empty. */
+/*
+ * Builds the snapshots this connection is owed, now that its queue is empty:
+ * a frame's worth at a time, the rest once that has gone (it stays owed), so
+ * that a client owed a snapshot of each of its jobs does not hold them all in
+ * memory at once.
+ */
 void ws_pay_resyncs(jw_wsconn *b)
 {
     conn *c = conn_of(b);
 
-    for (size_t i = 0; i < c->nsubs && c->resyncs_owed; i++) {
+    for (size_t i = 0; i < c->nsubs && c->resyncs_owed && b->qbytes < JW_WSCONN_FRAME; i++) {
         job_entry *j = c->subs[i];
         subscriber *sub = ws_find_sub(j, c);
 

@@ -26,6 +26,7 @@ jw_wsmsg *jw_wsmsg_new(const char *p, size_t n)
     jw_wsmsg *m = jw_xmalloc(sizeof(*m) + n + 1);
 
     m->refs = 1;
+    m->qrefs = 0;
     m->len = n;
     memcpy(m->data, p, n);
     m->data[n] = '\0';
@@ -163,6 +164,16 @@ void jw_wsconns_set_pool(jw_wsconns *s, jw_fanout *pool, size_t min)
         jw_buf_init(&s->scratch[i], LWS_PRE + 4096);
 }
 
+void jw_wsconns_set_mem(jw_wsconns *s, jw_wsmem *m)
+{
+    if (m->nsets == (int)(sizeof(m->sets) / sizeof(m->sets[0]))) {
+        jw_log_error("%s: a queue budget counts two sets at most", s->name);
+        abort();
+    }
+    m->sets[m->nsets++] = s;
+    s->mem = m;
+}
+
 void jw_wsconns_set_liveness(jw_wsconns *s, jw_timers *timers, int64_t ping_us)
 {
     s->timers = ping_us > 0 ? timers : NULL;
@@ -195,6 +206,7 @@ static void dirty_unlink(jw_wsconn *c)
 }
 
 static void on_live(jw_timer *t, void *arg);
+static void held_set(jw_wsconn *c, size_t n);
 
 void jw_wsconn_open(jw_wsconns *s, jw_wsconn *c, struct lws *wsi)
 {
@@ -220,6 +232,7 @@ void jw_wsconn_closed(jw_wsconn *c)
         jw_timers_cancel(c->set->timers, &c->live);
     dirty_unlink(c);
     jw_wsconn_drop_all(c);
+    held_set(c, 0);
     jw_map_del(&c->set->conns, c->key);
     c->set->stats.connections--;
     c->open = false;
@@ -286,6 +299,161 @@ static void on_live(jw_timer *t, void *arg)
     s->io->kill(c->wsi);
 }
 
+/* ---- the process' budget ----------------------------------------------------------- */
+
+/*
+ * What the budget counts, malloc's overhead included (an estimate: glibc adds
+ * 8 bytes and rounds to 16).
+ */
+#define ENTRY_COST (sizeof(jw_wsq) + 16)
+
+static size_t msg_cost(const jw_wsmsg *m)
+{
+    return sizeof(*m) + m->len + 1 + 16;
+}
+
+static void on_check(jw_timer *t, void *arg)
+{
+    (void)t;
+    jw_wsmem_enforce(arg);
+}
+
+/* A set of m's is in a publish round, whose flush checks m at its end. */
+static bool mem_in_round(const jw_wsmem *m)
+{
+    for (int i = 0; i < m->nsets; i++)
+        if (m->sets[i]->hold > 0)
+            return true;
+    return false;
+}
+
+/* m grew: past its limit outside a round, a check is due at once (not in the middle of a
+ * caller's walk over connections, which a shed would change under it). */
+static void mem_grew(jw_wsmem *m)
+{
+    if (!m || !m->limit || m->used <= m->limit || m->enforcing || mem_in_round(m))
+        return;
+    if (m->timers && !jw_timer_armed(&m->check))
+        jw_timers_arm(m->timers, &m->check, 0, on_check, m);
+}
+
+/* A queue entry took (or let go of) a reference to msg: counted while any holds it. */
+static void mem_take(jw_wsconns *s, jw_wsmsg *msg)
+{
+    if (msg && msg->qrefs++ == 0 && s->mem)
+        s->mem->used += msg_cost(msg);
+}
+
+static void mem_let_go(jw_wsconns *s, jw_wsmsg *msg)
+{
+    if (msg && --msg->qrefs == 0 && s->mem)
+        s->mem->used -= msg_cost(msg);
+}
+
+/* lws may hold n bytes of c's last write (it sends them before calling WRITEABLE). */
+static void held_set(jw_wsconn *c, size_t n)
+{
+    jw_wsmem *m = c->set->mem;
+
+    if (m) {
+        m->used = m->used - c->lws_held + n;
+        if (n > c->lws_held)
+            mem_grew(m);
+    }
+    c->lws_held = n;
+}
+
+void jw_wsmem_init(jw_wsmem *m, size_t limit, jw_timers *timers)
+{
+    memset(m, 0, sizeof(*m));
+    m->limit = limit;
+    m->timers = timers;
+    m->clock = jw_mono_us;
+}
+
+void jw_wsmem_release(jw_wsmem *m)
+{
+    if (m->timers)
+        jw_timers_cancel(m->timers, &m->check);
+}
+
+typedef struct victim {
+    jw_wsconn *c;
+    size_t qbytes;
+} victim;
+
+/* Furthest behind first; among equals, the oldest connection. */
+static int victim_cmp(const void *a, const void *b)
+{
+    const victim *x = a, *y = b;
+
+    if (x->qbytes != y->qbytes)
+        return x->qbytes > y->qbytes ? -1 : 1;
+    return x->c->id < y->c->id ? -1 : x->c->id > y->c->id;
+}
+
+/* One line at most every 10 s, with what happened since the last. */
+#define MEM_LOG_US (10 * 1000000LL)
+
+static void mem_log(jw_wsmem *m, size_t before)
+{
+    int64_t now = m->clock();
+
+    if (m->logged_us && now - m->logged_us < MEM_LOG_US)
+        return;
+    jw_log_warn("websocket output: %zu bytes queued, over --ws-max-queue-total %zu; shed %" PRIu64
+                " connection(s) furthest behind in %" PRIu64 " pass(es)%s, %zu bytes now",
+                before, m->limit, m->unlogged_sheds, m->unlogged_passes,
+                m->logged_us ? " since the last report" : "", m->used);
+    m->logged_us = now;
+    m->unlogged_sheds = m->unlogged_passes = 0;
+}
+
+size_t jw_wsmem_enforce(jw_wsmem *m)
+{
+    size_t low, before = m->used, n = 0, cap = 0, shed = 0;
+    victim *v = NULL;
+
+    if (!m->limit || m->used <= m->limit || m->enforcing)
+        return 0;
+    m->enforcing = true;
+    if (m->timers)
+        jw_timers_cancel(m->timers, &m->check);
+    for (int i = 0; i < m->nsets; i++) {
+        jw_wsconns *s = m->sets[i];
+        const char *k;
+        void *val;
+
+        if (!s->shed)
+            continue;
+        for (size_t it = 0; jw_map_next(&s->conns, &it, &k, &val);) {
+            jw_wsconn *c = val;
+
+            if (!c->qcounted)
+                continue;
+            if (n == cap) {
+                cap = cap ? 2 * cap : 64;
+                v = jw_xrealloc(v, cap * sizeof(*v));
+            }
+            v[n++] = (victim){c, c->qbytes};
+        }
+    }
+    qsort(v, n, sizeof(*v), victim_cmp);
+    low = m->limit - m->limit / 4;
+    for (size_t i = 0; i < n && m->used > low; i++) {
+        v[i].c->set->shed(v[i].c);
+        shed++;
+    }
+    free(v);
+    m->sheds += shed;
+    m->passes++;
+    m->unlogged_sheds += shed;
+    m->unlogged_passes++;
+    mem_log(m, before);
+    m->enforcing = false;
+    return shed;
+}
+
 /* ---- the queue ---------------------------------------------------------------------- */
 
 /* What a message of len bytes costs under the bound: a gathered one, its separator too. */
@@ -299,8 +467,12 @@ static size_t entry_len(const jw_wsq *e)
     return (e->pre ? e->pre->len : 0) + e->m->len;
 }
 
-static void entry_free(jw_wsq *e)
+static void entry_free(jw_wsconns *s, jw_wsq *e)
 {
+    mem_let_go(s, e->pre);
+    mem_let_go(s, e->m);
+    if (s->mem)
+        s->mem->used -= ENTRY_COST;
     jw_wsmsg_unref(e->pre);
     jw_wsmsg_unref(e->m);
     free(e);
@@ -348,6 +520,12 @@ void jw_wsconn_push(jw_wsconn *c, jw_wsmsg *pre, jw_wsmsg *m, const void *tag, b
     c->qtail = e;
     c->qbytes += cost(c->set, entry_len(e));
     c->qcounted += counted;
+    mem_take(c->set, pre);
+    mem_take(c->set, m);
+    if (c->set->mem) {
+        c->set->mem->used += ENTRY_COST;
+        mem_grew(c->set->mem);
+    }
     jw_wsconn_want_write(c);
 }
 
@@ -369,7 +547,7 @@ static size_t drop_where(jw_wsconn *c, bool counted_only, const void *tag)
             *pp = e->next;
             c->qbytes -= cost(c->set, entry_len(e));
             c->qcounted -= e->counted;
-            entry_free(e);
+            entry_free(c->set, e);
             n++;
             continue;
         }
@@ -396,7 +574,7 @@ void jw_wsconn_drop_all(jw_wsconn *c)
         jw_wsq *e = c->qhead;
 
         c->qhead = e->next;
-        entry_free(e);
+        entry_free(c->set, e);
     }
     c->qtail = NULL;
     c->qbytes = 0;
@@ -484,7 +662,7 @@ static void written(jw_wsconn *c, size_t n, size_t frames, size_t bytes)
         c->qbytes -= cost(s, entry_len(e));
         c->qcounted -= e->counted;
         s->stats.counted += e->counted;
-        entry_free(e);
+        entry_free(s, e);
     }
     if (!c->qhead)
         c->qtail = NULL;
@@ -593,6 +771,8 @@ static int write_frame(jw_wsconn *c)
     if (rc < 0)
         return -1;
     written(c, w.n, w.frames, w.payload);
+    if (s->io->backed_up(c->wsi))
+        held_set(c, f->len - LWS_PRE); /* at most all of it */
     return (int)(f->len - LWS_PRE);
 }
 
@@ -624,7 +804,8 @@ static int write_some(jw_wsconn *c)
             return -1;
         sent += (size_t)n;
     } while (!s->gather && c->qhead && sent < JW_WSCONN_FRAME && !s->io->backed_up(c->wsi));
-    if (c->qhead || c->closing || owes(c))
+    /* lws_held: the callback also says lws' copy is gone (and uncounted). */
+    if (c->qhead || c->closing || owes(c) || c->lws_held)
         jw_wsconn_want_write(c);
     return 0;
 }
@@ -636,6 +817,7 @@ int jw_wsconn_on_writable(jw_wsconn *c)
     if (!c->open || ended(c))
         return 0;
     c->want_write = false;
+    held_set(c, 0); /* lws calls WRITEABLE only once it holds nothing back */
     if (c->ping_owed) {
         c->ping_owed = false;
         if (s->io->ping(c->wsi) < 0)
@@ -723,6 +905,8 @@ static void direct_done(jw_wsjob *j)
         rc = s->io->write_frames(c->wsi, (unsigned char *)j->rest + LWS_PRE, j->len - j->sent);
         free(j->rest);
         j->rest = NULL;
+        if (rc == 0)
+            held_set(c, j->len - j->sent);
     }
     if (rc < 0) {
         kill_conn(c);
@@ -730,7 +914,7 @@ static void direct_done(jw_wsjob *j)
     }
     s->stats.direct_writes++;
     written(c, j->n, j->frames, j->payload);
-    if (c->qhead || owes(c))
+    if (c->qhead || owes(c) || c->lws_held)
         jw_wsconn_want_write(c);
 }
 
@@ -751,12 +935,23 @@ static void add_job(jw_wsconns *s, jw_wsconn *c, int fd)
     s->jobs[s->njobs++] = (jw_wsjob){.c = c, .fd = fd};
 }
 
+static void flush_round(jw_wsconns *s);
+
 void jw_wsconns_flush(jw_wsconns *s)
+{
+    if (s->hold > 0 && --s->hold > 0)
+        return;
+    flush_round(s);
+    /* The round's output is queued or gone: the budget is checked now, unless another
+     * set's round is under way (its flush checks). */
+    if (s->mem && !mem_in_round(s->mem))
+        jw_wsmem_enforce(s->mem);
+}
+
+static void flush_round(jw_wsconns *s)
 {
     jw_wsconn *c;
 
-    if (s->hold > 0 && --s->hold > 0)
-        return;
     s->njobs = 0;
     while ((c = s->dirty_head)) {
         int fd;

@@ -30,6 +30,19 @@
  *   does not take is handed to lws after the round, which sends it before
  *   anything else. A TLS connection's round write is lws', on the loop.
  *
+ *   The process' memory for queued output is bounded too (jw_wsmem,
+ *   --ws-max-queue-total), across every connection of both endpoints: a
+ *   per-connection bound counts what the client has yet to receive, so
+ *   10,000 connections at 1 MiB each could hold 10 GiB of distinct messages.
+ *   The budget counts what the process holds: each queued message once,
+ *   however many queues share it, each queue entry, and what lws keeps of a
+ *   write the socket did not take. Past the limit, the connections furthest
+ *   behind (most bytes queued) are shed as if past their own bound (the
+ *   endpoint's shed hook: jobwire.v1 owes snapshots, Phoenix channels get
+ *   phx_error) until it is under three quarters of the limit. The check runs
+ *   at the end of a publish round (when no set is held) and, for output
+ *   queued outside a round, from a timer due at once.
+ *
  *   Closing is polite: jw_wsconn_close marks the connection, what is queued
  *   still leaves, then the closing handshake starts with the code and reason.
  *
@@ -74,6 +87,7 @@ struct lws;
 /* One encoded server message, shared by every queue it is in. */
 typedef struct jw_wsmsg {
     int refs;
+    int qrefs; /* the queue entries holding it: counted in the jw_wsmem while > 0 */
     size_t len;
     char data[]; /* NUL-terminated for convenience */
 } jw_wsmsg;
@@ -126,7 +140,34 @@ typedef struct jw_wsconn_io {
 extern const jw_wsconn_io jw_wsconn_lws_io;
 
 typedef struct jw_wsconn jw_wsconn;
+typedef struct jw_wsconns jw_wsconns;
 struct jw_fanout;
+
+/* The process' budget for queued output, shared by the sets of both endpoints. */
+typedef struct jw_wsmem {
+    size_t limit;    /* bytes; 0: no budget */
+    size_t used;     /* bytes counted now */
+    uint64_t sheds;  /* connections shed to get under the limit */
+    uint64_t passes; /* times it was found over the limit and shed */
+    jw_wsconns *sets[2];
+    int nsets;
+    jw_timers *timers; /* where the deferred check is armed; NULL: only at a round's end */
+    jw_timer check;
+    bool enforcing;
+    int64_t (*clock)(void); /* for the log's rate limit: jw_mono_us */
+    int64_t logged_us;      /* when the last "shed" line went out; 0: never */
+    uint64_t unlogged_sheds, unlogged_passes;
+} jw_wsmem;
+
+/* A budget of limit bytes (0: none); a deferred check is armed on timers (may be NULL). */
+void jw_wsmem_init(jw_wsmem *m, size_t limit, jw_timers *timers);
+/* Cancels the deferred check; after the sets that count against it are released. */
+void jw_wsmem_release(jw_wsmem *m);
+/*
+ * If over the limit, sheds the connections furthest behind until under three
+ * quarters of it (or none is left to shed); how many were shed.
+ */
+size_t jw_wsmem_enforce(jw_wsmem *m);
 
 typedef struct jw_wsjob jw_wsjob; /* a round's write of one connection (wsconn.c) */
 
@@ -142,7 +183,7 @@ typedef struct jw_wsconns_stats {
     uint64_t idle_drops;      /* connections dropped: nothing came after a ping */
 } jw_wsconns_stats;
 
-typedef struct jw_wsconns {
+struct jw_wsconns {
     const char *name; /* "ws", "realtime": log lines */
     const jw_wsconn_io *io;
     bool gather;
@@ -172,7 +213,8 @@ typedef struct jw_wsconns {
     int64_t ping_us;
     int64_t (*clock)(void); /* liveness' clock: jw_mono_us (unit tests: a fake) */
     jw_wsconns_stats stats;
-} jw_wsconns;
+    jw_wsmem *mem; /* the process' budget (borrowed); NULL: none */
+};
 
 struct jw_wsconn {
     jw_wsconns *set;
@@ -196,6 +238,7 @@ struct jw_wsconn {
     int64_t pinged_us;    /* when the ping not yet answered was asked for; 0: none */
     int64_t ping_sent_us; /* when it was written; 0: not yet */
     bool ping_owed;       /* a ping waits for the next WRITEABLE */
+    size_t lws_held;      /* bytes lws may still hold of our last write (counted in mem) */
 };
 
 #define JW_WSCONN_FRAME 65536 /* bytes gathered into one frame, unless one message is bigger */
@@ -207,6 +250,12 @@ void jw_wsconns_release(jw_wsconns *s);
  * threads (borrowed; NULL: never). Before any connection opens.
  */
 void jw_wsconns_set_pool(jw_wsconns *s, struct jw_fanout *pool, size_t min);
+
+/*
+ * s's queues count against m (borrowed; at most two sets per budget). Before
+ * any connection opens.
+ */
+void jw_wsconns_set_mem(jw_wsconns *s, jw_wsmem *m);
 
 /*
  * Turns liveness on (see the header comment): timers is the loop's heap on

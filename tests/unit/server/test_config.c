@@ -117,6 +117,8 @@ static const struct int_row {
         max_connections, W_INT),
     ROW("ws-max-queue", "JOBWIRE_WS_MAX_QUEUE", 65536, 67108864, "bytes", 1048576, ws_max_queue,
         W_LONG),
+    ROW("ws-max-queue-total", "JOBWIRE_WS_MAX_QUEUE_TOTAL", 1048576, 68719476736L, "bytes",
+        268435456, ws_max_queue_total, W_LONG),
     ROW("ws-slow-close", "JOBWIRE_WS_SLOW_CLOSE", 1, 600, "seconds", 60, ws_slow_close_s, W_INT),
     ROW("fanout-threads", "JOBWIRE_FANOUT_THREADS", 0, 64, "threads", 1, fanout_threads, W_INT),
     ROW("ws-auth-timeout", "JOBWIRE_WS_AUTH_TIMEOUT", 1, 300, "seconds", 10, ws_auth_timeout_s,

@@ -1222,11 +1222,14 @@ static void partial_round(bool gather)
     size_t len, taken;
     unsigned char *b;
     jw_wsconns set;
+    jw_wsmem mem;
     jw_wsconn c;
     sock *s = calloc(1, sizeof(*s));
 
     sock_pair(s, 4096);
     set_up_direct(&set, gather, 1 << 20);
+    jw_wsmem_init(&mem, 1 << 30, NULL);
+    jw_wsconns_set_mem(&set, &mem);
     jw_wsconn_open(&set, &c, W(s));
     jw_wsconns_hold(&set);
     for (int k = 0; k < NMSG; k++) {
@@ -1250,12 +1253,17 @@ static void partial_round(bool gather)
     assert_null(c.qhead);
     assert_int_equal(c.qbytes, 0);
     assert_int_equal(c.qcounted, 0);
-    assert_int_equal(s->asks, 0);
+    assert_int_equal(s->asks, 1); /* to learn when lws' copy has gone */
     assert_int_equal(set.stats.frames, gather ? 1 : NMSG);
     assert_int_equal(set.stats.counted, NMSG);
     assert_int_equal(set.stats.bytes, NMSG * MLEN + (gather ? NMSG - 1 : 0));
+    /* The budget: the queue is gone, what lws keeps is counted until its callback. */
+    assert_int_equal(mem.used, s->raw_len);
+    assert_int_equal(jw_wsconn_on_writable(&c), 0);
+    assert_int_equal(mem.used, 0);
     jw_wsconn_closed(&c);
     jw_wsconns_release(&set);
+    jw_wsmem_release(&mem);
     sock_done(s);
     free(s);
     free(b);
@@ -1661,6 +1669,174 @@ static void test_direct_pool_threshold(void **state)
     free(s);
 }
 
+/* ---- the process' budget (jw_wsmem) ------------------------------------------------- */
+
+/*
+ * A message shared by several queues counts once: the second and third queue
+ * add only their entry; letting go of every entry brings the count to zero.
+ */
+static void test_mem_counts_shared_once(void **state)
+{
+    jw_wsconns set;
+    jw_wsmem mem;
+    jw_wsconn a, b, c;
+    sock sa = {0}, sb = {0}, sc = {0};
+    jw_wsmsg *m = jw_wsmsg_new("a shared message of some length", 31),
+             *head = jw_wsmsg_new("head:", 5);
+    size_t u1, u2, u3, entry;
+
+    (void)state;
+    set_up(&set, true, 1 << 20);
+    jw_wsmem_init(&mem, 1 << 20, NULL);
+    jw_wsconns_set_mem(&set, &mem);
+    jw_wsconn_open(&set, &a, W(&sa));
+    jw_wsconn_open(&set, &b, W(&sb));
+    jw_wsconn_open(&set, &c, W(&sc));
+    jw_wsconn_push(&a, NULL, m, NULL, true);
+    u1 = mem.used;
+    jw_wsconn_push(&b, NULL, m, NULL, true);
+    u2 = mem.used;
+    entry = u2 - u1;
+    assert_true(entry >= sizeof(jw_wsq));
+    assert_true(u1 >= entry + m->len); /* the first queue: its entry and the message */
+    jw_wsconn_push(&c, NULL, m, NULL, true);
+    u3 = mem.used;
+    assert_int_equal(u3 - u2, entry); /* the third: its entry alone */
+    jw_wsconn_push(&a, head, m, NULL, true);
+    assert_true(mem.used >= u3 + entry + head->len);
+    assert_int_equal(jw_wsconn_drop_counted(&b), 1);
+    assert_int_equal(m->qrefs, 3);
+    assert_int_equal(jw_wsconn_on_writable(&a), 0); /* both of a's go */
+    assert_int_equal(mem.used, u1);                 /* c's entry, and the message */
+    assert_int_equal(m->qrefs, 1);
+    assert_int_equal(head->qrefs, 0);
+    jw_wsconn_closed(&c);
+    assert_int_equal(mem.used, 0);
+    assert_int_equal(m->refs, 1);
+    jw_wsmsg_unref(m);
+    jw_wsmsg_unref(head);
+    jw_wsconn_closed(&a);
+    jw_wsconn_closed(&b);
+    jw_wsconns_release(&set);
+    jw_wsmem_release(&mem);
+}
+
+/* n bytes of 'x', counted or not, as a message of its own. */
+static void put_n(jw_wsconn *c, size_t n, bool counted)
+{
+    char *t = malloc(n + 1);
+
+    assert_non_null(t);
+    memset(t, 'x', n);
+    t[n] = '\0';
+    put(c, t, NULL, counted);
+    free(t);
+}
+
+/*
+ * Over the limit: the connections furthest behind are shed first, until
+ * under three quarters of it; one holding only replies (nothing to shed)
+ * is passed over however far behind; under the limit nothing happens.
+ */
+static void test_mem_sheds_furthest_behind(void **state)
+{
+    jw_wsconns set;
+    jw_wsmem mem;
+    jw_wsconn c[4];
+    sock s[4] = {{0}};
+
+    (void)state;
+    shed_calls = 0;
+    set_up(&set, true, 1 << 20);
+    set.shed = shed_counted;
+    jw_wsmem_init(&mem, 8000, NULL);
+    jw_wsconns_set_mem(&set, &mem);
+    for (int i = 0; i < 4; i++)
+        jw_wsconn_open(&set, &c[i], W(&s[i]));
+    put_n(&c[0], 2000, true);
+    put_n(&c[1], 3000, true);
+    put_n(&c[2], 1000, true);
+    put_n(&c[2], 100, false);
+    put_n(&c[3], 4000, false); /* replies only */
+    assert_true(mem.used > 10000 && mem.used < 10600);
+    assert_int_equal(jw_wsmem_enforce(&mem), 2); /* 3000 and 2000: then under 6000 */
+    assert_int_equal(shed_calls, 2);
+    assert_int_equal(c[1].qcounted, 0);
+    assert_int_equal(c[0].qcounted, 0);
+    assert_int_equal(c[2].qcounted, 1);
+    assert_int_equal(c[3].qbytes, 4001);
+    assert_true(mem.used <= 6000);
+    assert_int_equal(mem.sheds, 2);
+    assert_int_equal(mem.passes, 1);
+    /* Under the limit: nothing. */
+    assert_int_equal(jw_wsmem_enforce(&mem), 0);
+    assert_int_equal(mem.passes, 1);
+    /* Over it with nothing left to shed but c[2]: it goes, and the pass ends. */
+    put_n(&c[3], 3000, false);
+    assert_true(mem.used > 8000);
+    assert_int_equal(jw_wsmem_enforce(&mem), 1);
+    assert_int_equal(c[2].qcounted, 0);
+    assert_int_equal(mem.passes, 2);
+    for (int i = 0; i < 4; i++)
+        jw_wsconn_closed(&c[i]);
+    assert_int_equal(mem.used, 0);
+    jw_wsconns_release(&set);
+    jw_wsmem_release(&mem);
+}
+
+/*
+ * When the check runs: output queued outside a round arms a timer due at
+ * once (a caller may be walking connections); inside a round, the flush
+ * checks at its end - the last flush when two sets share the budget.
+ */
+static void test_mem_when_checked(void **state)
+{
+    jw_timers *q = jw_timers_new(no_wake, NULL);
+    jw_wsconns s1, s2;
+    jw_wsmem mem;
+    jw_wsconn a, b;
+    sock sa = {0}, sb = {0};
+
+    (void)state;
+    shed_calls = 0;
+    set_up(&s1, true, 1 << 20);
+    set_up(&s2, false, 1 << 20);
+    s1.shed = s2.shed = shed_counted;
+    jw_wsmem_init(&mem, 5000, q);
+    jw_wsconns_set_mem(&s1, &mem);
+    jw_wsconns_set_mem(&s2, &mem);
+    jw_wsconn_open(&s1, &a, W(&sa));
+    jw_wsconn_open(&s2, &b, W(&sb));
+    sa.backed_up = sb.backed_up = true; /* lws holds bytes back: nothing is written */
+    put_n(&a, 5000, true);
+    assert_true(jw_timer_armed(&mem.check));
+    assert_int_equal(shed_calls, 0);
+    jw_timers_run(q, 1);
+    assert_int_equal(shed_calls, 1);
+    assert_int_equal(a.qcounted, 0);
+    assert_false(jw_timer_armed(&mem.check));
+    /* Two sets in one round: the first flush leaves it to the second. */
+    jw_wsconns_hold(&s1);
+    jw_wsconns_hold(&s2);
+    put_n(&a, 3000, true);
+    put_n(&b, 3000, true);
+    assert_false(jw_timer_armed(&mem.check));
+    jw_wsconns_flush(&s1);
+    assert_int_equal(shed_calls, 1);
+    assert_int_equal(a.qcounted + b.qcounted, 2);
+    jw_wsconns_flush(&s2);
+    assert_int_equal(shed_calls, 2); /* one was enough: under 3750 */
+    assert_int_equal(a.qcounted + b.qcounted, 1);
+    assert_false(jw_timer_armed(&mem.check));
+    jw_wsconn_closed(&a);
+    jw_wsconn_closed(&b);
+    assert_int_equal(mem.used, 0);
+    jw_wsconns_release(&s1);
+    jw_wsconns_release(&s2);
+    jw_wsmem_release(&mem);
+    jw_timers_free(q);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1692,6 +1868,9 @@ int main(void)
         cmocka_unit_test(test_direct_pool),
         cmocka_unit_test(test_direct_pool_partial),
         cmocka_unit_test(test_direct_pool_threshold),
+        cmocka_unit_test(test_mem_counts_shared_once),
+        cmocka_unit_test(test_mem_sheds_furthest_behind),
+        cmocka_unit_test(test_mem_when_checked),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
