@@ -395,16 +395,17 @@ static int victim_cmp(const void *a, const void *b)
 /* One line at most every 10 s, with what happened since the last. */
 #define MEM_LOG_US (10 * 1000000LL)
 
-static void mem_log(jw_wsmem *m, size_t before)
+static void mem_log(jw_wsmem *m, size_t before, int64_t took_us)
 {
     int64_t now = m->clock();
 
     if (m->logged_us && now - m->logged_us < MEM_LOG_US)
         return;
     jw_log_warn("websocket output: %zu bytes queued, over --ws-max-queue-total %zu; shed %" PRIu64
-                " connection(s) furthest behind in %" PRIu64 " pass(es)%s, %zu bytes now",
+                " connection(s) furthest behind in %" PRIu64 " pass(es)%s, %zu bytes now"
+                " (this pass: %.1f ms)",
                 before, m->limit, m->unlogged_sheds, m->unlogged_passes,
-                m->logged_us ? " since the last report" : "", m->used);
+                m->logged_us ? " since the last report" : "", m->used, (double)took_us / 1000);
     m->logged_us = now;
     m->unlogged_sheds = m->unlogged_passes = 0;
 }
@@ -413,9 +414,11 @@ size_t jw_wsmem_enforce(jw_wsmem *m)
 {
     size_t low, before = m->used, n = 0, cap = 0, shed = 0;
     victim *v = NULL;
+    int64_t t0;
 
     if (!m->limit || m->used <= m->limit || m->enforcing)
         return 0;
+    t0 = m->clock();
     m->enforcing = true;
     if (m->timers)
         jw_timers_cancel(m->timers, &m->check);
@@ -449,7 +452,7 @@ size_t jw_wsmem_enforce(jw_wsmem *m)
     m->passes++;
     m->unlogged_sheds += shed;
     m->unlogged_passes++;
-    mem_log(m, before);
+    mem_log(m, before, m->clock() - t0);
     m->enforcing = false;
     return shed;
 }

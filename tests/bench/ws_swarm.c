@@ -72,6 +72,13 @@
  * but the first of a new job's --url-b subscribes back for D ms, so that they
  * find the job mirrored on that node instead of each reading PostgreSQL.
  *
+ * Stalled readers (--stall PCT): connections with i % 100 < PCT stop reading
+ * and sending once their first subscription is answered (no new subscription,
+ * no heartbeat), as a frozen tab or a client behind a dead link whose socket
+ * stays open: the server's queues for them fill. They are left out of
+ * the missing counts (tail_missing included); the server's RSS is sampled every 200 ms from the
+ * start and its peak reported (rss_peak_kb).
+ *
  * "Joined" RSS: once every connection's first subscription is answered (its
  * snapshot in jobwire mode, its phx_reply ok in supabase mode), the server's
  * VmRSS is read once more (rss_joined_kb; per connection against the start).
@@ -150,8 +157,9 @@ typedef struct {
     char line[HEAD];
     char tail[TAIL];
     /* Kept across reconnects (after the part conn_open_as clears). */
-    uint8_t joined; /* its first subscription was answered (the "joined" RSS) */
-    char *msg;      /* supabase: a message that spans reads, gathered */
+    uint8_t joined;  /* its first subscription was answered (the "joined" RSS) */
+    uint8_t stalled; /* --stall: reads nothing any more */
+    char *msg;       /* supabase: a message that spans reads, gathered */
     uint32_t mlen, mcap;
 } conn;
 
@@ -218,6 +226,8 @@ static struct {
     uint64_t nlat;
     int njoined;
     long rss_joined;
+    long rss_peak;
+    int stall_pct, nstalled;
     /* supabase */
     uint64_t joins_ok, join_errors, channel_errors, heartbeats, heartbeat_replies;
 } S;
@@ -401,7 +411,11 @@ static void conn_close(conn *c);
 
 static void send_all(conn *c, const void *p, size_t n)
 {
-    ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL);
+    ssize_t w;
+
+    if (c->stalled) /* frozen: sends nothing either */
+        return;
+    w = send(c->fd, p, n, MSG_NOSIGNAL);
 
     /* Small frames into an empty socket buffer: a short write means trouble. */
     if (w != (ssize_t)n) {
@@ -635,6 +649,13 @@ static void note_joined(conn *c)
     if (c->joined)
         return;
     c->joined = 1;
+    if ((int)((c - S.conns) % 100) < S.stall_pct) {
+        struct epoll_event ev = {.events = 0, .data.u32 = (uint32_t)(c - S.conns)};
+
+        c->stalled = 1;
+        S.nstalled++;
+        epoll_ctl(S.ep, EPOLL_CTL_MOD, c->fd, &ev);
+    }
     if (++S.njoined + S.nfailed >= S.nconns && S.rss_joined < 0)
         S.rss_joined = proc_rss_kb(S.server_pid);
 }
@@ -1308,7 +1329,7 @@ static void conn_open(int i)
 
 static void on_event(conn *c, uint32_t events, char *buf)
 {
-    if (c->state == ST_CLOSED)
+    if (c->state == ST_CLOSED || c->stalled)
         return;
     if (c->state == ST_CONNECTING && (events & EPOLLOUT)) {
         int err = 0;
@@ -1506,7 +1527,7 @@ static void *creator_atonce(void *arg)
 /* Counts what a subscription missed at its end against the job's highest seq. */
 static void sub_retire(const conn *c, sub *u)
 {
-    if (u->job >= 0 && u->last >= 0 && S.jobs[u->job].max > u->last) {
+    if (u->job >= 0 && u->last >= 0 && !c->stalled && S.jobs[u->job].max > u->last) {
         S.tail_missing += (uint64_t)(S.jobs[u->job].max - u->last);
         S.ntail[c->node] += (uint64_t)(S.jobs[u->job].max - u->last);
     }
@@ -1745,7 +1766,9 @@ static void usage(FILE *f)
           "i % subs-per-job) connects there (same path); jobs are created on --url.\n"
           "The RESULT line adds a_* (--url) and b_* (--url-b) figures.\n"
           "--b-stagger-ms D (--create-jobs): of each new job's --url-b subscribers, the\n"
-          "first subscribes at once, the others D ms later (its mirror is there then).\n",
+          "first subscribes at once, the others D ms later (its mirror is there then).\n"
+          "--stall PCT: connections with i % 100 < PCT stop reading and sending once subscribed;\n"
+          "the server's peak RSS is reported (rss_peak_kb).\n",
           f);
 }
 
@@ -1811,6 +1834,7 @@ int main(int argc, char **argv)
                                          {"url-b", 1, 0, 'U'},
                                          {"server-pid-b", 1, 0, 'P'},
                                          {"b-stagger-ms", 1, 0, 'S'},
+                                         {"stall", 1, 0, 'Z'},
                                          {"help", 0, 0, 'h'},
                                          {0, 0, 0, 0}};
     const char *url = NULL, *url_b = NULL, *one = NULL, *file = NULL;
@@ -1863,6 +1887,7 @@ int main(int argc, char **argv)
         case 'U': url_b = optarg; break;
         case 'P': S.server_pid_b = atoi(optarg); break;
         case 'S': S.b_stagger_ms = atoi(optarg); break;
+        case 'Z': S.stall_pct = atoi(optarg); break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -1924,6 +1949,7 @@ int main(int argc, char **argv)
     struct epoll_event evs[1024];
     uint64_t d0 = 0;
     int64_t next_tick = INT64_MAX, next_churn = INT64_MAX, next_beat = t_conn + 1000000;
+    int64_t next_rss = 0;
     int beat = 0;
     int ramped = 0;
 
@@ -1979,6 +2005,13 @@ int main(int argc, char **argv)
         }
         if (S.nheld)
             send_held(t);
+        if (S.server_pid && t >= next_rss) {
+            long r = proc_rss_kb(S.server_pid);
+
+            if (r > S.rss_peak)
+                S.rss_peak = r;
+            next_rss = t + 200000;
+        }
         /* supabase: each connection's heartbeat every HEARTBEAT_S, spread over the seconds. */
         if (S.mode == MODE_SUPABASE && t >= next_beat) {
             for (int i = beat % HEARTBEAT_S; i < S.opened; i += HEARTBEAT_S)
@@ -2074,6 +2107,7 @@ int main(int argc, char **argv)
            S.snapshots, S.stray, S.errors, S.msgs, S.frames, S.bytes, rss0, rss_ready, per_conn,
            rss_end, cpu_self, cpu_srv, run_s, S.create_failed, S.replayed, S.churned, S.reconnects,
            S.http_errors, S.jobs_created, S.jobs_done[0], S.jobs_done[1], S.jobs_done[2]);
+    printf(" stalled=%d rss_peak_kb=%ld", S.nstalled, S.rss_peak);
     printf(" rss_joined_kb=%ld rss_joined_per_conn_kb=%.3f joins_ok=%" PRIu64
            " join_errors=%" PRIu64 " channel_errors=%" PRIu64 " heartbeats=%" PRIu64
            " heartbeat_replies=%" PRIu64,
