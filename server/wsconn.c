@@ -350,6 +350,18 @@ static void mem_let_go(jw_wsconns *s, jw_wsmsg *msg)
         s->mem->used -= msg_cost(msg);
 }
 
+/*
+ * lws holds bytes of c's last write and nothing else is queued: its WRITEABLE
+ * callback, which lws makes only once it has sent them, says when they stop
+ * counting. Not marked want_write: a round may still write c directly as soon
+ * as lws holds nothing (it checks).
+ */
+static void ask_when_drained(jw_wsconn *c)
+{
+    if (!c->want_write)
+        c->set->io->ask_writable(c->wsi);
+}
+
 /* lws may hold n bytes of c's last write (it sends them before calling WRITEABLE). */
 static void held_set(jw_wsconn *c, size_t n)
 {
@@ -807,9 +819,10 @@ static int write_some(jw_wsconn *c)
             return -1;
         sent += (size_t)n;
     } while (!s->gather && c->qhead && sent < JW_WSCONN_FRAME && !s->io->backed_up(c->wsi));
-    /* lws_held: the callback also says lws' copy is gone (and uncounted). */
-    if (c->qhead || c->closing || owes(c) || c->lws_held)
+    if (c->qhead || c->closing || owes(c))
         jw_wsconn_want_write(c);
+    else if (c->lws_held)
+        ask_when_drained(c);
     return 0;
 }
 
@@ -917,8 +930,10 @@ static void direct_done(jw_wsjob *j)
     }
     s->stats.direct_writes++;
     written(c, j->n, j->frames, j->payload);
-    if (c->qhead || owes(c) || c->lws_held)
+    if (c->qhead || owes(c))
         jw_wsconn_want_write(c);
+    else if (c->lws_held)
+        ask_when_drained(c);
 }
 
 /* c's round write is a direct one: its socket, or -1. */
@@ -962,6 +977,8 @@ static void flush_round(jw_wsconns *s)
         dirty_unlink(c);
         if (ended(c))
             continue;
+        if (c->lws_held && !s->io->backed_up(c->wsi))
+            held_set(c, 0); /* lws has sent them */
         /* Behind a pending callback, lws' own leftovers, a ping or a close: the
          * callback writes it, in order. */
         if (c->closing || c->want_write || c->ping_owed || s->io->backed_up(c->wsi)) {
