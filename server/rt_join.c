@@ -16,14 +16,24 @@ static void forget_read(rconn *c, const jw_read *r);
 
 /* ---- joining ---------------------------------------------------------------------- */
 
-/* Answers the phx_join ok: the bindings echoed by index, then the system message. */
+/*
+ * Answers the phx_join ok, once: the bindings echoed by index, then the system
+ * message. The echo and the join's ref are needed for nothing else, so they go
+ * (about 1 KB a channel, for as long as it lives).
+ */
 static void answer_ok(channel *ch)
 {
-    json_t *resp = json_pack("{s:O}", "postgres_changes", ch->reply);
+    json_t *resp;
 
+    if (ch->answered)
+        return;
+    resp = json_pack("{s:o}", "postgres_changes", ch->reply);
+    ch->reply = NULL;
     ch->answered = true;
     rt_send_phx(ch->c, ch->join_ref, ch->join_ref_v, ch->topic, "phx_reply",
                 json_pack("{s:s, s:o}", "status", "ok", "response", resp));
+    json_decref(ch->join_ref_v);
+    ch->join_ref_v = NULL;
     if (ch->nb)
         rt_send_system(ch, "ok", "postgres_changes", "Subscribed to PostgreSQL");
 }
