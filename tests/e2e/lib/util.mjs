@@ -51,6 +51,18 @@ export function env() {
 export const uuid = () => crypto.randomUUID();
 export const randomHex = (bytes) => crypto.randomBytes(bytes).toString('hex');
 
+// The largest sum of sizes.get(id) over any n consecutive ids (a missing id counts 0): what a
+// client can have had unread when a job starts only once all but the n - 1 newest were read.
+export function maxWindowSum(sizes, ids, n) {
+  let most = 0;
+  for (let i = 0; i < ids.length; i++) {
+    let sum = 0;
+    for (let k = Math.max(0, i - n + 1); k <= i; k++) sum += sizes.get(ids[k]) || 0;
+    most = Math.max(most, sum);
+  }
+  return most;
+}
+
 // Runs fn with at most n in flight.
 export async function pool(items, n, fn) {
   const out = new Array(items.length);

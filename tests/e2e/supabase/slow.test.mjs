@@ -21,7 +21,7 @@
 
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { Server, journal, sleep } from '../lib/index.mjs';
+import { Server, journal, maxWindowSum, sleep } from '../lib/index.mjs';
 import { journalRows, subscribe, supabase, until } from './lib.mjs';
 
 const BOUND = 1048576;
@@ -111,13 +111,7 @@ test('a paused reader is told to rejoin, not dropped; a reading client misses no
 
   // The load's construction: what the reading client had not read yet never passed a quarter
   // of the bound (any IN_FLIGHT consecutive jobs' job_runs changes).
-  const by = jobRunsBytes(fast);
-  let unread = 0;
-  for (let i = 0; i < jobs.length; i++) {
-    let sum = 0;
-    for (let k = Math.max(0, i - IN_FLIGHT + 1); k <= i; k++) sum += by.get(jobs[k]) || 0;
-    unread = Math.max(unread, sum);
-  }
+  const unread = maxWindowSum(jobRunsBytes(fast), jobs, IN_FLIGHT);
   assert.ok(unread <= BOUND / 4, `the load's construction: at most ${unread} bytes were ever unread by the reading client, a quarter of the ${BOUND}-byte bound at most`);
 
   // supabase-js sees the error and joins again by itself, on the same socket.

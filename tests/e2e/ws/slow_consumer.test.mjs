@@ -32,7 +32,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import {
-  Client, JobView, Server, TERMINAL, assertCleanStream, diffState, settle, sleep,
+  Client, JobView, Server, TERMINAL, assertCleanStream, diffState, maxWindowSum, settle, sleep,
 } from '../lib/index.mjs';
 
 const TX = Number(process.env.JW_E2E_SLOW_TX || 8);
@@ -70,14 +70,7 @@ function bytesPerJob(client, pred = () => true) {
 // The most a reading client can have had unread when the load is paced by it: the bytes of
 // any `inFlight` consecutive jobs, the most that are ever started and not yet read.
 function maxUnread(client, ids, inFlight) {
-  const by = bytesPerJob(client);
-  let most = 0;
-  for (let i = 0; i < ids.length; i++) {
-    let sum = 0;
-    for (let k = Math.max(0, i - inFlight + 1); k <= i; k++) sum += by.get(ids[k]) || 0;
-    most = Math.max(most, sum);
-  }
-  return most;
+  return maxWindowSum(bytesPerJob(client), ids, inFlight);
 }
 
 const MiB = (n) => (n / 1048576).toFixed(1);
