@@ -428,7 +428,9 @@ size_t jw_wsmem_enforce(jw_wsmem *m)
     victim *v = NULL;
     int64_t t0;
 
-    if (!m->limit || m->used <= m->limit || m->enforcing)
+    if (m->used <= m->limit)
+        m->stuck_at = 0;
+    if (!m->limit || m->used <= m->limit || m->enforcing || m->used <= m->stuck_at)
         return 0;
     t0 = m->clock();
     m->enforcing = true;
@@ -460,6 +462,9 @@ size_t jw_wsmem_enforce(jw_wsmem *m)
         shed++;
     }
     free(v);
+    /* Still over: what is left cannot be shed (replies, lws' copies). No walk over every
+     * connection at each round until it grows by an eighth of the limit. */
+    m->stuck_at = m->used > m->limit ? m->used + m->limit / 8 : 0;
     m->sheds += shed;
     m->passes++;
     m->unlogged_sheds += shed;

@@ -154,6 +154,7 @@ typedef struct jw_wsmem {
     jw_timers *timers; /* where the deferred check is armed; NULL: only at a round's end */
     jw_timer check;
     bool enforcing;
+    size_t stuck_at;        /* a pass left it over the limit: no pass again until past this; 0 */
     int64_t (*clock)(void); /* for the log's rate limit: jw_mono_us */
     int64_t logged_us;      /* when the last "shed" line went out; 0: never */
     uint64_t unlogged_sheds, unlogged_passes;
@@ -165,7 +166,9 @@ void jw_wsmem_init(jw_wsmem *m, size_t limit, jw_timers *timers);
 void jw_wsmem_release(jw_wsmem *m);
 /*
  * If over the limit, sheds the connections furthest behind until under three
- * quarters of it (or none is left to shed); how many were shed.
+ * quarters of it (or none is left to shed); how many were shed. After a pass
+ * that could not get under the limit, none runs until the total grew by an
+ * eighth of the limit (or fell under it).
  */
 size_t jw_wsmem_enforce(jw_wsmem *m);
 

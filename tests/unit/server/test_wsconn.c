@@ -1777,6 +1777,20 @@ static void test_mem_sheds_furthest_behind(void **state)
     assert_int_equal(jw_wsmem_enforce(&mem), 1);
     assert_int_equal(c[2].qcounted, 0);
     assert_int_equal(mem.passes, 2);
+    /* Over it with replies alone: a pass sheds nothing, and the next rounds walk nothing
+     * until the total has grown by an eighth of the limit. */
+    put_n(&c[3], 2000, false);
+    assert_true(mem.used > 8000);
+    assert_int_equal(jw_wsmem_enforce(&mem), 0);
+    assert_int_equal(mem.passes, 3);
+    put_n(&c[0], 500, true);
+    assert_int_equal(jw_wsmem_enforce(&mem), 0);
+    assert_int_equal(mem.passes, 3);
+    assert_int_equal(c[0].qcounted, 1);
+    put_n(&c[0], 600, true);
+    assert_int_equal(jw_wsmem_enforce(&mem), 1);
+    assert_int_equal(mem.passes, 4);
+    assert_int_equal(c[0].qcounted, 0);
     for (int i = 0; i < 4; i++)
         jw_wsconn_closed(&c[i]);
     assert_int_equal(mem.used, 0);
