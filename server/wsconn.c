@@ -455,7 +455,8 @@ size_t jw_wsmem_enforce(jw_wsmem *m)
             v[n++] = (victim){c, c->qbytes};
         }
     }
-    qsort(v, n, sizeof(*v), victim_cmp);
+    if (n) /* qsort's array may not be NULL, even empty */
+        qsort(v, n, sizeof(*v), victim_cmp);
     low = m->limit - m->limit / 4;
     for (size_t i = 0; i < n && m->used > low; i++) {
         v[i].c->set->shed(v[i].c);
