@@ -522,7 +522,7 @@ int jw_app_new(jw_app **out, const jw_config *cfg, struct lws_context *ctx, stru
     app->sv.engine = jw_engine_new(&ecfg, &ports);
     app->sv.inbox = jw_inbox_new(cfg, app->sv.engine, store, app->timers);
     app->sv.limits = jw_limits_new(cfg);
-    app->sv.fanout = jw_fanout_new(cfg->fanout_threads);
+    app->sv.fanout = jw_fanout_new(cfg->fanout_threads, wake_loop, app->ctx);
     if (!app->sv.fanout) {
         snprintf(err, errlen, "cannot start %d fan-out threads", cfg->fanout_threads);
         rc = JW_EIO;
@@ -671,6 +671,9 @@ void jw_app_drain(jw_app *app)
     /* Every committed batch of this round first, then one write per connection. */
     jw_ws_hold(app->ws);
     jw_rt_hold(app->rt);
+    /* Writes the helpers finished: what their connections were given meanwhile joins
+     * this round. */
+    jw_fanout_drain(app->sv.fanout);
     jw_store_drain(app->sv.store, on_commit, app);
     check_node(app);
     if (app->adopt_later && json_array_size(app->adopt_later)) {
@@ -723,6 +726,10 @@ void jw_app_stop(jw_app *app)
     app->sim_port = NULL;
     jw_http_provider_free(app->http_provider);
     app->http_provider = NULL;
+    /* Nor may the fan-out helpers: their writes under way finish, and later ones (at
+     * the context's destruction) are drained as the endpoints are freed. */
+    jw_fanout_finish(app->sv.fanout);
+    jw_fanout_set_wake(app->sv.fanout, NULL, NULL);
 }
 
 void jw_app_free(jw_app *app)

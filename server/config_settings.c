@@ -305,9 +305,10 @@ const struct config__setting config__settings[] = {
         .env = "JOBWIRE_FANOUT_THREADS",
         .metavar = "N",
         .def = "1",
-        .help = "Helper threads that share a publish round's socket writes with the loop "
-                "thread (both WebSocket endpoints, plain TCP), 0..64; 0: the loop thread "
-                "writes alone. Up to one less than the cores is useful.",
+        .help = "Helper threads that take a publish round's socket writes off the loop "
+                "thread, which goes on meanwhile (both WebSocket endpoints, plain TCP), "
+                "0..64; 0: the loop thread writes alone. Up to one less than the cores is "
+                "useful.",
         INT_ROW(fanout_threads, 0, 64, "threads"),
     },
     {

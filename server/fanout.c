@@ -1,13 +1,11 @@
 /*
- * fanout.c - helper threads sharing a batch of work with the loop thread
- * (see fanout.h).
+ * fanout.c - helper threads that take batches off the loop thread (see
+ * fanout.h).
  *
- * One mutex guards the run's description (fn, ctx, n), its generation and
- * the count of helpers inside it; items are claimed with an atomic counter.
- * A helper that wakes late, after its run ended, still registers as busy
- * before it looks at the counter, and a new run is set up only once no
- * helper is busy: so a late helper either finds its old run exhausted or
- * joins the new one, never mixes the two.
+ * One mutex guards the two lists: batches with items left to claim (todo),
+ * and batches whose every item returned (done), for the loop thread to
+ * drain. A batch's counters (claimed, left) are the mutex's too: a chunk of
+ * 8 sends costs tens of microseconds, its two lock round-trips little.
  */
 #include "fanout.h"
 
@@ -16,11 +14,18 @@
 
 #include <pthread.h>
 #include <signal.h>
-#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
 
-#define CHUNK 8 /* items claimed at once: few trips to the counter, little left waiting */
+#define CHUNK 8 /* items claimed at once: few trips to the lock, little left waiting */
+
+typedef struct batch {
+    struct batch *next;
+    jw_fanout_fn *fn;
+    jw_fanout_done_fn *done;
+    void *ctx;
+    size_t n, claimed, left;
+} batch;
 
 typedef struct helper {
     jw_fanout *pool;
@@ -30,73 +35,79 @@ typedef struct helper {
 
 struct jw_fanout {
     pthread_mutex_t mu;
-    pthread_cond_t work; /* a new run, or stop */
-    pthread_cond_t done; /* busy fell to 0 */
-    unsigned gen;        /* runs started */
+    pthread_cond_t work; /* a batch to take, or stop */
+    pthread_cond_t idle; /* unfinished fell to 0 */
     bool stop;
-    int busy; /* helpers inside a run */
-    jw_fanout_fn *fn;
-    void *ctx;
-    size_t n;
-    atomic_size_t next; /* the next unclaimed item */
+    batch *todo_head, *todo_tail; /* items left to claim, oldest first */
+    batch *done_head, *done_tail; /* finished, not yet drained */
+    size_t unfinished;            /* submitted, some item not returned yet */
+    void (*wake)(void *arg);
+    void *wake_arg;
     int nhelpers;
     helper *helpers;
 };
-
-/* Takes chunks of the current run until none is left. */
-static void take(jw_fanout *p, jw_fanout_fn *fn, void *ctx, size_t n, int worker)
-{
-    for (;;) {
-        size_t i = atomic_fetch_add_explicit(&p->next, CHUNK, memory_order_relaxed);
-        size_t end = i + CHUNK < n ? i + CHUNK : n;
-
-        if (i >= n)
-            return;
-        for (; i < end; i++)
-            fn(ctx, i, worker);
-    }
-}
 
 static void *helper_main(void *arg)
 {
     helper *h = arg;
     jw_fanout *p = h->pool;
-    unsigned seen = 0;
 
     pthread_mutex_lock(&p->mu);
     for (;;) {
-        jw_fanout_fn *fn;
-        void *ctx;
-        size_t n;
+        batch *b;
+        size_t i, end;
+        bool wake;
 
-        while (!p->stop && p->gen == seen)
+        while (!p->stop && !p->todo_head)
             pthread_cond_wait(&p->work, &p->mu);
-        if (p->stop)
-            break;
-        seen = p->gen;
-        p->busy++;
-        fn = p->fn;
-        ctx = p->ctx;
-        n = p->n;
+        if (!p->todo_head)
+            break; /* stop, and nothing left */
+        b = p->todo_head;
+        i = b->claimed;
+        end = i + CHUNK < b->n ? i + CHUNK : b->n;
+        b->claimed = end;
+        if (end == b->n && !(p->todo_head = b->next))
+            p->todo_tail = NULL;
         pthread_mutex_unlock(&p->mu);
-        take(p, fn, ctx, n, h->index);
+        for (size_t k = i; k < end; k++)
+            b->fn(b->ctx, k, h->index);
         pthread_mutex_lock(&p->mu);
-        if (--p->busy == 0)
-            pthread_cond_signal(&p->done);
+        b->left -= end - i;
+        if (b->left > 0)
+            continue;
+        b->next = NULL;
+        wake = !p->done_head; /* one wake-up for a run of batches the loop has not drained */
+        if (p->done_tail)
+            p->done_tail->next = b;
+        else
+            p->done_head = b;
+        p->done_tail = b;
+        if (wake && p->wake) {
+            void (*wake_fn)(void *) = p->wake;
+            void *wake_arg = p->wake_arg;
+
+            pthread_mutex_unlock(&p->mu);
+            wake_fn(wake_arg);
+            pthread_mutex_lock(&p->mu);
+        }
+        /* Only now: jw_fanout_finish's caller may take the wake's target away. */
+        if (--p->unfinished == 0)
+            pthread_cond_broadcast(&p->idle);
     }
     pthread_mutex_unlock(&p->mu);
     return NULL;
 }
 
-jw_fanout *jw_fanout_new(int helpers)
+jw_fanout *jw_fanout_new(int helpers, void (*wake)(void *arg), void *wake_arg)
 {
     jw_fanout *p = jw_xcalloc(1, sizeof(*p));
     sigset_t old;
 
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->work, NULL);
-    pthread_cond_init(&p->done, NULL);
-    atomic_init(&p->next, 0);
+    pthread_cond_init(&p->idle, NULL);
+    p->wake = wake;
+    p->wake_arg = wake_arg;
     if (helpers <= 0)
         return p;
     p->helpers = jw_xcalloc((size_t)helpers, sizeof(*p->helpers));
@@ -125,6 +136,7 @@ void jw_fanout_free(jw_fanout *p)
 {
     if (!p)
         return;
+    jw_fanout_finish(p);
     pthread_mutex_lock(&p->mu);
     p->stop = true;
     pthread_cond_broadcast(&p->work);
@@ -132,10 +144,20 @@ void jw_fanout_free(jw_fanout *p)
     for (int i = 0; i < p->nhelpers; i++)
         pthread_join(p->helpers[i].thread, NULL);
     free(p->helpers);
-    pthread_cond_destroy(&p->done);
+    pthread_cond_destroy(&p->idle);
     pthread_cond_destroy(&p->work);
     pthread_mutex_destroy(&p->mu);
     free(p);
+}
+
+void jw_fanout_set_wake(jw_fanout *p, void (*wake)(void *arg), void *wake_arg)
+{
+    if (!p)
+        return;
+    pthread_mutex_lock(&p->mu);
+    p->wake = wake;
+    p->wake_arg = wake_arg;
+    pthread_mutex_unlock(&p->mu);
 }
 
 int jw_fanout_helpers(const jw_fanout *p)
@@ -143,36 +165,73 @@ int jw_fanout_helpers(const jw_fanout *p)
     return p ? p->nhelpers : 0;
 }
 
-void jw_fanout_run(jw_fanout *p, size_t n, jw_fanout_fn *fn, void *ctx)
+void jw_fanout_submit(jw_fanout *p, size_t n, jw_fanout_fn *fn, jw_fanout_done_fn *done, void *ctx)
 {
+    batch *b;
     size_t wake;
 
-    if (n == 0)
-        return;
-    if (!p || p->nhelpers == 0) {
+    if (!p || p->nhelpers == 0 || n == 0) {
         for (size_t i = 0; i < n; i++)
             fn(ctx, i, 0);
+        done(ctx);
         return;
     }
+    b = jw_xcalloc(1, sizeof(*b));
+    b->fn = fn;
+    b->done = done;
+    b->ctx = ctx;
+    b->n = b->left = n;
     pthread_mutex_lock(&p->mu);
-    /* A helper that woke after the last run ended may still be leaving it. */
-    while (p->busy > 0)
-        pthread_cond_wait(&p->done, &p->mu);
-    p->fn = fn;
-    p->ctx = ctx;
-    p->n = n;
-    atomic_store_explicit(&p->next, 0, memory_order_relaxed);
-    p->gen++;
-    /* As many helpers as there are chunks beyond the caller's first. */
-    wake = (n - 1) / CHUNK < (size_t)p->nhelpers ? (n - 1) / CHUNK : (size_t)p->nhelpers;
+    if (p->todo_tail)
+        p->todo_tail->next = b;
+    else
+        p->todo_head = b;
+    p->todo_tail = b;
+    p->unfinished++;
+    /* As many helpers as the batch has chunks. */
+    wake = (n + CHUNK - 1) / CHUNK < (size_t)p->nhelpers ? (n + CHUNK - 1) / CHUNK
+                                                         : (size_t)p->nhelpers;
     while (wake-- > 0)
         pthread_cond_signal(&p->work);
     pthread_mutex_unlock(&p->mu);
+}
 
-    take(p, fn, ctx, n, 0);
+size_t jw_fanout_drain(jw_fanout *p)
+{
+    batch *b;
+    size_t n = 0;
 
+    if (!p)
+        return 0;
     pthread_mutex_lock(&p->mu);
-    while (p->busy > 0)
-        pthread_cond_wait(&p->done, &p->mu);
+    b = p->done_head;
+    p->done_head = p->done_tail = NULL;
     pthread_mutex_unlock(&p->mu);
+    while (b) {
+        batch *next = b->next;
+
+        b->done(b->ctx);
+        free(b);
+        b = next;
+        n++;
+    }
+    return n;
+}
+
+void jw_fanout_finish(jw_fanout *p)
+{
+    bool more;
+
+    if (!p)
+        return;
+    do { /* a batch's done may hand over another */
+        pthread_mutex_lock(&p->mu);
+        while (p->unfinished > 0)
+            pthread_cond_wait(&p->idle, &p->mu);
+        pthread_mutex_unlock(&p->mu);
+        jw_fanout_drain(p);
+        pthread_mutex_lock(&p->mu);
+        more = p->unfinished > 0 || p->done_head;
+        pthread_mutex_unlock(&p->mu);
+    } while (more);
 }

@@ -1,26 +1,23 @@
 /*
- * fanout.h - helper threads that share one batch of independent work with the
+ * fanout.h - helper threads that take batches of independent work off the
  * loop thread: a publish round's socket writes (wsconn.c).
  *
  * What it does
- *   jw_fanout_run(pool, n, fn, ctx) calls fn(ctx, i, worker) once for every i
- *   in 0..n-1 and returns when all n calls have returned. The calling thread
- *   takes items too, so a run does not depend on a helper waking up: a helper
- *   not scheduled before the items run out takes none, and the caller waits
- *   only for chunks a helper did take (and, at the next run's start, for a
- *   helper that woke late to leave the last one empty-handed). Items are
- *   taken in chunks of 8 from a shared counter; the order among them is not
- *   kept, so fn must touch only item i and worker's own scratch (worker is 0
- *   for the caller, 1..helpers for the helpers). A run wakes only as many
- *   helpers as there are chunks beyond the caller's first.
- *
- *   While a run is under way the caller does nothing else, so the items may
- *   read (never write) loop-thread state, and nothing else writes it:
- *   everything fn wrote is visible to the caller once run returns.
+ *   jw_fanout_submit(pool, n, fn, done, ctx) hands a batch to the helpers
+ *   and returns at once: they call fn(ctx, i, worker) once for every i in
+ *   0..n-1, then done(ctx) runs on the loop thread, from jw_fanout_drain.
+ *   The loop thread goes on with its own work (the engine, lws) meanwhile:
+ *   it never waits for a batch. Batches are taken in the order they were
+ *   submitted, each in chunks of 8 items by whichever helper is free; the
+ *   order among a batch's items is not kept. fn must touch only item i,
+ *   worker's own scratch (worker is 1..helpers) and what no other thread
+ *   writes until done runs. A helper that finishes a batch's last chunk
+ *   wakes the loop thread (the wake function, lws_cancel_service in the
+ *   server) once for a run of batches finished before it drains them.
  *
  * Threads
- *   jw_fanout_new / run / free: one thread (the loop). The helpers are the
- *   pool's own; they block between runs.
+ *   jw_fanout_new / submit / drain / finish / free: one thread (the loop).
+ *   The helpers are the pool's own; they block between batches.
  */
 #ifndef JW_FANOUT_H
 #define JW_FANOUT_H
@@ -30,21 +27,32 @@
 typedef struct jw_fanout jw_fanout;
 
 /*
- * A publish round's writes are shared with the helpers from this many on: a
- * send costs a few microseconds, waking a helper about as much as a few sends.
+ * A publish round's writes are handed to the helpers from this many on: a
+ * send costs a few microseconds, waking a helper (and the loop thread after
+ * it) about as much as a few sends.
  */
 #define JW_FANOUT_MIN_WRITES 16
 
 typedef void jw_fanout_fn(void *ctx, size_t i, int worker);
+typedef void jw_fanout_done_fn(void *ctx);
 
-/* A pool of `helpers` threads (0: runs are the caller's alone); NULL if a thread failed to start.
+/*
+ * A pool of `helpers` threads (0: none; submit then runs a batch at once on
+ * the caller); wake(arg) (may be NULL) tells the loop thread that batches
+ * are done. NULL if a thread failed to start.
  */
-jw_fanout *jw_fanout_new(int helpers);
-/* Stops and joins the helpers. NULL is ignored. */
+jw_fanout *jw_fanout_new(int helpers, void (*wake)(void *arg), void *wake_arg);
+/* Who is woken when batches are done from now on (NULL: nobody; before a context goes). */
+void jw_fanout_set_wake(jw_fanout *p, void (*wake)(void *arg), void *wake_arg);
+/* Waits for every batch (jw_fanout_finish), then stops and joins the helpers. NULL is ignored. */
 void jw_fanout_free(jw_fanout *p);
-/* The helpers' count: workers are numbered 0..helpers. 0 for NULL. */
+/* The helpers' count: workers are numbered 1..helpers. 0 for NULL. */
 int jw_fanout_helpers(const jw_fanout *p);
-/* Calls fn(ctx, i, worker) for each i < n, the caller taking part; returns when all are done. */
-void jw_fanout_run(jw_fanout *p, size_t n, jw_fanout_fn *fn, void *ctx);
+/* Hands the batch over (see above); n may be 0. Without helpers, runs it and done now. */
+void jw_fanout_submit(jw_fanout *p, size_t n, jw_fanout_fn *fn, jw_fanout_done_fn *done, void *ctx);
+/* Calls done of every batch finished since the last drain, in the order they finished. */
+size_t jw_fanout_drain(jw_fanout *p);
+/* Waits until every batch submitted has finished, and drains (shutdown; tests). */
+void jw_fanout_finish(jw_fanout *p);
 
 #endif

@@ -26,6 +26,7 @@
 #include "app.h"
 #include "config.h"
 #include "http.h"
+#include "wire.h"
 
 #include "jw_error.h"
 #include "jw_log.h"
@@ -252,7 +253,21 @@ static const lws_retry_bo_t idle_policy = {
     .retry_ms_table_count = 1,
 };
 
-/* Every connection is a descriptor: take all the process may have (lws sizes its tables by it). */
+/* The open-file limit as jobwire sizes by it (at most 2^20 descriptors). */
+static long open_file_limit(void)
+{
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return 1024;
+    return rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > 1048576 ? 1048576 : (long)rl.rlim_cur;
+}
+
+/*
+ * Every connection is a descriptor: take all the process may have (lws sizes
+ * its tables by it), and size the WebSocket write gates' table by it, before
+ * any thread that may call send() starts.
+ */
 static void raise_open_file_limit(void)
 {
     struct rlimit rl;
@@ -262,6 +277,7 @@ static void raise_open_file_limit(void)
         if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
             jw_log_warn("cannot raise the open-file limit: %s", strerror(errno));
     }
+    jw_wire_init((int)open_file_limit());
 }
 
 /*
@@ -271,16 +287,13 @@ static void raise_open_file_limit(void)
  */
 static void set_connection_ceiling(const jw_config *cfg, jw_http_ctx *hctx)
 {
-    struct rlimit rl;
-    long limit = 1024, reserve, base = 0, ceiling;
+    long limit = open_file_limit(), reserve, base = 0, ceiling;
     int probe = open("/dev/null", O_RDONLY | O_CLOEXEC);
 
     if (probe >= 0) {
         base = probe; /* the lowest free descriptor: all below it are in use */
         close(probe);
     }
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0)
-        limit = rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > 1048576 ? 1048576 : (long)rl.rlim_cur;
     reserve = limit / 8 < 16 ? 16 : limit / 8 > 256 ? 256 : limit / 8;
     ceiling = base + cfg->max_connections;
     if (ceiling > limit - reserve)
@@ -581,6 +594,7 @@ out:
     hctx.store = NULL;
     jw_store_free(store);
     jw_map_release(&hctx.deferred);
+    jw_wire_shutdown(); /* every thread that sends has been joined */
     if (!status)
         jw_log_info("stopped");
     jw_config_release(&cfg);

@@ -375,13 +375,13 @@ void jw_metrics_handle(void *arg, jw_http_ctx *ctx, jw_http_request *req)
              "process' queued output passed --ws-max-queue-total, the furthest behind first.",
              (double)(m->sv->wsmem ? m->sv->wsmem->sheds : 0)},
             {"jobwire_fanout_threads", "gauge",
-             "Helper threads sharing publish rounds' socket writes (--fanout-threads).",
+             "Helper threads taking publish rounds' socket writes (--fanout-threads).",
              (double)jw_fanout_helpers(m->sv->fanout)},
             {"jobwire_fanout_direct_writes_total", "counter",
              "Publish-round writes jobwire sent to a plain-TCP socket itself, both endpoints.",
              (double)(ws.direct_writes + rt.direct_writes)},
             {"jobwire_fanout_parallel_rounds_total", "counter",
-             "Publish rounds whose writes were shared with the helper threads, both endpoints.",
+             "Publish rounds whose writes were handed to the helper threads, both endpoints.",
              (double)(ws.parallel_rounds + rt.parallel_rounds)},
         };
 

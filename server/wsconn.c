@@ -5,6 +5,7 @@
 #include "wsconn.h"
 
 #include "fanout.h"
+#include "wire.h"
 #include "ws_rx.h"
 
 #include "jw_log.h"
@@ -132,6 +133,29 @@ const jw_wsconn_io jw_wsconn_lws_io = {
 
 /* ---- the set ------------------------------------------------------------------------ */
 
+/*
+ * One write of a connection jobwire writes itself: the messages it carries
+ * are off the queue, the write's until it returns (on a helper, they are
+ * read there while the loop thread goes on with the queue).
+ */
+struct jw_wsjob {
+    jw_wsconn *c;         /* loop thread only: NULL once c closed */
+    struct jw_wire *wire; /* a reference of the write's */
+    jw_wsq *first, *last; /* the messages, NULL-terminated */
+    size_t n, counted;    /* their count; the counted ones */
+    size_t cost;          /* their bytes under the bound (c->fbytes) */
+    size_t frames, payload;
+    jw_wire_result result;
+    int err;
+};
+
+/* A round's writes, handed to helpers or made at once. */
+struct jw_wsround {
+    jw_wsconns *s;
+    size_t n, cap;
+    jw_wsjob *jobs;
+};
+
 void jw_wsconns_init(jw_wsconns *s, const char *name, bool gather, size_t max_queue)
 {
     memset(s, 0, sizeof(*s));
@@ -180,11 +204,16 @@ void jw_wsconns_set_liveness(jw_wsconns *s, jw_timers *timers, int64_t ping_us)
     s->ping_us = ping_us;
 }
 
+static void round_free(jw_wsround *r);
+
 void jw_wsconns_release(jw_wsconns *s)
 {
+    while (s->rounds_out > 0) /* its writes still with helpers */
+        jw_fanout_finish(s->pool);
     jw_map_release(&s->conns);
     scratch_release(s);
-    free(s->jobs);
+    round_free(s->round);
+    s->round = NULL;
 }
 
 static void dirty_unlink(jw_wsconn *c)
@@ -217,6 +246,7 @@ void jw_wsconn_open(jw_wsconns *s, jw_wsconn *c, struct lws *wsi)
     snprintf(c->key, sizeof(c->key), "%" PRIu64, c->id);
     jw_map_put(&s->conns, c->key, c);
     c->open = true;
+    c->wire = s->io->direct_fd ? jw_wire_open(s->io->direct_fd(wsi)) : NULL;
     s->stats.connections++;
     if (s->timers && s->io->ping) {
         c->heard_us = s->clock();
@@ -231,6 +261,11 @@ void jw_wsconn_closed(jw_wsconn *c)
     if (c->set->timers)
         jw_timers_cancel(c->set->timers, &c->live);
     dirty_unlink(c);
+    if (c->job) /* in flight: its messages are freed when the write comes back */
+        c->job->c = NULL;
+    c->job = NULL;
+    jw_wire_close(c->wire); /* before lws closes the socket; waits for a send under way */
+    c->wire = NULL;
     jw_wsconn_drop_all(c);
     held_set(c, 0);
     jw_map_del(&c->set->conns, c->key);
@@ -552,7 +587,7 @@ void jw_wsconn_push(jw_wsconn *c, jw_wsmsg *pre, jw_wsmsg *m, const void *tag, b
 
 bool jw_wsconn_fits(const jw_wsconn *c, size_t len)
 {
-    return c->qbytes + cost(c->set, len) <= c->set->max_queue;
+    return c->qbytes + c->fbytes + cost(c->set, len) <= c->set->max_queue;
 }
 
 /* Drops the counted entries, or those tagged tag; how many. */
@@ -689,28 +724,56 @@ static void written(jw_wsconn *c, size_t n, size_t frames, size_t bytes)
         c->qtail = NULL;
 }
 
+static size_t header_len(size_t len)
+{
+    return len < 126 ? 2 : len <= 0xffff ? 4 : 10;
+}
+
 /* A server frame's header (RFC 6455 5.2): FIN, text, unmasked, the length. */
 static void add_frame_header(jw_buf *f, size_t len)
 {
     unsigned char h[10];
-    size_t n;
+    size_t n = header_len(len);
 
     h[0] = 0x81;
-    if (len < 126) {
+    if (n == 2) {
         h[1] = (unsigned char)len;
-        n = 2;
-    } else if (len <= 0xffff) {
+    } else if (n == 4) {
         h[1] = 126;
         h[2] = (unsigned char)(len >> 8);
         h[3] = (unsigned char)len;
-        n = 4;
     } else {
         h[1] = 127;
         for (int i = 0; i < 8; i++)
             h[2 + i] = (unsigned char)((uint64_t)len >> (56 - 8 * i));
-        n = 10;
     }
     jw_buf_add(f, (const char *)h, n);
+}
+
+/*
+ * How many entries from e on one write carries (at least one): up to
+ * JW_WSCONN_FRAME bytes of messages gathered into one frame ('\n'-separated),
+ * or whole frames, one message each, as many as fit in JW_WSCONN_FRAME bytes
+ * (one send for a burst of Phoenix messages rather than one each).
+ */
+static size_t batch_count(const jw_wsconns *s, const jw_wsq *e)
+{
+    size_t n = 0, bytes = 0;
+
+    for (; e; e = e->next, n++) {
+        size_t len = entry_len(e);
+
+        if (s->gather) {
+            if (n && bytes + 1 + len > JW_WSCONN_FRAME)
+                break;
+            bytes += (n ? 1 : 0) + len;
+        } else {
+            if (n && bytes + len + 10 > JW_WSCONN_FRAME)
+                break;
+            bytes += header_len(len) + len;
+        }
+    }
+    return n;
 }
 
 /* What one write carries: queue entries, frames, payload bytes. */
@@ -719,28 +782,24 @@ typedef struct carried {
 } carried;
 
 /*
- * The front of c's queue as one gathered frame ('\n'-separated messages, up
- * to JW_WSCONN_FRAME bytes, at least one message) into f after LWS_PRE bytes:
- * the payload alone for lws_write to frame, or with its header.
+ * n entries from e as one gathered frame into f after LWS_PRE bytes: the
+ * payload alone for lws_write to frame, or with its header. Reads the
+ * entries and their messages only.
  */
-static carried build_gathered(const jw_wsconn *c, jw_buf *f, bool header)
+static carried build_gathered(const jw_wsq *e, size_t n, jw_buf *f, bool header)
 {
-    carried w = {0, 1, 0};
-    const jw_wsq *e, *end;
+    carried w = {n, 1, 0};
+    const jw_wsq *p = e;
 
-    for (e = c->qhead; e && (w.n == 0 || w.payload + entry_len(e) + 1 <= JW_WSCONN_FRAME);
-         e = e->next) {
-        w.payload += (w.n ? 1 : 0) + entry_len(e);
-        w.n++;
-    }
-    end = e;
+    for (size_t i = 0; i < n; i++, p = p->next)
+        w.payload += (i ? 1 : 0) + entry_len(p);
     jw_buf_reset(f);
     jw_buf_grow(f, LWS_PRE + 10 + w.payload);
     f->len = LWS_PRE;
     if (header)
         add_frame_header(f, w.payload);
-    for (e = c->qhead; e != end; e = e->next) {
-        if (e != c->qhead)
+    for (size_t i = 0; i < n; i++, e = e->next) {
+        if (i)
             jw_buf_addch(f, '\n');
         if (e->pre)
             jw_buf_add(f, e->pre->data, e->pre->len);
@@ -749,44 +808,38 @@ static carried build_gathered(const jw_wsconn *c, jw_buf *f, bool header)
     return w;
 }
 
-/*
- * The front of c's queue as whole frames, one message each, as many as fit in
- * JW_WSCONN_FRAME bytes (at least one), into f after LWS_PRE bytes: one send
- * for a burst of Phoenix messages rather than one each.
- */
-static carried build_frames(const jw_wsconn *c, jw_buf *f)
+/* n entries from e as whole frames, one message each, into f after LWS_PRE bytes. */
+static carried build_frames(const jw_wsq *e, size_t n, jw_buf *f)
 {
-    carried w = {0, 0, 0};
+    carried w = {n, n, 0};
 
     jw_buf_reset(f);
     jw_buf_grow(f, LWS_PRE);
     f->len = LWS_PRE;
-    for (const jw_wsq *e = c->qhead;
-         e && (w.n == 0 || f->len - LWS_PRE + entry_len(e) + 10 <= JW_WSCONN_FRAME); e = e->next) {
+    for (size_t i = 0; i < n; i++, e = e->next) {
         add_frame_header(f, entry_len(e));
         if (e->pre)
             jw_buf_add(f, e->pre->data, e->pre->len);
         jw_buf_add(f, e->m->data, e->m->len);
         w.payload += entry_len(e);
-        w.n++;
     }
-    w.frames = w.n;
     return w;
 }
 
-/* One write of the front of c's queue through lws; the bytes it took, -1. */
+/* One write of the front of c's queue through lws (TLS); the bytes it took, -1. */
 static int write_frame(jw_wsconn *c)
 {
     jw_wsconns *s = c->set;
     jw_buf *f = &s->scratch[0]; /* the loop thread's: worker 0 */
+    size_t n = batch_count(s, c->qhead);
     carried w;
     int rc;
 
     if (s->gather) {
-        w = build_gathered(c, f, false);
+        w = build_gathered(c->qhead, n, f, false);
         rc = s->io->write(c->wsi, (unsigned char *)f->data + LWS_PRE, f->len - LWS_PRE);
     } else {
-        w = build_frames(c, f);
+        w = build_frames(c->qhead, n, f);
         rc = s->io->write_frames(c->wsi, (unsigned char *)f->data + LWS_PRE, f->len - LWS_PRE);
     }
     if (rc < 0)
@@ -795,6 +848,140 @@ static int write_frame(jw_wsconn *c)
     if (s->io->backed_up(c->wsi))
         held_set(c, f->len - LWS_PRE); /* at most all of it */
     return (int)(f->len - LWS_PRE);
+}
+
+/* ---- writes through the gate (plain TCP) ------------------------------------------- */
+
+/* The write of the front of c's queue becomes j's. */
+static void job_take(jw_wsjob *j, jw_wsconn *c)
+{
+    jw_wsconns *s = c->set;
+    jw_wsq *e = c->qhead;
+
+    *j = (jw_wsjob){.c = c, .wire = jw_wire_ref(c->wire), .first = e};
+    j->n = batch_count(s, e);
+    for (size_t i = 0; i < j->n; i++) {
+        j->last = e;
+        j->cost += cost(s, entry_len(e));
+        j->counted += e->counted;
+        e = e->next;
+    }
+    j->last->next = NULL; /* nothing on the loop thread reaches the write's messages now */
+    c->qhead = e;
+    if (!e)
+        c->qtail = NULL;
+    c->qbytes -= j->cost;
+    c->qcounted -= j->counted;
+    c->fbytes += j->cost;
+}
+
+/* Any thread: builds j's frames in worker's scratch and hands them to the gate. */
+static void job_send(jw_wsconns *s, jw_wsjob *j, int worker)
+{
+    jw_buf *f = &s->scratch[worker];
+    carried w =
+        s->gather ? build_gathered(j->first, j->n, f, true) : build_frames(j->first, j->n, f);
+
+    j->frames = w.frames;
+    j->payload = w.payload;
+    j->result = jw_wire_send(j->wire, f->data + LWS_PRE, f->len - LWS_PRE, &j->err);
+}
+
+/* c waits for its socket: a WRITEABLE callback, once until it comes. */
+static void wait_writable(jw_wsconn *c)
+{
+    if (c->want_write)
+        return;
+    c->want_write = true;
+    c->set->io->ask_writable(c->wsi);
+}
+
+/* The gate's held bytes of c, counted in the budget. */
+static void refresh_held(jw_wsconn *c)
+{
+    if (c->wire)
+        held_set(c, jw_wire_held(c->wire));
+    else if (c->lws_held && !c->set->io->backed_up(c->wsi))
+        held_set(c, 0); /* lws has sent them */
+}
+
+/* Back on the loop thread: what went is counted and freed; what did not, queued again. */
+static void job_done(jw_wsconns *s, jw_wsjob *j)
+{
+    jw_wsconn *c = j->c;
+    bool went = j->result == JW_WIRE_SENT || j->result == JW_WIRE_HELD;
+
+    if (c) {
+        c->job = NULL;
+        c->fbytes -= j->cost;
+    }
+    if (c && j->result == JW_WIRE_WAIT) {
+        /* Nothing went (the socket is behind): back to the front, in order. */
+        j->last->next = c->qhead;
+        c->qhead = j->first;
+        if (!c->qtail)
+            c->qtail = j->last;
+        c->qbytes += j->cost;
+        c->qcounted += j->counted;
+    } else {
+        if (went) {
+            s->stats.direct_writes++;
+            s->stats.frames += j->frames;
+            s->stats.bytes += j->payload;
+            s->stats.counted += j->counted;
+        }
+        for (jw_wsq *e = j->first, *next; e; e = next) {
+            next = e->next;
+            entry_free(s, e);
+        }
+    }
+    jw_wire_unref(j->wire);
+    j->wire = NULL;
+    if (!c || ended(c))
+        return;
+    if (j->result == JW_WIRE_FAILED || j->result == JW_WIRE_CLOSED) {
+        kill_conn(c); /* part of a frame may have gone: nothing may follow it */
+        return;
+    }
+    refresh_held(c);
+    if (j->result != JW_WIRE_SENT)
+        wait_writable(c);
+    else if (c->qhead || owes(c) || c->closing || c->ping_owed)
+        jw_wsconn_want_write(c);
+}
+
+/*
+ * write_some for a connection jobwire writes itself: the gate's held bytes,
+ * then one write of the front of the queue, at once; with the queue empty,
+ * the close once nothing is held.
+ */
+static int write_wire(jw_wsconn *c)
+{
+    jw_wsconns *s = c->set;
+    jw_wsjob j;
+    int err;
+
+    if (c->qhead) {
+        job_take(&j, c);
+        c->job = &j;
+        job_send(s, &j, 0);
+        job_done(s, &j);
+        return 0;
+    }
+    switch (jw_wire_send(c->wire, NULL, 0, &err)) {
+    case JW_WIRE_SENT: break;
+    case JW_WIRE_WAIT:
+        refresh_held(c);
+        wait_writable(c);
+        return 0;
+    default: return -1;
+    }
+    refresh_held(c);
+    if (c->closing && !c->close_begun) {
+        c->close_begun = true;
+        s->io->close(c->wsi, c->close_code, c->close_reason);
+    }
+    return 0;
 }
 
 /*
@@ -811,6 +998,8 @@ static int write_some(jw_wsconn *c)
     /* Only once what is queued has gone: what is owed is the newest state. */
     if (!c->qhead && !c->closing && owes(c))
         s->pay(c);
+    if (c->wire)
+        return write_wire(c);
     if (!c->qhead) {
         if (c->closing && !c->close_begun) {
             c->close_begun = true;
@@ -839,7 +1028,13 @@ int jw_wsconn_on_writable(jw_wsconn *c)
     if (!c->open || ended(c))
         return 0;
     c->want_write = false;
-    held_set(c, 0); /* lws calls WRITEABLE only once it holds nothing back */
+    if (c->job)
+        return 0; /* its write is with a helper; when it comes back, the rest follows */
+    /* lws calls WRITEABLE only once it holds nothing back; the gate may */
+    if (c->wire)
+        refresh_held(c);
+    else
+        held_set(c, 0);
     if (c->ping_owed) {
         c->ping_owed = false;
         if (s->io->ping(c->wsi) < 0)
@@ -863,100 +1058,80 @@ void jw_wsconns_hold(jw_wsconns *s)
     s->hold++;
 }
 
-/* ---- a round's direct writes ------------------------------------------------------- */
+/* ---- a round's writes -------------------------------------------------------------- */
 
-/* One connection's write in a publish round, possibly made on a helper thread. */
-struct jw_wsjob {
-    jw_wsconn *c;
-    int fd;
-    size_t n, frames, payload; /* queue entries, frames and payload bytes the write carries */
-    size_t len, sent;          /* bytes built, bytes the socket took */
-    int err;                   /* errno of a send that failed for good; 0 */
-    char *rest;                /* LWS_PRE + the len - sent bytes not taken; NULL when all went */
-};
-
-/*
- * Job i of the round, on worker's thread: builds the write (header included)
- * in the worker's scratch and sends what the socket takes. Reads the queue,
- * writes only the job and the scratch.
- */
-static void direct_send(void *ctx, size_t i, int worker)
+static void round_free(jw_wsround *r)
 {
-    jw_wsconns *s = ctx;
-    jw_wsjob *j = &s->jobs[i];
-    jw_buf *f = &s->scratch[worker];
-    carried w = s->gather ? build_gathered(j->c, f, true) : build_frames(j->c, f);
-    const char *p = f->data + LWS_PRE;
+    if (r) {
+        free(r->jobs);
+        free(r);
+    }
+}
 
-    j->n = w.n;
-    j->frames = w.frames;
-    j->payload = w.payload;
-    j->len = f->len - LWS_PRE;
-    j->sent = 0;
-    j->err = 0;
-    j->rest = NULL;
-    while (j->sent < j->len) {
-        ssize_t r = send(j->fd, p + j->sent, j->len - j->sent, MSG_DONTWAIT | MSG_NOSIGNAL);
+/* c's write joins the round being built (started when r is NULL). */
+static jw_wsround *round_add(jw_wsconns *s, jw_wsround *r, jw_wsconn *c)
+{
+    if (!r) {
+        r = s->round ? s->round : jw_xcalloc(1, sizeof(*r));
+        s->round = NULL;
+        r->s = s;
+        r->n = 0;
+    }
+    if (r->n == r->cap) {
+        r->cap = r->cap ? 2 * r->cap : 64;
+        r->jobs = jw_xrealloc(r->jobs, r->cap * sizeof(*r->jobs));
+    }
+    job_take(&r->jobs[r->n++], c);
+    return r;
+}
 
-        if (r > 0) {
-            j->sent += (size_t)r;
-            continue;
-        }
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-            break;
-        j->err = r < 0 ? errno : EPIPE;
+/* The set keeps one round for the next flush (most are made at once). */
+static void round_recycle(jw_wsconns *s, jw_wsround *r)
+{
+    if (s->round)
+        round_free(r);
+    else
+        s->round = r;
+}
+
+/* Helper thread: write i of the round. */
+static void round_send(void *arg, size_t i, int worker)
+{
+    jw_wsround *r = arg;
+
+    job_send(r->s, &r->jobs[i], worker);
+}
+
+/* Loop thread, from jw_fanout_drain: the round's writes came back. Connections with more
+ * queued meanwhile are written in a round of their own. */
+static void round_done(void *arg)
+{
+    jw_wsround *r = arg;
+    jw_wsconns *s = r->s;
+
+    s->rounds_out--;
+    jw_wsconns_hold(s);
+    for (size_t i = 0; i < r->n; i++)
+        job_done(s, &r->jobs[i]);
+    round_recycle(s, r);
+    jw_wsconns_flush(s);
+}
+
+static void round_run(jw_wsconns *s, jw_wsround *r)
+{
+    for (size_t i = 0; i < r->n; i++)
+        r->jobs[i].c->job = &r->jobs[i];
+    if (s->pool && r->n >= s->parallel_min) {
+        s->stats.parallel_rounds++;
+        s->rounds_out++;
+        jw_fanout_submit(s->pool, r->n, round_send, round_done, r);
         return;
     }
-    if (j->sent < j->len) {
-        j->rest = jw_xmalloc(LWS_PRE + j->len - j->sent);
-        memcpy(j->rest + LWS_PRE, p + j->sent, j->len - j->sent);
+    for (size_t i = 0; i < r->n; i++) {
+        job_send(s, &r->jobs[i], 0);
+        job_done(s, &r->jobs[i]);
     }
-}
-
-/* Back on the loop thread: lws gets what the socket did not take, the queue loses what went. */
-static void direct_done(jw_wsjob *j)
-{
-    jw_wsconn *c = j->c;
-    jw_wsconns *s = c->set;
-    int rc = j->err ? -1 : 0;
-
-    if (j->rest) {
-        /* lws keeps what the socket still refuses and sends it before anything else. */
-        rc = s->io->write_frames(c->wsi, (unsigned char *)j->rest + LWS_PRE, j->len - j->sent);
-        free(j->rest);
-        j->rest = NULL;
-        if (rc == 0)
-            held_set(c, j->len - j->sent);
-    }
-    if (rc < 0) {
-        kill_conn(c);
-        return;
-    }
-    s->stats.direct_writes++;
-    written(c, j->n, j->frames, j->payload);
-    if (c->qhead || owes(c))
-        jw_wsconn_want_write(c);
-    else if (c->lws_held)
-        ask_when_drained(c);
-}
-
-/* c's round write is a direct one: its socket, or -1. */
-static int direct_fd(const jw_wsconn *c)
-{
-    const jw_wsconn_io *io = c->set->io;
-
-    return c->qhead && io->direct_fd ? io->direct_fd(c->wsi) : -1;
-}
-
-static void add_job(jw_wsconns *s, jw_wsconn *c, int fd)
-{
-    if (s->njobs == s->jobs_cap) {
-        s->jobs_cap = s->jobs_cap ? 2 * s->jobs_cap : 64;
-        s->jobs = jw_xrealloc(s->jobs, s->jobs_cap * sizeof(*s->jobs));
-    }
-    s->jobs[s->njobs++] = (jw_wsjob){.c = c, .fd = fd};
+    round_recycle(s, r);
 }
 
 static void flush_round(jw_wsconns *s);
@@ -974,26 +1149,24 @@ void jw_wsconns_flush(jw_wsconns *s)
 
 static void flush_round(jw_wsconns *s)
 {
+    jw_wsround *r = NULL;
     jw_wsconn *c;
 
-    s->njobs = 0;
     while ((c = s->dirty_head)) {
-        int fd;
-
         dirty_unlink(c);
-        if (ended(c))
+        /* In flight: when its write comes back, the queue is looked at again. */
+        if (ended(c) || c->job)
             continue;
-        if (c->lws_held && !s->io->backed_up(c->wsi))
-            held_set(c, 0); /* lws has sent them */
-        /* Behind a pending callback, lws' own leftovers, a ping or a close: the
-         * callback writes it, in order. */
-        if (c->closing || c->want_write || c->ping_owed || s->io->backed_up(c->wsi)) {
+        refresh_held(c);
+        /* Behind a pending callback, lws' own leftovers, the gate's, a ping or a close:
+         * the callback writes it, in order. */
+        if (c->closing || c->want_write || c->ping_owed || s->io->backed_up(c->wsi) ||
+            (c->wire && c->lws_held)) {
             jw_wsconn_want_write(c);
             continue;
         }
-        fd = direct_fd(c);
-        if (fd >= 0) {
-            add_job(s, c, fd);
+        if (c->wire && c->qhead) {
+            r = round_add(s, r, c);
             continue;
         }
         /* The socket took everything so far: it very likely takes this too, and
@@ -1001,18 +1174,8 @@ static void flush_round(jw_wsconns *s)
         if (write_some(c) < 0)
             kill_conn(c);
     }
-    if (s->njobs == 0)
-        return;
-    if (s->pool && s->njobs >= s->parallel_min) {
-        s->stats.parallel_rounds++;
-        jw_fanout_run(s->pool, s->njobs, direct_send, s);
-    } else {
-        for (size_t i = 0; i < s->njobs; i++)
-            direct_send(s, i, 0);
-    }
-    for (size_t i = 0; i < s->njobs; i++)
-        direct_done(&s->jobs[i]);
-    s->njobs = 0;
+    if (r)
+        round_run(s, r);
 }
 
 size_t jw_wsconns_close_all(jw_wsconns *s, int code, const char *reason)

@@ -21,26 +21,30 @@
  *   once, in the order they were first given something: a round to 2,000
  *   sockets costs 2,000 sends, not 2,000 callbacks.
  *
- *   Those round writes go straight to the socket (send, not lws_write) when
- *   lws holds nothing back for it and it is plain TCP, and a round of many
- *   is shared with the helper threads of a jw_fanout pool, the loop thread
- *   taking part and waiting for the rest: the kernel's send path, most of a
- *   round's cost, runs on several cores. Meanwhile lws does not run, so it
- *   never writes (a pong, a close) between a round's bytes; what a socket
- *   does not take is handed to lws after the round, which sends it before
- *   anything else. A TLS connection's round write is lws', on the loop.
+ *   A plain TCP connection's writes go straight to its socket (send, not
+ *   lws_write) through its gate (wire.h), which lws' own writes (pongs,
+ *   closes) pass too, so neither splits the other's frames. A round of many
+ *   is handed to the helper threads of a jw_fanout pool and the loop thread
+ *   goes on at once (the engine, lws): the kernel's send path, most of a
+ *   round's cost, runs on other cores, and nothing waits for it. While its
+ *   write is with a helper a connection is "in flight": the messages the
+ *   write carries are off its queue (they are the write's until it
+ *   returns), and what it is given meanwhile waits in the queue for the
+ *   round after the write came back (jw_fanout_drain, then the flush). What
+ *   a socket does not take is held by the gate, which sends it before
+ *   anything else; the connection then waits for WRITEABLE. A TLS
+ *   connection's writes are lws', on the loop thread.
  *
  *   The process' memory for queued output is bounded too (jw_wsmem,
  *   --ws-max-queue-total), across every connection of both endpoints: a
  *   per-connection bound counts what the client has yet to receive, so
  *   10,000 connections at 1 MiB each could hold 10 GiB of distinct messages.
  *   The budget counts what the process holds: each queued message once,
- *   however many queues share it, each queue entry, and what lws keeps of a
- *   write the socket did not take. Past the limit, the connections furthest
- *   behind (most bytes queued) are shed as if past their own bound (the
- *   endpoint's shed hook: jobwire.v1 owes snapshots, Phoenix channels get
- *   phx_error) until it is under three quarters of the limit. The check runs
- *   at the end of a publish round (when no set is held) and, for output
+ *   however many queues share it, each queue entry (in flight too), and what
+ *   the gate or lws keeps of a write the socket did not take. Past the limit, the connections
+ * furthest behind (most bytes queued) are shed as if past their own bound (the endpoint's shed
+ * hook: jobwire.v1 owes snapshots, Phoenix channels get phx_error) until it is under three quarters
+ * of the limit. The check runs at the end of a publish round (when no set is held) and, for output
  *   queued outside a round, from a timer due at once.
  *
  *   Closing is polite: jw_wsconn_close marks the connection, what is queued
@@ -67,8 +71,11 @@
  *   the frame buffer and the counters.
  *
  * Threads
- *   Loop thread only, but for a round's direct writes (see above), which
- *   helpers make while the loop thread waits in jw_wsconns_flush.
+ *   Loop thread only, but for a round's writes handed to helpers (see
+ *   above): a helper reads the write's messages (which nothing else writes
+ *   until it returns) and calls the gate; the rest waits for the loop
+ *   thread, which drains the finished rounds (jw_fanout_drain) inside a
+ *   publish round of its own.
  */
 #ifndef JW_WSCONN_H
 #define JW_WSCONN_H
@@ -121,8 +128,8 @@ typedef struct jw_wsconn_io {
     void (*close)(struct lws *wsi, int code, const char *reason);
     void (*kill)(struct lws *wsi); /* a direct write failed: drop the connection */
     /*
-     * The socket a publish round may send to itself, bypassing lws, or -1
-     * when only lws may write it (TLS). NULL: always -1.
+     * At open: the socket jobwire writes itself, through its gate (wire.h),
+     * or -1 when only lws may write it (TLS). NULL: always -1.
      */
     int (*direct_fd)(struct lws *wsi);
     /*
@@ -172,7 +179,9 @@ void jw_wsmem_release(jw_wsmem *m);
  */
 size_t jw_wsmem_enforce(jw_wsmem *m);
 
-typedef struct jw_wsjob jw_wsjob; /* a round's write of one connection (wsconn.c) */
+typedef struct jw_wsjob jw_wsjob;     /* a round's write of one connection (wsconn.c) */
+typedef struct jw_wsround jw_wsround; /* a round's writes handed to helpers (wsconn.c) */
+struct jw_wire;
 
 typedef struct jw_wsconns_stats {
     uint64_t connections; /* open now */
@@ -181,7 +190,7 @@ typedef struct jw_wsconns_stats {
     uint64_t bytes;
     uint64_t slow_closes;     /* closed with 4008 */
     uint64_t direct_writes;   /* publish-round writes sent to the socket by jobwire itself */
-    uint64_t parallel_rounds; /* publish rounds whose writes were shared with helper threads */
+    uint64_t parallel_rounds; /* publish rounds whose writes were handed to helper threads */
     uint64_t pings;           /* sent to silent connections */
     uint64_t idle_drops;      /* connections dropped: nothing came after a ping */
 } jw_wsconns_stats;
@@ -204,12 +213,12 @@ struct jw_wsconns {
     uint64_t next_id;
     int hold;
     jw_wsconn *dirty_head, *dirty_tail;
-    /* A publish round's direct writes: jobs[njobs]; one scratch buffer per
-     * worker, LWS_PRE + the frames being written (the loop thread's is [0]). */
+    /* A publish round's direct writes; one scratch buffer per worker, LWS_PRE +
+     * the frames being written (the loop thread's is [0], helper i's [i]). */
     struct jw_fanout *pool; /* NULL: the loop thread writes alone */
-    size_t parallel_min;    /* writes in a round before the pool is asked to share them */
-    jw_wsjob *jobs;
-    size_t njobs, jobs_cap;
+    size_t parallel_min;    /* writes in a round before they are handed to the pool */
+    jw_wsround *round;      /* the flush's, being built; NULL */
+    size_t rounds_out;      /* rounds with the pool, not yet drained */
     jw_buf *scratch;
     int nscratch;
     jw_timers *timers; /* liveness, on the clock below: NULL, off */
@@ -241,7 +250,10 @@ struct jw_wsconn {
     int64_t pinged_us;    /* when the ping not yet answered was asked for; 0: none */
     int64_t ping_sent_us; /* when it was written; 0: not yet */
     bool ping_owed;       /* a ping waits for the next WRITEABLE */
-    size_t lws_held;      /* bytes lws may still hold of our last write (counted in mem) */
+    size_t lws_held;      /* bytes the gate or lws may still hold of our writes (counted in mem) */
+    struct jw_wire *wire; /* the socket's gate: jobwire writes it; NULL: lws does (TLS) */
+    jw_wsjob *job;        /* its write with a helper (in flight); NULL */
+    size_t fbytes;        /* the bound's bytes of the messages in flight */
 };
 
 #define JW_WSCONN_FRAME 65536 /* bytes gathered into one frame, unless one message is bigger */
@@ -249,8 +261,10 @@ struct jw_wsconn {
 void jw_wsconns_init(jw_wsconns *s, const char *name, bool gather, size_t max_queue);
 void jw_wsconns_release(jw_wsconns *s);
 /*
- * Lets publish rounds of at least min writes share them with pool's helper
- * threads (borrowed; NULL: never). Before any connection opens.
+ * Hands publish rounds of at least min writes to pool's helper threads
+ * (borrowed; NULL: never); the loop thread drains the pool (jw_fanout_drain)
+ * inside a publish round. Before any connection opens. Release waits for
+ * the set's rounds still with the pool.
  */
 void jw_wsconns_set_pool(jw_wsconns *s, struct jw_fanout *pool, size_t min);
 
