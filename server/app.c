@@ -666,6 +666,11 @@ void jw_app_stop_cluster(jw_app *app)
         jw_cluster_stop(app->sv.cluster);
 }
 
+size_t jw_app_help(jw_app *app)
+{
+    return app ? jw_fanout_help(app->sv.fanout) : 0;
+}
+
 void jw_app_drain(jw_app *app)
 {
     /* Every committed batch of this round first, then one write per connection. */

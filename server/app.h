@@ -59,6 +59,11 @@ int jw_app_start_cluster(jw_app *app, int64_t incarnation);
 void jw_app_stop_cluster(jw_app *app);
 /* Hands store answers, read results and provider replies to their owners. */
 void jw_app_drain(jw_app *app);
+/*
+ * An idle turn of the loop: one chunk (8) of a publish round's writes still
+ * waiting for a fan-out helper, made here; how many (0: none waits).
+ */
+size_t jw_app_help(jw_app *app);
 /* Shutdown: asks every WebSocket connection to close with 1001; returns how many are open. */
 size_t jw_app_close_connections(jw_app *app);
 /* WebSocket connections still open, both endpoints. */

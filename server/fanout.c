@@ -47,6 +47,52 @@ struct jw_fanout {
     helper *helpers;
 };
 
+/* With p->mu held: takes the next chunk of the oldest batch with items left (NULL: none). */
+static batch *claim(jw_fanout *p, size_t *from, size_t *to)
+{
+    batch *b = p->todo_head;
+
+    if (!b)
+        return NULL;
+    *from = b->claimed;
+    *to = *from + CHUNK < b->n ? *from + CHUNK : b->n;
+    b->claimed = *to;
+    if (*to == b->n && !(p->todo_head = b->next))
+        p->todo_tail = NULL;
+    return b;
+}
+
+/* Runs items from..to-1 of b on worker, then, with p->mu held again, counts them back. */
+static void run_chunk(jw_fanout *p, batch *b, size_t from, size_t to, int worker)
+{
+    pthread_mutex_unlock(&p->mu);
+    for (size_t k = from; k < to; k++)
+        b->fn(b->ctx, k, worker);
+    pthread_mutex_lock(&p->mu);
+    b->left -= to - from;
+    if (b->left > 0)
+        return;
+    b->next = NULL;
+    if (!p->done_head && p->wake) { /* one wake-up for a run of batches not yet drained */
+        void (*wake_fn)(void *) = p->wake;
+        void *wake_arg = p->wake_arg;
+
+        p->done_head = p->done_tail = b;
+        pthread_mutex_unlock(&p->mu);
+        wake_fn(wake_arg);
+        pthread_mutex_lock(&p->mu);
+    } else {
+        if (p->done_tail)
+            p->done_tail->next = b;
+        else
+            p->done_head = b;
+        p->done_tail = b;
+    }
+    /* Only now: jw_fanout_finish's caller may take the wake's target away. */
+    if (--p->unfinished == 0)
+        pthread_cond_broadcast(&p->idle);
+}
+
 static void *helper_main(void *arg)
 {
     helper *h = arg;
@@ -55,44 +101,13 @@ static void *helper_main(void *arg)
     pthread_mutex_lock(&p->mu);
     for (;;) {
         batch *b;
-        size_t i, end;
-        bool wake;
+        size_t from, to;
 
         while (!p->stop && !p->todo_head)
             pthread_cond_wait(&p->work, &p->mu);
-        if (!p->todo_head)
+        if (!(b = claim(p, &from, &to)))
             break; /* stop, and nothing left */
-        b = p->todo_head;
-        i = b->claimed;
-        end = i + CHUNK < b->n ? i + CHUNK : b->n;
-        b->claimed = end;
-        if (end == b->n && !(p->todo_head = b->next))
-            p->todo_tail = NULL;
-        pthread_mutex_unlock(&p->mu);
-        for (size_t k = i; k < end; k++)
-            b->fn(b->ctx, k, h->index);
-        pthread_mutex_lock(&p->mu);
-        b->left -= end - i;
-        if (b->left > 0)
-            continue;
-        b->next = NULL;
-        wake = !p->done_head; /* one wake-up for a run of batches the loop has not drained */
-        if (p->done_tail)
-            p->done_tail->next = b;
-        else
-            p->done_head = b;
-        p->done_tail = b;
-        if (wake && p->wake) {
-            void (*wake_fn)(void *) = p->wake;
-            void *wake_arg = p->wake_arg;
-
-            pthread_mutex_unlock(&p->mu);
-            wake_fn(wake_arg);
-            pthread_mutex_lock(&p->mu);
-        }
-        /* Only now: jw_fanout_finish's caller may take the wake's target away. */
-        if (--p->unfinished == 0)
-            pthread_cond_broadcast(&p->idle);
+        run_chunk(p, b, from, to, h->index);
     }
     pthread_mutex_unlock(&p->mu);
     return NULL;
@@ -194,6 +209,21 @@ void jw_fanout_submit(jw_fanout *p, size_t n, jw_fanout_fn *fn, jw_fanout_done_f
     while (wake-- > 0)
         pthread_cond_signal(&p->work);
     pthread_mutex_unlock(&p->mu);
+}
+
+size_t jw_fanout_help(jw_fanout *p)
+{
+    size_t from, to;
+    batch *b;
+
+    if (!p || p->nhelpers == 0)
+        return 0;
+    pthread_mutex_lock(&p->mu);
+    b = claim(p, &from, &to);
+    if (b)
+        run_chunk(p, b, from, to, 0);
+    pthread_mutex_unlock(&p->mu);
+    return b ? to - from : 0;
 }
 
 size_t jw_fanout_drain(jw_fanout *p)

@@ -545,8 +545,17 @@ int main(int argc, char **argv)
     set_connection_ceiling(&cfg, &hctx);
     log_start(&cfg);
     /* A signal after this check still ends the wait: it cancels the service. */
-    while (!stop_requested)
-        service_once();
+    while (!stop_requested) {
+        /*
+         * Writes of a publish round that no fan-out helper has taken yet are
+         * made here, a chunk at a time, when the loop has nothing else to do:
+         * what is ready meanwhile waits for one chunk, never for a round.
+         */
+        if (jw_app_help(app))
+            uv_run(&loop, UV_RUN_NOWAIT);
+        else
+            service_once();
+    }
     if (stop_requested)
         jw_log_info("stop requested; shutting down");
 

@@ -1167,6 +1167,10 @@ static void flush_round(jw_wsconns *s)
         }
         if (c->wire && c->qhead) {
             r = round_add(s, r, c);
+            if (r->n == JW_WSCONN_ROUND_MAX) { /* the helpers start on it; the next part follows */
+                round_run(s, r);
+                r = NULL;
+            }
             continue;
         }
         /* The socket took everything so far: it very likely takes this too, and

@@ -311,6 +311,72 @@ static void test_caller_does_not_wait(void **state)
     pthread_mutex_destroy(&g.mu);
 }
 
+/* Which worker ran each item of a batch of 16 whose items block until the gate opens. */
+typedef struct help_ctx {
+    gate_ctx g;
+    atomic_int worker[16];
+} help_ctx;
+
+static void fn_help(void *ctx, size_t i, int worker)
+{
+    help_ctx *h = ctx;
+
+    atomic_store(&h->worker[i], worker);
+    if (worker != 0)
+        fn_gated(&h->g, i, worker); /* the helper stays in its chunk until the gate opens */
+}
+
+static void help_done(void *ctx)
+{
+    ((help_ctx *)ctx)->g.dones++;
+}
+
+/*
+ * The loop thread takes part when idle: with the one helper held in the
+ * first chunk of a batch of 16, jw_fanout_help runs the second chunk at once
+ * on worker 0 (8 items), then finds nothing left to take; the batch is done
+ * (done runs once) when the helper's chunk returns. Without helpers, help
+ * does nothing.
+ */
+static void test_loop_helps(void **state)
+{
+    help_ctx h;
+    jw_fanout *p, *p0 = jw_fanout_new(0, NULL, NULL);
+
+    (void)state;
+    memset(&h, 0, sizeof(h));
+    pthread_mutex_init(&h.g.mu, NULL);
+    pthread_cond_init(&h.g.cv, NULL);
+    for (int i = 0; i < 16; i++)
+        atomic_init(&h.worker[i], -1);
+    p = jw_fanout_new(1, on_wake, &h.g);
+    assert_non_null(p);
+    assert_int_equal(jw_fanout_help(p0), 0);
+    assert_int_equal(jw_fanout_help(p), 0); /* nothing handed over yet */
+    jw_fanout_submit(p, 16, fn_help, help_done, &h);
+    pthread_mutex_lock(&h.g.mu);
+    while (h.g.entered == 0) /* the helper holds the first chunk */
+        pthread_cond_wait(&h.g.cv, &h.g.mu);
+    pthread_mutex_unlock(&h.g.mu);
+    assert_int_equal(jw_fanout_help(p), 8);
+    assert_int_equal(jw_fanout_help(p), 0);
+    for (int i = 8; i < 16; i++)
+        assert_int_equal(atomic_load(&h.worker[i]), 0);
+    assert_int_equal(jw_fanout_drain(p), 0); /* the helper's chunk is not back */
+    pthread_mutex_lock(&h.g.mu);
+    h.g.open = true;
+    pthread_cond_broadcast(&h.g.cv);
+    pthread_mutex_unlock(&h.g.mu);
+    jw_fanout_finish(p);
+    assert_int_equal(h.g.dones, 1);
+    for (int i = 0; i < 8; i++)
+        assert_int_equal(atomic_load(&h.worker[i]), 1);
+    jw_fanout_free(p);
+    jw_fanout_free(p0);
+    pthread_cond_destroy(&h.g.cv);
+    pthread_mutex_destroy(&h.g.mu);
+}
+
 /* Items that each take ~1 ms, and which worker ran each; helpers note their signal mask. */
 typedef struct slow_ctx {
     atomic_int worker[64]; /* which worker ran item i, -1: none yet */
@@ -387,7 +453,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_new_and_helpers),      cmocka_unit_test(test_each_item_once),
         cmocka_unit_test(test_many_in_flight),       cmocka_unit_test(test_zero_items),
-        cmocka_unit_test(test_caller_does_not_wait), cmocka_unit_test(test_helpers_take_part),
+        cmocka_unit_test(test_caller_does_not_wait), cmocka_unit_test(test_loop_helps),
+        cmocka_unit_test(test_helpers_take_part),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
