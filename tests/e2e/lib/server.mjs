@@ -292,6 +292,15 @@ export class Server {
     return { status: r.status, headers: r.headers, text, json };
   }
 
+  // One unlabelled sample of GET /metrics (admin key), as a number; fails when it is absent.
+  async metric(name) {
+    const r = await this.api('GET', '/metrics', { token: this.adminKey });
+    assert.equal(r.status, 200, `GET /metrics: ${r.status}`);
+    const m = new RegExp(`^${name} (\\S+)$`, 'm').exec(r.text);
+    assert.ok(m, `${name} in /metrics`);
+    return Number(m[1]);
+  }
+
   // POST /api/jobs; returns the 201 job object (job_id, seq, job, steps, otp_requests).
   async createJob(token, { amount = 1500, count = 1, userId, metadata } = {}) {
     const body = { transaction_amount: amount, transaction_count: count };

@@ -44,14 +44,6 @@ after(async () => {
   await server.stop();
 });
 
-async function metric(name) {
-  const r = await server.api('GET', '/metrics', { token: server.adminKey });
-  assert.equal(r.status, 200);
-  const m = new RegExp(`^${name} (\\S+)$`, 'm').exec(r.text);
-  assert.ok(m, `${name} in /metrics`);
-  return Number(m[1]);
-}
-
 async function admin(name, tables) {
   const sb = supabase(server, server.adminKey, { apikey: server.adminKey });
   await sb.realtime.setAuth();
@@ -97,15 +89,15 @@ test('a paused reader is told to rejoin, not dropped; a reading client misses no
   const jobs = [];
   let overflowAt = null;
   for (;;) {
-    if (overflowAt === null && (await metric('jobwire_realtime_channel_errors_total')) > 0) overflowAt = jobs.length;
+    if (overflowAt === null && (await server.metric('jobwire_realtime_channel_errors_total')) > 0) overflowAt = jobs.length;
     if (overflowAt !== null && jobs.length >= overflowAt + AFTER) break;
     assert.ok(jobs.length < MAX_JOBS, `the paused channel never overflowed in ${jobs.length} jobs`);
     if (jobs.length >= IN_FLIGHT) await waitEnded(jobs[jobs.length - IN_FLIGHT]);
     jobs.push((await server.createJob(server.adminKey, { count: TX, userId: crypto.randomUUID() })).job_id);
   }
   for (const id of jobs) await waitEnded(id);
-  assert.ok((await metric('jobwire_realtime_channel_errors_total')) >= 1, `the slow channel overflowed (after ${jobs.length} jobs)`);
-  assert.equal(await metric('jobwire_realtime_slow_closes_total'), 0, 'no connection was closed');
+  assert.ok((await server.metric('jobwire_realtime_channel_errors_total')) >= 1, `the slow channel overflowed (after ${jobs.length} jobs)`);
+  assert.equal(await server.metric('jobwire_realtime_slow_closes_total'), 0, 'no connection was closed');
   assert.equal(received(), receivedBefore, 'the paused client read nothing while paused');
   socket._socket.resume();
 

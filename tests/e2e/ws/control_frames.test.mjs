@@ -63,14 +63,6 @@ async function start(name) {
   return s;
 }
 
-async function metric(server, name) {
-  const r = await server.api('GET', '/metrics', { token: server.adminKey });
-  assert.equal(r.status, 200);
-  const m = new RegExp(`^${name} (\\S+)$`, 'm').exec(r.text);
-  assert.ok(m, `${name} in /metrics`);
-  return Number(m[1]);
-}
-
 const rand = (lo, hi) => lo + Math.floor(Math.random() * (hi - lo + 1));
 const MB = (n) => (n / 1048576).toFixed(1);
 
@@ -167,7 +159,7 @@ async function fill(server, ctls, startJob) {
   const ids = [];
   for (;;) {
     const socks = await serverSockets(server);
-    const live = await metric(server, 'jobwire_jobs_live');
+    const live = await server.metric('jobwire_jobs_live');
     for (const c of ctls) {
       const st = seen.get(c);
       const s = socks.get(c.port);
@@ -259,10 +251,10 @@ function jobFor(server, token, clients, amount) {
 
 test(`1. ${WATCHERS} watchers, their connections full, stop and start reading and PING all the while: every stream whole`, { timeout: 60_000 }, async (t) => {
   const server = await start('ctl_ping');
-  assert.equal(await metric(server, 'jobwire_fanout_threads'), 1);
+  assert.equal(await server.metric('jobwire_fanout_threads'), 1);
   const u = server.user();
   const { clients, ctls } = await watchers(server, u.token, WATCHERS);
-  const roundsBefore = await metric(server, 'jobwire_fanout_parallel_rounds_total');
+  const roundsBefore = await server.metric('jobwire_fanout_parallel_rounds_total');
   let ids;
   let committed;
   const ms = { t0: Date.now() };
@@ -289,7 +281,7 @@ test(`1. ${WATCHERS} watchers, their connections full, stop and start reading an
   assertWhole(clients, committed);
   ms.checked = Date.now();
   for (const c of ctls) c.assertPongs();
-  const rounds = (await metric(server, 'jobwire_fanout_parallel_rounds_total')) - roundsBefore;
+  const rounds = (await server.metric('jobwire_fanout_parallel_rounds_total')) - roundsBefore;
   assert.ok(rounds > 0, `publish rounds were shared with the helper thread (${rounds})`);
   // The connections still work and close cleanly: a message answered, the close echoed.
   await Promise.all(clients.map((c) => c.ping({ timeout: 20_000 })));

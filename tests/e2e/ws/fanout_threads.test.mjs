@@ -24,14 +24,6 @@ async function start(name, args = []) {
   return s;
 }
 
-async function metric(server, name) {
-  const r = await server.api('GET', '/metrics', { token: server.adminKey });
-  assert.equal(r.status, 200);
-  const m = new RegExp(`^${name} (\\S+)$`, 'm').exec(r.text);
-  assert.ok(m, `${name} in /metrics`);
-  return Number(m[1]);
-}
-
 // WATCHERS clients of one user follow one job of 3 transactions from its creation to its end;
 // every client's stream is whole, in order, and the same as every other's.
 async function crowd(server) {
@@ -64,11 +56,11 @@ async function crowd(server) {
 
 test('1. a reply leaves straight from the RECEIVE callback, in order', { timeout: 60_000 }, async () => {
   const server = await start('fanout_replies');
-  assert.equal(await metric(server, 'jobwire_fanout_threads'), 1, 'one helper by default');
+  assert.equal(await server.metric('jobwire_fanout_threads'), 1, 'one helper by default');
   const c = await Client.open(server, server.user().token, { label: 'pinger' });
-  const before = await metric(server, 'jobwire_fanout_direct_writes_total');
+  const before = await server.metric('jobwire_fanout_direct_writes_total');
   for (let i = 0; i < 10; i++) await c.ping();
-  const after = await metric(server, 'jobwire_fanout_direct_writes_total');
+  const after = await server.metric('jobwire_fanout_direct_writes_total');
   assert.ok(after - before >= 10, `each pong was a direct write (${after - before} for 10 pings)`);
   assertCleanStream(c);
   c.close();
@@ -76,16 +68,16 @@ test('1. a reply leaves straight from the RECEIVE callback, in order', { timeout
 
 test(`2. ${WATCHERS} watchers, one helper: rounds shared, every stream whole and identical`, { timeout: 120_000 }, async () => {
   const server = await start('fanout_one');
-  const before = await metric(server, 'jobwire_fanout_parallel_rounds_total');
+  const before = await server.metric('jobwire_fanout_parallel_rounds_total');
   await crowd(server);
-  const shared = (await metric(server, 'jobwire_fanout_parallel_rounds_total')) - before;
+  const shared = (await server.metric('jobwire_fanout_parallel_rounds_total')) - before;
   assert.ok(shared > 0, `publish rounds to ${WATCHERS} sockets were shared with the helper (${shared})`);
 });
 
 test(`3. --fanout-threads 0: the loop thread writes alone, every stream whole and identical`, { timeout: 120_000 }, async () => {
   const server = await start('fanout_none', ['--fanout-threads', '0']);
-  assert.equal(await metric(server, 'jobwire_fanout_threads'), 0);
+  assert.equal(await server.metric('jobwire_fanout_threads'), 0);
   await crowd(server);
-  assert.equal(await metric(server, 'jobwire_fanout_parallel_rounds_total'), 0, 'no round was shared');
-  assert.ok((await metric(server, 'jobwire_fanout_direct_writes_total')) > 0, 'rounds still write directly');
+  assert.equal(await server.metric('jobwire_fanout_parallel_rounds_total'), 0, 'no round was shared');
+  assert.ok((await server.metric('jobwire_fanout_direct_writes_total')) > 0, 'rounds still write directly');
 });

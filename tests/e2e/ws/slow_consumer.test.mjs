@@ -45,14 +45,6 @@ const AFTER = 4;
 // Enough volume for kernel buffers far larger than Linux's defaults; past it the test fails.
 const MAX_JOBS = 800;
 
-async function metric(server, name) {
-  const r = await server.api('GET', '/metrics', { token: server.adminKey });
-  assert.equal(r.status, 200, `GET /metrics: ${r.status}`);
-  const m = new RegExp(`^${name} (\\S+)$`, 'm').exec(r.text);
-  assert.ok(m, `${name} in /metrics`);
-  return Number(m[1]);
-}
-
 // Bytes of the messages (pred: of those) a client read, per job (each line and its separator).
 function bytesPerJob(client, pred = () => true) {
   const by = new Map();
@@ -104,7 +96,7 @@ async function pacedLoad(server, token, reader, paused, { tx, inFlight, more, ga
     committed.set(id, await settle(server, reader, id, { token, timeout: 60_000 }));
   };
   for (;;) {
-    if (overflowAt === null && (await metric(server, 'jobwire_ws_resyncs_total')) > 0) {
+    if (overflowAt === null && (await server.metric('jobwire_ws_resyncs_total')) > 0) {
       overflowAt = ids.length;
       overflowSeenAt = reader.now();
     }
@@ -167,7 +159,7 @@ test('11. a paused client does not hold up the engine or a reading client, and c
   const pausedFor = (fast.now() - pausedAt) / 1000;
   assert.equal(slow.messages.length, 1, 'the paused client read nothing but its hello while paused');
   for (const [id, c] of committed) assert.equal(c.job.status, 'completed', `job ${id} completed`);
-  const resyncsWhilePaused = await metric(server, 'jobwire_ws_resyncs_total');
+  const resyncsWhilePaused = await server.metric('jobwire_ws_resyncs_total');
   if (!slow.closed) slow.ws._socket.resume();
   const bytesToFast = [...bytesPerJob(fast).values()].reduce((a, b) => a + b, 0);
   const unread = maxUnread(fast, ids, IN_FLIGHT);
@@ -293,7 +285,7 @@ test('11b. a client stopped for 30 s while 1,000+ deltas flow: others unaffected
   });
   const fastDoneAt = fast.now();
   assert.equal(slow.messages.length, 1, 'the paused client read nothing but its hello while paused');
-  assert.equal(await metric(server, 'jobwire_ws_slow_closes_total'), 0, 'no connection was closed');
+  assert.equal(await server.metric('jobwire_ws_slow_closes_total'), 0, 'no connection was closed');
   const resumedAt = slow.now();
   slow.ws._socket.resume();
   const pausedFor = (fastDoneAt - pausedAt) / 1000;
