@@ -14,7 +14,7 @@
  *   of 8 items by whichever worker is free; the order among a batch's items
  *   is not kept. fn must touch only item i, worker's own scratch (worker is
  *   1..helpers, 0 for the loop thread) and what no other thread writes until
- *   done runs. A helper that finishes a batch's last chunk
+ *   done runs. The worker that finishes a batch's last chunk
  *   wakes the loop thread (the wake function, lws_cancel_service in the
  *   server) once for a run of batches finished before it drains them.
  *

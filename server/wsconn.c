@@ -1029,12 +1029,8 @@ int jw_wsconn_on_writable(jw_wsconn *c)
         return 0;
     c->want_write = false;
     if (c->job)
-        return 0; /* its write is with a helper; when it comes back, the rest follows */
-    /* lws calls WRITEABLE only once it holds nothing back; the gate may */
-    if (c->wire)
-        refresh_held(c);
-    else
-        held_set(c, 0);
+        return 0;    /* its write is with a helper; when it comes back, the rest follows */
+    refresh_held(c); /* lws calls WRITEABLE only once it holds nothing back; the gate may */
     if (c->ping_owed) {
         c->ping_owed = false;
         if (s->io->ping(c->wsi) < 0)
