@@ -17,6 +17,7 @@
 #include "jw_util.h"
 
 #include <arpa/inet.h>
+#include <sched.h>
 #include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
@@ -290,6 +291,25 @@ static void derive_origins(jw_config *c)
     c->origin_count = 1;
 }
 
+int jw_config_fanout_auto(int cpus)
+{
+    if (cpus <= 1)
+        return 0;
+    return cpus - 1 < JW_FANOUT_AUTO_MAX ? cpus - 1 : JW_FANOUT_AUTO_MAX;
+}
+
+/* The CPUs this process may run on (taskset, cpusets); 1 if that cannot be told. */
+static int allowed_cpus(void)
+{
+    cpu_set_t set;
+    int n;
+
+    if (sched_getaffinity(0, sizeof(set), &set) != 0)
+        return 1;
+    n = CPU_COUNT(&set);
+    return n > 0 ? n : 1;
+}
+
 /*
  * The default node id: one name for every process started without one, so a
  * lone node restarted anywhere (another host name, another port, a new
@@ -418,6 +438,8 @@ int jw_config_load(jw_config *c, int argc, char **argv, char *err, size_t errlen
         derive_origins(c);
     if (!c->node_id || !*c->node_id)
         derive_node_id(c);
+    if (c->fanout_threads == JW_FANOUT_AUTO)
+        c->fanout_threads = jw_config_fanout_auto(allowed_cpus());
     rc = check_required(c, err, errlen);
     if (rc)
         goto fail;

@@ -33,6 +33,11 @@
 #endif
 
 #define JW_SECRET_KEY_LEN 32 /* AES-256 */
+
+/* --fanout-threads auto: one less than the CPUs the process may run on, at most this many. */
+#define JW_FANOUT_AUTO (-1)
+#define JW_FANOUT_AUTO_MAX 8
+#define JW_FANOUT_AUTO_MAX_TEXT "8"
 /* JW_MIN_SECRET_LEN and JW_MIN_JWT_SECRET_LEN are auth.h's: auth judges secrets. */
 
 /* What the command line asked for. */
@@ -96,7 +101,8 @@ typedef struct jw_config {
     long ws_max_queue;        /* outbound bytes per connection, 65536..67108864 */
     long ws_max_queue_total;  /* outbound bytes queued in the process, 1 MiB..64 GiB */
     int ws_slow_close_s;      /* seconds over the queue bound before 4008, 1..600 */
-    int fanout_threads;       /* helpers sharing a publish round's socket writes, 0..64 */
+    int fanout_threads;       /* helpers sharing a publish round's socket writes, 0..64, or
+                                 JW_FANOUT_AUTO (jw_config_fanout_threads) */
     int ws_auth_timeout_s;    /* seconds for the first auth message, 1..300 */
     int ws_ping_interval_s;   /* silence before a ping, and after it before a drop, 1..3600 */
     int ws_message_rate;      /* client messages per connection per second; 0: no limit */
@@ -136,6 +142,13 @@ typedef struct jw_config {
  * safe either way.
  */
 int jw_config_load(jw_config *c, int argc, char **argv, char *err, size_t errlen);
+
+/*
+ * The helpers --fanout-threads auto gives a process that may run on cpus
+ * CPUs: one less (a helper sharing the loop thread's only CPU just competes
+ * with it), at most JW_FANOUT_AUTO_MAX. jw_config_load resolves auto with it.
+ */
+int jw_config_fanout_auto(int cpus);
 
 /* Frees what load allocated and wipes the secrets; c can be loaded again. */
 void jw_config_release(jw_config *c);

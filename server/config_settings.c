@@ -44,6 +44,8 @@ static int parse_secret_key(jw_config *c, const char *v, const char *name, char 
                             size_t errlen);
 static int parse_provider(jw_config *c, const char *v, const char *name, char *err, size_t errlen);
 static int parse_origins(jw_config *c, const char *v, const char *name, char *err, size_t errlen);
+static int parse_fanout_threads(jw_config *c, const char *v, const char *name, char *err,
+                                size_t errlen);
 
 static const struct config__choice log_levels[] = {
     {"error", JW_LOG_ERROR},
@@ -304,12 +306,15 @@ const struct config__setting config__settings[] = {
         .flag = "fanout-threads",
         .env = "JOBWIRE_FANOUT_THREADS",
         .metavar = "N",
-        .def = "1",
-        .help = "Helper threads that take a publish round's socket writes off the loop "
-                "thread, which goes on meanwhile (both WebSocket endpoints, plain TCP), "
-                "0..64; 0: the loop thread writes alone. Up to one less than the cores is "
-                "useful.",
-        INT_ROW(fanout_threads, 0, 64, "threads"),
+        .def = "auto",
+        .help =
+            "Helper threads that take a publish round's socket writes off the loop "
+            "thread, which goes on meanwhile (both WebSocket endpoints, plain TCP), "
+            "0..64, or auto: one less than the CPUs this process may run on, at "
+            "most " JW_FANOUT_AUTO_MAX_TEXT " (none on one CPU, where a helper only competes with "
+            "the loop thread). 0: the loop thread writes alone.",
+        .kind = CONFIG_SPECIAL,
+        .parse = parse_fanout_threads,
     },
     {
         .flag = "ws-slow-close",
@@ -576,6 +581,24 @@ static int parse_secret_text(char **slot, const char *v, const char *name, char 
                          JW_MIN_SECRET_LEN, n, GENERATE_HINT);
     config__free_secret(slot);
     *slot = jw_xstrdup(v);
+    return 0;
+}
+
+/* "auto" (JW_FANOUT_AUTO, resolved at start by jw_config_fanout_threads) or 0..64. */
+static int parse_fanout_threads(jw_config *c, const char *v, const char *name, char *err,
+                                size_t errlen)
+{
+    long n;
+
+    if (strcmp(v, "auto") == 0) {
+        c->fanout_threads = JW_FANOUT_AUTO;
+        return 0;
+    }
+    if (!config__parse_long(v, 0, 64, &n))
+        return jw_errorf(err, errlen, JW_ECONFIG,
+                         "%s must be auto or a whole number of threads 0..64 (got \"%s\")", name,
+                         v);
+    c->fanout_threads = (int)n;
     return 0;
 }
 

@@ -420,8 +420,9 @@ static void log_start(const jw_config *cfg)
     jw_log_redact_conninfo(cfg->database_url, db, sizeof(db));
     /* A provider URL may carry credentials too. */
     jw_log_redact_conninfo(cfg->provider, provider, sizeof(provider));
-    jw_log_info("listening on %s://%s (%s) provider=%s db=%s", cfg->tls_cert ? "https" : "http",
-                where, cfg->dev ? "dev mode" : "production", provider, db);
+    jw_log_info("listening on %s://%s (%s) provider=%s db=%s fanout_threads=%d",
+                cfg->tls_cert ? "https" : "http", where, cfg->dev ? "dev mode" : "production",
+                provider, db, cfg->fanout_threads);
     if (cfg->tls_cert) {
         jw_log_info("tls: certificate %s valid until %s; WebSocket at wss://%s/ws; restart "
                     "jobwire after renewing it",

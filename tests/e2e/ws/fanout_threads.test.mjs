@@ -2,11 +2,13 @@
 // (docs/operations.md, "Fan-out threads"; server/fanout.c, wsconn.c's direct writes):
 //   1. a client message's reply is written straight to the socket, not after a WRITEABLE
 //      callback (jobwire_fanout_direct_writes_total counts it), and answers in order;
-//   2. with the default one helper, 24 watchers of a job (rounds of 24 writes, past the 16
-//      from which a round is shared) each get the whole stream, identical, in order, and
-//      the rounds were shared (jobwire_fanout_parallel_rounds_total);
+//      The default (auto) is one helper less than the CPUs the server may run on, at most 8;
+//   2. with one helper, 24 watchers of a job (rounds of 24 writes, past the 16 from which a
+//      round is shared) each get the whole stream, identical, in order, and the rounds were
+//      shared (jobwire_fanout_parallel_rounds_total);
 //   3. with --fanout-threads 0 the same holds and no round was shared.
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import { after, test } from 'node:test';
 import { Client, Server, assertCleanStream, diffState, settle } from '../lib/index.mjs';
 
@@ -16,6 +18,17 @@ const servers = [];
 after(async () => {
   for (const s of servers) await s.stop();
 });
+
+// The CPUs process pid may run on, as sched_getaffinity counts them ("0-3,6": 5).
+function allowedCpus(pid) {
+  const list = /^Cpus_allowed_list:\s*(\S+)/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))[1];
+  let n = 0;
+  for (const part of list.split(',')) {
+    const [a, b = a] = part.split('-').map(Number);
+    n += b - a + 1;
+  }
+  return n;
+}
 
 async function start(name, args = []) {
   const s = new Server({ name, sim: 'latency_ms=5,otp=none,voucher_polls=1,poll_after_ms=5', args });
@@ -56,7 +69,9 @@ async function crowd(server) {
 
 test('1. a reply leaves straight from the RECEIVE callback, in order', { timeout: 60_000 }, async () => {
   const server = await start('fanout_replies');
-  assert.equal(await server.metric('jobwire_fanout_threads'), 1, 'one helper by default');
+  const cpus = allowedCpus(server.pid);
+  assert.equal(await server.metric('jobwire_fanout_threads'), Math.min(Math.max(cpus - 1, 0), 8),
+    `auto: one helper less than the ${cpus} CPUs the server may run on, at most 8`);
   const c = await Client.open(server, server.user().token, { label: 'pinger' });
   const before = await server.metric('jobwire_fanout_direct_writes_total');
   for (let i = 0; i < 10; i++) await c.ping();
@@ -67,7 +82,7 @@ test('1. a reply leaves straight from the RECEIVE callback, in order', { timeout
 });
 
 test(`2. ${WATCHERS} watchers, one helper: rounds shared, every stream whole and identical`, { timeout: 120_000 }, async () => {
-  const server = await start('fanout_one');
+  const server = await start('fanout_one', ['--fanout-threads', '1']);
   const before = await server.metric('jobwire_fanout_parallel_rounds_total');
   await crowd(server);
   const shared = (await server.metric('jobwire_fanout_parallel_rounds_total')) - before;

@@ -26,6 +26,7 @@
 #include "jw_log.h"
 
 #include <limits.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -120,7 +121,6 @@ static const struct int_row {
     ROW("ws-max-queue-total", "JOBWIRE_WS_MAX_QUEUE_TOTAL", 1048576, 68719476736L, "bytes",
         268435456, ws_max_queue_total, W_LONG),
     ROW("ws-slow-close", "JOBWIRE_WS_SLOW_CLOSE", 1, 600, "seconds", 60, ws_slow_close_s, W_INT),
-    ROW("fanout-threads", "JOBWIRE_FANOUT_THREADS", 0, 64, "threads", 1, fanout_threads, W_INT),
     ROW("ws-auth-timeout", "JOBWIRE_WS_AUTH_TIMEOUT", 1, 300, "seconds", 10, ws_auth_timeout_s,
         W_INT),
     ROW("ws-ping-interval", "JOBWIRE_WS_PING_INTERVAL", 1, 3600, "seconds", 30, ws_ping_interval_s,
@@ -567,6 +567,67 @@ static void test_audience_issuer_default_unset(void **state)
     jw_config_release(&c);
 }
 
+/*
+ * --fanout-threads: auto by default, resolved at load to one less than the
+ * CPUs the process may run on (none on one CPU), at most 8; or 0..64 as
+ * given, by flag or variable; anything else refused with a message that
+ * says what is accepted.
+ */
+static void test_fanout_threads(void **state)
+{
+    static const char *const bad[] = {"-1", "65", "", "Auto", "auto ", "1.5", "x"};
+    char arg[128], want[256], err[1024];
+    cpu_set_t set;
+    jw_config c;
+
+    (void)state;
+    assert_int_equal(jw_config_fanout_auto(0), 0);
+    assert_int_equal(jw_config_fanout_auto(1), 0);
+    assert_int_equal(jw_config_fanout_auto(2), 1);
+    assert_int_equal(jw_config_fanout_auto(4), 3);
+    assert_int_equal(jw_config_fanout_auto(9), 8);
+    assert_int_equal(jw_config_fanout_auto(256), 8);
+    assert_int_equal(sched_getaffinity(0, sizeof(set), &set), 0);
+    assert_int_equal(load(&c, err, sizeof(err), DB, "--dev", NULL), 0);
+    assert_int_equal(c.fanout_threads, jw_config_fanout_auto(CPU_COUNT(&set)));
+    jw_config_release(&c);
+    assert_int_equal(load(&c, err, sizeof(err), DB, "--dev", "--fanout-threads=auto", NULL), 0);
+    assert_int_equal(c.fanout_threads, jw_config_fanout_auto(CPU_COUNT(&set)));
+    jw_config_release(&c);
+    assert_int_equal(load(&c, err, sizeof(err), DB, "--dev", "--fanout-threads=0", NULL), 0);
+    assert_int_equal(c.fanout_threads, 0);
+    jw_config_release(&c);
+    setenv("JOBWIRE_FANOUT_THREADS", "64", 1);
+    assert_int_equal(load(&c, err, sizeof(err), DB, "--dev", NULL), 0);
+    assert_int_equal(c.fanout_threads, 64);
+    jw_config_release(&c);
+    unsetenv("JOBWIRE_FANOUT_THREADS");
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        snprintf(arg, sizeof(arg), "--fanout-threads=%s", bad[i]);
+        assert_int_equal(load(&c, err, sizeof(err), DB, "--dev", arg, NULL), JW_ECONFIG);
+        snprintf(want, sizeof(want),
+                 "--fanout-threads must be auto or a whole number of threads 0..64 (got \"%s\")",
+                 bad[i]);
+        assert_string_equal(err, want);
+    }
+
+    /* On one CPU, auto is none: this process pinned to the first CPU it may use. */
+    {
+        cpu_set_t one;
+        int first = 0;
+
+        while (!CPU_ISSET(first, &set))
+            first++;
+        CPU_ZERO(&one);
+        CPU_SET(first, &one);
+        assert_int_equal(sched_setaffinity(0, sizeof(one), &one), 0);
+        assert_int_equal(load(&c, err, sizeof(err), DB, "--dev", NULL), 0);
+        assert_int_equal(sched_setaffinity(0, sizeof(set), &set), 0);
+        assert_int_equal(c.fanout_threads, 0);
+        jw_config_release(&c);
+    }
+}
+
 /* Without --node-id every process is the same node, wherever it runs; --node-id names one. */
 static void test_node_id(void **state)
 {
@@ -680,6 +741,7 @@ int main(void)
         cmocka_unit_test_setup(test_jwt_secret_short_in_dev, clean_env),
         cmocka_unit_test_setup(test_audience_issuer_default_unset, clean_env),
         cmocka_unit_test_setup(test_node_id, clean_env),
+        cmocka_unit_test_setup(test_fanout_threads, clean_env),
         cmocka_unit_test_setup(test_audience_issuer_set, clean_env),
         cmocka_unit_test_setup(test_audience_issuer_refused, clean_env),
         cmocka_unit_test(test_help),
