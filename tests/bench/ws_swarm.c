@@ -14,6 +14,9 @@
  * second snapshot of the same job is a resync), and with --server-pid the
  * server's VmRSS before connecting and once every connection is subscribed
  * and idle (RSS per idle subscribed connection), plus the server's CPU.
+ * Per delta (jobwire mode): when its first and its last watcher got it, from
+ * its ts (p50/p99 over the deltas), which tells a round that started late from
+ * one that took long.
  *
  * Modes:
  *   jobwire  GET /ws?token=T, subprotocol jobwire.v1, {"type":"subscribe"}.
@@ -163,8 +166,17 @@ typedef struct {
     uint32_t mlen, mcap;
 } conn;
 
+/* One delta's live deliveries (jobwire mode): the first and last receive time. */
+typedef struct {
+    int64_t ts, first, last;
+} dtime;
+
+#define DTIME_MAX_SEQ 1048576 /* seqs timed per job; later ones are not */
+
 typedef struct {
     char id[40];
+    dtime *times; /* indexed by seq, ncap of them (grown on demand) */
+    int32_t ntimes;
     int32_t wave, slot;
     int64_t base; /* lowest baseline seq any connection started from; -1 none */
     int64_t max;  /* highest seq seen */
@@ -684,6 +696,74 @@ static void count_ts(conn *c, int64_t ts)
         S.nlat_max[c->node] = lat;
 }
 
+/* Job j's delta seq, received live now (its ts): the first and last receive so far. */
+static void time_delta(job *j, int64_t seq, int64_t ts)
+{
+    dtime *t;
+
+    if (seq < 0 || seq >= DTIME_MAX_SEQ)
+        return;
+    if (seq >= j->ntimes) {
+        int32_t n = j->ntimes ? j->ntimes : 64;
+
+        while (n <= seq)
+            n *= 2;
+        j->times = xrealloc(j->times, (size_t)n * sizeof(*j->times));
+        memset(j->times + j->ntimes, 0, (size_t)(n - j->ntimes) * sizeof(*j->times));
+        j->ntimes = n;
+    }
+    t = &j->times[seq];
+    if (!t->first) {
+        t->ts = ts;
+        t->first = rx_now;
+    }
+    t->last = rx_now;
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+
+    return (x > y) - (x < y);
+}
+
+/*
+ * Over every delta received live: the p50 and p99 of (first receive - ts) and
+ * of (last receive - ts), in ms (-1 without any); how many deltas.
+ */
+static size_t delta_times(double *first50, double *first99, double *last50, double *last99)
+{
+    size_t n = 0, k = 0;
+    int64_t *f, *l;
+
+    for (int i = 0; i < S.njobs; i++)
+        for (int32_t s = 0; s < S.jobs[i].ntimes; s++)
+            n += S.jobs[i].times[s].first != 0;
+    *first50 = *first99 = *last50 = *last99 = -1;
+    if (!n)
+        return 0;
+    f = xrealloc(NULL, n * sizeof(*f));
+    l = xrealloc(NULL, n * sizeof(*l));
+    for (int i = 0; i < S.njobs; i++)
+        for (int32_t s = 0; s < S.jobs[i].ntimes; s++) {
+            const dtime *t = &S.jobs[i].times[s];
+
+            if (t->first) {
+                f[k] = t->first - t->ts;
+                l[k++] = t->last - t->ts;
+            }
+        }
+    qsort(f, n, sizeof(*f), cmp_i64);
+    qsort(l, n, sizeof(*l), cmp_i64);
+    *first50 = (double)f[(n - 1) / 2] / 1000.0;
+    *first99 = (double)f[(size_t)((double)(n - 1) * 0.99)] / 1000.0;
+    *last50 = (double)l[(n - 1) / 2] / 1000.0;
+    *last99 = (double)l[(size_t)((double)(n - 1) * 0.99)] / 1000.0;
+    free(f);
+    free(l);
+    return n;
+}
+
 /* Commit-to-client latency: the receive time - the delta's cts (us). */
 static void count_cts(conn *c, int64_t cts)
 {
@@ -739,6 +819,7 @@ static void on_delta(conn *c, const char *s, const char *e)
         S.nreplayed[c->node]++;
     } else {
         count_ts(c, ts);
+        time_delta(&S.jobs[u->job], seq, ts);
         /* "cts" follows "ts" on live jobwire deltas: the commit time. */
         const char *pc = memmem(pt + 5, (size_t)(e - pt - 5), "\"cts\":", 6);
         int64_t cts = int_after(pc ? pc + 6 : NULL, e);
@@ -2071,6 +2152,8 @@ int main(int argc, char **argv)
                                  ? (double)(S.rss_joined - rss0) / S.njoined
                                  : -1;
     int closes = 0;
+    double first50, first99, last50, last99;
+    size_t ntimed = delta_times(&first50, &first99, &last50, &last99);
 
     for (int i = 0; i < 5000; i++)
         closes += S.close_codes[i];
@@ -2108,6 +2191,9 @@ int main(int argc, char **argv)
            rss_end, cpu_self, cpu_srv, run_s, S.create_failed, S.replayed, S.churned, S.reconnects,
            S.http_errors, S.jobs_created, S.jobs_done[0], S.jobs_done[1], S.jobs_done[2]);
     printf(" stalled=%d rss_peak_kb=%ld", S.nstalled, S.rss_peak);
+    printf(" deltas_timed=%zu delta_first_p50_ms=%.3f delta_first_p99_ms=%.3f"
+           " delta_last_p50_ms=%.3f delta_last_p99_ms=%.3f",
+           ntimed, first50, first99, last50, last99);
     printf(" rss_joined_kb=%ld rss_joined_per_conn_kb=%.3f joins_ok=%" PRIu64
            " join_errors=%" PRIu64 " channel_errors=%" PRIu64 " heartbeats=%" PRIu64
            " heartbeat_replies=%" PRIu64,
