@@ -17,11 +17,11 @@
 #include "jw_util.h"
 
 #include <arpa/inet.h>
-#include <sched.h>
 #include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
 #include <openssl/crypto.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>

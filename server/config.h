@@ -102,7 +102,7 @@ typedef struct jw_config {
     long ws_max_queue_total;  /* outbound bytes queued in the process, 1 MiB..64 GiB */
     int ws_slow_close_s;      /* seconds over the queue bound before 4008, 1..600 */
     int fanout_threads;       /* helpers sharing a publish round's socket writes, 0..64, or
-                                 JW_FANOUT_AUTO (jw_config_fanout_threads) */
+                                 JW_FANOUT_AUTO until jw_config_load resolves it */
     int ws_auth_timeout_s;    /* seconds for the first auth message, 1..300 */
     int ws_ping_interval_s;   /* silence before a ping, and after it before a drop, 1..3600 */
     int ws_message_rate;      /* client messages per connection per second; 0: no limit */

@@ -584,7 +584,7 @@ static int parse_secret_text(char **slot, const char *v, const char *name, char 
     return 0;
 }
 
-/* "auto" (JW_FANOUT_AUTO, resolved at start by jw_config_fanout_threads) or 0..64. */
+/* "auto" (JW_FANOUT_AUTO, which jw_config_load resolves: jw_config_fanout_auto) or 0..64. */
 static int parse_fanout_threads(jw_config *c, const char *v, const char *name, char *err,
                                 size_t errlen)
 {

@@ -175,7 +175,7 @@ typedef struct {
 
 typedef struct {
     char id[40];
-    dtime *times; /* indexed by seq, ncap of them (grown on demand) */
+    dtime *times; /* indexed by seq, ntimes of them (grown on demand) */
     int32_t ntimes;
     int32_t wave, slot;
     int64_t base; /* lowest baseline seq any connection started from; -1 none */

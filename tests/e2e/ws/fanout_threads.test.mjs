@@ -2,7 +2,7 @@
 // (docs/operations.md, "Fan-out threads"; server/fanout.c, wsconn.c's direct writes):
 //   1. a client message's reply is written straight to the socket, not after a WRITEABLE
 //      callback (jobwire_fanout_direct_writes_total counts it), and answers in order;
-//      The default (auto) is one helper less than the CPUs the server may run on, at most 8;
+//      the default (auto) is one helper fewer than the CPUs the server may run on, at most 8;
 //   2. with one helper, 24 watchers of a job (rounds of 24 writes, past the 16 from which a
 //      round is shared) each get the whole stream, identical, in order, and the rounds were
 //      shared (jobwire_fanout_parallel_rounds_total);
@@ -71,7 +71,7 @@ test('1. a reply leaves straight from the RECEIVE callback, in order', { timeout
   const server = await start('fanout_replies');
   const cpus = allowedCpus(server.pid);
   assert.equal(await server.metric('jobwire_fanout_threads'), Math.min(Math.max(cpus - 1, 0), 8),
-    `auto: one helper less than the ${cpus} CPUs the server may run on, at most 8`);
+    `auto: one helper fewer than the ${cpus} CPUs the server may run on, at most 8`);
   const c = await Client.open(server, server.user().token, { label: 'pinger' });
   const before = await server.metric('jobwire_fanout_direct_writes_total');
   for (let i = 0; i < 10; i++) await c.ping();
