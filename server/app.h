@@ -60,8 +60,8 @@ void jw_app_stop_cluster(jw_app *app);
 /* Hands store answers, read results and provider replies to their owners. */
 void jw_app_drain(jw_app *app);
 /*
- * An idle turn of the loop: one chunk (8) of a publish round's writes still
- * waiting for a fan-out helper, made here; how many (0: none waits).
+ * Between two turns of the loop: one chunk (8) of a publish round's writes
+ * that no fan-out helper has taken yet, made here; how many (0: none waits).
  */
 size_t jw_app_help(jw_app *app);
 /* Shutdown: asks every WebSocket connection to close with 1001; returns how many are open. */

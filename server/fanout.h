@@ -7,10 +7,10 @@
  *   and returns at once: they call fn(ctx, i, worker) once for every i in
  *   0..n-1, then done(ctx) runs on the loop thread, from jw_fanout_drain.
  *   The loop thread goes on with its own work (the engine, lws) meanwhile:
- *   it never waits for a batch. When it has nothing else to do it may take
- *   part, one chunk at a time (jw_fanout_help), so a round does not leave
- *   its core idle and what becomes ready meanwhile waits for one chunk at
- *   most. Batches are taken in the order they were submitted, each in chunks
+ *   it never waits for a batch. Between its own turns it may take part, one
+ *   chunk at a time (jw_fanout_help), so a round does not leave its core
+ *   idle and what becomes ready meanwhile waits for one chunk at most.
+ *   Batches are taken in the order they were submitted, each in chunks
  *   of 8 items by whichever worker is free; the order among a batch's items
  *   is not kept. fn must touch only item i, worker's own scratch (worker is
  *   1..helpers, 0 for the loop thread) and what no other thread writes until
@@ -54,8 +54,8 @@ int jw_fanout_helpers(const jw_fanout *p);
 /* Hands the batch over (see above); n may be 0. Without helpers, runs it and done now. */
 void jw_fanout_submit(jw_fanout *p, size_t n, jw_fanout_fn *fn, jw_fanout_done_fn *done, void *ctx);
 /*
- * The loop thread, idle: runs one chunk of the oldest batch with items left,
- * as worker 0; the items it ran (0: none left to take, or no helpers).
+ * The loop thread, between its turns: runs one chunk of the oldest batch with
+ * items left, as worker 0; the items it ran (0: none left to take, or no helpers).
  */
 size_t jw_fanout_help(jw_fanout *p);
 /* Calls done of every batch finished since the last drain, in the order they finished. */

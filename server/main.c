@@ -548,9 +548,10 @@ int main(int argc, char **argv)
     /* A signal after this check still ends the wait: it cancels the service. */
     while (!stop_requested) {
         /*
-         * Writes of a publish round that no fan-out helper has taken yet are
-         * made here, a chunk at a time, when the loop has nothing else to do:
-         * what is ready meanwhile waits for one chunk, never for a round.
+         * While writes of a publish round wait that no fan-out helper has
+         * taken yet, the loop makes one chunk of them here, then a turn that
+         * does not wait: what is ready meanwhile waits for one chunk, never
+         * for a round.
          */
         if (jw_app_help(app))
             uv_run(&loop, UV_RUN_NOWAIT);

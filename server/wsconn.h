@@ -26,7 +26,7 @@
  *   closes) pass too, so neither splits the other's frames. A round of many
  *   is handed to the helper threads of a jw_fanout pool (in parts of
  *   JW_WSCONN_ROUND_MAX) and the loop thread goes on at once (the engine,
- *   lws; when idle it takes part, a chunk at a time): the kernel's send path,
+ *   lws; between its turns it takes part, a chunk at a time): the kernel's send path,
  *   most of a round's cost, runs on other cores, and nothing waits for it. While its
  *   write is with a helper a connection is "in flight": the messages the
  *   write carries are off its queue (they are the write's until it

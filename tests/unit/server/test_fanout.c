@@ -332,7 +332,7 @@ static void help_done(void *ctx)
 }
 
 /*
- * The loop thread takes part when idle: with the one helper held in the
+ * The loop thread takes part between its turns: with the one helper held in the
  * first chunk of a batch of 16, jw_fanout_help runs the second chunk at once
  * on worker 0 (8 items), then finds nothing left to take; the batch is done
  * (done runs once) when the helper's chunk returns. Without helpers, help
