@@ -456,7 +456,7 @@ static void on_closed(conn *c)
     jw_timers_cancel(hub->sv->timers, &c->expiry);
     jw_ws_budget_release(&c->rx_budget);
     while (c->nsubs)
-        ws_remove_sub(c, c->subs[c->nsubs - 1]);
+        ws_remove_sub(c, c->subs[c->nsubs - 1].j);
     free(c->subs);
     jw_wsconn_drop_all(&c->base);
     ws_cancel_reads(c, NULL);

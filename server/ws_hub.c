@@ -7,6 +7,7 @@
 #include "ws_internal.h"
 
 #include <inttypes.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -161,12 +162,30 @@ bool ws_queue_snapshot(conn *c, job_entry *j, const char *job_id, json_t *ref, c
     return true;
 }
 
+/*
+ * c's place in c->subs for j (SIZE_MAX: not subscribed), found from whichever
+ * side has fewer subscriptions: a connection usually has one or a few, a job
+ * may have thousands of watchers, and a connection up to --ws-max-subscriptions.
+ */
+static size_t sub_slot(const job_entry *j, const conn *c)
+{
+    if (c->nsubs <= j->nsubs) {
+        for (size_t i = c->nsubs; i-- > 0;) /* from the end: closing removes the last */
+            if (c->subs[i].j == j)
+                return i;
+    } else {
+        for (size_t i = 0; i < j->nsubs; i++)
+            if (j->subs[i].c == c)
+                return j->subs[i].slot;
+    }
+    return SIZE_MAX;
+}
+
 subscriber *ws_find_sub(job_entry *j, const conn *c)
 {
-    for (size_t i = 0; i < j->nsubs; i++)
-        if (j->subs[i].c == c)
-            return &j->subs[i];
-    return NULL;
+    size_t k = sub_slot(j, c);
+
+    return k == SIZE_MAX ? NULL : &j->subs[c->subs[k].at];
 }
 
 /*
@@ -206,9 +225,10 @@ void ws_shed(jw_wsconn *b)
     conn *c = conn_of(b);
 
     for (size_t i = 0; i < c->nsubs; i++) {
-        subscriber *sub = ws_find_sub(c->subs[i], c);
+        job_entry *j = c->subs[i].j;
+        subscriber *sub = &j->subs[c->subs[i].at];
 
-        if (sub && !sub->resync && jw_wsconn_drop_tag(b, c->subs[i]))
+        if (!sub->resync && jw_wsconn_drop_tag(b, j))
             owe_snapshot(c, sub);
     }
 }
@@ -247,10 +267,10 @@ void ws_pay_resyncs(jw_wsconn *b)
     conn *c = conn_of(b);
 
     for (size_t i = 0; i < c->nsubs && c->resyncs_owed && b->qbytes < JW_WSCONN_FRAME; i++) {
-        job_entry *j = c->subs[i];
-        subscriber *sub = ws_find_sub(j, c);
+        job_entry *j = c->subs[i].j;
+        subscriber *sub = &j->subs[c->subs[i].at];
 
-        if (!sub || !sub->resync)
+        if (!sub->resync)
             continue;
         sub->resync = false;
         c->resyncs_owed--;
@@ -265,10 +285,7 @@ void ws_pay_resyncs(jw_wsconn *b)
 
 bool ws_subscribed(const conn *c, const job_entry *j)
 {
-    for (size_t i = 0; i < c->nsubs; i++)
-        if (c->subs[i] == j)
-            return true;
-    return false;
+    return sub_slot(j, c) != SIZE_MAX;
 }
 
 subscriber *ws_add_sub(conn *c, job_entry *j)
@@ -282,16 +299,17 @@ subscriber *ws_add_sub(conn *c, job_entry *j)
         c->capsubs = c->capsubs ? c->capsubs * 2 : 4;
         c->subs = jw_xrealloc(c->subs, c->capsubs * sizeof(*c->subs));
     }
-    c->subs[c->nsubs++] = j;
     if (j->nsubs == 0)
         idle_unlink(hub, j);
     if (j->nsubs == j->capsubs) {
         j->capsubs = j->capsubs ? j->capsubs * 2 : 4;
         j->subs = jw_xrealloc(j->subs, j->capsubs * sizeof(*j->subs));
     }
+    c->subs[c->nsubs] = (conn_sub){.j = j, .at = j->nsubs};
     sub = &j->subs[j->nsubs++];
     memset(sub, 0, sizeof(*sub));
     sub->c = c;
+    sub->slot = c->nsubs++;
     hub->stats.subscriptions++;
     return sub;
 }
@@ -299,18 +317,21 @@ subscriber *ws_add_sub(conn *c, job_entry *j)
 bool ws_remove_sub(conn *c, job_entry *j)
 {
     jw_ws *hub = c->hub;
-    subscriber *sub = ws_find_sub(j, c);
+    size_t k = sub_slot(j, c), at;
 
-    if (!sub)
+    if (k == SIZE_MAX)
         return false;
-    if (sub->resync)
+    at = c->subs[k].at;
+    if (j->subs[at].resync)
         c->resyncs_owed--;
-    *sub = j->subs[--j->nsubs];
-    for (size_t i = 0; i < c->nsubs; i++) {
-        if (c->subs[i] == j) {
-            c->subs[i] = c->subs[--c->nsubs];
-            break;
-        }
+    /* Each array fills its hole with its last entry, whose other side learns its new place. */
+    if (at != --j->nsubs) {
+        j->subs[at] = j->subs[j->nsubs];
+        j->subs[at].c->subs[j->subs[at].slot].at = at;
+    }
+    if (k != --c->nsubs) {
+        c->subs[k] = c->subs[c->nsubs];
+        c->subs[k].j->subs[c->subs[k].at].slot = k;
     }
     /* What is still queued for it is no longer wanted. */
     jw_wsconn_drop_tag(&c->base, j);

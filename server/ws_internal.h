@@ -59,9 +59,15 @@ enum { CLOSE_SLOW = 4008, CLOSE_AUTH = 4401, CLOSE_AUTH_TIMEOUT = 4408, CLOSE_TO
 
 struct conn;
 
-/* One connection's subscription to one job, kept on the job's entry. */
+/*
+ * One connection's subscription to one job, kept on the job's entry. Each side
+ * indexes the other: the subscriber is j->subs[at] where c->subs[slot] is
+ * {j, at}, so either side finds it by scanning the shorter of its two arrays
+ * (a crowd of watchers re-subscribing is not quadratic in the crowd).
+ */
 typedef struct subscriber {
     struct conn *c;
+    size_t slot;    /* its place in c->subs */
     bool replaying; /* a journal replay is in flight: live deltas come after it */
     bool resync;    /* deltas dropped over the queue bound: a snapshot is owed */
 } subscriber;
@@ -92,6 +98,12 @@ struct jw_ws {
     bool unpark_due, unparking;
 };
 
+/* A connection's subscription: the job, and its subscriber's place in j->subs. */
+typedef struct conn_sub {
+    struct job_entry *j;
+    size_t at;
+} conn_sub;
+
 /*
  * A connection. Its queue (base) holds replies, and deltas and snapshots
  * tagged with their job_entry (a resync drops them); deltas are counted.
@@ -105,7 +117,7 @@ typedef struct conn {
     jw_timer auth_deadline;   /* --ws-auth-timeout, on the monotonic heap */
     jw_timer expiry;          /* the token's exp, on the wall-clock heap */
     jw_ws_budget rx_budget;   /* client messages: --ws-message-rate */
-    job_entry **subs;
+    conn_sub *subs;
     size_t nsubs, capsubs;
     int64_t over_since;  /* since when deltas are being dropped for this connection */
     size_t resyncs_owed; /* subscribers of this connection with resync set */
