@@ -17,6 +17,12 @@
  * Per delta (jobwire mode): when its first and its last watcher got it, from
  * its ts (p50/p99 over the deltas), which tells a round that started late from
  * one that took long.
+ * Change-to-arrival: the same from ts, but to when the bytes reached this
+ * tool's socket (the kernel's receive timestamp, SO_TIMESTAMPNS, of the last
+ * packet a read took: never earlier than the message's own), not to when the
+ * tool read them. The difference is the tool's own lag: on a machine whose
+ * CPUs the server and the tool share, a read waits while the tool handles
+ * thousands of other messages.
  *
  * Modes:
  *   jobwire  GET /ws?token=T, subprotocol jobwire.v1, {"type":"subscribe"}.
@@ -212,6 +218,9 @@ static struct {
     int64_t lat_max;
     uint64_t chist[NBUCKET]; /* receive time - cts (the commit), for deltas that carry it */
     int64_t clat_max;
+    uint64_t ahist[NBUCKET]; /* the kernel's arrival time - ts, for reads that carried one */
+    int64_t alat_max;
+    uint64_t narrive;
     uint64_t ncommit;
     /* the same split by node (c->node) */
     uint64_t nhist[2][NBUCKET], nchist[2][NBUCKET], ndeliv[2], nreplayed[2], ncommits[2],
@@ -555,7 +564,8 @@ static void send_resume(conn *c, int k)
 
 /* ---- receiving ------------------------------------------------------------------- */
 
-static int64_t rx_now; /* CLOCK_REALTIME at the current read */
+static int64_t rx_now;     /* CLOCK_REALTIME at the current read */
+static int64_t rx_arrived; /* the kernel's receive timestamp of its last packet, 0: none */
 
 /* The last occurrence of key in [s, e), or NULL. */
 static const char *last_of(const char *s, const char *e, const char *key, size_t klen)
@@ -694,6 +704,14 @@ static void count_ts(conn *c, int64_t ts)
         S.lat_max = lat;
     if (lat > S.nlat_max[c->node])
         S.nlat_max[c->node] = lat;
+    if (rx_arrived) {
+        int64_t alat = rx_arrived - ts < 0 ? 0 : rx_arrived - ts;
+
+        S.ahist[bucket_of(alat)]++;
+        S.narrive++;
+        if (alat > S.alat_max)
+            S.alat_max = alat;
+    }
 }
 
 /* Job j's delta seq, received live now (its ts): the first and last receive so far. */
@@ -1384,6 +1402,7 @@ static void conn_open_as(int i, bool reopen)
     if (c->fd < 0)
         die("socket: %s (open-file limit?)", strerror(errno));
     setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    setsockopt(c->fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof(one));
     /* Spread source addresses over 127.0.0.2..254 so ports never run short. */
     setsockopt(c->fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
     src.sin_addr.s_addr = htonl(0x7f000002u + (uint32_t)(i % 253));
@@ -1408,6 +1427,38 @@ static void conn_open(int i)
     conn_open_as(i, false);
 }
 
+/*
+ * recv, noting in rx_arrived when the kernel received the last packet it
+ * took (TCP hands the timestamp of the newest one read: a later time than an
+ * earlier message's own, so the figure errs late).
+ */
+static ssize_t recv_stamped(int fd, char *p, size_t n)
+{
+    union {
+        char buf[CMSG_SPACE(sizeof(struct timespec))];
+        struct cmsghdr align;
+    } ctl;
+    struct iovec iov = {.iov_base = p, .iov_len = n};
+    struct msghdr mh = {.msg_iov = &iov,
+                        .msg_iovlen = 1,
+                        .msg_control = ctl.buf,
+                        .msg_controllen = sizeof(ctl.buf)};
+    ssize_t r = recvmsg(fd, &mh, 0);
+
+    rx_arrived = 0;
+    if (r <= 0)
+        return r;
+    for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
+        if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_TIMESTAMPNS) {
+            struct timespec ts;
+
+            memcpy(&ts, CMSG_DATA(cm), sizeof(ts));
+            rx_arrived = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+        }
+    }
+    return r;
+}
+
 static void on_event(conn *c, uint32_t events, char *buf)
 {
     if (c->state == ST_CLOSED || c->stalled)
@@ -1429,7 +1480,7 @@ static void on_event(conn *c, uint32_t events, char *buf)
     }
     if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
         for (int rounds = 0; rounds < 4 && c->state != ST_CLOSED; rounds++) {
-            ssize_t r = recv(c->fd, buf, RXBUF, 0);
+            ssize_t r = recv_stamped(c->fd, buf, RXBUF);
             if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
                 break;
             if (r <= 0) {
@@ -2194,6 +2245,12 @@ int main(int argc, char **argv)
     printf(" deltas_timed=%zu delta_first_p50_ms=%.3f delta_first_p99_ms=%.3f"
            " delta_last_p50_ms=%.3f delta_last_p99_ms=%.3f",
            ntimed, first50, first99, last50, last99);
+    printf(" arrive_n=%" PRIu64 " arrive_p50_ms=%.3f arrive_p99_ms=%.3f arrive_p999_ms=%.3f"
+           " arrive_max_ms=%.3f",
+           S.narrive, S.narrive ? pct_of(S.ahist, S.alat_max, S.narrive, 0.50) : -1,
+           S.narrive ? pct_of(S.ahist, S.alat_max, S.narrive, 0.99) : -1,
+           S.narrive ? pct_of(S.ahist, S.alat_max, S.narrive, 0.999) : -1,
+           S.narrive ? (double)S.alat_max / 1000.0 : -1);
     printf(" rss_joined_kb=%ld rss_joined_per_conn_kb=%.3f joins_ok=%" PRIu64
            " join_errors=%" PRIu64 " channel_errors=%" PRIu64 " heartbeats=%" PRIu64
            " heartbeat_replies=%" PRIu64,
