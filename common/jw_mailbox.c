@@ -17,6 +17,7 @@ void jw_mailbox_init(jw_mailbox *mb, void (*wake)(void *arg), void *wake_arg)
     mb->count = 0;
     mb->closed = false;
     mb->kicked = false;
+    atomic_init(&mb->nonempty, false);
     mb->wake = wake;
     mb->wake_arg = wake_arg;
 }
@@ -46,6 +47,7 @@ bool jw_mailbox_post_chain(jw_mailbox *mb, jw_mailbox_node *first, jw_mailbox_no
         mb->head = first;
     mb->tail = last;
     mb->count += n;
+    atomic_store_explicit(&mb->nonempty, true, memory_order_relaxed);
     pthread_cond_signal(&mb->cond);
     pthread_mutex_unlock(&mb->lock);
     if (mb->wake)
@@ -60,6 +62,7 @@ static jw_mailbox_node *detach_locked(jw_mailbox *mb)
     mb->head = mb->tail = NULL;
     mb->count = 0;
     mb->kicked = false;
+    atomic_store_explicit(&mb->nonempty, false, memory_order_relaxed);
     return all;
 }
 

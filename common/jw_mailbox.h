@@ -18,6 +18,7 @@
 #define JW_MAILBOX_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -31,7 +32,8 @@ typedef struct jw_mailbox {
     jw_mailbox_node *head, *tail;
     size_t count;
     bool closed;
-    bool kicked; /* jw_mailbox_kick since the last take */
+    bool kicked;          /* jw_mailbox_kick since the last take */
+    atomic_bool nonempty; /* head != NULL, readable without the lock (jw_mailbox_has_mail) */
     void (*wake)(void *arg);
     void *wake_arg;
 } jw_mailbox;
@@ -67,6 +69,16 @@ void jw_mailbox_kick(jw_mailbox *mb);
 
 /* Wakes every waiter; later posts fail. Items already queued stay takeable. */
 void jw_mailbox_close(jw_mailbox *mb);
+
+/*
+ * Whether something is queued, without taking the lock: for a consumer that
+ * checks between pieces of other work (one relaxed load). A post that races
+ * with it is seen by the next check, and its wake comes anyway.
+ */
+static inline bool jw_mailbox_has_mail(jw_mailbox *mb)
+{
+    return atomic_load_explicit(&mb->nonempty, memory_order_relaxed);
+}
 
 bool jw_mailbox_is_closed(jw_mailbox *mb);
 size_t jw_mailbox_count(jw_mailbox *mb);

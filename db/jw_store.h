@@ -152,6 +152,9 @@ int jw_store_submit(jw_store *s, jw_batch *b);
  */
 typedef void (*jw_store_done_fn)(jw_batch *b, void *arg);
 size_t jw_store_drain(jw_store *s, jw_store_done_fn fn, void *arg);
+/* Whether answered batches wait for jw_store_drain: one relaxed load, for checks
+ * between other work (a false answer is caught up by the drain the wake brings). */
+bool jw_store_has_answers(jw_store *s);
 /* Like drain, but first waits up to timeout_ms for at least one answer. */
 size_t jw_store_wait(jw_store *s, int timeout_ms, jw_store_done_fn fn, void *arg);
 

@@ -455,6 +455,11 @@ size_t jw_store_drain(jw_store *s, jw_store_done_fn fn, void *arg)
     return hand_over(jw_mailbox_take_all(&s->done), fn, arg);
 }
 
+bool jw_store_has_answers(jw_store *s)
+{
+    return jw_mailbox_has_mail(&s->done);
+}
+
 size_t jw_store_wait(jw_store *s, int timeout_ms, jw_store_done_fn fn, void *arg)
 {
     return hand_over(jw_mailbox_wait(&s->done, timeout_ms), fn, arg);

@@ -57,7 +57,8 @@ struct jw_app {
     jw_provider provider;
     jw_provider_call **held;
     size_t nheld, capheld;
-    bool stopped; /* jw_app_stop: no timer fires any more */
+    bool stopped;  /* jw_app_stop: no timer fires any more */
+    bool draining; /* in drain: a connection's callback must not start another */
     /* Jobs claimed from other nodes whose old copy here still had a batch
      * out (jw_engine_adopt's later): given again after each store round. */
     json_t *adopt_later;
@@ -437,6 +438,8 @@ static int bind_vhost(jw_app *app, struct lws_vhost *vh, char *err, size_t errle
 
 /* ---- life cycle ---------------------------------------------------------------- */
 
+static void catch_up(void *arg);
+
 static int start_provider(jw_app *app, jw_engine_ports *p, char *err, size_t errlen)
 {
     if (app->cfg->provider_sim) {
@@ -489,6 +492,8 @@ int jw_app_new(jw_app **out, const jw_config *cfg, struct lws_context *ctx, stru
     app->http = http;
     app->sv.cfg = cfg;
     app->sv.store = store;
+    app->sv.catch_up = catch_up;
+    app->sv.catch_up_arg = app;
     app->timers = jw_timers_new(timers_wake_at, app);
     app->sv.timers = app->timers;
     app->mono_timers = jw_timers_new(mono_wake_at, app);
@@ -671,30 +676,59 @@ size_t jw_app_help(jw_app *app)
     return app ? jw_fanout_help(app->sv.fanout) : 0;
 }
 
-void jw_app_drain(jw_app *app)
+/*
+ * A publish round: every committed batch first, then one write per
+ * connection. The whole of the loop's mailboxes when a wake-up brought it
+ * (everything), else only the committed batches (catch_up).
+ */
+static void drain(jw_app *app, bool everything)
 {
-    /* Every committed batch of this round first, then one write per connection. */
+    app->draining = true;
     jw_ws_hold(app->ws);
     jw_rt_hold(app->rt);
     /* Writes the helpers finished: what their connections were given meanwhile joins
      * this round. */
     jw_fanout_drain(app->sv.fanout);
     jw_store_drain(app->sv.store, on_commit, app);
-    check_node(app);
-    if (app->adopt_later && json_array_size(app->adopt_later)) {
-        json_t *again = app->adopt_later;
+    if (everything) {
+        check_node(app);
+        if (app->adopt_later && json_array_size(app->adopt_later)) {
+            json_t *again = app->adopt_later;
 
-        app->adopt_later = NULL;
-        adopt(app, again);
-        json_decref(again);
+            app->adopt_later = NULL;
+            adopt(app, again);
+            json_decref(again);
+        }
+        if (app->sv.cluster)
+            jw_cluster_drain(app->sv.cluster, on_notice, app);
+        jw_store_drain_reads(app->sv.store, on_read, NULL);
     }
-    if (app->sv.cluster)
-        jw_cluster_drain(app->sv.cluster, on_notice, app);
-    jw_store_drain_reads(app->sv.store, on_read, NULL);
     jw_ws_flush(app->ws);
     jw_rt_flush(app->rt);
-    if (app->http_provider)
+    if (everything && app->http_provider)
         jw_http_provider_drain(app->http_provider, deliver_reply, app);
+    app->draining = false;
+}
+
+void jw_app_drain(jw_app *app)
+{
+    if (!app->draining)
+        drain(app, true);
+}
+
+/*
+ * Before a connection's receive or write callback, when batches committed
+ * since the last round (jw_sv_catch_up): publish them now. The store's wake-up
+ * is one event among those of the loop's turn, handled in whatever order the
+ * poll returned them; in a crowd's burst of client messages a turn runs to
+ * thousands of callbacks, and committed deltas waited for it to end.
+ */
+static void catch_up(void *arg)
+{
+    jw_app *app = arg;
+
+    if (!app->draining && !app->stopped)
+        drain(app, false);
 }
 
 size_t jw_app_close_connections(jw_app *app)

@@ -352,13 +352,18 @@ int jw_rt_callback(jw_rt *rt, struct lws *wsi, enum lws_callback_reasons reason,
     case LWS_CALLBACK_RECEIVE:
         if (!c)
             return -1;
+        jw_sv_catch_up(c->rt->sv);
         jw_wsconn_heard(&c->base);
         return on_receive(c, wsi, in, len);
     case LWS_CALLBACK_RECEIVE_PONG:
         if (c)
             jw_wsconn_heard(&c->base);
         return 0;
-    case LWS_CALLBACK_SERVER_WRITEABLE: return c ? jw_wsconn_on_writable(&c->base) : 0;
+    case LWS_CALLBACK_SERVER_WRITEABLE:
+        if (!c)
+            return 0;
+        jw_sv_catch_up(c->rt->sv);
+        return jw_wsconn_on_writable(&c->base);
     case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
         if (c)
             jw_wsconn_peer_closed(&c->base);

@@ -36,7 +36,22 @@ typedef struct jw_services {
     struct jw_wsmem *wsmem;   /* both endpoints' budget for queued output (wsconn.h) */
     jw_timers *timers;        /* the loop's deadlines on the wall clock (jw_now_us) */
     jw_timers *mono_timers;   /* and on the monotonic clock (jw_mono_us): connections' */
+    /*
+     * Publishes the batches that committed since the last round (app.c); NULL:
+     * never. The endpoints ask for it before each connection's receive and write
+     * callback (jw_sv_catch_up), so a loop turn busy with thousands of clients'
+     * messages does not hold committed deltas back until the turn ends.
+     */
+    void (*catch_up)(void *arg);
+    void *catch_up_arg;
 } jw_services;
+
+/* One relaxed load when nothing committed meanwhile. */
+static inline void jw_sv_catch_up(const jw_services *sv)
+{
+    if (sv->catch_up && jw_store_has_answers(sv->store))
+        sv->catch_up(sv->catch_up_arg);
+}
 
 /*
  * What the hubs ask about a job: the mirror's view when it mirrors the job

@@ -536,13 +536,19 @@ static int callback_ws(struct lws *wsi, enum lws_callback_reasons reason, void *
     case LWS_CALLBACK_RECEIVE:
         if (!c || !c->base.open)
             return -1;
+        jw_sv_catch_up(c->hub->sv);
         jw_wsconn_heard(&c->base);
         return on_receive(c, wsi, in, len);
     case LWS_CALLBACK_RECEIVE_PONG:
         if (c && c->base.open)
             jw_wsconn_heard(&c->base);
         return 0;
-    case LWS_CALLBACK_SERVER_WRITEABLE: return c ? jw_wsconn_on_writable(&c->base) : 0;
+    case LWS_CALLBACK_SERVER_WRITEABLE:
+        if (!c)
+            return 0;
+        if (c->base.open)
+            jw_sv_catch_up(c->hub->sv);
+        return jw_wsconn_on_writable(&c->base);
     case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
         if (c)
             jw_wsconn_peer_closed(&c->base);

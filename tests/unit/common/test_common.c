@@ -92,7 +92,9 @@ static void test_mailbox_fifo_and_chain(void **state)
     jw_mailbox_init(&mb, count_wake, NULL);
     for (int i = 0; i < 5; i++)
         items[i].value = i;
+    assert_false(jw_mailbox_has_mail(&mb));
     assert_true(jw_mailbox_post(&mb, &items[0].node));
+    assert_true(jw_mailbox_has_mail(&mb));
     assert_true(jw_mailbox_post(&mb, &items[1].node));
     /* A chain of three costs one wake. */
     items[2].node.next = &items[3].node;
@@ -103,6 +105,7 @@ static void test_mailbox_fifo_and_chain(void **state)
     for (n = jw_mailbox_take_all(&mb); n; n = n->next)
         assert_int_equal(jw_container_of(n, struct item, node)->value, expect++);
     assert_int_equal(expect, 5);
+    assert_false(jw_mailbox_has_mail(&mb)); /* taking all empties it */
     assert_null(jw_mailbox_take_all(&mb));
     jw_mailbox_release(&mb);
 }
@@ -119,7 +122,9 @@ static void test_mailbox_wait_and_close(void **state)
     assert_null(jw_mailbox_wait(&mb, 30));
     assert_true(jw_mono_us() - t0 >= 25000); /* it did wait, not spin */
     assert_true(jw_mailbox_post(&mb, &it.node));
+    assert_true(jw_mailbox_has_mail(&mb));
     assert_ptr_equal(jw_mailbox_wait(&mb, 1000), &it.node);
+    assert_false(jw_mailbox_has_mail(&mb));
     jw_mailbox_close(&mb);
     assert_true(jw_mailbox_is_closed(&mb));
     assert_false(jw_mailbox_post(&mb, &it.node));
