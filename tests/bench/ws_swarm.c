@@ -62,7 +62,9 @@
  * Soak mode (jobwire, scripts/soak): --jobs-at-once N keeps N jobs running
  * (N slots; when a subscriber sees a slot's job row turn completed, failed or
  * cancelled, a creator thread makes the slot's next job, and the slot's
- * connections subscribe to it and unsubscribe from the finished one);
+ * connections subscribe to it and unsubscribe from the finished one: the
+ * subscribes 64 per loop turn, between reads, as separate clients would send
+ * them, rather than a slot's 2,000 in one go with no read meanwhile);
  * --churn PCT closes PCT% of the connections at random every second (half
  * with a close frame, half without) and reconnects them at once, resuming
  * every subscription with "since" = the last seq seen, so a resumed stream is
@@ -145,6 +147,7 @@ enum { MODE_JOBWIRE, MODE_NCHAN, MODE_PLAIN, MODE_SUPABASE };
 typedef struct {
     int32_t job;      /* index in jobs[], -1 free */
     uint8_t resuming; /* subscribed with since: deltas until the ack are replays */
+    uint8_t queued;   /* --jobs-at-once: its subscribe waits its turn (send_queued) */
     uint32_t jref;    /* supabase: the ref of its phx_join (its leave's join_ref) */
     int64_t last;
 } sub;
@@ -228,6 +231,11 @@ static struct {
     int64_t nlat_max[2], nclat_max[2];
     int nconns_node[2];
     int close_codes[5000];
+    /* --jobs-at-once: subscribes to a slot's next job, sent a chunk per loop turn */
+    struct qsub {
+        int32_t conn, k, job;
+    } * squeue;
+    size_t sq_head, sq_len, sq_cap;
     /* job creation (jobwire --create-jobs, --jobs-at-once) */
     pthread_mutex_t mu;
     pthread_cond_t want_cv;
@@ -545,6 +553,7 @@ static void send_resume(conn *c, int k)
     char m[200];
     int n;
 
+    u->queued = 0; /* however it gets subscribed, a queued subscribe is not wanted */
     if (S.mode == MODE_SUPABASE) { /* no replay: a join, and a new baseline after a gap */
         if (u->last >= 0)
             u->resuming = SB_REJOINED;
@@ -1672,6 +1681,50 @@ static void sub_retire(const conn *c, sub *u)
  * what it missed counted). A connection that is reconnecting subscribes
  * when it is back.
  */
+/*
+ * A slot's next job has 2,000 watchers to subscribe. Sent in one go, the tool
+ * would spend over 10 ms of its CPU on them (on loopback a send does the
+ * server's receive work too) with none left to read what arrives meanwhile:
+ * its own lag, not the server's, and one 2,000 separate clients would not
+ * have. So they wait in a queue, SUBSCRIBE_CHUNK per loop turn, between reads.
+ */
+#define SUBSCRIBE_CHUNK 64
+
+static void queue_subscribe(int i, int k, int ji)
+{
+    if (S.sq_len == S.sq_cap) {
+        size_t cap = S.sq_cap ? S.sq_cap * 2 : 4096;
+        struct qsub *q = xrealloc(NULL, cap * sizeof(*q));
+
+        for (size_t n = 0; n < S.sq_len; n++) /* unwrapped, oldest first */
+            q[n] = S.squeue[(S.sq_head + n) % S.sq_cap];
+        free(S.squeue);
+        S.squeue = q;
+        S.sq_cap = cap;
+        S.sq_head = 0;
+    }
+    S.squeue[(S.sq_head + S.sq_len++) % S.sq_cap] = (struct qsub){i, k, ji};
+    S.conns[i].subs[k].queued = 1;
+}
+
+/* Up to SUBSCRIBE_CHUNK queued subscribes still wanted (open, following that job). */
+static void send_queued(void)
+{
+    for (int sent = 0; S.sq_len && sent < SUBSCRIBE_CHUNK;) {
+        struct qsub q = S.squeue[S.sq_head];
+        conn *c = &S.conns[q.conn];
+        sub *u = &c->subs[q.k];
+
+        S.sq_head = (S.sq_head + 1) % S.sq_cap;
+        S.sq_len--;
+        if (!u->queued || u->job != q.job || c->state != ST_OPEN)
+            continue;
+        u->queued = 0;
+        send_resume(c, q.k);
+        sent++;
+    }
+}
+
 static void take_slot_job(const char *id, int slot)
 {
     int gen = S.slot_gen[slot]++;
@@ -1693,7 +1746,7 @@ static void take_slot_job(const char *id, int slot)
         u->last = -1;
         u->resuming = 0;
         if (c->state == ST_OPEN)
-            send_resume(c, k);
+            queue_subscribe(i, k, ji);
     }
 }
 
@@ -2090,13 +2143,14 @@ int main(int argc, char **argv)
         /* Ramp: open what the rate allows by now. */
         while (S.opened < S.nconns && (int64_t)S.opened * 1000000 / S.ramp <= t - t_conn)
             conn_open(S.opened++);
-        int n = epoll_wait(S.ep, evs, 1024, S.opened < S.nconns ? 1 : 50);
+        int n = epoll_wait(S.ep, evs, 1024, S.sq_len ? 0 : S.opened < S.nconns ? 1 : 50);
         for (int i = 0; i < n; i++) {
             if (evs[i].data.u32 == UINT32_MAX)
                 take_created();
             else
                 on_event(&S.conns[evs[i].data.u32], evs[i].events, buf);
         }
+        send_queued();
         t = mono_us();
         if (!t_ready && S.opened == S.nconns && S.nready + S.nfailed + S.nclosed >= S.nconns) {
             /* Everyone subscribed (or failed): let the server settle, then read its RSS. */
