@@ -20,8 +20,10 @@
 #include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <openssl/crypto.h>
 #include <sched.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -298,15 +300,143 @@ int jw_config_fanout_auto(int cpus)
     return cpus - 1 < JW_FANOUT_AUTO_MAX ? cpus - 1 : JW_FANOUT_AUTO_MAX;
 }
 
-/* The CPUs this process may run on (taskset, cpusets); 1 if that cannot be told. */
+/* A quota of q per period p, in whole CPUs: the nearest, at least 1; 0 for no quota. */
+static int quota_cpus(long long q, long long p)
+{
+    long long n;
+
+    if (q <= 0 || p <= 0)
+        return 0;
+    n = q / p + (q % p >= p - p / 2); /* half up, without q + p/2 overflowing */
+    return n < 1 ? 1 : n > INT_MAX ? INT_MAX : (int)n;
+}
+
+/* The first line of dir/name (a kernel file: short), or false. */
+static bool read_line(const char *dir, const char *name, char *buf, size_t len)
+{
+    char path[PATH_MAX];
+    FILE *f;
+    bool ok;
+
+    if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, name) >= sizeof(path) ||
+        !(f = fopen(path, "re")))
+        return false;
+    ok = fgets(buf, (int)len, f) != NULL;
+    fclose(f);
+    return ok;
+}
+
+/* cgroup v2: cpu.max is "QUOTA PERIOD", QUOTA "max" for none. */
+static int v2_quota(const char *dir)
+{
+    char line[64];
+    long long q, p;
+
+    if (!read_line(dir, "cpu.max", line, sizeof(line)) || sscanf(line, "%lld %lld", &q, &p) != 2)
+        return 0;
+    return quota_cpus(q, p);
+}
+
+/* cgroup v1: cpu.cfs_quota_us (-1 for none) and cpu.cfs_period_us. */
+static int v1_quota(const char *dir)
+{
+    char line[64];
+    long long q, p;
+
+    if (!read_line(dir, "cpu.cfs_quota_us", line, sizeof(line)) || sscanf(line, "%lld", &q) != 1 ||
+        !read_line(dir, "cpu.cfs_period_us", line, sizeof(line)) || sscanf(line, "%lld", &p) != 1)
+        return 0;
+    return quota_cpus(q, p);
+}
+
+/* The lowest quota of cgroup path under mount and of each of its parents; 0: none. */
+static int lowest_quota(const char *mount, const char *path, int (*quota)(const char *dir))
+{
+    char dir[PATH_MAX];
+    size_t base = strlen(mount);
+    int low = 0;
+
+    if (path[0] != '/' || (size_t)snprintf(dir, sizeof(dir), "%s%s", mount,
+                                           strcmp(path, "/") ? path : "") >= sizeof(dir))
+        return 0;
+    for (;;) {
+        int n = quota(dir);
+        char *cut;
+
+        if (n > 0 && (!low || n < low))
+            low = n;
+        if (strlen(dir) <= base || !(cut = strrchr(dir + base, '/')))
+            return low;
+        *cut = '\0';
+    }
+}
+
+/* Whether the comma-separated controller list has "cpu". */
+static bool has_cpu(const char *list, size_t len)
+{
+    for (const char *p = list, *e = list + len; p < e;) {
+        const char *comma = memchr(p, ',', (size_t)(e - p));
+        size_t n = (size_t)((comma ? comma : e) - p);
+
+        if (n == 3 && memcmp(p, "cpu", 3) == 0)
+            return true;
+        p += n + 1;
+    }
+    return false;
+}
+
+int jw_config_quota_cpus(const char *cgroup_file, const char *root)
+{
+    static const char *const v2_mounts[] = {"", "/unified"};
+    static const char *const v1_mounts[] = {"/cpu", "/cpu,cpuacct", "/cpuacct,cpu"};
+    char line[4096], mount[PATH_MAX];
+    FILE *f = fopen(cgroup_file, "re");
+    int low = 0;
+
+    if (!f)
+        return 0;
+    /* "ID:CONTROLLERS:PATH": ID 0 and no controllers is v2's, "cpu" among them v1's. */
+    while (fgets(line, sizeof(line), f)) {
+        char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL, *nl;
+        bool v2;
+
+        if (!c2 || !(nl = strchr(c2, '\n')))
+            continue; /* not that shape, or longer than the buffer */
+        *nl = '\0';
+        v2 = c1 - line == 1 && line[0] == '0' && c2 == c1 + 1;
+        if (!v2 && !has_cpu(c1 + 1, (size_t)(c2 - c1 - 1)))
+            continue;
+        for (size_t i = 0; i < (v2 ? 2 : 3); i++) {
+            int n;
+
+            if ((size_t)snprintf(mount, sizeof(mount), "%s%s", root,
+                                 v2 ? v2_mounts[i] : v1_mounts[i]) >= sizeof(mount))
+                continue;
+            n = lowest_quota(mount, c2 + 1, v2 ? v2_quota : v1_quota);
+            if (n > 0 && (!low || n < low))
+                low = n;
+        }
+    }
+    fclose(f);
+    return low;
+}
+
+/*
+ * The CPUs this process may run on (taskset, cpusets), or fewer if a cgroup
+ * CPU quota allows less time than that (a container's --cpus); 1 if the
+ * affinity cannot be told.
+ */
 static int allowed_cpus(void)
 {
     cpu_set_t set;
-    int n;
+    int n, q;
 
     if (sched_getaffinity(0, sizeof(set), &set) != 0)
         return 1;
     n = CPU_COUNT(&set);
+    q = jw_config_quota_cpus("/proc/self/cgroup", "/sys/fs/cgroup");
+    if (q > 0 && q < n)
+        n = q;
     return n > 0 ? n : 1;
 }
 

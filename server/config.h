@@ -150,6 +150,16 @@ int jw_config_load(jw_config *c, int argc, char **argv, char *err, size_t errlen
  */
 int jw_config_fanout_auto(int cpus);
 
+/*
+ * The CPUs a cgroup CPU quota lets this process use: its cgroups are read
+ * from cgroup_file (/proc/self/cgroup), the hierarchies are under root
+ * (/sys/fs/cgroup: cgroup v2 there or at unified/, v1's cpu controller at cpu/
+ * or cpu,cpuacct/). The lowest quota of its cgroup and of every parent, quota
+ * / period rounded to the nearest whole CPU, at least 1; 0 when there is none
+ * or none can be read. auto counts the smaller of this and the affinity.
+ */
+int jw_config_quota_cpus(const char *cgroup_file, const char *root);
+
 /* Frees what load allocated and wipes the secrets; c can be loaded again. */
 void jw_config_release(jw_config *c);
 

@@ -307,12 +307,12 @@ const struct config__setting config__settings[] = {
         .env = "JOBWIRE_FANOUT_THREADS",
         .metavar = "N",
         .def = "auto",
-        .help =
-            "Helper threads that take a publish round's socket writes off the loop "
-            "thread, which goes on meanwhile (both WebSocket endpoints, plain TCP), "
-            "0..64, or auto: one less than the CPUs this process may run on, at "
-            "most " JW_FANOUT_AUTO_MAX_TEXT " (none on one CPU, where a helper only competes with "
-            "the loop thread). 0: the loop thread writes alone.",
+        .help = "Helper threads that take a publish round's socket writes off the loop "
+                "thread, which goes on meanwhile (both WebSocket endpoints, plain TCP), "
+                "0..64, or auto: one less than the CPUs this process may run on (its "
+                "affinity, or fewer under a cgroup CPU quota), at most " JW_FANOUT_AUTO_MAX_TEXT
+                " (none on one CPU, where a helper only competes with the loop thread). 0: the "
+                "loop thread writes alone.",
         .kind = CONFIG_SPECIAL,
         .parse = parse_fanout_threads,
     },

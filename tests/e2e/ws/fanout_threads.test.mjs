@@ -2,7 +2,8 @@
 // (docs/operations.md, "Fan-out threads"; server/fanout.c, wsconn.c's direct writes):
 //   1. a client message's reply is written straight to the socket, not after a WRITEABLE
 //      callback (jobwire_fanout_direct_writes_total counts it), and answers in order;
-//      the default (auto) is one helper fewer than the CPUs the server may run on, at most 8;
+//      the default (auto) is one helper fewer than the CPUs the server may run on (its
+//      affinity, or fewer under a cgroup CPU quota), at most 8;
 //   2. with one helper, 24 watchers of a job (rounds of 24 writes, past the 16 from which a
 //      round is shared) each get the whole stream, identical, in order, and the rounds were
 //      shared (jobwire_fanout_parallel_rounds_total);
@@ -28,6 +29,38 @@ function allowedCpus(pid) {
     n += b - a + 1;
   }
   return n;
+}
+
+// The whole CPUs a cgroup CPU quota gives process pid (0: none): the lowest quota of its
+// cgroup and each parent, v2 (cpu.max under /sys/fs/cgroup or its unified/) or v1
+// (cpu.cfs_quota_us / cpu.cfs_period_us under cpu/ or cpu,cpuacct/), to the nearest CPU.
+function quotaCpus(pid) {
+  const read = (f) => { try { return fs.readFileSync(f, 'utf8').trim(); } catch { return null; } };
+  let low = 0;
+  const consider = (q, p) => {
+    if (!(q > 0 && p > 0)) return;
+    const n = Math.max(1, Math.floor((q + Math.floor(p / 2)) / p));
+    if (!low || n < low) low = n;
+  };
+  for (const line of fs.readFileSync(`/proc/${pid}/cgroup`, 'utf8').split('\n')) {
+    const m = /^(\d+):([^:]*):(\/.*)$/.exec(line);
+    if (!m) continue;
+    const v2 = m[1] === '0' && m[2] === '';
+    if (!v2 && !m[2].split(',').includes('cpu')) continue;
+    const mounts = v2 ? ['/sys/fs/cgroup', '/sys/fs/cgroup/unified'] : ['/sys/fs/cgroup/cpu', '/sys/fs/cgroup/cpu,cpuacct', '/sys/fs/cgroup/cpuacct,cpu'];
+    for (const mount of mounts) {
+      for (let dir = m[3] === '/' ? '' : m[3]; ; dir = dir.slice(0, dir.lastIndexOf('/'))) {
+        if (v2) {
+          const [q, p] = (read(`${mount}${dir}/cpu.max`) ?? '').split(' ');
+          consider(Number(q), Number(p));
+        } else {
+          consider(Number(read(`${mount}${dir}/cpu.cfs_quota_us`)), Number(read(`${mount}${dir}/cpu.cfs_period_us`)));
+        }
+        if (!dir) break;
+      }
+    }
+  }
+  return low;
 }
 
 async function start(name, args = []) {
@@ -69,9 +102,10 @@ async function crowd(server) {
 
 test('1. a reply leaves straight from the RECEIVE callback, in order', { timeout: 60_000 }, async () => {
   const server = await start('fanout_replies');
-  const cpus = allowedCpus(server.pid);
+  const quota = quotaCpus(server.pid);
+  const cpus = quota > 0 ? Math.min(allowedCpus(server.pid), quota) : allowedCpus(server.pid);
   assert.equal(await server.metric('jobwire_fanout_threads'), Math.min(Math.max(cpus - 1, 0), 8),
-    `auto: one helper fewer than the ${cpus} CPUs the server may run on, at most 8`);
+    `auto: one helper fewer than the ${cpus} CPUs the server may use (affinity, CPU quota ${quota || 'none'}), at most 8`);
   const c = await Client.open(server, server.user().token, { label: 'pinger' });
   const before = await server.metric('jobwire_fanout_direct_writes_total');
   for (let i = 0; i < 10; i++) await c.ping();

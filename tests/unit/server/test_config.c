@@ -30,6 +30,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #define DB "--database-url=postgresql://jobwire@127.0.0.1:5432/jobwire"
 #define ADMIN_16 "admin-key-012345" /* the admin key's minimum, unchanged */
@@ -579,6 +581,7 @@ static void test_fanout_threads(void **state)
     char arg[128], want[256], err[1024];
     cpu_set_t set;
     jw_config c;
+    int cpus, quota;
 
     (void)state;
     assert_int_equal(jw_config_fanout_auto(0), 0);
@@ -588,11 +591,16 @@ static void test_fanout_threads(void **state)
     assert_int_equal(jw_config_fanout_auto(9), 8);
     assert_int_equal(jw_config_fanout_auto(256), 8);
     assert_int_equal(sched_getaffinity(0, sizeof(set), &set), 0);
+    /* The affinity, or fewer under a CPU quota (test_quota_cpus has the quotas). */
+    cpus = CPU_COUNT(&set);
+    quota = jw_config_quota_cpus("/proc/self/cgroup", "/sys/fs/cgroup");
+    if (quota > 0 && quota < cpus)
+        cpus = quota;
     assert_int_equal(load(&c, err, sizeof(err), DB, "--dev", NULL), 0);
-    assert_int_equal(c.fanout_threads, jw_config_fanout_auto(CPU_COUNT(&set)));
+    assert_int_equal(c.fanout_threads, jw_config_fanout_auto(cpus));
     jw_config_release(&c);
     assert_int_equal(load(&c, err, sizeof(err), DB, "--dev", "--fanout-threads=auto", NULL), 0);
-    assert_int_equal(c.fanout_threads, jw_config_fanout_auto(CPU_COUNT(&set)));
+    assert_int_equal(c.fanout_threads, jw_config_fanout_auto(cpus));
     jw_config_release(&c);
     assert_int_equal(load(&c, err, sizeof(err), DB, "--dev", "--fanout-threads=0", NULL), 0);
     assert_int_equal(c.fanout_threads, 0);
@@ -626,6 +634,117 @@ static void test_fanout_threads(void **state)
         assert_int_equal(c.fanout_threads, 0);
         jw_config_release(&c);
     }
+}
+
+/* ---- a cgroup tree made up in a temporary directory -------------------------------- */
+
+static char cg_root[64];
+
+/* Writes text to cg_root/rel, making its directories. */
+static void cg_put(const char *rel, const char *text)
+{
+    char path[256];
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/%s", cg_root, rel);
+    for (char *p = path + strlen(cg_root) + 1; (p = strchr(p, '/')); p++) {
+        *p = '\0';
+        mkdir(path, 0700);
+        *p = '/';
+    }
+    assert_non_null(f = fopen(path, "w"));
+    fputs(text, f);
+    fclose(f);
+}
+
+/* The quota in CPUs for the cgroup file's text, the tree being under cg_root/fs. */
+static int cg_quota(const char *cgroup)
+{
+    char file[128], fs[128];
+
+    cg_put("cgroup", cgroup);
+    snprintf(file, sizeof(file), "%s/cgroup", cg_root);
+    snprintf(fs, sizeof(fs), "%s/fs", cg_root);
+    return jw_config_quota_cpus(file, fs);
+}
+
+/* Teardown: the made-up tree goes, whether the test passed or not. */
+static int cg_wipe(void **state)
+{
+    char cmd[128];
+
+    (void)state;
+    if (!cg_root[0])
+        return 0;
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", cg_root);
+    cg_root[0] = '\0';
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+/* A CPU quota counts as whole CPUs: cgroup v2 (pure or beside v1), v1, nested, malformed. */
+static void test_quota_cpus(void **state)
+{
+    char file[128];
+
+    (void)state;
+    snprintf(cg_root, sizeof(cg_root), "/tmp/jw-test-cgroup-XXXXXX");
+    assert_non_null(mkdtemp(cg_root));
+
+    /* v2: the lowest of the cgroup and its parents; 1.5 CPUs round to 2. */
+    cg_put("fs/a/b/cpu.max", "max 100000\n");
+    cg_put("fs/a/cpu.max", "150000 100000\n");
+    assert_int_equal(cg_quota("0::/a/b\n"), 2);
+    cg_put("fs/a/b/cpu.max", "100000 100000\n");
+    assert_int_equal(cg_quota("0::/a/b\n"), 1);
+    /* The namespace's root itself (a container sees "/"). */
+    cg_put("fs/cpu.max", "300000 100000\n");
+    assert_int_equal(cg_quota("0::/\n"), 3);
+    /* A sliver of a CPU is still one; 1.4 is one, 2.5 is three. */
+    cg_put("fs/a/cpu.max", "1000 100000\n");
+    cg_put("fs/a/b/cpu.max", "max 100000\n");
+    assert_int_equal(cg_quota("0::/a/b\n"), 1);
+    cg_put("fs/a/cpu.max", "140000 100000\n");
+    assert_int_equal(cg_quota("0::/a\n"), 1);
+    cg_put("fs/a/cpu.max", "250000 100000\n");
+    assert_int_equal(cg_quota("0::/a\n"), 3);
+    /* No quota anywhere, or files that do not read as one. */
+    cg_put("fs/cpu.max", "max 100000\n");
+    /* (A quota past any CPU count: no overflow on the way.) */
+    cg_put("fs/h/cpu.max", "9223372036854775807 2\n");
+    assert_int_equal(cg_quota("0::/h\n"), INT_MAX);
+    cg_put("fs/a/cpu.max", "max\n");
+    cg_put("fs/a/b/cpu.max", "-5 100000\n");
+    assert_int_equal(cg_quota("0::/a/b\n"), 0);
+    cg_put("fs/a/b/cpu.max", "100000 0\n");
+    assert_int_equal(cg_quota("0::/a/b\n"), 0);
+    cg_put("fs/a/b/cpu.max", "lots\n");
+    assert_int_equal(cg_quota("0::/a/b\n"), 0);
+    assert_int_equal(cg_quota("0::/not/there\n"), 0);
+    assert_int_equal(cg_quota("0::relative\n"), 0);
+    assert_int_equal(cg_quota("garbage\n\n::\n"), 0);
+
+    /* v2 beside v1 (a hybrid host): the unified hierarchy at unified/. */
+    cg_put("fs/unified/u/cpu.max", "200000 100000\n");
+    assert_int_equal(cg_quota("0::/u\n"), 2);
+
+    /* v1: the cpu controller's line, alone or with cpuacct; the lowest of both versions. */
+    cg_put("fs/cpu,cpuacct/x/cpu.cfs_quota_us", "400000\n");
+    cg_put("fs/cpu,cpuacct/x/cpu.cfs_period_us", "100000\n");
+    assert_int_equal(cg_quota("4:memory:/x\n3:cpu,cpuacct:/x\n"), 4);
+    assert_int_equal(cg_quota("3:cpuacct,cpu:/x\n"), 4); /* the mount's name is not the line's */
+    assert_int_equal(cg_quota("3:cpu,cpuacct:/z\n"), 0);
+    cg_put("fs/cpu/y/cpu.cfs_quota_us", "-1\n");
+    cg_put("fs/cpu/y/cpu.cfs_period_us", "100000\n");
+    cg_put("fs/cpu/cpu.cfs_quota_us", "600000\n");
+    cg_put("fs/cpu/cpu.cfs_period_us", "100000\n");
+    assert_int_equal(cg_quota("2:cpu:/y\n"), 6);
+    assert_int_equal(cg_quota("2:cpu:/y\n0::/u\n"), 2);
+    /* "cpuset" is not "cpu". */
+    assert_int_equal(cg_quota("5:cpuset:/x\n"), 0);
+
+    /* No cgroup file at all. */
+    snprintf(file, sizeof(file), "%s/none", cg_root);
+    assert_int_equal(jw_config_quota_cpus(file, cg_root), 0);
 }
 
 /* Without --node-id every process is the same node, wherever it runs; --node-id names one. */
@@ -742,6 +861,7 @@ int main(void)
         cmocka_unit_test_setup(test_audience_issuer_default_unset, clean_env),
         cmocka_unit_test_setup(test_node_id, clean_env),
         cmocka_unit_test_setup(test_fanout_threads, clean_env),
+        cmocka_unit_test_teardown(test_quota_cpus, cg_wipe),
         cmocka_unit_test_setup(test_audience_issuer_set, clean_env),
         cmocka_unit_test_setup(test_audience_issuer_refused, clean_env),
         cmocka_unit_test(test_help),
