@@ -34,7 +34,7 @@
 
 #define JW_SECRET_KEY_LEN 32 /* AES-256 */
 
-/* --fanout-threads auto: one less than the CPUs the process may run on, at most this many. */
+/* --fanout-threads auto: one less than the CPUs the process may use, at most this many. */
 #define JW_FANOUT_AUTO (-1)
 #define JW_FANOUT_AUTO_MAX 8
 #define JW_FANOUT_AUTO_MAX_TEXT "8"
@@ -144,9 +144,10 @@ typedef struct jw_config {
 int jw_config_load(jw_config *c, int argc, char **argv, char *err, size_t errlen);
 
 /*
- * The helpers --fanout-threads auto gives a process that may run on cpus
- * CPUs: one less (a helper sharing the loop thread's only CPU just competes
- * with it), at most JW_FANOUT_AUTO_MAX. jw_config_load resolves auto with it.
+ * The helpers --fanout-threads auto gives a process that may use cpus CPUs
+ * (its affinity, or a lower CPU quota: jw_config_quota_cpus): one less (a
+ * helper sharing the loop thread's only CPU just competes with it), at most
+ * JW_FANOUT_AUTO_MAX. jw_config_load resolves auto with it.
  */
 int jw_config_fanout_auto(int cpus);
 

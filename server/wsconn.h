@@ -26,11 +26,11 @@
  *   closes) pass too, so neither splits the other's frames. A round of many
  *   is handed to the helper threads of a jw_fanout pool (in parts of
  *   JW_WSCONN_ROUND_MAX) and the loop thread goes on at once (the engine,
- *   lws; between its turns it takes part, a chunk at a time): the kernel's send path,
- *   most of a round's cost, runs on other cores, and nothing waits for it. While its
- *   write is with a helper a connection is "in flight": the messages the
- *   write carries are off its queue (they are the write's until it
- *   returns), and what it is given meanwhile waits in the queue for the
+ *   lws; between its turns it takes part, a chunk at a time): the kernel's
+ *   send path, most of a round's cost, runs on other cores, and nothing waits
+ *   for it. While its write is with a helper a connection is "in flight": the
+ *   messages the write carries are off its queue (they are the write's until
+ *   it returns), and what it is given meanwhile waits in the queue for the
  *   round after the write came back (jw_fanout_drain, then the flush). What
  *   a socket does not take is held by the gate, which sends it before
  *   anything else; the connection then waits for WRITEABLE. A TLS
