@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <libwebsockets.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -133,6 +134,11 @@ const jw_wsconn_io jw_wsconn_lws_io = {
 
 /* ---- the set ------------------------------------------------------------------------ */
 
+static void yield_cpu(void)
+{
+    sched_yield();
+}
+
 /*
  * One write of a connection jobwire writes itself: the messages it carries
  * are off the queue, the write's until it returns (on a helper, they are
@@ -164,6 +170,7 @@ void jw_wsconns_init(jw_wsconns *s, const char *name, bool gather, size_t max_qu
     s->gather = gather;
     s->max_queue = max_queue;
     s->clock = jw_mono_us;
+    s->yield = yield_cpu;
     jw_map_init(&s->conns);
     jw_wsconns_set_pool(s, NULL, 0);
 }
@@ -1164,8 +1171,20 @@ static void flush_round(jw_wsconns *s)
         if (c->wire && c->qhead) {
             r = round_add(s, r, c);
             if (r->n == JW_WSCONN_ROUND_MAX) { /* the helpers start on it; the next part follows */
+                bool alone = !s->pool;
+
                 round_run(s, r);
                 r = NULL;
+                /*
+                 * Written alone, a crowd's round is thousands of sends, ~10 ms for
+                 * 2,000. The db thread and a local PostgreSQL backend woken meanwhile
+                 * may share this CPU (one CPU, or a quota of one): they get it between
+                 * parts rather than waiting out the round, so the next commit is not
+                 * held up behind it (docs/benchmarks.md, twelfth look). With nothing
+                 * else runnable here, this is one cheap syscall per part.
+                 */
+                if (alone)
+                    s->yield();
             }
             continue;
         }

@@ -225,6 +225,7 @@ struct jw_wsconns {
     jw_timers *timers; /* liveness, on the clock below: NULL, off */
     int64_t ping_us;
     int64_t (*clock)(void); /* liveness' clock: jw_mono_us (unit tests: a fake) */
+    void (*yield)(void);    /* between a round's parts written alone: sched_yield (tests: a fake) */
     jw_wsconns_stats stats;
     jw_wsmem *mem; /* the process' budget (borrowed); NULL: none */
 };

@@ -1710,6 +1710,73 @@ static void test_direct_pool_threshold(void **state)
     free(s);
 }
 
+/* The fake yield: the direct writes made by each call (the set under test). */
+static const jw_wsconns *yield_set;
+static uint64_t yield_at[8];
+static int nyield;
+
+static void fake_yield(void)
+{
+    if (nyield < 8)
+        yield_at[nyield] = yield_set->stats.direct_writes;
+    nyield++;
+}
+
+/*
+ * A round written alone yields the CPU between its parts of JW_WSCONN_ROUND_MAX,
+ * after each part's sends and not after the last; with helpers, never. Every
+ * connection still gets its message, once.
+ */
+static void test_direct_round_yields(void **state)
+{
+    enum { N = 2 * JW_WSCONN_ROUND_MAX + 10 };
+    jw_fanout *pool = jw_fanout_new(2, NULL, NULL);
+    jw_wsconn *c = calloc(N, sizeof(*c));
+    sock *s = calloc(N, sizeof(*s));
+    jw_wsconns set;
+    static const char *const one[] = {"m"}, *const both[] = {"m", "m2"};
+
+    (void)state;
+    assert_non_null(pool);
+    set_up_direct(&set, true, 1 << 20);
+    set.yield = fake_yield;
+    yield_set = &set;
+    nyield = 0;
+    for (int i = 0; i < N; i++) {
+        sock_pair(&s[i], 0);
+        jw_wsconn_open(&set, &c[i], W(&s[i]));
+    }
+    jw_wsconns_hold(&set);
+    for (int i = 0; i < N; i++)
+        put(&c[i], "m", NULL, false);
+    jw_wsconns_flush(&set);
+    assert_int_equal(set.stats.direct_writes, N);
+    assert_int_equal(nyield, 2);
+    assert_int_equal(yield_at[0], JW_WSCONN_ROUND_MAX);
+    assert_int_equal(yield_at[1], 2 * JW_WSCONN_ROUND_MAX);
+    for (int i = 0; i < N; i++)
+        expect_received(&s[i], one, 1);
+    /* With helpers the loop thread does not write the round: no yield. */
+    jw_wsconns_set_pool(&set, pool, 1);
+    jw_wsconns_hold(&set);
+    for (int i = 0; i < N; i++)
+        put(&c[i], "m2", NULL, false);
+    jw_wsconns_flush(&set);
+    jw_fanout_finish(pool);
+    assert_int_equal(set.stats.direct_writes, 2 * N);
+    assert_int_equal(nyield, 2);
+    for (int i = 0; i < N; i++)
+        expect_received(&s[i], both + 1, 1);
+    for (int i = 0; i < N; i++)
+        jw_wsconn_closed(&c[i]);
+    jw_wsconns_release(&set);
+    jw_fanout_free(pool);
+    for (int i = 0; i < N; i++)
+        sock_done(&s[i]);
+    free(s);
+    free(c);
+}
+
 /* ---- the process' budget (jw_wsmem) ------------------------------------------------- */
 
 /*
@@ -1923,6 +1990,7 @@ int main(void)
         cmocka_unit_test(test_direct_pool),
         cmocka_unit_test(test_direct_pool_partial),
         cmocka_unit_test(test_direct_pool_threshold),
+        cmocka_unit_test(test_direct_round_yields),
         cmocka_unit_test(test_mem_counts_shared_once),
         cmocka_unit_test(test_mem_sheds_furthest_behind),
         cmocka_unit_test(test_mem_when_checked),
