@@ -103,7 +103,20 @@
  *        [--server-pid PID] [--ready-file F] [--label NAME]
  *        [--wave-interval-ms MS] [--drain S] [--tx N] [--creators N]
  *        [--jobs-at-once N] [--jobs-ramp S] [--churn PCT] [--report S]
- *        [--url-b ws://127.0.0.1:PORT/ws] [--server-pid-b PID]
+ *        [--url-b ws://127.0.0.1:PORT/ws] [--server-pid-b PID] [--slice-us US]
+ *
+ * Its own time slice (--slice-us, Linux 6.12 and later): the tool stands in
+ * for clients on other machines, yet here it shares a CPU with whatever the
+ * scheduler puts beside it, PostgreSQL's backends among them. It reads for
+ * milliseconds on end, and with the default slice a backend woken on its CPU
+ * waits until the tool's slice runs out, up to a scheduler tick (4 ms): the
+ * server's commits grow a tail that is the harness's, not the server's. A
+ * task whose slice is shorter than the running one's preempts it as it wakes,
+ * so a long slice here (20,000 us, say) lets them in at once; the tool then
+ * waits for them, and for anything else there (docs/bench-ws.md). The
+ * RESULT line's slice_us is what the kernel reports afterwards: 0 when not
+ * asked, or when it keeps no slice per task (before 6.12 the request is
+ * accepted and ignored).
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -127,6 +140,7 @@
 #include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1926,6 +1940,40 @@ static void print_nodes(double span_s, double cpu_srv_b)
 
 /* ---- main --------------------------------------------------------------------------- */
 
+/* sched_setattr(2)'s argument as far as its first version goes (48 bytes). */
+struct slice_attr {
+    uint32_t size, policy;
+    uint64_t flags;
+    int32_t nice;
+    uint32_t priority;
+    uint64_t runtime, deadline, period;
+};
+
+/*
+ * Sets this thread's time slice to us (the threads it starts later inherit
+ * it), keeping its policy and nice value; returns the slice the kernel
+ * reports afterwards in us, 0 when it reports none.
+ */
+static long set_slice(long us)
+{
+    struct slice_attr a;
+
+    memset(&a, 0, sizeof(a));
+    if (syscall(SYS_sched_getattr, 0, &a, sizeof(a), 0) != 0)
+        die("sched_getattr: %s", strerror(errno));
+    if (a.policy != SCHED_OTHER && a.policy != SCHED_BATCH)
+        die("--slice-us: the tool runs under a real-time policy (%u)", a.policy);
+    a.size = sizeof(a);
+    a.flags = 0;
+    a.runtime = (uint64_t)us * 1000;
+    if (syscall(SYS_sched_setattr, 0, &a, 0) != 0)
+        die("--slice-us %ld: sched_setattr: %s", us, strerror(errno));
+    memset(&a, 0, sizeof(a));
+    if (syscall(SYS_sched_getattr, 0, &a, sizeof(a), 0) != 0)
+        die("sched_getattr: %s", strerror(errno));
+    return (long)(a.runtime / 1000);
+}
+
 static void usage(FILE *f)
 {
     fputs("Usage: ws_swarm --url ws://127.0.0.1:PORT/PATH [--mode jobwire|nchan|plain|supabase]\n"
@@ -1935,6 +1983,7 @@ static void usage(FILE *f)
           "  [--wave-interval-ms MS (0: one wave)] [--drain S (5)] [--tx N (50)]\n"
           "  [--creators N (4)] [--jobs-at-once N] [--jobs-ramp S (0)] [--churn PCT]\n"
           "  [--report S] [--url-b ws://127.0.0.1:PORT/PATH] [--server-pid-b PID]\n"
+          "  [--slice-us US (100-100000; the kernel's default if not given)]\n"
           "nchan/plain: '{job}' in the URL path is replaced by each job id.\n"
           "supabase: --url ws://127.0.0.1:PORT/realtime/v1/websocket, --token the apikey\n"
           "(the admin key); one channel per job (realtime:job-<id>, vsn 1.0.0), bindings\n"
@@ -2020,10 +2069,12 @@ int main(int argc, char **argv)
                                          {"server-pid-b", 1, 0, 'P'},
                                          {"b-stagger-ms", 1, 0, 'S'},
                                          {"stall", 1, 0, 'Z'},
+                                         {"slice-us", 1, 0, 's'},
                                          {"help", 0, 0, 'h'},
                                          {0, 0, 0, 0}};
     const char *url = NULL, *url_b = NULL, *one = NULL, *file = NULL;
     int o, ncreators = 0;
+    long slice_us = 0, slice_set = 0;
     pthread_t th[64];
     creator_arg ca[64];
     char *buf;
@@ -2073,13 +2124,23 @@ int main(int argc, char **argv)
         case 'P': S.server_pid_b = atoi(optarg); break;
         case 'S': S.b_stagger_ms = atoi(optarg); break;
         case 'Z': S.stall_pct = atoi(optarg); break;
+        case 's': {
+            char *end;
+
+            errno = 0;
+            slice_us = strtol(optarg, &end, 10);
+            if (errno || end == optarg || *end)
+                slice_us = -1; /* refused below */
+            break;
+        }
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
     }
     if (!url || (!one && !file && !S.create && !S.atonce) || S.subs_per_job < 1 ||
         S.duration <= 0 || S.ramp < 1 || S.creators < 1 || S.creators > 64 || S.atonce < 0 ||
-        S.churn < 0 || S.churn > 100 || S.report < 0 || S.jobs_ramp < 0) {
+        S.churn < 0 || S.churn > 100 || S.report < 0 || S.jobs_ramp < 0 ||
+        (slice_us && (slice_us < 100 || slice_us > 100000))) {
         usage(stderr);
         return 2;
     }
@@ -2095,6 +2156,12 @@ int main(int argc, char **argv)
         die("--mode supabase needs --token (the apikey; the admin key to create jobs)");
     setvbuf(stdout, NULL, _IOLBF, 0);
     parse_url(url, S.host, &S.port, S.path);
+    if (slice_us) {
+        slice_set = set_slice(slice_us);
+        if (slice_set != slice_us)
+            fprintf(stderr, "ws_swarm: asked for a %ld us time slice, the kernel reports %ld us\n",
+                    slice_us, slice_set);
+    }
     if (url_b) {
         char path_b[512];
 
@@ -2295,7 +2362,7 @@ int main(int argc, char **argv)
            S.snapshots, S.stray, S.errors, S.msgs, S.frames, S.bytes, rss0, rss_ready, per_conn,
            rss_end, cpu_self, cpu_srv, run_s, S.create_failed, S.replayed, S.churned, S.reconnects,
            S.http_errors, S.jobs_created, S.jobs_done[0], S.jobs_done[1], S.jobs_done[2]);
-    printf(" stalled=%d rss_peak_kb=%ld", S.nstalled, S.rss_peak);
+    printf(" stalled=%d rss_peak_kb=%ld slice_us=%ld", S.nstalled, S.rss_peak, slice_set);
     printf(" deltas_timed=%zu delta_first_p50_ms=%.3f delta_first_p99_ms=%.3f"
            " delta_last_p50_ms=%.3f delta_last_p99_ms=%.3f",
            ntimed, first50, first99, last50, last99);
