@@ -1962,7 +1962,7 @@ static long set_slice(long us)
     if (syscall(SYS_sched_getattr, 0, &a, sizeof(a), 0) != 0)
         die("sched_getattr: %s", strerror(errno));
     if (a.policy != SCHED_OTHER && a.policy != SCHED_BATCH)
-        die("--slice-us: the tool runs under a real-time policy (%u)", a.policy);
+        die("--slice-us: the tool runs under policy %u, not SCHED_OTHER or SCHED_BATCH", a.policy);
     a.size = sizeof(a);
     a.flags = 0;
     a.runtime = (uint64_t)us * 1000;
