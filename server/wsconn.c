@@ -1178,10 +1178,12 @@ static void flush_round(jw_wsconns *s)
                 /*
                  * Written alone, a crowd's round is thousands of sends, ~10 ms for
                  * 2,000. The db thread and a local PostgreSQL backend woken meanwhile
-                 * may share this CPU (one CPU, or a quota of one): they get it between
-                 * parts rather than waiting out the round, so the next commit is not
-                 * held up behind it (docs/benchmarks.md, twelfth look). With nothing
-                 * else runnable here, this is one cheap syscall per part.
+                 * may share this CPU (one CPU, or a quota of one): the yield offers
+                 * it to them between parts, so the next commit need not wait out the
+                 * round. Whether they get it is the scheduler's choice: Linux 6.18
+                 * mostly keeps the loop running (docs/benchmarks.md, twelfth and
+                 * thirteenth looks). With nothing else runnable here, this is one
+                 * cheap syscall per part.
                  */
                 if (alone)
                     s->yield();
