@@ -976,6 +976,8 @@ void jw_engine_on_commit(jw_engine *e, jw_batch *b)
             b->deltas[i]->commit_us = b->committed_us;
             e->p.publish(e->p.ctx, b->deltas[i]);
         }
+        if (e->p.published)
+            e->p.published(e->p.ctx);
     } else if (b->status == JW_ECONFLICT) {
         /* The store's fence: another node took the job's lease. Stop at once;
          * the calls this batch would have started are never started. */

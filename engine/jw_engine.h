@@ -44,6 +44,9 @@ typedef struct jw_engine_ports {
     void (*submit)(void *ctx, jw_batch *b);
     /* A committed delta, in seq order per job; borrow it (ref to keep). */
     void (*publish)(void *ctx, jw_delta *d);
+    /* The deltas of one committed batch (one job's) have all been through
+     * publish, and nothing else has happened since. May be NULL. */
+    void (*published)(void *ctx);
     /* A job stops being driven here: its lease was lost, or it is evicted
      * (called just before; jw_engine_snapshot still answers). May be NULL. */
     void (*left)(void *ctx, const char *job_id);

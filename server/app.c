@@ -134,7 +134,14 @@ static void port_publish(void *ctx, jw_delta *d)
     /* A job with a mirror (it changed hands while watched) publishes in its order. */
     if (jw_mirror_local(app->sv.mirror, d))
         return;
-    hubs_publish(app, d);
+    jw_ws_publish_batched(app->ws, d);
+    jw_rt_publish(app->rt, d);
+}
+
+/* A batch's deltas leave as one queue entry per jobwire.v1 watcher. */
+static void port_published(void *ctx)
+{
+    jw_ws_publish_end(((jw_app *)ctx)->ws);
 }
 
 static void port_left(void *ctx, const char *job_id)
@@ -516,6 +523,7 @@ int jw_app_new(jw_app **out, const jw_config *cfg, struct lws_context *ctx, stru
     ports.random = port_random;
     ports.submit = port_submit;
     ports.publish = port_publish;
+    ports.published = port_published;
     ports.left = port_left;
     ports.timers = app->timers;
     ecfg.otp_timeout_login_ms = (int64_t)cfg->otp_timeout_login_s * 1000;

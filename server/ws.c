@@ -599,6 +599,7 @@ void jw_ws_hold(jw_ws *hub)
 
 void jw_ws_flush(jw_ws *hub)
 {
+    jw_ws_publish_end(hub); /* nothing stays pending past a round */
     jw_wsconns_flush(&hub->conns);
 }
 
@@ -630,6 +631,9 @@ void jw_ws_free(jw_ws *hub)
 
     if (!hub)
         return;
+    for (size_t i = 0; i < hub->npend; i++)
+        jw_wsmsg_unref(hub->pend[i]);
+    free(hub->pend);
     for (size_t it = 0; jw_map_next(&hub->jobs, &it, &k, &v);)
         ws_free_job_entry(v);
     jw_map_release(&hub->jobs);

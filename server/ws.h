@@ -55,6 +55,15 @@ void jw_ws_free(jw_ws *hub);
 
 /* The engine's publish port lands here: a committed delta, in seq order per job. */
 void jw_ws_publish(jw_ws *hub, jw_delta *d);
+/*
+ * The same for the deltas of one committed batch, one call each, then
+ * jw_ws_publish_end: each watcher's queue gets the batch as one entry (the
+ * deltas joined with '\n', the bytes a gathered frame carries for them one by
+ * one) rather than one entry per delta. A delta of another job, jw_ws_publish
+ * and jw_ws_flush end the batch first.
+ */
+void jw_ws_publish_batched(jw_ws *hub, jw_delta *d);
+void jw_ws_publish_end(jw_ws *hub);
 /* Whether a connection is subscribed to the job (or waits for its subscribe's read). */
 bool jw_ws_watching(const jw_ws *hub, const char *job_id);
 /* A database read the hub asked for has its answer (the read is the hub's; ws.c sets the

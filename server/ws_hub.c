@@ -233,7 +233,8 @@ void ws_shed(jw_wsconn *b)
     }
 }
 
-void ws_push_delta(conn *c, subscriber *sub, jw_wsmsg *m, job_entry *j)
+/* m carries count deltas of j (joined, when more than one). */
+void ws_push_delta(conn *c, subscriber *sub, jw_wsmsg *m, job_entry *j, unsigned count)
 {
     if (c->base.closing || sub->replaying || sub->resync) {
         if (sub->resync && c->over_since && jw_mono_us() - c->over_since > MAX_OVER_US) {
@@ -248,7 +249,7 @@ void ws_push_delta(conn *c, subscriber *sub, jw_wsmsg *m, job_entry *j)
         overflow(c, j, sub);
         return;
     }
-    jw_wsconn_push(&c->base, NULL, m, j, true);
+    jw_wsconn_push(&c->base, NULL, m, j, count);
 }
 
 bool ws_owes_resyncs(const jw_wsconn *b)
@@ -363,9 +364,9 @@ bool jw_ws_watching(const jw_ws *hub, const char *job_id)
     return j && j->nsubs > 0;
 }
 
-void jw_ws_publish(jw_ws *hub, jw_delta *d)
+/* d's message, kept in its job's ring; a reference for the caller. */
+static jw_wsmsg *ring_put(job_entry *j, const jw_delta *d)
 {
-    job_entry *j = ws_job_get(hub, d->job_id, true);
     jw_wsmsg *m = ws_delta_msg(d);
 
     /* The ring holds the last RING deltas, contiguous in seq. */
@@ -387,8 +388,73 @@ void jw_ws_publish(jw_ws *hub, jw_delta *d)
     m->refs++;
     j->ring[(j->first + j->count) % RING] = m;
     j->count++;
+    return m;
+}
 
+static void push_all(job_entry *j, jw_wsmsg *m, unsigned count)
+{
     for (size_t i = 0; i < j->nsubs; i++)
-        ws_push_delta(j->subs[i].c, &j->subs[i], m, j);
+        ws_push_delta(j->subs[i].c, &j->subs[i], m, j, count);
+}
+
+void jw_ws_publish(jw_ws *hub, jw_delta *d)
+{
+    job_entry *j;
+    jw_wsmsg *m;
+
+    jw_ws_publish_end(hub);
+    j = ws_job_get(hub, d->job_id, true);
+    m = ring_put(j, d);
+    push_all(j, m, 1);
     jw_wsmsg_unref(m);
+}
+
+void jw_ws_publish_batched(jw_ws *hub, jw_delta *d)
+{
+    job_entry *j;
+    jw_wsmsg *m;
+
+    /* Before the lookup, which may let an idle entry go: a pending one has watchers. */
+    if (hub->pend_job && strcmp(hub->pend_job->id, d->job_id) != 0)
+        jw_ws_publish_end(hub);
+    j = ws_job_get(hub, d->job_id, true);
+    m = ring_put(j, d);
+    if (!j->nsubs) {
+        jw_wsmsg_unref(m);
+        return;
+    }
+    if (hub->npend == hub->cappend) {
+        hub->cappend = hub->cappend ? 2 * hub->cappend : 16;
+        hub->pend = jw_xrealloc(hub->pend, hub->cappend * sizeof(*hub->pend));
+    }
+    hub->pend[hub->npend++] = m;
+    hub->pend_job = j;
+}
+
+/*
+ * Each run of pending messages up to a frame's worth (JW_WSCONN_FRAME, as a
+ * gathered frame is bounded) becomes one message, pushed once per watcher: a
+ * batch of k deltas costs a watcher one queue entry, not k.
+ */
+void jw_ws_publish_end(jw_ws *hub)
+{
+    job_entry *j = hub->pend_job;
+    size_t i = 0;
+
+    while (i < hub->npend) {
+        size_t n = 1, len = hub->pend[i]->len;
+        jw_wsmsg *m;
+
+        while (i + n < hub->npend && len + 1 + hub->pend[i + n]->len <= JW_WSCONN_FRAME)
+            len += 1 + hub->pend[i + n++]->len;
+        m = n == 1 ? hub->pend[i] : jw_wsmsg_join(hub->pend + i, n);
+        if (n > 1)
+            for (size_t k = i; k < i + n; k++)
+                jw_wsmsg_unref(hub->pend[k]);
+        push_all(j, m, (unsigned)n);
+        jw_wsmsg_unref(m);
+        i += n;
+    }
+    hub->npend = 0;
+    hub->pend_job = NULL;
 }

@@ -96,6 +96,11 @@ struct jw_ws {
      * subscribes parked behind them (ws_subscribe.c). */
     jw_map loading;
     bool unpark_due, unparking;
+    /* A committed batch's messages not yet pushed (jw_ws_publish_batched), all of pend_job,
+     * which has watchers. */
+    job_entry *pend_job;
+    jw_wsmsg **pend;
+    size_t npend, cappend;
 };
 
 /* A connection's subscription: the job, and its subscriber's place in j->subs. */
@@ -171,7 +176,7 @@ bool ws_queue_snapshot(conn *c, job_entry *j, const char *job_id, json_t *ref, c
                        job_entry *job);
 subscriber *ws_find_sub(job_entry *j, const conn *c);
 void ws_shed(jw_wsconn *b);
-void ws_push_delta(conn *c, subscriber *sub, jw_wsmsg *m, job_entry *j);
+void ws_push_delta(conn *c, subscriber *sub, jw_wsmsg *m, job_entry *j, unsigned count);
 bool ws_owes_resyncs(const jw_wsconn *b);
 void ws_pay_resyncs(jw_wsconn *b);
 bool ws_subscribed(const conn *c, const job_entry *j);

@@ -29,7 +29,7 @@ bool ws_replay(conn *c, subscriber *sub, job_entry *j, int64_t since, int64_t cu
     for (int64_t s = since + 1; s <= current; s++) {
         jw_wsmsg *m = j->ring[(j->first + (size_t)(s - j->first_seq)) % RING];
 
-        ws_push_delta(c, sub, m, j);
+        ws_push_delta(c, sub, m, j, 1);
     }
     return true;
 }
@@ -525,7 +525,7 @@ static void on_replay_read(jw_ws *hub, ws_op *op, jw_read *r)
     for (i = 0; i < n; i++) {
         jw_wsmsg *m = ws_delta_msg(events[i]);
 
-        ws_push_delta(c, sub, m, j);
+        ws_push_delta(c, sub, m, j, 1);
         jw_wsmsg_unref(m);
     }
     jw_store_free_deltas(events, n);

@@ -35,6 +35,27 @@ jw_wsmsg *jw_wsmsg_new(const char *p, size_t n)
     return m;
 }
 
+jw_wsmsg *jw_wsmsg_join(jw_wsmsg *const *parts, size_t n)
+{
+    size_t len = n ? n - 1 : 0, at = 0;
+    jw_wsmsg *m;
+
+    for (size_t i = 0; i < n; i++)
+        len += parts[i]->len;
+    m = jw_xmalloc(sizeof(*m) + len + 1);
+    m->refs = 1;
+    m->qrefs = 0;
+    m->len = len;
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            m->data[at++] = '\n';
+        memcpy(m->data + at, parts[i]->data, parts[i]->len);
+        at += parts[i]->len;
+    }
+    m->data[len] = '\0';
+    return m;
+}
+
 jw_wsmsg *jw_wsmsg_json(json_t *doc)
 {
     char *text = json_dumps(doc, JSON_COMPACT);
@@ -564,7 +585,7 @@ void jw_wsconn_want_write(jw_wsconn *c)
     s->dirty_tail = c;
 }
 
-void jw_wsconn_push(jw_wsconn *c, jw_wsmsg *pre, jw_wsmsg *m, const void *tag, bool counted)
+void jw_wsconn_push(jw_wsconn *c, jw_wsmsg *pre, jw_wsmsg *m, const void *tag, unsigned counted)
 {
     jw_wsq *e = jw_xmalloc(sizeof(*e));
 
@@ -597,7 +618,7 @@ bool jw_wsconn_fits(const jw_wsconn *c, size_t len)
     return c->qbytes + c->fbytes + cost(c->set, len) <= c->set->max_queue;
 }
 
-/* Drops the counted entries, or those tagged tag; how many. */
+/* Drops the entries that carry counted messages, or those tagged tag; how many entries. */
 static size_t drop_where(jw_wsconn *c, bool counted_only, const void *tag)
 {
     jw_wsq **pp = &c->qhead, *last = NULL;

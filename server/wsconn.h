@@ -102,6 +102,8 @@ typedef struct jw_wsmsg {
 
 /* A message of n bytes, one reference. */
 jw_wsmsg *jw_wsmsg_new(const char *p, size_t n);
+/* parts[0..n) joined with '\n' into one message, as a gathered frame joins them. */
+jw_wsmsg *jw_wsmsg_join(jw_wsmsg *const *parts, size_t n);
 /* doc encoded compactly; takes doc. */
 jw_wsmsg *jw_wsmsg_json(json_t *doc);
 /* NULL is ignored. */
@@ -111,8 +113,9 @@ void jw_wsmsg_unref(jw_wsmsg *m);
 typedef struct jw_wsq {
     struct jw_wsq *next;
     jw_wsmsg *pre, *m;
-    const void *tag; /* the endpoint's: what jw_wsconn_drop_tag matches (a job) */
-    bool counted;    /* a stream message (a delta, an event), counted and sheddable */
+    const void *tag;  /* the endpoint's: what jw_wsconn_drop_tag matches (a job) */
+    unsigned counted; /* the stream messages (deltas, events) it carries, counted and
+                         sheddable: one, or a batch joined into one (jobwire.v1); 0: a reply */
 } jw_wsq;
 
 /*
@@ -299,11 +302,12 @@ void jw_wsconn_closed(jw_wsconn *c);
 jw_wsconn *jw_wsconn_find(jw_wsconns *s, const char *key);
 
 /*
- * Queues pre (may be NULL) and m as one message, taking references of its
- * own, without looking at the bound: callers bound it (jw_wsconn_fits,
- * jw_wsconn_make_room).
+ * Queues pre (may be NULL) and m as one entry, taking references of its own,
+ * without looking at the bound: callers bound it (jw_wsconn_fits,
+ * jw_wsconn_make_room). counted: the stream messages the entry carries (0 for
+ * a reply); a set that gathers may be given several '\n'-joined in one m.
  */
-void jw_wsconn_push(jw_wsconn *c, jw_wsmsg *pre, jw_wsmsg *m, const void *tag, bool counted);
+void jw_wsconn_push(jw_wsconn *c, jw_wsmsg *pre, jw_wsmsg *m, const void *tag, unsigned counted);
 /* Whether len more bytes fit under the bound. */
 bool jw_wsconn_fits(const jw_wsconn *c, size_t len);
 /*
@@ -312,9 +316,9 @@ bool jw_wsconn_fits(const jw_wsconn *c, size_t len);
  * queue goes and it is closed with 4008 (false).
  */
 bool jw_wsconn_make_room(jw_wsconn *c, size_t len);
-/* Drops the queued messages tagged tag; how many. */
+/* Drops the queued entries tagged tag; how many. */
 size_t jw_wsconn_drop_tag(jw_wsconn *c, const void *tag);
-/* Drops the queued counted messages; how many. */
+/* Drops the queued entries that carry counted messages; how many entries. */
 size_t jw_wsconn_drop_counted(jw_wsconn *c);
 void jw_wsconn_drop_all(jw_wsconn *c);
 /* Closes with 4008 after what is queued, counted as a slow close; why goes to the log. */

@@ -46,6 +46,8 @@ static struct fake {
     size_t ncalls;
     jw_delta *pub[MAX_PUB];
     size_t npub;
+    size_t pub_closed;      /* F.npub when the published port was last called */
+    int ends;               /* published port calls */
     char all_rows[1 << 20]; /* every row text ever submitted, to search */
     size_t rows_len;
 } F;
@@ -97,6 +99,16 @@ static void fake_publish(void *ctx, jw_delta *d)
     F.pub[F.npub++] = jw_delta_ref(d);
 }
 
+/* A batch's publishes end with this, and nothing of another job comes in between. */
+static void fake_published(void *ctx)
+{
+    (void)ctx;
+    for (size_t i = F.pub_closed + 1; i < F.npub; i++)
+        assert_string_equal(F.pub[i]->job_id, F.pub[F.pub_closed]->job_id);
+    F.pub_closed = F.npub;
+    F.ends++;
+}
+
 static int fake_start(void *ctx, jw_provider_call *c)
 {
     (void)ctx;
@@ -128,7 +140,17 @@ static void commit_all(void)
             b->status = F.refuse_status ? F.refuse_status : JW_EDB;
             b->error = strdup("refused by the test");
         }
-        jw_engine_on_commit(F.e, b);
+        {
+            int ends = F.ends, status = b->status;
+
+            jw_engine_on_commit(F.e, b);
+            /* Each committed batch, its deltas published or not, is closed once;
+             * a refused one publishes nothing and is not. (Inline, the batches
+             * its actions submit commit inside this call too.) */
+            if (!F.store_inline)
+                assert_int_equal(F.ends, ends + (status == 0));
+            assert_int_equal(F.pub_closed, F.npub);
+        }
     }
 }
 
@@ -146,6 +168,7 @@ static jw_engine_ports fake_ports(void)
                          .random = fake_random,
                          .submit = fake_submit,
                          .publish = fake_publish,
+                         .published = fake_published,
                          .timers = F.timers,
                          .provider = {"fake", NULL, fake_start, fake_destroy}};
 

@@ -14,6 +14,8 @@
 
 #include "ws_internal.h"
 
+#include "jw_buf.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -229,6 +231,229 @@ static void test_long_lists_on_either_side(void **state)
     world_free(&w);
 }
 
+/* ---- publishing a committed batch ------------------------------------------------ */
+
+static void no_ask(struct lws *wsi)
+{
+    (void)wsi;
+}
+
+static bool never(struct lws *wsi)
+{
+    (void)wsi;
+    return false;
+}
+
+static const jw_wsconn_io quiet_io = {.ask_writable = no_ask, .backed_up = never, .closing = never};
+
+/* w's connections open in its hub's set, held: what is pushed stays queued, to be looked at. */
+static void open_conns(world *w)
+{
+    jw_wsconns_init(&w->hub.conns, "test", true, (size_t)1 << 24);
+    w->hub.conns.io = &quiet_io;
+    for (int i = 0; i < NCONN; i++)
+        jw_wsconn_open(&w->hub.conns, &w->conns[i].base, (struct lws *)(void *)&w->conns[i]);
+    jw_wsconns_hold(&w->hub.conns);
+}
+
+static void close_conns(world *w)
+{
+    for (int i = 0; i < NCONN; i++)
+        jw_wsconn_closed(&w->conns[i].base);
+    jw_wsconns_release(&w->hub.conns);
+    free(w->hub.pend);
+}
+
+/* Delta seq of job k with a row of rowlen bytes; the caller unrefs it. */
+static jw_delta *delta(world *w, int k, int64_t seq, size_t rowlen)
+{
+    char row[40000];
+    int err = 0;
+    jw_delta *d;
+
+    assert_true(rowlen >= 8 && rowlen < sizeof(row));
+    memset(row, 'x', rowlen);
+    memcpy(row, "{\"a\":\"", 6);
+    memcpy(row + rowlen - 2, "\"}", 2);
+    d = jw_delta_new(w->jobs[k]->id, w->jobs[k]->id, seq, 1000 + seq, JW_TABLE_JOB_STEPS,
+                     JW_OP_UPDATE, row, rowlen, &err);
+    assert_non_null(d);
+    return d;
+}
+
+/* How many entries are queued for connection i. */
+static size_t queued(world *w, int i)
+{
+    size_t n = 0;
+
+    for (const jw_wsq *e = w->conns[i].base.qhead; e; e = e->next)
+        n++;
+    return n;
+}
+
+/* Connection i's queued entry at (from the front). */
+static const jw_wsq *entry(world *w, int i, size_t at)
+{
+    const jw_wsq *e = w->conns[i].base.qhead;
+
+    while (at--)
+        e = e->next;
+    return e;
+}
+
+/* The messages of ds, as a gathered frame would carry them one by one. */
+static char *joined(jw_delta **ds, size_t n)
+{
+    jw_buf b;
+    char *out;
+
+    jw_buf_init(&b, 1024);
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            jw_buf_addch(&b, '\n');
+        jw_delta_encode(ds[i], &b);
+    }
+    out = strdup(b.data);
+    jw_buf_release(&b);
+    assert_non_null(out);
+    return out;
+}
+
+/*
+ * A batch's deltas reach each watcher as one queue entry, shared, carrying
+ * them all in seq order and counting each; the ring keeps them one by one; a
+ * watcher owed a resync gets nothing; a delta of another job closes the batch
+ * before its own starts.
+ */
+static void test_a_batch_is_one_entry_per_watcher(void **state)
+{
+    world w;
+    jw_delta *d[6];
+    char *want0, *want1;
+
+    (void)state;
+    world_init(&w);
+    open_conns(&w);
+    subscribe(&w, 0, 0);
+    subscribe(&w, 1, 0);
+    subscribe(&w, 2, 1);
+    subscribe(&w, 3, 0);
+    subscribe(&w, 3, 1);
+    ws_find_sub(w.jobs[0], &w.conns[3])->resync = true;
+    for (int i = 0; i < 6; i++)
+        d[i] = delta(&w, i < 3 ? 0 : 1, 10 + i, 100 + (size_t)i);
+    for (int i = 0; i < 6; i++)
+        jw_ws_publish_batched(&w.hub, d[i]);
+    /* The second job's first delta closed the first's batch; its own is still open. */
+    assert_int_equal(queued(&w, 0), 1);
+    assert_int_equal(queued(&w, 2), 0);
+    jw_ws_publish_end(&w.hub);
+
+    want0 = joined(d, 3);
+    want1 = joined(d + 3, 3);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(queued(&w, i), 1);
+        assert_string_equal(entry(&w, i, 0)->m->data, want0);
+        assert_int_equal(entry(&w, i, 0)->counted, 3);
+        assert_ptr_equal(entry(&w, i, 0)->tag, w.jobs[0]);
+    }
+    assert_ptr_equal(entry(&w, 0, 0)->m, entry(&w, 1, 0)->m); /* encoded once */
+    assert_int_equal(w.conns[0].base.qcounted, 3);
+    assert_int_equal(queued(&w, 2), 1);
+    assert_string_equal(entry(&w, 2, 0)->m->data, want1);
+    assert_int_equal(entry(&w, 2, 0)->counted, 3);
+    /* Conn 3 is owed a resync of job 0: only job 1's batch. */
+    assert_int_equal(queued(&w, 3), 1);
+    assert_ptr_equal(entry(&w, 3, 0)->m, entry(&w, 2, 0)->m);
+    /* The ring has each delta on its own, for resumes. */
+    assert_int_equal(w.jobs[0]->count, 3);
+    assert_int_equal(w.jobs[0]->first_seq, 10);
+    for (size_t i = 0; i < 3; i++) {
+        char *one = joined(d + i, 1);
+
+        assert_string_equal(w.jobs[0]->ring[(w.jobs[0]->first + i) % RING]->data, one);
+        free(one);
+    }
+    /* Nothing stays pending: a second end pushes nothing. */
+    jw_ws_publish_end(&w.hub);
+    assert_int_equal(queued(&w, 0), 1);
+    free(want0);
+    free(want1);
+    for (int i = 0; i < 6; i++)
+        jw_delta_unref(d[i]);
+    close_conns(&w);
+    world_free(&w);
+}
+
+/* A batch larger than a frame's worth leaves in runs of at most JW_WSCONN_FRAME bytes. */
+static void test_a_large_batch_splits_at_a_frame(void **state)
+{
+    world w;
+    jw_delta *d[5];
+    size_t at = 0, total = 0;
+
+    (void)state;
+    world_init(&w);
+    open_conns(&w);
+    subscribe(&w, 0, 0);
+    for (int i = 0; i < 5; i++) {
+        d[i] = delta(&w, 0, 1 + i, 30000);
+        jw_ws_publish_batched(&w.hub, d[i]);
+    }
+    jw_ws_publish_end(&w.hub);
+    /* Two deltas (~60 KB) per run, the fifth alone. */
+    assert_int_equal(queued(&w, 0), 3);
+    for (size_t e = 0; e < 3; e++) {
+        const jw_wsq *q = entry(&w, 0, e);
+        size_t n = e < 2 ? 2 : 1;
+        char *want = joined(d + at, n);
+
+        assert_true(q->m->len <= JW_WSCONN_FRAME);
+        assert_string_equal(q->m->data, want);
+        assert_int_equal(q->counted, n);
+        total += q->counted;
+        at += n;
+        free(want);
+    }
+    assert_int_equal(total, 5);
+    for (int i = 0; i < 5; i++)
+        jw_delta_unref(d[i]);
+    close_conns(&w);
+    world_free(&w);
+}
+
+/* A delta published on its own (the mirror's path) comes after the open batch, not before. */
+static void test_a_single_publish_closes_the_batch(void **state)
+{
+    world w;
+    jw_delta *d[3];
+    char *first, *last;
+
+    (void)state;
+    world_init(&w);
+    open_conns(&w);
+    subscribe(&w, 0, 0);
+    for (int i = 0; i < 3; i++)
+        d[i] = delta(&w, 0, 1 + i, 64);
+    jw_ws_publish_batched(&w.hub, d[0]);
+    jw_ws_publish_batched(&w.hub, d[1]);
+    jw_ws_publish(&w.hub, d[2]);
+    first = joined(d, 2);
+    last = joined(d + 2, 1);
+    assert_int_equal(queued(&w, 0), 2);
+    assert_string_equal(entry(&w, 0, 0)->m->data, first);
+    assert_int_equal(entry(&w, 0, 0)->counted, 2);
+    assert_string_equal(entry(&w, 0, 1)->m->data, last);
+    assert_int_equal(entry(&w, 0, 1)->counted, 1);
+    assert_int_equal(w.conns[0].base.qcounted, 3);
+    free(first);
+    free(last);
+    for (int i = 0; i < 3; i++)
+        jw_delta_unref(d[i]);
+    close_conns(&w);
+    world_free(&w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -236,6 +461,9 @@ int main(void)
         cmocka_unit_test(test_unsubscribe_forgets_an_owed_resync),
         cmocka_unit_test(test_index_against_a_model),
         cmocka_unit_test(test_long_lists_on_either_side),
+        cmocka_unit_test(test_a_batch_is_one_entry_per_watcher),
+        cmocka_unit_test(test_a_large_batch_splits_at_a_frame),
+        cmocka_unit_test(test_a_single_publish_closes_the_batch),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
