@@ -432,9 +432,9 @@ void jw_ws_publish_batched(jw_ws *hub, jw_delta *d)
 }
 
 /*
- * Each run of pending messages up to a frame's worth (JW_WSCONN_FRAME, as a
- * gathered frame is bounded) becomes one message, pushed once per watcher: a
- * batch of k deltas costs a watcher one queue entry, not k.
+ * Each run of pending messages up to BATCH_JOIN_MAX bytes becomes one
+ * message, pushed once per watcher: a batch of k deltas costs a watcher one
+ * queue entry, not k. The round gathers entries into frames as before.
  */
 void jw_ws_publish_end(jw_ws *hub)
 {
@@ -445,7 +445,7 @@ void jw_ws_publish_end(jw_ws *hub)
         size_t n = 1, len = hub->pend[i]->len;
         jw_wsmsg *m;
 
-        while (i + n < hub->npend && len + 1 + hub->pend[i + n]->len <= JW_WSCONN_FRAME)
+        while (i + n < hub->npend && len + 1 + hub->pend[i + n]->len <= BATCH_JOIN_MAX)
             len += 1 + hub->pend[i + n++]->len;
         m = n == 1 ? hub->pend[i] : jw_wsmsg_join(hub->pend + i, n);
         if (n > 1)

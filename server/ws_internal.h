@@ -50,6 +50,10 @@
 #define RX_CHUNK 1024
 #define RING 64
 #define MAX_JOBS_IDLE 1024 /* jobs kept with a ring but no subscriber (~45 KB each, full) */
+/* A committed batch's deltas joined into one queued message, at most (one alone may be more):
+ * a quarter of the least --ws-max-queue, so that a batch does not overflow a queue its deltas
+ * one by one would fit. */
+#define BATCH_JOIN_MAX 16384
 #define MAX_DB_REPLAY 2000 /* deltas replayed from job_events; past it, a snapshot */
 #define MAX_CONN_READS 8   /* reads one connection may have queued at the store at once */
 

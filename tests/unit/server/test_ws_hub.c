@@ -385,38 +385,39 @@ static void test_a_batch_is_one_entry_per_watcher(void **state)
     world_free(&w);
 }
 
-/* A batch larger than a frame's worth leaves in runs of at most JW_WSCONN_FRAME bytes. */
+/* A batch past BATCH_JOIN_MAX is joined in runs of at most that; a larger delta goes alone. */
 static void test_a_large_batch_splits_at_a_frame(void **state)
 {
     world w;
-    jw_delta *d[5];
+    jw_delta *d[6];
     size_t at = 0, total = 0;
 
     (void)state;
     world_init(&w);
     open_conns(&w);
     subscribe(&w, 0, 0);
-    for (int i = 0; i < 5; i++) {
-        d[i] = delta(&w, 0, 1 + i, 30000);
+    for (int i = 0; i < 6; i++) {
+        d[i] = delta(&w, 0, 1 + i, i < 5 ? 5000 : 20000);
         jw_ws_publish_batched(&w.hub, d[i]);
     }
     jw_ws_publish_end(&w.hub);
-    /* Two deltas (~60 KB) per run, the fifth alone. */
+    /* Three deltas (~15.5 KB) in the first run, two in the next, the large one alone. */
     assert_int_equal(queued(&w, 0), 3);
     for (size_t e = 0; e < 3; e++) {
         const jw_wsq *q = entry(&w, 0, e);
-        size_t n = e < 2 ? 2 : 1;
+        size_t n = e == 0 ? 3 : e == 1 ? 2 : 1;
         char *want = joined(d + at, n);
 
-        assert_true(q->m->len <= JW_WSCONN_FRAME);
+        assert_true(n == 1 || q->m->len <= BATCH_JOIN_MAX);
         assert_string_equal(q->m->data, want);
         assert_int_equal(q->counted, n);
         total += q->counted;
         at += n;
         free(want);
     }
-    assert_int_equal(total, 5);
-    for (int i = 0; i < 5; i++)
+    assert_int_equal(total, 6);
+    assert_true(entry(&w, 0, 2)->m->len > BATCH_JOIN_MAX);
+    for (int i = 0; i < 6; i++)
         jw_delta_unref(d[i]);
     close_conns(&w);
     world_free(&w);
