@@ -57,10 +57,10 @@ void jw_ws_free(jw_ws *hub);
 void jw_ws_publish(jw_ws *hub, jw_delta *d);
 /*
  * The same for the deltas of one committed batch, one call each, then
- * jw_ws_publish_end: each watcher's queue gets the batch as one entry (the
- * deltas joined with '\n', the bytes a gathered frame carries for them one by
- * one) rather than one entry per delta. A delta of another job, jw_ws_publish
- * and jw_ws_flush end the batch first.
+ * jw_ws_publish_end: each watcher's queue gets the batch as one entry per
+ * 16 KiB of it (the deltas joined with '\n', the bytes a gathered frame
+ * carries for them one by one) rather than one entry per delta. A delta of
+ * another job, jw_ws_publish and jw_ws_flush end the batch first.
  */
 void jw_ws_publish_batched(jw_ws *hub, jw_delta *d);
 void jw_ws_publish_end(jw_ws *hub);
