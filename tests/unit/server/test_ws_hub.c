@@ -264,6 +264,15 @@ static void close_conns(world *w)
     free(w->hub.pend);
 }
 
+/* The end of a publishing test: its deltas let go, the connections closed, the world freed. */
+static void publish_done(world *w, jw_delta **d, int n)
+{
+    for (int i = 0; i < n; i++)
+        jw_delta_unref(d[i]);
+    close_conns(w);
+    world_free(w);
+}
+
 /* Delta seq of job k with a row of rowlen bytes; the caller unrefs it. */
 static jw_delta *delta(world *w, int k, int64_t seq, size_t rowlen)
 {
@@ -379,14 +388,11 @@ static void test_a_batch_is_one_entry_per_watcher(void **state)
     assert_int_equal(queued(&w, 0), 1);
     free(want0);
     free(want1);
-    for (int i = 0; i < 6; i++)
-        jw_delta_unref(d[i]);
-    close_conns(&w);
-    world_free(&w);
+    publish_done(&w, d, 6);
 }
 
 /* A batch past BATCH_JOIN_MAX is joined in runs of at most that; a larger delta goes alone. */
-static void test_a_large_batch_splits_at_a_frame(void **state)
+static void test_a_large_batch_is_joined_in_runs(void **state)
 {
     world w;
     jw_delta *d[6];
@@ -417,10 +423,7 @@ static void test_a_large_batch_splits_at_a_frame(void **state)
     }
     assert_int_equal(total, 6);
     assert_true(entry(&w, 0, 2)->m->len > BATCH_JOIN_MAX);
-    for (int i = 0; i < 6; i++)
-        jw_delta_unref(d[i]);
-    close_conns(&w);
-    world_free(&w);
+    publish_done(&w, d, 6);
 }
 
 /* A delta published on its own (the mirror's path) comes after the open batch, not before. */
@@ -449,10 +452,7 @@ static void test_a_single_publish_closes_the_batch(void **state)
     assert_int_equal(w.conns[0].base.qcounted, 3);
     free(first);
     free(last);
-    for (int i = 0; i < 3; i++)
-        jw_delta_unref(d[i]);
-    close_conns(&w);
-    world_free(&w);
+    publish_done(&w, d, 3);
 }
 
 int main(void)
@@ -463,7 +463,7 @@ int main(void)
         cmocka_unit_test(test_index_against_a_model),
         cmocka_unit_test(test_long_lists_on_either_side),
         cmocka_unit_test(test_a_batch_is_one_entry_per_watcher),
-        cmocka_unit_test(test_a_large_batch_splits_at_a_frame),
+        cmocka_unit_test(test_a_large_batch_is_joined_in_runs),
         cmocka_unit_test(test_a_single_publish_closes_the_batch),
     };
 
