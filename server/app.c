@@ -71,6 +71,9 @@ struct jw_app {
     /* Per committed batch, microseconds from its hand-over to the store to
      * its deltas' publication: what a watching client waits. */
     jw_hist publish_delay;
+    /* The part of it after the store answered: the loop picking the batch up
+     * (behind a publish round or a long turn). */
+    jw_hist publish_wait;
 };
 
 /* Microseconds, like the store's commit latency plus the trip back: 0.1 ms .. 10 s. */
@@ -382,6 +385,7 @@ static void wire(jw_app *app)
         .published = &app->published,
         .mirror = app->sv.mirror,
         .publish_delay = &app->publish_delay,
+        .publish_wait = &app->publish_wait,
         .calls_held = &app->nheld,
     };
     build_routes(app);
@@ -506,6 +510,7 @@ int jw_app_new(jw_app **out, const jw_config *cfg, struct lws_context *ctx, stru
     app->mono_timers = jw_timers_new(mono_wake_at, app);
     app->sv.mono_timers = app->mono_timers;
     jw_hist_init(&app->publish_delay, &publish_delay_spec);
+    jw_hist_init(&app->publish_wait, &publish_delay_spec);
     rc = jw_auth_new(cfg->admin_key, cfg->jwt_secret, &app->sv.auth, err, errlen);
     if (rc == 0)
         rc = jw_auth_expect(app->sv.auth, cfg->jwt_audience, cfg->jwt_issuer, err, errlen);
@@ -590,9 +595,10 @@ static void on_commit(jw_batch *b, void *arg)
 
     /* Measured just before the engine publishes the batch's deltas. */
     if (b->status == 0) {
-        int64_t waited = jw_mono_us() - b->queued_us;
+        int64_t now = jw_mono_us(), waited = now - b->queued_us, late = now - b->done_us;
 
         jw_hist_observe(&app->publish_delay, waited > 0 ? (uint64_t)waited : 0);
+        jw_hist_observe(&app->publish_wait, late > 0 ? (uint64_t)late : 0);
     }
     jw_engine_on_commit(app->sv.engine, b);
 }

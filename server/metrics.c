@@ -158,6 +158,10 @@ static void write_histograms(jw_buf *b, const jw_metrics *m, const jw_store_stat
                         "Committed batches, from their hand-over to the store to their deltas' "
                         "publication to subscribers.");
     jw_hist_prom(b, "jobwire_publish_delay_seconds", "", m->publish_delay);
+    jw_hist_prom_header(b, "jobwire_publish_wait_seconds",
+                        "Committed batches, from the store's answer to their deltas' "
+                        "publication: the event loop's part of the publish delay.");
+    jw_hist_prom(b, "jobwire_publish_wait_seconds", "", m->publish_wait);
     jw_hist_prom_header(b, "jobwire_cluster_delivery_delay_seconds",
                         "Deltas of jobs driven by another node, from their group's commit stamp "
                         "(cts, the owner's clock) to their publication here.");

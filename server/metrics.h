@@ -23,6 +23,7 @@ typedef struct jw_metrics {
     const uint64_t *published;    /* committed deltas handed to the fan-out */
     const jw_mirror *mirror;      /* the cross-node fan-out's counters (mirror.h) */
     const jw_hist *publish_delay; /* per batch: hand-over to the store .. publication */
+    const jw_hist *publish_wait;  /* per batch: the store's answer .. publication */
     const size_t *calls_held;     /* provider calls waiting for the leases to be trusted */
 } jw_metrics;
 

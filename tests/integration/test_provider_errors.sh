@@ -164,6 +164,12 @@ check_eq "retry: ...and to the deltas committed" "$(sample "$m" jobwire_db_delta
   "$(sample "$m" jobwire_db_commit_deltas_sum)"
 check_eq "retry: one publish-delay observation per committed batch" \
   "$(sample "$m" jobwire_db_batches_committed_total)" "$(sample "$m" jobwire_publish_delay_seconds_count)"
+check_eq "retry: ...and one publish-wait observation" \
+  "$(sample "$m" jobwire_db_batches_committed_total)" "$(sample "$m" jobwire_publish_wait_seconds_count)"
+# The loop's part of a batch's publish delay is less than the whole, which has the commit too.
+check_eq "retry: publish waits are a part of the publish delays" 1 \
+  "$(awk -v w="$(sample "$m" jobwire_publish_wait_seconds_sum)" \
+    -v d="$(sample "$m" jobwire_publish_delay_seconds_sum)" 'BEGIN { print (w > 0 && w < d) ? 1 : 0 }')"
 check_eq "retry: gyftr_login's duration observed once per job (2)" 2 \
   "$(sum_of "$m" '^jobwire_step_duration_seconds_count[{]step="gyftr_login",')"
 check_eq "retry: every provider call's reply was timed" "$(sample "$m" jobwire_provider_calls_total)" \
