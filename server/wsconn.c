@@ -23,15 +23,23 @@
 
 /* ---- messages ----------------------------------------------------------------------- */
 
-jw_wsmsg *jw_wsmsg_new(const char *p, size_t n)
+/* A message of n bytes to be filled in, NUL-terminated, one reference. */
+static jw_wsmsg *msg_alloc(size_t n)
 {
     jw_wsmsg *m = jw_xmalloc(sizeof(*m) + n + 1);
 
     m->refs = 1;
     m->qrefs = 0;
     m->len = n;
-    memcpy(m->data, p, n);
     m->data[n] = '\0';
+    return m;
+}
+
+jw_wsmsg *jw_wsmsg_new(const char *p, size_t n)
+{
+    jw_wsmsg *m = msg_alloc(n);
+
+    memcpy(m->data, p, n);
     return m;
 }
 
@@ -42,17 +50,13 @@ jw_wsmsg *jw_wsmsg_join(jw_wsmsg *const *parts, size_t n)
 
     for (size_t i = 0; i < n; i++)
         len += parts[i]->len;
-    m = jw_xmalloc(sizeof(*m) + len + 1);
-    m->refs = 1;
-    m->qrefs = 0;
-    m->len = len;
+    m = msg_alloc(len);
     for (size_t i = 0; i < n; i++) {
         if (i)
             m->data[at++] = '\n';
         memcpy(m->data + at, parts[i]->data, parts[i]->len);
         at += parts[i]->len;
     }
-    m->data[len] = '\0';
     return m;
 }
 
