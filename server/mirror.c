@@ -353,6 +353,8 @@ static void on_fetch(jw_mirror *m, jw_read *r)
             if (mj && mj->state)
                 offer(m, mj, ds[i], true);
         }
+        if (n && m->p.published)
+            m->p.published(m->p.ctx);
         full = n >= FETCH_ROWS;
         jw_store_free_deltas(ds, n);
     } else if (r->status != JW_ECANCELED) {

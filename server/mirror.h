@@ -64,6 +64,10 @@ typedef struct jw_mirror_ports {
     void (*publish)(void *ctx, jw_delta *d);
     /* One its state held already, which only the Supabase channels lack: to that hub. */
     void (*publish_wild)(void *ctx, jw_delta *d);
+    /* A read of the journal's deltas has all been through publish: the hubs may
+     * send them as one (optional). Deltas taken by jw_mirror_local are ended by
+     * the engine's batch, not here. */
+    void (*published)(void *ctx);
     /* Whether a client here watches the job: a subscriber, a pinned channel. */
     bool (*watched)(void *ctx, const char *job_id);
     /* Whether a Supabase channel not pinned to jobs is live here; with an owner

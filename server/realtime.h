@@ -5,7 +5,7 @@
  * @supabase/supabase-js works by pointing its URL at jobwire.
  *
  * It is fed by the same committed deltas as jobwire.v1 (jw_rt_publish is
- * called next to jw_ws_publish): no second source of truth. A join is
+ * called next to jw_ws_publish_batched): no second source of truth. A join is
  * answered "ok" only once its bindings are live, so nothing committed after
  * SUBSCRIBED is missed. Each delta's "data" part is encoded once and shared
  * by every channel it goes to; a channel adds only its topic and binding

@@ -53,14 +53,13 @@ jw_ws *jw_ws_new(const struct jw_services *sv);
 int jw_ws_bind(jw_ws *hub, struct lws_vhost *vh);
 void jw_ws_free(jw_ws *hub);
 
-/* The engine's publish port lands here: a committed delta, in seq order per job. */
-void jw_ws_publish(jw_ws *hub, jw_delta *d);
 /*
- * The same for the deltas of one committed batch, one call each, then
- * jw_ws_publish_end: each watcher's queue gets the batch as one entry per
- * 16 KiB of it (the deltas joined with '\n', the bytes a gathered frame
- * carries for them one by one) rather than one entry per delta. A delta of
- * another job, jw_ws_publish and jw_ws_flush end the batch first.
+ * The engine's publish port lands here, and the mirror's: committed deltas in
+ * seq order per job, one call each, then jw_ws_publish_end once the batch (a
+ * commit's, a journal read's) is through. Each watcher's queue gets the batch
+ * as one entry per 16 KiB of it (the deltas joined with '\n', the bytes a
+ * gathered frame carries for them one by one) rather than one entry per delta.
+ * A delta of another job and jw_ws_flush end the batch first.
  */
 void jw_ws_publish_batched(jw_ws *hub, jw_delta *d);
 void jw_ws_publish_end(jw_ws *hub);

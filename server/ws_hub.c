@@ -397,18 +397,6 @@ static void push_all(job_entry *j, jw_wsmsg *m, unsigned count)
         ws_push_delta(j->subs[i].c, &j->subs[i], m, j, count);
 }
 
-void jw_ws_publish(jw_ws *hub, jw_delta *d)
-{
-    job_entry *j;
-    jw_wsmsg *m;
-
-    jw_ws_publish_end(hub);
-    j = ws_job_get(hub, d->job_id, true);
-    m = ring_put(j, d);
-    push_all(j, m, 1);
-    jw_wsmsg_unref(m);
-}
-
 void jw_ws_publish_batched(jw_ws *hub, jw_delta *d)
 {
     job_entry *j;

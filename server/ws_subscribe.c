@@ -521,7 +521,7 @@ static void on_replay_read(jw_ws *hub, ws_op *op, jw_read *r)
             send_snapshot(c, j, op->job, op->ref);
         return;
     }
-    /* Encoded like the live ones (jw_ws_publish): the same bytes, cts included. */
+    /* Encoded like the live ones (jw_ws_publish_batched): the same bytes, cts included. */
     for (i = 0; i < n; i++) {
         jw_wsmsg *m = ws_delta_msg(events[i]);
 

@@ -38,6 +38,8 @@ typedef struct fake {
     size_t npub;
     int64_t wild_published[64]; /* to the Supabase channels only */
     size_t nwild;
+    size_t ends[16]; /* npub at each call of the published port */
+    size_t nends;
 } fake;
 
 static void f_publish(void *ctx, jw_delta *d)
@@ -56,6 +58,14 @@ static void f_publish_wild(void *ctx, jw_delta *d)
 
     assert_true(f->nwild < 64);
     f->wild_published[f->nwild++] = d->seq;
+}
+
+static void f_published(void *ctx)
+{
+    fake *f = ctx;
+
+    assert_true(f->nends < 16);
+    f->ends[f->nends++] = f->npub;
 }
 
 static bool f_watched(void *ctx, const char *job)
@@ -120,6 +130,7 @@ static jw_mirror *new_mirror(fake *f)
         .ctx = f,
         .publish = f_publish,
         .publish_wild = f_publish_wild,
+        .published = f_published,
         .watched = f_watched,
         .wildcard = f_wild,
         .read = f_read,
@@ -241,10 +252,14 @@ static void test_track_notice_fetch(void **state)
     r = take_read(&f);
     assert_string_equal(r->params[0], "{" JOB "}");
     assert_string_equal(r->params[1], "{5}");
+    assert_int_equal(f.nends, 0); /* the first read found nothing: nothing to end */
     answer_fetch(r, JOB, (int64_t)6, JOB, (int64_t)7, NULL);
     assert_int_equal(f.npub, 2);
     assert_int_equal(f.published[0], 6);
     assert_int_equal(f.published[1], 7);
+    /* The read's deltas are one batch for the hubs: ended once, after both. */
+    assert_int_equal(f.nends, 1);
+    assert_int_equal(f.ends[0], 2);
     assert_int_equal(jw_mirror_seq(m, JOB), 7);
     snap = jw_mirror_snapshot(m, JOB);
     assert_int_equal(json_integer_value(json_object_get(snap, "seq")), 7);
@@ -302,6 +317,9 @@ static void test_duplicates_and_gaps(void **state)
     jw_delta_unref(d);
     assert_int_equal(f.npub, 4);
     assert_int_equal(f.published[3], 9);
+    /* Two reads ended their batches; a local delta is the engine's batch to end. */
+    assert_int_equal(f.nends, 2);
+    assert_int_equal(f.ends[1], 3);
     assert_false(jw_mirror_has(m, JOB));
     /* From now on the engine publishes alone. */
     d = step_delta(JOB, 10);

@@ -426,35 +426,6 @@ static void test_a_large_batch_is_joined_in_runs(void **state)
     publish_done(&w, d, 6);
 }
 
-/* A delta published on its own (the mirror's path) comes after the open batch, not before. */
-static void test_a_single_publish_closes_the_batch(void **state)
-{
-    world w;
-    jw_delta *d[3];
-    char *first, *last;
-
-    (void)state;
-    world_init(&w);
-    open_conns(&w);
-    subscribe(&w, 0, 0);
-    for (int i = 0; i < 3; i++)
-        d[i] = delta(&w, 0, 1 + i, 64);
-    jw_ws_publish_batched(&w.hub, d[0]);
-    jw_ws_publish_batched(&w.hub, d[1]);
-    jw_ws_publish(&w.hub, d[2]);
-    first = joined(d, 2);
-    last = joined(d + 2, 1);
-    assert_int_equal(queued(&w, 0), 2);
-    assert_string_equal(entry(&w, 0, 0)->m->data, first);
-    assert_int_equal(entry(&w, 0, 0)->counted, 2);
-    assert_string_equal(entry(&w, 0, 1)->m->data, last);
-    assert_int_equal(entry(&w, 0, 1)->counted, 1);
-    assert_int_equal(w.conns[0].base.qcounted, 3);
-    free(first);
-    free(last);
-    publish_done(&w, d, 3);
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -464,7 +435,6 @@ int main(void)
         cmocka_unit_test(test_long_lists_on_either_side),
         cmocka_unit_test(test_a_batch_is_one_entry_per_watcher),
         cmocka_unit_test(test_a_large_batch_is_joined_in_runs),
-        cmocka_unit_test(test_a_single_publish_closes_the_batch),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
