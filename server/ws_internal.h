@@ -51,9 +51,10 @@
 #define RING 64
 #define MAX_JOBS_IDLE 1024 /* jobs kept with a ring but no subscriber (~45 KB each, full) */
 /* A committed batch's deltas joined into one queued message, at most (one alone may be more):
- * a quarter of the least --ws-max-queue, so that a batch does not overflow a queue its deltas
- * one by one would fit. */
-#define BATCH_JOIN_MAX 16384
+ * four such runs and their separators fill a gathered frame, so that frames carry what they
+ * carried with the deltas one by one. (A queue's bound counts a joined message as its deltas
+ * would count, len + 1 each, so joining never overflows a queue they would fit.) */
+#define BATCH_JOIN_MAX ((JW_WSCONN_FRAME - 3) / 4)
 #define MAX_DB_REPLAY 2000 /* deltas replayed from job_events; past it, a snapshot */
 #define MAX_CONN_READS 8   /* reads one connection may have queued at the store at once */
 
@@ -101,7 +102,10 @@ struct jw_ws {
     jw_map loading;
     bool unpark_due, unparking;
     /* A committed batch's messages not yet pushed (jw_ws_publish_batched), all of pend_job,
-     * which has watchers. */
+     * which has watchers. Nothing else runs while one is open (the engine's or the mirror's
+     * publish loop); what would change a job's watchers, evict an entry or send a job's
+     * state ends it first all the same (ws_end_batch), so that no later change can make
+     * the pending deltas go twice, or to a freed entry. */
     job_entry *pend_job;
     jw_wsmsg **pend;
     size_t npend, cappend;
@@ -187,6 +191,7 @@ bool ws_subscribed(const conn *c, const job_entry *j);
 subscriber *ws_add_sub(conn *c, job_entry *j);
 bool ws_remove_sub(conn *c, job_entry *j);
 jw_wsmsg *ws_delta_msg(const jw_delta *d);
+void ws_end_batch(jw_ws *hub);
 
 /* ws_subscribe.c */
 bool ws_replay(conn *c, subscriber *sub, job_entry *j, int64_t since, int64_t current);

@@ -426,6 +426,48 @@ static void test_a_large_batch_is_joined_in_runs(void **state)
     publish_done(&w, d, 6);
 }
 
+/*
+ * What changes a job's watchers ends an open batch first: a watcher that
+ * subscribes meanwhile gets none of it (its snapshot or replay will hold
+ * those deltas), the others have it before one leaves, and so the batch
+ * never outlives its job's last watcher (whose entry could then be evicted). (Nothing does so
+ * inside the publish loops today; this keeps it so if something ever does.)
+ */
+static void test_a_watcher_change_ends_the_batch(void **state)
+{
+    world w;
+    jw_delta *d[4];
+    char *first, *second;
+
+    (void)state;
+    world_init(&w);
+    open_conns(&w);
+    subscribe(&w, 0, 0);
+    for (int i = 0; i < 4; i++)
+        d[i] = delta(&w, 0, 1 + i, 64);
+    jw_ws_publish_batched(&w.hub, d[0]);
+    jw_ws_publish_batched(&w.hub, d[1]);
+    subscribe(&w, 1, 0);
+    assert_null(w.hub.pend_job);
+    assert_int_equal(queued(&w, 0), 1);
+    assert_int_equal(queued(&w, 1), 0);
+
+    jw_ws_publish_batched(&w.hub, d[2]);
+    jw_ws_publish_batched(&w.hub, d[3]);
+    unsubscribe(&w, 1, 0); /* its share is dropped with its subscription */
+    assert_null(w.hub.pend_job);
+    jw_ws_publish_end(&w.hub); /* nothing left open: a no-op */
+    first = joined(d, 2);
+    second = joined(d + 2, 2);
+    assert_int_equal(queued(&w, 0), 2);
+    assert_string_equal(entry(&w, 0, 0)->m->data, first);
+    assert_string_equal(entry(&w, 0, 1)->m->data, second);
+    assert_int_equal(queued(&w, 1), 0);
+    free(first);
+    free(second);
+    publish_done(&w, d, 4);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -435,6 +477,7 @@ int main(void)
         cmocka_unit_test(test_long_lists_on_either_side),
         cmocka_unit_test(test_a_batch_is_one_entry_per_watcher),
         cmocka_unit_test(test_a_large_batch_is_joined_in_runs),
+        cmocka_unit_test(test_a_watcher_change_ends_the_batch),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
