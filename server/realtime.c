@@ -151,6 +151,10 @@ void rt_h_access_token(rconn *c, channel *ch, const jw_rt_msg *m)
     }
     if (!why && ch->nb && who.kind == JW_PRINCIPAL_NONE)
         why = "signed out";
+    /* Also for a channel that names no job: what it sees is its user's. */
+    if (!why && ch->who.kind == JW_PRINCIPAL_USER && who.kind == JW_PRINCIPAL_USER &&
+        strcmp(ch->who.user_id, who.user_id) != 0)
+        why = "the new token is another user's";
     for (size_t k = 0; !why && k < ch->njobs; k++)
         if (ch->jobs[k].owner[0] && !jw_principal_may_access(&who, ch->jobs[k].owner))
             why = "the new token is another user's";

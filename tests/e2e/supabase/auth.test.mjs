@@ -253,6 +253,28 @@ test("a join without a user sees nothing until a token; the token's user's jobs 
   assert.equal(c.closed, null);
 });
 
+test("another user's token closes a channel that names no job, before it sees their jobs", async () => {
+  const c = await raw(server);
+  const binding = { event: '*', schema: 'public', table: 'job_runs' };
+  const payload = { config: { postgres_changes: [binding] }, access_token: alice.token };
+  assert.equal((await c.reply(c.send('realtime:all-mine', 'phx_join', payload, { joinRef: '1', ref: '1' }))).payload.status, 'ok');
+  c.send('realtime:all-mine', 'access_token', { access_token: bob.token }, { joinRef: '1' });
+  const refused = await c.waitFor((m) => m.topic === 'realtime:all-mine' && m.event === 'system' && m.payload.status === 'error', { what: "bob's token refused" });
+  assert.match(refused.payload.message, /another user's/);
+  await c.waitFor((m) => m.topic === 'realtime:all-mine' && m.event === 'phx_close', { what: 'the channel closed' });
+  // Bob's new job: nothing of it reaches the closed channel.
+  const bobJob = (await server.createJob(bob.token, { count: 1 })).job_id;
+  await server.waitPaused(bobJob);
+  await c.roundTrip();
+  assert.equal(changesOf(c, 'realtime:all-mine').length, 0, 'no change of bob\'s job');
+  // Alice's own refreshed token keeps such a channel (the same user).
+  assert.equal((await c.reply(c.send('realtime:still-mine', 'phx_join', payload, { joinRef: '2', ref: '2' }))).payload.status, 'ok');
+  c.send('realtime:still-mine', 'access_token', { access_token: server.mint(alice.id, 7200) }, { joinRef: '2' });
+  await c.roundTrip();
+  assert.ok(!c.on('realtime:still-mine').some((m) => m.event === 'phx_close' || m.event === 'system' && m.payload.status === 'error'), 'still joined');
+  assert.equal(c.closed, null);
+});
+
 test("an apikey that is a user's token runs out like an access_token", async () => {
   const job = (await server.createJob(alice.token, { count: 1 })).job_id;
   await server.waitPaused(job);
