@@ -312,6 +312,7 @@ subscriber *ws_add_sub(conn *c, job_entry *j)
     c->subs[c->nsubs] = (conn_sub){.j = j, .at = j->nsubs};
     sub = &j->subs[j->nsubs++];
     memset(sub, 0, sizeof(*sub));
+    sub->serial = ++hub->sub_serials;
     sub->c = c;
     sub->slot = c->nsubs++;
     hub->stats.subscriptions++;

@@ -72,9 +72,10 @@ struct conn;
  */
 typedef struct subscriber {
     struct conn *c;
-    size_t slot;    /* its place in c->subs */
-    bool replaying; /* a journal replay is in flight: live deltas come after it */
-    bool resync;    /* deltas dropped over the queue bound: a snapshot is owed */
+    size_t slot;     /* its place in c->subs */
+    uint64_t serial; /* this subscription's, unique in the hub: what its reads answer */
+    bool replaying;  /* a journal replay is in flight: live deltas come after it */
+    bool resync;     /* deltas dropped over the queue bound: a snapshot is owed */
 } subscriber;
 
 typedef struct job_entry {
@@ -108,6 +109,7 @@ struct jw_ws {
      * the pending deltas go twice, or to a freed entry. */
     job_entry *pend_job;
     jw_wsmsg **pend;
+    uint64_t sub_serials; /* the last subscriber.serial given */
     size_t npend, cappend;
 };
 
@@ -164,8 +166,9 @@ typedef struct ws_op {
     int64_t since; /* -1: none */
     int64_t upto;  /* REPLAY: the last seq read from job_events */
     enum { OP_SUBSCRIBE, OP_REPLAY } kind;
-    const char *reason; /* SUBSCRIBE: the snapshot's "reason" (a constant), or NULL */
-    bool shared;        /* SUBSCRIBE: counted in hub->loading; others may park behind it */
+    uint64_t sub_serial; /* the subscription it answers (subscriber.serial) */
+    const char *reason;  /* SUBSCRIBE: the snapshot's "reason" (a constant), or NULL */
+    bool shared;         /* SUBSCRIBE: counted in hub->loading; others may park behind it */
 } ws_op;
 
 /* ws.c */

@@ -85,12 +85,24 @@ static void loaded(jw_ws *hub, ws_op *op)
 
 static void read_for(conn *c, jw_read_kind kind, int n, const char **params, ws_op *op);
 
+/*
+ * The subscription op answers, if c still has it: not another one of the
+ * same job made since (an unsubscribe and a subscribe while op's read was
+ * out, which cannot be called back once at the store).
+ */
+static subscriber *op_sub(jw_ws *hub, conn *c, const ws_op *op)
+{
+    job_entry *j = ws_job_get(hub, op->job, false);
+    subscriber *sub = j && c ? ws_find_sub(j, c) : NULL;
+
+    return sub && sub->serial == op->sub_serial ? sub : NULL;
+}
+
 /* A parked subscribe whose job's reads ended: memory answers it, else its own read. */
 static void unpark_one(jw_ws *hub, ws_op *op)
 {
     conn *c = ws_find_conn(hub, op->conn_key);
-    job_entry *j = ws_job_get(hub, op->job, false);
-    subscriber *sub = j && c ? ws_find_sub(j, c) : NULL;
+    subscriber *sub = op_sub(hub, c, op);
     const char *params[1] = {op->job};
 
     if (!c || c->base.closing) {
@@ -319,6 +331,7 @@ void ws_subscribe_from_db(conn *c, subscriber *sub, const char *job_id, int64_t 
     snprintf(op->job, sizeof(op->job), "%s", job_id);
     op->since = since;
     op->reason = reason;
+    op->sub_serial = sub->serial;
     sub->replaying = true;
     if (l && l->out) {
         if (l->nparked == l->capparked) {
@@ -385,6 +398,7 @@ void ws_subscribe_from_memory(conn *c, const char *job_id, int64_t since, json_t
         op->kind = OP_REPLAY;
         op->since = since;
         op->upto = current;
+        op->sub_serial = sub->serial;
         sub->replaying = true;
         read_for(c, JW_READ_EVENTS, 3, params, op);
         return;
@@ -398,8 +412,7 @@ void ws_subscribe_from_memory(conn *c, const char *job_id, int64_t since, json_t
  */
 static subscriber *waiting_sub(jw_ws *hub, conn *c, const ws_op *op)
 {
-    job_entry *j = ws_job_get(hub, op->job, false);
-    subscriber *sub = j ? ws_find_sub(j, c) : NULL;
+    subscriber *sub = op_sub(hub, c, op);
 
     if (!sub) {
         ws_send_error(c, op->ref, "unsubscribed",

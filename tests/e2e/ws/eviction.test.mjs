@@ -9,7 +9,9 @@
 //   V3  a failed job that left memory is retried (adopted from PostgreSQL, as after a
 //       restart), again after each failure, until it completes: a client subscribed
 //       throughout sees one gapless stream across evictions and adoptions, the journal
-//       is 1..N, no finished transaction ran twice.
+//       is 1..N, no finished transaction ran twice;
+//   V4  a paused client owed resyncs for jobs that left memory meanwhile converges;
+//   V5  subscribe, unsubscribe, subscribe in one burst: each answer to its own ref.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { after, before, test } from 'node:test';
@@ -211,4 +213,34 @@ test('V4. a paused client owed resyncs for jobs that left memory meanwhile conve
   } finally {
     await srv.stop();
   }
+});
+
+// A subscribe, its unsubscribe and a new subscribe of the same job, in one burst, for a job
+// read from PostgreSQL: the first read may already be at the store (past recall) when the
+// second subscription exists. Each subscribe gets its own answer by its ref: the withdrawn
+// one "unsubscribed", the new one the snapshot - never the first read's answer given to the
+// second subscription and an ack to the second subscribe (docs/protocol.md, subscribe).
+test('V5. subscribe, unsubscribe, subscribe in one burst: each answer goes to its own ref', { timeout: 120_000 }, async () => {
+  const u = server.user();
+  const before = await metrics();
+  const id = (await server.createJob(u.token, { count: 1 })).job_id;
+  await server.waitJob(id, (j) => TERMINAL.has(j.job.status), { token: u.token, timeout: 60_000, what: 'a final status' });
+  await waitEvicted((before.get('jobwire_jobs_evicted_total') || 0) + 1, 'V5');
+  const committed = await server.getJob(id, u.token);
+  const c = await Client.open(server, u.token, { label: 'burst' });
+  for (let i = 0; i < 30; i++) {
+    const [s1, u1, s2, u2] = [newRef('s1'), newRef('u1'), newRef('s2'), newRef('u2')];
+    c.send({ type: 'subscribe', job_id: id, ref: s1 });
+    c.send({ type: 'unsubscribe', job_id: id, ref: u1 });
+    c.send({ type: 'subscribe', job_id: id, ref: s2 });
+    const [a1, b1, a2] = await Promise.all([c.waitRef(s1), c.waitRef(u1), c.waitRef(s2)]);
+    assert.equal(a1.type, 'error', `burst ${i}: the withdrawn subscribe: ${JSON.stringify(a1).slice(0, 200)}`);
+    assert.equal(a1.code, 'unsubscribed');
+    assert.equal(b1.type, 'ack', `burst ${i}: the unsubscribe`);
+    assert.equal(a2.type, 'snapshot', `burst ${i}: the live subscribe: ${JSON.stringify(a2).slice(0, 200)}`);
+    assert.equal(a2.seq, committed.seq);
+    c.send({ type: 'unsubscribe', job_id: id, ref: u2 });
+    assert.equal((await c.waitRef(u2)).type, 'ack');
+  }
+  await c.closeAndWait();
 });
