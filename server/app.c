@@ -116,8 +116,8 @@ static void port_submit(void *ctx, jw_batch *b)
 
 /*
  * Both hubs: the deltas the mirror publishes (mirror.h). Batched like the
- * engine's: a journal read's end (mirror_published) or the engine's batch
- * (port_published) sends them.
+ * engine's: the end of a journal read or of the engine's batch (both
+ * port_published) sends them.
  */
 static void hubs_publish(void *ctx, jw_delta *d)
 {
@@ -125,11 +125,6 @@ static void hubs_publish(void *ctx, jw_delta *d)
 
     jw_ws_publish_batched(app->ws, d);
     jw_rt_publish(app->rt, d);
-}
-
-static void mirror_published(void *ctx)
-{
-    jw_ws_publish_end(((jw_app *)ctx)->ws);
 }
 
 /* A delta the mirror's state held already: only the Supabase channels lack it. */
@@ -208,7 +203,7 @@ static jw_mirror *new_mirror(jw_app *app)
         .ctx = app,
         .publish = hubs_publish,
         .publish_wild = rt_publish,
-        .published = mirror_published,
+        .published = port_published,
         .watched = mirror_watched,
         .wildcard = mirror_wildcard,
         .read = mirror_read,

@@ -66,7 +66,7 @@ job_entry *ws_job_get(jw_ws *hub, const char *id, bool create)
 
     if (j || !create)
         return j;
-    ws_end_batch(hub); /* the new entry may evict an idle one */
+    jw_ws_publish_end(hub); /* the new entry may evict an idle one */
     j = jw_xcalloc(1, sizeof(*j));
     snprintf(j->id, sizeof(j->id), "%s", id);
     jw_map_put(&hub->jobs, j->id, j);
@@ -268,7 +268,7 @@ void ws_pay_resyncs(jw_wsconn *b)
 {
     conn *c = conn_of(b);
 
-    ws_end_batch(c->hub);
+    jw_ws_publish_end(c->hub);
     for (size_t i = 0; i < c->nsubs && c->resyncs_owed && b->qbytes < JW_WSCONN_FRAME; i++) {
         job_entry *j = c->subs[i].j;
         subscriber *sub = &j->subs[c->subs[i].at];
@@ -298,7 +298,7 @@ subscriber *ws_add_sub(conn *c, job_entry *j)
 
     if (sub)
         return sub;
-    ws_end_batch(hub);
+    jw_ws_publish_end(hub);
     if (c->nsubs == c->capsubs) {
         c->capsubs = c->capsubs ? c->capsubs * 2 : 4;
         c->subs = jw_xrealloc(c->subs, c->capsubs * sizeof(*c->subs));
@@ -326,7 +326,7 @@ bool ws_remove_sub(conn *c, job_entry *j)
 
     if (k == SIZE_MAX)
         return false;
-    ws_end_batch(hub);
+    jw_ws_publish_end(hub);
     at = c->subs[k].at;
     if (j->subs[at].resync)
         c->resyncs_owed--;
@@ -422,13 +422,6 @@ void jw_ws_publish_batched(jw_ws *hub, jw_delta *d)
     }
     hub->pend[hub->npend++] = m;
     hub->pend_job = j;
-}
-
-/* Pushes an open batch now (see jw_ws's pend_job). */
-void ws_end_batch(jw_ws *hub)
-{
-    if (hub->pend_job)
-        jw_ws_publish_end(hub);
 }
 
 /*

@@ -105,7 +105,7 @@ struct jw_ws {
     /* A committed batch's messages not yet pushed (jw_ws_publish_batched), all of pend_job,
      * which has watchers. Nothing else runs while one is open (the engine's or the mirror's
      * publish loop); what would change a job's watchers, evict an entry or send a job's
-     * state ends it first all the same (ws_end_batch), so that no later change can make
+     * state ends it first all the same (jw_ws_publish_end), so that no later change can make
      * the pending deltas go twice, or to a freed entry. */
     job_entry *pend_job;
     jw_wsmsg **pend;
@@ -194,7 +194,6 @@ bool ws_subscribed(const conn *c, const job_entry *j);
 subscriber *ws_add_sub(conn *c, job_entry *j);
 bool ws_remove_sub(conn *c, job_entry *j);
 jw_wsmsg *ws_delta_msg(const jw_delta *d);
-void ws_end_batch(jw_ws *hub);
 
 /* ws_subscribe.c */
 bool ws_replay(conn *c, subscriber *sub, job_entry *j, int64_t since, int64_t current);

@@ -26,7 +26,7 @@ bool ws_replay(conn *c, subscriber *sub, job_entry *j, int64_t since, int64_t cu
 {
     if (!replay_covers(j, since, current))
         return false;
-    ws_end_batch(c->hub);
+    jw_ws_publish_end(c->hub);
     for (int64_t s = since + 1; s <= current; s++) {
         jw_wsmsg *m = j->ring[(j->first + (size_t)(s - j->first_seq)) % RING];
 
