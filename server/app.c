@@ -367,7 +367,10 @@ static void build_routes(jw_app *app)
          .handler = jw_api_handle,
          .arg = &app->api},
         /* Last: the web page's files, embedded from web-client/. */
-        {.method = JW_HTTP_GET | JW_HTTP_HEAD, .prefix = "/", .handler = jw_page_static},
+        {.method = JW_HTTP_GET | JW_HTTP_HEAD,
+         .prefix = "/",
+         .exists = jw_page_exists,
+         .handler = jw_page_static},
         {0},
     };
 

@@ -198,7 +198,9 @@ static bool route_path_matches(const jw_http_route *r, const char *path)
 {
     if (r->path)
         return strcmp(r->path, path) == 0;
-    return r->prefix && strncmp(r->prefix, path, strlen(r->prefix)) == 0;
+    if (!r->prefix || strncmp(r->prefix, path, strlen(r->prefix)) != 0)
+        return false;
+    return !r->exists || r->exists(path);
 }
 
 /* The matching route, or NULL with a 404/405 response already set. */
@@ -219,8 +221,7 @@ static const jw_http_route *find_route(const jw_http_route *routes, jw_http_requ
         allowed |= accepts;
     }
     if (!allowed) {
-        jw_http_reply_error(req, 404, "not_found", "no such endpoint: %s %s", req->method_name,
-                            req->path);
+        jw_http_reply_error(req, 404, "not_found", "no route %s", req->path);
         return NULL;
     }
     jw_http_format_allow(allowed, allow, sizeof(allow));

@@ -114,6 +114,12 @@ typedef struct jw_http_route {
     unsigned method;    /* JW_HTTP_* bits */
     const char *path;   /* exact path, or NULL when prefix is used */
     const char *prefix; /* matches every path that starts with it */
+    /*
+     * Optional, for a prefix route: whether the path names something it
+     * serves. A path it does not is no route's (404 for every method), so a
+     * POST to a missing file is 404 like its GET, and a 405 means the path exists.
+     */
+    bool (*exists)(const char *path);
     jw_http_handler handler;
     void *arg; /* borrowed; handed to handler */
 } jw_http_route;

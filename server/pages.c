@@ -94,17 +94,31 @@ static void etag_of(const struct jw_web_asset *a, char out[24])
  * revalidates on every load (no-cache + ETag), so a new build is picked up at
  * once; the rest may be cached for five minutes.
  */
+/* The embedded file a path names ("/" is index.html), or NULL. */
+static const struct jw_web_asset *asset_of(const char *path, const char **name)
+{
+    *name = strcmp(path, "/") == 0 ? "index.html" : path + 1;
+    for (int i = 0; jw_web_assets[i].name; i++)
+        if (strcmp(jw_web_assets[i].name, *name) == 0)
+            return &jw_web_assets[i];
+    return NULL;
+}
+
+bool jw_page_exists(const char *path)
+{
+    const char *name;
+
+    return asset_of(path, &name) != NULL;
+}
+
 void jw_page_static(void *arg, jw_http_ctx *ctx, jw_http_request *req)
 {
-    const char *name = strcmp(req->path, "/") == 0 ? "index.html" : req->path + 1;
-    const struct jw_web_asset *a = NULL;
+    const char *name;
+    const struct jw_web_asset *a = asset_of(req->path, &name);
     jw_http_response *r = &req->resp;
 
     (void)arg;
     (void)ctx;
-    for (int i = 0; jw_web_assets[i].name && !a; i++)
-        if (strcmp(jw_web_assets[i].name, name) == 0)
-            a = &jw_web_assets[i];
     if (!a) {
         jw_http_reply_error(req, 404, "not_found", "no route %s", req->path);
         return;

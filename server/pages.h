@@ -16,5 +16,7 @@
 void jw_page_healthz(void *arg, jw_http_ctx *ctx, jw_http_request *req);
 void jw_page_readyz(void *arg, jw_http_ctx *ctx, jw_http_request *req);
 void jw_page_static(void *arg, jw_http_ctx *ctx, jw_http_request *req);
+/* Whether path names one of the web page's embedded files (the static route's exists). */
+bool jw_page_exists(const char *path);
 
 #endif

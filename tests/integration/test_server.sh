@@ -190,6 +190,19 @@ check "405 body has code method_not_allowed" contains "$BODY" '"code":"method_no
 request POST /healthz -H 'Content-Type: application/json' --data-binary '{"a":1}'
 check "POST /healthz with a body is 405 too" [ "$STATUS" = 405 ]
 
+# The web page's route serves only its files: a path that names none is no route's,
+# whatever the method (a POST to it used to be 405 "use GET, HEAD", as if it existed).
+for m in POST PUT DELETE; do
+  request "$m" /no/such/file -H 'Content-Type: application/json' --data-binary '{}'
+  check "$m /no/such/file is 404 not_found like its GET (got $STATUS)" \
+    contains "$STATUS $BODY" '404 {"error":{"code":"not_found","message":"no route /no/such/file"}}'
+done
+request POST / -H 'Content-Type: application/json' --data-binary '{}'
+check "POST / (the page exists) is 405 with Allow: GET, HEAD (got $STATUS)" \
+  contains "$STATUS $HEADERS" "405 " && contains "$HEADERS" "allow: get, head"
+request GET /
+check "GET / still serves the page (got $STATUS)" [ "$STATUS" = 200 ]
+
 # curl cannot show that no body follows a HEAD response; a raw HTTP/1.0 exchange can.
 (exec 3<>"/dev/tcp/127.0.0.1/$PORT" && printf 'HEAD /healthz HTTP/1.0\r\n\r\n' >&3 \
   && timeout 5 cat <&3 >"$WORK/head") 2>/dev/null
