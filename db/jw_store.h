@@ -159,6 +159,9 @@ bool jw_store_has_answers(jw_store *s);
 size_t jw_store_wait(jw_store *s, int timeout_ms, jw_store_done_fn fn, void *arg);
 
 void jw_store_get_stats(jw_store *s, jw_store_stats *out);
+/* stats.connected alone: whether the db thread's connection is up (false until
+ * it first connects, and from a failed statement or connection until it is back). */
+bool jw_store_connected(jw_store *s);
 
 /*
  * This node's lease state, any thread: *trusted_until_us, monotonic, the

@@ -474,6 +474,16 @@ void jw_store_get_stats(jw_store *s, jw_store_stats *out)
     out->heartbeat_us = atomic_load(&s->heartbeat_sent_us);
 }
 
+bool jw_store_connected(jw_store *s)
+{
+    bool up;
+
+    pthread_mutex_lock(&s->stats_lock);
+    up = s->stats.connected;
+    pthread_mutex_unlock(&s->stats_lock);
+    return up;
+}
+
 void jw_store_peer_joined(jw_store *s)
 {
     atomic_store(&s->peer_news, true);

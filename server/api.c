@@ -279,6 +279,23 @@ static bool over_otp_rate(jw_api *api, jw_http_request *req, const jw_principal 
 
 /* ---- routes ------------------------------------------------------------------------ */
 
+/*
+ * A command that changes a job is answered once its change committed, so while
+ * PostgreSQL is known unreachable it is refused (503, Retry-After) rather than
+ * held for the whole outage: a client that gave up waiting and sent it again
+ * would start a second job. One taken just before an outage still waits for
+ * its commit (docs/api.md). True: answered.
+ */
+static bool refused_while_db_down(jw_api *api, jw_http_request *req)
+{
+    if (!api->sv->store || jw_store_connected(api->sv->store))
+        return false;
+    jw_http_reply_error(req, 503, "unavailable",
+                        "the database is unavailable; nothing was changed, try again");
+    req->resp.retry_after_s = 5;
+    return true;
+}
+
 static void create_job(jw_api *api, jw_http_request *req, const jw_principal *who,
                        const jw_api_body *body, bool original)
 {
@@ -302,7 +319,7 @@ static void create_job(jw_api *api, jw_http_request *req, const jw_principal *wh
                             "%s is required when the admin key starts a job", field);
         return;
     }
-    if (over_job_limits(api, req, who))
+    if (refused_while_db_down(api, req) || over_job_limits(api, req, who))
         return;
     op = new_op(api, req, OP_CREATE, who);
     op->original = original;
@@ -431,6 +448,8 @@ static void command(jw_api *api, jw_http_request *req, const jw_principal *who, 
     api_op *op;
     int rc;
 
+    if (refused_while_db_down(api, req))
+        return;
     if (kind == OP_CANCEL && api->sv->inbox &&
         (!owner || jw_engine_job_retryable(api->sv->engine, job_id))) {
         /* Not in memory here, or failed here and maybe retried by another node since:

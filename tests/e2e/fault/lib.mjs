@@ -101,7 +101,7 @@ export async function http(server, method, p, { token, body, guardMs = 120_000 }
     } catch {
       /* not JSON */
     }
-    return { status: r.status, text, json };
+    return { status: r.status, text, json, headers: r.headers };
   } catch (e) {
     return { error: e.name === 'TimeoutError' ? `no answer within ${guardMs} ms` : e.message };
   }
