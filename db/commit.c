@@ -381,6 +381,10 @@ static const char sql_heartbeat[] =
     "WHERE id = $1::text AND incarnation = $2::int8 AND NOT dead "
     "RETURNING EXISTS (SELECT 1 FROM jw_nodes o WHERE o.id <> $1::text AND NOT o.dead)";
 
+/* Why a heartbeat renewed nothing: the row's incarnation now (another process
+ * registered under this id) and whether it is marked dead. */
+static const char sql_node_fate[] = "SELECT incarnation, dead FROM jw_nodes WHERE id = $1::text";
+
 /* While alone, whether another node is live now (see "Alone"). */
 static const char sql_peers[] =
     "SELECT EXISTS (SELECT 1 FROM jw_nodes o WHERE o.id <> $1::text AND NOT o.dead)";
@@ -397,6 +401,7 @@ static const struct {
     {"jw_advance", sql_advance, "preparing the seq check"},
     {"jw_committed", sql_committed, "preparing the commit check"},
     {"jw_heartbeat", sql_heartbeat, "preparing the heartbeat"},
+    {"jw_node_fate", sql_node_fate, "preparing the node's fate"},
     {"jw_notify", sql_notify, "preparing the notification"},
     {"jw_peers", sql_peers, "preparing the peers check"},
     {"jw_announce", sql_announce, "preparing the announcement"},
@@ -1001,6 +1006,19 @@ int store__heartbeat(jw_store *s)
     }
     PQclear(res);
     return answer;
+}
+
+int64_t store__node_successor(jw_store *s)
+{
+    const char *params[1] = {s->node_id};
+    PGresult *res = run_one(s, "jw_node_fate", 1, params);
+    int64_t now = 0;
+
+    if (res && PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 &&
+        strcmp(PQgetvalue(res, 0, 1), "f") == 0)
+        now = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+    PQclear(res);
+    return now != s->incarnation ? now : 0;
 }
 
 /*

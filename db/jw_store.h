@@ -170,6 +170,9 @@ bool jw_store_connected(jw_store *s);
  * (paused or cut off past its TTL: another node may hold its jobs).
  */
 void jw_store_node_state(jw_store *s, int64_t *trusted_until_us, bool *dead);
+/* Once dead: whether it was because a newer process registered under this
+ * node's id (two processes started with one --node-id), not a missed heartbeat. */
+bool jw_store_node_replaced(jw_store *s);
 
 /*
  * Another node announced that it listens now (db/cluster.h, any thread): the

@@ -202,8 +202,17 @@ static void maybe_heartbeat(jw_store *s)
     }
     s->next_beat_us = sent + s->node_ttl_us / 3;
     if (rc == 0) {
-        jw_log_error("db: node %s (incarnation %lld) was declared dead; committing nothing more",
-                     s->node_id, (long long)s->incarnation);
+        int64_t next = store__node_successor(s);
+
+        if (next)
+            jw_log_error("db: another process started under node id %s (incarnation %lld after "
+                         "this one's %lld) and took its jobs; committing nothing more",
+                         s->node_id, (long long)next, (long long)s->incarnation);
+        else
+            jw_log_error("db: node %s (incarnation %lld) was declared dead; committing nothing "
+                         "more",
+                         s->node_id, (long long)s->incarnation);
+        atomic_store(&s->node_replaced, next != 0);
         atomic_store(&s->node_dead, true);
     } else {
         atomic_store(&s->heartbeat_sent_us, sent);
@@ -488,6 +497,11 @@ void jw_store_peer_joined(jw_store *s)
 {
     atomic_store(&s->peer_news, true);
     jw_mailbox_kick(&s->inbox);
+}
+
+bool jw_store_node_replaced(jw_store *s)
+{
+    return atomic_load(&s->node_replaced);
 }
 
 void jw_store_node_state(jw_store *s, int64_t *trusted_until_us, bool *dead)

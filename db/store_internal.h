@@ -67,6 +67,7 @@ struct jw_store {
     int64_t node_ttl_us;
     _Atomic int64_t heartbeat_sent_us; /* monotonic send time of the last good one */
     atomic_bool node_dead;             /* a heartbeat found this node declared dead */
+    atomic_bool node_replaced;         /* ... because a newer process took its id */
     atomic_bool peer_news;             /* jw_store_peer_joined: another node listens now */
 
     /* Everything below belongs to the db thread. */
@@ -153,6 +154,10 @@ int store__group_committed(jw_store *s, size_t count);
 /* Renews this node's heartbeat row: 1 renewed, 0 this node was declared dead,
  * -1 unknown (connection trouble). */
 int store__heartbeat(jw_store *s);
+/* After a heartbeat that renewed nothing: the incarnation of the live process
+ * that registered under this node's id since (a newer start), or 0 when the
+ * row is marked dead (declared dead by another node) or could not be read. */
+int64_t store__node_successor(jw_store *s);
 /* "primary message (detail) [SQLSTATE x]" of a failed result. */
 void store__describe_error(const PGresult *res, char *err, size_t errlen);
 /* Array literals for parameters: {a,b,c}, items already safe tokens. */

@@ -305,8 +305,14 @@ static void check_node(jw_app *app)
 
     jw_store_node_state(app->sv.store, &until, &dead);
     if (dead) {
-        jw_log_error("this node was declared dead (paused or cut off past --node-ttl); exiting "
-                     "without committing");
+        if (jw_store_node_replaced(app->sv.store))
+            jw_log_error("another jobwire process started with this --node-id (%s) on the same "
+                         "database and took over its jobs; exiting without committing. Give "
+                         "each process its own --node-id to run several",
+                         app->cfg->node_id);
+        else
+            jw_log_error("this node was declared dead (paused or cut off past --node-ttl); "
+                         "exiting without committing");
         fflush(stderr);
         _exit(1);
     }

@@ -16,7 +16,9 @@
 #      back and A takes them over at once, long before any TTL could expire,
 #      and finishes them;
 #   every journal is gapless and every transaction was charged exactly once
-#   (the sandbox's /charges).
+#   (the sandbox's /charges);
+#   5. two processes started under one --node-id: the older exits 1 and its log
+#      says another process took its id (not that it was declared dead).
 #
 # Usage: test_two_nodes.sh JOBWIRE JW_MINT_TOKEN SANDBOX  (DATABASE_URL: a PostgreSQL server)
 # shellcheck disable=SC2016
@@ -154,5 +156,25 @@ check_eq "...under one key each" "$((2 * JOBS * TX))" \
 echo "# payments sent twice under one key (in flight at a pause or stop, re-sent): $(jq '[.[] | select(.step_name == "process_payment" and .calls > 1)] | length' <<<"$charges")"
 check "a stops with exit status 0" stop_jobwire "$A_PID"
 check_eq "a's clean stop marks it dead" t "$(sql "$DB" "SELECT dead FROM jw_nodes WHERE id = 'a'")"
-check "no jobwire process aborted" bash -c "! grep -qiE 'abort|core dumped' '$WORK/a.log' '$WORK/a2.log' '$WORK/b.log' '$WORK/b2.log'"
+
+# --- 5. Two processes started under one --node-id: the older exits, and says why ------
+# Processes under one id are one node (docs/operations.md): the newest registers a new
+# incarnation, the older one's heartbeat finds it and the older one exits. Its last line
+# must name that cause, not a pause past the TTL that never happened.
+start_jobwire "$DB" "$WORK/c1.log" "${ARGS[@]}" --node-id c || bail "c starts" "$START_ERROR"
+C1_PID=$SERVER_PID
+start_jobwire "$DB" "$WORK/c2.log" "${ARGS[@]}" --node-id c || bail "a second c starts" "$START_ERROR"
+C2_PID=$SERVER_PID
+c1_gone() { ! kill -0 "$C1_PID" 2>/dev/null; }
+check "the older process under id c exits within 10 s of the newer one's start" wait_until 10 c1_gone
+wait "$C1_PID" 2>/dev/null
+check_eq "...with status 1" 1 "$?"
+check "...saying another process took its node id" \
+  grep -q "another jobwire process started with this --node-id (c) on the same database and took over its jobs; exiting without committing" "$WORK/c1.log"
+check "...and not that it was declared dead" bash -c "! grep -q 'declared dead' '$WORK/c1.log'"
+api GET /healthz ""
+check_eq "the newer one answers /healthz" 200 "$STATUS"
+check "the newer one stops with exit status 0" stop_jobwire "$C2_PID"
+
+check "no jobwire process aborted" bash -c "! grep -qiE 'abort|core dumped' '$WORK/a.log' '$WORK/a2.log' '$WORK/b.log' '$WORK/b2.log' '$WORK/c1.log' '$WORK/c2.log'"
 jw_summary
