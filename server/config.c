@@ -280,17 +280,28 @@ static void apply_builtin_defaults(jw_config *c)
     c->log_level = JW_LOG_INFO;
 }
 
-/* A browser on our own page sends the page's origin: https:// when we serve TLS. */
+/*
+ * A browser on our own page sends the page's origin: https:// when we serve
+ * TLS. On a loopback address the page is as often opened as localhost: a
+ * browser resolves that name only to loopback, so it is our page too.
+ */
 static void derive_origins(jw_config *c)
 {
     const char *scheme = c->tls_cert ? "https" : "http";
+    bool loopback = c->listen_ipv6 ? strcmp(c->listen_host, "::1") == 0
+                                   : strncmp(c->listen_host, "127.", 4) == 0;
     char origin[INET6_ADDRSTRLEN + 32];
 
     snprintf(origin, sizeof(origin), c->listen_ipv6 ? "%s://[%s]:%d" : "%s://%s:%d", scheme,
              c->listen_host, c->listen_port);
-    c->origins = jw_xmalloc(sizeof(*c->origins));
+    c->origins = jw_xcalloc(2, sizeof(*c->origins));
     c->origins[0] = jw_xstrdup(origin);
     c->origin_count = 1;
+    c->origins_derived = true;
+    if (loopback) {
+        snprintf(origin, sizeof(origin), "%s://localhost:%d", scheme, c->listen_port);
+        c->origins[c->origin_count++] = jw_xstrdup(origin);
+    }
 }
 
 int jw_config_fanout_auto(int cpus)

@@ -66,10 +66,11 @@ typedef struct jw_config {
     char *jwt_audience; /* aud: the string, or one element of the array */
     char *jwt_issuer;   /* iss */
 
-    char *provider;      /* "sim" or an http(s) base URL without trailing '/' */
-    bool provider_sim;   /* provider is "sim" */
-    char **origins;      /* allowed browser Origins, e.g. "http://127.0.0.1:8080" */
-    size_t origin_count; /* at least 1 after a successful load */
+    char *provider;       /* "sim" or an http(s) base URL without trailing '/' */
+    bool provider_sim;    /* provider is "sim" */
+    char **origins;       /* allowed browser Origins, e.g. "http://127.0.0.1:8080" */
+    size_t origin_count;  /* at least 1 after a successful load */
+    bool origins_derived; /* not given: derived from --listen */
 
     /*
      * TLS on the listen port: both set or both NULL (load refuses one

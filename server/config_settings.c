@@ -138,8 +138,10 @@ const struct config__setting config__settings[] = {
         .env = "JOBWIRE_ORIGINS",
         .metavar = "LIST",
         .def_text = "http://HOST:PORT from --listen (https:// with --tls-cert)",
-        .help = "Comma-separated browser Origins allowed to open /ws, e.g. "
-                "https://app.example.com,http://127.0.0.1:3000.",
+        .help = "Comma-separated browser Origins allowed to open /ws and "
+                "/realtime/v1/websocket, e.g. https://app.example.com,http://127.0.0.1:3000. "
+                "By default, the listen address, and localhost:PORT too when it is a loopback "
+                "address. Clients that send no Origin (servers, scripts) are not affected.",
         .parse = parse_origins,
     },
     {

@@ -433,6 +433,16 @@ static void log_start(const jw_config *cfg)
     }
     if (cfg->dev)
         jw_log_warn("dev mode: secrets are optional; never run dev mode in production");
+    if (cfg->origins_derived &&
+        (strcmp(cfg->listen_host, "0.0.0.0") == 0 || strcmp(cfg->listen_host, "::") == 0))
+        jw_log_warn("listening on every interface without --origins: a browser page can open "
+                    "a WebSocket only from %s, an address no browser shows; set --origins to "
+                    "the page's origin (e.g. http://HOSTNAME:%d)",
+                    cfg->origins[0], cfg->listen_port);
+    for (size_t i = 0; i < cfg->origin_count; i++)
+        jw_log_info("browser pages may open WebSockets from %s%s", cfg->origins[i],
+                    cfg->origins_derived ? " (derived from --listen; set --origins to change)"
+                                         : "");
 }
 
 int main(int argc, char **argv)

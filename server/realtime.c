@@ -232,10 +232,8 @@ int jw_rt_accept_upgrade(jw_rt *rt, struct lws *wsi)
     vsn = lws_get_urlarg_by_name(wsi, "vsn=", buf, sizeof(buf));
     if (vsn && strcmp(vsn, "1.0.0") != 0 && strcmp(vsn, "2.0.0") != 0)
         return -1;
-    if (!jw_ws_origin_allowed(wsi, rt->sv->cfg)) {
-        jw_log_info("realtime: refused an upgrade from a foreign Origin");
+    if (!jw_ws_origin_allowed(wsi, rt->sv->cfg, "realtime"))
         return -1;
-    }
     return 0;
 }
 

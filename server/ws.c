@@ -413,18 +413,24 @@ int jw_ws_bind(jw_ws *hub, struct lws_vhost *vh)
     return 0;
 }
 
-bool jw_ws_origin_allowed(struct lws *wsi, const jw_config *cfg)
+bool jw_ws_origin_allowed(struct lws *wsi, const jw_config *cfg, const char *endpoint)
 {
-    char origin[256];
+    char origin[256], shown[101];
     int n = lws_hdr_total_length(wsi, WSI_TOKEN_ORIGIN);
+    size_t i;
 
     if (n <= 0)
         return true; /* not a browser */
     if (n >= (int)sizeof(origin) || lws_hdr_copy(wsi, origin, sizeof(origin), WSI_TOKEN_ORIGIN) < 0)
-        return false;
-    for (size_t i = 0; i < cfg->origin_count; i++)
+        origin[0] = '\0';
+    for (i = 0; origin[0] && i < cfg->origin_count; i++)
         if (strcasecmp(origin, cfg->origins[i]) == 0)
             return true;
+    for (i = 0; origin[i] && i < sizeof(shown) - 1; i++)
+        shown[i] = origin[i] > 0x20 && origin[i] < 0x7f ? origin[i] : '?';
+    shown[i] = '\0';
+    jw_log_info("%s: refused an upgrade from Origin \"%s\"%s, which --origins does not list",
+                endpoint, shown, n >= (int)sizeof(origin) ? " (too long)" : "");
     return false;
 }
 
@@ -522,10 +528,8 @@ static int callback_ws(struct lws *wsi, enum lws_callback_reasons reason, void *
         /* Only /ws speaks jobwire.v1; browsers only from allowed Origins. */
         if (lws_hdr_copy(wsi, uri, sizeof(uri), WSI_TOKEN_GET_URI) < 0 || strcmp(uri, "/ws") != 0)
             return -1;
-        if (!jw_ws_origin_allowed(wsi, hub->sv->cfg)) {
-            jw_log_info("ws: refused an upgrade from a foreign Origin");
+        if (!jw_ws_origin_allowed(wsi, hub->sv->cfg, "ws"))
             return -1;
-        }
         return 0;
     case LWS_CALLBACK_ESTABLISHED:
         hub = hub_of(wsi);

@@ -83,9 +83,10 @@ void jw_ws_get_stats(const jw_ws *hub, jw_ws_stats *out);
 struct jw_config;
 /*
  * Whether an upgrade may proceed as far as its Origin goes: no Origin header
- * (not a browser) or one on the allowlist (--ws-origin), compared without
- * case. Shared with the Supabase endpoint.
+ * (not a browser) or one on the allowlist (--origins), compared without
+ * case. A refusal is logged (info) under the endpoint's name, with the Origin
+ * shown printable and cut to 100 bytes. Shared with the Supabase endpoint.
  */
-bool jw_ws_origin_allowed(struct lws *wsi, const struct jw_config *cfg);
+bool jw_ws_origin_allowed(struct lws *wsi, const struct jw_config *cfg, const char *endpoint);
 
 #endif

@@ -202,7 +202,7 @@ check "the start line says https://127.0.0.1:$PORT" grep -q "listening on https:
 check "the log names the certificate, its expiry and the wss URL" \
   grep -q "tls: certificate $CERT valid until .* UTC; WebSocket at wss://127.0.0.1:$PORT/ws" "$LOG"
 check "the upgrade from the http:// Origin was refused as foreign (the allowed one is https://)" \
-  grep -q "ws: refused an upgrade from a foreign Origin" "$LOG"
+  grep -q "ws: refused an upgrade from Origin \"http://127.0.0.1:$PORT\", which --origins does not list" "$LOG"
 leaks=$(grep -cF -e "$ADMIN_KEY" -e "$JWT_SECRET" -e "$SECRET_KEY" -e "$TOKEN" -f "$T/key-lines" "$LOG")
 check "the log holds no secret, token or private key line (found $leaks)" [ "$leaks" = 0 ]
 

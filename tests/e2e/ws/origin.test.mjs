@@ -1,5 +1,6 @@
 // Origin (docs/protocol.md "Connecting"): a browser's Origin must be one of --origins
-// (default: the listen address) or the upgrade is refused (the connection is dropped
+// (default: the listen address, and localhost on its port when that is loopback) or the
+// upgrade is refused (the connection is dropped
 // during the handshake; an HTTP error status is a refusal too); a client that sends no
 // Origin is allowed. The check holds even with a good token.
 import assert from 'node:assert/strict';
@@ -38,7 +39,8 @@ test('9a. Origin: http://evil.example is refused', { timeout: 20_000 }, async ()
 
 test('9b. other Origins that are not the listen address are refused', { timeout: 20_000 }, async () => {
   for (const origin of [
-    `http://localhost:${server.port}`,
+    `http://localhost:${server.port + 1}`,
+    `https://localhost:${server.port}`,
     `http://127.0.0.1:${server.port + 1}`,
     `https://127.0.0.1:${server.port}`,
     `http://127.0.0.1:${server.port}.evil.example`,
@@ -55,6 +57,12 @@ test('9c. the listen address as Origin is allowed', { timeout: 20_000 }, async (
   assert.equal(r.hello.user_id, user.id);
 });
 
+test('9c2. on a loopback listen address, localhost on its port is allowed too (a new user opens the page so)', { timeout: 20_000 }, async () => {
+  const r = await opens(server, `http://localhost:${server.port}`);
+  assert.ok(r.hello, `got ${JSON.stringify(r).slice(0, 200)}`);
+  assert.equal(r.hello.user_id, user.id);
+});
+
 test('9d. no Origin (a non-browser client) is allowed', { timeout: 20_000 }, async () => {
   const r = await opens(server, undefined);
   assert.ok(r.hello, `got ${JSON.stringify(r).slice(0, 200)}`);
@@ -65,7 +73,7 @@ test('9e. --origins replaces the default: its entries are allowed, the listen ad
     const r = await opens(custom, origin);
     assert.ok(r.hello, `${origin}: got ${JSON.stringify(r).slice(0, 200)}`);
   }
-  for (const origin of [`http://127.0.0.1:${custom.port}`, 'http://app.example.com', 'http://evil.example']) {
+  for (const origin of [`http://127.0.0.1:${custom.port}`, `http://localhost:${custom.port}`, 'http://app.example.com', 'http://evil.example']) {
     const r = await opens(custom, origin);
     assert.ok(refused(r), `${origin}: got ${JSON.stringify(r).slice(0, 200)}`);
   }

@@ -766,6 +766,39 @@ static void test_node_id(void **state)
     jw_config_release(&c);
 }
 
+/* The Origins a browser page may open WebSockets from (--origins, or derived from --listen). */
+static void expect_origins(const char *listen, const char *origins, const char *want0,
+                           const char *want1)
+{
+    jw_config c;
+    char err[1024];
+    int rc = origins ? load(&c, err, sizeof(err), DB, "--dev", "--listen", listen, "--origins",
+                            origins, NULL)
+                     : load(&c, err, sizeof(err), DB, "--dev", "--listen", listen, NULL);
+
+    assert_int_equal(rc, 0);
+    assert_int_equal(c.origin_count, want1 ? 2 : 1);
+    assert_string_equal(c.origins[0], want0);
+    if (want1)
+        assert_string_equal(c.origins[1], want1);
+    assert_true(c.origins_derived == (origins == NULL));
+    jw_config_release(&c);
+}
+
+static void test_origins(void **state)
+{
+    (void)state;
+    /* On loopback the page is opened as localhost as often as by its address. */
+    expect_origins("127.0.0.1:18080", NULL, "http://127.0.0.1:18080", "http://localhost:18080");
+    expect_origins("localhost:18081", NULL, "http://127.0.0.1:18081", "http://localhost:18081");
+    expect_origins("[::1]:18082", NULL, "http://[::1]:18082", "http://localhost:18082");
+    /* Elsewhere only the address itself (main.c warns about 0.0.0.0). */
+    expect_origins("0.0.0.0:18083", NULL, "http://0.0.0.0:18083", NULL);
+    expect_origins("192.168.1.5:18084", NULL, "http://192.168.1.5:18084", NULL);
+    /* Given: exactly the list, nothing added. */
+    expect_origins("127.0.0.1:18085", "https://app.example.com", "https://app.example.com", NULL);
+}
+
 static void test_audience_issuer_set(void **state)
 {
     jw_config c;
@@ -860,6 +893,7 @@ int main(void)
         cmocka_unit_test_setup(test_jwt_secret_short_in_dev, clean_env),
         cmocka_unit_test_setup(test_audience_issuer_default_unset, clean_env),
         cmocka_unit_test_setup(test_node_id, clean_env),
+        cmocka_unit_test_setup(test_origins, clean_env),
         cmocka_unit_test_setup(test_fanout_threads, clean_env),
         cmocka_unit_test_teardown(test_quota_cpus, cg_wipe),
         cmocka_unit_test_setup(test_audience_issuer_set, clean_env),
