@@ -1,6 +1,7 @@
 // docs/supabase-migration.md's example runs as written: the script is taken from the
 // page itself, run with node against a real server while a job runs to its end, and
-// its output must show the job's progress, its steps, the OTPs it asked for, and its end.
+// its output must show the job's progress, its steps, the OTPs it asked for (one already
+// waiting when it starts among them), and its end.
 
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -55,7 +56,11 @@ test("the migration guide's example follows a job to its end", async () => {
   fs.writeFileSync(script, example());
   const u = server.user();
   const id = (await server.createJob(u.token, { count: 2 })).job_id;
-  await server.waitPaused(id);
+  // OTPs are waiting before the example starts: only the binding's initial rows can show
+  // them (a new user missed one when the guide's binding had none).
+  const paused = await server.waitPaused(id);
+  const waiting = paused.otp_requests.filter((o) => o.status === 'requested');
+  assert.ok(waiting.length >= 1, 'an OTP waits before the example starts');
 
   const child = spawn(process.execPath, [script], {
     env: { ...process.env, JOBWIRE_URL: server.base, JOBWIRE_TOKEN: u.token, JOB_ID: id },
@@ -96,4 +101,10 @@ test("the migration guide's example follows a job to its end", async () => {
     assert.ok(out.includes(want), `"${want}" in:\n${shown()}`);
   }
   assert.equal(out.filter((l) => l === 'step process_payment completed').length, 2, 'two transactions');
+  // One line per OTP the job asked for: those waiting at the join (initial rows), then
+  // each new one as it came.
+  const count = (xs) => xs.reduce((m, x) => m.set(x, (m.get(x) || 0) + 1), new Map());
+  const asked = count((await server.getJob(id)).otp_requests.map((o) => `OTP wanted: ${o.otp_type}`));
+  assert.deepEqual(count(out.filter((l) => l.startsWith('OTP wanted: '))), asked, `every OTP shown once:\n${shown()}`);
+  for (const o of waiting) assert.ok(asked.has(`OTP wanted: ${o.otp_type}`));
 });
