@@ -31,6 +31,7 @@ jw_build() {
 
 # jw_build_tree DIR NAME [cmake arguments...]: configure and build DIR (RelWithDebInfo);
 # NAME says which build a failure message is about (e.g. "sanitizer build").
+# JW_BUILD_TARGET set: only that target (and what it needs) is built.
 jw_build_tree() {
   local dir=$1 name=$2
   shift 2
@@ -38,8 +39,10 @@ jw_build_tree() {
   jw_log "$name: configuring $dir"
   cmake -S "$JW_ROOT" -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >&2 \
     || jw_die "$name: cmake configure of $dir failed"
-  jw_log "$name: building (cmake --build $dir -j2)"
-  cmake --build "$dir" -j2 >&2 || jw_die "$name: build of $dir failed"
+  local -a only=()
+  [[ -z ${JW_BUILD_TARGET:-} ]] || only=(--target "$JW_BUILD_TARGET")
+  jw_log "$name: building (cmake --build $dir -j2${only[*]:+ ${only[*]}})"
+  cmake --build "$dir" -j2 "${only[@]}" >&2 || jw_die "$name: build of $dir failed"
 }
 
 # Print the URL of the local throwaway cluster, starting it if needed
@@ -174,10 +177,15 @@ jw_dev_database() {
   export DATABASE_URL
 }
 
-# jw_warn_port_busy PORT: a warning when something already listens on PORT.
+# jw_port_busy PORT: whether something already listens on PORT (false without ss).
+jw_port_busy() {
+  [[ $1 =~ ^[0-9]+$ ]] && command -v ss >/dev/null 2>&1 \
+    && [[ -n $(ss -Hltn "sport = :$1" 2>/dev/null) ]]
+}
+
+# jw_warn_port_busy PORT [HINT]: a warning when something already listens on PORT.
 jw_warn_port_busy() {
-  if [[ $1 =~ ^[0-9]+$ ]] && command -v ss >/dev/null 2>&1 \
-    && [[ -n $(ss -Hltn "sport = :$1" 2>/dev/null) ]]; then
+  if jw_port_busy "$1"; then
     jw_warn "something already listens on port $1${2:+; $2}"
   fi
 }
