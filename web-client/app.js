@@ -458,15 +458,22 @@ function onJob(e) {
 
 // --- one job -----------------------------------------------------------------------
 
+// What the "missing" view says, by the server's error code: each view sets its own text,
+// so one shown earlier (another job's) never stays behind.
+const MISSING_TEXT = {
+  not_found: 'There is no job with this id, or it is not yours. Check the link, or pick one of your jobs from the list.',
+  invalid_job_id: 'This link does not name a job (a job id is a UUID, such as 3f2b9c1e-…). Check the link, or pick one of your jobs from the list.',
+};
+
 function renderDetail(js) {
   const missing = js.sync === 'error';
   $('d-missing').hidden = !missing;
   $('d-body').hidden = missing;
   if (missing) {
-    $('detail-title').textContent = js.error && js.error.code === 'not_found' ? 'Job not found' : 'Job unavailable';
-    if (js.error && js.error.code !== 'not_found') {
-      $('d-missing').firstElementChild.textContent = `The server could not show this job: ${js.error.message}`;
-    }
+    const code = js.error && js.error.code;
+    $('detail-title').textContent = MISSING_TEXT[code] ? 'Job not found' : 'Job unavailable';
+    $('d-missing').firstElementChild.textContent = MISSING_TEXT[code] ||
+      `The server could not show this job: ${js.error ? js.error.message : 'no answer'}. Try again in a moment.`;
     return;
   }
   $('detail-title').textContent = `Job ${shortId(js.jobId)}`;

@@ -158,6 +158,13 @@ test('another user\'s job, and an unknown one, show "not found"', { timeout: 60_
   await shot(page, 'not-found-phone');
   await page.evaluate(() => { location.hash = '#/job/00000000-0000-4000-8000-000000000000'; });
   await waitText(page, '#detail-title', /^Job not found$/, 'not found for an unknown id');
+  // A link that names no job, then an unknown job: each view says its own words (the
+  // second used to keep the first's "job_id must be a UUID string").
+  await page.evaluate(() => { location.hash = '#/job/not-a-uuid'; });
+  await waitText(page, '#d-missing p', /^This link does not name a job/, 'a malformed id');
+  assert.equal(await page.textContent('#detail-title'), 'Job not found');
+  await page.evaluate(() => { location.hash = '#/job/00000000-0000-4000-8000-000000000001'; });
+  await waitText(page, '#d-missing p', /^There is no job with this id, or it is not yours/, 'an unknown id after a malformed one');
   assertNoPageProblems(page);
   await page.context().close();
 });
