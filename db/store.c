@@ -53,13 +53,21 @@ void store__set_error(jw_store *s, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(clean, sizeof(clean), fmt, ap);
     va_end(ap);
-    /* libpq messages end with newlines; keep the stats line single. */
-    n = strlen(clean);
-    while (n && (clean[n - 1] == '\n' || clean[n - 1] == ' '))
-        clean[--n] = '\0';
-    for (char *p = clean; *p; p++)
-        if (*p == '\n')
-            *p = ' ';
+    /*
+     * libpq messages end with newlines and indent their hints with a tab
+     * ("...refused\n\tIs the server running..."): one line, single spaces, so
+     * the stats line and /readyz's reason read as a sentence.
+     */
+    n = 0;
+    for (const char *p = clean; *p; p++) {
+        char ch = *p == '\n' || *p == '\t' || *p == '\r' ? ' ' : *p;
+
+        if (ch != ' ' || (n && clean[n - 1] != ' '))
+            clean[n++] = ch;
+    }
+    while (n && clean[n - 1] == ' ')
+        n--;
+    clean[n] = '\0';
     pthread_mutex_lock(&s->stats_lock);
     memcpy(s->stats.last_error, clean, n + 1);
     pthread_mutex_unlock(&s->stats_lock);

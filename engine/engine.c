@@ -527,7 +527,7 @@ static void fail_job(job *j, step *failed)
         }
     }
     if (others)
-        job_error(j, "%s failed: %s; the unit's other steps were cancelled", failed->def->name,
+        job_error(j, "%s failed: %s; the steps running beside it were cancelled", failed->def->name,
                   failed->error ? failed->error : "unknown error");
     else
         job_error(j, "%s failed: %s", failed->def->name,

@@ -332,7 +332,10 @@ const struct config__setting config__settings[] = {
         .env = "JOBWIRE_WS_AUTH_TIMEOUT",
         .metavar = "SECONDS",
         .def = "10",
-        .help = "How long a connection without ?token= has to send its auth message, 1..300 s.",
+        .help = "How long a WebSocket connection has to show a valid token, 1..300 s: on "
+                "/ws without ?token=, its auth message; on /realtime/v1/websocket, a user's "
+                "token or the admin key as apikey, a join's access_token or an access_token "
+                "message (else close 4408).",
         INT_ROW(ws_auth_timeout_s, 1, 300, "seconds"),
     },
     {
@@ -474,8 +477,9 @@ const struct config__setting config__settings[] = {
         .metavar = "DURATION",
         .def = "10s",
         .help = "How long a node's heartbeat vouches for it, 2s..10m (sent every third of it). "
-                "A node silent longer is dead: the next node to start takes its jobs over; a "
-                "node that finds itself declared dead exits at once.",
+                "A node silent longer is dead: the live nodes take its jobs over (each looks "
+                "every second), or the next node to start; a node that finds itself declared "
+                "dead exits at once.",
         DURATION_ROW(node_ttl_s, 2, 600,
                      "a duration from 2s to 10m: seconds, or a whole number with s or m, e.g. "
                      "10s"),

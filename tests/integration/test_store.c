@@ -1698,6 +1698,10 @@ static void test_unreachable_database(void **state)
     assert_false(st.connected);
     assert_true(st.outage_started_us > 0);
     assert_non_null(strstr(st.last_error, "cannot connect"));
+    /* libpq's "...refused\n\tIs the server running" reads as one line (/readyz's reason). */
+    assert_null(strpbrk(st.last_error, "\t\r\n"));
+    assert_null(strstr(st.last_error, "  "));
+    assert_false(jw_store_connected(s));
     assert_int_equal(st.queued_batches, 1);
     /* A read is refused at once while the database is away. */
     {
