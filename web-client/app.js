@@ -569,14 +569,26 @@ function renderOtps(j, steps, otps) {
       otpForms.delete(id);
     }
   }
-  // The last OTP that ended without being accepted, when nothing newer waits for its step.
-  const notices = [];
+  // Per step, the last OTP that ended without being accepted: shown while it is the step's
+  // newest, or while a newer one waits (then "a new code has been sent"). One per step, so
+  // a step asked again and again (or retried) does not stack its history. A code that was
+  // never tried (0 attempts) was not wrong: its step stopped with the job, or the provider
+  // asked for a fresh one; it is shown only in the second case.
+  const lastEnded = new Map();
   for (const o of otps) {
     if (o.status !== 'expired' && o.status !== 'failed') continue;
+    const prev = lastEnded.get(o.job_step_id);
+    if (!prev || ms(o.requested_at) > ms(prev.requested_at)) lastEnded.set(o.job_step_id, o);
+  }
+  const notices = [];
+  for (const o of lastEnded.values()) {
+    const waiting = open.some((x) => x.job_step_id === o.job_step_id);
     const newer = otps.some((x) => x.job_step_id === o.job_step_id && ms(x.requested_at) > ms(o.requested_at));
-    if (newer && !open.some((x) => x.job_step_id === o.job_step_id)) continue;
+    if (newer && !waiting) continue;
+    if (o.status === 'failed' && !o.attempts_count && !waiting) continue;
     notices.push(o);
   }
+  notices.sort((a, b) => ms(a.requested_at) - ms(b.requested_at));
   let noticeEl = box.querySelector('.otp-notices');
   if (!noticeEl) {
     noticeEl = h('div', { class: 'otp-notices', id: 'd-otp-notices' });
@@ -586,7 +598,9 @@ function renderOtps(j, steps, otps) {
     `${otpTitle(o, steps)}: `,
     o.status === 'expired'
       ? `the code expired before it was entered (it was valid until ${fmtTime(ms(o.timeout_at))}).`
-      : `the code was not accepted (${plural(o.attempts_count, 'attempt')} used).`,
+      : o.attempts_count
+        ? `the code was not accepted (${plural(o.attempts_count, 'attempt')} used).`
+        : 'the earlier code can no longer be used.',
     open.some((x) => x.job_step_id === o.job_step_id) ? ' A new code has been sent.' : '',
   )));
 
