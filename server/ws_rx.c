@@ -7,6 +7,7 @@
 
 #include "jw_log.h"
 
+#include <openssl/crypto.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,11 +25,21 @@ jw_ws_rx_result jw_ws_rx_feed(jw_ws_rx *rx, struct lws *wsi, const void *in, siz
         rx->binary = lws_frame_is_binary(wsi);
         rx->too_big = false;
     }
-    /* Counted for every message, binary included: too big is said first. */
+    /*
+     * Counted for every message, binary included: too big is said first, and
+     * as soon as it is known - from what came plus what the current frame
+     * still announces - not at the message's end, which a client can put off
+     * for ever (a frame announcing 2^62 bytes, fragments without a FIN).
+     * The rest of such a message is read and dropped until the close.
+     */
     rx->total += len;
-    if (rx->total > max)
+    if (rx->too_big)
+        return JW_WS_RX_MORE;
+    if (rx->total > max || lws_remaining_packet_payload(wsi) > max - rx->total) {
         rx->too_big = true;
-    if (!(first && done) && !rx->binary && !rx->too_big) {
+        return JW_WS_RX_TOO_BIG;
+    }
+    if (!(first && done) && !rx->binary) {
         rx->buf = jw_xrealloc(rx->buf, rx->len + len + 1);
         memcpy(rx->buf + rx->len, in, len);
         rx->len += len;
@@ -37,13 +48,13 @@ jw_ws_rx_result jw_ws_rx_feed(jw_ws_rx *rx, struct lws *wsi, const void *in, siz
     }
     if (!done)
         return JW_WS_RX_MORE;
-    if (rx->too_big)
-        return JW_WS_RX_TOO_BIG;
     return rx->binary ? JW_WS_RX_BINARY : JW_WS_RX_TEXT;
 }
 
 void jw_ws_rx_done(jw_ws_rx *rx)
 {
+    if (rx->buf) /* a message cut short by its size may hold a code or a token too */
+        OPENSSL_cleanse(rx->buf, rx->len);
     free(rx->buf);
     rx->buf = NULL;
     rx->len = 0;

@@ -27,7 +27,7 @@ typedef enum {
     JW_WS_RX_MORE,    /* the message goes on in the next chunk */
     JW_WS_RX_TEXT,    /* a whole text message: *data, *n */
     JW_WS_RX_BINARY,  /* a whole binary message (its bytes are not kept) */
-    JW_WS_RX_TOO_BIG, /* a whole message longer than max (not kept) */
+    JW_WS_RX_TOO_BIG, /* longer than max: said once, when known; its rest comes as MORE */
 } jw_ws_rx_result;
 
 /*

@@ -290,8 +290,10 @@ void jw_wsconn_closed(jw_wsconn *c)
 {
     if (!c->open)
         return;
-    if (c->set->timers)
+    if (c->set->timers) {
         jw_timers_cancel(c->set->timers, &c->live);
+        jw_timers_cancel(c->set->timers, &c->close_due);
+    }
     dirty_unlink(c);
     if (c->job) /* in flight: its messages are freed when the write comes back */
         c->job->c = NULL;
@@ -719,6 +721,28 @@ static bool ended(jw_wsconn *c)
     return c->ended;
 }
 
+/*
+ * A close goes out from a WRITEABLE callback, which never comes while the
+ * client reads nothing and its socket stays full - and meanwhile lws keeps
+ * reading what the client sends, to be thrown away. Past this the connection
+ * is dropped without its close frame (lws' own timeout takes over once the
+ * frame went).
+ */
+#define CLOSE_DEADLINE_US (5 * 1000000)
+
+static void on_close_due(jw_timer *t, void *arg)
+{
+    jw_wsconn *c = arg;
+
+    (void)t;
+    if (!c->open || c->close_begun || ended(c))
+        return;
+    jw_log_info("%s conn=%" PRIu64 ": its close (%d) could not be sent in %d s; dropped",
+                c->set->name, c->id, c->close_code, CLOSE_DEADLINE_US / 1000000);
+    c->ended = true;
+    c->set->io->kill(c->wsi);
+}
+
 void jw_wsconn_close(jw_wsconn *c, int code, const char *reason)
 {
     if (c->closing)
@@ -726,6 +750,9 @@ void jw_wsconn_close(jw_wsconn *c, int code, const char *reason)
     c->closing = true;
     c->close_code = code;
     snprintf(c->close_reason, sizeof(c->close_reason), "%s", reason);
+    if (c->set->timers && c->open)
+        jw_timers_arm(c->set->timers, &c->close_due, c->set->clock() + CLOSE_DEADLINE_US,
+                      on_close_due, c);
     jw_wsconn_want_write(c);
 }
 

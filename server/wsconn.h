@@ -251,6 +251,7 @@ struct jw_wsconn {
     size_t qbytes;
     size_t qcounted;      /* queued counted messages */
     jw_timer live;        /* its liveness check */
+    jw_timer close_due;   /* a close asked for and not yet begun: the drop deadline */
     int64_t heard_us;     /* when the client last sent a message or pong (or connected) */
     int64_t pinged_us;    /* when the ping not yet answered was asked for; 0: none */
     int64_t ping_sent_us; /* when it was written; 0: not yet */

@@ -8,7 +8,10 @@
 //     without an answer, and the server serves on;
 //   - client WebSocket messages over --ws-max-frame (here 2048, not the default): error
 //     frame_too_large and close 1009, also when the message comes in fragments and before
-//     authentication; exactly the limit is accepted;
+//     authentication, and as soon as it passes the limit when it never ends (a frame
+//     announcing 2^62 bytes, fragments without a FIN); exactly the limit is accepted;
+//   - a client that sends and never reads: dropped 5 s after its 4008 close, which cannot
+//     be written to it;
 //   - Origin (tests/e2e/ws/origin.test.mjs covers the allowlist itself): a foreign page is
 //     refused on the auth-message path too, near-miss Origins are refused, and the HTTP
 //     API gives a foreign page no CORS grant;
@@ -136,6 +139,26 @@ describe('HTTP headers over 8192 bytes', () => {
   });
 });
 
+// Written straight to the socket: a client frame, masked with a zero key (its bytes as is).
+const frameHead = (len, { fin = true, opcode = 1 } = {}) => {
+  const h = Buffer.alloc(14);
+  h[0] = (fin ? 0x80 : 0) | opcode;
+  h[1] = 0x80 | 127;
+  h.writeBigUInt64BE(BigInt(len), 2);
+  return h; // the last 4 bytes: the zero mask key
+};
+// Writes chunks to sock until it closes or `limit` bytes went (bounded either way).
+async function stream(sock, chunk, limit) {
+  let sent = 0;
+  let closed = sock.destroyed;
+  sock.once('close', () => { closed = true; });
+  while (!closed && sent < limit) {
+    if (!sock.write(chunk)) await new Promise((r) => { sock.once('drain', r); sock.once('close', r); });
+    sent += chunk.length;
+  }
+  return sent;
+}
+
 describe(`WebSocket messages over --ws-max-frame (${MAX_FRAME})`, () => {
   const ping = (size, ref) => {
     const h = `{"type":"ping","ref":"${ref}"}`;
@@ -192,6 +215,55 @@ describe(`WebSocket messages over --ws-max-frame (${MAX_FRAME})`, () => {
     await c.ping();
     await c.closeAndWait();
   });
+
+  test('a message that never ends is refused when it passes the limit, not at its end (which never comes)', { timeout: 60_000 }, async () => {
+    // One frame announcing 2^62 bytes, then its data, for as long as the server reads it.
+    const a = await Client.open(server, user.token, { label: 'endless frame' });
+    const sa = a.ws._socket;
+    sa.write(frameHead(2n ** 62n));
+    const fill = Buffer.alloc(16384, 0x20);
+    const streaming = stream(sa, fill, 256 * 1024 * 1024);
+    await expect1009(a, 'a frame announcing 2^62 bytes');
+    await streaming;
+    // Fragments past the limit that never get their FIN.
+    const b = await Client.open(server, user.token, { label: 'endless fragments' });
+    const sb = b.ws._socket;
+    const frag = (first) => Buffer.concat([frameHead(1000, { fin: false, opcode: first ? 1 : 0 }), Buffer.alloc(1000, 0x20)]);
+    sb.write(frag(true));
+    const streaming2 = stream(sb, frag(false), 256 * 1024 * 1024);
+    await expect1009(b, 'fragments past the limit without a FIN');
+    await streaming2;
+    const c = await Client.open(server, user.token);
+    await c.ping();
+    await c.closeAndWait();
+  });
+});
+
+test('a client that sends and never reads is dropped soon after its 4008, which it cannot be sent', { timeout: 120_000 }, async () => {
+  // Replies (pongs) the client never reads fill the socket, then the queue (64 KiB): the
+  // server closes it 4008, a frame that can only go out when the client reads. It used to
+  // wait for that for ever, reading (and throwing away) all the client sent meanwhile.
+  const srv = new Server({ name: 'sec_limits_unread', args: ['--ws-max-queue', '65536', '--ws-message-rate', '0'] });
+  await srv.start();
+  try {
+    const u = srv.user();
+    const c = await Client.open(srv, u.token, { label: 'never reads' });
+    const sock = c.ws._socket;
+    sock.pause(); // reads nothing from here on
+    const one = '{"type":"ping","ref":"p"}';
+    const frame = Buffer.concat([Buffer.from([0x81, 0x80 | one.length, 0, 0, 0, 0]), Buffer.from(one)]);
+    const chunk = Buffer.concat(Array.from({ length: 2000 }, () => frame));
+    const sent = await stream(sock, chunk, 4 * 1024 * 1024 * 1024);
+    assert.ok(sock.destroyed || sock.readableEnded || sent < 4 * 1024 * 1024 * 1024, `the server dropped it (sent ${sent} bytes)`);
+    const log = srv.logText();
+    assert.match(log, /closed: more than 65536 bytes of replies queued/);
+    assert.match(log, /its close \(4008\) could not be sent in 5 s; dropped/);
+    const d = await Client.open(srv, u.token);
+    await d.ping();
+    await d.closeAndWait();
+  } finally {
+    await srv.stop();
+  }
 });
 
 describe('a foreign page', () => {
