@@ -408,15 +408,24 @@ void rt_authorize_jobs(channel *ch)
     rconn *c = ch->c;
     jw_rt *rt = c->rt;
 
-    size_t need = 0;
+    size_t need = 0, live = 0;
 
     for (size_t k = 0; k < ch->njobs; k++)
         need += !jw_sv_job_owner(rt->sv, ch->jobs[k].job);
-    if (c->nreads + need > MAX_CONN_READS) {
+    /*
+     * Reads of joins replaced or left are cancelled but stay counted until the
+     * store answers them: they may fill a second MAX_CONN_READS, so one join
+     * replaced by another of the same size goes through, while a rejoin loop
+     * still cannot queue reads without bound.
+     */
+    for (size_t i = 0; i < c->nreads; i++)
+        live += !atomic_load(&c->reads[i]->cancelled);
+    if (live + need > MAX_CONN_READS || c->nreads + need > 2 * MAX_CONN_READS) {
         snprintf(ch->refusal, sizeof(ch->refusal),
                  "this connection has %zu database reads waiting (at most %d); join again once "
                  "its other joins are answered",
-                 c->nreads, MAX_CONN_READS);
+                 live + need > MAX_CONN_READS ? live : c->nreads,
+                 live + need > MAX_CONN_READS ? MAX_CONN_READS : 2 * MAX_CONN_READS);
         return;
     }
     for (size_t k = 0; k < ch->njobs && !ch->refusal[0]; k++) {

@@ -185,3 +185,44 @@ test('the bystander saw none of it and still gets changes', async () => {
   assert.ok(seen.every((m) => m.event === 'postgres_changes' && m.topic === 'realtime:bystander'), JSON.stringify(seen.find((m) => m.event !== 'postgres_changes')));
   assert.equal(bystander.closed, null);
 });
+
+test('a rejoin in the same write as the join it replaces: the replaced join\'s reads do not count against it', { timeout: 120_000 }, async () => {
+  // Each job a join names that is not in memory costs a read (at most 100 waiting per
+  // connection). A rejoin cancels the reads of the join it replaces; they used to stay
+  // counted until answered, so a join of 60 finished jobs replaced at once by another of 60
+  // was refused ("60 database reads waiting").
+  const srv = new Server({ name: 'sb_protocol_reads', args: ['--finished-job-ttl', '1'] });
+  await srv.start();
+  try {
+    const u = srv.user();
+    const ids = [];
+    for (let i = 0; i < 100; i++) {
+      const id = (await srv.createJob(u.token, { count: 1 })).job_id;
+      const r = await srv.api('POST', `/api/jobs/${id}/cancel`, { token: u.token });
+      assert.equal(r.status, 200, `cancel: ${r.status} ${r.text}`);
+      ids.push(id);
+    }
+    // Every one of them out of memory: a join naming them reads each from PostgreSQL.
+    for (const deadline = Date.now() + 30_000; ;) {
+      const m = await srv.api('GET', '/metrics', { token: srv.adminKey });
+      if (/^jobwire_jobs_in_memory 0$/m.test(m.text)) break;
+      assert.ok(Date.now() < deadline, 'the 100 finished jobs left memory within 30 s');
+      await new Promise((res) => setTimeout(res, 100));
+    }
+    const r = await RawPhx.connect(srv);
+    assert.ok(r.client, JSON.stringify(r));
+    const c = r.client;
+    const binding = (part) => [{ event: '*', schema: 'public', table: 'job_runs', filter: `id=in.(${part.join(',')})` }];
+    const sock = c.ws._socket;
+    sock.cork(); // one write: the first join's reads are still out when the rejoin comes
+    join(c, 'realtime:reads', binding(ids.slice(0, 60)), { token: u.token, joinRef: '1' });
+    join(c, 'realtime:reads', binding(ids.slice(40)), { token: u.token, joinRef: '2' });
+    sock.uncork();
+    const reply = await c.reply('2', { timeout: 30_000 });
+    assert.equal(reply.payload.status, 'ok', `the rejoin: ${JSON.stringify(reply.payload)}`);
+    await c.waitFor((m) => m.event === 'phx_close' && m.joinRef === '1', { what: 'the replaced join closed' });
+    c.close();
+  } finally {
+    await srv.stop();
+  }
+});
