@@ -87,6 +87,7 @@ void rt_remove_channel(channel *ch)
         }
     }
     rt->stats.channels--;
+    c->filter_values -= ch->nvalues;
     free_channel(ch);
 }
 

@@ -43,6 +43,13 @@
 #define MAX_JOBS 100    /* jobs one channel's filters may name, like an in list */
 /* How long a channel that joined without a user waits for an access_token (see nudge). */
 #define AWAIT_TOKEN_US (1000 * 1000)
+/*
+ * Filter values (each eq/neq/... value, each of an in list) all of one
+ * connection's channels may hold: a filter value costs some 50 bytes parsed,
+ * so a connection's filters stay within about 100 KB (a 16 KiB join alone can
+ * carry 8,000 one-byte values, and a connection 100 such joins).
+ */
+#define MAX_CONN_FILTER_VALUES 2000
 /* Database reads one connection may have out at once: one channel's worth. */
 #define MAX_CONN_READS MAX_JOBS
 #define AUTH_DEADLINE_US ((int64_t)rt->sv->cfg->ws_auth_timeout_s * 1000000)
@@ -87,6 +94,7 @@ typedef struct channel {
     bool errored;    /* sent phx_error (overflow, or a failed read): the client joins again */
     bool retry;      /* the refusal is the database's: worth joining again */
     int pending;     /* owner reads in flight */
+    size_t nvalues;  /* filter values its bindings hold (counted in its connection's) */
     char refusal[320];
     json_t *docs;       /* job id -> state read from the database, for initial rows */
     json_t *join_ref_v; /* the phx_join's ref, answered when the reads are done */
@@ -122,6 +130,7 @@ typedef struct rconn {
     jw_timer auth_timer; /* the auth deadline (--ws-auth-timeout), on the monotonic heap */
     channel **chans;
     size_t nchans, capchans;
+    size_t filter_values; /* its channels' nvalues: at most MAX_CONN_FILTER_VALUES */
     jw_ws_rx rx;
 } rconn;
 

@@ -524,12 +524,28 @@ void rt_h_join(rconn *c, const jw_rt_msg *m)
         binding *b = &ch->b[ch->nb];
         json_t *echo = NULL;
 
+        size_t values = 0;
+
         if ((why = parse_binding(rt, entry, b, &echo, err, sizeof(err)))) {
             jw_rt_filter_release(&b->filter);
             snprintf(ch->refusal, sizeof(ch->refusal), "postgres_changes[%zu]: %s", i, why);
             rt_finish_join(ch);
             return;
         }
+        for (size_t k = 0; k < b->filter.n; k++)
+            values += b->filter.conds[k].nvalues;
+        if (c->filter_values + values > MAX_CONN_FILTER_VALUES) {
+            jw_rt_filter_release(&b->filter);
+            json_decref(echo);
+            snprintf(ch->refusal, sizeof(ch->refusal),
+                     "postgres_changes[%zu]: this connection's channels hold %zu filter values; "
+                     "at most %d in all",
+                     i, c->filter_values, MAX_CONN_FILTER_VALUES);
+            rt_finish_join(ch);
+            return;
+        }
+        ch->nvalues += values;
+        c->filter_values += values;
         ch->nb++;
         json_array_append_new(ch->reply, echo);
         pin_jobs(ch, b);

@@ -226,3 +226,26 @@ test('a rejoin in the same write as the join it replaces: the replaced join\'s r
     await srv.stop();
   }
 });
+
+test('filter values are bounded per connection (2,000 in all), and a channel left gives its own back', { timeout: 60_000 }, async () => {
+  // Parsed filters cost some 50 bytes a value: a signed-out client could make a
+  // connection hold 19 MB of them with 100 joins of 14 KB (a probe did, 20 connections:
+  // 389 MB). One binding of 8 in-lists of 100 values: 800 values, about 2.5 KB of filter.
+  const c = await open();
+  const list = `in.(${Array.from({ length: 100 }, (_, i) => i + 1).join(',')})`;
+  const filter = Array.from({ length: 8 }, () => `transaction_count=${list}`).join(',');
+  const binding = [{ event: '*', schema: 'public', table: 'job_runs', filter }];
+  for (const t of ['realtime:v1', 'realtime:v2']) {
+    const reply = await c.reply(join(c, t, binding, { token: undefined, joinRef: t }));
+    assert.equal(reply.payload.status, 'ok', `${t}: ${JSON.stringify(reply.payload)}`);
+  }
+  const over = await c.reply(join(c, 'realtime:v3', binding, { token: undefined, joinRef: 'v3' }));
+  assert.equal(over.payload.status, 'error');
+  assert.equal(over.payload.response.reason, "postgres_changes[0]: this connection's channels hold 1600 filter values; at most 2000 in all");
+  // A leave gives its channel's values back: the same join now fits.
+  const leave = c.send('realtime:v1', 'phx_leave', {}, { joinRef: 'realtime:v1' });
+  assert.equal((await c.reply(leave)).payload.status, 'ok');
+  const again = await c.reply(join(c, 'realtime:v3', binding, { token: undefined, joinRef: 'v3b' }));
+  assert.equal(again.payload.status, 'ok', JSON.stringify(again.payload));
+  c.close();
+});
