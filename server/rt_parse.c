@@ -8,6 +8,7 @@
 #include "jw_schema.h"
 #include "jw_util.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -151,7 +152,10 @@ static bool parse_int(const char *s, long long *out)
         return false;
     errno = 0;
     *out = strtoll(s, &end, 10);
-    return !errno && *end == '\0';
+    /* Blanks around it and a '+', as PostgreSQL's int8 input takes them (strtoll only before). */
+    while (end != s && isspace((unsigned char)*end))
+        end++;
+    return !errno && end != s && *end == '\0';
 }
 
 /*

@@ -15,8 +15,12 @@ const char *jw_ws_parse(const char *data, size_t len, jw_ws_msg *out, char *err,
          * otp.submit would have its code sent back (or logged). */
         const char *near = strstr(jerr.text, " near ");
 
-        snprintf(err, errlen, "malformed JSON at column %d: %.*s", jerr.column,
-                 near ? (int)(near - jerr.text) : (int)sizeof(jerr.text), jerr.text);
+        if (json_error_code(&jerr) == json_error_null_character)
+            snprintf(err, errlen, "malformed JSON at column %d: \\u0000 is not allowed in a string",
+                     jerr.column);
+        else
+            snprintf(err, errlen, "malformed JSON at column %d: %.*s", jerr.column,
+                     near ? (int)(near - jerr.text) : (int)sizeof(jerr.text), jerr.text);
         return "bad_json";
     }
     if (!json_is_object(out->root)) {
@@ -26,7 +30,7 @@ const char *jw_ws_parse(const char *data, size_t len, jw_ws_msg *out, char *err,
     ref = json_object_get(out->root, "ref");
     if (ref && !(json_is_integer(ref) ||
                  (json_is_string(ref) && json_string_length(ref) <= JW_WS_MAX_REF))) {
-        snprintf(err, errlen, "ref must be an integer or a string of at most %d characters",
+        snprintf(err, errlen, "ref must be an integer or a string of at most %d bytes",
                  JW_WS_MAX_REF);
         return "bad_message";
     }

@@ -54,6 +54,12 @@ static void test_bad_json(void **state)
     assert_null(strstr(err, "493817"));
     assert_null(m.root);
     jw_ws_msg_release(&m);
+    /* A NUL in a string: said in words, not as jansson's flag JSON_ALLOW_NUL. */
+    assert_string_equal(parse("{\"type\":\"ping\",\"ref\":\"a\\u0000b\"}", &m, err, sizeof(err)),
+                        "bad_json");
+    assert_non_null(strstr(err, "\\u0000 is not allowed in a string"));
+    assert_null(strstr(err, "JSON_ALLOW_NUL"));
+    jw_ws_msg_release(&m);
     /* A key given twice is refused, not resolved silently. */
     assert_string_equal(parse("{\"type\":\"ping\",\"type\":\"auth\"}", &m, err, sizeof(err)),
                         "bad_json");
