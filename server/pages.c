@@ -89,11 +89,6 @@ static void etag_of(const struct jw_web_asset *a, char out[24])
     snprintf(out, 24, "\"%016" PRIx64 "\"", h);
 }
 
-/*
- * GET / is index.html; GET /<name> a top-level file of web-client/. The page
- * revalidates on every load (no-cache + ETag), so a new build is picked up at
- * once; the rest may be cached for five minutes.
- */
 /* The embedded file a path names ("/" is index.html), or NULL. */
 static const struct jw_web_asset *asset_of(const char *path, const char **name)
 {
@@ -111,6 +106,11 @@ bool jw_page_exists(const char *path)
     return asset_of(path, &name) != NULL;
 }
 
+/*
+ * GET / is index.html; GET /<name> a top-level file of web-client/. The page
+ * revalidates on every load (no-cache + ETag), so a new build is picked up at
+ * once; the rest may be cached for five minutes.
+ */
 void jw_page_static(void *arg, jw_http_ctx *ctx, jw_http_request *req)
 {
     const char *name;

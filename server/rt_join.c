@@ -523,7 +523,6 @@ void rt_h_join(rconn *c, const jw_rt_msg *m)
     {
         binding *b = &ch->b[ch->nb];
         json_t *echo = NULL;
-
         size_t values = 0;
 
         if ((why = parse_binding(rt, entry, b, &echo, err, sizeof(err)))) {
