@@ -471,8 +471,9 @@ function renderDetail(js) {
   $('d-body').hidden = missing;
   if (missing) {
     const code = js.error && js.error.code;
-    $('detail-title').textContent = MISSING_TEXT[code] ? 'Job not found' : 'Job unavailable';
-    $('d-missing').firstElementChild.textContent = MISSING_TEXT[code] ||
+    const known = code && Object.hasOwn(MISSING_TEXT, code) ? MISSING_TEXT[code] : null;
+    $('detail-title').textContent = known ? 'Job not found' : 'Job unavailable';
+    $('d-missing').firstElementChild.textContent = known ||
       `The server could not show this job: ${js.error ? js.error.message : 'no answer'}. Try again in a moment.`;
     return;
   }
