@@ -160,7 +160,8 @@ static bool parse_int(const char *s, long long *out)
 
 /*
  * Checks one value against its column's type and stores its normal form:
- * uuids lower-case, booleans "true"/"false".
+ * uuids lower-case, integers in plain decimal (no blanks, no +, no leading 0), booleans
+ * "true"/"false".
  */
 static char *value_for(const jw_rt_column *col, const char *v, size_t n, char *err, size_t errlen)
 {
@@ -192,6 +193,7 @@ static char *value_for(const jw_rt_column *col, const char *v, size_t n, char *e
                      col->name);
             return NULL;
         }
+        snprintf(buf, sizeof(buf), "%lld", num); /* its normal form: no blanks, no '+' */
         break;
     case JW_RT_BOOL:
         if (strcmp(buf, "true") == 0 || strcmp(buf, "t") == 0)

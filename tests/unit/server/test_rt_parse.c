@@ -614,10 +614,11 @@ static const struct filter_ok filters_ok[] = {
     /* Integers, up to int64, with a sign. */
     {"job_runs", "retry_count=eq.0", "retry_count eq 0"},
     {"job_runs", "retry_count=eq.-3", "retry_count eq -3"},
-    {"job_runs", "retry_count=eq.+3", "retry_count eq +3"},
+    {"job_runs", "retry_count=eq.+3", "retry_count eq 3"},
     /* Blanks on either side, as PostgreSQL's int8 input takes them (only before, once). */
-    {"job_runs", "retry_count=eq. 5", "retry_count eq  5"},
-    {"job_runs", "retry_count=eq.5 ", "retry_count eq 5 "},
+    {"job_runs", "retry_count=eq. 5", "retry_count eq 5"},
+    {"job_runs", "retry_count=eq.5 ", "retry_count eq 5"},
+    {"job_runs", "retry_count=eq.007", "retry_count eq 7"},
     {"job_runs", "retry_count=lt.9223372036854775807", "retry_count lt 9223372036854775807"},
     {"job_runs", "retry_count=gt.-9223372036854775808", "retry_count gt -9223372036854775808"},
     {"job_steps", "transaction_index=in.(0,1,\"2\")", "transaction_index in 0|1|2"},
